@@ -1,0 +1,57 @@
+# Two commands on a fresh Debian machine: `make run` and `make test`.
+# Both install what is missing (apt-get), build, and go.
+
+DEB_PACKAGES   := libdpdk-dev dpdk-dev dpdk clang libclang-dev pkg-config \
+                  qemu-system-x86 cpio busybox-static
+BENCH_PACKAGES := openvswitch-switch-dpdk
+SUDO           := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
+CARGO          ?= cargo
+HUGEPAGES      ?= 1024
+CONFIG         ?= configs/default.toml
+
+.PHONY: all deps deps-bench build test lint run bench hugepages clean
+
+all: build
+
+# Installs the Debian packages that are not installed yet; a no-op when all are.
+deps:
+	@missing=$$(for p in $(DEB_PACKAGES); do \
+	    dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; \
+	  done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:" $$missing; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+deps-bench: deps
+	@dpkg-query -W -f='$${Status}\n' $(BENCH_PACKAGES) 2>/dev/null | grep -q '^install ok installed' || \
+	  { $(SUDO) apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(BENCH_PACKAGES); }
+
+build: deps
+	$(CARGO) build --workspace --all-targets --release
+
+lint: deps
+	$(CARGO) clippy --workspace --all-targets --release -- -D warnings
+
+# Tests that start DPDK or QEMU busy-poll a core: one test at a time.
+test: deps lint
+	$(CARGO) test --workspace --release -- --test-threads=1
+
+run: build
+	$(SUDO) target/release/vswitchd --config $(CONFIG)
+
+bench: deps-bench build hugepages
+	$(SUDO) target/release/vswitch-bench compare --output bench/results
+
+# Reserves and mounts 2 MB hugepages (benchmarks; tests need none).
+hugepages:
+	@[ "$$(cat /proc/sys/vm/nr_hugepages)" -ge $(HUGEPAGES) ] || \
+	  echo $(HUGEPAGES) | $(SUDO) tee /proc/sys/vm/nr_hugepages >/dev/null
+	@mountpoint -q /dev/hugepages || { $(SUDO) mkdir -p /dev/hugepages && \
+	  $(SUDO) mount -t hugetlbfs nodev /dev/hugepages; }
+	@grep -E 'HugePages_(Total|Free)' /proc/meminfo
+
+clean:
+	$(CARGO) clean
