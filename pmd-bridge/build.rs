@@ -24,7 +24,7 @@ fn main() {
         .clang_arg("-DALLOW_EXPERIMENTAL_API")
         .allowlist_function("(rte|vsw)_.*")
         .allowlist_type("(rte|vhost|vring|virtio)_.*")
-        .allowlist_var("(RTE|VIRTIO|VRING|VHOST)_.*")
+        .allowlist_var("(RTE|VIRTIO|VRING|VHOST|SOCKET_ID|RING_F)_.*")
         // Packed structs holding aligned ones (E0588) on bindgen 0.72: verified
         // on these machines, see shared/docs/dpdk-notes.md.
         .opaque_type("rte_gtp_psc_.*")
@@ -60,6 +60,9 @@ fn main() {
         build.flag(flag);
     }
     build.compile("pmd_bridge_shim");
+    // rte_eth_from_rings lives in the net_ring PMD, which pkg-config does not
+    // list; it is the same file the EAL loads from its driver directory.
+    println!("cargo:rustc-link-lib=dylib=rte_net_ring");
     println!("cargo:rerun-if-changed=wrapper.h");
     println!("cargo:rerun-if-changed=src/shim.c");
     println!("cargo:rerun-if-changed=src/shim.h");

@@ -54,11 +54,13 @@ impl Eal {
         let argv: &'static mut [*mut c_char] =
             Vec::leak(owned.into_iter().map(CString::into_raw).collect());
         let argc = argv.len() as i32;
-        // SAFETY: argv holds argc valid NUL-terminated strings that are never
-        // freed; STATE guarantees no other thread is inside rte_eal_init.
+        // Argument errors come from getopt on stderr, not the log stream.
         let ((ret, stderr), logged) = log::capture(|| {
-            // Argument errors come from getopt on stderr, not the log stream.
-            log::capture_stderr(|| unsafe { ffi::rte_eal_init(argc, argv.as_mut_ptr()) })
+            log::capture_stderr(|| {
+                // SAFETY: argv holds argc valid NUL-terminated strings that are
+                // never freed; STATE keeps every other thread out of rte_eal_init.
+                unsafe { ffi::rte_eal_init(argc, argv.as_mut_ptr()) }
+            })
         });
         if ret < 0 {
             let logged = format!("{stderr}{logged}");

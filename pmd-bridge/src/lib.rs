@@ -2,10 +2,20 @@
 //!
 //! `ffi` holds the generated bindings; everything else is a small safe type
 //! over them, and the rest of the workspace uses only those types.
+pub mod burst;
 pub mod eal;
 pub mod error;
+pub mod ethdev;
 pub mod ffi;
 pub mod log;
+pub mod mbuf;
+pub mod mempool;
+pub mod ring;
 
+pub use burst::{Burst, Drain, BURST};
 pub use eal::Eal;
 pub use error::{Error, Result};
+pub use ethdev::{EthPort, Link, PortConfig, PortStats, RxQueue, TxQueue};
+pub use mbuf::Mbuf;
+pub use mempool::Mempool;
+pub use ring::Ring;

@@ -2,6 +2,8 @@
 use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+static AT_EXIT: std::sync::Mutex<Vec<FilePrefix>> = std::sync::Mutex::new(Vec::new());
+
 /// A unique `--file-prefix` for one DPDK process. Dropping it removes the
 /// runtime directory and hugepage files a process under this prefix may have
 /// left (a killed process leaves both, and the files hold hugepages).
@@ -12,6 +14,24 @@ impl FilePrefix {
         static SEQ: AtomicU32 = AtomicU32::new(0);
         let n = SEQ.fetch_add(1, Ordering::Relaxed);
         FilePrefix(format!("vsw-{tag}-{}-{n}", std::process::id()))
+    }
+
+    /// A prefix for a DPDK instance that lives as long as the test process
+    /// (a shared EAL fixture): its files are removed at process exit.
+    pub fn for_process(tag: &str) -> &'static FilePrefix {
+        extern "C" fn remove_all() {
+            if let Ok(list) = AT_EXIT.lock() {
+                list.iter().for_each(FilePrefix::remove_files);
+            }
+        }
+        let prefix: &'static FilePrefix = Box::leak(Box::new(FilePrefix::new(tag)));
+        let mut list = AT_EXIT.lock().unwrap();
+        if list.is_empty() {
+            // SAFETY: registers a plain extern "C" function with no captured state.
+            unsafe { libc::atexit(remove_all) };
+        }
+        list.push(FilePrefix(prefix.0.clone()));
+        prefix
     }
 
     pub fn as_str(&self) -> &str {

@@ -1,0 +1,275 @@
+//! Owned packet buffers.
+//!
+//! An `Mbuf` owns one reference to an mbuf chain and frees it when dropped.
+//! `share` takes another reference to the same chain (flooding without a
+//! copy); while a chain is shared, nothing can change it through any handle:
+//! every mutating method checks that this handle is the only one.
+use std::ptr::NonNull;
+
+use crate::ffi;
+
+/// One owned reference to an mbuf chain. Same layout as `*mut rte_mbuf`, so a
+/// slice of them is what `rte_eth_tx_burst` takes.
+#[repr(transparent)]
+pub struct Mbuf(NonNull<ffi::rte_mbuf>);
+
+// SAFETY: an Mbuf is one owned reference; moving it to another thread moves
+// that ownership (reference counts are atomic in DPDK's default build).
+unsafe impl Send for Mbuf {}
+
+const IND_ATTACHED: u64 = ffi::RTE_MBUF_F_INDIRECT;
+const EXT_ATTACHED: u64 = ffi::RTE_MBUF_F_EXTERNAL;
+
+impl Mbuf {
+    /// Takes ownership of one reference to `m`.
+    ///
+    /// # Safety
+    /// `m` must be a valid mbuf chain whose reference the caller owns and
+    /// hands over; no one may use that reference afterwards.
+    #[inline]
+    pub unsafe fn from_raw(m: NonNull<ffi::rte_mbuf>) -> Mbuf {
+        Mbuf(m)
+    }
+
+    /// Gives up ownership without freeing.
+    #[inline]
+    pub fn into_raw(self) -> NonNull<ffi::rte_mbuf> {
+        let m = self.0;
+        std::mem::forget(self);
+        m
+    }
+
+    #[inline]
+    fn raw(&self) -> &ffi::rte_mbuf {
+        // SAFETY: we own a reference, so the mbuf is alive; the fields read
+        // through this are changed only by a sole owner (checked on mutation).
+        unsafe { self.0.as_ref() }
+    }
+
+    fn segs(&self) -> impl Iterator<Item = &ffi::rte_mbuf> {
+        let mut next = Some(self.raw());
+        std::iter::from_fn(move || {
+            let cur = next?;
+            // SAFETY: `next` links segments of the same live chain, or is null.
+            next = unsafe { cur.next.as_ref() };
+            Some(cur)
+        })
+    }
+
+    /// Total packet length over all segments.
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.raw().pkt_len as usize
+    }
+
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Number of segments in the chain.
+    #[inline]
+    pub fn nb_segs(&self) -> u16 {
+        self.raw().nb_segs
+    }
+
+    /// The first segment's data.
+    #[inline]
+    pub fn data(&self) -> &[u8] {
+        seg_data(self.raw())
+    }
+
+    /// Each segment's data, in order.
+    pub fn segments(&self) -> impl Iterator<Item = &[u8]> {
+        self.segs().map(seg_data)
+    }
+
+    /// The whole packet, copied into one Vec (tests and control paths).
+    pub fn to_vec(&self) -> Vec<u8> {
+        self.segments().flatten().copied().collect()
+    }
+
+    /// The input port DPDK recorded on receive.
+    #[inline]
+    pub fn port(&self) -> u16 {
+        self.raw().port
+    }
+
+    /// References to the first segment (several handles after `share`).
+    #[inline]
+    pub fn refcnt(&self) -> u16 {
+        // SAFETY: an atomic read of a live mbuf's reference count.
+        unsafe { ffi::rte_mbuf_refcnt_read(self.0.as_ptr()) }
+    }
+
+    /// Whether this handle is the only reference to every segment's header,
+    /// so their metadata (offsets, lengths, links) may change.
+    pub fn is_exclusive(&self) -> bool {
+        // SAFETY: atomic reads of live segments' reference counts.
+        self.segs().all(|s| unsafe { ffi::rte_mbuf_refcnt_read(s) } == 1)
+    }
+
+    /// Whether, in addition, no other mbuf points at the data buffers (an
+    /// indirect clone or an external buffer shared elsewhere), so the bytes
+    /// may be written.
+    pub fn is_data_exclusive(&self) -> bool {
+        self.is_exclusive()
+            && self.segs().all(|s| {
+                if s.ol_flags & IND_ATTACHED != 0 {
+                    // SAFETY: an indirect segment points into a live direct mbuf.
+                    unsafe { ffi::rte_mbuf_refcnt_read(ffi::rte_mbuf_from_indirect(s as *const _ as *mut _)) == 1 }
+                } else if s.ol_flags & EXT_ATTACHED != 0 {
+                    // SAFETY: an external segment has a valid shared-info block.
+                    unsafe { ffi::rte_mbuf_ext_refcnt_read(s.shinfo) == 1 }
+                } else {
+                    true
+                }
+            })
+    }
+
+    /// Another reference to the same chain (reference count + 1 on every
+    /// segment). Neither handle can change the chain while both exist.
+    #[inline]
+    pub fn share(&self) -> Mbuf {
+        // SAFETY: we own a reference, so the chain is alive; refcnt_update
+        // walks the chain atomically incrementing each segment.
+        unsafe { ffi::rte_pktmbuf_refcnt_update(self.0.as_ptr(), 1) };
+        Mbuf(self.0)
+    }
+
+    /// The first segment's data, writable, if nothing else shares it.
+    pub fn data_mut(&mut self) -> Option<&mut [u8]> {
+        if !self.is_data_exclusive() {
+            return None;
+        }
+        let m = self.raw();
+        // SAFETY: the data is ours alone (checked above) and lies within the
+        // segment's buffer at buf_addr + data_off for data_len bytes.
+        Some(unsafe {
+            std::slice::from_raw_parts_mut(
+                (m.buf_addr as *mut u8).add(m.data_off as usize),
+                m.data_len as usize,
+            )
+        })
+    }
+
+    /// Extends the data at the front by `n` bytes of headroom and returns
+    /// them; None if shared or if the headroom is too small.
+    pub fn prepend(&mut self, n: u16) -> Option<&mut [u8]> {
+        if !self.is_data_exclusive() {
+            return None;
+        }
+        // SAFETY: exclusive (checked); rte_pktmbuf_prepend checks headroom.
+        let p = unsafe { ffi::rte_pktmbuf_prepend(self.0.as_ptr(), n) };
+        // SAFETY: a non-null result points at `n` bytes of our buffer.
+        (!p.is_null()).then(|| unsafe { std::slice::from_raw_parts_mut(p.cast::<u8>(), n as usize) })
+    }
+
+    /// Drops `n` bytes from the front of the packet (first segment only).
+    pub fn adj(&mut self, n: u16) -> bool {
+        // SAFETY: exclusive metadata (checked); rte_pktmbuf_adj checks length.
+        self.is_exclusive() && !unsafe { ffi::rte_pktmbuf_adj(self.0.as_ptr(), n) }.is_null()
+    }
+
+    /// Drops `n` bytes from the end of the packet (last segment only).
+    pub fn trim(&mut self, n: u16) -> bool {
+        // SAFETY: exclusive metadata (checked); rte_pktmbuf_trim checks length.
+        self.is_exclusive() && unsafe { ffi::rte_pktmbuf_trim(self.0.as_ptr(), n) } == 0
+    }
+
+    /// Appends `bytes` to the last segment; None if shared or no tailroom.
+    pub fn append(&mut self, bytes: &[u8]) -> Option<()> {
+        if !self.is_data_exclusive() {
+            return None;
+        }
+        let n = u16::try_from(bytes.len()).ok()?;
+        // SAFETY: exclusive (checked); rte_pktmbuf_append checks tailroom.
+        let p = unsafe { ffi::rte_pktmbuf_append(self.0.as_ptr(), n) };
+        if p.is_null() {
+            return None;
+        }
+        // SAFETY: p points at `n` bytes of tailroom we now own.
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), p.cast::<u8>(), bytes.len()) };
+        Some(())
+    }
+
+    /// Appends `tail` as the next segments of this chain. This chain must be
+    /// exclusive; `tail` may be shared (only this chain's last link changes),
+    /// which is how a private header goes in front of a flooded packet.
+    pub fn chain(&mut self, tail: Mbuf) -> Result<(), Mbuf> {
+        if !self.is_exclusive() {
+            return Err(tail);
+        }
+        // SAFETY: self's segments are ours alone; rte_pktmbuf_chain only
+        // writes self's last `next` and self's head counters, and checks the
+        // segment limit (returning -EOVERFLOW without taking tail).
+        let ret = unsafe { ffi::rte_pktmbuf_chain(self.0.as_ptr(), tail.0.as_ptr()) };
+        if ret != 0 {
+            return Err(tail);
+        }
+        std::mem::forget(tail);
+        Ok(())
+    }
+
+    /// An indirect clone from `pool`: new headers (free to adjust) over the
+    /// same data, which then counts as shared for both.
+    pub fn clone_indirect(&self, pool: &crate::Mempool) -> Option<Mbuf> {
+        // SAFETY: self is alive; rte_pktmbuf_clone attaches new headers to
+        // each segment's buffer, taking a data reference for each.
+        let m = unsafe { ffi::rte_pktmbuf_clone(self.0.as_ptr(), pool.as_ptr()) };
+        // SAFETY: a non-null clone is a new chain we own.
+        NonNull::new(m).map(|m| unsafe { Mbuf::from_raw(m) })
+    }
+}
+
+fn seg_data(m: &ffi::rte_mbuf) -> &[u8] {
+    // SAFETY: a segment's valid data is data_len bytes at buf_addr + data_off,
+    // alive as long as the segment is; writers need exclusive access.
+    unsafe { std::slice::from_raw_parts((m.buf_addr as *const u8).add(m.data_off as usize), m.data_len as usize) }
+}
+
+impl Drop for Mbuf {
+    #[inline]
+    fn drop(&mut self) {
+        // SAFETY: we own one reference; rte_pktmbuf_free drops it on every
+        // segment and returns segments whose count reaches zero.
+        unsafe { ffi::rte_pktmbuf_free(self.0.as_ptr()) }
+    }
+}
+
+impl std::fmt::Debug for Mbuf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mbuf")
+            .field("len", &self.len())
+            .field("nb_segs", &self.nb_segs())
+            .field("refcnt", &self.refcnt())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod layout {
+    use std::mem::offset_of;
+
+    use crate::ffi::rte_mbuf;
+
+    // Fields read directly on the fast path: their offsets in DPDK 22.11's
+    // rte_mbuf (rte_mbuf_core.h). A DPDK whose layout differs fails here.
+    #[test]
+    fn mbuf_field_offsets() {
+        assert_eq!(offset_of!(rte_mbuf, buf_addr), 0);
+        assert_eq!(offset_of!(rte_mbuf, data_off), 16);
+        assert_eq!(offset_of!(rte_mbuf, refcnt), 18);
+        assert_eq!(offset_of!(rte_mbuf, nb_segs), 20);
+        assert_eq!(offset_of!(rte_mbuf, port), 22);
+        assert_eq!(offset_of!(rte_mbuf, ol_flags), 24);
+        assert_eq!(offset_of!(rte_mbuf, pkt_len), 36);
+        assert_eq!(offset_of!(rte_mbuf, data_len), 40);
+        assert_eq!(offset_of!(rte_mbuf, vlan_tci), 42);
+        assert_eq!(offset_of!(rte_mbuf, buf_len), 54);
+        assert_eq!(offset_of!(rte_mbuf, pool), 56);
+        assert_eq!(offset_of!(rte_mbuf, next), 64);
+        assert_eq!(offset_of!(rte_mbuf, shinfo), 80);
+        assert_eq!(std::mem::size_of::<rte_mbuf>(), 128);
+    }
+}
