@@ -156,6 +156,20 @@ impl<const N: usize> Burst<N> {
     }
 }
 
+impl<const N: usize> Burst<N> {
+    /// Frees the first `n` mbufs (a copying sender is done with them) and
+    /// moves the rest to the front.
+    #[inline]
+    pub(crate) fn free_front(&mut self, n: usize) {
+        let n = n.min(self.len);
+        if n > 0 {
+            // SAFETY: slots 0..n are owned; consume_front forgets exactly them.
+            unsafe { ffi::rte_pktmbuf_free_bulk(self.as_raw(), n as u32) };
+        }
+        self.consume_front(n);
+    }
+}
+
 impl<const N: usize> Drop for Burst<N> {
     fn drop(&mut self) {
         self.clear();

@@ -7,10 +7,12 @@ pub mod eal;
 pub mod error;
 pub mod ethdev;
 pub mod ffi;
+pub mod lcore;
 pub mod log;
 pub mod mbuf;
 pub mod mempool;
 pub mod ring;
+pub mod vhost;
 
 pub use burst::{Burst, Drain, BURST};
 pub use eal::Eal;
@@ -19,3 +21,4 @@ pub use ethdev::{EthPort, Link, PortConfig, PortStats, RxQueue, TxQueue};
 pub use mbuf::Mbuf;
 pub use mempool::Mempool;
 pub use ring::Ring;
+pub use vhost::{VhostDevice, VhostEvent, VhostMode, VhostRxQueue, VhostSocket, VhostTxQueue};

@@ -1,0 +1,372 @@
+//! vhost-user ports through the `rte_vhost` library API (not the net_vhost PMD).
+//!
+//! # Threads and locks (read in lib/vhost of DPDK 22.11.11)
+//! rte_vhost runs its device callbacks on its own threads ("vhost-events",
+//! and "vhost_reconn" for client sockets). For SET_FEATURES,
+//! SET_PROTOCOL_FEATURES, SET_OWNER, SET_MEM_TABLE, SET_LOG_BASE/FD,
+//! SET_VRING_NUM/ADDR/BASE/KICK/CALL/ERR/ENABLE, SEND_RARP, NET_SET_MTU and
+//! SET_SLAVE_REQ_FD it takes every queue's access lock *before* the extern
+//! pre-hook and the handler, and calls `vring_state_changed` (and
+//! `features_changed`) before releasing them. `rte_vhost_enqueue_burst`,
+//! `rte_vhost_vring_call` and `rte_vhost_enable_guest_notification` take
+//! that lock and spin on it; `rte_vhost_dequeue_burst` and
+//! `rte_vhost_vring_call_nonblock` only try it. Hence:
+//! - `vring_state_changed`, `features_changed` and the message hooks must not
+//!   call any of those functions, nor wait for a thread that may be spinning
+//!   inside them: here they only record an event for another thread.
+//! - `new_device` and the connection callbacks run with no queue lock held;
+//!   here they too only record an event.
+//! - `destroy_device` runs with no queue lock held (on disconnect, on
+//!   GET_VRING_BASE and RESET_OWNER, and inside `rte_vhost_driver_unregister`
+//!   on the caller's thread). When it returns, the library unmaps guest
+//!   memory and frees the queues, and its data path does not guard against a
+//!   freed device, so no thread may still be inside enqueue or dequeue. Here
+//!   it records the event and then waits until every handle to the device
+//!   (`VhostDevice`, `VhostRxQueue`, `VhostTxQueue`) is dropped: the thread
+//!   that reads the events must make the threads holding handles drop them.
+//! - Handles are obtained from the socket by vid after a `NewDevice` event;
+//!   a vid whose device is gone gives none, so a stale (or reused) vid is
+//!   never used.
+use std::collections::HashMap;
+use std::ffi::CStr;
+use std::os::raw::{c_char, c_int};
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::burst::Burst;
+use crate::error::{cstring, Error, Result};
+use crate::mempool::Mempool;
+use crate::{ffi, log, Eal};
+
+/// Which side of the vhost-user socket the switch takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VhostMode {
+    /// The switch creates and listens on the socket; QEMU connects.
+    Server,
+    /// QEMU listens; the switch connects, and reconnects whenever QEMU returns.
+    Client,
+}
+
+/// What rte_vhost reported about a socket's device, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum VhostEvent {
+    /// A frontend connected (negotiation starts).
+    NewConnection { vid: i32 },
+    /// The device is ready: `VhostSocket::device(vid)` gives its handle.
+    NewDevice { vid: i32 },
+    /// The frontend enabled or disabled one vring (virtio queue index).
+    VringState { vid: i32, queue: u16, enabled: bool },
+    /// Negotiated features changed (e.g. LOG_ALL around live migration).
+    FeaturesChanged { vid: i32, features: u64 },
+    /// The device is going away; drop every handle to it now.
+    DestroyDevice { vid: i32 },
+    /// The frontend disconnected.
+    DestroyConnection { vid: i32 },
+}
+
+struct DeviceLease {
+    vid: i32,
+}
+
+struct SocketShared {
+    events: Mutex<Sender<VhostEvent>>,
+    /// Live devices by vid. The map holds one reference to each lease; a
+    /// handle holds another.
+    devices: Mutex<HashMap<i32, Arc<DeviceLease>>>,
+}
+
+static SOCKETS: Mutex<Vec<(String, Arc<SocketShared>)>> = Mutex::new(Vec::new());
+
+fn socket_of(vid: i32) -> Option<Arc<SocketShared>> {
+    let mut buf = [0 as c_char; 4096];
+    // SAFETY: buf is a writable buffer of the length passed.
+    if unsafe { ffi::rte_vhost_get_ifname(vid, buf.as_mut_ptr(), buf.len()) } != 0 {
+        return None;
+    }
+    // SAFETY: rte_vhost NUL-terminates the name within buf.
+    let path = unsafe { CStr::from_ptr(buf.as_ptr()) }.to_string_lossy();
+    let sockets = SOCKETS.lock().ok()?;
+    sockets.iter().find(|(p, _)| *p == path).map(|(_, s)| Arc::clone(s))
+}
+
+fn record(vid: i32, ev: VhostEvent) -> Option<Arc<SocketShared>> {
+    let sock = socket_of(vid)?;
+    if let Ok(tx) = sock.events.lock() {
+        let _ = tx.send(ev);
+    }
+    Some(sock)
+}
+
+// The callbacks must not unwind into C; each body is small and panic-free
+// except for poisoned mutexes, which are treated as "nothing to do".
+extern "C" fn cb_new_device(vid: c_int) -> c_int {
+    if let Some(sock) = socket_of(vid) {
+        if let Ok(mut devs) = sock.devices.lock() {
+            devs.insert(vid, Arc::new(DeviceLease { vid }));
+        }
+        if let Ok(tx) = sock.events.lock() {
+            let _ = tx.send(VhostEvent::NewDevice { vid });
+        }
+    }
+    0
+}
+
+extern "C" fn cb_destroy_device(vid: c_int) {
+    let Some(sock) = record(vid, VhostEvent::DestroyDevice { vid }) else { return };
+    let lease = sock.devices.lock().ok().and_then(|mut d| d.remove(&vid));
+    let Some(lease) = lease else { return };
+    // Wait for every handle to go: after we return, the library frees the
+    // device. See the module documentation.
+    let start = Instant::now();
+    let mut warned = Duration::ZERO;
+    while Arc::strong_count(&lease) > 1 {
+        std::thread::sleep(Duration::from_millis(1));
+        if start.elapsed() > warned + Duration::from_secs(5) {
+            warned = start.elapsed();
+            eprintln!("pmd-bridge: vhost device {vid}: destroy waits for its handles to be dropped ({warned:?})");
+        }
+    }
+}
+
+extern "C" fn cb_vring_state_changed(vid: c_int, queue: u16, enable: c_int) -> c_int {
+    record(vid, VhostEvent::VringState { vid, queue, enabled: enable != 0 });
+    0
+}
+
+extern "C" fn cb_features_changed(vid: c_int, features: u64) -> c_int {
+    record(vid, VhostEvent::FeaturesChanged { vid, features });
+    0
+}
+
+extern "C" fn cb_new_connection(vid: c_int) -> c_int {
+    record(vid, VhostEvent::NewConnection { vid });
+    0
+}
+
+extern "C" fn cb_destroy_connection(vid: c_int) {
+    record(vid, VhostEvent::DestroyConnection { vid });
+}
+
+struct Ops(ffi::rte_vhost_device_ops);
+// SAFETY: the table holds only function pointers and a null reserved slot,
+// and is never written after initialisation.
+unsafe impl Sync for Ops {}
+
+static OPS: Ops = Ops(ffi::rte_vhost_device_ops {
+    new_device: Some(cb_new_device),
+    destroy_device: Some(cb_destroy_device),
+    vring_state_changed: Some(cb_vring_state_changed),
+    features_changed: Some(cb_features_changed),
+    new_connection: Some(cb_new_connection),
+    destroy_connection: Some(cb_destroy_connection),
+    guest_notified: None,
+    reserved: [std::ptr::null_mut()],
+});
+
+/// A registered vhost-user socket. Dropping it unregisters the socket;
+/// drop every device handle first, or it stays registered (see above).
+pub struct VhostSocket {
+    path: String,
+    cpath: std::ffi::CString,
+    shared: Arc<SocketShared>,
+    events: Receiver<VhostEvent>,
+    _eal: Eal,
+}
+
+impl VhostSocket {
+    /// Registers `path` in `mode` with the library's default features
+    /// (mergeable rx buffers included) and the device callbacks. Call
+    /// `start` after adjusting features.
+    #[cold]
+    pub fn register(eal: &Eal, path: &str, mode: VhostMode) -> Result<VhostSocket> {
+        let cpath = cstring("socket path", path)?;
+        let flags = match mode {
+            VhostMode::Server => 0,
+            VhostMode::Client => ffi::RTE_VHOST_USER_CLIENT as u64,
+        };
+        {
+            let sockets = SOCKETS.lock().unwrap();
+            if sockets.iter().any(|(p, _)| p == path) {
+                return Err(Error::InvalidArgument(format!("vhost socket {path} is already registered")));
+            }
+        }
+        // SAFETY: cpath is a valid C string; the library copies it.
+        let (r, logged) = log::capture(|| unsafe { ffi::rte_vhost_driver_register(cpath.as_ptr(), flags) });
+        if r != 0 {
+            return Err(Error::dpdk("rte_vhost_driver_register", libc::EINVAL, &logged));
+        }
+        // From here on, Drop unregisters.
+        let (tx, rx) = channel();
+        let shared = Arc::new(SocketShared { events: Mutex::new(tx), devices: Mutex::new(HashMap::new()) });
+        SOCKETS.lock().unwrap().push((path.to_string(), Arc::clone(&shared)));
+        let sock = VhostSocket { path: path.to_string(), cpath, shared, events: rx, _eal: eal.clone() };
+        // SAFETY: OPS is 'static; the path was registered just above.
+        let (r, logged) = log::capture(|| unsafe { ffi::rte_vhost_driver_callback_register(sock.cpath.as_ptr(), &OPS.0) });
+        if r != 0 {
+            return Err(Error::dpdk("rte_vhost_driver_callback_register", libc::EINVAL, &logged));
+        }
+        Ok(sock)
+    }
+
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// The feature bits offered to the frontend.
+    pub fn features(&self) -> Result<u64> {
+        let mut f = 0u64;
+        // SAFETY: f is a valid out-parameter; the path is registered.
+        let r = unsafe { ffi::rte_vhost_driver_get_features(self.cpath.as_ptr(), &mut f) };
+        if r != 0 {
+            return Err(Error::dpdk("rte_vhost_driver_get_features", libc::EINVAL, ""));
+        }
+        Ok(f)
+    }
+
+    /// Offers `bits` in addition (before `start`).
+    pub fn enable_features(&self, bits: u64) -> Result<()> {
+        // SAFETY: the path is registered.
+        let (r, l) = log::capture(|| unsafe { ffi::rte_vhost_driver_enable_features(self.cpath.as_ptr(), bits) });
+        (r == 0).then_some(()).ok_or_else(|| Error::dpdk("rte_vhost_driver_enable_features", libc::EINVAL, &l))
+    }
+
+    /// Stops offering `bits` (before `start`).
+    pub fn disable_features(&self, bits: u64) -> Result<()> {
+        // SAFETY: the path is registered.
+        let (r, l) = log::capture(|| unsafe { ffi::rte_vhost_driver_disable_features(self.cpath.as_ptr(), bits) });
+        (r == 0).then_some(()).ok_or_else(|| Error::dpdk("rte_vhost_driver_disable_features", libc::EINVAL, &l))
+    }
+
+    /// Starts listening (server) or connecting (client).
+    #[cold]
+    pub fn start(&self) -> Result<()> {
+        // SAFETY: the path is registered with callbacks.
+        let (r, l) = log::capture(|| unsafe { ffi::rte_vhost_driver_start(self.cpath.as_ptr()) });
+        (r == 0).then_some(()).ok_or_else(|| Error::dpdk("rte_vhost_driver_start", libc::EINVAL, &l))
+    }
+
+    /// The next event, if one is waiting.
+    pub fn try_event(&self) -> Option<VhostEvent> {
+        self.events.try_recv().ok()
+    }
+
+    /// The next event, waiting up to `timeout`.
+    pub fn next_event(&self, timeout: Duration) -> Option<VhostEvent> {
+        self.events.recv_timeout(timeout).ok()
+    }
+
+    /// The handle of live device `vid`; None once its destruction began.
+    pub fn device(&self, vid: i32) -> Option<VhostDevice> {
+        let devs = self.shared.devices.lock().ok()?;
+        devs.get(&vid).map(|l| VhostDevice { lease: Arc::clone(l) })
+    }
+}
+
+impl Drop for VhostSocket {
+    fn drop(&mut self) {
+        let busy = self.shared.devices.lock().map(|d| d.values().any(|l| Arc::strong_count(l) > 1));
+        if busy.unwrap_or(true) {
+            // Unregistering runs destroy_device on this thread, which would
+            // wait forever for handles this thread may hold: leave it be.
+            eprintln!("pmd-bridge: vhost socket {} dropped while device handles are alive; not unregistered", self.path);
+            return;
+        }
+        // SAFETY: the path is registered and no device handle is alive, so the
+        // destroy_device this may run returns at once.
+        unsafe { ffi::rte_vhost_driver_unregister(self.cpath.as_ptr()) };
+        if let Ok(mut s) = SOCKETS.lock() {
+            s.retain(|(p, _)| *p != self.path);
+        }
+    }
+}
+
+/// A live vhost device. While any handle exists, rte_vhost's destroy_device
+/// for it waits, so the vid stays valid.
+pub struct VhostDevice {
+    lease: Arc<DeviceLease>,
+}
+
+impl VhostDevice {
+    pub fn vid(&self) -> i32 {
+        self.lease.vid
+    }
+
+    pub fn negotiated_features(&self) -> Result<u64> {
+        let mut f = 0u64;
+        // SAFETY: a live vid; f is a valid out-parameter.
+        match unsafe { ffi::rte_vhost_get_negotiated_features(self.vid(), &mut f) } {
+            0 => Ok(f),
+            _ => Err(Error::dpdk("rte_vhost_get_negotiated_features", libc::ENODEV, "")),
+        }
+    }
+
+    /// Queue pairs the device has (each an rx and a tx vring).
+    pub fn queue_pairs(&self) -> u16 {
+        // SAFETY: a live vid.
+        unsafe { ffi::rte_vhost_get_vring_num(self.vid()) / 2 }
+    }
+
+    /// The MTU the frontend set, if it negotiated VIRTIO_NET_F_MTU.
+    pub fn mtu(&self) -> Option<u16> {
+        let mut mtu = 0u16;
+        // SAFETY: a live vid; mtu is a valid out-parameter.
+        (unsafe { ffi::rte_vhost_get_mtu(self.vid(), &mut mtu) } == 0).then_some(mtu)
+    }
+
+    /// The handle to receive from the guest on queue pair `pair` (its tx vring).
+    pub fn rx_queue(&self, pair: u16) -> VhostRxQueue {
+        VhostRxQueue { lease: Arc::clone(&self.lease), vring: pair * 2 + 1 }
+    }
+
+    /// The handle to send to the guest on queue pair `pair` (its rx vring).
+    pub fn tx_queue(&self, pair: u16) -> VhostTxQueue {
+        VhostTxQueue { lease: Arc::clone(&self.lease), vring: pair * 2 }
+    }
+}
+
+/// Receives what the guest transmits, copying it into mbufs.
+pub struct VhostRxQueue {
+    lease: Arc<DeviceLease>,
+    vring: u16,
+}
+
+/// Sends to the guest, copying mbufs into its receive buffers.
+pub struct VhostTxQueue {
+    lease: Arc<DeviceLease>,
+    vring: u16,
+}
+
+impl VhostRxQueue {
+    /// Dequeues into the free slots of `burst`, allocating from `pool`
+    /// (chained mbufs for frames larger than the data room).
+    #[inline]
+    pub fn dequeue_burst<const N: usize>(&mut self, pool: &Mempool, burst: &mut Burst<N>) -> usize {
+        let (slots, room) = burst.spare_raw();
+        // SAFETY: the lease keeps the vid alive; `slots` has `room` free
+        // entries, n of which the library fills with mbufs it hands to us.
+        unsafe {
+            let n = ffi::rte_vhost_dequeue_burst(self.lease.vid, self.vring, pool.as_ptr(), slots, room as u16);
+            burst.assume_filled(n as usize);
+            n as usize
+        }
+    }
+}
+
+impl VhostTxQueue {
+    /// Copies mbufs from the front of `burst` into the guest, frees the ones
+    /// copied, and leaves the rest (guest ring full) in `burst`, owned by the
+    /// caller. Returns how many were copied.
+    #[inline]
+    pub fn enqueue_burst<const N: usize>(&mut self, burst: &mut Burst<N>) -> usize {
+        if burst.is_empty() {
+            return 0;
+        }
+        let len = burst.len() as u16;
+        // SAFETY: the lease keeps the vid alive; the library reads `len`
+        // mbufs and leaves them to us.
+        let n = unsafe { ffi::rte_vhost_enqueue_burst(self.lease.vid, self.vring, burst.as_raw(), len) } as usize;
+        burst.free_front(n);
+        n
+    }
+}
