@@ -1,5 +1,6 @@
 # Two commands on a fresh Debian machine: `make run` and `make test`.
 # Both install what is missing (apt-get), build, and go.
+SHELL := /bin/bash
 
 DEB_PACKAGES   := libdpdk-dev dpdk-dev dpdk clang libclang-dev pkg-config \
                   qemu-system-x86 cpio busybox-static
@@ -36,8 +37,14 @@ lint: deps
 	$(CARGO) clippy --workspace --all-targets --release -- -D warnings
 
 # Tests that start DPDK or QEMU busy-poll a core: one test at a time.
+# The last line sums every test binary's result.
 test: deps lint
-	$(CARGO) test --workspace --release -- --test-threads=1
+	@mkdir -p target
+	@set -o pipefail; \
+	$(CARGO) test --workspace --release --lib --bins --tests -- --test-threads=1 2>&1 | tee target/test.log; \
+	status=$$?; \
+	awk '/^test result:/ {p += $$4; f += $$6} END {printf "total: %d passed, %d failed\n", p, f}' target/test.log; \
+	exit $$status
 
 run: build
 	$(SUDO) target/release/vswitchd --config $(CONFIG)
