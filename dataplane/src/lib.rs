@@ -1,1 +1,13 @@
+//! Packet processing: port → rx burst → parse → classify/learn → per-port
+//! output batch → tx burst. One module per stage; `pmd_loop` ties them.
 #![forbid(unsafe_code)]
+pub mod counters;
+pub mod fdb;
+pub mod fwd;
+pub mod packet;
+pub mod parse;
+pub mod pmd_loop;
+pub mod port_io;
+pub mod quiesce;
+pub mod tag_edit;
+pub mod vlan;

@@ -3,6 +3,7 @@
 //! `ffi` holds the generated bindings; everything else is a small safe type
 //! over them, and the rest of the workspace uses only those types.
 pub mod burst;
+pub mod cycles;
 pub mod eal;
 pub mod error;
 pub mod ethdev;

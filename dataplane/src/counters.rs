@@ -1,0 +1,227 @@
+//! Counters: per port, per drop reason, per PMD thread.
+//!
+//! Each PMD thread owns one `PmdCounters` block and is its only writer, so an
+//! update is a relaxed load and store, not an atomic read-modify-write; the
+//! control thread reads every block and sums. Updates are made once per
+//! burst from local tallies, never per packet. Clearing is done by the
+//! reader keeping a baseline, so the writer's counters never go backwards.
+//!
+//! Every received packet ends in exactly one rx disposition: forwarded
+//! (unicast to one port), flooded, or one of the rx-side drop reasons. The
+//! tx-side reasons count copies that an output could not take, per output
+//! port; a flooded packet may be delivered on some ports and dropped on one.
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// Most ports a switch holds (port slots).
+pub const MAX_PORTS: usize = 64;
+
+macro_rules! drop_reasons {
+    ($($variant:ident = $name:literal, $side:ident: $doc:literal;)*) => {
+        /// Why a packet (or one output's copy of it) was dropped.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        #[repr(u8)]
+        pub enum DropReason { $(#[doc = $doc] $variant,)* }
+
+        impl DropReason {
+            pub const ALL: &'static [DropReason] = &[$(DropReason::$variant,)*];
+            pub const COUNT: usize = Self::ALL.len();
+
+            /// The name the CLI shows.
+            pub fn name(self) -> &'static str {
+                match self { $(DropReason::$variant => $name,)* }
+            }
+
+            /// Whether the reason is one of the rx dispositions (else it
+            /// counts an output's copy).
+            pub fn is_rx_side(self) -> bool {
+                match self { $(DropReason::$variant => drop_reasons!(@side $side),)* }
+            }
+        }
+    };
+    (@side rx) => { true };
+    (@side tx) => { false };
+}
+
+drop_reasons! {
+    Runt = "runt", rx: "Shorter than its Ethernet (and 802.1Q) header.";
+    Malformed = "malformed", rx: "Multicast source MAC, stacked or service tags.";
+    Oversize = "oversize", rx: "Longer than the input port's MTU allows.";
+    VlanFiltered = "vlan_filtered", rx: "Tag not allowed on the input port (or a tag on an access port).";
+    MacTableFull = "mac_table_full", rx: "A new source MAC that the full MAC table cannot learn.";
+    SamePort = "same_port", rx: "Unicast to a MAC learned on the input port itself.";
+    NoMbuf = "no_mbuf", tx: "No mbuf for a VLAN header or copy on output.";
+    TxFull = "tx_full", tx: "Output queue (or guest receive ring) full after the retries.";
+    PortDown = "port_down", tx: "Output port has no queue to send on (guest not connected).";
+}
+
+/// One port's counters within one PMD thread's block.
+#[derive(Default)]
+pub struct PortCounters {
+    pub rx_packets: AtomicU64,
+    pub rx_bytes: AtomicU64,
+    pub tx_packets: AtomicU64,
+    pub tx_bytes: AtomicU64,
+    pub forwarded: AtomicU64,
+    pub flooded: AtomicU64,
+    pub drops: [AtomicU64; DropReason::COUNT],
+}
+
+/// One PMD thread's counters; written only by that thread.
+pub struct PmdCounters {
+    pub ports: Vec<PortCounters>,
+    /// TSC cycles spent in iterations that received something.
+    pub busy_cycles: AtomicU64,
+    /// TSC cycles spent polling queues that had nothing.
+    pub idle_cycles: AtomicU64,
+    /// Packets received.
+    pub packets: AtomicU64,
+    /// Non-empty rx bursts (packets / bursts = average burst size).
+    pub bursts: AtomicU64,
+    /// Loop iterations.
+    pub iterations: AtomicU64,
+}
+
+impl Default for PmdCounters {
+    fn default() -> Self {
+        PmdCounters {
+            ports: (0..MAX_PORTS).map(|_| PortCounters::default()).collect(),
+            busy_cycles: AtomicU64::new(0),
+            idle_cycles: AtomicU64::new(0),
+            packets: AtomicU64::new(0),
+            bursts: AtomicU64::new(0),
+            iterations: AtomicU64::new(0),
+        }
+    }
+}
+
+/// Adds `n` to a counter that only this thread writes.
+#[inline(always)]
+pub fn bump(c: &AtomicU64, n: u64) {
+    if n != 0 {
+        c.store(c.load(Relaxed).wrapping_add(n), Relaxed);
+    }
+}
+
+/// A plain copy of one port's counters, summed over PMD threads.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PortTotals {
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    pub forwarded: u64,
+    pub flooded: u64,
+    pub drops: [u64; DropReason::COUNT],
+}
+
+impl PortTotals {
+    pub fn add(&mut self, c: &PortCounters) {
+        self.rx_packets += c.rx_packets.load(Relaxed);
+        self.rx_bytes += c.rx_bytes.load(Relaxed);
+        self.tx_packets += c.tx_packets.load(Relaxed);
+        self.tx_bytes += c.tx_bytes.load(Relaxed);
+        self.forwarded += c.forwarded.load(Relaxed);
+        self.flooded += c.flooded.load(Relaxed);
+        for (t, d) in self.drops.iter_mut().zip(&c.drops) {
+            *t += d.load(Relaxed);
+        }
+    }
+
+    /// `self - base`, for counters cleared by baseline.
+    pub fn since(&self, base: &PortTotals) -> PortTotals {
+        let mut d = PortTotals {
+            rx_packets: self.rx_packets - base.rx_packets,
+            rx_bytes: self.rx_bytes - base.rx_bytes,
+            tx_packets: self.tx_packets - base.tx_packets,
+            tx_bytes: self.tx_bytes - base.tx_bytes,
+            forwarded: self.forwarded - base.forwarded,
+            flooded: self.flooded - base.flooded,
+            drops: self.drops,
+        };
+        for (x, b) in d.drops.iter_mut().zip(&base.drops) {
+            *x -= b;
+        }
+        d
+    }
+
+    pub fn drop(&self, r: DropReason) -> u64 {
+        self.drops[r as usize]
+    }
+
+    /// Sum of the rx dispositions: equals rx_packets when nothing is in flight.
+    pub fn rx_dispositions(&self) -> u64 {
+        let rx_drops: u64 = DropReason::ALL.iter().filter(|r| r.is_rx_side()).map(|&r| self.drop(r)).sum();
+        self.forwarded + self.flooded + rx_drops
+    }
+}
+
+/// A plain copy of one PMD thread's counters.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PmdTotals {
+    pub busy_cycles: u64,
+    pub idle_cycles: u64,
+    pub packets: u64,
+    pub bursts: u64,
+    pub iterations: u64,
+}
+
+impl PmdTotals {
+    pub fn read(c: &PmdCounters) -> PmdTotals {
+        PmdTotals {
+            busy_cycles: c.busy_cycles.load(Relaxed),
+            idle_cycles: c.idle_cycles.load(Relaxed),
+            packets: c.packets.load(Relaxed),
+            bursts: c.bursts.load(Relaxed),
+            iterations: c.iterations.load(Relaxed),
+        }
+    }
+
+    pub fn since(&self, base: &PmdTotals) -> PmdTotals {
+        PmdTotals {
+            busy_cycles: self.busy_cycles - base.busy_cycles,
+            idle_cycles: self.idle_cycles - base.idle_cycles,
+            packets: self.packets - base.packets,
+            bursts: self.bursts - base.bursts,
+            iterations: self.iterations - base.iterations,
+        }
+    }
+
+    pub fn avg_burst(&self) -> f64 {
+        if self.bursts == 0 { 0.0 } else { self.packets as f64 / self.bursts as f64 }
+    }
+
+    pub fn cycles_per_packet(&self) -> f64 {
+        if self.packets == 0 { 0.0 } else { self.busy_cycles as f64 / self.packets as f64 }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_have_unique_names_and_sides() {
+        let mut names: Vec<_> = DropReason::ALL.iter().map(|r| r.name()).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), DropReason::COUNT);
+        assert!(DropReason::Runt.is_rx_side() && !DropReason::TxFull.is_rx_side());
+    }
+
+    #[test]
+    fn totals_sum_and_baseline() {
+        let a = PortCounters::default();
+        bump(&a.rx_packets, 5);
+        bump(&a.forwarded, 3);
+        bump(&a.drops[DropReason::Runt as usize], 2);
+        bump(&a.drops[DropReason::TxFull as usize], 7);
+        let mut t = PortTotals::default();
+        t.add(&a);
+        assert_eq!(t.rx_dispositions(), t.rx_packets, "tx-side drops are not dispositions");
+        let base = t.clone();
+        bump(&a.rx_packets, 1);
+        let mut t2 = PortTotals::default();
+        t2.add(&a);
+        assert_eq!(t2.since(&base).rx_packets, 1);
+    }
+}

@@ -1,0 +1,171 @@
+//! Classification: parse, learn the source, look up the destination, decide.
+//!
+//! This is pass 1 over a burst: it only decides (`Decision` per packet) and
+//! moves nothing, so pass 2 (the datapath's) can move the whole burst at
+//! once. Each packet is learned before it is forwarded, in burst order.
+use std::sync::Arc;
+
+use crate::counters::DropReason;
+use crate::fdb::{Fdb, Learn};
+use crate::packet::PacketBuf;
+use crate::parse::{is_multicast, EthHeader, ETH_HLEN, VLAN_HLEN};
+use crate::vlan::VlanMode;
+
+/// What a PMD thread knows of one port: immutable, swapped as a whole.
+#[derive(Clone, Debug)]
+pub struct PortView {
+    pub name: String,
+    pub slot: u16,
+    /// Bumped each time a slot is reused, so MAC entries of an old port
+    /// sharing the slot number never match.
+    pub gen: u16,
+    pub vlan: VlanMode,
+    /// Longest frame accepted on input (MTU + Ethernet header + a tag).
+    pub max_frame: usize,
+}
+
+impl PortView {
+    pub fn new(name: &str, slot: u16, gen: u16, vlan: VlanMode, mtu: u16) -> PortView {
+        let max_frame = mtu as usize + ETH_HLEN + VLAN_HLEN;
+        PortView { name: name.to_string(), slot, gen, vlan, max_frame }
+    }
+}
+
+/// Every port by slot.
+pub type PortTable = Arc<Vec<Option<PortView>>>;
+
+/// Pass 1's verdict on one packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decision {
+    Drop(DropReason),
+    Unicast { out: u16, vlan: u16, tagged: bool },
+    Flood { vlan: u16, tagged: bool },
+}
+
+/// Decides one packet from `input`.
+#[inline]
+pub fn decide<P: PacketBuf + ?Sized>(pkt: &P, input: &PortView, ports: &[Option<PortView>], fdb: &Fdb, now: u32) -> Decision {
+    let hdr = match EthHeader::parse(pkt.headers()) {
+        Ok(h) => h,
+        Err(r) => return Decision::Drop(r),
+    };
+    if pkt.frame_len() > input.max_frame {
+        return Decision::Drop(DropReason::Oversize);
+    }
+    let vlan = match input.vlan.ingress(hdr.vlan) {
+        Ok(v) => v,
+        Err(r) => return Decision::Drop(r),
+    };
+    let tagged = hdr.vlan.is_some();
+    if let Learn::Full = fdb.learn(vlan, hdr.src, input.slot, input.gen, now) {
+        return Decision::Drop(DropReason::MacTableFull);
+    }
+    if is_multicast(&hdr.dst) {
+        return Decision::Flood { vlan, tagged };
+    }
+    match fdb.lookup(vlan, hdr.dst, now) {
+        Some((slot, gen)) => match ports.get(slot as usize) {
+            Some(Some(p)) if p.gen == gen && p.vlan.carries(vlan) => {
+                if slot == input.slot {
+                    Decision::Drop(DropReason::SamePort)
+                } else {
+                    Decision::Unicast { out: slot, vlan, tagged }
+                }
+            }
+            // Learned on a port that is gone or no longer carries the VLAN.
+            _ => Decision::Flood { vlan, tagged },
+        },
+        None => Decision::Flood { vlan, tagged },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vlan::VlanSet;
+
+    fn frame(dst: [u8; 6], src: [u8; 6], tag: Option<u16>, len: usize) -> Vec<u8> {
+        let mut f = Vec::new();
+        f.extend_from_slice(&dst);
+        f.extend_from_slice(&src);
+        if let Some(t) = tag {
+            f.extend_from_slice(&[0x81, 0x00]);
+            f.extend_from_slice(&t.to_be_bytes());
+        }
+        f.extend_from_slice(&[0x08, 0x00]);
+        f.resize(len.max(f.len()), 0xab);
+        f
+    }
+
+    const A: [u8; 6] = [2, 0, 0, 0, 0, 0xa];
+    const B: [u8; 6] = [2, 0, 0, 0, 0, 0xb];
+    const BCAST: [u8; 6] = [0xff; 6];
+
+    fn ports() -> Vec<Option<PortView>> {
+        vec![
+            Some(PortView::new("p0", 0, 1, VlanMode::Access(10), 1500)),
+            Some(PortView::new("p1", 1, 1, VlanMode::Access(10), 1500)),
+            Some(PortView::new("p2", 2, 1, VlanMode::Trunk(VlanSet::new(&[10, 20])), 1500)),
+            Some(PortView::new("p3", 3, 1, VlanMode::Access(20), 1500)),
+        ]
+    }
+
+    #[test]
+    fn learn_then_unicast() {
+        let (ports, fdb) = (ports(), Fdb::new(64, 300));
+        let p = |i: usize| ports[i].as_ref().unwrap();
+        assert_eq!(decide(&frame(B, A, None, 60)[..], p(0), &ports, &fdb, 1), Decision::Flood { vlan: 10, tagged: false });
+        assert_eq!(
+            decide(&frame(A, B, Some(10), 60)[..], p(2), &ports, &fdb, 1),
+            Decision::Unicast { out: 0, vlan: 10, tagged: true }
+        );
+        assert_eq!(decide(&frame(B, A, None, 60)[..], p(0), &ports, &fdb, 2), Decision::Unicast { out: 2, vlan: 10, tagged: false });
+        assert_eq!(decide(&frame(A, B, Some(10), 60)[..], p(2), &ports, &fdb, 2).clone(), Decision::Unicast { out: 0, vlan: 10, tagged: true });
+    }
+
+    #[test]
+    fn broadcast_floods_and_same_port_drops() {
+        let (ports, fdb) = (ports(), Fdb::new(64, 300));
+        let p = |i: usize| ports[i].as_ref().unwrap();
+        assert_eq!(decide(&frame(BCAST, A, None, 60)[..], p(0), &ports, &fdb, 1), Decision::Flood { vlan: 10, tagged: false });
+        assert_eq!(decide(&frame(BCAST, B, None, 60)[..], p(0), &ports, &fdb, 1), Decision::Flood { vlan: 10, tagged: false });
+        assert_eq!(decide(&frame(A, B, None, 60)[..], p(0), &ports, &fdb, 1), Decision::Drop(DropReason::SamePort));
+    }
+
+    #[test]
+    fn drops_by_reason() {
+        let (ports, fdb) = (ports(), Fdb::new(64, 300));
+        let p = |i: usize| ports[i].as_ref().unwrap();
+        assert_eq!(decide(&frame(B, A, None, 60)[..13], p(0), &ports, &fdb, 1), Decision::Drop(DropReason::Runt));
+        assert_eq!(decide(&frame(B, A, None, 1519)[..], p(0), &ports, &fdb, 1), Decision::Drop(DropReason::Oversize));
+        assert_eq!(decide(&frame(B, A, None, 1518)[..], p(0), &ports, &fdb, 1), Decision::Flood { vlan: 10, tagged: false });
+        assert_eq!(decide(&frame(B, A, Some(10), 60)[..], p(0), &ports, &fdb, 1), Decision::Drop(DropReason::VlanFiltered));
+        assert_eq!(decide(&frame(B, A, Some(30), 60)[..], p(2), &ports, &fdb, 1), Decision::Drop(DropReason::VlanFiltered));
+        let mut bad_src = A;
+        bad_src[0] |= 1;
+        assert_eq!(decide(&frame(B, bad_src, None, 60)[..], p(0), &ports, &fdb, 1), Decision::Drop(DropReason::Malformed));
+    }
+
+    #[test]
+    fn vlans_are_separate() {
+        let (ports, fdb) = (ports(), Fdb::new(64, 300));
+        let p = |i: usize| ports[i].as_ref().unwrap();
+        decide(&frame(BCAST, A, None, 60)[..], p(0), &ports, &fdb, 1); // A learned in VLAN 10
+        assert_eq!(decide(&frame(A, B, None, 60)[..], p(3), &ports, &fdb, 1), Decision::Flood { vlan: 20, tagged: false });
+    }
+
+    #[test]
+    fn a_full_table_drops_new_sources_only() {
+        let (ports, fdb) = (ports(), Fdb::new(16, 300));
+        let p = |i: usize| ports[i].as_ref().unwrap();
+        let mut full = false;
+        for i in 0..64u8 {
+            if decide(&frame(BCAST, [2, 0, 0, 0, 1, i], None, 60)[..], p(0), &ports, &fdb, 1) == Decision::Drop(DropReason::MacTableFull) {
+                full = true;
+            }
+        }
+        assert!(full, "a 16-entry table fills");
+        let known = fdb.entries(1)[0].mac;
+        assert_ne!(decide(&frame(BCAST, known, None, 60)[..], p(0), &ports, &fdb, 1), Decision::Drop(DropReason::MacTableFull));
+    }
+}

@@ -1,0 +1,236 @@
+//! The poll-mode loop: one per PMD thread, never sleeping, never locking.
+//!
+//! Per rx burst: receive up to 32 → pass 1 decides every packet (parse,
+//! learn, look up: `fwd::decide`) → pass 2 moves each mbuf into its output
+//! port's batch (flooding shares the mbuf, a tag edit never writes a shared
+//! one) → one send call per output port → counters published once. The
+//! plan (ports, queues) arrives by message under the epoch of `quiesce`.
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc::Receiver;
+use std::sync::Arc;
+
+use pmd_bridge::cycles::tsc;
+use pmd_bridge::{Burst, Mbuf, Mempool, BURST};
+
+use crate::counters::{bump, DropReason, PmdCounters, MAX_PORTS};
+use crate::fdb::Fdb;
+use crate::fwd::{decide, Decision, PortTable};
+use crate::port_io::{RxPort, TxPort};
+use crate::quiesce::Quiesce;
+use crate::tag_edit;
+
+/// One rx queue this thread polls.
+pub struct RxSource {
+    pub slot: u16,
+    pub queue: u16,
+    pub port: RxPort,
+}
+
+/// Everything a PMD thread polls and sends to. Immutable while in use.
+pub struct PmdPlan {
+    pub ports: PortTable,
+    pub rx: Vec<RxSource>,
+    /// How this thread sends to each port slot; None: no queue (port down).
+    pub tx: Vec<Option<TxPort>>,
+}
+
+impl PmdPlan {
+    pub fn empty() -> PmdPlan {
+        PmdPlan { ports: Arc::new(vec![None; MAX_PORTS]), rx: Vec::new(), tx: (0..MAX_PORTS).map(|_| None).collect() }
+    }
+}
+
+pub enum PmdMsg {
+    Plan(PmdPlan),
+    Stop,
+}
+
+/// What a PMD thread is given at launch.
+pub struct PmdContext {
+    pub index: usize,
+    pub fdb: Arc<Fdb>,
+    pub pool: Arc<Mempool>,
+    pub counters: Arc<PmdCounters>,
+    pub quiesce: Arc<Quiesce>,
+    pub msgs: Receiver<PmdMsg>,
+    /// Seconds since the switch started, kept by the control thread: the
+    /// MAC table's clock, the same for every thread.
+    pub clock: Arc<AtomicU32>,
+}
+
+/// Output batches, one per port slot, plus the list of non-empty ones so a
+/// flush visits only those.
+struct Outputs {
+    batches: Vec<Burst>,
+    dirty: Vec<u16>,
+}
+
+/// Runs the loop until a `Stop` message; returns 0.
+pub fn run(ctx: PmdContext) -> i32 {
+    let mut pmd = Pmd {
+        plan: PmdPlan::empty(),
+        out: Outputs { batches: (0..MAX_PORTS).map(|_| Burst::new()).collect(), dirty: Vec::with_capacity(MAX_PORTS) },
+        now: ctx.clock.load(Ordering::Relaxed),
+        ctx,
+    };
+    let mut seen = 0;
+    let mut iterations: u64 = 0;
+    let mut rx = Burst::new();
+    loop {
+        let epoch = pmd.ctx.quiesce.current();
+        if epoch != seen {
+            while let Ok(msg) = pmd.ctx.msgs.try_recv() {
+                match msg {
+                    PmdMsg::Plan(p) => pmd.plan = p,
+                    PmdMsg::Stop => {
+                        pmd.plan = PmdPlan::empty();
+                        pmd.ctx.quiesce.ack(pmd.ctx.index, epoch);
+                        return 0;
+                    }
+                }
+            }
+            pmd.ctx.quiesce.ack(pmd.ctx.index, epoch);
+            seen = epoch;
+        }
+        iterations += 1;
+        if iterations % 1024 == 0 {
+            pmd.now = pmd.ctx.clock.load(Ordering::Relaxed);
+            bump(&pmd.ctx.counters.iterations, 1024);
+        }
+        for i in 0..pmd.plan.rx.len() {
+            let t0 = tsc();
+            let n = pmd.plan.rx[i].port.recv(&pmd.ctx.pool, &mut rx);
+            if n == 0 {
+                bump(&pmd.ctx.counters.idle_cycles, tsc() - t0);
+                continue;
+            }
+            pmd.process(pmd.plan.rx[i].slot, &mut rx);
+            let c = &pmd.ctx.counters;
+            bump(&c.busy_cycles, tsc() - t0);
+            bump(&c.packets, n as u64);
+            bump(&c.bursts, 1);
+        }
+    }
+}
+
+struct Pmd {
+    plan: PmdPlan,
+    out: Outputs,
+    ctx: PmdContext,
+    now: u32,
+}
+
+impl Pmd {
+    fn process(&mut self, in_slot: u16, rx: &mut Burst) {
+        let ports = Arc::clone(&self.plan.ports);
+        let pc = &self.ctx.counters.ports[in_slot as usize];
+        let rx_bytes: usize = rx.iter().map(|m| m.len()).sum();
+        bump(&pc.rx_packets, rx.len() as u64);
+        bump(&pc.rx_bytes, rx_bytes as u64);
+        let Some(input) = ports[in_slot as usize].as_ref() else {
+            // The port was removed under a queue still in this plan.
+            bump(&pc.drops[DropReason::PortDown as usize], rx.len() as u64);
+            rx.clear();
+            return;
+        };
+
+        // Pass 1: decide.
+        let mut decisions = [Decision::Drop(DropReason::Malformed); BURST];
+        for (d, m) in decisions.iter_mut().zip(rx.iter()) {
+            *d = decide(m, input, &ports, &self.ctx.fdb, self.now);
+        }
+
+        // Pass 2: move.
+        let (mut forwarded, mut flooded) = (0u64, 0u64);
+        let mut drops = [0u64; DropReason::COUNT];
+        for (m, d) in rx.drain().zip(decisions) {
+            match d {
+                Decision::Drop(r) => drops[r as usize] += 1,
+                Decision::Unicast { out, vlan, tagged } => {
+                    forwarded += 1;
+                    self.emit(&ports, out, m, vlan, tagged);
+                }
+                Decision::Flood { vlan, tagged } => {
+                    flooded += 1;
+                    self.flood(&ports, in_slot, m, vlan, tagged);
+                }
+            }
+        }
+        let pc = &self.ctx.counters.ports[in_slot as usize];
+        bump(&pc.forwarded, forwarded);
+        bump(&pc.flooded, flooded);
+        for (c, n) in pc.drops.iter().zip(drops) {
+            bump(c, n);
+        }
+        self.flush_all();
+    }
+
+    /// Sends one reference of `m` to every other port of the VLAN; the last
+    /// output takes `m` itself, so N outputs cost N-1 reference increments.
+    #[inline]
+    fn flood(&mut self, ports: &PortTable, in_slot: u16, m: Mbuf, vlan: u16, tagged: bool) {
+        let mut targets = ports.iter().flatten().filter(|p| p.slot != in_slot && p.vlan.carries(vlan)).map(|p| p.slot);
+        let Some(mut prev) = targets.next() else { return };
+        for next in targets {
+            self.emit(ports, prev, m.share(), vlan, tagged);
+            prev = next;
+        }
+        self.emit(ports, prev, m, vlan, tagged);
+    }
+
+    #[inline]
+    fn emit(&mut self, ports: &PortTable, out: u16, m: Mbuf, vlan: u16, tagged: bool) {
+        let Some(port) = ports[out as usize].as_ref() else { return };
+        let edit = port.vlan.egress_edit(vlan, tagged);
+        let m = match tag_edit::apply(m, edit, &self.ctx.pool) {
+            Ok(m) => m,
+            Err(r) => {
+                bump(&self.ctx.counters.ports[out as usize].drops[r as usize], 1);
+                return;
+            }
+        };
+        let batch = &mut self.out.batches[out as usize];
+        if batch.is_empty() {
+            self.out.dirty.push(out);
+        }
+        if let Err(m) = batch.push(m) {
+            // A full batch mid-burst (a flood of many packets): send it now.
+            self.flush(out);
+            let batch = &mut self.out.batches[out as usize];
+            self.out.dirty.push(out);
+            let _ = batch.push(m);
+        }
+    }
+
+    fn flush_all(&mut self) {
+        while let Some(out) = self.out.dirty.pop() {
+            self.flush_one(out);
+        }
+    }
+
+    fn flush(&mut self, out: u16) {
+        self.out.dirty.retain(|&d| d != out);
+        self.flush_one(out);
+    }
+
+    /// One send call; what the port does not take is dropped and counted.
+    fn flush_one(&mut self, out: u16) {
+        let batch = &mut self.out.batches[out as usize];
+        if batch.is_empty() {
+            return;
+        }
+        let c = &self.ctx.counters.ports[out as usize];
+        let Some(tx) = self.plan.tx[out as usize].as_mut() else {
+            bump(&c.drops[DropReason::PortDown as usize], batch.len() as u64);
+            batch.clear();
+            return;
+        };
+        let bytes: usize = batch.iter().map(|m| m.len()).sum();
+        let sent = tx.send(batch);
+        let unsent_bytes: usize = batch.iter().map(|m| m.len()).sum();
+        bump(&c.tx_packets, sent as u64);
+        bump(&c.tx_bytes, (bytes - unsent_bytes) as u64);
+        bump(&c.drops[DropReason::TxFull as usize], batch.len() as u64);
+        batch.clear();
+    }
+}
