@@ -105,7 +105,7 @@ mod tests {
         vec![
             Some(PortView::new("p0", 0, 1, VlanMode::Access(10), 1500)),
             Some(PortView::new("p1", 1, 1, VlanMode::Access(10), 1500)),
-            Some(PortView::new("p2", 2, 1, VlanMode::Trunk(VlanSet::new(&[10, 20])), 1500)),
+            Some(PortView::new("p2", 2, 1, VlanMode::Trunk(Box::new(VlanSet::new(&[10, 20]))), 1500)),
             Some(PortView::new("p3", 3, 1, VlanMode::Access(20), 1500)),
         ]
     }

@@ -61,7 +61,7 @@ impl EthHeader {
 
     /// Length of the L2 header (with the tag, if any).
     #[inline]
-    pub fn len(&self) -> usize {
+    pub fn header_len(&self) -> usize {
         ETH_HLEN + if self.vlan.is_some() { VLAN_HLEN } else { 0 }
     }
 }
@@ -94,14 +94,14 @@ mod tests {
         let h = EthHeader::parse(&UNTAGGED).unwrap();
         assert_eq!(h.dst, [0xff; 6]);
         assert_eq!(h.src, [0x52, 0x54, 0, 0, 0, 1]);
-        assert_eq!((h.vlan, h.ethertype, h.len()), (None, 0x0806, 14));
+        assert_eq!((h.vlan, h.ethertype, h.header_len()), (None, 0x0806, 14));
         assert!(is_multicast(&h.dst));
     }
 
     #[test]
     fn tagged_frame_keeps_vid_without_pcp() {
         let h = EthHeader::parse(&TAGGED).unwrap();
-        assert_eq!((h.vlan, h.ethertype, h.len()), (Some(10), 0x0800, 18));
+        assert_eq!((h.vlan, h.ethertype, h.header_len()), (Some(10), 0x0800, 18));
     }
 
     #[test]

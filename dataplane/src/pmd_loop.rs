@@ -93,7 +93,7 @@ pub fn run(ctx: PmdContext) -> i32 {
             seen = epoch;
         }
         iterations += 1;
-        if iterations % 1024 == 0 {
+        if iterations.is_multiple_of(1024) {
             pmd.now = pmd.ctx.clock.load(Ordering::Relaxed);
             bump(&pmd.ctx.counters.iterations, 1024);
         }

@@ -38,7 +38,8 @@ impl std::fmt::Debug for VlanSet {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum VlanMode {
     Access(u16),
-    Trunk(VlanSet),
+    /// Boxed: the 512-byte bitmap would make every Access value as large.
+    Trunk(Box<VlanSet>),
 }
 
 /// The tag change one output needs.
@@ -99,7 +100,7 @@ mod tests {
 
     #[test]
     fn trunk_takes_its_tags_only() {
-        let t = VlanMode::Trunk(VlanSet::new(&[10, 20, 4094]));
+        let t = VlanMode::Trunk(Box::new(VlanSet::new(&[10, 20, 4094])));
         assert_eq!(t.ingress(Some(20)), Ok(20));
         assert_eq!(t.ingress(Some(4094)), Ok(4094));
         assert_eq!(t.ingress(Some(30)), Err(DropReason::VlanFiltered));
@@ -112,7 +113,7 @@ mod tests {
     #[test]
     fn edits_between_access_and_trunk() {
         let a = VlanMode::Access(10);
-        let t = VlanMode::Trunk(VlanSet::new(&[10]));
+        let t = VlanMode::Trunk(Box::new(VlanSet::new(&[10])));
         assert_eq!(t.egress_edit(10, false), TagEdit::Push(10));
         assert_eq!(a.egress_edit(10, true), TagEdit::Pop);
         assert_eq!(a.egress_edit(10, false), TagEdit::Keep);
