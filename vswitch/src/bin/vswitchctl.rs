@@ -1,0 +1,181 @@
+//! vswitchctl: shows and changes a running vswitchd through its control socket.
+#![forbid(unsafe_code)]
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use serde_json::{json, Value};
+use vswitch::ctl_server::request;
+use vswitch::protocol::{Command, FdbInfo, PmdInfo, PmdRxqInfo, PortInfo};
+
+#[derive(Parser)]
+#[command(version, about = "Control a running vswitchd")]
+struct Args {
+    /// vswitchd's control socket.
+    #[arg(long, env = "VSWITCH_CTL", default_value = "/run/vswitch/vswitchd.ctl")]
+    socket: PathBuf,
+    /// Print the daemon's JSON answer instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Show ports, the MAC table, PMD threads, or the rx queue placement.
+    Show {
+        #[arg(value_parser = ["ports", "fdb", "pmd", "pmd-rxq"])]
+        what: String,
+    },
+    /// Add or delete a port at run time (kept across restarts).
+    Port {
+        #[command(subcommand)]
+        op: PortOp,
+    },
+    /// Forget every learned MAC address.
+    Fdb {
+        #[arg(value_parser = ["flush"])]
+        op: String,
+    },
+    /// Zero the port and PMD counters.
+    Stats {
+        #[arg(value_parser = ["clear"])]
+        op: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum PortOp {
+    Add {
+        name: String,
+        #[arg(long = "type", value_parser = ["vhost-user", "dpdk"])]
+        kind: String,
+        /// vhost-user: socket path (relative to the socket directory).
+        #[arg(long)]
+        path: Option<String>,
+        /// vhost-user: "client" (QEMU is the server) or "server".
+        #[arg(long)]
+        mode: Option<String>,
+        /// dpdk: a PCI address or a vdev string.
+        #[arg(long)]
+        devargs: Option<String>,
+        #[arg(long)]
+        vlan: Option<u16>,
+        /// Comma-separated VLAN ids.
+        #[arg(long, value_delimiter = ',')]
+        trunk: Option<Vec<u16>>,
+        #[arg(long)]
+        mtu: Option<u16>,
+        #[arg(long)]
+        rx_queues: Option<u16>,
+    },
+    Del {
+        name: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let command = match args.cmd {
+        Cmd::Show { what } => match what.as_str() {
+            "ports" => Command::ShowPorts,
+            "fdb" => Command::ShowFdb,
+            "pmd" => Command::ShowPmd,
+            _ => Command::ShowPmdRxq,
+        },
+        Cmd::Port { op: PortOp::Del { name } } => Command::PortDel { name },
+        Cmd::Port { op: PortOp::Add { name, kind, path, mode, devargs, vlan, trunk, mtu, rx_queues } } => {
+            let mut port = json!({ "name": name, "type": kind });
+            let fields = [
+                ("path", path.map(Value::from)),
+                ("mode", mode.map(Value::from)),
+                ("devargs", devargs.map(Value::from)),
+                ("vlan", vlan.map(Value::from)),
+                ("trunk", trunk.map(Value::from)),
+                ("mtu", mtu.map(Value::from)),
+                ("rx_queues", rx_queues.map(Value::from)),
+            ];
+            for (k, v) in fields {
+                if let Some(v) = v {
+                    port[k] = v;
+                }
+            }
+            Command::PortAdd { port }
+        }
+        Cmd::Fdb { .. } => Command::FdbFlush,
+        Cmd::Stats { .. } => Command::StatsClear,
+    };
+    let show = matches!(command, Command::ShowPorts | Command::ShowFdb | Command::ShowPmd | Command::ShowPmdRxq);
+    let which = command.clone();
+    let resp = match request(&args.socket, command) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("vswitchctl: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if !resp.ok {
+        eprintln!("vswitchctl: {}", resp.error.unwrap_or_default());
+        return ExitCode::FAILURE;
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&resp.result).unwrap_or_default());
+    } else if show {
+        if let Err(e) = print_table(&which, resp.result) {
+            eprintln!("vswitchctl: unexpected answer: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+fn print_table(cmd: &Command, v: Value) -> Result<(), serde_json::Error> {
+    match cmd {
+        Command::ShowPorts => {
+            let ports: Vec<PortInfo> = serde_json::from_value(v)?;
+            println!("{:<12} {:<10} {:<8} {:<14} {:>5} {:>12} {:>12} {:>12} {:>12}  drops", "port", "type", "state", "vlan", "mtu", "rx pkts", "tx pkts", "forwarded", "flooded");
+            for p in ports {
+                let drops: Vec<String> = p.drops.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                println!(
+                    "{:<12} {:<10} {:<8} {:<14} {:>5} {:>12} {:>12} {:>12} {:>12}  {}",
+                    p.name, p.kind, p.state, p.vlan, p.mtu, p.rx_packets, p.tx_packets, p.forwarded, p.flooded,
+                    if drops.is_empty() { "-".into() } else { drops.join(" ") }
+                );
+                if !p.detail.is_empty() {
+                    println!("             {}", p.detail);
+                }
+            }
+        }
+        Command::ShowFdb => {
+            let entries: Vec<FdbInfo> = serde_json::from_value(v)?;
+            println!("{:>4}  {:<17}  {:<12} {:>5}", "vlan", "mac", "port", "age");
+            for e in &entries {
+                println!("{:>4}  {:<17}  {:<12} {:>5}", e.vlan, e.mac, e.port, e.age_secs);
+            }
+            println!("{} entries", entries.len());
+        }
+        Command::ShowPmd => {
+            let pmds: Vec<PmdInfo> = serde_json::from_value(v)?;
+            for p in pmds {
+                println!("pmd thread {} core {} (lcore {}):", p.index, p.core, p.lcore);
+                println!("  packets received: {}", p.packets);
+                println!("  avg. packets per burst: {:.2}", p.avg_burst);
+                println!("  busy cycles: {} ({:.2}% of used cycles)", p.busy_cycles, p.busy_pct);
+                println!("  idle cycles: {}", p.idle_cycles);
+                println!("  avg. cycles per packet: {:.2}", p.cycles_per_packet);
+                println!("  iterations: {}", p.iterations);
+            }
+        }
+        _ => {
+            let pmds: Vec<PmdRxqInfo> = serde_json::from_value(v)?;
+            for p in pmds {
+                println!("pmd thread {} core {}:", p.index, p.core);
+                for q in p.rxqs {
+                    println!("  port: {:<12} queue-id: {}", q.port, q.queue);
+                }
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,93 @@
+//! vswitchd: starts the EAL, opens the configured ports, runs one poll-mode
+//! thread per configured core, and answers vswitchctl on a control socket.
+#![forbid(unsafe_code)]
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use pmd_bridge::{Eal, Mempool};
+use vswitch::config::{self, PortKind, VhostMode};
+use vswitch::eal_setup::{eal_args, pool_size, MBUF_DATA_ROOM, POOL_CACHE};
+use vswitch::ports::claim_socket_path;
+use vswitch::switch::Switch;
+use vswitch::ctl_server;
+
+#[derive(Parser)]
+#[command(version, about = "Userspace virtual switch on DPDK")]
+struct Args {
+    /// The switch configuration (TOML).
+    #[arg(long, short)]
+    config: PathBuf,
+}
+
+fn main() -> ExitCode {
+    match run(Args::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("vswitchd: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> Result<(), String> {
+    let cfg = config::load(&args.config).map_err(|e| e.to_string())?;
+    let state = config::load_state(&cfg.switch.state_file).map_err(|e| e.to_string())?;
+    let cfg = cfg.with_state(&state).map_err(|e| e.to_string())?;
+
+    // Everything that can be refused is refused before DPDK starts.
+    let ctl = cfg.switch.control_socket.clone();
+    if let Some(dir) = ctl.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+    }
+    std::fs::create_dir_all(&cfg.switch.socket_dir).map_err(|e| format!("create {}: {e}", cfg.switch.socket_dir.display()))?;
+    claim_socket_path(&ctl, "control socket")?;
+    for p in &cfg.ports {
+        if let PortKind::VhostUser { path, mode: VhostMode::Server, .. } = &p.kind {
+            claim_socket_path(path, &format!("port {} socket", p.name))?;
+        }
+    }
+    let term = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&term)).map_err(|e| e.to_string())?;
+    }
+
+    let eal = Eal::init(&eal_args(&cfg)).map_err(|e| e.to_string())?;
+    let (mbufs, sizing) = pool_size(&cfg);
+    println!("vswitchd: {sizing}");
+    let pool = Arc::new(Mempool::new(&eal, "vswitchd", mbufs, POOL_CACHE, MBUF_DATA_ROOM).map_err(|e| e.to_string())?);
+    let mut sw = Switch::start(eal, cfg.clone(), state, pool)?;
+    let jobs = match ctl_server::serve(&ctl) {
+        Ok(j) => j,
+        Err(e) => {
+            sw.shutdown();
+            return Err(e);
+        }
+    };
+    println!("vswitchd: ready: {} port(s), {} PMD thread(s), control socket {}", cfg.ports.len(), cfg.switch.pmd_cores.len(), ctl.display());
+    for p in &cfg.ports {
+        if let PortKind::VhostUser { path, mode, .. } = &p.kind {
+            let chardev = match mode {
+                VhostMode::Server => format!("socket,id={0},path={1},reconnect=1", p.name, path.display()),
+                VhostMode::Client => format!("socket,id={0},path={1},server=on,wait=off", p.name, path.display()),
+            };
+            println!("vswitchd: connect a VM to {}: -chardev {chardev} -netdev vhost-user,id={0}n,chardev={0} -device virtio-net-pci,netdev={0}n (guest memory shared: -object memory-backend-memfd,id=mem,size=1G,share=on -numa node,memdev=mem)", p.name);
+        }
+    }
+
+    while !term.load(Ordering::Relaxed) {
+        sw.poll_events();
+        sw.tick();
+        if let Ok((cmd, reply)) = jobs.recv_timeout(Duration::from_millis(5)) {
+            let _ = reply.send(sw.handle(cmd));
+        }
+    }
+    println!("vswitchd: stopping");
+    sw.shutdown();
+    let _ = std::fs::remove_file(&ctl);
+    println!("vswitchd: stopped");
+    Ok(())
+}

@@ -1,0 +1,985 @@
+//! Switch configuration: a TOML file with one `[switch]` table and one
+//! `[[port]]` table per port, plus a JSON state file that records the ports
+//! added and deleted at run time so that they survive a restart.
+//!
+//! ```toml
+//! [switch]
+//! pmd_cores = [1]             # one poll-mode thread per core
+//! socket_dir = "/run/vswitch" # relative vhost-user paths live here
+//!
+//! [[port]]
+//! name = "vm1"
+//! type = "vhost-user"         # or "dpdk" (with devargs = "0000:01:00.0")
+//! path = "vm1.sock"
+//! vlan = 10                   # or trunk = [10, 20]; neither = VLAN 1
+//! ```
+//!
+//! Every key is optional except a port's `name`, `type`, and `path` or
+//! `devargs`. The file is read into private raw structs whose fields are all
+//! optional (and integers `i64`), then validated into the public types, so
+//! that every error names the file, the field and what is wrong with it.
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+use std::fmt::{self, Display};
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::ops::RangeInclusive;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Config {
+    pub switch: SwitchConfig,
+    #[serde(rename = "port")]
+    pub ports: Vec<PortConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SwitchConfig {
+    /// One poll-mode thread per core; never contains `main_core`.
+    pub pmd_cores: Vec<u32>,
+    pub main_core: u32,
+    pub eal_args: Vec<String>,
+    pub hugepages: Hugepages,
+    pub memory_mb: u32,
+    pub control_socket: PathBuf,
+    pub socket_dir: PathBuf,
+    /// Default: the config path with `.state.json` appended.
+    pub state_file: PathBuf,
+    pub fdb_size: usize,
+    pub fdb_aging_secs: u32,
+    pub vhost_retries: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Hugepages {
+    /// Hugepages if /proc/meminfo shows free ones, else `--no-huge`.
+    Auto,
+    On,
+    Off,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PortConfig {
+    pub name: String,
+    pub kind: PortKind,
+    pub mtu: u16,
+    pub vlan_mode: VlanMode,
+    pub rx_queues: u16,
+    /// Core of rx queue i: `rx_queues` entries, each one of `pmd_cores`.
+    pub rxq_pmd: Option<Vec<u32>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum PortKind {
+    Dpdk {
+        devargs: String,
+        rx_desc: u16,
+        tx_desc: u16,
+    },
+    VhostUser {
+        mode: VhostMode,
+        /// Absolute: a relative `path` is joined to `socket_dir`.
+        path: PathBuf,
+        /// User name or numeric uid; owner, group and permissions are
+        /// `None` in client mode.
+        owner: Option<String>,
+        group: Option<String>,
+        /// Mode bits, e.g. 0o660.
+        permissions: Option<u32>,
+        datapath: Datapath,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VhostMode {
+    Client,
+    Server,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Datapath {
+    #[serde(rename = "rte_vhost")]
+    RteVhost,
+    #[serde(rename = "copy-once")]
+    CopyOnce,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VlanMode {
+    /// Untagged frames belong to this VLAN (1 when neither key is set).
+    Access(u16),
+    Trunk(Vec<u16>),
+}
+
+/// Ports added and deleted at run time, replayed over the file on start.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct State {
+    #[serde(default)]
+    pub added: Vec<PortConfig>,
+    #[serde(default)]
+    pub deleted: Vec<String>,
+}
+
+/// `origin: field: message`; `origin` is empty for control-socket requests
+/// and `field` for errors that belong to no field (TOML syntax, I/O).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub origin: String,
+    pub field: String,
+    pub message: String,
+}
+
+impl Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for part in [&self.origin, &self.field]
+            .into_iter()
+            .filter(|p| !p.is_empty())
+        {
+            write!(f, "{part}: ")?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTop {
+    switch: Option<Map<String, Value>>,
+    port: Option<Vec<Map<String, Value>>>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSwitch {
+    pmd_cores: Option<Vec<i64>>,
+    main_core: Option<i64>,
+    eal_args: Option<Vec<String>>,
+    hugepages: Option<String>,
+    memory_mb: Option<i64>,
+    control_socket: Option<String>,
+    socket_dir: Option<String>,
+    state_file: Option<String>,
+    fdb_size: Option<i64>,
+    fdb_aging_secs: Option<i64>,
+    vhost_retries: Option<i64>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPort {
+    name: Option<String>,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    mode: Option<String>,
+    path: Option<String>,
+    owner: Option<String>,
+    group: Option<String>,
+    permissions: Option<String>,
+    datapath: Option<String>,
+    devargs: Option<String>,
+    rx_queues: Option<i64>,
+    rx_desc: Option<i64>,
+    tx_desc: Option<i64>,
+    rxq_pmd: Option<Vec<i64>>,
+    mtu: Option<i64>,
+    vlan: Option<i64>,
+    trunk: Option<Vec<i64>>,
+}
+
+// Lcore ids; DPDK's own limit (RTE_MAX_LCORE) is checked by the EAL.
+const CORE: Range = 0..=1023;
+const VLAN: Range = 1..=4094;
+type Range = RangeInclusive<i64>;
+type Res<T> = Result<T, ConfigError>;
+
+/// Where an error is reported: the file and the field prefix (`port[1] "vm2"`).
+struct Ctx<'a> {
+    origin: &'a str,
+    prefix: String,
+}
+
+impl<'a> Ctx<'a> {
+    fn new(origin: &'a str, prefix: impl Into<String>) -> Self {
+        let prefix = prefix.into();
+        Ctx { origin, prefix }
+    }
+
+    /// The prefix shows the name as soon as it is a string, valid or not.
+    fn port(origin: &'a str, label: &str, map: &Map<String, Value>) -> Self {
+        match map.get("name").and_then(Value::as_str) {
+            Some(name) => Ctx::new(origin, format!("{label} {name:?}")),
+            None => Ctx::new(origin, label),
+        }
+    }
+
+    fn err(&self, key: &str, message: impl Display) -> ConfigError {
+        let field = match (self.prefix.as_str(), key) {
+            (p, "") | ("", p) => p.to_string(),
+            (p, k) => format!("{p}.{k}"),
+        };
+        let (origin, message) = (self.origin.to_string(), message.to_string());
+        ConfigError {
+            origin,
+            field,
+            message,
+        }
+    }
+
+    /// serde does not say which key failed, so on error each key is decoded
+    /// alone (every raw field is optional) to find the culprit.
+    fn decode<T: DeserializeOwned>(&self, map: &Map<String, Value>) -> Res<T> {
+        serde_json::from_value(Value::Object(map.clone())).map_err(|e| {
+            let culprit = map.iter().find(|(k, v)| {
+                let one = Map::from_iter([((*k).clone(), (*v).clone())]);
+                serde_json::from_value::<T>(Value::Object(one)).is_err()
+            });
+            let msg = e.to_string().replace("expected i64", "expected an integer");
+            self.err(culprit.map_or("", |(k, _)| k), msg)
+        })
+    }
+
+    fn int<T: TryFrom<i64>>(&self, key: &str, v: i64, r: Range) -> Res<T> {
+        match T::try_from(v) {
+            Ok(t) if r.contains(&v) => Ok(t),
+            _ => Err(self.err(key, format!("{v} is out of range {r:?}"))),
+        }
+    }
+
+    fn opt<T: TryFrom<i64>>(&self, key: &str, v: Option<i64>, or: T, r: Range) -> Res<T> {
+        v.map_or(Ok(or), |v| self.int(key, v, r))
+    }
+
+    fn ints<T: TryFrom<i64>>(&self, key: &str, v: Vec<i64>, r: Range) -> Res<Vec<T>> {
+        v.into_iter().map(|x| self.int(key, x, r.clone())).collect()
+    }
+
+    fn unique<T: PartialEq + Display>(&self, key: &str, v: &[T]) -> Res<()> {
+        match v.iter().enumerate().find(|(i, x)| v[..*i].contains(x)) {
+            Some((_, x)) => Err(self.err(key, format!("{x} is listed twice"))),
+            None => Ok(()),
+        }
+    }
+
+    fn choice<T: Copy>(&self, key: &str, v: Option<String>, opts: &[(&str, T)]) -> Res<Option<T>> {
+        let Some(v) = v else { return Ok(None) };
+        match opts.iter().find(|(s, _)| *s == v) {
+            Some((_, t)) => Ok(Some(*t)),
+            None => {
+                let names: Vec<String> = opts.iter().map(|(s, _)| format!("{s:?}")).collect();
+                Err(self.err(key, format!("{v:?} is not one of {}", names.join(", "))))
+            }
+        }
+    }
+
+    fn text(&self, key: &str, v: Option<String>) -> Res<Option<String>> {
+        match v {
+            Some(s) if s.is_empty() => Err(self.err(key, "must not be empty")),
+            v => Ok(v),
+        }
+    }
+
+    fn required(&self, key: &str, v: Option<String>) -> Res<String> {
+        let missing = || self.err(key, "missing required field");
+        self.text(key, v)?.ok_or_else(missing)
+    }
+
+    /// Rejects the first of `keys` that is set although `why` rules it out.
+    fn reject(&self, why: &str, keys: &[(&str, bool)]) -> Res<()> {
+        match keys.iter().find(|(_, set)| *set) {
+            Some((k, _)) => Err(self.err(k, format!("not allowed {why}"))),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Not serde_json::to_value: it turns nan into null, which would read as an
+/// absent key. Floats and datetimes become values that no raw field accepts.
+fn toml_to_json(v: toml::Value) -> Value {
+    use toml::Value as T;
+    match v {
+        T::String(s) => Value::String(s),
+        T::Integer(i) => i.into(),
+        T::Float(f) => serde_json::Number::from_f64(f).map_or(f.to_string().into(), Value::Number),
+        T::Boolean(b) => b.into(),
+        T::Datetime(d) => json!({ "datetime": d.to_string() }),
+        T::Array(a) => a.into_iter().map(toml_to_json).collect(),
+        T::Table(t) => t.into_iter().map(|(k, v)| (k, toml_to_json(v))).collect(),
+    }
+}
+
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let origin = path.display().to_string();
+    let cx = Ctx::new(&origin, "");
+    let text = fs::read_to_string(path).map_err(|e| cx.err("", format!("cannot read: {e}")))?;
+    parse(&text, path)
+}
+
+/// `origin` names the file in messages and derives the default `state_file`.
+pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
+    let o = origin.display().to_string();
+    let top = Ctx::new(&o, "");
+    let syntax = |e: toml::de::Error| top.err("", e.to_string().trim_end());
+    let table: toml::Table = text.parse().map_err(syntax)?;
+    let Value::Object(map) = toml_to_json(toml::Value::Table(table)) else {
+        unreachable!("a TOML table becomes a JSON object")
+    };
+    let raw: RawTop = top.decode(&map)?;
+    let cx = Ctx::new(&o, "switch");
+    let switch = validate_switch(cx.decode(&raw.switch.unwrap_or_default())?, origin, &cx)?;
+    let mut ports = Vec::new();
+    for (i, map) in raw.port.unwrap_or_default().iter().enumerate() {
+        let cx = Ctx::port(&o, &format!("port[{i}]"), map);
+        let port = validate_port(cx.decode(map)?, &switch, &cx)?;
+        push_unique(&mut ports, port, &cx)?;
+    }
+    Ok(Config { switch, ports })
+}
+
+fn validate_switch(raw: RawSwitch, origin: &Path, cx: &Ctx) -> Res<SwitchConfig> {
+    let main_core = cx.opt("main_core", raw.main_core, 0, CORE)?;
+    let pmd_cores: Vec<u32> = cx.ints("pmd_cores", raw.pmd_cores.unwrap_or(vec![1]), CORE)?;
+    if pmd_cores.is_empty() {
+        return Err(cx.err("pmd_cores", "must list at least one core"));
+    }
+    cx.unique("pmd_cores", &pmd_cores)?;
+    if pmd_cores.contains(&main_core) {
+        // A poll-mode thread never yields: the control thread would starve.
+        return Err(cx.err("pmd_cores", format!("core {main_core} is also main_core")));
+    }
+    let socket_dir = cx.text("socket_dir", raw.socket_dir)?;
+    let socket_dir = PathBuf::from(socket_dir.as_deref().unwrap_or("/run/vswitch"));
+    if !socket_dir.is_absolute() {
+        // Relative socket paths would otherwise depend on the daemon's cwd.
+        let msg = format!("{} is not an absolute path", socket_dir.display());
+        return Err(cx.err("socket_dir", msg));
+    }
+    let control_socket = cx.text("control_socket", raw.control_socket)?;
+    let mut state_file = origin.as_os_str().to_owned();
+    state_file.push(".state.json");
+    let hugepages = [
+        ("auto", Hugepages::Auto),
+        ("on", Hugepages::On),
+        ("off", Hugepages::Off),
+    ];
+    Ok(SwitchConfig {
+        pmd_cores,
+        main_core,
+        eal_args: raw.eal_args.unwrap_or_default(),
+        hugepages: cx
+            .choice("hugepages", raw.hugepages, &hugepages)?
+            .unwrap_or(Hugepages::Auto),
+        memory_mb: cx.opt("memory_mb", raw.memory_mb, 1024, 64..=1_048_576)?,
+        control_socket: control_socket
+            .unwrap_or("/run/vswitch/vswitchd.ctl".into())
+            .into(),
+        socket_dir,
+        state_file: cx
+            .text("state_file", raw.state_file)?
+            .map_or(state_file.into(), Into::into),
+        fdb_size: cx.opt("fdb_size", raw.fdb_size, 8192, 16..=1_048_576)?,
+        fdb_aging_secs: cx.opt("fdb_aging_secs", raw.fdb_aging_secs, 300, 1..=1_000_000)?,
+        vhost_retries: cx.opt("vhost_retries", raw.vhost_retries, 8, 0..=64)?,
+    })
+}
+
+fn validate_port(raw: RawPort, sw: &SwitchConfig, cx: &Ctx) -> Res<PortConfig> {
+    let name = cx.required("name", raw.name)?;
+    let name_char = |b: u8| b.is_ascii_alphanumeric() || b"_.-".contains(&b);
+    // 15 = IFNAMSIZ - 1, so that a port name can also name a kernel interface.
+    if name.len() > 15 || !name.bytes().all(name_char) {
+        let msg = format!("{name:?} is not 1 to 15 characters of [A-Za-z0-9_.-]");
+        return Err(cx.err("name", msg));
+    }
+    let server_only = [
+        ("owner", raw.owner.is_some()),
+        ("group", raw.group.is_some()),
+        ("permissions", raw.permissions.is_some()),
+    ];
+    let kind = match cx.choice("type", raw.kind, &[("dpdk", false), ("vhost-user", true)])? {
+        None => return Err(cx.err("type", "missing required field")),
+        Some(false) => {
+            let vhost_only = [
+                ("mode", raw.mode.is_some()),
+                ("path", raw.path.is_some()),
+                ("datapath", raw.datapath.is_some()),
+            ];
+            cx.reject("for type = \"dpdk\"", &vhost_only)?;
+            cx.reject("for type = \"dpdk\"", &server_only)?;
+            let desc = |key, v| -> Res<u16> {
+                match cx.opt::<u16>(key, v, 1024, 64..=4096)? {
+                    n if n.is_power_of_two() => Ok(n),
+                    n => Err(cx.err(key, format!("{n} is not a power of two"))),
+                }
+            };
+            let devargs = cx.required("devargs", raw.devargs)?;
+            let (rx_desc, tx_desc) = (desc("rx_desc", raw.rx_desc)?, desc("tx_desc", raw.tx_desc)?);
+            PortKind::Dpdk {
+                devargs,
+                rx_desc,
+                tx_desc,
+            }
+        }
+        Some(true) => {
+            let dpdk_only = [
+                ("devargs", raw.devargs.is_some()),
+                ("rx_desc", raw.rx_desc.is_some()),
+                ("tx_desc", raw.tx_desc.is_some()),
+            ];
+            cx.reject("for type = \"vhost-user\"", &dpdk_only)?;
+            let modes = [("client", VhostMode::Client), ("server", VhostMode::Server)];
+            let mode = cx
+                .choice("mode", raw.mode, &modes)?
+                .unwrap_or(VhostMode::Client);
+            if mode == VhostMode::Client {
+                // QEMU creates a client-mode socket: its owner is not ours to set.
+                cx.reject("with mode = \"client\"", &server_only)?;
+            }
+            let permissions = match cx.text("permissions", raw.permissions)? {
+                Some(p) if p.len() <= 4 && p.bytes().all(|b| (b'0'..=b'7').contains(&b)) => {
+                    u32::from_str_radix(&p, 8).ok()
+                }
+                Some(p) => {
+                    let msg = format!("{p:?} is not an octal mode like \"0660\"");
+                    return Err(cx.err("permissions", msg));
+                }
+                None => None,
+            };
+            let paths = [
+                ("rte_vhost", Datapath::RteVhost),
+                ("copy-once", Datapath::CopyOnce),
+            ];
+            PortKind::VhostUser {
+                mode,
+                path: sw.socket_dir.join(cx.required("path", raw.path)?),
+                owner: cx.text("owner", raw.owner)?,
+                group: cx.text("group", raw.group)?,
+                permissions,
+                datapath: cx
+                    .choice("datapath", raw.datapath, &paths)?
+                    .unwrap_or(Datapath::RteVhost),
+            }
+        }
+    };
+    let rx_queues: u16 = cx.opt("rx_queues", raw.rx_queues, 1, 1..=16)?;
+    let rxq_pmd = match raw.rxq_pmd {
+        Some(v) if v.len() != usize::from(rx_queues) => {
+            let msg = format!("has {} entries but rx_queues is {rx_queues}", v.len());
+            return Err(cx.err("rxq_pmd", msg));
+        }
+        Some(v) => Some(cx.ints::<u32>("rxq_pmd", v, CORE)?),
+        None => None,
+    };
+    let cores = rxq_pmd.iter().flatten();
+    if let Some(c) = cores.into_iter().find(|c| !sw.pmd_cores.contains(c)) {
+        let msg = format!("core {c} is not in switch.pmd_cores {:?}", sw.pmd_cores);
+        return Err(cx.err("rxq_pmd", msg));
+    }
+    let vlan_mode = match (raw.vlan, raw.trunk) {
+        (Some(_), Some(_)) => return Err(cx.err("vlan", "vlan and trunk are mutually exclusive")),
+        (Some(v), None) => VlanMode::Access(cx.int("vlan", v, VLAN)?),
+        (None, Some(t)) if t.is_empty() => return Err(cx.err("trunk", "must list a VLAN")),
+        (None, Some(t)) => VlanMode::Trunk(cx.ints("trunk", t, VLAN)?),
+        (None, None) => VlanMode::Access(1),
+    };
+    if let VlanMode::Trunk(vlans) = &vlan_mode {
+        cx.unique("trunk", vlans)?;
+    }
+    let mtu = cx.opt("mtu", raw.mtu, 1500, 68..=9000)?;
+    Ok(PortConfig {
+        name,
+        kind,
+        mtu,
+        vlan_mode,
+        rx_queues,
+        rxq_pmd,
+    })
+}
+
+/// The `[[port]]` fields of a validated port, so that ports from the state
+/// file go through the very rules that ports from the config file do.
+fn port_to_json(p: &PortConfig) -> Value {
+    let mut v =
+        json!({ "name": p.name, "mtu": p.mtu, "rx_queues": p.rx_queues, "rxq_pmd": p.rxq_pmd });
+    let kind = match &p.kind {
+        PortKind::Dpdk {
+            devargs,
+            rx_desc,
+            tx_desc,
+        } => {
+            json!({ "type": "dpdk", "devargs": devargs, "rx_desc": rx_desc, "tx_desc": tx_desc })
+        }
+        PortKind::VhostUser {
+            mode,
+            path,
+            owner,
+            group,
+            permissions,
+            datapath,
+        } => json!({
+            "type": "vhost-user", "mode": mode, "path": path.to_string_lossy(), "owner": owner,
+            "group": group, "permissions": permissions.map(|p| format!("{p:o}")), "datapath": datapath,
+        }),
+    };
+    let vlan = match &p.vlan_mode {
+        VlanMode::Access(vlan) => json!({ "vlan": vlan }),
+        VlanMode::Trunk(trunk) => json!({ "trunk": trunk }),
+    };
+    for extra in [kind, vlan] {
+        if let (Value::Object(v), Value::Object(extra)) = (&mut v, extra) {
+            v.extend(extra);
+        }
+    }
+    v
+}
+
+fn push_unique(ports: &mut Vec<PortConfig>, port: PortConfig, cx: &Ctx) -> Res<()> {
+    let socket = |p: &PortConfig| match &p.kind {
+        PortKind::VhostUser { path, .. } => Some(path.clone()),
+        PortKind::Dpdk { .. } => None,
+    };
+    for other in ports.iter() {
+        if other.name == port.name {
+            return Err(cx.err("name", format!("duplicate port name {:?}", port.name)));
+        }
+        if let Some(path) = socket(&port).filter(|p| Some(p) == socket(other).as_ref()) {
+            let msg = format!(
+                "socket {} is also used by port {:?}",
+                path.display(),
+                other.name
+            );
+            return Err(cx.err("path", msg));
+        }
+    }
+    ports.push(port);
+    Ok(())
+}
+
+impl Config {
+    /// Applies deletions (names no longer in the file are ignored: the file
+    /// may have been edited since), then additions, validated anew since the
+    /// `[switch]` table may have changed since they were saved.
+    pub fn with_state(mut self, state: &State) -> Result<Config, ConfigError> {
+        self.ports.retain(|p| !state.deleted.contains(&p.name));
+        let origin = self.switch.state_file.display().to_string();
+        for (i, port) in state.added.iter().enumerate() {
+            let label = format!("added[{i}]");
+            let in_state = |e: ConfigError| ConfigError {
+                origin: origin.clone(),
+                ..e
+            };
+            let port =
+                port_from_json(&port_to_json(port), &self.switch, &label).map_err(in_state)?;
+            let cx = Ctx::new(&origin, format!("{label} {:?}", port.name));
+            push_unique(&mut self.ports, port, &cx)?;
+        }
+        Ok(self)
+    }
+
+    /// Re-checks every port, alone and against the ones before it, with the
+    /// rules `parse` applies; errors name `port[i] "name"` and no file.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut ports = Vec::new();
+        for (i, port) in self.ports.iter().enumerate() {
+            let cx = Ctx::new("", format!("port[{i}] {:?}", port.name));
+            let label = format!("port[{i}]");
+            let port = port_from_json(&port_to_json(port), &self.switch, &label)?;
+            push_unique(&mut ports, port, &cx)?;
+        }
+        Ok(())
+    }
+
+    /// Adds a port from `port_from_json` unless its name or socket is taken.
+    pub fn add_port(&mut self, port: PortConfig) -> Result<(), ConfigError> {
+        let cx = Ctx::new("", format!("port {:?}", port.name));
+        push_unique(&mut self.ports, port, &cx)
+    }
+}
+
+/// A `port add` request: the fields of a `[[port]]` table as a JSON object.
+/// Checks the port alone; `Config::add_port` checks it against the others.
+pub fn port_from_json(
+    value: &Value,
+    switch: &SwitchConfig,
+    index_label: &str,
+) -> Result<PortConfig, ConfigError> {
+    let Value::Object(map) = value else {
+        return Err(Ctx::new("", index_label).err("", "expected a JSON object"));
+    };
+    let cx = Ctx::port("", index_label, map);
+    validate_port(cx.decode(map)?, switch, &cx)
+}
+
+/// A missing file is an empty state: nothing has changed at run time yet.
+pub fn load_state(path: &Path) -> Result<State, ConfigError> {
+    let origin = path.display().to_string();
+    let cx = Ctx::new(&origin, "");
+    match fs::read_to_string(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(State::default()),
+        Err(e) => Err(cx.err("", format!("cannot read: {e}"))),
+        Ok(text) => serde_json::from_str(&text).map_err(|e| cx.err("", e)),
+    }
+}
+
+/// Writes through a temporary file and a rename so that a crash leaves
+/// either the old state or the new one, never half of one.
+pub fn save_state(path: &Path, state: &State) -> io::Result<()> {
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+    let dir = dir.unwrap_or(Path::new("."));
+    let Some(name) = path.file_name() else {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "state path has no file name",
+        ));
+    };
+    let mut tmp = std::ffi::OsString::from(".");
+    tmp.push(name);
+    tmp.push(format!(
+        ".{}.{}.tmp",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    ));
+    let tmp = dir.join(tmp);
+    fs::create_dir_all(dir)?;
+    let result = (|| {
+        let mut file = File::create(&tmp)?;
+        serde_json::to_writer_pretty(&mut file, state)?;
+        file.write_all(b"\n")?;
+        file.sync_all()?;
+        fs::rename(&tmp, path)?;
+        // The rename itself is durable only once the directory is synced.
+        File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FULL: &str = r#"
+        [switch]
+        pmd_cores = [2, 3]
+        main_core = 1
+        eal_args = ["--log-level=8"]
+        hugepages = "off"
+        memory_mb = 512
+        control_socket = "/tmp/v.ctl"
+        socket_dir = "/tmp/vs"
+        fdb_size = 1024
+        fdb_aging_secs = 60
+        vhost_retries = 0
+
+        [[port]]
+        name = "uplink"
+        type = "dpdk"
+        devargs = "0000:01:00.0"
+        rx_queues = 2
+        rxq_pmd = [2, 3]
+        rx_desc = 512
+        mtu = 9000
+        trunk = [10, 20]
+
+        [[port]]
+        name = "vm1"
+        type = "vhost-user"
+        mode = "server"
+        path = "vm1.sock"
+        owner = "libvirt-qemu"
+        group = "kvm"
+        permissions = "0660"
+        datapath = "copy-once"
+        vlan = 10
+
+        [[port]]
+        name = "vm2"
+        type = "vhost-user"
+        path = "/var/run/other/vm2.sock"
+    "#;
+
+    fn parse_x(text: &str) -> Result<Config, ConfigError> {
+        parse(text, Path::new("configs/x.toml"))
+    }
+
+    fn assert_err<T: fmt::Debug>(result: Result<T, ConfigError>, want: &str) {
+        let msg = result.unwrap_err().to_string();
+        assert!(msg.starts_with(want), "gave: {msg}\nwant: {want}..");
+    }
+
+    fn vhost(mode: VhostMode, path: &str, datapath: Datapath) -> PortKind {
+        let (owner, group, permissions, path) = (None, None, None, path.into());
+        PortKind::VhostUser {
+            mode,
+            path,
+            owner,
+            group,
+            permissions,
+            datapath,
+        }
+    }
+
+    #[test]
+    fn full_example_parses_with_defaults_filled() {
+        let port = |name: &str, kind, mtu, vlan_mode, rx_queues, rxq_pmd| PortConfig {
+            name: name.into(),
+            kind,
+            mtu,
+            vlan_mode,
+            rx_queues,
+            rxq_pmd,
+        };
+        let dpdk = PortKind::Dpdk {
+            devargs: "0000:01:00.0".into(),
+            rx_desc: 512,
+            tx_desc: 1024,
+        };
+        let vm1 = PortKind::VhostUser {
+            mode: VhostMode::Server,
+            path: "/tmp/vs/vm1.sock".into(),
+            owner: Some("libvirt-qemu".into()),
+            group: Some("kvm".into()),
+            permissions: Some(0o660),
+            datapath: Datapath::CopyOnce,
+        };
+        let vm2 = vhost(
+            VhostMode::Client,
+            "/var/run/other/vm2.sock",
+            Datapath::RteVhost,
+        );
+        let expected = Config {
+            switch: SwitchConfig {
+                pmd_cores: vec![2, 3],
+                main_core: 1,
+                eal_args: vec!["--log-level=8".into()],
+                hugepages: Hugepages::Off,
+                memory_mb: 512,
+                control_socket: "/tmp/v.ctl".into(),
+                socket_dir: "/tmp/vs".into(),
+                state_file: "configs/x.toml.state.json".into(),
+                fdb_size: 1024,
+                fdb_aging_secs: 60,
+                vhost_retries: 0,
+            },
+            ports: vec![
+                port(
+                    "uplink",
+                    dpdk,
+                    9000,
+                    VlanMode::Trunk(vec![10, 20]),
+                    2,
+                    Some(vec![2, 3]),
+                ),
+                port("vm1", vm1, 1500, VlanMode::Access(10), 1, None),
+                port("vm2", vm2, 1500, VlanMode::Access(1), 1, None),
+            ],
+        };
+        assert_eq!(parse_x(FULL).unwrap(), expected);
+
+        let defaults = SwitchConfig {
+            pmd_cores: vec![1],
+            main_core: 0,
+            eal_args: vec![],
+            hugepages: Hugepages::Auto,
+            memory_mb: 1024,
+            control_socket: "/run/vswitch/vswitchd.ctl".into(),
+            socket_dir: "/run/vswitch".into(),
+            state_file: "configs/x.toml.state.json".into(),
+            fdb_size: 8192,
+            fdb_aging_secs: 300,
+            vhost_retries: 8,
+        };
+        let ports = vec![];
+        assert_eq!(
+            parse_x("").unwrap(),
+            Config {
+                switch: defaults,
+                ports
+            }
+        );
+    }
+
+    /// `toml (; = newline) | field | reason`; VM and NIC stand for a valid port.
+    const ERROR_CASES: &str = r#"
+[sw]                                    | sw                      | unknown field `sw`
+port = 3                                | port                    | invalid type: integer `3`
+[switch];foo = 1                        | switch.foo              | unknown field `foo`
+[switch];fdb_size = 8                   | switch.fdb_size         | 8 is out of range 16..=1048576
+[switch];fdb_aging_secs = 0             | switch.fdb_aging_secs   | 0 is out of range 1..=1000000
+[switch];vhost_retries = 65             | switch.vhost_retries    | 65 is out of range 0..=64
+[switch];pmd_cores = []                 | switch.pmd_cores        | must list at least one core
+[switch];pmd_cores = [0]                | switch.pmd_cores        | core 0 is also main_core
+[switch];pmd_cores = [1, 1]             | switch.pmd_cores        | 1 is listed twice
+[switch];main_core = "0"                | switch.main_core        | invalid type: string "0", expected an integer
+[switch];hugepages = "yes"              | switch.hugepages        | "yes" is not one of "auto", "on", "off"
+[switch];socket_dir = "run"             | switch.socket_dir       | run is not an absolute path
+VM;mtu = 9500                           | port[0] "vm1".mtu       | 9500 is out of range 68..=9000
+VM;mtu = "big"                          | port[0] "vm1".mtu       | invalid type: string "big"
+VM;mtu = nan                            | port[0] "vm1".mtu       | invalid type
+VM;colour = 1                           | port[0] "vm1".colour    | unknown field `colour`
+[[port]];type = "dpdk"                  | port[0].name            | missing required field
+[[port]];name = "x"                     | port[0] "x".type        | missing required field
+[[port]];name = "x";type = "tap"        | port[0] "x".type        | "tap" is not one of "dpdk", "vhost-user"
+[[port]];name = "x";type = "dpdk"       | port[0] "x".devargs     | missing required field
+[[port]];name = "x";type = "vhost-user" | port[0] "x".path        | missing required field
+[[port]];name = "a b"                   | port[0] "a b".name      | "a b" is not 1 to 15 characters
+[[port]];name = "sixteen_chars_xx"      | port[0] "sixteen_chars_xx".name | is not 1 to 15 characters
+[[port]];name = ""                      | port[0] "".name         | must not be empty
+VM;VM                                   | port[1] "vm1".name      | duplicate port name "vm1"
+VM;[[port]];name = "vm2";type = "vhost-user";path = "/run/vswitch/vm1.sock" | port[1] "vm2".path | socket /run/vswitch/vm1.sock is also used by port "vm1"
+VM;vlan = 10;trunk = [20]               | port[0] "vm1".vlan      | vlan and trunk are mutually exclusive
+VM;vlan = 4095                          | port[0] "vm1".vlan      | 4095 is out of range 1..=4094
+VM;trunk = []                           | port[0] "vm1".trunk     | must list a VLAN
+VM;trunk = [10, 10]                     | port[0] "vm1".trunk     | 10 is listed twice
+VM;trunk = [0]                          | port[0] "vm1".trunk     | 0 is out of range 1..=4094
+VM;devargs = "x"                        | port[0] "vm1".devargs   | not allowed for type = "vhost-user"
+VM;rx_desc = 512                        | port[0] "vm1".rx_desc   | not allowed for type = "vhost-user"
+NIC;mode = "client"                     | port[0] "nic".mode      | not allowed for type = "dpdk"
+NIC;path = "p"                          | port[0] "nic".path      | not allowed for type = "dpdk"
+NIC;owner = "root"                      | port[0] "nic".owner     | not allowed for type = "dpdk"
+VM;owner = "root"                       | port[0] "vm1".owner     | not allowed with mode = "client"
+VM;group = "kvm"                        | port[0] "vm1".group     | not allowed with mode = "client"
+VM;permissions = "0660"                 | port[0] "vm1".permissions | not allowed with mode = "client"
+VM;mode = "server";permissions = "0999" | port[0] "vm1".permissions | "0999" is not an octal mode
+VM;mode = "serve"                       | port[0] "vm1".mode      | "serve" is not one of "client", "server"
+VM;datapath = "zero"                    | port[0] "vm1".datapath  | "zero" is not one of "rte_vhost", "copy-once"
+NIC;rx_desc = 1000                      | port[0] "nic".rx_desc   | 1000 is not a power of two
+NIC;tx_desc = 8192                      | port[0] "nic".tx_desc   | 8192 is out of range 64..=4096
+NIC;rx_queues = 17                      | port[0] "nic".rx_queues | 17 is out of range 1..=16
+NIC;rx_queues = 2;rxq_pmd = [1]         | port[0] "nic".rxq_pmd   | has 1 entries but rx_queues is 2
+NIC;rxq_pmd = [3]                       | port[0] "nic".rxq_pmd   | core 3 is not in switch.pmd_cores [1]
+"#;
+
+    #[test]
+    fn errors_name_file_field_and_reason() {
+        let vm = r#"[[port]];name = "vm1";type = "vhost-user";path = "vm1.sock""#;
+        let nic = r#"[[port]];name = "nic";type = "dpdk";devargs = "0000:01:00.0""#;
+        let toml = |t: &str| t.replace("VM", vm).replace("NIC", nic).replace(';', "\n");
+        for case in ERROR_CASES.lines().filter(|l| !l.is_empty()) {
+            let [text, field, reason] = [0, 1, 2].map(|i| case.split('|').nth(i).unwrap().trim());
+            let msg = parse_x(&toml(text)).unwrap_err().to_string();
+            let ok = msg.starts_with(&format!("configs/x.toml: {field}: ")) && msg.contains(reason);
+            assert!(ok, "{text}\n  gave: {msg}\n  want: {field}: ..{reason}..");
+        }
+        let msg = parse_x(&toml("VM;mtu = 9500")).unwrap_err().to_string();
+        let want = r#"configs/x.toml: port[0] "vm1".mtu: 9500 is out of range 68..=9000"#;
+        assert_eq!(msg, want);
+        let syntax = "configs/x.toml: TOML parse error at line 2, column 7";
+        assert_err(parse_x("[switch]\nmtu = "), syntax);
+        let missing = Path::new("/nonexistent/x.toml");
+        assert_err(load(missing), "/nonexistent/x.toml: cannot read: ");
+    }
+
+    #[test]
+    fn port_from_json_shares_the_rules() {
+        let cfg = parse_x(FULL).unwrap();
+        let v = json!({ "name": "vm9", "type": "vhost-user", "path": "vm9.sock", "rxq_pmd": [3] });
+        let port = port_from_json(&v, &cfg.switch, "port add").unwrap();
+        let kind = vhost(VhostMode::Client, "/tmp/vs/vm9.sock", Datapath::RteVhost);
+        let (vlan_mode, rxq_pmd) = (VlanMode::Access(1), Some(vec![3]));
+        let expected = PortConfig {
+            name: "vm9".into(),
+            kind,
+            mtu: 1500,
+            vlan_mode,
+            rx_queues: 1,
+            rxq_pmd,
+        };
+        assert_eq!(port, expected);
+        let mut cfg2 = cfg.clone();
+        cfg2.add_port(port.clone()).unwrap();
+        cfg2.validate().unwrap();
+        cfg2.ports.push(port.clone());
+        assert_err(cfg2.validate(), "port[4] \"vm9\".name: duplicate port name");
+        cfg2.ports.pop();
+        assert_err(
+            cfg2.add_port(port),
+            "port \"vm9\".name: duplicate port name \"vm9\"",
+        );
+
+        let bad = r#"
+            {"name": "vm9", "type": "dpdk", "devargs": "x", "path": "p"} | port add "vm9".path: not allowed
+            {"name": "vm9", "type": "dpdk", "mtu": "9000"} | port add "vm9".mtu: invalid type: string
+            {"name": "vm9", "type": "dpdk", "speed": 1}    | port add "vm9".speed: unknown field
+            {"type": "dpdk"}                               | port add.name: missing required field
+            ["vm9"]                                        | port add: expected a JSON object
+        "#;
+        for case in bad.lines().filter(|l| l.contains('|')) {
+            let (v, want) = case.split_once('|').unwrap();
+            let v: Value = serde_json::from_str(v).unwrap();
+            assert_err(port_from_json(&v, &cfg.switch, "port add"), want.trim());
+        }
+    }
+
+    #[test]
+    fn state_round_trip() {
+        let dir = std::env::temp_dir().join(format!("vswitch-config-test-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let path = dir.join("sub/x.state.json");
+        assert_eq!(load_state(&path).unwrap(), State::default());
+        let mut cfg = parse_x(FULL).unwrap();
+        cfg.switch.state_file = path.clone();
+        let v = json!({ "name": "vm9", "type": "vhost-user", "path": "vm9.sock", "mode": "server",
+                        "permissions": "0600", "owner": "0", "trunk": [5, 6], "mtu": 9000 });
+        let added = port_from_json(&v, &cfg.switch, "port add").unwrap();
+        let state = State {
+            added: vec![added.clone()],
+            deleted: vec!["vm1".into(), "gone".into()],
+        };
+        save_state(&path, &State::default()).unwrap();
+        save_state(&path, &state).unwrap();
+        assert_eq!(load_state(&path).unwrap(), state);
+        let files: Vec<_> = fs::read_dir(path.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(files, ["x.state.json"], "no temporary file is left behind");
+
+        let merged = cfg.clone().with_state(&state).unwrap();
+        let names: Vec<_> = merged.ports.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["uplink", "vm2", "vm9"]);
+        assert_eq!(merged.ports[2], added);
+
+        let prefix = format!("{}: added[0] ", path.display());
+        let dup = State {
+            added: vec![cfg.ports[1].clone()],
+            deleted: vec![],
+        };
+        let want = format!("{prefix}\"vm1\".name: duplicate port name");
+        assert_err(cfg.clone().with_state(&dup), &want);
+        let mut bad = State {
+            added: vec![added],
+            deleted: vec![],
+        };
+        bad.added[0].mtu = 10_000;
+        let want = format!("{prefix}\"vm9\".mtu: 10000 is out of range");
+        assert_err(cfg.clone().with_state(&bad), &want);
+
+        fs::write(&path, "{ nope").unwrap();
+        let want = format!("{}: key must be a string", path.display());
+        assert_err(load_state(&path), &want);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn example_configs_parse() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../configs");
+        let default = load(&Path::new(dir).join("default.toml")).unwrap();
+        let names: Vec<_> = default.ports.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["vm1", "vm2", "host"]);
+        let nic = load(&Path::new(dir).join("nic-uplink.toml")).unwrap();
+        assert_eq!(nic.ports[0].vlan_mode, VlanMode::Trunk(vec![10, 20]));
+        assert_eq!(nic.ports[0].rxq_pmd, Some(vec![1, 2]));
+    }
+}

@@ -1,0 +1,9 @@
+//! vswitchd and vswitchctl: configuration, port lifecycle, the control
+//! socket and its protocol. The data path itself is the dataplane crate.
+#![forbid(unsafe_code)]
+pub mod config;
+pub mod ctl_server;
+pub mod eal_setup;
+pub mod ports;
+pub mod protocol;
+pub mod switch;

@@ -1,0 +1,151 @@
+//! Opening and closing the switch's ports, and the checks made before.
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::sync::Arc;
+
+use dataplane::fwd::PortView;
+use dataplane::vlan::{VlanMode as DpVlan, VlanSet};
+use pmd_bridge::{Eal, EthPort, Mempool, PortConfig as EthConfig, VhostDevice, VhostMode as BridgeMode, VhostSocket};
+
+use crate::config::{PortConfig, PortKind, VhostMode, VlanMode};
+
+/// A port's DPDK side.
+pub enum PortIo {
+    Eth(EthPort),
+    Vhost {
+        sock: VhostSocket,
+        /// The guest's device while one is connected.
+        dev: Option<VhostDevice>,
+        /// Queue pairs the guest enabled (vring state events).
+        enabled_pairs: u16,
+    },
+}
+
+pub struct PortState {
+    pub cfg: PortConfig,
+    pub slot: u16,
+    pub gen: u16,
+    pub io: PortIo,
+}
+
+impl PortState {
+    pub fn view(&self) -> PortView {
+        let vlan = match &self.cfg.vlan_mode {
+            VlanMode::Access(v) => DpVlan::Access(*v),
+            VlanMode::Trunk(vs) => DpVlan::Trunk(Box::new(VlanSet::new(vs))),
+        };
+        PortView::new(&self.cfg.name, self.slot, self.gen, vlan, self.cfg.mtu)
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self.io {
+            PortIo::Eth(_) => "dpdk",
+            PortIo::Vhost { .. } => "vhost-user",
+        }
+    }
+}
+
+/// Fails if a live process answers on `path`; removes a stale socket file a
+/// killed process left behind. Called before anything is touched.
+pub fn claim_socket_path(path: &Path, what: &str) -> Result<(), String> {
+    if !path.exists() {
+        return Ok(());
+    }
+    if UnixStream::connect(path).is_ok() {
+        return Err(format!("{what} {}: a live process is listening on it", path.display()));
+    }
+    std::fs::remove_file(path).map_err(|e| format!("{what} {}: cannot remove stale socket: {e}", path.display()))
+}
+
+/// Opens a port: probes and starts a DPDK device, or registers and starts a
+/// vhost-user socket. Ethernet ports get one tx queue per PMD thread, so
+/// each thread owns one without a lock.
+pub fn open(eal: &Eal, cfg: &PortConfig, pool: &Arc<Mempool>, pmds: u16) -> Result<PortIo, String> {
+    match &cfg.kind {
+        PortKind::Dpdk { devargs, rx_desc, tx_desc } => {
+            let mut port = EthPort::open(eal, devargs).map_err(|e| format!("port {}: {e}", cfg.name))?;
+            let ecfg = EthConfig {
+                rx_queues: cfg.rx_queues,
+                tx_queues: pmds,
+                rx_desc: *rx_desc,
+                tx_desc: *tx_desc,
+                mtu: Some(cfg.mtu),
+            };
+            port.configure(&ecfg, Arc::clone(pool)).map_err(|e| format!("port {}: {e}", cfg.name))?;
+            port.start().map_err(|e| format!("port {}: {e}", cfg.name))?;
+            Ok(PortIo::Eth(port))
+        }
+        PortKind::VhostUser { mode, path, owner, group, permissions, .. } => {
+            let bmode = match mode {
+                VhostMode::Server => BridgeMode::Server,
+                VhostMode::Client => BridgeMode::Client,
+            };
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir).map_err(|e| format!("port {}: create {}: {e}", cfg.name, dir.display()))?;
+            }
+            let p = path.to_str().ok_or_else(|| format!("port {}: socket path is not UTF-8", cfg.name))?;
+            let sock = VhostSocket::register(eal, p, bmode).map_err(|e| format!("port {}: {e}", cfg.name))?;
+            sock.start().map_err(|e| format!("port {}: {e}", cfg.name))?;
+            if *mode == VhostMode::Server {
+                set_socket_access(path, owner.as_deref(), group.as_deref(), *permissions)
+                    .map_err(|e| format!("port {}: {e}", cfg.name))?;
+            }
+            Ok(PortIo::Vhost { sock, dev: None, enabled_pairs: 0 })
+        }
+    }
+}
+
+/// Applies owner, group and permissions to a server socket so that a QEMU
+/// run as another user (libvirt's) can connect.
+fn set_socket_access(path: &Path, owner: Option<&str>, group: Option<&str>, mode: Option<u32>) -> Result<(), String> {
+    if let Some(mode) = mode {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+            .map_err(|e| format!("chmod {:o} {}: {e}", mode, path.display()))?;
+    }
+    let uid = owner.map(|o| lookup_id("/etc/passwd", o)).transpose()?;
+    let gid = group.map(|g| lookup_id("/etc/group", g)).transpose()?;
+    if uid.is_some() || gid.is_some() {
+        std::os::unix::fs::chown(path, uid, gid).map_err(|e| format!("chown {}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// A numeric id as is, or a name looked up in a passwd/group style file.
+fn lookup_id(file: &str, name: &str) -> Result<u32, String> {
+    if let Ok(id) = name.parse() {
+        return Ok(id);
+    }
+    let text = std::fs::read_to_string(file).map_err(|e| format!("read {file}: {e}"))?;
+    text.lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| f.len() > 2 && f[0] == name)
+        .and_then(|f| f[2].parse().ok())
+        .ok_or_else(|| format!("no {name:?} in {file}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stale_socket_is_removed_and_live_one_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        claim_socket_path(&path, "socket").unwrap();
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let err = claim_socket_path(&path, "socket").unwrap_err();
+        assert!(err.contains("live process"), "{err}");
+        drop(listener); // the file stays: stale now
+        assert!(path.exists());
+        claim_socket_path(&path, "socket").unwrap();
+        assert!(!path.exists());
+    }
+
+    #[test]
+    fn ids_by_number_or_name() {
+        assert_eq!(lookup_id("/etc/passwd", "0").unwrap(), 0);
+        assert_eq!(lookup_id("/etc/passwd", "root").unwrap(), 0);
+        assert!(lookup_id("/etc/group", "no-such-group-here").is_err());
+    }
+}

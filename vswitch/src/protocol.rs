@@ -1,0 +1,133 @@
+//! The control socket's protocol: one JSON object per line each way.
+//!
+//! A request names a command and carries the protocol version; the reply
+//! carries the same version, `ok`, and either `result` or `error`. A daemon
+//! refuses a request of another version with an error that names both, so a
+//! mismatched vswitchctl fails clearly instead of misreading fields.
+use serde::{Deserialize, Serialize};
+
+pub const VERSION: u32 = 1;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "kebab-case")]
+pub enum Command {
+    ShowPorts,
+    ShowFdb,
+    ShowPmd,
+    ShowPmdRxq,
+    /// Fields as in a `[[port]]` table of the config file.
+    PortAdd { port: serde_json::Value },
+    PortDel { name: String },
+    FdbFlush,
+    StatsClear,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Request {
+    pub version: u32,
+    #[serde(flatten)]
+    pub command: Command,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Response {
+    pub version: u32,
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default)]
+    pub result: serde_json::Value,
+}
+
+impl Response {
+    pub fn ok(result: serde_json::Value) -> Response {
+        Response { version: VERSION, ok: true, error: None, result }
+    }
+
+    pub fn err(msg: impl Into<String>) -> Response {
+        Response { version: VERSION, ok: false, error: Some(msg.into()), result: serde_json::Value::Null }
+    }
+}
+
+/// One port as `show ports` reports it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct PortInfo {
+    pub name: String,
+    pub slot: u16,
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// "up", "down", or for a vhost-user port without a guest "waiting".
+    pub state: String,
+    pub detail: String,
+    pub vlan: String,
+    pub mtu: u16,
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    pub forwarded: u64,
+    pub flooded: u64,
+    /// Non-zero drop counters by reason name.
+    pub drops: std::collections::BTreeMap<String, u64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FdbInfo {
+    pub vlan: u16,
+    pub mac: String,
+    pub port: String,
+    pub age_secs: u32,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct PmdInfo {
+    pub index: usize,
+    pub core: u32,
+    pub lcore: u32,
+    pub packets: u64,
+    pub bursts: u64,
+    pub avg_burst: f64,
+    pub busy_cycles: u64,
+    pub idle_cycles: u64,
+    pub busy_pct: f64,
+    pub cycles_per_packet: f64,
+    pub iterations: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RxqInfo {
+    pub port: String,
+    pub queue: u16,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PmdRxqInfo {
+    pub index: usize,
+    pub core: u32,
+    pub rxqs: Vec<RxqInfo>,
+}
+
+pub fn format_mac(mac: &[u8; 6]) -> String {
+    mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_wire_format() {
+        let r = Request { version: VERSION, command: Command::PortDel { name: "vm1".into() } };
+        let s = serde_json::to_string(&r).unwrap();
+        assert_eq!(s, r#"{"version":1,"command":"port-del","name":"vm1"}"#);
+        assert_eq!(serde_json::from_str::<Request>(&s).unwrap(), r);
+        let show: Request = serde_json::from_str(r#"{"version":1,"command":"show-pmd-rxq"}"#).unwrap();
+        assert_eq!(show.command, Command::ShowPmdRxq);
+        assert!(serde_json::from_str::<Request>(r#"{"version":1,"command":"reboot"}"#).is_err());
+    }
+
+    #[test]
+    fn mac_format() {
+        assert_eq!(format_mac(&[0x52, 0x54, 0, 0xab, 1, 2]), "52:54:00:ab:01:02");
+    }
+}
