@@ -78,22 +78,22 @@ fn learning_flooding_and_vlans() {
 
     // Broadcast from vm1 (VLAN 10): vm2 untagged, trunk tagged 10, not vm3.
     let f = frame(BCAST, a, None, 60, 1);
-    net.send(0, &[f.clone()]);
+    net.send(0, std::slice::from_ref(&f));
     let got = net.drain_all();
     assert!(got[0].is_empty(), "not back to the sender");
-    assert_eq!(got[1], [f.clone()]);
+    assert_eq!(got[1], std::slice::from_ref(&f));
     assert!(got[2].is_empty(), "VLAN 20 sees nothing of VLAN 10");
     assert_eq!(got[3], [retag(&f, Some(10))]);
 
     // Unknown unicast floods the VLAN likewise.
     let f = frame(b, a, None, 100, 2);
-    net.send(0, &[f.clone()]);
+    net.send(0, std::slice::from_ref(&f));
     let got = net.drain_all();
     assert_eq!((got[1].len(), got[2].len(), got[3].len()), (1, 0, 1));
 
     // vm2 answers from b to a: a was learned on vm1, so only vm1 gets it.
     let f = frame(a, b, None, 200, 3);
-    net.send(1, &[f.clone()]);
+    net.send(1, std::slice::from_ref(&f));
     let got = net.drain_all();
     assert_eq!(got[0], [f]);
     assert!(got[2].is_empty() && got[3].is_empty());
@@ -107,14 +107,14 @@ fn learning_flooding_and_vlans() {
 
     // Trunk, tagged 20, broadcast: vm3 gets it untagged; VLAN 10 ports nothing.
     let f = frame(BCAST, c, Some(20), 80, 4);
-    net.send(3, &[f.clone()]);
+    net.send(3, std::slice::from_ref(&f));
     let got = net.drain_all();
     assert_eq!(got[2], [retag(&f, None)]);
     assert!(got[0].is_empty() && got[1].is_empty());
 
     // vm3 to c: unicast back to the trunk, tagged 20.
     let f = frame(c, mac(0xd), None, 64, 5);
-    net.send(2, &[f.clone()]);
+    net.send(2, std::slice::from_ref(&f));
     assert_eq!(net.vms[3].recv(1), [retag(&f, Some(20))]);
 
     let fdb: Vec<FdbInfo> = serde_json::from_value(net.sw.ctl(Command::ShowFdb).result).unwrap();
@@ -156,7 +156,7 @@ fn bad_frames_are_counted_and_dropped() {
 
     // Good traffic still flows afterwards.
     let f = frame(BCAST, a, None, 1518, 6);
-    net.send(0, &[f.clone()]);
+    net.send(0, std::slice::from_ref(&f));
     assert_eq!(net.vms[1].recv(1), [f]);
 }
 
