@@ -15,6 +15,7 @@ pub enum Command {
     ShowFdb,
     ShowPmd,
     ShowPmdRxq,
+    ShowMempool,
     /// Fields as in a `[[port]]` table of the config file.
     PortAdd { port: serde_json::Value },
     PortDel { name: String },
@@ -105,6 +106,14 @@ pub struct PmdRxqInfo {
     pub index: usize,
     pub core: u32,
     pub rxqs: Vec<RxqInfo>,
+}
+
+/// The switch's mbuf pool; cached mbufs count as free.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MempoolInfo {
+    pub size: u32,
+    pub free: u32,
+    pub in_use: u32,
 }
 
 pub fn format_mac(mac: &[u8; 6]) -> String {

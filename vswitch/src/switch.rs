@@ -21,7 +21,7 @@ use pmd_bridge::{Eal, Mempool, VhostEvent};
 
 use crate::config::{self, Config, PortConfig, State, VlanMode};
 use crate::ports::{self, PortIo, PortState};
-use crate::protocol::{format_mac, Command, FdbInfo, PmdInfo, PmdRxqInfo, PortInfo, Response, RxqInfo};
+use crate::protocol::{format_mac, Command, FdbInfo, MempoolInfo, PmdInfo, PmdRxqInfo, PortInfo, Response, RxqInfo};
 
 const QUIESCE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -253,6 +253,11 @@ impl Switch {
             Command::ShowFdb => serde_json::to_value(self.show_fdb()),
             Command::ShowPmd => serde_json::to_value(self.show_pmd()),
             Command::ShowPmdRxq => serde_json::to_value(self.show_pmd_rxq()),
+            Command::ShowMempool => serde_json::to_value(MempoolInfo {
+                size: self.pool.size(),
+                free: self.pool.free_count(),
+                in_use: self.pool.in_use_count(),
+            }),
             Command::FdbFlush => {
                 self.fdb.flush();
                 Ok(serde_json::Value::Null)

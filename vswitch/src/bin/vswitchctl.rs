@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use serde_json::{json, Value};
 use vswitch::ctl_server::request;
-use vswitch::protocol::{Command, FdbInfo, PmdInfo, PmdRxqInfo, PortInfo};
+use vswitch::protocol::{Command, FdbInfo, MempoolInfo, PmdInfo, PmdRxqInfo, PortInfo};
 
 #[derive(Parser)]
 #[command(version, about = "Control a running vswitchd")]
@@ -25,7 +25,7 @@ struct Args {
 enum Cmd {
     /// Show ports, the MAC table, PMD threads, or the rx queue placement.
     Show {
-        #[arg(value_parser = ["ports", "fdb", "pmd", "pmd-rxq"])]
+        #[arg(value_parser = ["ports", "fdb", "pmd", "pmd-rxq", "mempool"])]
         what: String,
     },
     /// Add or delete a port at run time (kept across restarts).
@@ -82,6 +82,7 @@ fn main() -> ExitCode {
             "ports" => Command::ShowPorts,
             "fdb" => Command::ShowFdb,
             "pmd" => Command::ShowPmd,
+            "mempool" => Command::ShowMempool,
             _ => Command::ShowPmdRxq,
         },
         Cmd::Port { op: PortOp::Del { name } } => Command::PortDel { name },
@@ -106,7 +107,10 @@ fn main() -> ExitCode {
         Cmd::Fdb { .. } => Command::FdbFlush,
         Cmd::Stats { .. } => Command::StatsClear,
     };
-    let show = matches!(command, Command::ShowPorts | Command::ShowFdb | Command::ShowPmd | Command::ShowPmdRxq);
+    let show = matches!(
+        command,
+        Command::ShowPorts | Command::ShowFdb | Command::ShowPmd | Command::ShowPmdRxq | Command::ShowMempool
+    );
     let which = command.clone();
     let resp = match request(&args.socket, command) {
         Ok(r) => r,
@@ -166,6 +170,10 @@ fn print_table(cmd: &Command, v: Value) -> Result<(), serde_json::Error> {
                 println!("  avg. cycles per packet: {:.2}", p.cycles_per_packet);
                 println!("  iterations: {}", p.iterations);
             }
+        }
+        Command::ShowMempool => {
+            let m: MempoolInfo = serde_json::from_value(v)?;
+            println!("mbufs: {} in pool, {} free, {} in use", m.size, m.free, m.in_use);
         }
         _ => {
             let pmds: Vec<PmdRxqInfo> = serde_json::from_value(v)?;

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use pmd_bridge::{Burst, Eal, EthPort, Mempool, PortConfig, RxQueue, TxQueue};
 use testbed::{wait_until, FilePrefix, Proc};
 use vswitch::ctl_server::request;
-use vswitch::protocol::{Command, PortInfo, Response};
+use vswitch::protocol::{Command, MempoolInfo, PortInfo, Response};
 
 pub const DEADLINE: Duration = Duration::from_secs(30);
 
@@ -46,8 +46,9 @@ impl Switchd {
         let prefix = FilePrefix::new("vswitchd");
         let ctl = dir.join("ctl.sock");
         let config = dir.join("switch.toml");
+        let pmd = if switch_extra.contains("pmd_cores") { "" } else { "pmd_cores = [1]\n" };
         let text = format!(
-            "[switch]\npmd_cores = [1]\nmain_core = 0\nhugepages = \"off\"\nmemory_mb = 1024\n\
+            "[switch]\n{pmd}main_core = 0\nhugepages = \"off\"\nmemory_mb = 1024\n\
              eal_args = [\"--file-prefix\", \"{}\", \"--no-shconf\"]\ncontrol_socket = \"{}\"\nsocket_dir = \"{}\"\n{switch_extra}\n{ports_toml}",
             prefix.as_str(),
             ctl.display(),
@@ -65,10 +66,19 @@ impl Switchd {
         Switchd { proc, dir: dir.to_path_buf(), ctl: dir.join("ctl.sock"), config: config.to_path_buf(), _prefix: prefix }
     }
 
+    pub fn prefix(&self) -> &str {
+        self._prefix.as_str()
+    }
+
     pub fn ctl(&self, command: Command) -> Response {
         let r = request(&self.ctl, command).unwrap();
         assert!(r.ok, "vswitchctl: {:?}", r.error);
         r
+    }
+
+    pub fn mempool_in_use(&self) -> u32 {
+        let m: MempoolInfo = serde_json::from_value(self.ctl(Command::ShowMempool).result).unwrap();
+        m.in_use
     }
 
     pub fn ports(&self) -> Vec<PortInfo> {
