@@ -168,10 +168,13 @@ impl EthPort {
         self.require_idle("configure")?;
         let info = self.info()?;
         let mut conf = ffi::rte_eth_conf::default();
-        if cfg.rx_queues > 1 {
+        let rss_hf = (ffi::RTE_ETH_RSS_IP as u64 | ffi::RTE_ETH_RSS_TCP as u64 | ffi::RTE_ETH_RSS_UDP as u64)
+            & info.flow_type_rss_offloads;
+        // A device without RSS (virtio without the RSS feature) would refuse
+        // the mode; its queues are then spread by whoever feeds them.
+        if cfg.rx_queues > 1 && rss_hf != 0 {
             conf.rxmode.mq_mode = ffi::rte_eth_rx_mq_mode_RTE_ETH_MQ_RX_RSS;
-            conf.rx_adv_conf.rss_conf.rss_hf = (ffi::RTE_ETH_RSS_IP as u64 | ffi::RTE_ETH_RSS_TCP as u64 | ffi::RTE_ETH_RSS_UDP as u64)
-                & info.flow_type_rss_offloads;
+            conf.rx_adv_conf.rss_conf.rss_hf = rss_hf;
         }
         if let Some(mtu) = cfg.mtu {
             conf.rxmode.mtu = mtu as u32;

@@ -103,31 +103,42 @@ impl Switchd {
 /// A VM: a net_virtio_user port on one of the switch's sockets.
 pub struct Vm {
     pub name: String,
+    rx: Vec<RxQueue>,
+    tx: Vec<TxQueue>,
     pub port: Option<EthPort>,
-    rx: Option<RxQueue>,
-    tx: Option<TxQueue>,
 }
 
 impl Vm {
     /// Connects to `sock`; `server` makes the VM the socket server (for a
     /// switch port in client mode).
     pub fn connect(name: &str, sock: &Path, server: bool, mtu: u16) -> Vm {
+        Self::connect_mq(name, sock, server, mtu, 1)
+    }
+
+    /// Likewise with `queues` queue pairs.
+    pub fn connect_mq(name: &str, sock: &Path, server: bool, mtu: u16, queues: u16) -> Vm {
         let devargs = format!(
-            "net_virtio_user_{name},path={},queues=1,mrg_rxbuf=1{}",
+            "net_virtio_user_{name},path={},queues={queues},mrg_rxbuf=1{}",
             sock.display(),
             if server { ",server=1" } else { "" }
         );
         let (eal, pool) = eal();
         let mut port = EthPort::open(eal, &devargs).expect("open virtio_user");
-        port.configure(&PortConfig { mtu: Some(mtu), ..Default::default() }, Arc::clone(pool)).unwrap();
+        let cfg = PortConfig { mtu: Some(mtu), rx_queues: queues, tx_queues: queues, ..Default::default() };
+        port.configure(&cfg, Arc::clone(pool)).unwrap();
         port.start().unwrap();
-        let rx = port.rx_queue(0).unwrap();
-        let tx = port.tx_queue(0).unwrap();
-        Vm { name: name.to_string(), port: Some(port), rx: Some(rx), tx: Some(tx) }
+        let rx = (0..queues).map(|q| port.rx_queue(q).unwrap()).collect();
+        let tx = (0..queues).map(|q| port.tx_queue(q).unwrap()).collect();
+        Vm { name: name.to_string(), rx, tx, port: Some(port) }
     }
 
     pub fn send(&mut self, frames: &[Vec<u8>]) {
-        let tx = self.tx.as_mut().unwrap();
+        self.send_on(0, frames)
+    }
+
+    /// Sends on tx queue `q`, in order.
+    pub fn send_on(&mut self, q: usize, frames: &[Vec<u8>]) {
+        let tx = &mut self.tx[q];
         for chunk in frames.chunks(32) {
             let mut b = Burst::<32>::new();
             for f in chunk {
@@ -141,13 +152,14 @@ impl Vm {
         }
     }
 
-    /// Everything received so far.
+    /// Everything received so far, on every queue.
     pub fn drain(&mut self) -> Vec<Vec<u8>> {
-        let rx = self.rx.as_mut().unwrap();
         let mut out = Vec::new();
         let mut b = Burst::<32>::new();
-        while rx.rx_burst(&mut b) > 0 {
-            out.extend(b.drain().map(|m| m.to_vec()));
+        for rx in &mut self.rx {
+            while rx.rx_burst(&mut b) > 0 {
+                out.extend(b.drain().map(|m| m.to_vec()));
+            }
         }
         out
     }
@@ -164,8 +176,8 @@ impl Vm {
 
     /// Closes the VM's port (its driver leaves the socket).
     pub fn disconnect(&mut self) {
-        self.rx.take();
-        self.tx.take();
+        self.rx.clear();
+        self.tx.clear();
         self.port.take();
     }
 }
