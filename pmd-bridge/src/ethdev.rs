@@ -24,11 +24,14 @@ pub struct PortConfig {
     pub tx_desc: u16,
     /// L3 MTU; frames up to MTU + 18 (Ethernet header, one tag, no FCS) pass.
     pub mtu: Option<u16>,
+    /// Link-state interrupts, where the device has them. net_virtio_user in
+    /// server mode needs them to notice its backend left and accept it back.
+    pub lsc_interrupt: bool,
 }
 
 impl Default for PortConfig {
     fn default() -> Self {
-        PortConfig { rx_queues: 1, tx_queues: 1, rx_desc: 1024, tx_desc: 1024, mtu: None }
+        PortConfig { rx_queues: 1, tx_queues: 1, rx_desc: 1024, tx_desc: 1024, mtu: None, lsc_interrupt: false }
     }
 }
 
@@ -182,6 +185,11 @@ impl EthPort {
             if frame > pool.data_room() as u32 {
                 conf.rxmode.offloads |= ffi::RTE_ETH_RX_OFFLOAD_SCATTER as u64 & info.rx_offload_capa;
             }
+        }
+        // SAFETY: dev_info points dev_flags at the live device's flags word.
+        let dev_flags = if info.dev_flags.is_null() { 0 } else { unsafe { *info.dev_flags } };
+        if cfg.lsc_interrupt && dev_flags & ffi::RTE_ETH_DEV_INTR_LSC != 0 {
+            conf.intr_conf.set_lsc(1);
         }
         conf.txmode.offloads |= ffi::RTE_ETH_TX_OFFLOAD_MULTI_SEGS as u64 & info.tx_offload_capa;
         let id = self.id();

@@ -71,6 +71,7 @@ pub fn open(eal: &Eal, cfg: &PortConfig, pool: &Arc<Mempool>, pmds: u16) -> Resu
                 rx_desc: *rx_desc,
                 tx_desc: *tx_desc,
                 mtu: Some(cfg.mtu),
+                lsc_interrupt: false,
             };
             port.configure(&ecfg, Arc::clone(pool)).map_err(|e| format!("port {}: {e}", cfg.name))?;
             port.start().map_err(|e| format!("port {}: {e}", cfg.name))?;

@@ -124,7 +124,7 @@ impl Vm {
         );
         let (eal, pool) = eal();
         let mut port = EthPort::open(eal, &devargs).expect("open virtio_user");
-        let cfg = PortConfig { mtu: Some(mtu), rx_queues: queues, tx_queues: queues, ..Default::default() };
+        let cfg = PortConfig { mtu: Some(mtu), rx_queues: queues, tx_queues: queues, lsc_interrupt: server, ..Default::default() };
         port.configure(&cfg, Arc::clone(pool)).unwrap();
         port.start().unwrap();
         let rx = (0..queues).map(|q| port.rx_queue(q).unwrap()).collect();
