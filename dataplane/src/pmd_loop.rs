@@ -58,6 +58,31 @@ pub struct PmdContext {
     pub clock: Arc<AtomicU32>,
 }
 
+/// Flood targets of one packet, on the stack.
+struct TargetList {
+    slots: [u16; MAX_PORTS],
+    len: usize,
+}
+
+impl FromIterator<u16> for TargetList {
+    fn from_iter<I: IntoIterator<Item = u16>>(iter: I) -> Self {
+        let mut t = TargetList { slots: [0; MAX_PORTS], len: 0 };
+        for s in iter.into_iter().take(MAX_PORTS) {
+            t.slots[t.len] = s;
+            t.len += 1;
+        }
+        t
+    }
+}
+
+impl IntoIterator for TargetList {
+    type Item = u16;
+    type IntoIter = std::iter::Take<std::array::IntoIter<u16, MAX_PORTS>>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.slots.into_iter().take(self.len)
+    }
+}
+
 /// Output batches, one per port slot, plus the list of non-empty ones so a
 /// flush visits only those.
 struct Outputs {
@@ -165,11 +190,19 @@ impl Pmd {
         self.flush_all();
     }
 
-    /// Sends one reference of `m` to every other port of the VLAN; the last
+    /// Sends one reference of `m` to every other port of the VLAN that can
+    /// send (a vhost port without a guest is not part of the flood); the last
     /// output takes `m` itself, so N outputs cost N-1 reference increments.
     #[inline]
     fn flood(&mut self, ports: &PortTable, in_slot: u16, m: Mbuf, vlan: u16, tagged: bool) {
-        let mut targets = ports.iter().flatten().filter(|p| p.slot != in_slot && p.vlan.carries(vlan)).map(|p| p.slot);
+        let tx = &self.plan.tx;
+        let mut targets = ports
+            .iter()
+            .flatten()
+            .filter(|p| p.slot != in_slot && p.vlan.carries(vlan) && tx[p.slot as usize].is_some())
+            .map(|p| p.slot)
+            .collect::<TargetList>()
+            .into_iter();
         let Some(mut prev) = targets.next() else { return };
         for next in targets {
             self.emit(ports, prev, m.share(), vlan, tagged);

@@ -335,10 +335,13 @@ impl Switch {
             .map(|st| {
                 let t = self.port_totals(st.slot).since(&self.port_base[st.slot as usize]);
                 let (state, detail) = match &st.io {
-                    PortIo::Eth(p) => match p.link() {
-                        Ok(l) if l.up => ("up".to_string(), format!("{} Mbps", l.speed_mbps)),
-                        _ => ("down".to_string(), String::new()),
-                    },
+                    PortIo::Eth(p) => {
+                        let hw = p.stats().map(|s| format!(", nic missed {} no_mbuf {} rx_errors {} tx_errors {}", s.rx_missed, s.rx_nombuf, s.rx_errors, s.tx_errors));
+                        match p.link() {
+                            Ok(l) if l.up => ("up".to_string(), format!("{} Mbps{}", l.speed_mbps, hw.unwrap_or_default())),
+                            _ => ("down".to_string(), hw.unwrap_or_default()),
+                        }
+                    }
                     PortIo::Vhost { sock, dev: Some(d), .. } => {
                         ("up".to_string(), format!("{} vid {} queues {}", sock.path(), d.vid(), d.queue_pairs()))
                     }

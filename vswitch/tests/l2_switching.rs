@@ -42,7 +42,17 @@ mtu = 9000
 struct Net {
     sw: Switchd,
     vms: Vec<Vm>,
+    idle_mbufs: u32,
     _dir: tempfile::TempDir,
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let idle = self.idle_mbufs;
+            self.sw.wait_ports("mempool back to idle", |_| self.sw.mempool_in_use() == idle);
+        }
+    }
 }
 
 fn setup() -> Net {
@@ -53,7 +63,8 @@ fn setup() -> Net {
         .map(|n| Vm::connect(n, &dir.path().join(format!("{n}.sock")), false, 9000))
         .collect();
     sw.wait_ports("every guest connected", |ps| ps.iter().all(|p| p.state == "up"));
-    Net { sw, vms, _dir: dir }
+    let idle_mbufs = sw.mempool_in_use();
+    Net { sw, vms, idle_mbufs, _dir: dir }
 }
 
 impl Net {
