@@ -1,1 +1,9 @@
+//! vswitch-bench: a traffic generator and sink on DPDK, and a harness that
+//! drives vswitchd, OVS-DPDK and testpmd through the same topology.
 #![forbid(unsafe_code)]
+pub mod frame;
+pub mod gen;
+pub mod harness;
+pub mod peers;
+pub mod report;
+pub mod sink;

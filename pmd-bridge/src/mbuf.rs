@@ -102,6 +102,33 @@ impl Mbuf {
         unsafe { ffi::rte_mbuf_refcnt_read(self.0.as_ptr()) }
     }
 
+    /// Fills a fresh single-segment mbuf with `bytes` and returns its data,
+    /// writable: the generator's per-packet path, done with field writes
+    /// rather than a C call per packet. None if the mbuf already holds data,
+    /// is shared, or is too small.
+    #[inline]
+    pub fn fill(&mut self, bytes: &[u8]) -> Option<&mut [u8]> {
+        let m = self.0.as_ptr();
+        // SAFETY: we own the mbuf; its fields are read and, when it is
+        // exclusive, empty and unchained, written by us alone.
+        unsafe {
+            let refcnt = std::sync::atomic::AtomicU16::from_ptr(std::ptr::addr_of_mut!((*m).refcnt));
+            if refcnt.load(std::sync::atomic::Ordering::Relaxed) != 1
+                || (*m).data_len != 0
+                || !(*m).next.is_null()
+                || (*m).ol_flags & (IND_ATTACHED | EXT_ATTACHED) != 0
+                || ((*m).buf_len as usize - (*m).data_off as usize) < bytes.len()
+            {
+                return None;
+            }
+            let dst = ((*m).buf_addr as *mut u8).add((*m).data_off as usize);
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), dst, bytes.len());
+            (*m).data_len = bytes.len() as u16;
+            (*m).pkt_len = bytes.len() as u32;
+            Some(std::slice::from_raw_parts_mut(dst, bytes.len()))
+        }
+    }
+
     /// Whether this handle is the only reference to every segment's header,
     /// so their metadata (offsets, lengths, links) may change.
     pub fn is_exclusive(&self) -> bool {

@@ -54,6 +54,22 @@ impl Mempool {
         NonNull::new(m).map(|m| unsafe { Mbuf::from_raw(m) })
     }
 
+    /// Fills `burst` up to `n` more mbufs in one call; all or nothing.
+    #[inline]
+    pub fn alloc_bulk<const N: usize>(&self, burst: &mut crate::Burst<N>, n: usize) -> bool {
+        let (slots, room) = burst.spare_raw();
+        let n = n.min(room);
+        // SAFETY: `slots` has room for n pointers; on success the pool hands
+        // us n fresh mbufs, on failure it writes none.
+        unsafe {
+            if ffi::rte_pktmbuf_alloc_bulk(self.raw.as_ptr(), slots, n as u32) != 0 {
+                return false;
+            }
+            burst.assume_filled(n);
+        }
+        true
+    }
+
     /// Allocates an mbuf chain holding a copy of `data`, split over as many
     /// segments as the data room requires. None if the pool runs out (any
     /// segments already taken are returned).

@@ -1,0 +1,234 @@
+//! vswitch-bench: plays the VMs, drives a switch (or all of them) through
+//! the same topology, and reports throughput, loss and latency.
+#![forbid(unsafe_code)]
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bench::gen::{Generator, Size};
+use bench::harness::{cell, Plan, Row, Scenario};
+use bench::peers::{Setup, SwitchKind};
+use bench::report;
+use clap::{Args as ClapArgs, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(version, about = "Benchmark vswitchd against OVS-DPDK and testpmd")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Every switch through the same scenarios, alternated and repeated.
+    Compare(Opts),
+    /// One switch's throughput (quick: receive rate at full load; --full: RFC 2544).
+    Throughput(Opts),
+    /// One switch's latency at a fraction of its throughput.
+    Latency(Opts),
+}
+
+#[derive(ClapArgs, Clone)]
+struct Opts {
+    /// Switches: vswitchd, ovs-normal, ovs-flows, testpmd-io.
+    #[arg(long, value_delimiter = ',', default_value = "vswitchd,ovs-normal,ovs-flows,testpmd-io")]
+    switches: Vec<String>,
+    /// Scenarios: 2vm (both directions), 3vm-chain.
+    #[arg(long, value_delimiter = ',', default_value = "2vm")]
+    scenarios: Vec<String>,
+    /// Frame sizes in bytes (64..1518, 9000) or imix.
+    #[arg(long, value_delimiter = ',', default_value = "64,512,1518")]
+    sizes: Vec<String>,
+    /// Flows (distinct MAC and IP pairs) per VM.
+    #[arg(long, value_delimiter = ',', default_value = "1,1000")]
+    flows: Vec<u32>,
+    #[arg(long, default_value_t = 3)]
+    repeats: usize,
+    /// Seconds per measured phase.
+    #[arg(long, default_value_t = 3.0)]
+    duration: f64,
+    /// RFC 2544 binary search instead of the full-load receive rate.
+    #[arg(long)]
+    full: bool,
+    /// Loss tolerated by the RFC 2544 search, in percent (0 is allowed).
+    #[arg(long, default_value_t = 0.1)]
+    loss_tolerance: f64,
+    /// Latency is measured at this fraction of each row's throughput.
+    #[arg(long, default_value_t = 0.5)]
+    latency_fraction: f64,
+    /// The whole matrix: every size, 1/1k/64k flows, both scenarios.
+    #[arg(long)]
+    matrix: bool,
+    /// Where the JSON and the plot go.
+    #[arg(long, default_value = "bench/results")]
+    output: PathBuf,
+    /// auto (if free hugepages), on, off.
+    #[arg(long, default_value = "auto")]
+    hugepages: String,
+    #[arg(long, default_value_t = 1)]
+    pmd_core: u32,
+    #[arg(long, default_value_t = 0)]
+    gen_core: u32,
+    /// Enqueue retries when a guest ring is full (vswitchd and OVS).
+    #[arg(long, default_value_t = 8)]
+    retries: u32,
+    #[arg(long, default_value_t = 1024)]
+    memory_mb: u32,
+    /// Busy-wait per generator burst, in microseconds (a deliberately slow
+    /// generator; for checking the bottleneck attribution).
+    #[arg(long, default_value_t = 0)]
+    throttle_us: u64,
+    /// The vswitchd binary (default: beside this one).
+    #[arg(long)]
+    vswitchd: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let (opts, mode) = match cli.cmd {
+        Cmd::Compare(o) => (o, "compare"),
+        Cmd::Throughput(o) => (o, "throughput"),
+        Cmd::Latency(o) => (o, "latency"),
+    };
+    match run(opts, mode) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("vswitch-bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn hugepages_free() -> bool {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| m.lines().find(|l| l.starts_with("HugePages_Free:"))?.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .is_some_and(|n| n >= 1024)
+}
+
+fn run(mut o: Opts, mode: &str) -> Result<(), String> {
+    if o.matrix {
+        o.sizes = ["64", "128", "256", "512", "1024", "1518", "9000", "imix"].map(String::from).to_vec();
+        o.flows = vec![1, 1000, 65536];
+        o.scenarios = vec!["2vm".into(), "3vm-chain".into()];
+    }
+    let switches = o.switches.iter().map(|s| SwitchKind::parse(s).ok_or(format!("unknown switch {s}"))).collect::<Result<Vec<_>, _>>()?;
+    let scenarios = o.scenarios.iter().map(|s| Scenario::parse(s).ok_or(format!("unknown scenario {s}"))).collect::<Result<Vec<_>, _>>()?;
+    let sizes = o
+        .sizes
+        .iter()
+        .map(|s| match s.as_str() {
+            "imix" => Ok(Size::Imix),
+            n => n.parse::<usize>().ok().filter(|n| (64..=9000).contains(n)).map(Size::Fixed).ok_or(format!("bad frame size {n}")),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if mode != "compare" && switches.len() != 1 {
+        return Err(format!("{mode} measures one switch: give --switches NAME"));
+    }
+    let hugepages = match o.hugepages.as_str() {
+        "on" => true,
+        "off" => false,
+        _ => hugepages_free(),
+    };
+    let vswitchd = match o.vswitchd.clone() {
+        Some(p) => p,
+        None => std::env::current_exe().map_err(|e| e.to_string())?.with_file_name("vswitchd"),
+    };
+    let max_flows = o.flows.iter().copied().max().unwrap_or(1) as usize;
+    let setup = Setup {
+        pmd_core: o.pmd_core,
+        main_core: o.gen_core,
+        hugepages,
+        memory_mb: o.memory_mb,
+        vhost_retries: o.retries,
+        mac_table_size: (max_flows * 3 * 2).next_power_of_two(),
+        vswitchd,
+    };
+    let plan = Plan {
+        switches: switches.clone(),
+        scenarios,
+        sizes,
+        flows: o.flows.clone(),
+        repeats: o.repeats.max(1),
+        duration: Duration::from_secs_f64(o.duration),
+        full: o.full || mode == "throughput" && o.full,
+        loss_tolerance: o.loss_tolerance / 100.0,
+        latency_fraction: if mode == "throughput" { 0.0 } else { o.latency_fraction },
+        throttle: Duration::from_micros(o.throttle_us),
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&stop)).map_err(|e| e.to_string())?;
+    }
+    let prefix = testbed::FilePrefix::new("bench-gen");
+    let gen = Generator::init(o.gen_core, hugepages, prefix.as_str())?;
+    eprintln!(
+        "vswitch-bench: poll core {} for every switch, generator on core {}, {} MB {}, vhost retries {} (vswitchd, OVS; testpmd io has none), {} s per phase, {} repeats",
+        setup.pmd_core,
+        o.gen_core,
+        setup.memory_mb,
+        if hugepages { "hugepages" } else { "without hugepages" },
+        setup.vhost_retries,
+        o.duration,
+        plan.repeats
+    );
+
+    let mut rows: Vec<Row> = Vec::new();
+    let total = plan.scenarios.len() * plan.flows.len() * plan.sizes.len() * plan.repeats * plan.switches.len();
+    let mut n = 0;
+    'all: for sc in &plan.scenarios {
+        for &flows in &plan.flows {
+            for &size in &plan.sizes {
+                for repeat in 0..plan.repeats {
+                    // A B C D, then B C D A...: each switch measured close in
+                    // time to the others, in a different position each repeat.
+                    let k = plan.switches.len();
+                    for i in 0..k {
+                        if stop.load(Ordering::Relaxed) {
+                            eprintln!("vswitch-bench: interrupted; reporting what was measured");
+                            break 'all;
+                        }
+                        let kind = plan.switches[(i + repeat) % k];
+                        n += 1;
+                        eprint!("[{n}/{total}] {} {} {} flows {} B, repeat {} ... ", kind.name(), sc.name, flows, size.label(), repeat + 1);
+                        match cell(&gen, &setup, &plan, kind, sc, flows, size, repeat, &format!("r{n}v")) {
+                            Ok(r) => {
+                                eprintln!("{:.3} Mpps, loss {:.3}%{}", r.rx_mpps, r.loss * 100.0, if r.generator_bound { " (generator-bound)" } else { "" });
+                                rows.push(r);
+                            }
+                            Err(e) => eprintln!("failed: {e}"),
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let sums = report::summarize(&rows);
+    println!("{}", report::table(&sums));
+    std::fs::create_dir_all(&o.output).map_err(|e| format!("{}: {e}", o.output.display()))?;
+    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let json = o.output.join(format!("{mode}-{stamp}.json"));
+    let doc = serde_json::json!({
+        "mode": mode,
+        "setup": {
+            "pmd_core": setup.pmd_core, "generator_core": o.gen_core, "hugepages": hugepages,
+            "memory_mb": setup.memory_mb, "vhost_retries": setup.vhost_retries,
+            "testpmd_retries": 0, "seconds_per_phase": o.duration, "repeats": plan.repeats,
+            "loss_tolerance": plan.loss_tolerance, "full_rfc2544": plan.full,
+        },
+        "summary": sums,
+        "rows": rows,
+    });
+    std::fs::write(&json, serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+    println!("results: {}", json.display());
+    if !sums.is_empty() {
+        let png = o.output.join(format!("{mode}-{stamp}.png"));
+        match report::plot(&sums, &png, &format!("{} ({} scenario)", mode, sums[0].scenario)) {
+            Ok(()) => println!("plot: {}", png.display()),
+            Err(e) => eprintln!("vswitch-bench: no plot: {e}"),
+        }
+    }
+    Ok(())
+}

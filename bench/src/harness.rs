@@ -1,0 +1,206 @@
+//! Trials, sessions and the comparison: every switch through the same
+//! scenario, alternated and repeated, with the bottleneck of each row said.
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::gen::{self, Attach, GenReport, Generator, Size, Trial, VmPort};
+use crate::peers::{Running, Setup, SwitchKind, SwitchStats};
+
+/// A topology: how many VMs and which sends to which.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Scenario {
+    pub name: String,
+    pub vms: usize,
+    pub streams: Vec<(usize, usize)>,
+}
+
+impl Scenario {
+    pub fn parse(s: &str) -> Option<Scenario> {
+        match s {
+            "2vm" => Some(Scenario { name: s.into(), vms: 2, streams: vec![(0, 1), (1, 0)] }),
+            "3vm-chain" => Some(Scenario { name: s.into(), vms: 3, streams: vec![(0, 1), (1, 2), (2, 0)] }),
+            _ => None,
+        }
+    }
+}
+
+/// One measured phase of one switch.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Row {
+    pub switch: String,
+    pub scenario: String,
+    pub flows: u32,
+    pub size: String,
+    pub repeat: usize,
+    pub rx_mpps: f64,
+    pub offered_mpps: f64,
+    pub gbps: f64,
+    pub loss: f64,
+    pub latency_p50_us: f64,
+    pub latency_p99_us: f64,
+    pub latency_p999_us: f64,
+    pub cycles_per_packet: Option<f64>,
+    pub switch_idle: Option<f64>,
+    pub gen_idle: f64,
+    pub gen_pushed_back: f64,
+    pub generator_bound: bool,
+    pub flooded: Option<u64>,
+    pub learned: Option<usize>,
+    pub reordered: u64,
+    pub duplicates: u64,
+    pub note: String,
+}
+
+/// A switch with the generator's VMs attached and addresses learned.
+pub struct Session<'g> {
+    gen: &'g Generator,
+    pub switch: Running,
+    vms: Vec<VmPort>,
+    scenario: Scenario,
+    flows: u32,
+    note: String,
+}
+
+impl<'g> Session<'g> {
+    pub fn open(gen: &'g Generator, kind: SwitchKind, setup: &Setup, scenario: &Scenario, flows: u32, tag: &str, mtu: u16) -> Result<Self, String> {
+        let switch = Running::start(kind, setup, scenario.vms)?;
+        let attach: Vec<Attach> = switch.sockets.iter().map(|s| Attach::Vhost { socket: s.clone(), server: true }).collect();
+        let mut vms = gen.attach(tag, &attach, mtu)?;
+        switch.wait_connected()?;
+        let mut note = String::new();
+        if kind.learns() {
+            gen::learn(&mut vms, &gen.pool, flows)?;
+            let want = flows as usize * scenario.vms;
+            if let Some(n) = switch.learned() {
+                if n < want {
+                    note = format!("learned {n} of {want} MACs: some traffic flooded");
+                }
+            }
+        }
+        Ok(Session { gen, switch, vms, scenario: scenario.clone(), flows, note })
+    }
+
+    /// One measured phase at `rate_pps` per stream (None: full load).
+    pub fn measure(&mut self, size: Size, rate_pps: Option<f64>, duration: Duration, throttle: Duration) -> Result<(GenReport, SwitchStats), String> {
+        let t = Trial { size, flows: self.flows, streams: self.scenario.streams.clone(), rate_pps, duration, throttle };
+        self.switch.begin()?;
+        let rep = gen::run(&mut self.vms, &self.gen.pool, &t)?;
+        Ok((rep, self.switch.end()))
+    }
+
+    /// Closes the VMs and the switch; testpmd's own figures come from here.
+    pub fn close(self) -> SwitchStats {
+        drop(self.vms);
+        self.switch.stop()
+    }
+}
+
+/// Turns a measured phase into a row.
+pub fn row(kind: SwitchKind, sc: &Scenario, flows: u32, size: Size, repeat: usize, rep: &GenReport, st: &SwitchStats, note: &str) -> Row {
+    let it = rep.iterations.max(1) as f64;
+    let mpps = rep.rx_pps() / 1e6;
+    let mut note = note.to_string();
+    if st.flooded.is_some_and(|f| f > 0) {
+        note = format!("{note}{}flooded {} packets while measuring", if note.is_empty() { "" } else { "; " }, st.flooded.unwrap_or(0));
+    }
+    Row {
+        switch: kind.name().into(),
+        scenario: sc.name.clone(),
+        flows,
+        size: size.label(),
+        repeat,
+        rx_mpps: mpps,
+        offered_mpps: rep.sent_total() as f64 / rep.seconds.max(1e-9) / 1e6,
+        // On the wire: the frame (FCS included) plus preamble and gap.
+        gbps: mpps * (size.mean() + 20.0) * 8.0 / 1e3,
+        loss: rep.loss_ratio(),
+        latency_p50_us: rep.sink.latency_p50_ns / 1e3,
+        latency_p99_us: rep.sink.latency_p99_ns / 1e3,
+        latency_p999_us: rep.sink.latency_p999_ns / 1e3,
+        cycles_per_packet: st.cycles_per_packet,
+        switch_idle: st.idle_fraction,
+        gen_idle: rep.idle_iterations as f64 / it,
+        gen_pushed_back: rep.pushed_back as f64 / it,
+        generator_bound: rep.generator_bound(),
+        flooded: st.flooded,
+        learned: None,
+        reordered: rep.sink.reordered,
+        duplicates: rep.sink.duplicates,
+        note,
+    }
+}
+
+/// Options of a comparison run.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub switches: Vec<SwitchKind>,
+    pub scenarios: Vec<Scenario>,
+    pub sizes: Vec<Size>,
+    pub flows: Vec<u32>,
+    pub repeats: usize,
+    pub duration: Duration,
+    /// RFC 2544 search (else: receive rate at full offered load).
+    pub full: bool,
+    pub loss_tolerance: f64,
+    /// Latency is measured at this fraction of the row's throughput.
+    pub latency_fraction: f64,
+    pub throttle: Duration,
+}
+
+/// Runs one cell (switch, scenario, flows, size, repeat): throughput, then
+/// latency at a fraction of it.
+pub fn cell(gen: &Generator, setup: &Setup, plan: &Plan, kind: SwitchKind, sc: &Scenario, flows: u32, size: Size, repeat: usize, tag: &str) -> Result<Row, String> {
+    let mtu = match size {
+        Size::Fixed(n) if n > 1518 => 9000,
+        _ => 1500,
+    };
+    let mut s = Session::open(gen, kind, setup, sc, flows, tag, mtu)?;
+    let (rep, st) = s.measure(size, None, plan.duration, plan.throttle)?;
+    let note = s.note.clone();
+    let mut r = row(kind, sc, flows, size, repeat, &rep, &st, &note);
+    if plan.full {
+        let per_stream = rfc2544(&mut s, size, rep.rx_pps() / sc.streams.len() as f64, plan)?;
+        r.rx_mpps = per_stream * sc.streams.len() as f64 / 1e6;
+        r.gbps = r.rx_mpps * (size.mean() + 20.0) * 8.0 / 1e3;
+        let sep = if r.note.is_empty() { "" } else { "; " };
+        r.note = format!("{}{sep}RFC 2544 rate at loss <= {}%", r.note, plan.loss_tolerance * 100.0);
+    }
+    if plan.latency_fraction > 0.0 && rep.rx_pps() > 0.0 {
+        let rate = rep.rx_pps() / sc.streams.len() as f64 * plan.latency_fraction;
+        let (lat, _) = s.measure(size, Some(rate), plan.duration.min(Duration::from_secs(2)), Duration::ZERO)?;
+        r.latency_p50_us = lat.sink.latency_p50_ns / 1e3;
+        r.latency_p99_us = lat.sink.latency_p99_ns / 1e3;
+        r.latency_p999_us = lat.sink.latency_p999_ns / 1e3;
+    }
+    let fin = s.close();
+    if r.cycles_per_packet.is_none() {
+        r.cycles_per_packet = fin.cycles_per_packet;
+    }
+    Ok(r)
+}
+
+/// Binary search for the highest per-stream rate whose loss stays within the
+/// tolerance, between 0 and `max` (the full-load receive rate, a little over).
+fn rfc2544(s: &mut Session, size: Size, max: f64, plan: &Plan) -> Result<f64, String> {
+    let (mut lo, mut hi) = (0.0, max * 1.1);
+    for _ in 0..7 {
+        let mid = (lo + hi) / 2.0;
+        let (rep, _) = s.measure(size, Some(mid), plan.duration, Duration::ZERO)?;
+        if rep.loss_ratio() <= plan.loss_tolerance {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    Ok(lo)
+}
+
+pub fn median(mut v: Vec<f64>) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    Some(if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 })
+}
