@@ -4,7 +4,7 @@ SHELL := /bin/bash
 
 DEB_PACKAGES   := libdpdk-dev dpdk-dev dpdk clang libclang-dev pkg-config \
                   qemu-system-x86 cpio busybox-static
-BENCH_PACKAGES := openvswitch-switch-dpdk
+BENCH_PACKAGES := openvswitch-switch-dpdk fonts-dejavu-core
 SUDO           := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 CARGO          ?= cargo
 HUGEPAGES      ?= 1024
@@ -26,9 +26,14 @@ deps:
 	fi
 
 deps-bench: deps
-	@dpkg-query -W -f='$${Status}\n' $(BENCH_PACKAGES) 2>/dev/null | grep -q '^install ok installed' || \
-	  { $(SUDO) apt-get update -qq && \
-	    DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(BENCH_PACKAGES); }
+	@missing=$$(for p in $(BENCH_PACKAGES); do \
+	    dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; \
+	  done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:" $$missing; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
 
 build: deps
 	$(CARGO) build --workspace --all-targets --release
@@ -49,8 +54,10 @@ test: deps lint
 run: build
 	$(SUDO) target/release/vswitchd --config $(CONFIG)
 
+# The standard comparison (two VMs, 64/512/1518 B, 1 and 1k flows, four
+# switch setups, quick mode, 3 repeats); BENCH_ARGS=--matrix for everything.
 bench: deps-bench build hugepages
-	$(SUDO) target/release/vswitch-bench compare --output bench/results
+	$(SUDO) target/release/vswitch-bench compare --hugepages on --output bench/results $(BENCH_ARGS)
 
 # Reserves and mounts 2 MB hugepages (benchmarks; tests need none).
 hugepages:

@@ -96,8 +96,19 @@ impl<'g> Session<'g> {
     }
 }
 
+/// One cell of the comparison: which switch, scenario, flows, size, repeat.
+#[derive(Clone, Debug)]
+pub struct Cell<'a> {
+    pub kind: SwitchKind,
+    pub scenario: &'a Scenario,
+    pub flows: u32,
+    pub size: Size,
+    pub repeat: usize,
+}
+
 /// Turns a measured phase into a row.
-pub fn row(kind: SwitchKind, sc: &Scenario, flows: u32, size: Size, repeat: usize, rep: &GenReport, st: &SwitchStats, note: &str) -> Row {
+pub fn row(c: &Cell, rep: &GenReport, st: &SwitchStats, note: &str) -> Row {
+    let Cell { kind, scenario: sc, flows, size, repeat } = c.clone();
     let it = rep.iterations.max(1) as f64;
     let mpps = rep.rx_pps() / 1e6;
     let mut note = note.to_string();
@@ -150,7 +161,8 @@ pub struct Plan {
 
 /// Runs one cell (switch, scenario, flows, size, repeat): throughput, then
 /// latency at a fraction of it.
-pub fn cell(gen: &Generator, setup: &Setup, plan: &Plan, kind: SwitchKind, sc: &Scenario, flows: u32, size: Size, repeat: usize, tag: &str) -> Result<Row, String> {
+pub fn cell(gen: &Generator, setup: &Setup, plan: &Plan, c: &Cell, tag: &str) -> Result<Row, String> {
+    let Cell { kind, scenario: sc, flows, size, .. } = c.clone();
     let mtu = match size {
         Size::Fixed(n) if n > 1518 => 9000,
         _ => 1500,
@@ -158,7 +170,7 @@ pub fn cell(gen: &Generator, setup: &Setup, plan: &Plan, kind: SwitchKind, sc: &
     let mut s = Session::open(gen, kind, setup, sc, flows, tag, mtu)?;
     let (rep, st) = s.measure(size, None, plan.duration, plan.throttle)?;
     let note = s.note.clone();
-    let mut r = row(kind, sc, flows, size, repeat, &rep, &st, &note);
+    let mut r = row(c, &rep, &st, &note);
     if plan.full {
         let per_stream = rfc2544(&mut s, size, rep.rx_pps() / sc.streams.len() as f64, plan)?;
         r.rx_mpps = per_stream * sc.streams.len() as f64 / 1e6;

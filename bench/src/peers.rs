@@ -258,7 +258,16 @@ impl Running {
                     .all(|i| self.vsctl(&["get", "Interface", &format!("vm{i}"), "link_state"]).is_ok_and(|s| s.trim() == "up"))
                     .then_some(())
             }),
-            SwitchKind::TestpmdIo => Ok(()),
+            SwitchKind::TestpmdIo => {
+                let p = self.procs.first().ok_or("testpmd is not running")?;
+                wait_until(START, "testpmd's vhost devices ready", || {
+                    let out = p.output();
+                    self.sockets
+                        .iter()
+                        .all(|s| out.contains(&format!("({}) virtio is now ready for processing", s.display())))
+                        .then_some(())
+                })
+            }
         }
     }
 
@@ -311,6 +320,7 @@ impl Running {
             }
             SwitchKind::OvsNormal | SwitchKind::OvsFlows => {
                 let text = self.appctl(&["dpif-netdev/pmd-stats-show"]).unwrap_or_default();
+                keep_raw("ovs pmd-stats-show", &text);
                 let s = parse_ovs_pmd_stats(&text);
                 SwitchStats { flooded: None, ..s }
             }
@@ -326,6 +336,7 @@ impl Running {
                 let mark = p.output_len();
                 let _ = p.write_stdin("\n");
                 if let Ok(text) = p.wait_for_after(mark, "Bye", Duration::from_secs(20)) {
+                    keep_raw("testpmd exit", &text);
                     stats = parse_testpmd_exit(&text);
                 }
             }
@@ -338,6 +349,17 @@ impl Running {
             drop(p);
         }
         stats
+    }
+}
+
+/// With `VSW_BENCH_RAW=FILE`, appends the peers' raw output there (how the
+/// parser tests' samples were taken).
+fn keep_raw(what: &str, text: &str) {
+    if let Some(path) = std::env::var_os("VSW_BENCH_RAW") {
+        use std::io::Write;
+        if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+            let _ = writeln!(f, "=== {what}\n{text}");
+        }
     }
 }
 

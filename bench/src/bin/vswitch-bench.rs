@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bench::gen::{Generator, Size};
-use bench::harness::{cell, Plan, Row, Scenario};
+use bench::harness::{cell, Cell, Plan, Row, Scenario};
 use bench::peers::{Setup, SwitchKind};
 use bench::report;
 use clap::{Args as ClapArgs, Parser, Subcommand};
@@ -153,7 +153,7 @@ fn run(mut o: Opts, mode: &str) -> Result<(), String> {
         flows: o.flows.clone(),
         repeats: o.repeats.max(1),
         duration: Duration::from_secs_f64(o.duration),
-        full: o.full || mode == "throughput" && o.full,
+        full: o.full,
         loss_tolerance: o.loss_tolerance / 100.0,
         latency_fraction: if mode == "throughput" { 0.0 } else { o.latency_fraction },
         throttle: Duration::from_micros(o.throttle_us),
@@ -193,7 +193,8 @@ fn run(mut o: Opts, mode: &str) -> Result<(), String> {
                         let kind = plan.switches[(i + repeat) % k];
                         n += 1;
                         eprint!("[{n}/{total}] {} {} {} flows {} B, repeat {} ... ", kind.name(), sc.name, flows, size.label(), repeat + 1);
-                        match cell(&gen, &setup, &plan, kind, sc, flows, size, repeat, &format!("r{n}v")) {
+                        let c = Cell { kind, scenario: sc, flows, size, repeat };
+                        match cell(&gen, &setup, &plan, &c, &format!("r{n}v")) {
                             Ok(r) => {
                                 eprintln!("{:.3} Mpps, loss {:.3}%{}", r.rx_mpps, r.loss * 100.0, if r.generator_bound { " (generator-bound)" } else { "" });
                                 rows.push(r);
