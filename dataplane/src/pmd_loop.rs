@@ -14,7 +14,7 @@ use pmd_bridge::{Burst, Mbuf, Mempool, BURST};
 
 use crate::counters::{bump, DropReason, PmdCounters, MAX_PORTS};
 use crate::fdb::Fdb;
-use crate::fwd::{decide, Decision, PortTable};
+use crate::fwd::{decide, Decision, PortTable, PortView};
 use crate::port_io::{RxPort, TxPort};
 use crate::quiesce::Quiesce;
 use crate::tag_edit;
@@ -92,45 +92,45 @@ struct Outputs {
 
 /// Runs the loop until a `Stop` message; returns 0.
 pub fn run(ctx: PmdContext) -> i32 {
-    let mut pmd = Pmd {
-        plan: PmdPlan::empty(),
-        out: Outputs { batches: (0..MAX_PORTS).map(|_| Burst::new()).collect(), dirty: Vec::with_capacity(MAX_PORTS) },
-        now: ctx.clock.load(Ordering::Relaxed),
-        ctx,
-    };
+    let mut plan = PmdPlan::empty();
+    let mut out = Outputs { batches: (0..MAX_PORTS).map(|_| Burst::new()).collect(), dirty: Vec::with_capacity(MAX_PORTS) };
+    let mut dropped = Burst::new();
+    let mut now = ctx.clock.load(Ordering::Relaxed);
     let mut seen = 0;
     let mut iterations: u64 = 0;
     let mut rx = Burst::new();
     loop {
-        let epoch = pmd.ctx.quiesce.current();
+        let epoch = ctx.quiesce.current();
         if epoch != seen {
-            while let Ok(msg) = pmd.ctx.msgs.try_recv() {
+            while let Ok(msg) = ctx.msgs.try_recv() {
                 match msg {
-                    PmdMsg::Plan(p) => pmd.plan = p,
+                    PmdMsg::Plan(p) => plan = p,
                     PmdMsg::Stop => {
-                        pmd.plan = PmdPlan::empty();
-                        pmd.ctx.quiesce.ack(pmd.ctx.index, epoch);
+                        drop(plan);
+                        ctx.quiesce.ack(ctx.index, epoch);
                         return 0;
                     }
                 }
             }
-            pmd.ctx.quiesce.ack(pmd.ctx.index, epoch);
+            ctx.quiesce.ack(ctx.index, epoch);
             seen = epoch;
         }
         iterations += 1;
         if iterations.is_multiple_of(1024) {
-            pmd.now = pmd.ctx.clock.load(Ordering::Relaxed);
-            bump(&pmd.ctx.counters.iterations, 1024);
+            now = ctx.clock.load(Ordering::Relaxed);
+            bump(&ctx.counters.iterations, 1024);
         }
-        for i in 0..pmd.plan.rx.len() {
+        let PmdPlan { ports, rx: sources, tx } = &mut plan;
+        for src in sources.iter_mut() {
             let t0 = tsc();
-            let n = pmd.plan.rx[i].port.recv(&pmd.ctx.pool, &mut rx);
+            let n = src.port.recv(&ctx.pool, &mut rx);
             if n == 0 {
-                bump(&pmd.ctx.counters.idle_cycles, tsc() - t0);
+                bump(&ctx.counters.idle_cycles, tsc() - t0);
                 continue;
             }
-            pmd.process(pmd.plan.rx[i].slot, &mut rx);
-            let c = &pmd.ctx.counters;
+            let mut eg = Egress { ports, tx, out: &mut out, dropped: &mut dropped, ctx: &ctx };
+            eg.process(src.slot, &mut rx, now);
+            let c = &ctx.counters;
             bump(&c.busy_cycles, tsc() - t0);
             bump(&c.packets, n as u64);
             bump(&c.bursts, 1);
@@ -138,21 +138,24 @@ pub fn run(ctx: PmdContext) -> i32 {
     }
 }
 
-struct Pmd {
-    plan: PmdPlan,
-    out: Outputs,
-    ctx: PmdContext,
-    now: u32,
+/// What one burst's processing borrows: the plan's port table (read), its
+/// send handles and the output batches (written), and a burst of dropped
+/// mbufs freed in one call at the end.
+struct Egress<'a> {
+    ports: &'a [Option<PortView>],
+    tx: &'a mut [Option<TxPort>],
+    out: &'a mut Outputs,
+    dropped: &'a mut Burst,
+    ctx: &'a PmdContext,
 }
 
-impl Pmd {
-    fn process(&mut self, in_slot: u16, rx: &mut Burst) {
-        let ports = Arc::clone(&self.plan.ports);
+impl Egress<'_> {
+    fn process(&mut self, in_slot: u16, rx: &mut Burst, now: u32) {
         let pc = &self.ctx.counters.ports[in_slot as usize];
         let rx_bytes: usize = rx.iter().map(|m| m.len()).sum();
         bump(&pc.rx_packets, rx.len() as u64);
         bump(&pc.rx_bytes, rx_bytes as u64);
-        let Some(input) = ports[in_slot as usize].as_ref() else {
+        let Some(input) = self.ports[in_slot as usize].as_ref() else {
             // The port was removed under a queue still in this plan.
             bump(&pc.drops[DropReason::PortDown as usize], rx.len() as u64);
             rx.clear();
@@ -162,7 +165,7 @@ impl Pmd {
         // Pass 1: decide.
         let mut decisions = [Decision::Drop(DropReason::Malformed); BURST];
         for (d, m) in decisions.iter_mut().zip(rx.iter()) {
-            *d = decide(m, input, &ports, &self.ctx.fdb, self.now);
+            *d = decide(m, input, self.ports, &self.ctx.fdb, now);
         }
 
         // Pass 2: move.
@@ -170,14 +173,17 @@ impl Pmd {
         let mut drops = [0u64; DropReason::COUNT];
         for (m, d) in rx.drain().zip(decisions) {
             match d {
-                Decision::Drop(r) => drops[r as usize] += 1,
+                Decision::Drop(r) => {
+                    drops[r as usize] += 1;
+                    self.discard(m);
+                }
                 Decision::Unicast { out, vlan, tagged } => {
                     forwarded += 1;
-                    self.emit(&ports, out, m, vlan, tagged);
+                    self.emit(out, m, vlan, tagged);
                 }
                 Decision::Flood { vlan, tagged } => {
                     flooded += 1;
-                    self.flood(&ports, in_slot, m, vlan, tagged);
+                    self.flood(in_slot, m, vlan, tagged);
                 }
             }
         }
@@ -188,32 +194,49 @@ impl Pmd {
             bump(c, n);
         }
         self.flush_all();
+        self.dropped.clear();
+    }
+
+    /// Frees `m` with the burst's other drops, in one call.
+    #[inline]
+    fn discard(&mut self, m: Mbuf) {
+        if let Err(m) = self.dropped.push(m) {
+            self.dropped.clear();
+            let _ = self.dropped.push(m);
+        }
     }
 
     /// Sends one reference of `m` to every other port of the VLAN that can
     /// send (a vhost port without a guest is not part of the flood); the last
     /// output takes `m` itself, so N outputs cost N-1 reference increments.
     #[inline]
-    fn flood(&mut self, ports: &PortTable, in_slot: u16, m: Mbuf, vlan: u16, tagged: bool) {
-        let tx = &self.plan.tx;
-        let mut targets = ports
+    fn flood(&mut self, in_slot: u16, m: Mbuf, vlan: u16, tagged: bool) {
+        let tx = &*self.tx;
+        let mut targets = self
+            .ports
             .iter()
             .flatten()
             .filter(|p| p.slot != in_slot && p.vlan.carries(vlan) && tx[p.slot as usize].is_some())
             .map(|p| p.slot)
             .collect::<TargetList>()
             .into_iter();
-        let Some(mut prev) = targets.next() else { return };
+        let Some(mut prev) = targets.next() else {
+            self.discard(m);
+            return;
+        };
         for next in targets {
-            self.emit(ports, prev, m.share(), vlan, tagged);
+            self.emit(prev, m.share(), vlan, tagged);
             prev = next;
         }
-        self.emit(ports, prev, m, vlan, tagged);
+        self.emit(prev, m, vlan, tagged);
     }
 
     #[inline]
-    fn emit(&mut self, ports: &PortTable, out: u16, m: Mbuf, vlan: u16, tagged: bool) {
-        let Some(port) = ports[out as usize].as_ref() else { return };
+    fn emit(&mut self, out: u16, m: Mbuf, vlan: u16, tagged: bool) {
+        let Some(port) = self.ports[out as usize].as_ref() else {
+            self.discard(m);
+            return;
+        };
         let edit = port.vlan.egress_edit(vlan, tagged);
         let m = match tag_edit::apply(m, edit, &self.ctx.pool) {
             Ok(m) => m,
@@ -228,10 +251,10 @@ impl Pmd {
         }
         if let Err(m) = batch.push(m) {
             // A full batch mid-burst (a flood of many packets): send it now.
-            self.flush(out);
-            let batch = &mut self.out.batches[out as usize];
+            self.out.dirty.retain(|&d| d != out);
+            self.flush_one(out);
             self.out.dirty.push(out);
-            let _ = batch.push(m);
+            let _ = self.out.batches[out as usize].push(m);
         }
     }
 
@@ -241,11 +264,6 @@ impl Pmd {
         }
     }
 
-    fn flush(&mut self, out: u16) {
-        self.out.dirty.retain(|&d| d != out);
-        self.flush_one(out);
-    }
-
     /// One send call; what the port does not take is dropped and counted.
     fn flush_one(&mut self, out: u16) {
         let batch = &mut self.out.batches[out as usize];
@@ -253,7 +271,7 @@ impl Pmd {
             return;
         }
         let c = &self.ctx.counters.ports[out as usize];
-        let Some(tx) = self.plan.tx[out as usize].as_mut() else {
+        let Some(tx) = self.tx[out as usize].as_mut() else {
             bump(&c.drops[DropReason::PortDown as usize], batch.len() as u64);
             batch.clear();
             return;

@@ -5,6 +5,7 @@
 //! copy); while a chain is shared, nothing can change it through any handle:
 //! every mutating method checks that this handle is the only one.
 use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU16, Ordering};
 
 use crate::ffi;
 
@@ -98,8 +99,7 @@ impl Mbuf {
     /// References to the first segment (several handles after `share`).
     #[inline]
     pub fn refcnt(&self) -> u16 {
-        // SAFETY: an atomic read of a live mbuf's reference count.
-        unsafe { ffi::rte_mbuf_refcnt_read(self.0.as_ptr()) }
+        refcnt(self.raw()).load(Ordering::Relaxed)
     }
 
     /// Fills a fresh single-segment mbuf with `bytes` and returns its data,
@@ -112,8 +112,7 @@ impl Mbuf {
         // SAFETY: we own the mbuf; its fields are read and, when it is
         // exclusive, empty and unchained, written by us alone.
         unsafe {
-            let refcnt = std::sync::atomic::AtomicU16::from_ptr(std::ptr::addr_of_mut!((*m).refcnt));
-            if refcnt.load(std::sync::atomic::Ordering::Relaxed) != 1
+            if refcnt(&*m).load(Ordering::Relaxed) != 1
                 || (*m).data_len != 0
                 || !(*m).next.is_null()
                 || (*m).ol_flags & (IND_ATTACHED | EXT_ATTACHED) != 0
@@ -131,23 +130,31 @@ impl Mbuf {
 
     /// Whether this handle is the only reference to every segment's header,
     /// so their metadata (offsets, lengths, links) may change.
+    #[inline]
     pub fn is_exclusive(&self) -> bool {
-        // SAFETY: atomic reads of live segments' reference counts.
-        self.segs().all(|s| unsafe { ffi::rte_mbuf_refcnt_read(s) } == 1)
+        self.segs().all(|s| refcnt(s).load(Ordering::Relaxed) == 1)
     }
 
     /// Whether, in addition, no other mbuf points at the data buffers (an
     /// indirect clone or an external buffer shared elsewhere), so the bytes
     /// may be written.
+    #[inline]
     pub fn is_data_exclusive(&self) -> bool {
         self.is_exclusive()
             && self.segs().all(|s| {
                 if s.ol_flags & IND_ATTACHED != 0 {
-                    // SAFETY: an indirect segment points into a live direct mbuf.
-                    unsafe { ffi::rte_mbuf_refcnt_read(ffi::rte_mbuf_from_indirect(s as *const _ as *mut _)) == 1 }
+                    // SAFETY: an indirect segment's buffer belongs to a live
+                    // direct mbuf placed just before it (rte_mbuf_from_indirect).
+                    let direct = unsafe {
+                        &*(s.buf_addr as *const u8)
+                            .sub(std::mem::size_of::<ffi::rte_mbuf>() + s.priv_size as usize)
+                            .cast::<ffi::rte_mbuf>()
+                    };
+                    refcnt(direct).load(Ordering::Relaxed) == 1
                 } else if s.ol_flags & EXT_ATTACHED != 0 {
-                    // SAFETY: an external segment has a valid shared-info block.
-                    unsafe { ffi::rte_mbuf_ext_refcnt_read(s.shinfo) == 1 }
+                    // SAFETY: an external segment has a valid shared-info block,
+                    // whose count DPDK updates atomically.
+                    unsafe { AtomicU16::from_ptr(std::ptr::addr_of_mut!((*s.shinfo).refcnt)).load(Ordering::Relaxed) == 1 }
                 } else {
                     true
                 }
@@ -158,9 +165,11 @@ impl Mbuf {
     /// segment). Neither handle can change the chain while both exist.
     #[inline]
     pub fn share(&self) -> Mbuf {
-        // SAFETY: we own a reference, so the chain is alive; refcnt_update
-        // walks the chain atomically incrementing each segment.
-        unsafe { ffi::rte_pktmbuf_refcnt_update(self.0.as_ptr(), 1) };
+        // The same atomic increment as rte_pktmbuf_refcnt_update, on every
+        // segment, without a C call per packet.
+        for s in self.segs() {
+            refcnt(s).fetch_add(1, Ordering::AcqRel);
+        }
         Mbuf(self.0)
     }
 
@@ -186,16 +195,37 @@ impl Mbuf {
         if !self.is_data_exclusive() {
             return None;
         }
-        // SAFETY: exclusive (checked); rte_pktmbuf_prepend checks headroom.
-        let p = unsafe { ffi::rte_pktmbuf_prepend(self.0.as_ptr(), n) };
-        // SAFETY: a non-null result points at `n` bytes of our buffer.
-        (!p.is_null()).then(|| unsafe { std::slice::from_raw_parts_mut(p.cast::<u8>(), n as usize) })
+        let m = self.0.as_ptr();
+        // SAFETY: exclusive (checked), so these field updates are ours alone
+        // (rte_pktmbuf_prepend's, in Rust); the new bytes lie in the headroom.
+        unsafe {
+            if (*m).data_off < n {
+                return None;
+            }
+            (*m).data_off -= n;
+            (*m).data_len += n;
+            (*m).pkt_len += n as u32;
+            Some(std::slice::from_raw_parts_mut(((*m).buf_addr as *mut u8).add((*m).data_off as usize), n as usize))
+        }
     }
 
     /// Drops `n` bytes from the front of the packet (first segment only).
     pub fn adj(&mut self, n: u16) -> bool {
-        // SAFETY: exclusive metadata (checked); rte_pktmbuf_adj checks length.
-        self.is_exclusive() && !unsafe { ffi::rte_pktmbuf_adj(self.0.as_ptr(), n) }.is_null()
+        if !self.is_exclusive() {
+            return false;
+        }
+        let m = self.0.as_ptr();
+        // SAFETY: exclusive metadata (checked); rte_pktmbuf_adj's field
+        // updates, in Rust, after its length check.
+        unsafe {
+            if n > (*m).data_len {
+                return false;
+            }
+            (*m).data_off += n;
+            (*m).data_len -= n;
+            (*m).pkt_len -= n as u32;
+        }
+        true
     }
 
     /// Drops `n` bytes from the end of the packet (last segment only).
@@ -247,6 +277,14 @@ impl Mbuf {
         // SAFETY: a non-null clone is a new chain we own.
         NonNull::new(m).map(|m| unsafe { Mbuf::from_raw(m) })
     }
+}
+
+/// A segment's reference count, which DPDK updates with atomic operations.
+#[inline(always)]
+fn refcnt(m: &ffi::rte_mbuf) -> &AtomicU16 {
+    // SAFETY: the field is a naturally aligned u16 inside a live mbuf, only
+    // ever accessed atomically by DPDK (RTE_MBUF_REFCNT_ATOMIC) and by us.
+    unsafe { AtomicU16::from_ptr(std::ptr::addr_of!(m.refcnt).cast_mut()) }
 }
 
 fn seg_data(m: &ffi::rte_mbuf) -> &[u8] {
