@@ -157,6 +157,32 @@ pub struct Plan {
     /// Latency is measured at this fraction of the row's throughput.
     pub latency_fraction: f64,
     pub throttle: Duration,
+    /// Offered load of the measured phase (None: as fast as the switch takes).
+    pub rate: Option<Rate>,
+}
+
+/// An offered rate per stream.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Rate {
+    Pps(f64),
+    /// Percent of a line rate in Gbit/s, counting preamble and gap.
+    LinePercent { percent: f64, gbps: f64 },
+}
+
+impl Rate {
+    pub fn parse(s: &str, gbps: f64) -> Option<Rate> {
+        match s.strip_suffix('%') {
+            Some(p) => p.parse().ok().filter(|&p: &f64| p > 0.0).map(|percent| Rate::LinePercent { percent, gbps }),
+            None => s.parse().ok().filter(|&p: &f64| p > 0.0).map(Rate::Pps),
+        }
+    }
+
+    pub fn pps(self, size: Size) -> f64 {
+        match self {
+            Rate::Pps(p) => p,
+            Rate::LinePercent { percent, gbps } => percent / 100.0 * gbps * 1e9 / ((size.mean() + 20.0) * 8.0),
+        }
+    }
 }
 
 /// Runs one cell (switch, scenario, flows, size, repeat): throughput, then
@@ -168,7 +194,7 @@ pub fn cell(gen: &Generator, setup: &Setup, plan: &Plan, c: &Cell, tag: &str) ->
         _ => 1500,
     };
     let mut s = Session::open(gen, kind, setup, sc, flows, tag, mtu)?;
-    let (rep, st) = s.measure(size, None, plan.duration, plan.throttle)?;
+    let (rep, st) = s.measure(size, plan.rate.map(|r| r.pps(size)), plan.duration, plan.throttle)?;
     let note = s.note.clone();
     let mut r = row(c, &rep, &st, &note);
     if plan.full {
@@ -215,4 +241,18 @@ pub fn median(mut v: Vec<f64>) -> Option<f64> {
     v.sort_by(|a, b| a.total_cmp(b));
     let n = v.len();
     Some(if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates() {
+        assert_eq!(Rate::parse("1000000", 10.0).map(|r| r.pps(Size::Fixed(64))), Some(1e6));
+        let line = Rate::parse("100%", 10.0).unwrap().pps(Size::Fixed(64));
+        assert!((line - 14_880_952.4).abs() < 1.0, "10GbE at 64 B: {line}");
+        assert_eq!(Rate::parse("fast", 10.0), None);
+        assert_eq!(Rate::parse("-5%", 10.0), None);
+    }
 }

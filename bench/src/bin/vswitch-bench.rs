@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bench::gen::{Generator, Size};
-use bench::harness::{cell, Cell, Plan, Row, Scenario};
+use bench::harness::{cell, Cell, Plan, Rate, Row, Scenario};
 use bench::peers::{Setup, SwitchKind};
 use bench::report;
 use clap::{Args as ClapArgs, Parser, Subcommand};
@@ -76,6 +76,12 @@ struct Opts {
     retries: u32,
     #[arg(long, default_value_t = 1024)]
     memory_mb: u32,
+    /// Offered rate per stream: packets per second, or a percentage of
+    /// --line-rate-gbps (e.g. 50%). Default: as fast as the switch takes.
+    #[arg(long)]
+    rate: Option<String>,
+    #[arg(long, default_value_t = 10.0)]
+    line_rate_gbps: f64,
     /// Busy-wait per generator burst, in microseconds (a deliberately slow
     /// generator; for checking the bottleneck attribution).
     #[arg(long, default_value_t = 0)]
@@ -157,6 +163,10 @@ fn run(mut o: Opts, mode: &str) -> Result<(), String> {
         loss_tolerance: o.loss_tolerance / 100.0,
         latency_fraction: if mode == "throughput" { 0.0 } else { o.latency_fraction },
         throttle: Duration::from_micros(o.throttle_us),
+        rate: match &o.rate {
+            None => None,
+            Some(r) => Some(Rate::parse(r, o.line_rate_gbps).ok_or(format!("bad rate {r}: give packets per second or N%"))?),
+        },
     };
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
