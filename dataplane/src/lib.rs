@@ -10,4 +10,5 @@ pub mod pmd_loop;
 pub mod port_io;
 pub mod quiesce;
 pub mod tag_edit;
+pub mod virtq;
 pub mod vlan;

@@ -8,6 +8,7 @@ pub mod eal;
 pub mod error;
 pub mod ethdev;
 pub mod ffi;
+pub mod guest_mem;
 pub mod lcore;
 pub mod log;
 pub mod mbuf;

@@ -1,0 +1,264 @@
+//! A split virtqueue walked by the switch itself (the copy-once datapath).
+//!
+//! The guest is not trusted. Every descriptor is read once into a local copy
+//! (the guest may rewrite it meanwhile), every index is range-checked, a walk
+//! is capped at the ring size (a `next` loop ends there), and every buffer is
+//! checked to lie in guest memory before anyone touches it. A bad chain is
+//! handed back to the caller to return with length 0 and count; a ring whose
+//! own state is impossible (an avail index more than the ring size ahead)
+//! marks the queue broken. Layout and rules: VIRTIO 1.1, 2.6.
+use std::num::Wrapping;
+
+use pmd_bridge::guest_mem::{full_fence, GuestMemory, Gpa, OutOfBounds};
+
+pub const VRING_DESC_F_NEXT: u16 = 1;
+pub const VRING_DESC_F_WRITE: u16 = 2;
+pub const VRING_DESC_F_INDIRECT: u16 = 4;
+/// avail->flags: the guest asks not to be interrupted.
+pub const VRING_AVAIL_F_NO_INTERRUPT: u16 = 1;
+/// used->flags: we ask the guest not to kick us (we poll).
+pub const VRING_USED_F_NO_NOTIFY: u16 = 1;
+/// Longest chain kept; longer ones are refused (a 9000-byte frame in
+/// 2 KB buffers needs 5).
+pub const MAX_SEGS: usize = 64;
+
+const DESC_SIZE: u64 = 16;
+
+/// Which way the data goes, and so which WRITE flag every descriptor needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// The guest's transmit queue: we only read its buffers.
+    DeviceReads,
+    /// The guest's receive queue: we only write its buffers.
+    DeviceWrites,
+}
+
+/// Why a chain was refused (it goes back to the guest with length 0).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ChainError {
+    /// The avail ring names a head beyond the descriptor table.
+    HeadOutOfRange,
+    /// A `next` index beyond the descriptor table.
+    NextOutOfRange,
+    /// Longer than the ring (a `next` loop) or than `MAX_SEGS`.
+    TooLong,
+    /// A buffer not wholly inside guest memory.
+    OutsideMemory,
+    /// A WRITE flag that does not match the queue's direction.
+    WrongDirection,
+    /// An indirect table: not negotiated, so not accepted.
+    Indirect,
+}
+
+impl ChainError {
+    pub fn name(self) -> &'static str {
+        match self {
+            ChainError::HeadOutOfRange => "head_out_of_range",
+            ChainError::NextOutOfRange => "next_out_of_range",
+            ChainError::TooLong => "chain_too_long",
+            ChainError::OutsideMemory => "outside_memory",
+            ChainError::WrongDirection => "wrong_direction",
+            ChainError::Indirect => "indirect",
+        }
+    }
+}
+
+/// Why the whole queue stops: its own state is invalid.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RingError {
+    /// avail->idx ran more than the ring size ahead of what we consumed.
+    AvailJump { avail: u16, consumed: u16 },
+    /// The rings themselves are not in guest memory.
+    Memory(OutOfBounds),
+}
+
+impl From<OutOfBounds> for RingError {
+    fn from(e: OutOfBounds) -> Self {
+        RingError::Memory(e)
+    }
+}
+
+/// One descriptor chain, validated: its head and buffers.
+#[derive(Clone, Debug)]
+pub struct Chain {
+    pub head: u16,
+    segs: [(Gpa, u32); MAX_SEGS],
+    n: usize,
+}
+
+impl Default for Chain {
+    fn default() -> Self {
+        Chain { head: 0, segs: [(Gpa(0), 0); MAX_SEGS], n: 0 }
+    }
+}
+
+impl Chain {
+    pub fn segments(&self) -> &[(Gpa, u32)] {
+        &self.segs[..self.n]
+    }
+
+    /// Total bytes over every buffer.
+    pub fn len(&self) -> u64 {
+        self.segments().iter().map(|s| s.1 as u64).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// What `pop` found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pop {
+    /// Nothing available.
+    Empty,
+    /// A valid chain, now in the caller's `Chain`.
+    Chain,
+    /// A bad chain: consumed; return `head` with length 0 and count `err`.
+    Bad { head: u16, err: ChainError },
+}
+
+/// Our side of one split virtqueue. Indices are free-running `Wrapping<u16>`
+/// as in the spec; the ring slot is the index modulo the size.
+#[derive(Clone, Debug)]
+pub struct SplitQueue {
+    size: u16,
+    desc: Gpa,
+    avail: Gpa,
+    used: Gpa,
+    next_avail: Wrapping<u16>,
+    next_used: Wrapping<u16>,
+}
+
+impl SplitQueue {
+    /// A queue of `size` entries (a power of two up to 32768) whose rings are
+    /// at the given guest addresses, resuming at `base` (the vring base
+    /// rte_vhost reports after a reconnect; used and avail start equal).
+    pub fn new(size: u16, desc: Gpa, avail: Gpa, used: Gpa, base: u16) -> Option<SplitQueue> {
+        if size == 0 || !size.is_power_of_two() || size > 32768 {
+            return None;
+        }
+        Some(SplitQueue { size, desc, avail, used, next_avail: Wrapping(base), next_used: Wrapping(base) })
+    }
+
+    pub fn size(&self) -> u16 {
+        self.size
+    }
+
+    /// Our indices, for `rte_vhost_set_vring_base` when the device stops.
+    pub fn indices(&self) -> (u16, u16) {
+        (self.next_avail.0, self.next_used.0)
+    }
+
+    /// Whether the rings themselves lie in `mem` (checked when a queue is
+    /// set up and after every memory-table change).
+    pub fn rings_in(&self, mem: &GuestMemory) -> bool {
+        let n = self.size as u64;
+        mem.contains(self.desc, n * DESC_SIZE) && mem.contains(self.avail, 4 + 2 * n) && mem.contains(self.used, 4 + 8 * n)
+    }
+
+    /// Entries the guest has made available and we have not consumed.
+    pub fn available(&self, mem: &GuestMemory) -> Result<u16, RingError> {
+        // Acquire: the ring entries and descriptors the guest wrote before
+        // bumping idx are visible once we see the new idx.
+        let idx = mem.load_u16_acquire(Gpa(self.avail.0 + 2))?;
+        let pending = (Wrapping(idx) - self.next_avail).0;
+        if pending > self.size {
+            return Err(RingError::AvailJump { avail: idx, consumed: self.next_avail.0 });
+        }
+        Ok(pending)
+    }
+
+    /// Takes the next available chain into `out` (call `available` first in
+    /// a burst, and at most that many times).
+    pub fn pop(&mut self, mem: &GuestMemory, dir: Direction, out: &mut Chain) -> Result<Pop, RingError> {
+        if self.available(mem)? == 0 {
+            return Ok(Pop::Empty);
+        }
+        let slot = (self.next_avail.0 & (self.size - 1)) as u64;
+        let head = mem.read_u16(Gpa(self.avail.0 + 4 + 2 * slot))?;
+        self.next_avail += 1;
+        Ok(match self.walk(mem, dir, head, out) {
+            Ok(()) => Pop::Chain,
+            Err(err) => Pop::Bad { head, err },
+        })
+    }
+
+    fn walk(&self, mem: &GuestMemory, dir: Direction, head: u16, out: &mut Chain) -> Result<(), ChainError> {
+        out.head = head;
+        out.n = 0;
+        if head >= self.size {
+            return Err(ChainError::HeadOutOfRange);
+        }
+        let mut idx = head;
+        // At most `size` descriptors: a longer walk has met a loop.
+        for _ in 0..self.size {
+            let mut raw = [0u8; DESC_SIZE as usize];
+            mem.read(Gpa(self.desc.0 + idx as u64 * DESC_SIZE), &mut raw).map_err(|_| ChainError::OutsideMemory)?;
+            let addr = u64::from_le_bytes(raw[0..8].try_into().expect("8 bytes"));
+            let len = u32::from_le_bytes(raw[8..12].try_into().expect("4 bytes"));
+            let flags = u16::from_le_bytes([raw[12], raw[13]]);
+            let next = u16::from_le_bytes([raw[14], raw[15]]);
+            if flags & VRING_DESC_F_INDIRECT != 0 {
+                return Err(ChainError::Indirect);
+            }
+            let writable = flags & VRING_DESC_F_WRITE != 0;
+            if writable != (dir == Direction::DeviceWrites) {
+                return Err(ChainError::WrongDirection);
+            }
+            if !mem.contains(Gpa(addr), len as u64) {
+                return Err(ChainError::OutsideMemory);
+            }
+            if len > 0 {
+                if out.n == MAX_SEGS {
+                    return Err(ChainError::TooLong);
+                }
+                out.segs[out.n] = (Gpa(addr), len);
+                out.n += 1;
+            }
+            if flags & VRING_DESC_F_NEXT == 0 {
+                return Ok(());
+            }
+            if next >= self.size {
+                return Err(ChainError::NextOutOfRange);
+            }
+            idx = next;
+        }
+        Err(ChainError::TooLong)
+    }
+
+    /// Writes a used entry (not yet visible to the guest: see `publish`).
+    pub fn add_used(&mut self, mem: &GuestMemory, head: u16, len: u32) -> Result<(), RingError> {
+        let slot = (self.next_used.0 & (self.size - 1)) as u64;
+        let mut e = [0u8; 8];
+        e[0..4].copy_from_slice(&(head as u32).to_le_bytes());
+        e[4..8].copy_from_slice(&len.to_le_bytes());
+        mem.write(Gpa(self.used.0 + 4 + 8 * slot), &e)?;
+        self.next_used += 1;
+        Ok(())
+    }
+
+    /// Makes every used entry added so far visible (release store of
+    /// used->idx: the entries and the data they describe come first).
+    pub fn publish(&self, mem: &GuestMemory) -> Result<(), RingError> {
+        mem.store_u16_release(Gpa(self.used.0 + 2), self.next_used.0)?;
+        Ok(())
+    }
+
+    /// Whether to notify the guest after publishing. The full fence orders
+    /// our used->idx store before the flags load; without it the guest could
+    /// enable interrupts after our check and sleep on a ring we just filled.
+    pub fn guest_wants_interrupt(&self, mem: &GuestMemory) -> bool {
+        full_fence();
+        mem.read_u16(self.avail).map(|f| f & VRING_AVAIL_F_NO_INTERRUPT == 0).unwrap_or(false)
+    }
+
+    /// Asks the guest not to kick us: we poll.
+    pub fn suppress_kicks(&self, mem: &GuestMemory) -> Result<(), RingError> {
+        mem.write(self.used, &VRING_USED_F_NO_NOTIFY.to_le_bytes())?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;
