@@ -72,7 +72,9 @@ fn a_chain_of_three_and_the_used_ring() {
 
 #[test]
 fn every_bad_input_is_refused_and_consumed() {
-    let cases: Vec<(&str, Box<dyn Fn(&Guest)>, u16, Direction, ChainError)> = vec![
+    // (what, how the guest breaks it, head offered, queue direction, reason)
+    type Case = (&'static str, Box<dyn Fn(&Guest)>, u16, Direction, ChainError);
+    let cases: Vec<Case> = vec![
         ("head out of range", Box::new(|_| {}), SIZE, Direction::DeviceReads, ChainError::HeadOutOfRange),
         ("next out of range", Box::new(|g| g.desc(1, DATA, 64, VRING_DESC_F_NEXT, 99)), 1, Direction::DeviceReads, ChainError::NextOutOfRange),
         (
