@@ -105,6 +105,48 @@ impl Chain {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// Copies the chain's bytes from offset `skip` on into `out` (appended).
+    pub fn read(&self, mem: &GuestMemory, skip: u64, out: &mut Vec<u8>) -> Result<(), OutOfBounds> {
+        let mut skip = skip;
+        for &(gpa, len) in self.segments() {
+            let len = len as u64;
+            if skip >= len {
+                skip -= len;
+                continue;
+            }
+            let start = out.len();
+            out.resize(start + (len - skip) as usize, 0);
+            mem.read(Gpa(gpa.0 + skip), &mut out[start..])?;
+            skip = 0;
+        }
+        Ok(())
+    }
+
+    /// Copies `parts`, one after the other, into the chain's buffers;
+    /// returns the bytes written, or None if they do not fit.
+    pub fn write(&self, mem: &GuestMemory, parts: &[&[u8]]) -> Option<u32> {
+        let total: usize = parts.iter().map(|p| p.len()).sum();
+        if total as u64 > self.len() {
+            return None;
+        }
+        let (mut seg, mut off) = (0usize, 0u64);
+        for part in parts {
+            let mut part: &[u8] = part;
+            while !part.is_empty() {
+                let (gpa, len) = self.segs[seg];
+                let n = ((len as u64 - off) as usize).min(part.len());
+                mem.write(Gpa(gpa.0 + off), &part[..n]).ok()?;
+                part = &part[n..];
+                off += n as u64;
+                if off == len as u64 {
+                    seg += 1;
+                    off = 0;
+                }
+            }
+        }
+        Some(total as u32)
+    }
 }
 
 /// What `pop` found.
@@ -132,13 +174,13 @@ pub struct SplitQueue {
 
 impl SplitQueue {
     /// A queue of `size` entries (a power of two up to 32768) whose rings are
-    /// at the given guest addresses, resuming at `base` (the vring base
-    /// rte_vhost reports after a reconnect; used and avail start equal).
-    pub fn new(size: u16, desc: Gpa, avail: Gpa, used: Gpa, base: u16) -> Option<SplitQueue> {
+    /// at the given guest addresses, resuming at the indices rte_vhost
+    /// reports (its vring base: after a reconnect, where the last user left).
+    pub fn new(size: u16, desc: Gpa, avail: Gpa, used: Gpa, (next_avail, next_used): (u16, u16)) -> Option<SplitQueue> {
         if size == 0 || !size.is_power_of_two() || size > 32768 {
             return None;
         }
-        Some(SplitQueue { size, desc, avail, used, next_avail: Wrapping(base), next_used: Wrapping(base) })
+        Some(SplitQueue { size, desc, avail, used, next_avail: Wrapping(next_avail), next_used: Wrapping(next_used) })
     }
 
     pub fn size(&self) -> u16 {

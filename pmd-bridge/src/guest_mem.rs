@@ -28,10 +28,11 @@ struct Region {
 }
 
 /// What keeps a mapping alive: our own buffers (tests, plain memory), or a
-/// mapping someone else owns and guarantees for as long as we hold this.
+/// token from whoever owns the mapping (a vhost device lease: rte_vhost
+/// unmaps a device's memory only after destroy_device, which waits for it).
 enum Backing {
     Owned(#[allow(dead_code)] Vec<Box<[u8]>>),
-    Borrowed,
+    Borrowed(#[allow(dead_code)] Box<dyn std::any::Any + Send + Sync>),
 }
 
 pub struct GuestMemory {
@@ -59,14 +60,24 @@ impl GuestMemory {
         GuestMemory { regions, _backing: Backing::Owned(bufs) }
     }
 
-    /// Memory mapped by someone else (rte_vhost's copy of the guest's table).
+    /// Memory mapped by someone else (rte_vhost's copy of the guest's table),
+    /// kept mapped while `keepalive` lives.
     ///
     /// # Safety
     /// Each `(gpa, len, host)` must describe `len` bytes mapped at `host`,
-    /// readable and writable, for as long as this value lives.
-    pub unsafe fn from_mapped(regions: &[(u64, u64, *mut u8)]) -> GuestMemory {
+    /// readable and writable, for as long as `keepalive` is alive.
+    pub unsafe fn from_mapped(regions: &[(u64, u64, *mut u8)], keepalive: Box<dyn std::any::Any + Send + Sync>) -> GuestMemory {
         let regions = regions.iter().map(|&(gpa, len, host)| Region { gpa, len, host }).collect();
-        GuestMemory { regions, _backing: Backing::Borrowed }
+        GuestMemory { regions, _backing: Backing::Borrowed(keepalive) }
+    }
+
+    /// The guest address of a host address inside guest memory (rte_vhost
+    /// hands out ring addresses already translated to host addresses).
+    pub fn gpa_of(&self, host: u64) -> Option<Gpa> {
+        self.regions
+            .iter()
+            .find(|r| host >= r.host as u64 && host - (r.host as u64) < r.len)
+            .map(|r| Gpa(r.gpa + (host - r.host as u64)))
     }
 
     /// The contiguous host span holding `gpa`: (pointer, bytes to the end of

@@ -35,6 +35,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::burst::Burst;
+use crate::guest_mem::GuestMemory;
 use crate::error::{cstring, Error, Result};
 use crate::mempool::Mempool;
 use crate::{ffi, log, Eal};
@@ -238,6 +239,14 @@ impl VhostSocket {
         (r == 0).then_some(()).ok_or_else(|| Error::dpdk("rte_vhost_driver_disable_features", libc::EINVAL, &l))
     }
 
+    /// Offers exactly `bits` (before `start`). This also switches rte_vhost's
+    /// own enqueue/dequeue off for the socket: its rings are the caller's.
+    pub fn set_features(&self, bits: u64) -> Result<()> {
+        // SAFETY: the path is registered.
+        let (r, l) = log::capture(|| unsafe { ffi::rte_vhost_driver_set_features(self.cpath.as_ptr(), bits) });
+        (r == 0).then_some(()).ok_or_else(|| Error::dpdk("rte_vhost_driver_set_features", libc::EINVAL, &l))
+    }
+
     /// Starts listening (server) or connecting (client).
     #[cold]
     pub fn start(&self) -> Result<()> {
@@ -322,6 +331,100 @@ impl VhostDevice {
     /// The handle to send to the guest on queue pair `pair` (its rx vring).
     pub fn tx_queue(&self, pair: u16) -> VhostTxQueue {
         VhostTxQueue { lease: Arc::clone(&self.lease), vring: pair * 2 }
+    }
+}
+
+/// One vring as rte_vhost has it: host addresses of its three parts, its
+/// size, and the indices to resume from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VringInfo {
+    pub desc: u64,
+    pub avail: u64,
+    pub used: u64,
+    pub size: u16,
+    pub last_avail: u16,
+    pub last_used: u16,
+}
+
+impl VhostDevice {
+    /// The guest's memory, mapped for as long as the returned value lives
+    /// (it holds this device's lease: destroy_device, after which rte_vhost
+    /// unmaps, waits for it). Not yet guarded against SET_MEM_TABLE on a
+    /// running device: that needs the pre-message hook (next step).
+    pub fn guest_memory(&self) -> Result<GuestMemory> {
+        let mut mem: *mut ffi::rte_vhost_memory = std::ptr::null_mut();
+        // SAFETY: a live vid; rte_vhost mallocs a copy of its table into mem.
+        if unsafe { ffi::rte_vhost_get_mem_table(self.vid(), &mut mem) } != 0 || mem.is_null() {
+            return Err(Error::dpdk("rte_vhost_get_mem_table", libc::ENODEV, ""));
+        }
+        // SAFETY: mem points at nregions regions (malloc'd by rte_vhost, ours
+        // to free); the mappings they name stay until destroy_device, which
+        // waits for the lease the GuestMemory keeps.
+        unsafe {
+            let n = (*mem).nregions as usize;
+            let regions: Vec<(u64, u64, *mut u8)> = (*mem)
+                .regions
+                .as_slice(n)
+                .iter()
+                .map(|r| (r.guest_phys_addr, r.size, r.host_user_addr as *mut u8))
+                .collect();
+            libc::free(mem.cast());
+            Ok(GuestMemory::from_mapped(&regions, Box::new(Arc::clone(&self.lease))))
+        }
+    }
+
+    /// Where vring `idx` is and where to resume it.
+    pub fn vring(&self, idx: u16) -> Result<VringInfo> {
+        let mut v = std::mem::MaybeUninit::<ffi::rte_vhost_vring>::zeroed();
+        let (mut la, mut lu) = (0u16, 0u16);
+        // SAFETY: a live vid; v and the indices are valid out-parameters.
+        unsafe {
+            if ffi::rte_vhost_get_vhost_vring(self.vid(), idx, v.as_mut_ptr()) != 0 {
+                return Err(Error::dpdk("rte_vhost_get_vhost_vring", libc::EINVAL, ""));
+            }
+            if ffi::rte_vhost_get_vring_base(self.vid(), idx, &mut la, &mut lu) != 0 {
+                return Err(Error::dpdk("rte_vhost_get_vring_base", libc::EINVAL, ""));
+            }
+            let v = v.assume_init();
+            Ok(VringInfo {
+                desc: v.__bindgen_anon_1.desc as u64,
+                avail: v.__bindgen_anon_2.avail as u64,
+                used: v.__bindgen_anon_3.used as u64,
+                size: v.size,
+                last_avail: la,
+                last_used: lu,
+            })
+        }
+    }
+
+    /// Hands our ring indices back (before the device goes, so that QEMU's
+    /// GET_VRING_BASE reply resumes where we stopped).
+    pub fn set_vring_base(&self, idx: u16, last_avail: u16, last_used: u16) -> Result<()> {
+        // SAFETY: a live vid; plain values.
+        match unsafe { ffi::rte_vhost_set_vring_base(self.vid(), idx, last_avail, last_used) } {
+            0 => Ok(()),
+            r => Err(Error::dpdk("rte_vhost_set_vring_base", -r, "")),
+        }
+    }
+
+    /// Interrupts the guest for vring `idx` without ever waiting on the
+    /// queue lock a vhost-user message handler may hold: false if it was
+    /// busy (try again next burst).
+    #[inline]
+    pub fn call_nonblock(&self, idx: u16) -> bool {
+        // SAFETY: a live vid; the call only try-locks the vring.
+        let r = unsafe { ffi::rte_vhost_vring_call_nonblock(self.vid(), idx) };
+        r != -libc::EAGAIN
+    }
+
+    /// Asks the guest to kick (or not) on vring `idx`. Takes the queue lock:
+    /// control thread only, never from a callback.
+    pub fn enable_guest_notification(&self, idx: u16, on: bool) -> Result<()> {
+        // SAFETY: a live vid.
+        match unsafe { ffi::rte_vhost_enable_guest_notification(self.vid(), idx, on as i32) } {
+            0 => Ok(()),
+            r => Err(Error::dpdk("rte_vhost_enable_guest_notification", -r, "")),
+        }
     }
 }
 

@@ -34,7 +34,7 @@ impl Guest {
     }
 
     fn queue(&self) -> SplitQueue {
-        SplitQueue::new(SIZE, Gpa(DESC), Gpa(AVAIL), Gpa(USED), 0).unwrap()
+        SplitQueue::new(SIZE, Gpa(DESC), Gpa(AVAIL), Gpa(USED), (0, 0)).unwrap()
     }
 
     fn used(&self, i: u16) -> (u32, u32) {
@@ -61,6 +61,12 @@ fn a_chain_of_three_and_the_used_ring() {
     assert_eq!(r, Ok(Pop::Chain));
     assert_eq!(c.segments(), [(Gpa(DATA), 12), (Gpa(DATA + 0x100), 1000), (Gpa(DATA + 0x800), 500)]);
     assert_eq!((c.head, c.len()), (0, 1512));
+    let data: Vec<u8> = (0..1512u32).map(|i| i as u8).collect();
+    assert_eq!(c.write(&g.mem, &[&data[..10], &data[10..]]), Some(1512));
+    assert_eq!(c.write(&g.mem, &[&data, &[0]]), None, "one byte too many");
+    let mut back = Vec::new();
+    c.read(&g.mem, 12, &mut back).unwrap();
+    assert_eq!(back, data[12..], "read past a 12-byte header spanning a whole descriptor");
     assert_eq!(pop(&g, &mut q, Direction::DeviceReads).0, Ok(Pop::Empty));
     q.add_used(&g.mem, 0, 0).unwrap();
     assert_eq!(g.mem.read_u16(Gpa(USED + 2)).unwrap(), 0, "not visible before publish");
@@ -121,7 +127,7 @@ fn indices_wrap_and_resume_from_a_base() {
     let mut g = Guest::new();
     g.desc(0, DATA, 64, 0, 0);
     g.avail_idx = 65534;
-    let mut q = SplitQueue::new(SIZE, Gpa(DESC), Gpa(AVAIL), Gpa(USED), 65534).unwrap();
+    let mut q = SplitQueue::new(SIZE, Gpa(DESC), Gpa(AVAIL), Gpa(USED), (65534, 65534)).unwrap();
     for _ in 0..4 {
         g.offer(0);
         assert_eq!(pop(&g, &mut q, Direction::DeviceReads).0, Ok(Pop::Chain));
@@ -130,7 +136,7 @@ fn indices_wrap_and_resume_from_a_base() {
     q.publish(&g.mem).unwrap();
     assert_eq!(q.indices(), (2, 2));
     assert_eq!(g.mem.read_u16(Gpa(USED + 2)).unwrap(), 2);
-    assert!(SplitQueue::new(6, Gpa(DESC), Gpa(AVAIL), Gpa(USED), 0).is_none(), "not a power of two");
+    assert!(SplitQueue::new(6, Gpa(DESC), Gpa(AVAIL), Gpa(USED), (0, 0)).is_none(), "not a power of two");
 }
 
 #[test]
@@ -143,7 +149,7 @@ fn notifications() {
     assert!(!q.guest_wants_interrupt(&g.mem));
     q.suppress_kicks(&g.mem).unwrap();
     assert_eq!(g.mem.read_u16(Gpa(USED)).unwrap(), VRING_USED_F_NO_NOTIFY);
-    let far = SplitQueue::new(SIZE, Gpa(0x1ffff0), Gpa(AVAIL), Gpa(USED), 0).unwrap();
+    let far = SplitQueue::new(SIZE, Gpa(0x1ffff0), Gpa(AVAIL), Gpa(USED), (0, 0)).unwrap();
     assert!(!far.rings_in(&g.mem));
 }
 
