@@ -149,6 +149,60 @@ impl Chain {
     }
 }
 
+/// Copies `len` bytes from offset `src_off` of chain `src` in guest memory
+/// `from` to offset `dst_off` of chain `dst` in `to`, piece by piece where
+/// the buffers' boundaries meet: the single copy of a VM-to-VM packet.
+/// Returns the bytes copied (less than `len` if `dst` is too short).
+pub fn copy_chain(from: &GuestMemory, src: &Chain, src_off: u64, to: &GuestMemory, dst: &Chain, dst_off: u64, len: u64) -> Result<u64, OutOfBounds> {
+    let mut s = Cursor::new(src, src_off);
+    let mut d = Cursor::new(dst, dst_off);
+    let mut done = 0;
+    while done < len {
+        let (Some((sg, sroom)), Some((dg, droom))) = (s.here(), d.here()) else { break };
+        let n = sroom.min(droom).min(len - done);
+        GuestMemory::copy(from, sg, to, dg, n)?;
+        s.advance(n);
+        d.advance(n);
+        done += n;
+    }
+    Ok(done)
+}
+
+/// A position inside a chain: segment and offset.
+struct Cursor<'a> {
+    segs: &'a [(Gpa, u32)],
+    seg: usize,
+    off: u64,
+}
+
+impl<'a> Cursor<'a> {
+    fn new(c: &'a Chain, mut skip: u64) -> Cursor<'a> {
+        let segs = c.segments();
+        let mut seg = 0;
+        while seg < segs.len() && skip >= segs[seg].1 as u64 {
+            skip -= segs[seg].1 as u64;
+            seg += 1;
+        }
+        Cursor { segs, seg, off: skip }
+    }
+
+    /// Where the cursor is and how many bytes its segment has left.
+    fn here(&self) -> Option<(Gpa, u64)> {
+        let &(gpa, len) = self.segs.get(self.seg)?;
+        Some((Gpa(gpa.0 + self.off), len as u64 - self.off))
+    }
+
+    fn advance(&mut self, n: u64) {
+        self.off += n;
+        if let Some(&(_, len)) = self.segs.get(self.seg) {
+            if self.off == len as u64 {
+                self.seg += 1;
+                self.off = 0;
+            }
+        }
+    }
+}
+
 /// What `pop` found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Pop {

@@ -77,6 +77,30 @@ fn a_chain_of_three_and_the_used_ring() {
 }
 
 #[test]
+fn copy_between_chains_of_different_shapes() {
+    let (mut a, mut b) = (Guest::new(), Guest::new());
+    // A: 12-byte header alone, then 100 + 900 bytes; B: 300 + 300 + 1000.
+    a.desc(0, DATA, 12, VRING_DESC_F_NEXT, 1);
+    a.desc(1, DATA + 0x1000, 100, VRING_DESC_F_NEXT, 2);
+    a.desc(2, DATA + 0x3000, 900, 0, 0);
+    b.desc(0, DATA + 0x500, 300, VRING_DESC_F_NEXT | VRING_DESC_F_WRITE, 1);
+    b.desc(1, DATA + 0x2000, 300, VRING_DESC_F_NEXT | VRING_DESC_F_WRITE, 2);
+    b.desc(2, DATA + 0x4000, 1000, VRING_DESC_F_WRITE, 0);
+    a.offer(0);
+    b.offer(0);
+    let (mut qa, mut qb) = (a.queue(), b.queue());
+    let (_, ca) = pop(&a, &mut qa, Direction::DeviceReads);
+    let (_, cb) = pop(&b, &mut qb, Direction::DeviceWrites);
+    let payload: Vec<u8> = (0..1000u32).map(|i| (i * 3) as u8).collect();
+    ca.write(&a.mem, &[&[0; 12], &payload]).unwrap();
+    assert_eq!(copy_chain(&a.mem, &ca, 12 + 14, &b.mem, &cb, 12 + 14, 1000 - 14).unwrap(), 986);
+    let mut got = Vec::new();
+    cb.read(&b.mem, 12 + 14, &mut got).unwrap();
+    assert_eq!(got[..986], payload[14..]);
+    assert_eq!(copy_chain(&a.mem, &ca, 0, &b.mem, &cb, 1500, 500).unwrap(), 100, "as much as fits");
+}
+
+#[test]
 fn every_bad_input_is_refused_and_consumed() {
     // (what, how the guest breaks it, head offered, queue direction, reason)
     type Case = (&'static str, Box<dyn Fn(&Guest)>, u16, Direction, ChainError);
