@@ -10,5 +10,6 @@ pub mod pmd_loop;
 pub mod port_io;
 pub mod quiesce;
 pub mod tag_edit;
+pub mod virtio_net;
 pub mod virtq;
 pub mod vlan;

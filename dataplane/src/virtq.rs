@@ -323,6 +323,12 @@ impl SplitQueue {
         Err(ChainError::TooLong)
     }
 
+    /// Gives back the last `n` chains popped and not yet used: a packet that
+    /// found too few receive buffers leaves the ring as it was.
+    pub fn unpop(&mut self, n: u16) {
+        self.next_avail -= n;
+    }
+
     /// Writes a used entry (not yet visible to the guest: see `publish`).
     pub fn add_used(&mut self, mem: &GuestMemory, head: u16, len: u32) -> Result<(), RingError> {
         let slot = (self.next_used.0 & (self.size - 1)) as u64;

@@ -1,0 +1,293 @@
+//! Delivering a frame into a guest's receive queue, virtio-net style.
+//!
+//! With mergeable receive buffers (VIRTIO_NET_F_MRG_RXBUF) a frame larger
+//! than one buffer spreads over several chains; the 12-byte header in the
+//! first says how many (`num_buffers`, always written). The frame's bytes
+//! come from plain memory (headers in switch scratch, an mbuf) and, for the
+//! rest, from another guest's buffers: then the payload is copied once,
+//! guest to guest. If the guest has too few buffers the packet is dropped
+//! and the ring left as it was; the caller counts it.
+use pmd_bridge::guest_mem::GuestMemory;
+
+use crate::virtq::{copy_chain, Chain, Direction, Pop, RingError, SplitQueue, MAX_SEGS};
+
+/// virtio-net header length with VERSION_1 or MRG_RXBUF.
+pub const NET_HDR_LEN: usize = 12;
+/// At most this many receive buffers for one frame (9000 bytes in 2 KB
+/// buffers take 5).
+pub const MAX_BUFFERS: usize = 16;
+
+/// Where a frame's bytes are: `head` in plain memory, then `tail` bytes of
+/// another guest's chain starting at an offset.
+pub struct FrameSource<'a> {
+    pub head: &'a [u8],
+    pub tail: Option<(&'a GuestMemory, &'a Chain, u64, u64)>,
+}
+
+impl FrameSource<'_> {
+    pub fn len(&self) -> u64 {
+        self.head.len() as u64 + self.tail.map(|t| t.3).unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// What a delivery did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Delivery {
+    /// Delivered into this many receive buffers; payload copies made from
+    /// another guest (0 or 1).
+    Done { buffers: u16, guest_copies: u16 },
+    /// The guest had too few receive buffers: dropped, ring untouched.
+    NoBuffers,
+    /// A receive chain was malformed: returned to the guest with length 0.
+    BadChain,
+}
+
+/// Delivers `frame` into `q`, adding used entries (the caller publishes once
+/// per burst).
+pub fn deliver(q: &mut SplitQueue, mem: &GuestMemory, frame: &FrameSource, mergeable: bool) -> Result<Delivery, RingError> {
+    let need = NET_HDR_LEN as u64 + frame.len();
+    let mut chains: [Chain; MAX_BUFFERS] = std::array::from_fn(|_| Chain::default());
+    let (mut n, mut room) = (0usize, 0u64);
+    while room < need {
+        if n == MAX_BUFFERS || (!mergeable && n == 1) {
+            q.unpop(n as u16);
+            return Ok(Delivery::NoBuffers);
+        }
+        match q.pop(mem, Direction::DeviceWrites, &mut chains[n])? {
+            Pop::Chain => {
+                room += chains[n].len();
+                n += 1;
+            }
+            Pop::Empty => {
+                q.unpop(n as u16);
+                return Ok(Delivery::NoBuffers);
+            }
+            Pop::Bad { head, .. } => {
+                // The bad chain and the good ones taken before it all go
+                // back to the guest empty; the frame is dropped.
+                for c in chains.iter().take(n) {
+                    q.add_used(mem, c.head, 0)?;
+                }
+                q.add_used(mem, head, 0)?;
+                return Ok(Delivery::BadChain);
+            }
+        }
+    }
+    let mut hdr = [0u8; NET_HDR_LEN];
+    hdr[10..12].copy_from_slice(&(n as u16).to_le_bytes());
+    // Lay the header, the plain head and the guest tail over the n chains.
+    let mut written = [0u64; MAX_BUFFERS];
+    let mut at = 0u64; // offset in the concatenation of the n chains
+    let put = |bytes: &[u8], at: &mut u64, written: &mut [u64; MAX_BUFFERS]| -> bool {
+        let mut bytes = bytes;
+        while !bytes.is_empty() {
+            let (i, off) = locate(&chains[..n], *at);
+            let k = ((chains[i].len() - off) as usize).min(bytes.len());
+            if !write_at(mem, &chains[i], off, &bytes[..k]) {
+                return false;
+            }
+            written[i] = written[i].max(off + k as u64);
+            bytes = &bytes[k..];
+            *at += k as u64;
+        }
+        true
+    };
+    let ok = put(&hdr, &mut at, &mut written) && put(frame.head, &mut at, &mut written);
+    let mut guest_copies = 0;
+    if ok {
+        if let Some((from, src, src_off, len)) = frame.tail {
+            let mut done = 0u64;
+            while done < len {
+                let (i, off) = locate(&chains[..n], at);
+                let k = (chains[i].len() - off).min(len - done);
+                let c = copy_chain(from, src, src_off + done, mem, &chains[i], off, k).map_err(RingError::Memory)?;
+                written[i] = written[i].max(off + c);
+                done += c;
+                at += c;
+                if c == 0 {
+                    break;
+                }
+            }
+            guest_copies = 1;
+        }
+    }
+    for (c, &w) in chains.iter().zip(&written).take(n) {
+        q.add_used(mem, c.head, w as u32)?;
+    }
+    Ok(Delivery::Done { buffers: n as u16, guest_copies })
+}
+
+/// Which chain holds byte `at` of the concatenation, and where in it.
+fn locate(chains: &[Chain], mut at: u64) -> (usize, u64) {
+    for (i, c) in chains.iter().enumerate() {
+        if at < c.len() {
+            return (i, at);
+        }
+        at -= c.len();
+    }
+    (chains.len() - 1, chains[chains.len() - 1].len())
+}
+
+fn write_at(mem: &GuestMemory, c: &Chain, mut off: u64, bytes: &[u8]) -> bool {
+    let mut bytes = bytes;
+    for &(gpa, len) in c.segments() {
+        let len = len as u64;
+        if off >= len {
+            off -= len;
+            continue;
+        }
+        let k = ((len - off) as usize).min(bytes.len());
+        if mem.write(pmd_bridge::guest_mem::Gpa(gpa.0 + off), &bytes[..k]).is_err() {
+            return false;
+        }
+        bytes = &bytes[k..];
+        off = 0;
+        if bytes.is_empty() {
+            break;
+        }
+    }
+    bytes.is_empty()
+}
+
+const _: () = assert!(MAX_BUFFERS <= MAX_SEGS);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::virtq::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
+    use pmd_bridge::guest_mem::Gpa;
+
+    const SIZE: u16 = 16;
+    const DESC: u64 = 0x1000;
+    const AVAIL: u64 = 0x2000;
+    const USED: u64 = 0x3000;
+    const DATA: u64 = 0x10000;
+
+    struct Guest {
+        mem: GuestMemory,
+        idx: u16,
+    }
+
+    impl Guest {
+        fn new() -> Guest {
+            Guest { mem: GuestMemory::new_owned(&[(0x1000, 0x3f000)]), idx: 0 }
+        }
+
+        fn desc(&self, i: u16, addr: u64, len: u32, flags: u16, next: u16) {
+            let mut d = [0u8; 16];
+            d[0..8].copy_from_slice(&addr.to_le_bytes());
+            d[8..12].copy_from_slice(&len.to_le_bytes());
+            d[12..14].copy_from_slice(&flags.to_le_bytes());
+            d[14..16].copy_from_slice(&next.to_le_bytes());
+            self.mem.write(Gpa(DESC + 16 * i as u64), &d).unwrap();
+        }
+
+        /// Offers `n` receive buffers of `len` bytes (descriptors 0..n).
+        fn post(&mut self, n: u16, len: u32) {
+            for i in 0..n {
+                self.desc(i, DATA + 0x1000 * i as u64, len, VRING_DESC_F_WRITE, 0);
+                self.offer(i);
+            }
+        }
+
+        fn offer(&mut self, head: u16) {
+            self.mem.write(Gpa(AVAIL + 4 + 2 * (self.idx % SIZE) as u64), &head.to_le_bytes()).unwrap();
+            self.idx = self.idx.wrapping_add(1);
+            self.mem.store_u16_release(Gpa(AVAIL + 2), self.idx).unwrap();
+        }
+
+        fn queue(&self) -> SplitQueue {
+            SplitQueue::new(SIZE, Gpa(DESC), Gpa(AVAIL), Gpa(USED), (0, 0)).unwrap()
+        }
+
+        /// The used entries' (head, len), and the bytes they hold, in order.
+        fn received(&self, q: &SplitQueue) -> (Vec<(u32, u32)>, Vec<u8>) {
+            q.publish(&self.mem).unwrap();
+            let n = self.mem.read_u16(Gpa(USED + 2)).unwrap();
+            let mut entries = Vec::new();
+            let mut bytes = Vec::new();
+            for i in 0..n as u64 {
+                let id = self.mem.read_u32(Gpa(USED + 4 + 8 * i)).unwrap();
+                let len = self.mem.read_u32(Gpa(USED + 8 + 8 * i)).unwrap();
+                let mut b = vec![0u8; len as usize];
+                self.mem.read(Gpa(DATA + 0x1000 * id as u64), &mut b).unwrap();
+                bytes.extend(b);
+                entries.push((id, len));
+            }
+            (entries, bytes)
+        }
+    }
+
+    fn frame(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i % 251) as u8).collect()
+    }
+
+    #[test]
+    fn a_jumbo_frame_spreads_over_mergeable_buffers() {
+        let mut g = Guest::new();
+        g.post(8, 2048);
+        let mut q = g.queue();
+        let f = frame(9000);
+        let r = deliver(&mut q, &g.mem, &FrameSource { head: &f, tail: None }, true).unwrap();
+        assert_eq!(r, Delivery::Done { buffers: 5, guest_copies: 0 });
+        let (used, bytes) = g.received(&q);
+        assert_eq!(used.iter().map(|u| u.1).sum::<u32>(), 9012);
+        assert_eq!(u16::from_le_bytes([bytes[10], bytes[11]]), 5, "num_buffers");
+        assert_eq!(bytes[..10], [0; 10], "no offloads");
+        assert_eq!(bytes[NET_HDR_LEN..], f[..]);
+    }
+
+    #[test]
+    fn too_few_buffers_leave_the_ring_as_it_was() {
+        let mut g = Guest::new();
+        g.post(2, 2048);
+        let mut q = g.queue();
+        let f = frame(9000);
+        assert_eq!(deliver(&mut q, &g.mem, &FrameSource { head: &f, tail: None }, true).unwrap(), Delivery::NoBuffers);
+        assert_eq!(q.available(&g.mem).unwrap(), 2, "nothing consumed");
+        assert_eq!(deliver(&mut q, &g.mem, &FrameSource { head: &f[..1500], tail: None }, false).unwrap(), Delivery::Done { buffers: 1, guest_copies: 0 });
+        assert_eq!(deliver(&mut q, &g.mem, &FrameSource { head: &f[..3000], tail: None }, false).unwrap(), Delivery::NoBuffers, "without MRG_RXBUF one buffer must hold it");
+    }
+
+    #[test]
+    fn payload_from_another_guest_is_copied_once() {
+        let mut a = Guest::new();
+        let payload = frame(3000);
+        a.desc(0, DATA, 1000, VRING_DESC_F_NEXT, 1);
+        a.desc(1, DATA + 0x2000, 2012, 0, 0);
+        a.offer(0);
+        let mut qa = a.queue();
+        let mut src = Chain::default();
+        assert_eq!(qa.pop(&a.mem, Direction::DeviceReads, &mut src).unwrap(), Pop::Chain);
+        src.write(&a.mem, &[&[0; NET_HDR_LEN], &payload]).unwrap();
+        let mut scratch = Vec::new();
+        src.read(&a.mem, NET_HDR_LEN as u64, &mut scratch).unwrap();
+        scratch.truncate(14);
+
+        let mut b = Guest::new();
+        b.post(4, 1024);
+        let mut qb = b.queue();
+        let source = FrameSource { head: &scratch, tail: Some((&a.mem, &src, NET_HDR_LEN as u64 + 14, 3000 - 14)) };
+        assert_eq!(deliver(&mut qb, &b.mem, &source, true).unwrap(), Delivery::Done { buffers: 3, guest_copies: 1 });
+        let (_, bytes) = b.received(&qb);
+        assert_eq!(bytes[NET_HDR_LEN..], payload[..]);
+    }
+
+    #[test]
+    fn a_bad_receive_chain_drops_the_frame_and_returns_buffers() {
+        let mut g = Guest::new();
+        g.desc(0, DATA, 1024, VRING_DESC_F_WRITE, 0);
+        g.offer(0);
+        g.desc(1, DATA + 0x1000, 1024, 0, 0); // not writable
+        g.offer(1);
+        let mut q = g.queue();
+        let f = frame(2000);
+        assert_eq!(deliver(&mut q, &g.mem, &FrameSource { head: &f, tail: None }, true).unwrap(), Delivery::BadChain);
+        let (used, _) = g.received(&q);
+        assert_eq!(used, [(0, 0), (1, 0)]);
+    }
+}
