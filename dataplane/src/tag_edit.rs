@@ -44,7 +44,7 @@ fn push(mut m: Mbuf, vid: u16, pool: &Mempool) -> Result<Mbuf, DropReason> {
     let mut macs = [0u8; MACS + VLAN_HLEN];
     macs[..MACS].copy_from_slice(&m.data()[..MACS]);
     macs[MACS..].copy_from_slice(&tag(vid));
-    hdr.append(&macs).ok_or(DropReason::NoMbuf)?;
+    hdr.fill(&macs).ok_or(DropReason::NoMbuf)?;
     let mut rest = m.clone_indirect(pool).ok_or(DropReason::NoMbuf)?;
     rest.adj(MACS as u16);
     hdr.chain(rest).map_err(|_| DropReason::NoMbuf)?;
@@ -62,7 +62,7 @@ fn pop(mut m: Mbuf, pool: &Mempool) -> Result<Mbuf, DropReason> {
     }
     let mut hdr = pool.alloc().ok_or(DropReason::NoMbuf)?;
     let macs: [u8; MACS] = m.data()[..MACS].try_into().expect("length checked");
-    hdr.append(&macs).ok_or(DropReason::NoMbuf)?;
+    hdr.fill(&macs).ok_or(DropReason::NoMbuf)?;
     let mut rest = m.clone_indirect(pool).ok_or(DropReason::NoMbuf)?;
     rest.adj((MACS + VLAN_HLEN) as u16);
     hdr.chain(rest).map_err(|_| DropReason::NoMbuf)?;

@@ -23,6 +23,9 @@ pub const VRING_USED_F_NO_NOTIFY: u16 = 1;
 pub const MAX_SEGS: usize = 64;
 
 const DESC_SIZE: u64 = 16;
+/// Most bytes `Chain::read` copies out: a 64 KB frame (the largest GSO
+/// frame) and its header.
+pub const MAX_READ: u64 = 65536 + 12;
 
 /// Which way the data goes, and so which WRITE flag every descriptor needs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -106,8 +109,12 @@ impl Chain {
         self.len() == 0
     }
 
-    /// Copies the chain's bytes from offset `skip` on into `out` (appended).
+    /// Copies the chain's bytes from offset `skip` on into `out` (appended),
+    /// at most `MAX_READ` of them: the lengths are the guest's to choose.
     pub fn read(&self, mem: &GuestMemory, skip: u64, out: &mut Vec<u8>) -> Result<(), OutOfBounds> {
+        if self.len().saturating_sub(skip) > MAX_READ {
+            return Err(OutOfBounds { gpa: self.segs[0].0, len: self.len() });
+        }
         let mut skip = skip;
         for &(gpa, len) in self.segments() {
             let len = len as u64;

@@ -133,7 +133,7 @@ impl<const N: usize> Burst<N> {
     /// The `n` slots after `len` must hold mbufs whose references we own.
     #[inline]
     pub(crate) unsafe fn assume_filled(&mut self, n: usize) {
-        debug_assert!(self.len + n <= N);
+        assert!(self.len + n <= N, "a PMD filled more slots than it was given");
         self.len += n;
     }
 

@@ -56,6 +56,8 @@ pub struct PortStats {
     pub rx_nombuf: u64,
 }
 
+static OPEN: Mutex<std::collections::BTreeSet<u16>> = Mutex::new(std::collections::BTreeSet::new());
+
 struct PortShared {
     id: u16,
     name: String,
@@ -92,7 +94,7 @@ impl EthPort {
         let id = port_by_name(name).ok_or_else(|| {
             Error::InvalidArgument(format!("device {name:?} was probed but has no Ethernet port"))
         })?;
-        Ok(Self::wrap(eal, id, hotplugged, Vec::new()))
+        Self::wrap(eal, id, hotplugged, Vec::new())
     }
 
     /// Opens a port that already exists, by id.
@@ -102,7 +104,7 @@ impl EthPort {
         if unsafe { ffi::rte_eth_dev_is_valid_port(id) } == 0 {
             return Err(Error::InvalidArgument(format!("no Ethernet port {id}")));
         }
-        Ok(Self::wrap(eal, id, false, Vec::new()))
+        Self::wrap(eal, id, false, Vec::new())
     }
 
     /// A `net_ring` port named `name` whose rx queues read `rx` and tx queues
@@ -128,11 +130,16 @@ impl EthPort {
             return Err(Error::dpdk("rte_eth_from_rings", crate::error::rte_errno(), &logged));
         }
         let rings = rx.iter().chain(tx).cloned().collect();
-        Ok(Self::wrap(eal, ret as u16, false, rings))
+        Self::wrap(eal, ret as u16, false, rings)
     }
 
-    fn wrap(eal: &Eal, id: u16, hotplugged: bool, rings: Vec<Arc<Ring>>) -> EthPort {
-        EthPort {
+    /// One `EthPort` per port id: a second would hand out a second handle to
+    /// the same queues, or stop the port under the first one's pollers.
+    fn wrap(eal: &Eal, id: u16, hotplugged: bool, rings: Vec<Arc<Ring>>) -> Result<EthPort> {
+        if !OPEN.lock().unwrap().insert(id) {
+            return Err(Error::InvalidArgument(format!("port {} ({id}) is already open", port_name(id))));
+        }
+        Ok(EthPort {
             shared: Arc::new(PortShared {
                 id,
                 name: port_name(id),
@@ -144,7 +151,7 @@ impl EthPort {
                 _eal: eal.clone(),
             }),
             started: false,
-        }
+        })
     }
 
     pub fn id(&self) -> u16 {
@@ -362,10 +369,13 @@ impl Drop for EthPort {
         let device = (unsafe { ffi::rte_eth_dev_info_get(id, &mut info) } == 0).then_some(info.device);
         // SAFETY: the port is stopped and nothing polls it (no queue handles).
         unsafe { ffi::rte_eth_dev_close(id) };
-        if let (true, Some(dev)) = (self.shared.hotplugged, device) {
-            // SAFETY: the device we probed; its only port is closed.
+        // Remove the device too once no port of it is left (also one probed
+        // at EAL init), so that opening it again probes it afresh.
+        if let Some(dev) = device.filter(|&d| self.shared.hotplugged || !device_has_ports(d)) {
+            // SAFETY: a device whose ports are all closed.
             unsafe { ffi::rte_dev_remove(dev) };
         }
+        OPEN.lock().unwrap().remove(&id);
     }
 }
 
@@ -379,6 +389,15 @@ fn take(taken: &Mutex<Vec<bool>>, q: u16, kind: &str, port: &str) -> Result<()> 
             Ok(())
         }
     }
+}
+
+/// Whether any valid port still belongs to `dev`.
+fn device_has_ports(dev: *mut ffi::rte_device) -> bool {
+    (0..ffi::RTE_MAX_ETHPORTS as u16).any(|p| {
+        let mut info = ffi::rte_eth_dev_info::default();
+        // SAFETY: a validity check, then an info query on a valid port.
+        unsafe { ffi::rte_eth_dev_is_valid_port(p) != 0 && ffi::rte_eth_dev_info_get(p, &mut info) == 0 && info.device == dev }
+    })
 }
 
 fn port_by_name(name: &str) -> Option<u16> {
@@ -423,6 +442,9 @@ impl RxQueue {
     #[inline]
     pub fn rx_burst<const N: usize>(&mut self, burst: &mut Burst<N>) -> usize {
         let (slots, room) = burst.spare_raw();
+        if room == 0 {
+            return 0;
+        }
         // SAFETY: this handle is the only poller of (port, queue); `slots`
         // has `room` free entries; the PMD fills n of them with mbufs it
         // hands over to us.

@@ -132,7 +132,9 @@ impl Mbuf {
     /// so their metadata (offsets, lengths, links) may change.
     #[inline]
     pub fn is_exclusive(&self) -> bool {
-        self.segs().all(|s| refcnt(s).load(Ordering::Relaxed) == 1)
+        // Acquire: another handle's last reads, released by its decrement,
+        // happen before whatever we write once we see the count at 1.
+        self.segs().all(|s| refcnt(s).load(Ordering::Acquire) == 1)
     }
 
     /// Whether, in addition, no other mbuf points at the data buffers (an
@@ -150,11 +152,11 @@ impl Mbuf {
                             .sub(std::mem::size_of::<ffi::rte_mbuf>() + s.priv_size as usize)
                             .cast::<ffi::rte_mbuf>()
                     };
-                    refcnt(direct).load(Ordering::Relaxed) == 1
+                    refcnt(direct).load(Ordering::Acquire) == 1
                 } else if s.ol_flags & EXT_ATTACHED != 0 {
                     // SAFETY: an external segment has a valid shared-info block,
                     // whose count DPDK updates atomically.
-                    unsafe { AtomicU16::from_ptr(std::ptr::addr_of_mut!((*s.shinfo).refcnt)).load(Ordering::Relaxed) == 1 }
+                    unsafe { AtomicU16::from_ptr(std::ptr::addr_of_mut!((*s.shinfo).refcnt)).load(Ordering::Acquire) == 1 }
                 } else {
                     true
                 }
@@ -168,7 +170,11 @@ impl Mbuf {
         // The same atomic increment as rte_pktmbuf_refcnt_update, on every
         // segment, without a C call per packet.
         for s in self.segs() {
-            refcnt(s).fetch_add(1, Ordering::AcqRel);
+            // A 16-bit count that wrapped would free a buffer still in use:
+            // stop the process rather than corrupt memory.
+            if refcnt(s).fetch_add(1, Ordering::AcqRel) >= u16::MAX - 1 {
+                std::process::abort();
+            }
         }
         Mbuf(self.0)
     }
@@ -257,12 +263,24 @@ impl Mbuf {
         if !self.is_exclusive() {
             return Err(tail);
         }
-        // SAFETY: self's segments are ours alone; rte_pktmbuf_chain only
-        // writes self's last `next` and self's head counters, and checks the
-        // segment limit (returning -EOVERFLOW without taking tail).
-        let ret = unsafe { ffi::rte_pktmbuf_chain(self.0.as_ptr(), tail.0.as_ptr()) };
-        if ret != 0 {
+        // Not rte_pktmbuf_chain: it rewrites the tail's pkt_len, which other
+        // handles of a shared tail read. Only our own segments change here.
+        let segs = self.nb_segs() as u32 + tail.nb_segs() as u32;
+        if segs > ffi::RTE_MBUF_MAX_NB_SEGS {
             return Err(tail);
+        }
+        let head = self.0.as_ptr();
+        // SAFETY: self's segments are ours alone (checked), so writing the
+        // last one's `next` and the head's counters races with no one; the
+        // tail is only read.
+        unsafe {
+            let mut last = head;
+            while !(*last).next.is_null() {
+                last = (*last).next;
+            }
+            (*last).next = tail.0.as_ptr();
+            (*head).nb_segs = segs as u16;
+            (*head).pkt_len += tail.raw().pkt_len;
         }
         std::mem::forget(tail);
         Ok(())

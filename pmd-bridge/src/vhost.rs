@@ -24,6 +24,13 @@
 //!   it records the event and then waits until every handle to the device
 //!   (`VhostDevice`, `VhostRxQueue`, `VhostTxQueue`) is dropped: the thread
 //!   that reads the events must make the threads holding handles drop them.
+//! - A socket whose rings the caller walks itself (`set_features`) also gets
+//!   pre/post message hooks: before a request that remaps memory or moves
+//!   rings (SET_MEM_TABLE, SET_VRING_*, SET_FEATURES, SET_LOG_BASE) the pre
+//!   hook records `RingsChanging` and waits until every `GuestMemory` of the
+//!   device is dropped; the post hook records `RingsChanged`. The queue locks
+//!   are held meanwhile, which is why the own-ring datapath may only ever
+//!   try them (`call_nonblock`).
 //! - Handles are obtained from the socket by vid after a `NewDevice` event;
 //!   a vid whose device is gone gives none, so a stale (or reused) vid is
 //!   never used.
@@ -60,6 +67,14 @@ pub enum VhostEvent {
     VringState { vid: i32, queue: u16, enabled: bool },
     /// Negotiated features changed (e.g. LOG_ALL around live migration).
     FeaturesChanged { vid: i32, features: u64 },
+    /// (Own-ring sockets) rte_vhost is about to remap memory or move rings:
+    /// drop every `GuestMemory` of the device now; the request waits.
+    RingsChanging { vid: i32, request: u32 },
+    /// (Own-ring sockets) that request is done: take memory and rings anew.
+    RingsChanged { vid: i32, request: u32 },
+    /// (Own-ring sockets) after a migration the frontend asks the backend to
+    /// announce the guest (RARP); rte_vhost's datapath would have, ours must.
+    RarpRequested { vid: i32 },
     /// The device is going away; drop every handle to it now.
     DestroyDevice { vid: i32 },
     /// The frontend disconnected.
@@ -68,10 +83,15 @@ pub enum VhostEvent {
 
 struct DeviceLease {
     vid: i32,
+    /// Held by every `GuestMemory` of the device: the pre-message hook
+    /// waits for it before rte_vhost remaps memory or moves rings.
+    mem: Arc<()>,
 }
 
 struct SocketShared {
     events: Mutex<Sender<VhostEvent>>,
+    /// The caller walks the rings itself (`set_features`): message hooks on.
+    owns_rings: std::sync::atomic::AtomicBool,
     /// Live devices by vid. The map holds one reference to each lease; a
     /// handle holds another.
     devices: Mutex<HashMap<i32, Arc<DeviceLease>>>,
@@ -104,7 +124,7 @@ fn record(vid: i32, ev: VhostEvent) -> Option<Arc<SocketShared>> {
 extern "C" fn cb_new_device(vid: c_int) -> c_int {
     if let Some(sock) = socket_of(vid) {
         if let Ok(mut devs) = sock.devices.lock() {
-            devs.insert(vid, Arc::new(DeviceLease { vid }));
+            devs.insert(vid, Arc::new(DeviceLease { vid, mem: Arc::new(()) }));
         }
         if let Ok(tx) = sock.events.lock() {
             let _ = tx.send(VhostEvent::NewDevice { vid });
@@ -119,15 +139,7 @@ extern "C" fn cb_destroy_device(vid: c_int) {
     let Some(lease) = lease else { return };
     // Wait for every handle to go: after we return, the library frees the
     // device. See the module documentation.
-    let start = Instant::now();
-    let mut warned = Duration::ZERO;
-    while Arc::strong_count(&lease) > 1 {
-        std::thread::sleep(Duration::from_millis(1));
-        if start.elapsed() > warned + Duration::from_secs(5) {
-            warned = start.elapsed();
-            eprintln!("pmd-bridge: vhost device {vid}: destroy waits for its handles to be dropped ({warned:?})");
-        }
-    }
+    wait_released(&lease, vid, "destroy");
 }
 
 extern "C" fn cb_vring_state_changed(vid: c_int, queue: u16, enable: c_int) -> c_int {
@@ -141,8 +153,85 @@ extern "C" fn cb_features_changed(vid: c_int, features: u64) -> c_int {
 }
 
 extern "C" fn cb_new_connection(vid: c_int) -> c_int {
-    record(vid, VhostEvent::NewConnection { vid });
+    if let Some(sock) = record(vid, VhostEvent::NewConnection { vid }) {
+        if sock.owns_rings.load(std::sync::atomic::Ordering::Relaxed) {
+            // SAFETY: a static table of two functions; registering only
+            // stores the pointer in the new device (no lock taken).
+            unsafe { ffi::rte_vhost_extern_callback_register(vid, &HOOKS.0, std::ptr::null_mut()) };
+        }
+    }
     0
+}
+
+// vhost-user requests (vhost_user.h of DPDK 22.11) after which our copy of
+// the memory table or ring addresses would be stale.
+const SET_FEATURES: u32 = 2;
+const SET_MEM_TABLE: u32 = 5;
+const SET_LOG_BASE: u32 = 6;
+const SET_VRING_NUM: u32 = 8;
+const SET_VRING_ADDR: u32 = 9;
+const SET_VRING_BASE: u32 = 10;
+const SET_VRING_KICK: u32 = 12;
+const SET_VRING_CALL: u32 = 13;
+const SEND_RARP: u32 = 19;
+const RING_CHANGES: [u32; 8] =
+    [SET_FEATURES, SET_MEM_TABLE, SET_LOG_BASE, SET_VRING_NUM, SET_VRING_ADDR, SET_VRING_BASE, SET_VRING_KICK, SET_VRING_CALL];
+
+/// The request code: the first 32 bits of every vhost-user message.
+fn request(msg: *mut std::os::raw::c_void) -> Option<u32> {
+    // SAFETY: rte_vhost passes its message buffer, which starts with the
+    // 32-bit request field; a null pointer is refused.
+    (!msg.is_null()).then(|| unsafe { msg.cast::<u32>().read_unaligned() })
+}
+
+/// Before a request that remaps memory or moves rings: record it, then wait
+/// until every `GuestMemory` of the device is dropped (all queue locks are
+/// held here, so the threads we wait for must not take them: the own-ring
+/// datapath calls only `rte_vhost_vring_call_nonblock`).
+unsafe extern "C" fn hook_pre(vid: c_int, msg: *mut std::os::raw::c_void) -> ffi::rte_vhost_msg_result {
+    let _ = std::panic::catch_unwind(|| match request(msg) {
+        Some(SEND_RARP) => {
+            record(vid, VhostEvent::RarpRequested { vid });
+        }
+        Some(req) if RING_CHANGES.contains(&req) => {
+            let Some(sock) = record(vid, VhostEvent::RingsChanging { vid, request: req }) else { return };
+            let lease = sock.devices.lock().ok().and_then(|d| d.get(&vid).cloned());
+            if let Some(lease) = lease {
+                wait_released(&lease.mem, vid, "memory or ring change");
+            }
+        }
+        _ => {}
+    });
+    ffi::rte_vhost_msg_result_RTE_VHOST_MSG_RESULT_NOT_HANDLED
+}
+
+/// After such a request: the caller may take the memory and rings again.
+unsafe extern "C" fn hook_post(vid: c_int, msg: *mut std::os::raw::c_void) -> ffi::rte_vhost_msg_result {
+    let _ = std::panic::catch_unwind(|| {
+        if let Some(req) = request(msg).filter(|r| RING_CHANGES.contains(r)) {
+            record(vid, VhostEvent::RingsChanged { vid, request: req });
+        }
+    });
+    ffi::rte_vhost_msg_result_RTE_VHOST_MSG_RESULT_NOT_HANDLED
+}
+
+struct Hooks(ffi::rte_vhost_user_extern_ops);
+// SAFETY: two function pointers, never written after initialisation.
+unsafe impl Sync for Hooks {}
+
+static HOOKS: Hooks = Hooks(ffi::rte_vhost_user_extern_ops { pre_msg_handle: Some(hook_pre), post_msg_handle: Some(hook_post) });
+
+/// Waits until `token` has no holder but its owner, warning every 5 s.
+fn wait_released<T>(token: &Arc<T>, vid: i32, what: &str) {
+    let start = Instant::now();
+    let mut warned = Duration::ZERO;
+    while Arc::strong_count(token) > 1 {
+        std::thread::sleep(Duration::from_millis(1));
+        if start.elapsed() > warned + Duration::from_secs(5) {
+            warned = start.elapsed();
+            eprintln!("pmd-bridge: vhost device {vid}: {what} waits for its handles to be dropped ({warned:?})");
+        }
+    }
 }
 
 extern "C" fn cb_destroy_connection(vid: c_int) {
@@ -199,7 +288,11 @@ impl VhostSocket {
         }
         // From here on, Drop unregisters.
         let (tx, rx) = channel();
-        let shared = Arc::new(SocketShared { events: Mutex::new(tx), devices: Mutex::new(HashMap::new()) });
+        let shared = Arc::new(SocketShared {
+            events: Mutex::new(tx),
+            owns_rings: std::sync::atomic::AtomicBool::new(false),
+            devices: Mutex::new(HashMap::new()),
+        });
         SOCKETS.lock().unwrap().push((path.to_string(), Arc::clone(&shared)));
         let sock = VhostSocket { path: path.to_string(), cpath, shared, events: rx, _eal: eal.clone() };
         // SAFETY: OPS is 'static; the path was registered just above.
@@ -240,8 +333,11 @@ impl VhostSocket {
     }
 
     /// Offers exactly `bits` (before `start`). This also switches rte_vhost's
-    /// own enqueue/dequeue off for the socket: its rings are the caller's.
+    /// own enqueue/dequeue off for the socket: its rings are the caller's,
+    /// and the message hooks that guard `GuestMemory` are installed on
+    /// every connection.
     pub fn set_features(&self, bits: u64) -> Result<()> {
+        self.shared.owns_rings.store(true, std::sync::atomic::Ordering::Relaxed);
         // SAFETY: the path is registered.
         let (r, l) = log::capture(|| unsafe { ffi::rte_vhost_driver_set_features(self.cpath.as_ptr(), bits) });
         (r == 0).then_some(()).ok_or_else(|| Error::dpdk("rte_vhost_driver_set_features", libc::EINVAL, &l))
@@ -268,7 +364,8 @@ impl VhostSocket {
     /// The handle of live device `vid`; None once its destruction began.
     pub fn device(&self, vid: i32) -> Option<VhostDevice> {
         let devs = self.shared.devices.lock().ok()?;
-        devs.get(&vid).map(|l| VhostDevice { lease: Arc::clone(l) })
+        let owns_rings = self.shared.owns_rings.load(std::sync::atomic::Ordering::Relaxed);
+        devs.get(&vid).map(|l| VhostDevice { lease: Arc::clone(l), owns_rings })
     }
 }
 
@@ -294,6 +391,7 @@ impl Drop for VhostSocket {
 /// for it waits, so the vid stays valid.
 pub struct VhostDevice {
     lease: Arc<DeviceLease>,
+    owns_rings: bool,
 }
 
 impl VhostDevice {
@@ -347,11 +445,17 @@ pub struct VringInfo {
 }
 
 impl VhostDevice {
-    /// The guest's memory, mapped for as long as the returned value lives
-    /// (it holds this device's lease: destroy_device, after which rte_vhost
-    /// unmaps, waits for it). Not yet guarded against SET_MEM_TABLE on a
-    /// running device: that needs the pre-message hook (next step).
+    /// The guest's memory, mapped for as long as the returned value lives:
+    /// it holds this device's lease (destroy_device, after which rte_vhost
+    /// unmaps, waits for it) and its memory token (the pre-message hook of a
+    /// socket that owns its rings waits for it before SET_MEM_TABLE and the
+    /// other requests that remap memory or move rings; drop it on
+    /// `RingsChanging`). Refused on a socket without `set_features`, where
+    /// no hook guards the mapping.
     pub fn guest_memory(&self) -> Result<GuestMemory> {
+        if !self.owns_rings {
+            return Err(Error::InvalidArgument("guest memory of a socket whose rings rte_vhost owns".into()));
+        }
         let mut mem: *mut ffi::rte_vhost_memory = std::ptr::null_mut();
         // SAFETY: a live vid; rte_vhost mallocs a copy of its table into mem.
         if unsafe { ffi::rte_vhost_get_mem_table(self.vid(), &mut mem) } != 0 || mem.is_null() {
@@ -369,7 +473,8 @@ impl VhostDevice {
                 .map(|r| (r.guest_phys_addr, r.size, r.host_user_addr as *mut u8))
                 .collect();
             libc::free(mem.cast());
-            Ok(GuestMemory::from_mapped(&regions, Box::new(Arc::clone(&self.lease))))
+            let keep = (Arc::clone(&self.lease), Arc::clone(&self.lease.mem));
+            Ok(GuestMemory::from_mapped(&regions, Box::new(keep)))
         }
     }
 
@@ -446,6 +551,11 @@ impl VhostRxQueue {
     #[inline]
     pub fn dequeue_burst<const N: usize>(&mut self, pool: &Mempool, burst: &mut Burst<N>) -> usize {
         let (slots, room) = burst.spare_raw();
+        // rte_vhost's dequeue does not check for a zero count (and a pending
+        // RARP would be written past the end): never ask it for nothing.
+        if room == 0 {
+            return 0;
+        }
         // SAFETY: the lease keeps the vid alive; `slots` has `room` free
         // entries, n of which the library fills with mbufs it hands to us.
         unsafe {

@@ -172,3 +172,28 @@ fn port_info_stats_and_xstats() {
     drop(port);
     assert_eq!(pool.in_use_count(), 0);
 }
+
+#[test]
+fn one_handle_per_port_and_no_receive_into_a_full_burst() {
+    let pool = Arc::new(pool("full", 128));
+    let port = loop_port("full", 64, &pool);
+    assert!(EthPort::from_id(eal(), port.id()).is_err(), "a second handle to an open port is refused");
+    let mut txq = port.tx_queue(0).unwrap();
+    let mut b = Burst::<32>::new();
+    for i in 0..8 {
+        b.push(pool.alloc_from(&frame(i, 64)).unwrap()).unwrap();
+    }
+    txq.tx_burst(&mut b);
+    let mut full = Burst::<4>::new();
+    for i in 0..4 {
+        full.push(pool.alloc_from(&frame(i, 64)).unwrap()).unwrap();
+    }
+    let mut rxq = port.rx_queue(0).unwrap();
+    assert_eq!(rxq.rx_burst(&mut full), 0, "no room, no call");
+    drop((full, rxq, txq));
+    let got = receive(&port, 8);
+    assert_eq!(got.len(), 8);
+    drop(got);
+    drop(port);
+    assert_eq!(pool.in_use_count(), 0);
+}

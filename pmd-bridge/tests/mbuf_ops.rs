@@ -112,3 +112,18 @@ fn no_port_for_a_bad_name() {
     let err = EthPort::from_id(eal(), 999).expect_err("no such port");
     assert!(matches!(err, Error::InvalidArgument(_)));
 }
+
+#[test]
+fn regression_chain_never_writes_a_shared_tail() {
+    let pool = pool("chain_shared", 16);
+    let pkt = pool.alloc_from(&frame(5, 3000)).unwrap();
+    assert_eq!(pkt.nb_segs(), 2);
+    let copy = pkt.share();
+    let mut hdr = pool.alloc_from(&[9; 4]).unwrap();
+    hdr.chain(copy).unwrap();
+    assert_eq!((hdr.len(), hdr.nb_segs()), (3004, 3));
+    assert_eq!((pkt.len(), pkt.nb_segs()), (3000, 2), "the shared packet's own length is untouched");
+    assert_eq!(&hdr.to_vec()[4..], &frame(5, 3000)[..]);
+    drop((hdr, pkt));
+    assert_eq!(pool.in_use_count(), 0);
+}

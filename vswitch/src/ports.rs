@@ -13,10 +13,12 @@ use crate::config::{PortConfig, PortKind, VhostMode, VlanMode};
 /// A port's DPDK side.
 pub enum PortIo {
     Eth(EthPort),
+    /// Fields drop in order: the device handle before its socket, whose
+    /// unregistering would otherwise wait for it.
     Vhost {
-        sock: VhostSocket,
         /// The guest's device while one is connected.
         dev: Option<VhostDevice>,
+        sock: VhostSocket,
         /// Queue pairs the guest enabled (vring state events).
         enabled_pairs: u16,
     },

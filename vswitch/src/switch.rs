@@ -196,24 +196,33 @@ impl Switch {
         for st in self.ports.iter_mut().flatten() {
             let PortIo::Vhost { sock, dev, enabled_pairs } = &mut st.io else { continue };
             while let Some(ev) = sock.try_event() {
+                // A socket may get a second connection while a guest is up;
+                // only the first device's events count (the other is not
+                // polled, and its destroy waits for nothing of ours).
+                let current = dev.as_ref().map(|d| d.vid());
+                let mine = |vid: i32| current.is_none_or(|c| c == vid);
                 match ev {
-                    VhostEvent::NewDevice { vid } => {
+                    VhostEvent::NewDevice { vid } if current.is_none() => {
                         *dev = sock.device(vid);
                         changed = true;
                     }
-                    VhostEvent::DestroyDevice { vid } if dev.as_ref().is_some_and(|d| d.vid() == vid) => {
+                    VhostEvent::NewDevice { vid } => {
+                        eprintln!("vswitchd: port {}: a second guest (vid {vid}) connected; ignored", st.cfg.name);
+                    }
+                    VhostEvent::DestroyDevice { vid } if current == Some(vid) => {
                         // The library waits in destroy_device until the PMD
                         // threads and we have dropped every handle: replan now.
                         *dev = None;
+                        *enabled_pairs = 0;
                         changed = true;
                     }
                     // A pair counts once its guest-transmit ring is enabled.
-                    VhostEvent::VringState { queue, enabled, .. } if queue % 2 == 1 => {
+                    VhostEvent::VringState { vid, queue, enabled } if queue % 2 == 1 && mine(vid) => {
                         let pair = queue / 2 + 1;
                         *enabled_pairs = if enabled { (*enabled_pairs).max(pair) } else { (*enabled_pairs).min(pair - 1) };
                         changed |= dev.is_some();
                     }
-                    VhostEvent::NewConnection { .. } | VhostEvent::DestroyConnection { .. } => *enabled_pairs = 0,
+                    VhostEvent::NewConnection { .. } if current.is_none() => *enabled_pairs = 0,
                     _ => {}
                 }
             }
@@ -305,6 +314,7 @@ impl Switch {
         let Some(slot) = self.slot_of(name) else { return Response::err(format!("no port named {name:?}")) };
         let st = self.ports[slot as usize].take().expect("slot in use");
         if let Err(e) = self.replan() {
+            self.ports[slot as usize] = Some(st);
             return Response::err(e);
         }
         close(st.io);
