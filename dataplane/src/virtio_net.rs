@@ -161,65 +161,36 @@ mod tests {
     use crate::virtq::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
     use pmd_bridge::guest_mem::Gpa;
 
-    const SIZE: u16 = 16;
-    const DESC: u64 = 0x1000;
-    const AVAIL: u64 = 0x2000;
-    const USED: u64 = 0x3000;
-    const DATA: u64 = 0x10000;
+    use crate::virtq::test_guest::{TestGuest as Guest, DATA, USED};
 
-    struct Guest {
-        mem: GuestMemory,
-        idx: u16,
+    const SIZE: u16 = 16;
+
+    fn guest() -> Guest {
+        Guest::new(SIZE)
     }
 
-    impl Guest {
-        fn new() -> Guest {
-            Guest { mem: GuestMemory::new_owned(&[(0x1000, 0x3f000)]), idx: 0 }
+    /// Offers `n` receive buffers of `len` bytes (descriptors 0..n).
+    fn post(g: &mut Guest, n: u16, len: u32) {
+        for i in 0..n {
+            g.desc(i, DATA + 0x1000 * i as u64, len, VRING_DESC_F_WRITE, 0);
+            g.offer(i);
         }
+    }
 
-        fn desc(&self, i: u16, addr: u64, len: u32, flags: u16, next: u16) {
-            let mut d = [0u8; 16];
-            d[0..8].copy_from_slice(&addr.to_le_bytes());
-            d[8..12].copy_from_slice(&len.to_le_bytes());
-            d[12..14].copy_from_slice(&flags.to_le_bytes());
-            d[14..16].copy_from_slice(&next.to_le_bytes());
-            self.mem.write(Gpa(DESC + 16 * i as u64), &d).unwrap();
+    /// The used entries' (head, len), and the bytes they hold, in order.
+    fn received(g: &Guest, q: &SplitQueue) -> (Vec<(u32, u32)>, Vec<u8>) {
+        q.publish(&g.mem).unwrap();
+        let n = g.mem.read_u16(Gpa(USED + 2)).unwrap();
+        let mut entries = Vec::new();
+        let mut bytes = Vec::new();
+        for i in 0..n {
+            let (id, len) = g.used(i);
+            let mut b = vec![0u8; len as usize];
+            g.mem.read(Gpa(DATA + 0x1000 * id as u64), &mut b).unwrap();
+            bytes.extend(b);
+            entries.push((id, len));
         }
-
-        /// Offers `n` receive buffers of `len` bytes (descriptors 0..n).
-        fn post(&mut self, n: u16, len: u32) {
-            for i in 0..n {
-                self.desc(i, DATA + 0x1000 * i as u64, len, VRING_DESC_F_WRITE, 0);
-                self.offer(i);
-            }
-        }
-
-        fn offer(&mut self, head: u16) {
-            self.mem.write(Gpa(AVAIL + 4 + 2 * (self.idx % SIZE) as u64), &head.to_le_bytes()).unwrap();
-            self.idx = self.idx.wrapping_add(1);
-            self.mem.store_u16_release(Gpa(AVAIL + 2), self.idx).unwrap();
-        }
-
-        fn queue(&self) -> SplitQueue {
-            SplitQueue::new(SIZE, Gpa(DESC), Gpa(AVAIL), Gpa(USED), (0, 0)).unwrap()
-        }
-
-        /// The used entries' (head, len), and the bytes they hold, in order.
-        fn received(&self, q: &SplitQueue) -> (Vec<(u32, u32)>, Vec<u8>) {
-            q.publish(&self.mem).unwrap();
-            let n = self.mem.read_u16(Gpa(USED + 2)).unwrap();
-            let mut entries = Vec::new();
-            let mut bytes = Vec::new();
-            for i in 0..n as u64 {
-                let id = self.mem.read_u32(Gpa(USED + 4 + 8 * i)).unwrap();
-                let len = self.mem.read_u32(Gpa(USED + 8 + 8 * i)).unwrap();
-                let mut b = vec![0u8; len as usize];
-                self.mem.read(Gpa(DATA + 0x1000 * id as u64), &mut b).unwrap();
-                bytes.extend(b);
-                entries.push((id, len));
-            }
-            (entries, bytes)
-        }
+        (entries, bytes)
     }
 
     fn frame(len: usize) -> Vec<u8> {
@@ -228,13 +199,13 @@ mod tests {
 
     #[test]
     fn a_jumbo_frame_spreads_over_mergeable_buffers() {
-        let mut g = Guest::new();
-        g.post(8, 2048);
+        let mut g = guest();
+        post(&mut g, 8, 2048);
         let mut q = g.queue();
         let f = frame(9000);
         let r = deliver(&mut q, &g.mem, &FrameSource { head: &f, tail: None }, true).unwrap();
         assert_eq!(r, Delivery::Done { buffers: 5, guest_copies: 0 });
-        let (used, bytes) = g.received(&q);
+        let (used, bytes) = received(&g, &q);
         assert_eq!(used.iter().map(|u| u.1).sum::<u32>(), 9012);
         assert_eq!(u16::from_le_bytes([bytes[10], bytes[11]]), 5, "num_buffers");
         assert_eq!(bytes[..10], [0; 10], "no offloads");
@@ -243,8 +214,8 @@ mod tests {
 
     #[test]
     fn too_few_buffers_leave_the_ring_as_it_was() {
-        let mut g = Guest::new();
-        g.post(2, 2048);
+        let mut g = guest();
+        post(&mut g, 2, 2048);
         let mut q = g.queue();
         let f = frame(9000);
         assert_eq!(deliver(&mut q, &g.mem, &FrameSource { head: &f, tail: None }, true).unwrap(), Delivery::NoBuffers);
@@ -255,7 +226,7 @@ mod tests {
 
     #[test]
     fn payload_from_another_guest_is_copied_once() {
-        let mut a = Guest::new();
+        let mut a = guest();
         let payload = frame(3000);
         a.desc(0, DATA, 1000, VRING_DESC_F_NEXT, 1);
         a.desc(1, DATA + 0x2000, 2012, 0, 0);
@@ -268,18 +239,18 @@ mod tests {
         src.read(&a.mem, NET_HDR_LEN as u64, &mut scratch).unwrap();
         scratch.truncate(14);
 
-        let mut b = Guest::new();
-        b.post(4, 1024);
+        let mut b = guest();
+        post(&mut b, 4, 1024);
         let mut qb = b.queue();
         let source = FrameSource { head: &scratch, tail: Some((&a.mem, &src, NET_HDR_LEN as u64 + 14, 3000 - 14)) };
         assert_eq!(deliver(&mut qb, &b.mem, &source, true).unwrap(), Delivery::Done { buffers: 3, guest_copies: 1 });
-        let (_, bytes) = b.received(&qb);
+        let (_, bytes) = received(&b, &qb);
         assert_eq!(bytes[NET_HDR_LEN..], payload[..]);
     }
 
     #[test]
     fn a_bad_receive_chain_drops_the_frame_and_returns_buffers() {
-        let mut g = Guest::new();
+        let mut g = guest();
         g.desc(0, DATA, 1024, VRING_DESC_F_WRITE, 0);
         g.offer(0);
         g.desc(1, DATA + 0x1000, 1024, 0, 0); // not writable
@@ -287,7 +258,7 @@ mod tests {
         let mut q = g.queue();
         let f = frame(2000);
         assert_eq!(deliver(&mut q, &g.mem, &FrameSource { head: &f, tail: None }, true).unwrap(), Delivery::BadChain);
-        let (used, _) = g.received(&q);
+        let (used, _) = received(&g, &q);
         assert_eq!(used, [(0, 0), (1, 0)]);
     }
 }

@@ -370,4 +370,6 @@ impl SplitQueue {
 }
 
 #[cfg(test)]
+pub(crate) mod test_guest;
+#[cfg(test)]
 mod tests;

@@ -23,11 +23,10 @@ const EXT_ATTACHED: u64 = ffi::RTE_MBUF_F_EXTERNAL;
 
 impl Mbuf {
     /// Takes ownership of one reference to `m`.
-    ///
+    #[inline]
     /// # Safety
     /// `m` must be a valid mbuf chain whose reference the caller owns and
     /// hands over; no one may use that reference afterwards.
-    #[inline]
     pub unsafe fn from_raw(m: NonNull<ffi::rte_mbuf>) -> Mbuf {
         Mbuf(m)
     }
