@@ -49,6 +49,8 @@ pub struct Row {
     pub learned: Option<usize>,
     pub reordered: u64,
     pub duplicates: u64,
+    /// Payload copies per VM-to-VM packet (vswitchd's own counters).
+    pub copies_per_packet: Option<f64>,
     pub note: String,
 }
 
@@ -138,6 +140,7 @@ pub fn row(c: &Cell, rep: &GenReport, st: &SwitchStats, note: &str) -> Row {
         learned: None,
         reordered: rep.sink.reordered,
         duplicates: rep.sink.duplicates,
+        copies_per_packet: st.copies_per_packet,
         note,
     }
 }

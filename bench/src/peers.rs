@@ -64,6 +64,9 @@ pub struct SwitchStats {
     pub idle_fraction: Option<f64>,
     /// Packets flooded during the phase (None: the switch does not say).
     pub flooded: Option<u64>,
+    /// Payload copies per VM-to-VM packet, from the switch's own counters.
+    #[serde(default)]
+    pub copies_per_packet: Option<f64>,
 }
 
 /// A running switch with `n` client ports on `sockets`.
@@ -312,7 +315,10 @@ impl Running {
                 let pmd: Option<Vec<PmdInfo>> = self.ctl(Ctl::ShowPmd).ok().and_then(|v| serde_json::from_value(v).ok());
                 let ports: Option<Vec<PortInfo>> = self.ctl(Ctl::ShowPorts).ok().and_then(|v| serde_json::from_value(v).ok());
                 let p = pmd.as_ref().and_then(|v| v.first());
+                let copies: Option<vswitch::protocol::CopiesInfo> = self.ctl(Ctl::ShowCopies).ok().and_then(|v| serde_json::from_value(v).ok());
+                let vm_vm = copies.and_then(|c| c.paths.into_iter().find(|p| p.path == "vm-vm"));
                 SwitchStats {
+                    copies_per_packet: vm_vm.filter(|p| p.packets > 0).map(|p| p.payload_copies as f64 / p.packets as f64),
                     cycles_per_packet: p.map(|p| p.cycles_per_packet),
                     idle_fraction: p.map(|p| p.idle_cycles as f64 / (p.idle_cycles + p.busy_cycles).max(1) as f64),
                     flooded: ports.map(|ps| ps.iter().map(|p| p.flooded).sum::<u64>() - self.flooded_base),

@@ -69,7 +69,7 @@ pub fn summarize(rows: &[Row]) -> Vec<Summary> {
             generator_bound: rs.iter().all(|r| r.generator_bound),
             vs_ovs: ratio(base("ovs-normal")),
             vs_testpmd: ratio(base("testpmd-io")),
-            copies_per_packet: None,
+            copies_per_packet: median(rs.iter().filter_map(|r| r.copies_per_packet).collect()),
             notes,
         });
     }
@@ -83,12 +83,12 @@ fn opt(v: Option<f64>, prec: usize) -> String {
 /// The terminal table.
 pub fn table(sums: &[Summary]) -> String {
     let mut s = format!(
-        "{:<11} {:<10} {:>6} {:>5} {:>8} {:>7} {:>7} {:>8} {:>8} {:>9} {:>8} {:>5} {:>7} {:>7}\n",
-        "switch", "scenario", "flows", "size", "Mpps", "Gbps", "loss%", "p50 us", "p99 us", "p99.9 us", "cyc/pkt", "gen", "xOVS", "xtpmd"
+        "{:<11} {:<10} {:>6} {:>5} {:>8} {:>7} {:>7} {:>8} {:>8} {:>9} {:>8} {:>6} {:>5} {:>7} {:>7}\n",
+        "switch", "scenario", "flows", "size", "Mpps", "Gbps", "loss%", "p50 us", "p99 us", "p99.9 us", "cyc/pkt", "cp/pkt", "gen", "xOVS", "xtpmd"
     );
     for r in sums {
         s.push_str(&format!(
-            "{:<11} {:<10} {:>6} {:>5} {:>8.3} {:>7.2} {:>7.3} {:>8.1} {:>8.1} {:>9.1} {:>8} {:>5} {:>7} {:>7}\n",
+            "{:<11} {:<10} {:>6} {:>5} {:>8.3} {:>7.2} {:>7.3} {:>8.1} {:>8.1} {:>9.1} {:>8} {:>6} {:>5} {:>7} {:>7}\n",
             r.switch,
             r.scenario,
             r.flows,
@@ -100,6 +100,7 @@ pub fn table(sums: &[Summary]) -> String {
             r.latency_p99_us,
             r.latency_p999_us,
             opt(r.cycles_per_packet, 0),
+            opt(r.copies_per_packet, 2),
             if r.generator_bound { "BOUND" } else if r.counted < r.repeats { "some" } else { "ok" },
             opt(r.vs_ovs, 2),
             opt(r.vs_testpmd, 2),

@@ -22,6 +22,7 @@ fn agree(kind: SwitchKind, tag: &str, scenario: &str, size: Size) {
     if kind == SwitchKind::Vswitchd {
         assert_eq!(st.flooded, Some(0), "learned before measuring: no flooding");
         assert!(st.cycles_per_packet.is_some());
+        assert_eq!(st.copies_per_packet, Some(2.0), "rte_vhost: out of one guest, into the other");
     }
 }
 

@@ -66,9 +66,53 @@ pub struct PortCounters {
     pub drops: [AtomicU64; DropReason::COUNT],
 }
 
+/// Where a packet went, for copy accounting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Path {
+    VmVm,
+    VmNic,
+    NicVm,
+    NicNic,
+    Flood,
+}
+
+impl Path {
+    pub const ALL: [Path; 5] = [Path::VmVm, Path::VmNic, Path::NicVm, Path::NicNic, Path::Flood];
+
+    pub fn of(from_vm: bool, to_vm: bool) -> Path {
+        match (from_vm, to_vm) {
+            (true, true) => Path::VmVm,
+            (true, false) => Path::VmNic,
+            (false, true) => Path::NicVm,
+            (false, false) => Path::NicNic,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Path::VmVm => "vm-vm",
+            Path::VmNic => "vm-nic",
+            Path::NicVm => "nic-vm",
+            Path::NicNic => "nic-nic",
+            Path::Flood => "flood",
+        }
+    }
+}
+
+/// Packets on one path, and the payload copies made for them (receive-side
+/// copies out of a guest plus one per delivery into a guest).
+#[derive(Default)]
+pub struct PathCounters {
+    pub packets: AtomicU64,
+    pub payload_copies: AtomicU64,
+    pub bytes_copied: AtomicU64,
+}
+
 /// One PMD thread's counters; written only by that thread.
 pub struct PmdCounters {
     pub ports: Vec<PortCounters>,
+    pub paths: [PathCounters; 5],
     /// TSC cycles spent in iterations that received something.
     pub busy_cycles: AtomicU64,
     /// TSC cycles spent polling queues that had nothing.
@@ -85,6 +129,7 @@ impl Default for PmdCounters {
     fn default() -> Self {
         PmdCounters {
             ports: (0..MAX_PORTS).map(|_| PortCounters::default()).collect(),
+            paths: Default::default(),
             busy_cycles: AtomicU64::new(0),
             idle_cycles: AtomicU64::new(0),
             packets: AtomicU64::new(0),

@@ -22,12 +22,20 @@ pub struct PortView {
     pub vlan: VlanMode,
     /// Longest frame accepted on input (MTU + Ethernet header + a tag).
     pub max_frame: usize,
+    /// A VM's port whose frames are copied in and out by rte_vhost (one
+    /// payload copy each way), as opposed to a NIC's (DMA, no copy).
+    pub vm: bool,
 }
 
 impl PortView {
     pub fn new(name: &str, slot: u16, gen: u16, vlan: VlanMode, mtu: u16) -> PortView {
         let max_frame = mtu as usize + ETH_HLEN + VLAN_HLEN;
-        PortView { name: name.to_string(), slot, gen, vlan, max_frame }
+        PortView { name: name.to_string(), slot, gen, vlan, max_frame, vm: false }
+    }
+
+    pub fn with_vm(mut self, vm: bool) -> PortView {
+        self.vm = vm;
+        self
     }
 }
 

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use pmd_bridge::cycles::tsc;
 use pmd_bridge::{Burst, Mbuf, Mempool, BURST};
 
-use crate::counters::{bump, DropReason, PmdCounters, MAX_PORTS};
+use crate::counters::{bump, DropReason, Path, PmdCounters, MAX_PORTS};
 use crate::fdb::Fdb;
 use crate::fwd::{decide, Decision, PortTable, PortView};
 use crate::port_io::{RxPort, TxPort};
@@ -58,6 +58,11 @@ pub struct PmdContext {
     pub clock: Arc<AtomicU32>,
 }
 
+#[inline(always)]
+fn add(a: [u64; 3], b: [u64; 3]) -> [u64; 3] {
+    [a[0] + b[0], a[1] + b[1], a[2] + b[2]]
+}
+
 /// Flood targets of one packet, on the stack.
 struct TargetList {
     slots: [u16; MAX_PORTS],
@@ -87,13 +92,19 @@ impl IntoIterator for TargetList {
 /// flush visits only those.
 struct Outputs {
     batches: Vec<Burst>,
+    /// The path of each packet in the batch of the same slot.
+    paths: Vec<[Path; BURST]>,
     dirty: Vec<u16>,
 }
 
 /// Runs the loop until a `Stop` message; returns 0.
 pub fn run(ctx: PmdContext) -> i32 {
     let mut plan = PmdPlan::empty();
-    let mut out = Outputs { batches: (0..MAX_PORTS).map(|_| Burst::new()).collect(), dirty: Vec::with_capacity(MAX_PORTS) };
+    let mut out = Outputs {
+        batches: (0..MAX_PORTS).map(|_| Burst::new()).collect(),
+        paths: vec![[Path::NicNic; BURST]; MAX_PORTS],
+        dirty: Vec::with_capacity(MAX_PORTS),
+    };
     let mut dropped = Burst::new();
     let mut now = ctx.clock.load(Ordering::Relaxed);
     let mut seen = 0;
@@ -171,7 +182,10 @@ impl Egress<'_> {
         // Pass 2: move.
         let (mut forwarded, mut flooded) = (0u64, 0u64);
         let mut drops = [0u64; DropReason::COUNT];
+        let mut paths = [[0u64; 3]; 5];
+        let copied_in = input.vm as u64;
         for (m, d) in rx.drain().zip(decisions) {
+            let len = m.len() as u64;
             match d {
                 Decision::Drop(r) => {
                     drops[r as usize] += 1;
@@ -179,13 +193,21 @@ impl Egress<'_> {
                 }
                 Decision::Unicast { out, vlan, tagged } => {
                     forwarded += 1;
-                    self.emit(out, m, vlan, tagged);
+                    let path = Path::of(input.vm, self.ports[out as usize].as_ref().is_some_and(|p| p.vm));
+                    paths[path as usize] = add(paths[path as usize], [1, copied_in, copied_in * len]);
+                    self.emit(out, m, vlan, tagged, path);
                 }
                 Decision::Flood { vlan, tagged } => {
                     flooded += 1;
+                    paths[Path::Flood as usize] = add(paths[Path::Flood as usize], [1, copied_in, copied_in * len]);
                     self.flood(in_slot, m, vlan, tagged);
                 }
             }
+        }
+        for (c, n) in self.ctx.counters.paths.iter().zip(paths) {
+            bump(&c.packets, n[0]);
+            bump(&c.payload_copies, n[1]);
+            bump(&c.bytes_copied, n[2]);
         }
         let pc = &self.ctx.counters.ports[in_slot as usize];
         bump(&pc.forwarded, forwarded);
@@ -225,14 +247,14 @@ impl Egress<'_> {
             return;
         };
         for next in targets {
-            self.emit(prev, m.share(), vlan, tagged);
+            self.emit(prev, m.share(), vlan, tagged, Path::Flood);
             prev = next;
         }
-        self.emit(prev, m, vlan, tagged);
+        self.emit(prev, m, vlan, tagged, Path::Flood);
     }
 
     #[inline]
-    fn emit(&mut self, out: u16, m: Mbuf, vlan: u16, tagged: bool) {
+    fn emit(&mut self, out: u16, m: Mbuf, vlan: u16, tagged: bool, path: Path) {
         let Some(port) = self.ports[out as usize].as_ref() else {
             self.discard(m);
             return;
@@ -245,17 +267,17 @@ impl Egress<'_> {
                 return;
             }
         };
+        if self.out.batches[out as usize].is_full() {
+            // A full batch mid-burst (a flood of many packets): send it now.
+            self.out.dirty.retain(|&d| d != out);
+            self.flush_one(out);
+        }
         let batch = &mut self.out.batches[out as usize];
         if batch.is_empty() {
             self.out.dirty.push(out);
         }
-        if let Err(m) = batch.push(m) {
-            // A full batch mid-burst (a flood of many packets): send it now.
-            self.out.dirty.retain(|&d| d != out);
-            self.flush_one(out);
-            self.out.dirty.push(out);
-            let _ = self.out.batches[out as usize].push(m);
-        }
+        self.out.paths[out as usize][batch.len()] = path;
+        let _ = batch.push(m);
     }
 
     fn flush_all(&mut self) {
@@ -276,12 +298,27 @@ impl Egress<'_> {
             batch.clear();
             return;
         };
-        let bytes: usize = batch.iter().map(|m| m.len()).sum();
+        let mut lens = [0u64; BURST];
+        for (l, m) in lens.iter_mut().zip(batch.iter()) {
+            *l = m.len() as u64;
+        }
         let sent = tx.send(batch);
-        let unsent_bytes: usize = batch.iter().map(|m| m.len()).sum();
+        let sent_bytes: u64 = lens[..sent].iter().sum();
         bump(&c.tx_packets, sent as u64);
-        bump(&c.tx_bytes, (bytes - unsent_bytes) as u64);
+        bump(&c.tx_bytes, sent_bytes);
         bump(&c.drops[DropReason::TxFull as usize], batch.len() as u64);
         batch.clear();
+        // Each delivery into a guest through rte_vhost is one payload copy.
+        if self.ports[out as usize].as_ref().is_some_and(|p| p.vm) {
+            let mut copies = [[0u64; 2]; 5];
+            for (&path, &len) in self.out.paths[out as usize].iter().zip(&lens).take(sent) {
+                copies[path as usize][0] += 1;
+                copies[path as usize][1] += len;
+            }
+            for (c, n) in self.ctx.counters.paths.iter().zip(copies) {
+                bump(&c.payload_copies, n[0]);
+                bump(&c.bytes_copied, n[1]);
+            }
+        }
     }
 }

@@ -37,7 +37,7 @@ impl PortState {
             VlanMode::Access(v) => DpVlan::Access(*v),
             VlanMode::Trunk(vs) => DpVlan::Trunk(Box::new(VlanSet::new(vs))),
         };
-        PortView::new(&self.cfg.name, self.slot, self.gen, vlan, self.cfg.mtu)
+        PortView::new(&self.cfg.name, self.slot, self.gen, vlan, self.cfg.mtu).with_vm(matches!(self.io, PortIo::Vhost { .. }))
     }
 
     pub fn kind(&self) -> &'static str {

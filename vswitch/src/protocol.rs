@@ -16,6 +16,8 @@ pub enum Command {
     ShowPmd,
     ShowPmdRxq,
     ShowMempool,
+    /// Packets, payload copies and bytes copied per path.
+    ShowCopies,
     /// Fields as in a `[[port]]` table of the config file.
     PortAdd { port: serde_json::Value },
     PortDel { name: String },
@@ -106,6 +108,20 @@ pub struct PmdRxqInfo {
     pub index: usize,
     pub core: u32,
     pub rxqs: Vec<RxqInfo>,
+}
+
+/// One path's copy accounting (`show copies`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PathCopies {
+    pub path: String,
+    pub packets: u64,
+    pub payload_copies: u64,
+    pub bytes_copied: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CopiesInfo {
+    pub paths: Vec<PathCopies>,
 }
 
 /// The switch's mbuf pool; cached mbufs count as free.

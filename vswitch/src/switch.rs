@@ -11,7 +11,7 @@ use std::sync::mpsc::{channel, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dataplane::counters::{DropReason, PmdCounters, PmdTotals, PortTotals, MAX_PORTS};
+use dataplane::counters::{DropReason, Path, PmdCounters, PmdTotals, PortTotals, MAX_PORTS};
 use dataplane::fdb::Fdb;
 use dataplane::pmd_loop::{self, PmdContext, PmdMsg, PmdPlan, RxSource};
 use dataplane::port_io::{RxPort, TxPort};
@@ -21,7 +21,7 @@ use pmd_bridge::{Eal, Mempool, VhostEvent};
 
 use crate::config::{self, Config, PortConfig, State, VlanMode};
 use crate::ports::{self, PortIo, PortState};
-use crate::protocol::{format_mac, Command, FdbInfo, MempoolInfo, PmdInfo, PmdRxqInfo, PortInfo, Response, RxqInfo};
+use crate::protocol::{format_mac, Command, CopiesInfo, FdbInfo, MempoolInfo, PathCopies, PmdInfo, PmdRxqInfo, PortInfo, Response, RxqInfo};
 
 const QUIESCE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -49,6 +49,7 @@ pub struct Switch {
     ports: Vec<Option<PortState>>,
     gens: Vec<u16>,
     port_base: Vec<PortTotals>,
+    copies_base: [[u64; 3]; 5],
     rxq_map: Vec<Vec<(u16, u16)>>,
 }
 
@@ -94,6 +95,7 @@ impl Switch {
             ports: (0..MAX_PORTS).map(|_| None).collect(),
             gens: vec![0; MAX_PORTS],
             port_base: vec![PortTotals::default(); MAX_PORTS],
+            copies_base: [[0; 3]; 5],
             rxq_map: Vec::new(),
         };
         for pc in sw.cfg.ports.clone() {
@@ -262,6 +264,7 @@ impl Switch {
             Command::ShowFdb => serde_json::to_value(self.show_fdb()),
             Command::ShowPmd => serde_json::to_value(self.show_pmd()),
             Command::ShowPmdRxq => serde_json::to_value(self.show_pmd_rxq()),
+            Command::ShowCopies => serde_json::to_value(self.show_copies()),
             Command::ShowMempool => serde_json::to_value(MempoolInfo {
                 size: self.pool.size(),
                 free: self.pool.free_count(),
@@ -278,6 +281,7 @@ impl Switch {
                 for p in &mut self.pmds {
                     p.base = PmdTotals::read(&p.counters);
                 }
+                self.copies_base = self.copies_now();
                 Ok(serde_json::Value::Null)
             }
             Command::PortAdd { port } => return self.port_add(&port),
@@ -418,6 +422,32 @@ impl Switch {
                 }
             })
             .collect()
+    }
+
+    /// Per path: packets, payload copies, bytes copied, summed over threads.
+    fn copies_now(&self) -> [[u64; 3]; 5] {
+        let mut t = [[0u64; 3]; 5];
+        for p in &self.pmds {
+            for (acc, c) in t.iter_mut().zip(&p.counters.paths) {
+                acc[0] += c.packets.load(Ordering::Relaxed);
+                acc[1] += c.payload_copies.load(Ordering::Relaxed);
+                acc[2] += c.bytes_copied.load(Ordering::Relaxed);
+            }
+        }
+        t
+    }
+
+    fn show_copies(&self) -> CopiesInfo {
+        let now = self.copies_now();
+        CopiesInfo {
+            paths: Path::ALL
+                .iter()
+                .map(|&p| {
+                    let (n, b) = (now[p as usize], self.copies_base[p as usize]);
+                    PathCopies { path: p.name().into(), packets: n[0] - b[0], payload_copies: n[1] - b[1], bytes_copied: n[2] - b[2] }
+                })
+                .collect(),
+        }
     }
 
     fn show_pmd_rxq(&self) -> Vec<PmdRxqInfo> {

@@ -6,7 +6,7 @@
 mod common;
 
 use common::*;
-use vswitch::protocol::{Command, FdbInfo};
+use vswitch::protocol::{Command, CopiesInfo, FdbInfo};
 
 const PORTS: &str = r#"
 [[port]]
@@ -127,6 +127,13 @@ fn learning_flooding_and_vlans() {
     let f = frame(c, mac(0xd), None, 64, 5);
     net.send(2, std::slice::from_ref(&f));
     assert_eq!(net.vms[3].recv(1), [retag(&f, Some(20))]);
+
+    // rte_vhost copies twice VM to VM (out of one guest, into the other).
+    let copies: CopiesInfo = serde_json::from_value(net.sw.ctl(Command::ShowCopies).result).unwrap();
+    let vm_vm = copies.paths.iter().find(|p| p.path == "vm-vm").unwrap();
+    assert!(vm_vm.packets >= 100 && vm_vm.payload_copies == 2 * vm_vm.packets, "{copies:?}");
+    let flood = copies.paths.iter().find(|p| p.path == "flood").unwrap();
+    assert!(flood.payload_copies > flood.packets, "one copy in, one per guest out: {copies:?}");
 
     let fdb: Vec<FdbInfo> = serde_json::from_value(net.sw.ctl(Command::ShowFdb).result).unwrap();
     let has = |vlan: u16, m: [u8; 6], port: &str| {

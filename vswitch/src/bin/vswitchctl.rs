@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use serde_json::{json, Value};
 use vswitch::ctl_server::request;
-use vswitch::protocol::{Command, FdbInfo, MempoolInfo, PmdInfo, PmdRxqInfo, PortInfo};
+use vswitch::protocol::{Command, CopiesInfo, FdbInfo, MempoolInfo, PmdInfo, PmdRxqInfo, PortInfo};
 
 #[derive(Parser)]
 #[command(version, about = "Control a running vswitchd")]
@@ -25,7 +25,7 @@ struct Args {
 enum Cmd {
     /// Show ports, the MAC table, PMD threads, or the rx queue placement.
     Show {
-        #[arg(value_parser = ["ports", "fdb", "pmd", "pmd-rxq", "mempool"])]
+        #[arg(value_parser = ["ports", "fdb", "pmd", "pmd-rxq", "mempool", "copies"])]
         what: String,
     },
     /// Add or delete a port at run time (kept across restarts).
@@ -83,6 +83,7 @@ fn main() -> ExitCode {
             "fdb" => Command::ShowFdb,
             "pmd" => Command::ShowPmd,
             "mempool" => Command::ShowMempool,
+            "copies" => Command::ShowCopies,
             _ => Command::ShowPmdRxq,
         },
         Cmd::Port { op: PortOp::Del { name } } => Command::PortDel { name },
@@ -109,7 +110,12 @@ fn main() -> ExitCode {
     };
     let show = matches!(
         command,
-        Command::ShowPorts | Command::ShowFdb | Command::ShowPmd | Command::ShowPmdRxq | Command::ShowMempool
+        Command::ShowPorts
+            | Command::ShowFdb
+            | Command::ShowPmd
+            | Command::ShowPmdRxq
+            | Command::ShowMempool
+            | Command::ShowCopies
     );
     let which = command.clone();
     let resp = match request(&args.socket, command) {
@@ -169,6 +175,14 @@ fn print_table(cmd: &Command, v: Value) -> Result<(), serde_json::Error> {
                 println!("  idle cycles: {}", p.idle_cycles);
                 println!("  avg. cycles per packet: {:.2}", p.cycles_per_packet);
                 println!("  iterations: {}", p.iterations);
+            }
+        }
+        Command::ShowCopies => {
+            let c: CopiesInfo = serde_json::from_value(v)?;
+            println!("{:<8} {:>14} {:>16} {:>16} {:>12}", "path", "packets", "payload copies", "bytes copied", "copies/pkt");
+            for p in c.paths {
+                let per = if p.packets == 0 { "-".to_string() } else { format!("{:.2}", p.payload_copies as f64 / p.packets as f64) };
+                println!("{:<8} {:>14} {:>16} {:>16} {:>12}", p.path, p.packets, p.payload_copies, p.bytes_copied, per);
             }
         }
         Command::ShowMempool => {
