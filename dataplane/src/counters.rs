@@ -52,6 +52,7 @@ drop_reasons! {
     NoMbuf = "no_mbuf", tx: "No mbuf for a VLAN header or copy on output.";
     TxFull = "tx_full", tx: "Output queue (or guest receive ring) full after the retries.";
     PortDown = "port_down", tx: "Output port has no queue to send on (guest not connected).";
+    BadDescriptor = "bad_descriptor", tx: "A guest chain refused (copy-once ports): returned to the guest empty.";
 }
 
 /// One port's counters within one PMD thread's block.

@@ -4,6 +4,7 @@
 pub mod counters;
 pub mod fdb;
 pub mod fwd;
+pub mod own_ring;
 pub mod packet;
 pub mod parse;
 pub mod pmd_loop;

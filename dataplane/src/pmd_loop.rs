@@ -53,6 +53,8 @@ pub struct PmdContext {
     pub counters: Arc<PmdCounters>,
     pub quiesce: Arc<Quiesce>,
     pub msgs: Receiver<PmdMsg>,
+    /// Plans this thread is done with, back to the control thread.
+    pub returns: std::sync::mpsc::Sender<PmdPlan>,
     /// Seconds since the switch started, kept by the control thread: the
     /// MAC table's clock, the same for every thread.
     pub clock: Arc<AtomicU32>,
@@ -115,9 +117,14 @@ pub fn run(ctx: PmdContext) -> i32 {
         if epoch != seen {
             while let Ok(msg) = ctx.msgs.try_recv() {
                 match msg {
-                    PmdMsg::Plan(p) => plan = p,
+                    PmdMsg::Plan(p) => {
+                        // The old plan goes back: a copy-once ring's indices
+                        // live in it and must outlive this thread's use.
+                        let old = std::mem::replace(&mut plan, p);
+                        let _ = ctx.returns.send(old);
+                    }
                     PmdMsg::Stop => {
-                        drop(plan);
+                        let _ = ctx.returns.send(plan);
                         ctx.quiesce.ack(ctx.index, epoch);
                         return 0;
                     }
@@ -134,7 +141,8 @@ pub fn run(ctx: PmdContext) -> i32 {
         let PmdPlan { ports, rx: sources, tx } = &mut plan;
         for src in sources.iter_mut() {
             let t0 = tsc();
-            let n = src.port.recv(&ctx.pool, &mut rx);
+            let (n, bad) = src.port.recv(&ctx.pool, &mut rx);
+            bump(&ctx.counters.ports[src.slot as usize].drops[DropReason::BadDescriptor as usize], bad);
             if n == 0 {
                 bump(&ctx.counters.idle_cycles, tsc() - t0);
                 continue;
@@ -302,7 +310,8 @@ impl Egress<'_> {
         for (l, m) in lens.iter_mut().zip(batch.iter()) {
             *l = m.len() as u64;
         }
-        let sent = tx.send(batch);
+        let (sent, bad) = tx.send(batch);
+        bump(&c.drops[DropReason::BadDescriptor as usize], bad);
         let sent_bytes: u64 = lens[..sent].iter().sum();
         bump(&c.tx_packets, sent as u64);
         bump(&c.tx_bytes, sent_bytes);

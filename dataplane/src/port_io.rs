@@ -5,10 +5,14 @@
 //! datapath (the copy-once vhost path) adds its variants here.
 use pmd_bridge::{Burst, Mempool, RxQueue, TxQueue, VhostRxQueue, VhostTxQueue};
 
+use crate::own_ring::OwnRing;
+
 pub enum RxPort {
     Eth(RxQueue),
     /// Copies what the guest sends into mbufs from the pool.
     Vhost(VhostRxQueue),
+    /// A copy-once port: the guest's transmit ring, walked by us.
+    Own(Box<OwnRing>),
 }
 
 pub enum TxPort {
@@ -17,24 +21,30 @@ pub enum TxPort {
     /// Copies into the guest's receive buffers, retrying up to `retries`
     /// times while the guest's ring is full (OVS retries 8 times).
     Vhost { q: VhostTxQueue, retries: u32 },
+    /// A copy-once port: this thread's guest receive ring, walked by us.
+    Own(Box<OwnRing>),
 }
 
 impl RxPort {
+    /// Receives into `burst`: (frames received, bad guest chains refused).
     #[inline]
-    pub fn recv(&mut self, pool: &Mempool, burst: &mut Burst) -> usize {
+    pub fn recv(&mut self, pool: &Mempool, burst: &mut Burst) -> (usize, u64) {
         match self {
-            RxPort::Eth(q) => q.rx_burst(burst),
-            RxPort::Vhost(q) => q.dequeue_burst(pool, burst),
+            RxPort::Eth(q) => (q.rx_burst(burst), 0),
+            RxPort::Vhost(q) => (q.dequeue_burst(pool, burst), 0),
+            RxPort::Own(r) => r.recv(pool, burst),
         }
     }
 }
 
 impl TxPort {
     /// Sends what the port takes from the front of `burst`; the rest stays.
+    /// Returns (sent, dropped because the guest's chain was bad).
     #[inline]
-    pub fn send(&mut self, burst: &mut Burst) -> usize {
+    pub fn send(&mut self, burst: &mut Burst) -> (usize, u64) {
         match self {
-            TxPort::Eth(q) => q.tx_burst(burst),
+            TxPort::Eth(q) => (q.tx_burst(burst), 0),
+            TxPort::Own(r) => r.send(burst),
             TxPort::Vhost { q, retries } => {
                 let mut sent = q.enqueue_burst(burst);
                 let mut tries = 0;
@@ -42,7 +52,7 @@ impl TxPort {
                     sent += q.enqueue_burst(burst);
                     tries += 1;
                 }
-                sent
+                (sent, 0)
             }
         }
     }

@@ -160,7 +160,7 @@ impl<const N: usize> Burst<N> {
     /// Frees the first `n` mbufs (a copying sender is done with them) and
     /// moves the rest to the front.
     #[inline]
-    pub(crate) fn free_front(&mut self, n: usize) {
+    pub fn free_front(&mut self, n: usize) {
         let n = n.min(self.len);
         if n > 0 {
             // SAFETY: slots 0..n are owned; consume_front forgets exactly them.

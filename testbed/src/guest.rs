@@ -40,7 +40,9 @@ impl GuestImage {
             .map(PathBuf::from)
             .unwrap_or_else(|| crate::target_dir().join("guest"));
         let version = kernel_package()?;
-        let dir = cache.join(&version);
+        // Keyed by kernel and init script: a changed recipe builds anew.
+        let recipe = init_script().bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
+        let dir = cache.join(format!("{version}-{recipe:016x}"));
         let image = GuestImage { kernel: dir.join("vmlinuz"), initrd: dir.join("initrd.img") };
         if image.kernel.exists() && image.initrd.exists() {
             return Ok(image);
@@ -138,6 +140,7 @@ ip link set eth0 up
 [ -n "$MTU" ] && ip link set eth0 mtu "$MTU"
 [ -n "$IP" ] && ip addr add "$IP" dev eth0
 stty -echo
+export PS1=''
 echo {READY}
 exec sh
 "#,

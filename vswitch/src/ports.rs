@@ -8,7 +8,8 @@ use dataplane::fwd::PortView;
 use dataplane::vlan::{VlanMode as DpVlan, VlanSet};
 use pmd_bridge::{Eal, EthPort, Mempool, PortConfig as EthConfig, VhostDevice, VhostMode as BridgeMode, VhostSocket};
 
-use crate::config::{PortConfig, PortKind, VhostMode, VlanMode};
+use crate::config::{Datapath, PortConfig, PortKind, VhostMode, VlanMode};
+use crate::own_rings::{self, OwnState};
 
 /// A port's DPDK side.
 pub enum PortIo {
@@ -17,7 +18,9 @@ pub enum PortIo {
     /// unregistering would otherwise wait for it.
     Vhost {
         /// The guest's device while one is connected.
-        dev: Option<VhostDevice>,
+        dev: Option<Arc<VhostDevice>>,
+        /// A copy-once port's rings (None: rte_vhost's datapath).
+        own: Option<OwnState>,
         sock: VhostSocket,
         /// Queue pairs the guest enabled (vring state events).
         enabled_pairs: u16,
@@ -79,7 +82,7 @@ pub fn open(eal: &Eal, cfg: &PortConfig, pool: &Arc<Mempool>, pmds: u16) -> Resu
             port.start().map_err(|e| format!("port {}: {e}", cfg.name))?;
             Ok(PortIo::Eth(port))
         }
-        PortKind::VhostUser { mode, path, owner, group, permissions, .. } => {
+        PortKind::VhostUser { mode, path, owner, group, permissions, datapath } => {
             let bmode = match mode {
                 VhostMode::Server => BridgeMode::Server,
                 VhostMode::Client => BridgeMode::Client,
@@ -89,12 +92,16 @@ pub fn open(eal: &Eal, cfg: &PortConfig, pool: &Arc<Mempool>, pmds: u16) -> Resu
             }
             let p = path.to_str().ok_or_else(|| format!("port {}: socket path is not UTF-8", cfg.name))?;
             let sock = VhostSocket::register(eal, p, bmode).map_err(|e| format!("port {}: {e}", cfg.name))?;
+            let own = (*datapath == Datapath::CopyOnce).then(OwnState::default);
+            if own.is_some() {
+                sock.set_features(own_rings::FEATURES).map_err(|e| format!("port {}: {e}", cfg.name))?;
+            }
             sock.start().map_err(|e| format!("port {}: {e}", cfg.name))?;
             if *mode == VhostMode::Server {
                 set_socket_access(path, owner.as_deref(), group.as_deref(), *permissions)
                     .map_err(|e| format!("port {}: {e}", cfg.name))?;
             }
-            Ok(PortIo::Vhost { sock, dev: None, enabled_pairs: 0 })
+            Ok(PortIo::Vhost { sock, dev: None, own, enabled_pairs: 0 })
         }
     }
 }

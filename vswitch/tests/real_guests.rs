@@ -45,8 +45,9 @@ fn transfer(a: &mut Guest, b: &mut Guest, mb: u32) {
     let sum_a = a.run_ok("md5sum /www/f", CMD).unwrap();
     b.run_ok("rm -f /tmp/f; wget -q -O /tmp/f http://10.0.0.1/f", CMD).unwrap();
     let sum_b = b.run_ok("md5sum /tmp/f", CMD).unwrap();
-    let digest = |s: &str| s.split_whitespace().next().map(str::to_owned);
-    assert!(digest(&sum_a).is_some_and(|d| d.len() == 32), "{sum_a}");
+    // The 32-hex-digit token: the console may carry a prompt or a kernel line too.
+    let digest = |s: &str| s.split_whitespace().find(|t| t.len() == 32 && t.chars().all(|c| c.is_ascii_hexdigit())).map(str::to_owned);
+    assert!(digest(&sum_a).is_some(), "{sum_a}");
     assert_eq!(digest(&sum_a), digest(&sum_b), "the file arrived intact");
 }
 
@@ -58,9 +59,19 @@ fn ping(from: &mut Guest, to: &str) {
 
 #[test]
 fn guests_ping_and_transfer_through_vswitchd_across_a_qemu_restart() {
+    scenario(PORTS);
+}
+
+/// The same on copy-once ports: the switch walks the guests' rings itself.
+#[test]
+fn guests_on_copy_once_ports() {
+    scenario(&PORTS.replace("type = \"vhost-user\"\n", "type = \"vhost-user\"\ndatapath = \"copy-once\"\n"));
+}
+
+fn scenario(ports: &str) {
     let image = GuestImage::get().expect("guest image");
     let dir = tempfile::tempdir().unwrap();
-    let sw = Switchd::start(dir.path(), "", PORTS);
+    let sw = Switchd::start(dir.path(), "", ports);
     let mut a = boot("vm1", &image, dir.path(), SocketRole::QemuServer, 1);
     let mut b = boot("vm2", &image, dir.path(), SocketRole::QemuClient, 2);
     sw.wait_ports("both guests connected", |ps| ps.iter().all(|p| p.state == "up"));
@@ -77,5 +88,6 @@ fn guests_ping_and_transfer_through_vswitchd_across_a_qemu_restart() {
     transfer(&mut a, &mut b, 8);
 
     let vm2 = sw.port("vm2");
-    assert!(vm2.rx_packets > 1000 && vm2.forwarded > 1000, "{vm2:?}");
+    // vm2 fetched 16 MB: thousands of frames to it, acknowledgements back.
+    assert!(vm2.tx_packets > 1000 && vm2.forwarded > 100, "{vm2:?}");
 }

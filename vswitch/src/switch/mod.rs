@@ -7,11 +7,11 @@
 //! moment; packets wait in the rings, nothing is dropped.
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::mpsc::{channel, Sender};
+use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dataplane::counters::{DropReason, Path, PmdCounters, PmdTotals, PortTotals, MAX_PORTS};
+use dataplane::counters::{PmdCounters, PmdTotals, PortTotals, MAX_PORTS};
 use dataplane::fdb::Fdb;
 use dataplane::pmd_loop::{self, PmdContext, PmdMsg, PmdPlan, RxSource};
 use dataplane::port_io::{RxPort, TxPort};
@@ -19,9 +19,9 @@ use dataplane::quiesce::Quiesce;
 use pmd_bridge::lcore::{self, LcoreJob};
 use pmd_bridge::{Eal, Mempool, VhostEvent};
 
-use crate::config::{self, Config, PortConfig, State, VlanMode};
+use crate::config::{self, Config, PortConfig, State};
 use crate::ports::{self, PortIo, PortState};
-use crate::protocol::{format_mac, Command, CopiesInfo, FdbInfo, MempoolInfo, PathCopies, PmdInfo, PmdRxqInfo, PortInfo, Response, RxqInfo};
+use crate::protocol::{Command, MempoolInfo, Response};
 
 const QUIESCE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -51,6 +51,8 @@ pub struct Switch {
     port_base: Vec<PortTotals>,
     copies_base: [[u64; 3]; 5],
     rxq_map: Vec<Vec<(u16, u16)>>,
+    /// Plans the PMD threads are done with (copy-once rings come back here).
+    returns: Receiver<PmdPlan>,
 }
 
 impl Switch {
@@ -63,6 +65,7 @@ impl Switch {
         let fdb = Arc::new(Fdb::new(cfg.switch.fdb_size, cfg.switch.fdb_aging_secs));
         let quiesce = Arc::new(Quiesce::new(workers.len()));
         let clock = Arc::new(AtomicU32::new(0));
+        let (returns_tx, returns) = channel();
         let mut pmds = Vec::new();
         for (index, (&lcore, &core)) in workers.iter().zip(&cfg.switch.pmd_cores).enumerate() {
             let (tx, rx) = channel();
@@ -74,6 +77,7 @@ impl Switch {
                 counters: Arc::clone(&counters),
                 quiesce: Arc::clone(&quiesce),
                 msgs: rx,
+                returns: returns_tx.clone(),
                 clock: Arc::clone(&clock),
             };
             let job = lcore::launch(lcore, move || pmd_loop::run(ctx)).map_err(|e| format!("launch PMD on lcore {lcore}: {e}"))?;
@@ -97,6 +101,7 @@ impl Switch {
             port_base: vec![PortTotals::default(); MAX_PORTS],
             copies_base: [[0; 3]; 5],
             rxq_map: Vec::new(),
+            returns,
         };
         for pc in sw.cfg.ports.clone() {
             if let Err(e) = sw.add_port(pc) {
@@ -126,15 +131,36 @@ impl Switch {
         self.send_plans(|_| plans.next().expect("one plan per PMD"))
     }
 
-    fn send_plans(&self, mut plan: impl FnMut(usize) -> PmdPlan) -> Result<(), String> {
+    fn send_plans(&mut self, mut plan: impl FnMut(usize) -> PmdPlan) -> Result<(), String> {
         for (i, p) in self.pmds.iter().enumerate() {
             p.msgs.send(PmdMsg::Plan(plan(i))).map_err(|_| format!("PMD {i} is gone"))?;
         }
         let epoch = self.quiesce.bump();
-        if self.quiesce.wait(epoch, QUIESCE_TIMEOUT) {
+        let done = self.quiesce.wait(epoch, QUIESCE_TIMEOUT);
+        while let Ok(old) = self.returns.try_recv() {
+            self.recover(old);
+        }
+        if done {
             Ok(())
         } else {
             Err("a PMD thread did not take its new plan in time".into())
+        }
+    }
+
+    /// Puts the copy-once rings of a finished plan back with their ports.
+    fn recover(&mut self, plan: PmdPlan) {
+        let rings = plan.rx.into_iter().map(|s| (s.slot, s.port)).filter_map(|(slot, p)| match p {
+            RxPort::Own(r) => Some((slot, r)),
+            _ => None,
+        });
+        let tx_rings = plan.tx.into_iter().enumerate().filter_map(|(slot, p)| match p {
+            Some(TxPort::Own(r)) => Some((slot as u16, r)),
+            _ => None,
+        });
+        for (slot, ring) in rings.chain(tx_rings) {
+            if let Some(PortState { io: PortIo::Vhost { own: Some(own), .. }, .. }) = self.ports[slot as usize].as_mut() {
+                own.put_back(*ring);
+            }
         }
     }
 
@@ -146,7 +172,7 @@ impl Switch {
         let mut rr = 0usize;
         let cores: Vec<u32> = self.pmds.iter().map(|p| p.core).collect();
         let retries = self.cfg.switch.vhost_retries;
-        for st in self.ports.iter().flatten() {
+        for st in self.ports.iter_mut().flatten() {
             let slot = st.slot;
             let mut place = |q: u16| -> usize {
                 let pinned = st.cfg.rxq_pmd.as_ref().and_then(|pins| pins.get(q as usize));
@@ -158,7 +184,7 @@ impl Switch {
                     }
                 }
             };
-            match &st.io {
+            match &mut st.io {
                 PortIo::Eth(port) => {
                     for q in 0..st.cfg.rx_queues {
                         let i = place(q);
@@ -169,6 +195,26 @@ impl Switch {
                     for (i, plan) in plans.iter_mut().enumerate() {
                         let h = port.tx_queue(i as u16).map_err(|e| e.to_string())?;
                         plan.tx[slot as usize] = Some(TxPort::Eth(h));
+                    }
+                }
+                PortIo::Vhost { dev: Some(dev), own: Some(own), enabled_pairs, .. } => {
+                    if own.mem.is_none() {
+                        continue; // rings being changed, or not taken yet
+                    }
+                    let pairs = dev.queue_pairs().min(st.cfg.rx_queues).min(*enabled_pairs).max(1);
+                    for q in 0..pairs {
+                        let i = place(q);
+                        if let Some(r) = own.rx_ring(dev, q) {
+                            plans[i].rx.push(RxSource { slot, queue: q, port: RxPort::Own(Box::new(r)) });
+                            map[i].push((slot, q));
+                        }
+                    }
+                    // One writer per guest receive ring: thread i writes
+                    // pair i's. A thread beyond the guest's pairs cannot
+                    // reach it (its packets count as port_down): give the
+                    // guest as many queue pairs as there are PMD threads.
+                    for (i, plan) in plans.iter_mut().enumerate().take(pairs as usize) {
+                        plan.tx[slot as usize] = own.tx_ring(dev, i as u16).map(|r| TxPort::Own(Box::new(r)));
                     }
                 }
                 PortIo::Vhost { dev: Some(dev), enabled_pairs, .. } => {
@@ -194,45 +240,92 @@ impl Switch {
 
     /// Takes what rte_vhost reported and replans if a device came or went.
     pub fn poll_events(&mut self) {
-        let mut changed = false;
-        for st in self.ports.iter_mut().flatten() {
-            let PortIo::Vhost { sock, dev, enabled_pairs } = &mut st.io else { continue };
-            while let Some(ev) = sock.try_event() {
-                // A socket may get a second connection while a guest is up;
-                // only the first device's events count (the other is not
-                // polled, and its destroy waits for nothing of ours).
-                let current = dev.as_ref().map(|d| d.vid());
-                let mine = |vid: i32| current.is_none_or(|c| c == vid);
-                match ev {
-                    VhostEvent::NewDevice { vid } if current.is_none() => {
-                        *dev = sock.device(vid);
-                        changed = true;
-                    }
-                    VhostEvent::NewDevice { vid } => {
-                        eprintln!("vswitchd: port {}: a second guest (vid {vid}) connected; ignored", st.cfg.name);
-                    }
-                    VhostEvent::DestroyDevice { vid } if current == Some(vid) => {
-                        // The library waits in destroy_device until the PMD
-                        // threads and we have dropped every handle: replan now.
-                        *dev = None;
-                        *enabled_pairs = 0;
-                        changed = true;
-                    }
-                    // A pair counts once its guest-transmit ring is enabled.
-                    VhostEvent::VringState { vid, queue, enabled } if queue % 2 == 1 && mine(vid) => {
-                        let pair = queue / 2 + 1;
-                        *enabled_pairs = if enabled { (*enabled_pairs).max(pair) } else { (*enabled_pairs).min(pair - 1) };
-                        changed |= dev.is_some();
-                    }
-                    VhostEvent::NewConnection { .. } if current.is_none() => *enabled_pairs = 0,
-                    _ => {}
+        let mut events = Vec::new();
+        for st in self.ports.iter().flatten() {
+            if let PortIo::Vhost { sock, .. } = &st.io {
+                while let Some(ev) = sock.try_event() {
+                    events.push((st.slot, ev));
                 }
+            }
+        }
+        let mut changed = false;
+        for (slot, ev) in events {
+            match self.on_event(slot, ev) {
+                Ok(c) => changed |= c,
+                Err(e) => eprintln!("vswitchd: port in slot {slot}: {e}"),
             }
         }
         if changed {
             if let Err(e) = self.replan() {
                 eprintln!("vswitchd: replan failed: {e}");
             }
+        }
+    }
+
+    /// One vhost event; true if the plans must change. Events that need
+    /// the PMD threads off a device first (its destruction, a change of its
+    /// memory or rings on a copy-once port) replan right here.
+    fn on_event(&mut self, slot: u16, ev: VhostEvent) -> Result<bool, String> {
+        let Some(PortState { cfg, io: PortIo::Vhost { sock, dev, own, enabled_pairs }, .. }) = self.ports[slot as usize].as_mut() else {
+            return Ok(false);
+        };
+        // A socket may get a second connection while a guest is up; only
+        // the first device's events count (the other is not polled, and its
+        // destroy waits for nothing of ours).
+        let current = dev.as_ref().map(|d| d.vid());
+        let mine = |vid: i32| current.is_none_or(|c| c == vid);
+        match ev {
+            VhostEvent::NewDevice { vid } if current.is_none() => {
+                let d = Arc::new(sock.device(vid).ok_or("device already gone")?);
+                if let Some(own) = own.as_mut() {
+                    own.attach(&d)?;
+                }
+                *dev = Some(d);
+                Ok(true)
+            }
+            VhostEvent::NewDevice { vid } => {
+                eprintln!("vswitchd: port {}: a second guest (vid {vid}) connected; ignored", cfg.name);
+                Ok(false)
+            }
+            VhostEvent::DestroyDevice { vid } if current == Some(vid) => {
+                // rte_vhost waits in destroy_device until every handle is
+                // dropped: take the device out of the plans first (copy-once
+                // rings come back), hand our ring indices back, then let go.
+                if let Some(own) = own.as_mut() {
+                    own.release();
+                }
+                *enabled_pairs = 0;
+                let d = dev.take();
+                self.replan()?;
+                if let (Some(d), Some(PortState { io: PortIo::Vhost { own: Some(own), .. }, .. })) = (d.as_ref(), self.ports[slot as usize].as_mut()) {
+                    own.hand_back(d);
+                }
+                Ok(false)
+            }
+            VhostEvent::RingsChanging { vid, .. } if current == Some(vid) && own.as_ref().is_some_and(|o| o.mem.is_some()) => {
+                // The pre-message hook waits until no GuestMemory is left.
+                own.as_mut().expect("checked").release();
+                self.replan()?;
+                Ok(false)
+            }
+            VhostEvent::RingsChanged { vid, .. } if current == Some(vid) => match (own.as_mut(), dev.as_ref()) {
+                (Some(o), Some(d)) => {
+                    o.remap(d, false)?;
+                    Ok(true)
+                }
+                _ => Ok(false),
+            },
+            // A pair counts once its guest-transmit ring is enabled.
+            VhostEvent::VringState { vid, queue, enabled } if queue % 2 == 1 && mine(vid) => {
+                let pair = queue / 2 + 1;
+                *enabled_pairs = if enabled { (*enabled_pairs).max(pair) } else { (*enabled_pairs).min(pair - 1) };
+                Ok(dev.is_some())
+            }
+            VhostEvent::NewConnection { .. } if current.is_none() => {
+                *enabled_pairs = 0;
+                Ok(false)
+            }
+            _ => Ok(false),
         }
     }
 
@@ -342,131 +435,11 @@ impl Switch {
         }
     }
 
-    fn show_ports(&self) -> Vec<PortInfo> {
-        self.ports
-            .iter()
-            .flatten()
-            .map(|st| {
-                let t = self.port_totals(st.slot).since(&self.port_base[st.slot as usize]);
-                let (state, detail) = match &st.io {
-                    PortIo::Eth(p) => {
-                        let hw = p.stats().map(|s| format!(", nic missed {} no_mbuf {} rx_errors {} tx_errors {}", s.rx_missed, s.rx_nombuf, s.rx_errors, s.tx_errors));
-                        match p.link() {
-                            Ok(l) if l.up => ("up".to_string(), format!("{} Mbps{}", l.speed_mbps, hw.unwrap_or_default())),
-                            _ => ("down".to_string(), hw.unwrap_or_default()),
-                        }
-                    }
-                    PortIo::Vhost { sock, dev: Some(d), .. } => {
-                        ("up".to_string(), format!("{} vid {} queues {}", sock.path(), d.vid(), d.queue_pairs()))
-                    }
-                    PortIo::Vhost { sock, dev: None, .. } => ("waiting".to_string(), sock.path().to_string()),
-                };
-                PortInfo {
-                    name: st.cfg.name.clone(),
-                    slot: st.slot,
-                    kind: st.kind().to_string(),
-                    state,
-                    detail,
-                    vlan: match &st.cfg.vlan_mode {
-                        VlanMode::Access(v) => format!("access {v}"),
-                        VlanMode::Trunk(vs) => format!("trunk {}", vs.iter().map(u16::to_string).collect::<Vec<_>>().join(",")),
-                    },
-                    mtu: st.cfg.mtu,
-                    rx_packets: t.rx_packets,
-                    rx_bytes: t.rx_bytes,
-                    tx_packets: t.tx_packets,
-                    tx_bytes: t.tx_bytes,
-                    forwarded: t.forwarded,
-                    flooded: t.flooded,
-                    drops: DropReason::ALL
-                        .iter()
-                        .filter(|&&r| t.drop(r) != 0)
-                        .map(|&r| (r.name().to_string(), t.drop(r)))
-                        .collect(),
-                }
-            })
-            .collect()
-    }
 
-    fn show_fdb(&self) -> Vec<FdbInfo> {
-        let now = self.clock.load(Ordering::Relaxed);
-        self.fdb
-            .entries(now)
-            .into_iter()
-            .filter_map(|e| {
-                let port = self.ports.get(e.slot as usize)?.as_ref().filter(|p| p.gen == e.gen)?;
-                Some(FdbInfo { vlan: e.vlan, mac: format_mac(&e.mac), port: port.cfg.name.clone(), age_secs: e.age_secs })
-            })
-            .collect()
-    }
 
-    fn show_pmd(&self) -> Vec<PmdInfo> {
-        self.pmds
-            .iter()
-            .enumerate()
-            .map(|(index, p)| {
-                let t = PmdTotals::read(&p.counters).since(&p.base);
-                let total = (t.busy_cycles + t.idle_cycles).max(1);
-                PmdInfo {
-                    index,
-                    core: p.core,
-                    lcore: p.lcore,
-                    packets: t.packets,
-                    bursts: t.bursts,
-                    avg_burst: t.avg_burst(),
-                    busy_cycles: t.busy_cycles,
-                    idle_cycles: t.idle_cycles,
-                    busy_pct: 100.0 * t.busy_cycles as f64 / total as f64,
-                    cycles_per_packet: t.cycles_per_packet(),
-                    iterations: t.iterations,
-                }
-            })
-            .collect()
-    }
 
-    /// Per path: packets, payload copies, bytes copied, summed over threads.
-    fn copies_now(&self) -> [[u64; 3]; 5] {
-        let mut t = [[0u64; 3]; 5];
-        for p in &self.pmds {
-            for (acc, c) in t.iter_mut().zip(&p.counters.paths) {
-                acc[0] += c.packets.load(Ordering::Relaxed);
-                acc[1] += c.payload_copies.load(Ordering::Relaxed);
-                acc[2] += c.bytes_copied.load(Ordering::Relaxed);
-            }
-        }
-        t
-    }
 
-    fn show_copies(&self) -> CopiesInfo {
-        let now = self.copies_now();
-        CopiesInfo {
-            paths: Path::ALL
-                .iter()
-                .map(|&p| {
-                    let (n, b) = (now[p as usize], self.copies_base[p as usize]);
-                    PathCopies { path: p.name().into(), packets: n[0] - b[0], payload_copies: n[1] - b[1], bytes_copied: n[2] - b[2] }
-                })
-                .collect(),
-        }
-    }
 
-    fn show_pmd_rxq(&self) -> Vec<PmdRxqInfo> {
-        self.rxq_map
-            .iter()
-            .enumerate()
-            .map(|(index, rxqs)| PmdRxqInfo {
-                index,
-                core: self.pmds[index].core,
-                rxqs: rxqs
-                    .iter()
-                    .filter_map(|&(slot, queue)| {
-                        let p = self.ports[slot as usize].as_ref()?;
-                        Some(RxqInfo { port: p.cfg.name.clone(), queue })
-                    })
-                    .collect(),
-            })
-            .collect()
-    }
 
     /// Stops the PMD threads (each flushes and drops its plan), then closes
     /// every port. Server-mode sockets are removed by rte_vhost on unregister.
@@ -503,9 +476,14 @@ impl Switch {
 fn close(io: PortIo) {
     match io {
         PortIo::Eth(port) => drop(port),
-        PortIo::Vhost { sock, dev, .. } => {
+        PortIo::Vhost { sock, dev, own, .. } => {
+            if let (Some(mut own), Some(d)) = (own, dev.as_ref()) {
+                own.hand_back(d);
+            }
             drop(dev);
             drop(sock);
         }
     }
 }
+
+mod show;

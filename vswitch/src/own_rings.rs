@@ -1,0 +1,107 @@
+//! Control-thread state of a copy-once vhost port: the guest's memory and
+//! our side of each of its rings, kept here between plans so that ring
+//! indices survive replans, memory-table changes and reconnects.
+use std::sync::Arc;
+
+use dataplane::own_ring::OwnRing;
+use dataplane::virtq::SplitQueue;
+use pmd_bridge::guest_mem::GuestMemory;
+use pmd_bridge::VhostDevice;
+
+const MRG_RXBUF: u64 = 1 << 15;
+const MQ: u64 = 1 << 22;
+const ANY_LAYOUT: u64 = 1 << 27;
+const PROTOCOL_FEATURES: u64 = 1 << 30;
+const VERSION_1: u64 = 1 << 32;
+
+/// What a copy-once port offers; everything else (packed rings, IN_ORDER,
+/// EVENT_IDX, indirect descriptors, IOMMU, offloads, LOG_ALL for now) is
+/// refused rather than half-supported.
+pub const FEATURES: u64 = VERSION_1 | MRG_RXBUF | ANY_LAYOUT | MQ | PROTOCOL_FEATURES;
+
+#[derive(Default)]
+pub struct OwnState {
+    /// The guest's memory while rings may be walked (None while rte_vhost
+    /// changes it, or with no guest).
+    pub mem: Option<Arc<GuestMemory>>,
+    /// Our side of each vring, by virtio queue index, when not in a plan.
+    queues: Vec<Option<SplitQueue>>,
+    pub mergeable: bool,
+}
+
+impl OwnState {
+    /// Takes the memory and every vring of a new device, and asks the guest
+    /// not to kick (we poll). Takes no rte_vhost queue lock.
+    pub fn attach(&mut self, dev: &VhostDevice) -> Result<(), String> {
+        self.mergeable = dev.negotiated_features().map_err(|e| e.to_string())? & MRG_RXBUF != 0;
+        self.queues = vec![None; dev.queue_pairs() as usize * 2];
+        self.remap(dev, true)
+    }
+
+    /// (Re)reads memory and ring addresses; `fresh` takes the indices from
+    /// rte_vhost, otherwise ours are kept.
+    pub fn remap(&mut self, dev: &VhostDevice, fresh: bool) -> Result<(), String> {
+        let mem = dev.guest_memory().map_err(|e| e.to_string())?;
+        for (idx, slot) in self.queues.iter_mut().enumerate() {
+            let v = dev.vring(idx as u16).map_err(|e| e.to_string())?;
+            if v.desc == 0 {
+                continue; // not set up by the guest (yet)
+            }
+            let gpa = |hva: u64| mem.gpa_of(hva).ok_or(format!("vring {idx} outside guest memory"));
+            let indices = match (fresh, slot.as_ref()) {
+                (false, Some(q)) => q.indices(),
+                _ => (v.last_avail, v.last_used),
+            };
+            let q = SplitQueue::new(v.size, gpa(v.desc)?, gpa(v.avail)?, gpa(v.used)?, indices).ok_or("bad vring size")?;
+            if !q.rings_in(&mem) {
+                return Err(format!("vring {idx} outside guest memory"));
+            }
+            // Kicks off while we poll, written into the used ring ourselves:
+            // rte_vhost_enable_guest_notification would take the queue lock,
+            // which a message handler waiting on our memory may hold.
+            q.suppress_kicks(&mem).map_err(|e| format!("vring {idx}: {e:?}"))?;
+            *slot = Some(q);
+        }
+        self.mem = Some(Arc::new(mem));
+        Ok(())
+    }
+
+    /// Lets rte_vhost change memory or rings: every ring must be back here.
+    pub fn release(&mut self) {
+        self.mem = None;
+    }
+
+    /// The device goes: our indices back to rte_vhost, then forget it all.
+    pub fn hand_back(&mut self, dev: &VhostDevice) {
+        for (idx, q) in self.queues.iter().enumerate() {
+            if let Some(q) = q {
+                let (a, u) = q.indices();
+                let _ = dev.set_vring_base(idx as u16, a, u);
+            }
+        }
+        *self = OwnState::default();
+    }
+
+    fn take(&mut self, dev: &Arc<VhostDevice>, vring: u16) -> Option<OwnRing> {
+        let mem = Arc::clone(self.mem.as_ref()?);
+        let q = self.queues.get_mut(vring as usize)?.take()?;
+        Some(OwnRing::new(mem, Arc::clone(dev), q, vring, self.mergeable))
+    }
+
+    /// The guest's transmit ring of pair `pair`, for the thread polling it.
+    pub fn rx_ring(&mut self, dev: &Arc<VhostDevice>, pair: u16) -> Option<OwnRing> {
+        self.take(dev, pair * 2 + 1)
+    }
+
+    /// The guest's receive ring of pair `pair`, for its one writer.
+    pub fn tx_ring(&mut self, dev: &Arc<VhostDevice>, pair: u16) -> Option<OwnRing> {
+        self.take(dev, pair * 2)
+    }
+
+    /// A ring back from a plan.
+    pub fn put_back(&mut self, ring: OwnRing) {
+        if let Some(slot) = self.queues.get_mut(ring.vring as usize) {
+            *slot = Some(ring.queue);
+        }
+    }
+}

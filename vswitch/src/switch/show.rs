@@ -1,0 +1,137 @@
+//! The answers to `vswitchctl show ...`, read from the PMD threads'
+//! counters (relaxed loads of single-writer counters) and the MAC table.
+use std::sync::atomic::Ordering;
+
+use dataplane::counters::{DropReason, Path, PmdTotals};
+
+use super::{PortIo, Switch};
+use crate::config::VlanMode;
+use crate::protocol::{format_mac, CopiesInfo, FdbInfo, PathCopies, PmdInfo, PmdRxqInfo, PortInfo, RxqInfo};
+
+impl Switch {
+    pub(super) fn show_ports(&self) -> Vec<PortInfo> {
+        self.ports
+            .iter()
+            .flatten()
+            .map(|st| {
+                let t = self.port_totals(st.slot).since(&self.port_base[st.slot as usize]);
+                let (state, detail) = match &st.io {
+                    PortIo::Eth(p) => {
+                        let hw = p.stats().map(|s| format!(", nic missed {} no_mbuf {} rx_errors {} tx_errors {}", s.rx_missed, s.rx_nombuf, s.rx_errors, s.tx_errors));
+                        match p.link() {
+                            Ok(l) if l.up => ("up".to_string(), format!("{} Mbps{}", l.speed_mbps, hw.unwrap_or_default())),
+                            _ => ("down".to_string(), hw.unwrap_or_default()),
+                        }
+                    }
+                    PortIo::Vhost { sock, dev: Some(d), .. } => {
+                        ("up".to_string(), format!("{} vid {} queues {}", sock.path(), d.vid(), d.queue_pairs()))
+                    }
+                    PortIo::Vhost { sock, dev: None, .. } => ("waiting".to_string(), sock.path().to_string()),
+                };
+                PortInfo {
+                    name: st.cfg.name.clone(),
+                    slot: st.slot,
+                    kind: st.kind().to_string(),
+                    state,
+                    detail,
+                    vlan: match &st.cfg.vlan_mode {
+                        VlanMode::Access(v) => format!("access {v}"),
+                        VlanMode::Trunk(vs) => format!("trunk {}", vs.iter().map(u16::to_string).collect::<Vec<_>>().join(",")),
+                    },
+                    mtu: st.cfg.mtu,
+                    rx_packets: t.rx_packets,
+                    rx_bytes: t.rx_bytes,
+                    tx_packets: t.tx_packets,
+                    tx_bytes: t.tx_bytes,
+                    forwarded: t.forwarded,
+                    flooded: t.flooded,
+                    drops: DropReason::ALL
+                        .iter()
+                        .filter(|&&r| t.drop(r) != 0)
+                        .map(|&r| (r.name().to_string(), t.drop(r)))
+                        .collect(),
+                }
+            })
+            .collect()
+    }
+
+    pub(super) fn show_fdb(&self) -> Vec<FdbInfo> {
+        let now = self.clock.load(Ordering::Relaxed);
+        self.fdb
+            .entries(now)
+            .into_iter()
+            .filter_map(|e| {
+                let port = self.ports.get(e.slot as usize)?.as_ref().filter(|p| p.gen == e.gen)?;
+                Some(FdbInfo { vlan: e.vlan, mac: format_mac(&e.mac), port: port.cfg.name.clone(), age_secs: e.age_secs })
+            })
+            .collect()
+    }
+
+    pub(super) fn show_pmd(&self) -> Vec<PmdInfo> {
+        self.pmds
+            .iter()
+            .enumerate()
+            .map(|(index, p)| {
+                let t = PmdTotals::read(&p.counters).since(&p.base);
+                let total = (t.busy_cycles + t.idle_cycles).max(1);
+                PmdInfo {
+                    index,
+                    core: p.core,
+                    lcore: p.lcore,
+                    packets: t.packets,
+                    bursts: t.bursts,
+                    avg_burst: t.avg_burst(),
+                    busy_cycles: t.busy_cycles,
+                    idle_cycles: t.idle_cycles,
+                    busy_pct: 100.0 * t.busy_cycles as f64 / total as f64,
+                    cycles_per_packet: t.cycles_per_packet(),
+                    iterations: t.iterations,
+                }
+            })
+            .collect()
+    }
+
+    /// Per path: packets, payload copies, bytes copied, summed over threads.
+    pub(super) fn copies_now(&self) -> [[u64; 3]; 5] {
+        let mut t = [[0u64; 3]; 5];
+        for p in &self.pmds {
+            for (acc, c) in t.iter_mut().zip(&p.counters.paths) {
+                acc[0] += c.packets.load(Ordering::Relaxed);
+                acc[1] += c.payload_copies.load(Ordering::Relaxed);
+                acc[2] += c.bytes_copied.load(Ordering::Relaxed);
+            }
+        }
+        t
+    }
+
+    pub(super) fn show_copies(&self) -> CopiesInfo {
+        let now = self.copies_now();
+        CopiesInfo {
+            paths: Path::ALL
+                .iter()
+                .map(|&p| {
+                    let (n, b) = (now[p as usize], self.copies_base[p as usize]);
+                    PathCopies { path: p.name().into(), packets: n[0] - b[0], payload_copies: n[1] - b[1], bytes_copied: n[2] - b[2] }
+                })
+                .collect(),
+        }
+    }
+
+    pub(super) fn show_pmd_rxq(&self) -> Vec<PmdRxqInfo> {
+        self.rxq_map
+            .iter()
+            .enumerate()
+            .map(|(index, rxqs)| PmdRxqInfo {
+                index,
+                core: self.pmds[index].core,
+                rxqs: rxqs
+                    .iter()
+                    .filter_map(|&(slot, queue)| {
+                        let p = self.ports[slot as usize].as_ref()?;
+                        Some(RxqInfo { port: p.cfg.name.clone(), queue })
+                    })
+                    .collect(),
+            })
+            .collect()
+    }
+}
