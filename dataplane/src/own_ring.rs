@@ -1,19 +1,51 @@
 //! A copy-once vhost port's queue: the switch walks the guest's ring itself.
 //!
-//! This first stage bridges to the mbuf pipeline: what the guest sends is
-//! copied once into mbufs, and mbufs are copied once into the guest's
-//! receive buffers (VM to NIC and NIC to VM: one copy each; VM to VM still
-//! two, until pass 2 moves guest payloads directly). Bad chains go back to
-//! the guest empty and are counted; a ring whose state is impossible stops
-//! being polled. Exactly one thread owns each `OwnRing` (the plan gives a
-//! guest receive ring to one PMD thread only: per-thread queues).
+//! What a guest sends is received as `GuestPkt`s: the first bytes of each
+//! frame copied into switch-private scratch (the guest may rewrite its
+//! buffer at any time; the switch classifies on this copy and delivers this
+//! copy), the payload left in the guest's buffer. Pass 2 then copies the
+//! payload once: straight into another copy-once guest's receive buffers
+//! (`deliver_from`), or into an mbuf for any other port (`materialize`).
+//! The source chains go back to the guest after the burst (`complete_rx`).
+//! mbufs from other ports are copied once into the guest (`send`). Bad
+//! chains go back empty and are counted; a ring whose state is impossible
+//! stops being polled. Exactly one thread owns each `OwnRing`: the plan
+//! gives a guest receive ring to one PMD thread only (per-thread queues).
 use std::sync::Arc;
 
 use pmd_bridge::guest_mem::GuestMemory;
-use pmd_bridge::{Burst, Mempool, VhostDevice};
+use pmd_bridge::{Burst, Mbuf, Mempool, VhostDevice};
 
+use crate::packet::PacketBuf;
 use crate::virtio_net::{deliver, Delivery, FrameSource, NET_HDR_LEN};
 use crate::virtq::{Chain, Direction, Pop, SplitQueue};
+
+/// Bytes of each frame copied to scratch: every header the switch reads.
+pub const HEAD: usize = 64;
+
+/// A frame still in a guest's transmit buffer: its headers in scratch.
+#[derive(Clone, Copy)]
+pub struct GuestPkt {
+    head: [u8; HEAD],
+    head_len: u8,
+    len: u32,
+}
+
+impl Default for GuestPkt {
+    fn default() -> Self {
+        GuestPkt { head: [0; HEAD], head_len: 0, len: 0 }
+    }
+}
+
+impl PacketBuf for GuestPkt {
+    fn frame_len(&self) -> usize {
+        self.len as usize
+    }
+
+    fn headers(&self) -> &[u8] {
+        &self.head[..self.head_len as usize]
+    }
+}
 
 pub struct OwnRing {
     pub mem: Arc<GuestMemory>,
@@ -25,6 +57,10 @@ pub struct OwnRing {
     pub broken: bool,
     scratch: Vec<u8>,
     chains: Vec<Chain>,
+    /// Transmit chains taken by `recv_guest` and not yet returned.
+    in_flight: usize,
+    /// Used entries written by `deliver_from` and not yet published.
+    unpublished: bool,
 }
 
 impl OwnRing {
@@ -38,6 +74,8 @@ impl OwnRing {
             broken: false,
             scratch: Vec::with_capacity(crate::virtq::MAX_READ as usize),
             chains: (0..pmd_bridge::BURST).map(|_| Chain::default()).collect(),
+            in_flight: 0,
+            unpublished: false,
         }
     }
 
@@ -110,6 +148,111 @@ impl OwnRing {
         (taken, bad)
     }
 
+    /// Takes up to `out.len()` frames the guest transmitted, headers into
+    /// scratch, payloads left in place; returns (frames, bad chains). The
+    /// chains stay in flight until `complete_rx`.
+    pub fn recv_guest(&mut self, out: &mut [GuestPkt]) -> (usize, u64) {
+        if self.broken {
+            return (0, 0);
+        }
+        let avail = match self.queue.available(&self.mem) {
+            Ok(n) => n as usize,
+            Err(_) => {
+                self.broken = true;
+                return (0, 0);
+            }
+        };
+        let (mut n, mut bad) = (0usize, 0u64);
+        for _ in 0..avail.min(out.len()) {
+            let ok = match self.queue.pop(&self.mem, Direction::DeviceReads, &mut self.chains[n]) {
+                Ok(Pop::Chain) => self.chains[n].len() > NET_HDR_LEN as u64 && self.chains[n].len() <= crate::virtq::MAX_READ,
+                Ok(Pop::Bad { head, .. }) => {
+                    let _ = self.queue.add_used(&self.mem, head, 0);
+                    bad += 1;
+                    continue;
+                }
+                Ok(Pop::Empty) => break,
+                Err(_) => {
+                    self.broken = true;
+                    break;
+                }
+            };
+            let c = &self.chains[n];
+            let len = c.len() - NET_HDR_LEN as u64;
+            let h = (len as usize).min(HEAD);
+            let mut head = [0u8; HEAD];
+            if !ok || read_at(&self.mem, c, NET_HDR_LEN as u64, &mut head[..h]).is_err() {
+                let _ = self.queue.add_used(&self.mem, c.head, 0);
+                bad += 1;
+                continue;
+            }
+            out[n] = GuestPkt { head, head_len: h as u8, len: len as u32 };
+            n += 1;
+        }
+        self.in_flight = n;
+        if bad > 0 && n == 0 {
+            let _ = self.queue.publish(&self.mem);
+            self.notify();
+        }
+        (n, bad)
+    }
+
+    /// A copy of in-flight frame `i` in an mbuf chain (the one payload copy
+    /// of a frame that leaves for a port that is not a copy-once guest).
+    pub fn materialize(&mut self, i: usize, pkt: &GuestPkt, pool: &Mempool) -> Option<Mbuf> {
+        self.scratch.clear();
+        self.scratch.extend_from_slice(pkt.headers());
+        let rest = pkt.len as u64 - pkt.head_len as u64;
+        if rest > 0 {
+            let start = self.scratch.len();
+            self.scratch.resize(start + rest as usize, 0);
+            read_at(&self.mem, &self.chains[i], (NET_HDR_LEN + pkt.head_len as usize) as u64, &mut self.scratch[start..]).ok()?;
+        }
+        pool.alloc_from(&self.scratch)
+    }
+
+    /// Delivers in-flight frame `i` of `src` into this guest: the headers
+    /// from scratch, the payload copied once, guest to guest.
+    pub fn deliver_from(&mut self, src: &OwnRing, i: usize, pkt: &GuestPkt) -> Delivery {
+        if self.broken {
+            return Delivery::NoBuffers;
+        }
+        let off = (NET_HDR_LEN + pkt.head_len as usize) as u64;
+        let rest = pkt.len as u64 - pkt.head_len as u64;
+        let tail = (rest > 0).then_some((&*src.mem, &src.chains[i], off, rest));
+        match deliver(&mut self.queue, &self.mem, &FrameSource { head: pkt.headers(), tail }, self.mergeable) {
+            Ok(d) => {
+                self.unpublished = true;
+                d
+            }
+            Err(_) => {
+                self.broken = true;
+                Delivery::NoBuffers
+            }
+        }
+    }
+
+    /// Publishes what `deliver_from` wrote this burst, and notifies once.
+    pub fn flush(&mut self) {
+        if std::mem::take(&mut self.unpublished) {
+            let _ = self.queue.publish(&self.mem);
+            self.notify();
+        }
+    }
+
+    /// Returns the burst's transmit chains to the guest (after every copy
+    /// out of them is done), publishes, and notifies once.
+    pub fn complete_rx(&mut self) {
+        for c in &self.chains[..self.in_flight] {
+            let _ = self.queue.add_used(&self.mem, c.head, 0);
+        }
+        if self.in_flight > 0 {
+            self.in_flight = 0;
+            let _ = self.queue.publish(&self.mem);
+            self.notify();
+        }
+    }
+
     /// Copies mbufs from the front of `burst` into the guest's receive
     /// buffers, frees them, and leaves the rest (guest out of buffers) in
     /// `burst`; returns (delivered, dropped for a bad chain).
@@ -146,4 +289,24 @@ impl OwnRing {
         burst.free_front(done);
         (done - bad as usize, bad)
     }
+}
+
+/// Reads `buf.len()` bytes of chain `c` from offset `off`.
+fn read_at(mem: &GuestMemory, c: &Chain, mut off: u64, buf: &mut [u8]) -> Result<(), ()> {
+    let mut done = 0;
+    for &(gpa, len) in c.segments() {
+        let len = len as u64;
+        if off >= len {
+            off -= len;
+            continue;
+        }
+        let k = ((len - off) as usize).min(buf.len() - done);
+        mem.read(pmd_bridge::guest_mem::Gpa(gpa.0 + off), &mut buf[done..done + k]).map_err(|_| ())?;
+        done += k;
+        off = 0;
+        if done == buf.len() {
+            return Ok(());
+        }
+    }
+    if done == buf.len() { Ok(()) } else { Err(()) }
 }

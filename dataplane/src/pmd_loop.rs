@@ -15,7 +15,11 @@ use pmd_bridge::{Burst, Mbuf, Mempool, BURST};
 use crate::counters::{bump, DropReason, Path, PmdCounters, MAX_PORTS};
 use crate::fdb::Fdb;
 use crate::fwd::{decide, Decision, PortTable, PortView};
+use crate::own_ring::{GuestPkt, OwnRing};
+use crate::packet::PacketBuf;
 use crate::port_io::{RxPort, TxPort};
+use crate::virtio_net::Delivery;
+use crate::vlan::TagEdit;
 use crate::quiesce::Quiesce;
 use crate::tag_edit;
 
@@ -112,6 +116,7 @@ pub fn run(ctx: PmdContext) -> i32 {
     let mut seen = 0;
     let mut iterations: u64 = 0;
     let mut rx = Burst::new();
+    let mut guest = [GuestPkt::default(); BURST];
     loop {
         let epoch = ctx.quiesce.current();
         if epoch != seen {
@@ -141,14 +146,20 @@ pub fn run(ctx: PmdContext) -> i32 {
         let PmdPlan { ports, rx: sources, tx } = &mut plan;
         for src in sources.iter_mut() {
             let t0 = tsc();
-            let (n, bad) = src.port.recv(&ctx.pool, &mut rx);
+            let (n, bad) = match &mut src.port {
+                RxPort::Own(ring) => ring.recv_guest(&mut guest),
+                port => port.recv(&ctx.pool, &mut rx),
+            };
             bump(&ctx.counters.ports[src.slot as usize].drops[DropReason::BadDescriptor as usize], bad);
             if n == 0 {
                 bump(&ctx.counters.idle_cycles, tsc() - t0);
                 continue;
             }
-            let mut eg = Egress { ports, tx, out: &mut out, dropped: &mut dropped, ctx: &ctx };
-            eg.process(src.slot, &mut rx, now);
+            let mut eg = Egress { ports, tx, out: &mut out, dropped: &mut dropped, ctx: &ctx, paths: [[0; 3]; 5] };
+            match &mut src.port {
+                RxPort::Own(ring) => eg.process_guest(src.slot, ring, &guest[..n], now),
+                _ => eg.process(src.slot, &mut rx, now),
+            }
             let c = &ctx.counters;
             bump(&c.busy_cycles, tsc() - t0);
             bump(&c.packets, n as u64);
@@ -166,6 +177,8 @@ struct Egress<'a> {
     out: &'a mut Outputs,
     dropped: &'a mut Burst,
     ctx: &'a PmdContext,
+    /// Per path: packets, payload copies, bytes copied (published per burst).
+    paths: [[u64; 3]; 5],
 }
 
 impl Egress<'_> {
@@ -190,7 +203,6 @@ impl Egress<'_> {
         // Pass 2: move.
         let (mut forwarded, mut flooded) = (0u64, 0u64);
         let mut drops = [0u64; DropReason::COUNT];
-        let mut paths = [[0u64; 3]; 5];
         let copied_in = input.vm as u64;
         for (m, d) in rx.drain().zip(decisions) {
             let len = m.len() as u64;
@@ -202,21 +214,17 @@ impl Egress<'_> {
                 Decision::Unicast { out, vlan, tagged } => {
                     forwarded += 1;
                     let path = Path::of(input.vm, self.ports[out as usize].as_ref().is_some_and(|p| p.vm));
-                    paths[path as usize] = add(paths[path as usize], [1, copied_in, copied_in * len]);
+                    self.paths[path as usize] = add(self.paths[path as usize], [1, copied_in, copied_in * len]);
                     self.emit(out, m, vlan, tagged, path);
                 }
                 Decision::Flood { vlan, tagged } => {
                     flooded += 1;
-                    paths[Path::Flood as usize] = add(paths[Path::Flood as usize], [1, copied_in, copied_in * len]);
+                    self.paths[Path::Flood as usize] = add(self.paths[Path::Flood as usize], [1, copied_in, copied_in * len]);
                     self.flood(in_slot, m, vlan, tagged);
                 }
             }
         }
-        for (c, n) in self.ctx.counters.paths.iter().zip(paths) {
-            bump(&c.packets, n[0]);
-            bump(&c.payload_copies, n[1]);
-            bump(&c.bytes_copied, n[2]);
-        }
+
         let pc = &self.ctx.counters.ports[in_slot as usize];
         bump(&pc.forwarded, forwarded);
         bump(&pc.flooded, flooded);
@@ -225,6 +233,109 @@ impl Egress<'_> {
         }
         self.flush_all();
         self.dropped.clear();
+        self.publish_paths();
+    }
+
+    /// Pass 1 and 2 over frames still in a copy-once guest's transmit ring:
+    /// one payload copy each, into another copy-once guest directly or into
+    /// an mbuf for any other port; the chains go back after every copy.
+    fn process_guest(&mut self, in_slot: u16, src: &mut OwnRing, pkts: &[GuestPkt], now: u32) {
+        let pc = &self.ctx.counters.ports[in_slot as usize];
+        bump(&pc.rx_packets, pkts.len() as u64);
+        bump(&pc.rx_bytes, pkts.iter().map(|p| p.frame_len() as u64).sum());
+        let Some(input) = self.ports[in_slot as usize].as_ref() else {
+            bump(&pc.drops[DropReason::PortDown as usize], pkts.len() as u64);
+            src.complete_rx();
+            return;
+        };
+        let mut decisions = [Decision::Drop(DropReason::Malformed); BURST];
+        for (d, p) in decisions.iter_mut().zip(pkts) {
+            *d = decide(p, input, self.ports, &self.ctx.fdb, now);
+        }
+        let (mut forwarded, mut flooded) = (0u64, 0u64);
+        let mut drops = [0u64; DropReason::COUNT];
+        for (i, (p, d)) in pkts.iter().zip(decisions).enumerate() {
+            match d {
+                Decision::Drop(r) => drops[r as usize] += 1,
+                Decision::Unicast { out, vlan, tagged } => {
+                    forwarded += 1;
+                    let path = Path::of(true, self.ports[out as usize].as_ref().is_some_and(|p| p.vm));
+                    self.paths[path as usize][0] += 1;
+                    self.emit_guest(src, i, p, out, vlan, tagged, path);
+                }
+                Decision::Flood { vlan, tagged } => {
+                    flooded += 1;
+                    self.paths[Path::Flood as usize][0] += 1;
+                    let tx = &*self.tx;
+                    let targets = self
+                        .ports
+                        .iter()
+                        .flatten()
+                        .filter(|t| t.slot != in_slot && t.vlan.carries(vlan) && tx[t.slot as usize].is_some())
+                        .map(|t| t.slot)
+                        .collect::<TargetList>();
+                    for t in targets {
+                        self.emit_guest(src, i, p, t, vlan, tagged, Path::Flood);
+                    }
+                }
+            }
+        }
+        let pc = &self.ctx.counters.ports[in_slot as usize];
+        bump(&pc.forwarded, forwarded);
+        bump(&pc.flooded, flooded);
+        for (c, n) in pc.drops.iter().zip(drops) {
+            bump(c, n);
+        }
+        self.flush_all();
+        for t in self.tx.iter_mut() {
+            if let Some(TxPort::Own(dst)) = t {
+                dst.flush();
+            }
+        }
+        src.complete_rx();
+        self.publish_paths();
+    }
+
+    /// One output of a frame still in guest `src`'s buffer.
+    #[allow(clippy::too_many_arguments)]
+    fn emit_guest(&mut self, src: &mut OwnRing, i: usize, p: &GuestPkt, out: u16, vlan: u16, tagged: bool, path: Path) {
+        let Some(port) = self.ports[out as usize].as_ref() else { return };
+        let c = &self.ctx.counters.ports[out as usize];
+        let payload = (p.frame_len() - p.headers().len()) as u64;
+        if port.vlan.egress_edit(vlan, tagged) == TagEdit::Keep {
+            if let Some(TxPort::Own(dst)) = self.tx[out as usize].as_mut() {
+                match dst.deliver_from(src, i, p) {
+                    Delivery::Done { .. } => {
+                        bump(&c.tx_packets, 1);
+                        bump(&c.tx_bytes, p.frame_len() as u64);
+                        let pc = &mut self.paths[path as usize];
+                        pc[1] += 1;
+                        pc[2] += payload;
+                    }
+                    Delivery::NoBuffers => bump(&c.drops[DropReason::TxFull as usize], 1),
+                    Delivery::BadChain => bump(&c.drops[DropReason::BadDescriptor as usize], 1),
+                }
+                return;
+            }
+        }
+        // Any other port, or a tag change: the frame in an mbuf (one copy).
+        match src.materialize(i, p, &self.ctx.pool) {
+            Some(m) => {
+                let pc = &mut self.paths[path as usize];
+                pc[1] += 1;
+                pc[2] += p.frame_len() as u64;
+                self.emit(out, m, vlan, tagged, path);
+            }
+            None => bump(&c.drops[DropReason::NoMbuf as usize], 1),
+        }
+    }
+
+    fn publish_paths(&mut self) {
+        for (c, n) in self.ctx.counters.paths.iter().zip(std::mem::take(&mut self.paths)) {
+            bump(&c.packets, n[0]);
+            bump(&c.payload_copies, n[1]);
+            bump(&c.bytes_copied, n[2]);
+        }
     }
 
     /// Frees `m` with the burst's other drops, in one call.
@@ -319,14 +430,9 @@ impl Egress<'_> {
         batch.clear();
         // Each delivery into a guest through rte_vhost is one payload copy.
         if self.ports[out as usize].as_ref().is_some_and(|p| p.vm) {
-            let mut copies = [[0u64; 2]; 5];
             for (&path, &len) in self.out.paths[out as usize].iter().zip(&lens).take(sent) {
-                copies[path as usize][0] += 1;
-                copies[path as usize][1] += len;
-            }
-            for (c, n) in self.ctx.counters.paths.iter().zip(copies) {
-                bump(&c.payload_copies, n[0]);
-                bump(&c.bytes_copied, n[1]);
+                self.paths[path as usize][1] += 1;
+                self.paths[path as usize][2] += len;
             }
         }
     }
