@@ -12,8 +12,10 @@ use vswitch::protocol::{Command as Ctl, PmdInfo, PortInfo};
 /// A switch setup compared by the harness.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum SwitchKind {
-    /// vswitchd, MAC learning.
+    /// vswitchd, MAC learning, vhost through rte_vhost's enqueue/dequeue.
     Vswitchd,
+    /// vswitchd, MAC learning, copy-once vhost ports (its own ring walking).
+    VswitchdCopyOnce,
     /// OVS-DPDK, a NORMAL (learning) bridge.
     OvsNormal,
     /// OVS-DPDK, port-to-port OpenFlow rules.
@@ -23,11 +25,13 @@ pub enum SwitchKind {
 }
 
 impl SwitchKind {
-    pub const ALL: [SwitchKind; 4] = [SwitchKind::Vswitchd, SwitchKind::OvsNormal, SwitchKind::OvsFlows, SwitchKind::TestpmdIo];
+    pub const ALL: [SwitchKind; 5] =
+        [SwitchKind::Vswitchd, SwitchKind::VswitchdCopyOnce, SwitchKind::OvsNormal, SwitchKind::OvsFlows, SwitchKind::TestpmdIo];
 
     pub fn name(self) -> &'static str {
         match self {
             SwitchKind::Vswitchd => "vswitchd",
+            SwitchKind::VswitchdCopyOnce => "vswitchd-copy-once",
             SwitchKind::OvsNormal => "ovs-normal",
             SwitchKind::OvsFlows => "ovs-flows",
             SwitchKind::TestpmdIo => "testpmd-io",
@@ -40,7 +44,7 @@ impl SwitchKind {
 
     /// Whether it learns MACs (and so needs the learning phase).
     pub fn learns(self) -> bool {
-        matches!(self, SwitchKind::Vswitchd | SwitchKind::OvsNormal)
+        matches!(self, SwitchKind::Vswitchd | SwitchKind::VswitchdCopyOnce | SwitchKind::OvsNormal)
     }
 }
 
@@ -96,7 +100,7 @@ impl Running {
         let prefix = FilePrefix::new(kind.name());
         let mut r = Running { kind, sockets, dir, procs: Vec::new(), _prefix: prefix, flooded_base: 0 };
         match kind {
-            SwitchKind::Vswitchd => r.start_vswitchd(setup)?,
+            SwitchKind::Vswitchd | SwitchKind::VswitchdCopyOnce => r.start_vswitchd(setup)?,
             SwitchKind::TestpmdIo => r.start_testpmd(setup)?,
             SwitchKind::OvsNormal | SwitchKind::OvsFlows => r.start_ovs(setup)?,
         }
@@ -122,7 +126,11 @@ impl Running {
             self.dir().display()
         );
         for (i, sock) in self.sockets.iter().enumerate() {
-            cfg.push_str(&format!("[[port]]\nname = \"vm{i}\"\ntype = \"vhost-user\"\nmode = \"client\"\npath = \"{}\"\n", sock.display()));
+            let datapath = if self.kind == SwitchKind::VswitchdCopyOnce { "copy-once" } else { "rte_vhost" };
+            cfg.push_str(&format!(
+                "[[port]]\nname = \"vm{i}\"\ntype = \"vhost-user\"\nmode = \"client\"\npath = \"{}\"\ndatapath = \"{datapath}\"\n",
+                sock.display()
+            ));
         }
         let path = self.dir().join("vswitchd.toml");
         std::fs::write(&path, cfg).map_err(|e| e.to_string())?;
@@ -252,7 +260,7 @@ impl Running {
     /// Waits until every port has its VM (the VMs are attached by now).
     pub fn wait_connected(&self) -> Result<(), String> {
         match self.kind {
-            SwitchKind::Vswitchd => wait_until(START, "vswitchd ports up", || {
+            SwitchKind::Vswitchd | SwitchKind::VswitchdCopyOnce => wait_until(START, "vswitchd ports up", || {
                 let ports: Vec<PortInfo> = serde_json::from_value(self.ctl(Ctl::ShowPorts).ok()?).ok()?;
                 ports.iter().all(|p| p.state == "up").then_some(())
             }),
@@ -286,7 +294,9 @@ impl Running {
     /// How many MACs the switch has learned (None: it does not learn).
     pub fn learned(&self) -> Option<usize> {
         match self.kind {
-            SwitchKind::Vswitchd => self.ctl(Ctl::ShowFdb).ok().and_then(|v| v.as_array().map(Vec::len)),
+            SwitchKind::Vswitchd | SwitchKind::VswitchdCopyOnce => {
+                self.ctl(Ctl::ShowFdb).ok().and_then(|v| v.as_array().map(Vec::len))
+            }
             SwitchKind::OvsNormal => self.appctl(&["fdb/show", "br0"]).ok().map(|s| s.lines().count().saturating_sub(1)),
             _ => None,
         }
@@ -295,7 +305,7 @@ impl Running {
     /// Zeroes the switch's counters at the start of a measured phase.
     pub fn begin(&mut self) -> Result<(), String> {
         match self.kind {
-            SwitchKind::Vswitchd => {
+            SwitchKind::Vswitchd | SwitchKind::VswitchdCopyOnce => {
                 self.ctl(Ctl::StatsClear)?;
                 self.flooded_base = 0;
             }
@@ -311,7 +321,7 @@ impl Running {
     /// when it exits: its figures come from `stop`.
     pub fn end(&mut self) -> SwitchStats {
         match self.kind {
-            SwitchKind::Vswitchd => {
+            SwitchKind::Vswitchd | SwitchKind::VswitchdCopyOnce => {
                 let pmd: Option<Vec<PmdInfo>> = self.ctl(Ctl::ShowPmd).ok().and_then(|v| serde_json::from_value(v).ok());
                 let ports: Option<Vec<PortInfo>> = self.ctl(Ctl::ShowPorts).ok().and_then(|v| serde_json::from_value(v).ok());
                 let p = pmd.as_ref().and_then(|v| v.first());

@@ -19,10 +19,17 @@ fn agree(kind: SwitchKind, tag: &str, scenario: &str, size: Size) {
     assert_eq!(rep.sink.received, rep.sent_total(), "{kind:?}: {rep:?}");
     assert_eq!((rep.sink.lost, rep.sink.reordered, rep.sink.duplicates), (0, 0, 0), "{kind:?}: {rep:?}");
     assert!(rep.sink.latency_p50_ns > 0.0);
-    if kind == SwitchKind::Vswitchd {
-        assert_eq!(st.flooded, Some(0), "learned before measuring: no flooding");
-        assert!(st.cycles_per_packet.is_some());
-        assert_eq!(st.copies_per_packet, Some(2.0), "rte_vhost: out of one guest, into the other");
+    match kind {
+        SwitchKind::Vswitchd | SwitchKind::VswitchdCopyOnce => {
+            assert_eq!(st.flooded, Some(0), "learned before measuring: no flooding");
+            assert!(st.cycles_per_packet.is_some());
+        }
+        _ => {}
+    }
+    match kind {
+        SwitchKind::Vswitchd => assert_eq!(st.copies_per_packet, Some(2.0), "rte_vhost: out of one guest, into the other"),
+        SwitchKind::VswitchdCopyOnce => assert_eq!(st.copies_per_packet, Some(1.0), "copy-once: guest to guest"),
+        _ => {}
     }
 }
 
@@ -30,6 +37,12 @@ fn agree(kind: SwitchKind, tag: &str, scenario: &str, size: Size) {
 fn through_vswitchd() {
     agree(SwitchKind::Vswitchd, "vs", "2vm", Size::Fixed(64));
     agree(SwitchKind::Vswitchd, "vc", "3vm-chain", Size::Imix);
+}
+
+#[test]
+fn through_vswitchd_copy_once() {
+    agree(SwitchKind::VswitchdCopyOnce, "cs", "2vm", Size::Fixed(64));
+    agree(SwitchKind::VswitchdCopyOnce, "cc", "3vm-chain", Size::Imix);
 }
 
 #[test]

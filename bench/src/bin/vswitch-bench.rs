@@ -32,7 +32,7 @@ enum Cmd {
 
 #[derive(ClapArgs, Clone)]
 struct Opts {
-    /// Switches: vswitchd, ovs-normal, ovs-flows, testpmd-io.
+    /// Switches: vswitchd, vswitchd-copy-once, ovs-normal, ovs-flows, testpmd-io.
     #[arg(long, value_delimiter = ',', default_value = "vswitchd,ovs-normal,ovs-flows,testpmd-io")]
     switches: Vec<String>,
     /// Scenarios: 2vm (both directions), 3vm-chain.
