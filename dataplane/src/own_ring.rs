@@ -59,6 +59,8 @@ pub struct OwnRing {
     chains: Vec<Chain>,
     /// Transmit chains taken by `recv_guest` and not yet returned.
     in_flight: usize,
+    /// Receive chains of the frame being delivered (scratch).
+    rx_chains: Vec<Chain>,
     /// Used entries written by `deliver_from` and not yet published.
     unpublished: bool,
 }
@@ -75,6 +77,7 @@ impl OwnRing {
             scratch: Vec::with_capacity(crate::virtq::MAX_READ as usize),
             chains: (0..pmd_bridge::BURST).map(|_| Chain::default()).collect(),
             in_flight: 0,
+            rx_chains: vec![Chain::default(); crate::virtio_net::MAX_BUFFERS],
             unpublished: false,
         }
     }
@@ -220,7 +223,7 @@ impl OwnRing {
         let off = (NET_HDR_LEN + pkt.head_len as usize) as u64;
         let rest = pkt.len as u64 - pkt.head_len as u64;
         let tail = (rest > 0).then_some((&*src.mem, &src.chains[i], off, rest));
-        match deliver(&mut self.queue, &self.mem, &FrameSource { head: pkt.headers(), tail }, self.mergeable) {
+        match deliver(&mut self.queue, &self.mem, &FrameSource { head: pkt.headers(), tail }, self.mergeable, &mut self.rx_chains) {
             Ok(d) => {
                 self.unpublished = true;
                 d
@@ -269,7 +272,7 @@ impl OwnRing {
                 m.segments().for_each(|s| self.scratch.extend_from_slice(s));
                 &self.scratch
             };
-            match deliver(&mut self.queue, &self.mem, &FrameSource { head, tail: None }, self.mergeable) {
+            match deliver(&mut self.queue, &self.mem, &FrameSource { head, tail: None }, self.mergeable, &mut self.rx_chains) {
                 Ok(Delivery::Done { .. }) => done += 1,
                 Ok(Delivery::BadChain) => {
                     done += 1;
