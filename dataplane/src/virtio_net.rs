@@ -194,7 +194,7 @@ mod tests {
         (entries, bytes)
     }
 
-    fn scratch() -> Vec<Chain> {
+    fn chains() -> Vec<Chain> {
         vec![Chain::default(); MAX_BUFFERS]
     }
 
@@ -208,7 +208,7 @@ mod tests {
         post(&mut g, 8, 2048);
         let mut q = g.queue();
         let f = frame(9000);
-        let r = deliver(&mut q, &g.mem, &FrameSource { head: &f, tail: None }, true, &mut scratch()).unwrap();
+        let r = deliver(&mut q, &g.mem, &FrameSource { head: &f, tail: None }, true, &mut chains()).unwrap();
         assert_eq!(r, Delivery::Done { buffers: 5, guest_copies: 0 });
         let (used, bytes) = received(&g, &q);
         assert_eq!(used.iter().map(|u| u.1).sum::<u32>(), 9012);
@@ -223,10 +223,10 @@ mod tests {
         post(&mut g, 2, 2048);
         let mut q = g.queue();
         let f = frame(9000);
-        assert_eq!(deliver(&mut q, &g.mem, &FrameSource { head: &f, tail: None }, true, &mut scratch()).unwrap(), Delivery::NoBuffers);
+        assert_eq!(deliver(&mut q, &g.mem, &FrameSource { head: &f, tail: None }, true, &mut chains()).unwrap(), Delivery::NoBuffers);
         assert_eq!(q.available(&g.mem).unwrap(), 2, "nothing consumed");
-        assert_eq!(deliver(&mut q, &g.mem, &FrameSource { head: &f[..1500], tail: None }, false, &mut scratch()).unwrap(), Delivery::Done { buffers: 1, guest_copies: 0 });
-        assert_eq!(deliver(&mut q, &g.mem, &FrameSource { head: &f[..3000], tail: None }, false, &mut scratch()).unwrap(), Delivery::NoBuffers, "without MRG_RXBUF one buffer must hold it");
+        assert_eq!(deliver(&mut q, &g.mem, &FrameSource { head: &f[..1500], tail: None }, false, &mut chains()).unwrap(), Delivery::Done { buffers: 1, guest_copies: 0 });
+        assert_eq!(deliver(&mut q, &g.mem, &FrameSource { head: &f[..3000], tail: None }, false, &mut chains()).unwrap(), Delivery::NoBuffers, "without MRG_RXBUF one buffer must hold it");
     }
 
     #[test]
@@ -248,7 +248,7 @@ mod tests {
         post(&mut b, 4, 1024);
         let mut qb = b.queue();
         let source = FrameSource { head: &scratch, tail: Some((&a.mem, &src, NET_HDR_LEN as u64 + 14, 3000 - 14)) };
-        assert_eq!(deliver(&mut qb, &b.mem, &source, true, &mut scratch()).unwrap(), Delivery::Done { buffers: 3, guest_copies: 1 });
+        assert_eq!(deliver(&mut qb, &b.mem, &source, true, &mut chains()).unwrap(), Delivery::Done { buffers: 3, guest_copies: 1 });
         let (_, bytes) = received(&b, &qb);
         assert_eq!(bytes[NET_HDR_LEN..], payload[..]);
     }
@@ -262,7 +262,7 @@ mod tests {
         g.offer(1);
         let mut q = g.queue();
         let f = frame(2000);
-        assert_eq!(deliver(&mut q, &g.mem, &FrameSource { head: &f, tail: None }, true, &mut scratch()).unwrap(), Delivery::BadChain);
+        assert_eq!(deliver(&mut q, &g.mem, &FrameSource { head: &f, tail: None }, true, &mut chains()).unwrap(), Delivery::BadChain);
         let (used, _) = received(&g, &q);
         assert_eq!(used, [(0, 0), (1, 0)]);
     }
