@@ -332,7 +332,19 @@ impl Generator {
     }
 
     /// Opens one VM per socket, named `{tag}{i}`.
+    /// Each VM receives into a pool of its own, as each guest's buffers are
+    /// its own memory: with one shared pool, a guest-to-guest copy may run
+    /// between buffers whose addresses alias, which no real pair of guests
+    /// would show. The pools go with the VMs.
     pub fn attach(&self, tag: &str, sockets: &[Attach], mtu: u16) -> Result<Vec<VmPort>, String> {
-        sockets.iter().enumerate().map(|(i, a)| VmPort::open(&self.eal, &self.pool, &format!("{tag}{i}"), a, mtu)).collect()
+        sockets
+            .iter()
+            .enumerate()
+            .map(|(i, a)| {
+                let name = format!("{tag}{i}");
+                let pool = Arc::new(Mempool::new(&self.eal, &format!("rx_{name}"), 8191, 256, 2048).map_err(|e| e.to_string())?);
+                VmPort::open(&self.eal, &pool, &name, a, mtu)
+            })
+            .collect()
     }
 }
