@@ -225,12 +225,7 @@ impl Egress<'_> {
             }
         }
 
-        let pc = &self.ctx.counters.ports[in_slot as usize];
-        bump(&pc.forwarded, forwarded);
-        bump(&pc.flooded, flooded);
-        for (c, n) in pc.drops.iter().zip(drops) {
-            bump(c, n);
-        }
+        self.count_rx(in_slot, forwarded, flooded, &drops);
         self.flush_all();
         self.dropped.clear();
         self.publish_paths();
@@ -266,26 +261,13 @@ impl Egress<'_> {
                 Decision::Flood { vlan, tagged } => {
                     flooded += 1;
                     self.paths[Path::Flood as usize][0] += 1;
-                    let tx = &*self.tx;
-                    let targets = self
-                        .ports
-                        .iter()
-                        .flatten()
-                        .filter(|t| t.slot != in_slot && t.vlan.carries(vlan) && tx[t.slot as usize].is_some())
-                        .map(|t| t.slot)
-                        .collect::<TargetList>();
-                    for t in targets {
+                    for t in self.flood_targets(in_slot, vlan) {
                         self.emit_guest(src, i, p, t, vlan, tagged, Path::Flood);
                     }
                 }
             }
         }
-        let pc = &self.ctx.counters.ports[in_slot as usize];
-        bump(&pc.forwarded, forwarded);
-        bump(&pc.flooded, flooded);
-        for (c, n) in pc.drops.iter().zip(drops) {
-            bump(c, n);
-        }
+        self.count_rx(in_slot, forwarded, flooded, &drops);
         self.flush_all();
         for t in self.tx.iter_mut() {
             if let Some(TxPort::Own(dst)) = t {
@@ -338,6 +320,28 @@ impl Egress<'_> {
         }
     }
 
+    /// Publishes one burst's rx dispositions for its input port.
+    fn count_rx(&self, in_slot: u16, forwarded: u64, flooded: u64, drops: &[u64; DropReason::COUNT]) {
+        let pc = &self.ctx.counters.ports[in_slot as usize];
+        bump(&pc.forwarded, forwarded);
+        bump(&pc.flooded, flooded);
+        for (c, &n) in pc.drops.iter().zip(drops) {
+            bump(c, n);
+        }
+    }
+
+    /// Every other port of the VLAN that can send (a vhost port without a
+    /// guest is not part of the flood).
+    fn flood_targets(&self, in_slot: u16, vlan: u16) -> TargetList {
+        let tx = &*self.tx;
+        self.ports
+            .iter()
+            .flatten()
+            .filter(|p| p.slot != in_slot && p.vlan.carries(vlan) && tx[p.slot as usize].is_some())
+            .map(|p| p.slot)
+            .collect()
+    }
+
     /// Frees `m` with the burst's other drops, in one call.
     #[inline]
     fn discard(&mut self, m: Mbuf) {
@@ -347,20 +351,11 @@ impl Egress<'_> {
         }
     }
 
-    /// Sends one reference of `m` to every other port of the VLAN that can
-    /// send (a vhost port without a guest is not part of the flood); the last
-    /// output takes `m` itself, so N outputs cost N-1 reference increments.
+    /// Sends one reference of `m` to every flood target; the last output
+    /// takes `m` itself, so N outputs cost N-1 reference increments.
     #[inline]
     fn flood(&mut self, in_slot: u16, m: Mbuf, vlan: u16, tagged: bool) {
-        let tx = &*self.tx;
-        let mut targets = self
-            .ports
-            .iter()
-            .flatten()
-            .filter(|p| p.slot != in_slot && p.vlan.carries(vlan) && tx[p.slot as usize].is_some())
-            .map(|p| p.slot)
-            .collect::<TargetList>()
-            .into_iter();
+        let mut targets = self.flood_targets(in_slot, vlan).into_iter();
         let Some(mut prev) = targets.next() else {
             self.discard(m);
             return;
