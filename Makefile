@@ -44,7 +44,7 @@ lint: deps
 test: deps lint
 	@mkdir -p target
 	@set -o pipefail; \
-	$(CARGO) test --workspace --release --lib --bins --tests -- --test-threads=1 2>&1 | tee target/test.log; \
+	$(CARGO) test --workspace --release --no-fail-fast --lib --bins --tests -- --test-threads=1 2>&1 | tee target/test.log; \
 	status=$$?; \
 	awk '/^test result:/ {p += $$4; f += $$6} END {printf "total: %d passed, %d failed\n", p, f}' target/test.log; \
 	exit $$status

@@ -71,6 +71,10 @@ pub struct SwitchStats {
     /// Payload copies per VM-to-VM packet, from the switch's own counters.
     #[serde(default)]
     pub copies_per_packet: Option<f64>,
+    /// Packets the switch counted as dropped (any reason). vswitchd's cover
+    /// the measured phase; testpmd's its whole run; OVS does not say here.
+    #[serde(default)]
+    pub dropped: Option<u64>,
 }
 
 /// A running switch with `n` client ports on `sockets`.
@@ -80,7 +84,6 @@ pub struct Running {
     dir: tempfile::TempDir,
     procs: Vec<Proc>,
     _prefix: FilePrefix,
-    flooded_base: u64,
 }
 
 const START: Duration = Duration::from_secs(60);
@@ -98,7 +101,7 @@ impl Running {
         let dir = tempfile::Builder::new().prefix("vsw-bench-").tempdir().map_err(|e| e.to_string())?;
         let sockets: Vec<PathBuf> = (0..n).map(|i| dir.path().join(format!("vm{i}.sock"))).collect();
         let prefix = FilePrefix::new(kind.name());
-        let mut r = Running { kind, sockets, dir, procs: Vec::new(), _prefix: prefix, flooded_base: 0 };
+        let mut r = Running { kind, sockets, dir, procs: Vec::new(), _prefix: prefix };
         match kind {
             SwitchKind::Vswitchd | SwitchKind::VswitchdCopyOnce => r.start_vswitchd(setup)?,
             SwitchKind::TestpmdIo => r.start_testpmd(setup)?,
@@ -307,7 +310,6 @@ impl Running {
         match self.kind {
             SwitchKind::Vswitchd | SwitchKind::VswitchdCopyOnce => {
                 self.ctl(Ctl::StatsClear)?;
-                self.flooded_base = 0;
             }
             SwitchKind::OvsNormal | SwitchKind::OvsFlows => {
                 self.appctl(&["dpif-netdev/pmd-stats-clear"])?;
@@ -331,7 +333,8 @@ impl Running {
                     copies_per_packet: vm_vm.filter(|p| p.packets > 0).map(|p| p.payload_copies as f64 / p.packets as f64),
                     cycles_per_packet: p.map(|p| p.cycles_per_packet),
                     idle_fraction: p.map(|p| p.idle_cycles as f64 / (p.idle_cycles + p.busy_cycles).max(1) as f64),
-                    flooded: ports.map(|ps| ps.iter().map(|p| p.flooded).sum::<u64>() - self.flooded_base),
+                    flooded: ports.as_ref().map(|ps| ps.iter().map(|p| p.flooded).sum()),
+                    dropped: ports.map(|ps| ps.iter().flat_map(|p| p.drops.values()).sum()),
                 }
             }
             SwitchKind::OvsNormal | SwitchKind::OvsFlows => {
@@ -399,10 +402,18 @@ pub fn parse_ovs_pmd_stats(text: &str) -> SwitchStats {
     s
 }
 
-/// Reads testpmd's exit statistics: `CPU cycles/packet=...`.
+/// Reads testpmd's exit statistics: `CPU cycles/packet=...` and the
+/// RX-/TX-dropped of the "Accumulated forward statistics" block.
 pub fn parse_testpmd_exit(text: &str) -> SwitchStats {
     let cpp = text
         .lines()
         .find_map(|l| l.trim().strip_prefix("CPU cycles/packet=").and_then(|r| r.split_whitespace().next()?.parse::<f64>().ok()));
-    SwitchStats { cycles_per_packet: cpp, ..Default::default() }
+    let dropped = text.split_once("Accumulated forward statistics").and_then(|(_, block)| {
+        let field = |name: &str| -> Option<u64> {
+            let after = block.split_once(name)?.1;
+            after.split_whitespace().next()?.parse().ok()
+        };
+        Some(field("RX-dropped:")? + field("TX-dropped:")?)
+    });
+    SwitchStats { cycles_per_packet: cpp, dropped, ..Default::default() }
 }

@@ -15,5 +15,6 @@ fn ovs_pmd_stats_show() {
 fn testpmd_exit_statistics() {
     let s = parse_testpmd_exit(include_str!("fixtures/testpmd-exit.txt"));
     assert_eq!(s.cycles_per_packet, Some(271.82));
-    assert_eq!(parse_testpmd_exit("Bye\n").cycles_per_packet, None);
+    assert_eq!(s.dropped, Some(11138));
+    assert_eq!(parse_testpmd_exit("Bye\n"), Default::default());
 }
