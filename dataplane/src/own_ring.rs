@@ -297,14 +297,14 @@ impl OwnRing {
 /// Reads `buf.len()` bytes of chain `c` from offset `off`.
 fn read_at(mem: &GuestMemory, c: &Chain, mut off: u64, buf: &mut [u8]) -> Result<(), ()> {
     let mut done = 0;
-    for &(gpa, len) in c.segments() {
-        let len = len as u64;
+    for s in c.segments() {
+        let len = s.len() as u64;
         if off >= len {
             off -= len;
             continue;
         }
         let k = ((len - off) as usize).min(buf.len() - done);
-        mem.read(pmd_bridge::guest_mem::Gpa(gpa.0 + off), &mut buf[done..done + k]).map_err(|_| ())?;
+        mem.read_span(s, off as usize, &mut buf[done..done + k]).map_err(|_| ())?;
         done += k;
         off = 0;
         if done == buf.len() {

@@ -135,14 +135,14 @@ fn locate(chains: &[Chain], mut at: u64) -> (usize, u64) {
 
 fn write_at(mem: &GuestMemory, c: &Chain, mut off: u64, bytes: &[u8]) -> bool {
     let mut bytes = bytes;
-    for &(gpa, len) in c.segments() {
-        let len = len as u64;
+    for s in c.segments() {
+        let len = s.len() as u64;
         if off >= len {
             off -= len;
             continue;
         }
         let k = ((len - off) as usize).min(bytes.len());
-        if mem.write(pmd_bridge::guest_mem::Gpa(gpa.0 + off), &bytes[..k]).is_err() {
+        if mem.write_span(s, off as usize, &bytes[..k]).is_err() {
             return false;
         }
         bytes = &bytes[k..];

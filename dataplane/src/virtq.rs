@@ -9,7 +9,7 @@
 //! marks the queue broken. Layout and rules: VIRTIO 1.1, 2.6.
 use std::num::Wrapping;
 
-use pmd_bridge::guest_mem::{full_fence, GuestMemory, Gpa, OutOfBounds};
+use pmd_bridge::guest_mem::{full_fence, GuestMemory, Gpa, OutOfBounds, Span};
 
 pub const VRING_DESC_F_NEXT: u16 = 1;
 pub const VRING_DESC_F_WRITE: u16 = 2;
@@ -81,28 +81,30 @@ impl From<OutOfBounds> for RingError {
     }
 }
 
-/// One descriptor chain, validated: its head and buffers.
+/// One descriptor chain, validated: its head and buffers, translated once
+/// (a buffer that crosses guest memory regions is split into two spans).
 #[derive(Clone, Debug)]
 pub struct Chain {
     pub head: u16,
-    segs: [(Gpa, u32); MAX_SEGS],
+    segs: [Span; MAX_SEGS],
     n: usize,
+    total: u64,
 }
 
 impl Default for Chain {
     fn default() -> Self {
-        Chain { head: 0, segs: [(Gpa(0), 0); MAX_SEGS], n: 0 }
+        Chain { head: 0, segs: [Span::default(); MAX_SEGS], n: 0, total: 0 }
     }
 }
 
 impl Chain {
-    pub fn segments(&self) -> &[(Gpa, u32)] {
+    pub fn segments(&self) -> &[Span] {
         &self.segs[..self.n]
     }
 
     /// Total bytes over every buffer.
     pub fn len(&self) -> u64 {
-        self.segments().iter().map(|s| s.1 as u64).sum()
+        self.total
     }
 
     pub fn is_empty(&self) -> bool {
@@ -113,18 +115,18 @@ impl Chain {
     /// at most `MAX_READ` of them: the lengths are the guest's to choose.
     pub fn read(&self, mem: &GuestMemory, skip: u64, out: &mut Vec<u8>) -> Result<(), OutOfBounds> {
         if self.len().saturating_sub(skip) > MAX_READ {
-            return Err(OutOfBounds { gpa: self.segs[0].0, len: self.len() });
+            return Err(OutOfBounds { gpa: self.segs[0].gpa(), len: self.len() });
         }
         let mut skip = skip;
-        for &(gpa, len) in self.segments() {
-            let len = len as u64;
+        for s in self.segments() {
+            let len = s.len() as u64;
             if skip >= len {
                 skip -= len;
                 continue;
             }
             let start = out.len();
             out.resize(start + (len - skip) as usize, 0);
-            mem.read(Gpa(gpa.0 + skip), &mut out[start..])?;
+            mem.read_span(s, skip as usize, &mut out[start..])?;
             skip = 0;
         }
         Ok(())
@@ -141,12 +143,12 @@ impl Chain {
         for part in parts {
             let mut part: &[u8] = part;
             while !part.is_empty() {
-                let (gpa, len) = self.segs[seg];
-                let n = ((len as u64 - off) as usize).min(part.len());
-                mem.write(Gpa(gpa.0 + off), &part[..n]).ok()?;
+                let s = &self.segs[seg];
+                let n = ((s.len() as u64 - off) as usize).min(part.len());
+                mem.write_span(s, off as usize, &part[..n]).ok()?;
                 part = &part[n..];
                 off += n as u64;
-                if off == len as u64 {
+                if off == s.len() as u64 {
                     seg += 1;
                     off = 0;
                 }
@@ -165,9 +167,9 @@ pub fn copy_chain(from: &GuestMemory, src: &Chain, src_off: u64, to: &GuestMemor
     let mut d = Cursor::new(dst, dst_off);
     let mut done = 0;
     while done < len {
-        let (Some((sg, sroom)), Some((dg, droom))) = (s.here(), d.here()) else { break };
+        let (Some((ss, soff, sroom)), Some((ds, doff, droom))) = (s.here(), d.here()) else { break };
         let n = sroom.min(droom).min(len - done);
-        GuestMemory::copy(from, sg, to, dg, n)?;
+        GuestMemory::copy_span(from, ss, soff as usize, to, ds, doff as usize, n as usize)?;
         s.advance(n);
         d.advance(n);
         done += n;
@@ -177,7 +179,7 @@ pub fn copy_chain(from: &GuestMemory, src: &Chain, src_off: u64, to: &GuestMemor
 
 /// A position inside a chain: segment and offset.
 struct Cursor<'a> {
-    segs: &'a [(Gpa, u32)],
+    segs: &'a [Span],
     seg: usize,
     off: u64,
 }
@@ -186,23 +188,24 @@ impl<'a> Cursor<'a> {
     fn new(c: &'a Chain, mut skip: u64) -> Cursor<'a> {
         let segs = c.segments();
         let mut seg = 0;
-        while seg < segs.len() && skip >= segs[seg].1 as u64 {
-            skip -= segs[seg].1 as u64;
+        while seg < segs.len() && skip >= segs[seg].len() as u64 {
+            skip -= segs[seg].len() as u64;
             seg += 1;
         }
         Cursor { segs, seg, off: skip }
     }
 
-    /// Where the cursor is and how many bytes its segment has left.
-    fn here(&self) -> Option<(Gpa, u64)> {
-        let &(gpa, len) = self.segs.get(self.seg)?;
-        Some((Gpa(gpa.0 + self.off), len as u64 - self.off))
+    /// Where the cursor is (span, offset in it) and how many bytes its
+    /// segment has left.
+    fn here(&self) -> Option<(&'a Span, u64, u64)> {
+        let s = self.segs.get(self.seg)?;
+        Some((s, self.off, s.len() as u64 - self.off))
     }
 
     fn advance(&mut self, n: u64) {
         self.off += n;
-        if let Some(&(_, len)) = self.segs.get(self.seg) {
-            if self.off == len as u64 {
+        if let Some(s) = self.segs.get(self.seg) {
+            if self.off == s.len() as u64 {
                 self.seg += 1;
                 self.off = 0;
             }
@@ -222,26 +225,42 @@ pub enum Pop {
 }
 
 /// Our side of one split virtqueue. Indices are free-running `Wrapping<u16>`
-/// as in the spec; the ring slot is the index modulo the size.
+/// as in the spec; the ring slot is the index modulo the size. The rings are
+/// translated once, against the memory the queue is made for.
 #[derive(Clone, Debug)]
 pub struct SplitQueue {
     size: u16,
-    desc: Gpa,
-    avail: Gpa,
-    used: Gpa,
+    desc: Span,
+    avail: Span,
+    used: Span,
     next_avail: Wrapping<u16>,
     next_used: Wrapping<u16>,
+    /// The last avail->idx read: entries up to it are known available
+    /// without reading the index again.
+    avail_seen: Wrapping<u16>,
 }
 
 impl SplitQueue {
     /// A queue of `size` entries (a power of two up to 32768) whose rings are
-    /// at the given guest addresses, resuming at the indices rte_vhost
-    /// reports (its vring base: after a reconnect, where the last user left).
-    pub fn new(size: u16, desc: Gpa, avail: Gpa, used: Gpa, (next_avail, next_used): (u16, u16)) -> Option<SplitQueue> {
+    /// at the given guest addresses in `mem`, resuming at the indices
+    /// rte_vhost reports (its vring base: where the last user left). Each
+    /// ring must lie in one region of `mem` (a guest allocates it in one
+    /// piece; one split over a region boundary is refused, not walked).
+    pub fn new(size: u16, desc: Gpa, avail: Gpa, used: Gpa, (next_avail, next_used): (u16, u16), mem: &GuestMemory) -> Result<SplitQueue, &'static str> {
         if size == 0 || !size.is_power_of_two() || size > 32768 {
-            return None;
+            return Err("bad ring size");
         }
-        Some(SplitQueue { size, desc, avail, used, next_avail: Wrapping(next_avail), next_used: Wrapping(next_used) })
+        let n = size as u32;
+        let span = |gpa, len| mem.span(gpa, len).ok_or("ring outside guest memory");
+        Ok(SplitQueue {
+            size,
+            desc: span(desc, n * DESC_SIZE as u32)?,
+            avail: span(avail, 4 + 2 * n)?,
+            used: span(used, 4 + 8 * n)?,
+            next_avail: Wrapping(next_avail),
+            next_used: Wrapping(next_used),
+            avail_seen: Wrapping(next_avail),
+        })
     }
 
     pub fn size(&self) -> u16 {
@@ -253,33 +272,27 @@ impl SplitQueue {
         (self.next_avail.0, self.next_used.0)
     }
 
-    /// Whether the rings themselves lie in `mem` (checked when a queue is
-    /// set up and after every memory-table change).
-    pub fn rings_in(&self, mem: &GuestMemory) -> bool {
-        let n = self.size as u64;
-        mem.contains(self.desc, n * DESC_SIZE) && mem.contains(self.avail, 4 + 2 * n) && mem.contains(self.used, 4 + 8 * n)
-    }
-
     /// Entries the guest has made available and we have not consumed.
-    pub fn available(&self, mem: &GuestMemory) -> Result<u16, RingError> {
+    pub fn available(&mut self, mem: &GuestMemory) -> Result<u16, RingError> {
         // Acquire: the ring entries and descriptors the guest wrote before
         // bumping idx are visible once we see the new idx.
-        let idx = mem.load_u16_acquire(Gpa(self.avail.0 + 2))?;
+        let idx = mem.span_u16_acquire(&self.avail, 2)?;
         let pending = (Wrapping(idx) - self.next_avail).0;
         if pending > self.size {
             return Err(RingError::AvailJump { avail: idx, consumed: self.next_avail.0 });
         }
+        self.avail_seen = Wrapping(idx);
         Ok(pending)
     }
 
-    /// Takes the next available chain into `out` (call `available` first in
-    /// a burst, and at most that many times).
+    /// Takes the next available chain into `out`. avail->idx is read again
+    /// only when the entries known from the last read are used up.
     pub fn pop(&mut self, mem: &GuestMemory, dir: Direction, out: &mut Chain) -> Result<Pop, RingError> {
-        if self.available(mem)? == 0 {
+        if self.next_avail == self.avail_seen && self.available(mem)? == 0 {
             return Ok(Pop::Empty);
         }
-        let slot = (self.next_avail.0 & (self.size - 1)) as u64;
-        let head = mem.read_u16(Gpa(self.avail.0 + 4 + 2 * slot))?;
+        let slot = (self.next_avail.0 & (self.size - 1)) as usize;
+        let head = u16::from_le_bytes(mem.load(&self.avail, 4 + 2 * slot)?);
         self.next_avail += 1;
         Ok(match self.walk(mem, dir, head, out) {
             Ok(()) => Pop::Chain,
@@ -290,14 +303,15 @@ impl SplitQueue {
     fn walk(&self, mem: &GuestMemory, dir: Direction, head: u16, out: &mut Chain) -> Result<(), ChainError> {
         out.head = head;
         out.n = 0;
+        out.total = 0;
         if head >= self.size {
             return Err(ChainError::HeadOutOfRange);
         }
         let mut idx = head;
         // At most `size` descriptors: a longer walk has met a loop.
         for _ in 0..self.size {
-            let mut raw = [0u8; DESC_SIZE as usize];
-            mem.read(Gpa(self.desc.0 + idx as u64 * DESC_SIZE), &mut raw).map_err(|_| ChainError::OutsideMemory)?;
+            // One read into a local copy: the guest may rewrite it meanwhile.
+            let raw: [u8; DESC_SIZE as usize] = mem.load(&self.desc, idx as usize * DESC_SIZE as usize).map_err(|_| ChainError::OutsideMemory)?;
             let addr = u64::from_le_bytes(raw[0..8].try_into().expect("8 bytes"));
             let len = u32::from_le_bytes(raw[8..12].try_into().expect("4 bytes"));
             let flags = u16::from_le_bytes([raw[12], raw[13]]);
@@ -309,16 +323,20 @@ impl SplitQueue {
             if writable != (dir == Direction::DeviceWrites) {
                 return Err(ChainError::WrongDirection);
             }
-            if !mem.contains(Gpa(addr), len as u64) {
-                return Err(ChainError::OutsideMemory);
-            }
-            if len > 0 {
+            let mut too_long = false;
+            mem.translate(Gpa(addr), len, |s| {
                 if out.n == MAX_SEGS {
-                    return Err(ChainError::TooLong);
+                    too_long = true;
+                } else {
+                    out.segs[out.n] = s;
+                    out.n += 1;
                 }
-                out.segs[out.n] = (Gpa(addr), len);
-                out.n += 1;
+            })
+            .map_err(|_| ChainError::OutsideMemory)?;
+            if too_long {
+                return Err(ChainError::TooLong);
             }
+            out.total += len as u64;
             if flags & VRING_DESC_F_NEXT == 0 {
                 return Ok(());
             }
@@ -338,11 +356,9 @@ impl SplitQueue {
 
     /// Writes a used entry (not yet visible to the guest: see `publish`).
     pub fn add_used(&mut self, mem: &GuestMemory, head: u16, len: u32) -> Result<(), RingError> {
-        let slot = (self.next_used.0 & (self.size - 1)) as u64;
-        let mut e = [0u8; 8];
-        e[0..4].copy_from_slice(&(head as u32).to_le_bytes());
-        e[4..8].copy_from_slice(&len.to_le_bytes());
-        mem.write(Gpa(self.used.0 + 4 + 8 * slot), &e)?;
+        let slot = (self.next_used.0 & (self.size - 1)) as usize;
+        let e = (head as u64 | (len as u64) << 32).to_le_bytes();
+        mem.store(&self.used, 4 + 8 * slot, e)?;
         self.next_used += 1;
         Ok(())
     }
@@ -350,7 +366,7 @@ impl SplitQueue {
     /// Makes every used entry added so far visible (release store of
     /// used->idx: the entries and the data they describe come first).
     pub fn publish(&self, mem: &GuestMemory) -> Result<(), RingError> {
-        mem.store_u16_release(Gpa(self.used.0 + 2), self.next_used.0)?;
+        mem.span_u16_release(&self.used, 2, self.next_used.0)?;
         Ok(())
     }
 
@@ -359,12 +375,12 @@ impl SplitQueue {
     /// enable interrupts after our check and sleep on a ring we just filled.
     pub fn guest_wants_interrupt(&self, mem: &GuestMemory) -> bool {
         full_fence();
-        mem.read_u16(self.avail).map(|f| f & VRING_AVAIL_F_NO_INTERRUPT == 0).unwrap_or(false)
+        mem.load(&self.avail, 0).map(|f| u16::from_le_bytes(f) & VRING_AVAIL_F_NO_INTERRUPT == 0).unwrap_or(false)
     }
 
     /// Asks the guest not to kick us: we poll.
     pub fn suppress_kicks(&self, mem: &GuestMemory) -> Result<(), RingError> {
-        mem.write(self.used, &VRING_USED_F_NO_NOTIFY.to_le_bytes())?;
+        mem.store(&self.used, 0, VRING_USED_F_NO_NOTIFY.to_le_bytes())?;
         Ok(())
     }
 }

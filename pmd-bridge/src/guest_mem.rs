@@ -7,7 +7,13 @@
 //! volatile_memory.rs). A range that crosses regions is split; one that
 //! leaves guest memory is an error, never an access. Translation is done
 //! here, in Rust, from our own copy of the region table: no C call per buffer.
-use std::sync::atomic::{fence, AtomicU16, Ordering};
+//!
+//! The fast path translates once: a `Span` is a piece of one region, found
+//! when a descriptor or a ring is first seen, and every later access through
+//! it is a length check and a pointer add. A span names the `GuestMemory`
+//! that made it (by a process-unique id), and only that one accepts it, so
+//! a span kept past a memory-table change is refused, never followed.
+use std::sync::atomic::{fence, AtomicU16, AtomicU64, Ordering};
 
 /// A guest physical address.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -36,8 +42,45 @@ enum Backing {
 }
 
 pub struct GuestMemory {
+    id: u64,
     regions: Vec<Region>,
     _backing: Backing,
+}
+
+fn next_id() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// `len` bytes at `gpa`, contiguous in one region of the `GuestMemory` that
+/// translated them (see the module comment).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Span {
+    mem: u64,
+    host: usize,
+    len: u32,
+    gpa: Gpa,
+}
+
+impl Default for Span {
+    /// An empty span that no memory accepts.
+    fn default() -> Span {
+        Span { mem: 0, host: 0, len: 0, gpa: Gpa(0) }
+    }
+}
+
+impl Span {
+    pub fn gpa(&self) -> Gpa {
+        self.gpa
+    }
+
+    pub fn len(&self) -> u32 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
 }
 
 // SAFETY: the regions are plain memory; all access goes through raw copies
@@ -57,7 +100,7 @@ impl GuestMemory {
             .zip(bufs.iter_mut())
             .map(|(&(gpa, len), b)| Region { gpa, len: len as u64, host: b.as_mut_ptr() })
             .collect();
-        GuestMemory { regions, _backing: Backing::Owned(bufs) }
+        GuestMemory { id: next_id(), regions, _backing: Backing::Owned(bufs) }
     }
 
     /// Memory mapped by someone else (rte_vhost's copy of the guest's table),
@@ -68,7 +111,7 @@ impl GuestMemory {
     /// readable and writable, for as long as `keepalive` is alive.
     pub unsafe fn from_mapped(regions: &[(u64, u64, *mut u8)], keepalive: Box<dyn std::any::Any + Send + Sync>) -> GuestMemory {
         let regions = regions.iter().map(|&(gpa, len, host)| Region { gpa, len, host }).collect();
-        GuestMemory { regions, _backing: Backing::Borrowed(keepalive) }
+        GuestMemory { id: next_id(), regions, _backing: Backing::Borrowed(keepalive) }
     }
 
     /// The guest address of a host address inside guest memory (rte_vhost
@@ -149,27 +192,12 @@ impl GuestMemory {
         Ok(u32::from_le_bytes(b))
     }
 
-    pub fn read_u64(&self, gpa: Gpa) -> Result<u64, OutOfBounds> {
-        let mut b = [0u8; 8];
-        self.read(gpa, &mut b)?;
-        Ok(u64::from_le_bytes(b))
-    }
-
-    /// A ring index the other side publishes (`avail->idx`): an atomic load
-    /// with acquire ordering, so the entries it covers are seen after it.
-    /// The address must be 2-byte aligned and in one region.
-    pub fn load_u16_acquire(&self, gpa: Gpa) -> Result<u16, OutOfBounds> {
-        let p = self.aligned_u16(gpa)?;
-        // SAFETY: an aligned u16 inside a live region; the guest accesses it
-        // atomically too (virtio ring indices are naturally aligned).
-        Ok(u16::from_le(unsafe { AtomicU16::from_ptr(p) }.load(Ordering::Acquire)))
-    }
-
     /// Publishes a ring index (`used->idx`) with release ordering, so the
     /// entries it covers are visible before it.
     pub fn store_u16_release(&self, gpa: Gpa, v: u16) -> Result<(), OutOfBounds> {
         let p = self.aligned_u16(gpa)?;
-        // SAFETY: as in load_u16_acquire.
+        // SAFETY: an aligned u16 inside a live region; the guest accesses it
+        // atomically too (virtio ring indices are naturally aligned).
         unsafe { AtomicU16::from_ptr(p) }.store(v.to_le(), Ordering::Release);
         Ok(())
     }
@@ -182,27 +210,113 @@ impl GuestMemory {
         }
     }
 
-    /// Copies `len` bytes from `src` in `from` straight to `dst` in `to`:
-    /// the one copy VM to VM. Checks both ranges before copying anything.
-    pub fn copy(from: &GuestMemory, src: Gpa, to: &GuestMemory, dst: Gpa, len: u64) -> Result<(), OutOfBounds> {
-        if !from.contains(src, len) {
-            return Err(OutOfBounds { gpa: src, len });
+    /// Translates `[gpa, gpa+len)` into spans, one per region it crosses,
+    /// passed to `f` in order; fails (passing none) if any part lies
+    /// outside guest memory.
+    pub fn translate(&self, gpa: Gpa, len: u32, mut f: impl FnMut(Span)) -> Result<(), OutOfBounds> {
+        self.chunks(gpa, len as u64, |p, (off, n)| f(Span { mem: self.id, host: p as usize, len: n as u32, gpa: Gpa(gpa.0 + off as u64) }))
+    }
+
+    /// `[gpa, gpa+len)` as one span, if it lies in one region (a ring).
+    pub fn span(&self, gpa: Gpa, len: u32) -> Option<Span> {
+        match self.locate(gpa.0) {
+            Some((p, room)) if room >= len as u64 => Some(Span { mem: self.id, host: p as usize, len, gpa }),
+            _ => None,
         }
-        if !to.contains(dst, len) {
-            return Err(OutOfBounds { gpa: dst, len });
+    }
+
+    /// The host address of `n` bytes at `off` in `s`, if `s` is ours and
+    /// they lie inside it. This check is all a span access costs.
+    #[inline]
+    fn at(&self, s: &Span, off: usize, n: usize) -> Result<*mut u8, OutOfBounds> {
+        if s.mem == self.id && off.checked_add(n).is_some_and(|end| end <= s.len as usize) {
+            Ok((s.host + off) as *mut u8)
+        } else {
+            Err(OutOfBounds { gpa: Gpa(s.gpa.0.wrapping_add(off as u64)), len: n as u64 })
         }
-        let mut done = 0u64;
-        while done < len {
-            let (s, sroom) = from.locate(src.0 + done).expect("checked");
-            let (d, droom) = to.locate(dst.0 + done).expect("checked");
-            let n = sroom.min(droom).min(len - done);
-            // SAFETY: both spans are inside live regions (checked above); the
-            // guests may write them concurrently: a byte copy, no references.
-            // Overlap is possible only within one guest's memory, hence copy.
-            unsafe { std::ptr::copy(s, d, n as usize) };
-            done += n;
-        }
+    }
+
+    /// Copies `buf.len()` bytes at `off` in `s` into `buf`.
+    #[inline]
+    pub fn read_span(&self, s: &Span, off: usize, buf: &mut [u8]) -> Result<(), OutOfBounds> {
+        let p = self.at(s, off, buf.len())?;
+        // SAFETY: `at` checked the bytes lie in a span this live memory made
+        // (inside one of its regions). The guest may write them meanwhile:
+        // a byte copy, never a reference.
+        unsafe { std::ptr::copy_nonoverlapping(p, buf.as_mut_ptr(), buf.len()) };
         Ok(())
+    }
+
+    /// Copies `data` to `off` in `s`.
+    #[inline]
+    pub fn write_span(&self, s: &Span, off: usize, data: &[u8]) -> Result<(), OutOfBounds> {
+        let p = self.at(s, off, data.len())?;
+        // SAFETY: as in read_span, with guest memory as the destination.
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), p, data.len()) };
+        Ok(())
+    }
+
+    /// `N` bytes at `off` in `s`, read as one fixed-size load (a descriptor,
+    /// a ring entry): no call, no loop.
+    #[inline]
+    pub fn load<const N: usize>(&self, s: &Span, off: usize) -> Result<[u8; N], OutOfBounds> {
+        let p = self.at(s, off, N)?;
+        // SAFETY: as in read_span; read_unaligned needs no alignment.
+        Ok(unsafe { std::ptr::read_unaligned(p as *const [u8; N]) })
+    }
+
+    /// Stores `N` bytes at `off` in `s` in one go.
+    #[inline]
+    pub fn store<const N: usize>(&self, s: &Span, off: usize, v: [u8; N]) -> Result<(), OutOfBounds> {
+        let p = self.at(s, off, N)?;
+        // SAFETY: as in write_span.
+        unsafe { std::ptr::write_unaligned(p as *mut [u8; N], v) };
+        Ok(())
+    }
+
+    /// A ring index the other side publishes (`avail->idx`): an atomic load
+    /// with acquire ordering, so the entries it covers are seen after it.
+    #[inline]
+    pub fn span_u16_acquire(&self, s: &Span, off: usize) -> Result<u16, OutOfBounds> {
+        let p = self.at(s, off, 2)?;
+        if !(p as usize).is_multiple_of(2) {
+            return Err(OutOfBounds { gpa: s.gpa, len: 2 });
+        }
+        // SAFETY: an aligned u16 inside a live region (checked above).
+        Ok(u16::from_le(unsafe { AtomicU16::from_ptr(p.cast()) }.load(Ordering::Acquire)))
+    }
+
+    /// `store_u16_release` through a span.
+    #[inline]
+    pub fn span_u16_release(&self, s: &Span, off: usize, v: u16) -> Result<(), OutOfBounds> {
+        let p = self.at(s, off, 2)?;
+        if !(p as usize).is_multiple_of(2) {
+            return Err(OutOfBounds { gpa: s.gpa, len: 2 });
+        }
+        // SAFETY: as in span_u16_acquire.
+        unsafe { AtomicU16::from_ptr(p.cast()) }.store(v.to_le(), Ordering::Release);
+        Ok(())
+    }
+
+    /// Copies `n` bytes from `soff` in span `s` of `from` to `doff` in span
+    /// `d` of `to`: the one copy VM to VM, with no translation left to do.
+    #[inline]
+    pub fn copy_span(from: &GuestMemory, s: &Span, soff: usize, to: &GuestMemory, d: &Span, doff: usize, n: usize) -> Result<(), OutOfBounds> {
+        let src = from.at(s, soff, n)?;
+        let dst = to.at(d, doff, n)?;
+        debug_assert!(from.holds(src, n) && to.holds(dst, n), "a copy outside the guests' regions");
+        // SAFETY: both ranges lie in live regions (checked by `at`); the
+        // guests may write them meanwhile: a byte copy, no references.
+        // They overlap only if a guest points both at its own memory.
+        unsafe { std::ptr::copy(src, dst, n) };
+        Ok(())
+    }
+
+    /// Whether `n` bytes at host address `p` lie in one of our regions (the
+    /// debug-build check on every guest-to-guest copy).
+    fn holds(&self, p: *mut u8, n: usize) -> bool {
+        let p = p as u64;
+        self.regions.iter().any(|r| p >= r.host as u64 && p + n as u64 <= r.host as u64 + r.len)
     }
 }
 
@@ -243,20 +357,31 @@ mod tests {
         assert!(m.read(Gpa(0x500), &mut b).is_err());
         assert!(m.read(Gpa(u64::MAX - 4), &mut b).is_err(), "no overflow");
         assert!(!m.contains(Gpa(0x10000), 0x101));
-        assert!(m.load_u16_acquire(Gpa(0x1001)).is_err(), "misaligned index");
+        let misaligned = m.span(Gpa(0x1001), 2).unwrap();
+        assert!(m.span_u16_acquire(&misaligned, 0).is_err(), "misaligned index");
     }
 
     #[test]
     fn copy_between_guests_and_ring_indices() {
         let (a, b) = (mem(), mem());
         a.write(Gpa(0x1ff8), b"abcdefghijklmnop").unwrap();
-        GuestMemory::copy(&a, Gpa(0x1ff8), &b, Gpa(0x10010), 16).unwrap();
+        let mut src = Vec::new();
+        a.translate(Gpa(0x1ff8), 16, |s| src.push(s)).unwrap();
+        assert_eq!(src.iter().map(|s| (s.gpa(), s.len())).collect::<Vec<_>>(), [(Gpa(0x1ff8), 8), (Gpa(0x2000), 8)], "split at the region edge");
+        let dst = b.span(Gpa(0x10010), 16).unwrap();
+        GuestMemory::copy_span(&a, &src[0], 0, &b, &dst, 0, 8).unwrap();
+        GuestMemory::copy_span(&a, &src[1], 0, &b, &dst, 8, 8).unwrap();
         let mut out = [0u8; 16];
         b.read(Gpa(0x10010), &mut out).unwrap();
         assert_eq!(&out, b"abcdefghijklmnop");
-        assert!(GuestMemory::copy(&a, Gpa(0x1ff8), &b, Gpa(0x100f8), 16).is_err());
+        assert!(GuestMemory::copy_span(&a, &src[0], 0, &b, &dst, 9, 8).is_err(), "past the span's end");
+        assert!(GuestMemory::copy_span(&b, &src[0], 0, &b, &dst, 0, 8).is_err(), "a span of another memory");
+        assert!(b.span(Gpa(0x100f8), 16).is_none(), "past the region");
         b.store_u16_release(Gpa(0x2002), 513).unwrap();
-        assert_eq!(b.load_u16_acquire(Gpa(0x2002)).unwrap(), 513);
+        let idx = b.span(Gpa(0x2000), 4).unwrap();
+        assert_eq!(b.span_u16_acquire(&idx, 2).unwrap(), 513);
         assert_eq!(b.read_u16(Gpa(0x2002)).unwrap(), 513);
+        b.span_u16_release(&idx, 2, 7).unwrap();
+        assert_eq!(u16::from_le_bytes(b.load(&idx, 2).unwrap()), 7);
     }
 }

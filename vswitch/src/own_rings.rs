@@ -52,10 +52,7 @@ impl OwnState {
                 (false, Some(q)) => q.indices(),
                 _ => (v.last_avail, v.last_used),
             };
-            let q = SplitQueue::new(v.size, gpa(v.desc)?, gpa(v.avail)?, gpa(v.used)?, indices).ok_or("bad vring size")?;
-            if !q.rings_in(&mem) {
-                return Err(format!("vring {idx} outside guest memory"));
-            }
+            let q = SplitQueue::new(v.size, gpa(v.desc)?, gpa(v.avail)?, gpa(v.used)?, indices, &mem).map_err(|e| format!("vring {idx}: {e}"))?;
             // Kicks off while we poll, written into the used ring ourselves:
             // rte_vhost_enable_guest_notification would take the queue lock,
             // which a message handler waiting on our memory may hold.

@@ -33,7 +33,7 @@ enum Cmd {
 #[derive(ClapArgs, Clone)]
 struct Opts {
     /// Switches: vswitchd, vswitchd-copy-once, ovs-normal, ovs-flows, testpmd-io.
-    #[arg(long, value_delimiter = ',', default_value = "vswitchd,ovs-normal,ovs-flows,testpmd-io")]
+    #[arg(long, value_delimiter = ',', default_value = "vswitchd,vswitchd-copy-once,ovs-normal,ovs-flows,testpmd-io")]
     switches: Vec<String>,
     /// Scenarios: 2vm (both directions), 3vm-chain.
     #[arg(long, value_delimiter = ',', default_value = "2vm")]

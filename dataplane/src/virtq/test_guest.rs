@@ -38,7 +38,7 @@ impl TestGuest {
     }
 
     pub fn queue(&self) -> SplitQueue {
-        SplitQueue::new(self.size, Gpa(DESC), Gpa(AVAIL), Gpa(USED), (0, 0)).unwrap()
+        SplitQueue::new(self.size, Gpa(DESC), Gpa(AVAIL), Gpa(USED), (0, 0), &self.mem).unwrap()
     }
 
     /// Used entry `i`: (head, length).

@@ -25,7 +25,8 @@ fn a_chain_of_three_and_the_used_ring() {
     assert_eq!(q.available(&g.mem), Ok(1));
     let (r, c) = pop(&g, &mut q, Direction::DeviceReads);
     assert_eq!(r, Ok(Pop::Chain));
-    assert_eq!(c.segments(), [(Gpa(DATA), 12), (Gpa(DATA + 0x100), 1000), (Gpa(DATA + 0x800), 500)]);
+    let segs: Vec<_> = c.segments().iter().map(|s| (s.gpa(), s.len())).collect();
+    assert_eq!(segs, [(Gpa(DATA), 12), (Gpa(DATA + 0x100), 1000), (Gpa(DATA + 0x800), 500)]);
     assert_eq!((c.head, c.len()), (0, 1512));
     let data: Vec<u8> = (0..1512u32).map(|i| i as u8).collect();
     assert_eq!(c.write(&g.mem, &[&data[..10], &data[10..]]), Some(1512));
@@ -117,7 +118,7 @@ fn indices_wrap_and_resume_from_a_base() {
     let mut g = guest();
     g.desc(0, DATA, 64, 0, 0);
     g.avail_idx = 65534;
-    let mut q = SplitQueue::new(SIZE, Gpa(DESC), Gpa(AVAIL), Gpa(USED), (65534, 65534)).unwrap();
+    let mut q = SplitQueue::new(SIZE, Gpa(DESC), Gpa(AVAIL), Gpa(USED), (65534, 65534), &g.mem).unwrap();
     for _ in 0..4 {
         g.offer(0);
         assert_eq!(pop(&g, &mut q, Direction::DeviceReads).0, Ok(Pop::Chain));
@@ -126,21 +127,43 @@ fn indices_wrap_and_resume_from_a_base() {
     q.publish(&g.mem).unwrap();
     assert_eq!(q.indices(), (2, 2));
     assert_eq!(g.mem.read_u16(Gpa(USED + 2)).unwrap(), 2);
-    assert!(SplitQueue::new(6, Gpa(DESC), Gpa(AVAIL), Gpa(USED), (0, 0)).is_none(), "not a power of two");
+    assert!(SplitQueue::new(6, Gpa(DESC), Gpa(AVAIL), Gpa(USED), (0, 0), &g.mem).is_err(), "not a power of two");
 }
 
 #[test]
 fn notifications() {
     let g = guest();
     let q = g.queue();
-    assert!(q.rings_in(&g.mem));
     assert!(q.guest_wants_interrupt(&g.mem));
     g.mem.write(Gpa(AVAIL), &VRING_AVAIL_F_NO_INTERRUPT.to_le_bytes()).unwrap();
     assert!(!q.guest_wants_interrupt(&g.mem));
     q.suppress_kicks(&g.mem).unwrap();
     assert_eq!(g.mem.read_u16(Gpa(USED)).unwrap(), VRING_USED_F_NO_NOTIFY);
-    let far = SplitQueue::new(SIZE, Gpa(0x3ffff0), Gpa(AVAIL), Gpa(USED), (0, 0)).unwrap();
-    assert!(!far.rings_in(&g.mem));
+    assert!(SplitQueue::new(SIZE, Gpa(0x3ffff0), Gpa(AVAIL), Gpa(USED), (0, 0), &g.mem).is_err(), "rings outside memory");
+}
+
+#[test]
+fn a_buffer_across_two_regions_is_split_and_a_stale_chain_refused() {
+    // The test guest's memory ends at 0x40000; a second region follows it.
+    let mem = GuestMemory::new_owned(&[(0x1000, 0x3f000), (0x40000, 0x1000)]);
+    let mut g = TestGuest { mem, size: SIZE, avail_idx: 0 };
+    g.desc(0, 0x3ff00, 0x200, 0, 0);
+    g.offer(0);
+    let mut q = g.queue();
+    let (r, c) = pop(&g, &mut q, Direction::DeviceReads);
+    assert_eq!(r, Ok(Pop::Chain));
+    let segs: Vec<_> = c.segments().iter().map(|s| (s.gpa(), s.len())).collect();
+    assert_eq!(segs, [(Gpa(0x3ff00), 0x100), (Gpa(0x40000), 0x100)]);
+    let data: Vec<u8> = (0..0x200u32).map(|i| i as u8).collect();
+    assert_eq!(c.write(&g.mem, &[&data]), Some(0x200));
+    let mut back = Vec::new();
+    c.read(&g.mem, 0, &mut back).unwrap();
+    assert_eq!(back, data);
+    // The same guest memory mapped anew (a memory-table change): spans
+    // translated against the old mapping are refused, not followed.
+    let other = GuestMemory::new_owned(&[(0x1000, 0x3f000), (0x40000, 0x1000)]);
+    assert!(c.read(&other, 0, &mut back).is_err());
+    assert_eq!(c.write(&other, &[&data]), None);
 }
 
 /// A small deterministic generator, so the property test needs no crate and
@@ -192,8 +215,8 @@ fn property_random_rings_are_walked_safely() {
                 Ok(Pop::Empty) => break,
                 Ok(Pop::Chain) => {
                     assert!(c.segments().len() <= SIZE as usize);
-                    for &(gpa, len) in c.segments() {
-                        assert!(g.mem.contains(gpa, len as u64), "case {case}: buffer outside memory");
+                    for s in c.segments() {
+                        assert!(g.mem.contains(s.gpa(), s.len() as u64), "case {case}: buffer outside memory");
                     }
                 }
                 Ok(Pop::Bad { .. }) => {}
