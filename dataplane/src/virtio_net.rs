@@ -254,6 +254,35 @@ mod tests {
     }
 
     #[test]
+    fn during_a_migration_every_page_written_is_logged() {
+        let mut a = guest();
+        a.desc(0, DATA + 0x8000, 1512, 0, 0);
+        a.offer(0);
+        let mut qa = a.queue();
+        let mut src = Chain::default();
+        qa.pop(&a.mem, Direction::DeviceReads, &mut src).unwrap();
+        let mut b = Guest::logged(SIZE);
+        // Three 2 KB buffers, the second straddling a page boundary.
+        for (i, at) in [0x0u64, 0x1c00, 0x5000].into_iter().enumerate() {
+            b.desc(i as u16, DATA + at, 2048, VRING_DESC_F_WRITE, 0);
+            b.offer(i as u16);
+        }
+        let mut qb = b.queue();
+        let source = FrameSource { head: &[0u8; 14], tail: Some((&a.mem, &src, NET_HDR_LEN as u64, 1500)) };
+        // 12 + 3288 bytes: all of the first buffer, 1252 of the second (past
+        // its page's end); then 12 + 14 + 1500 bytes copied from guest A.
+        assert_eq!(deliver(&mut qb, &b.mem, &FrameSource { head: &frame(3288), tail: None }, true, &mut chains()).unwrap(), Delivery::Done { buffers: 2, guest_copies: 0 });
+        assert_eq!(deliver(&mut qb, &b.mem, &source, true, &mut chains()).unwrap(), Delivery::Done { buffers: 1, guest_copies: 1 });
+        qb.publish(&b.mem).unwrap();
+        let dirty = |gpa: u64| b.mem.is_dirty(Gpa(gpa));
+        assert!(dirty(USED), "the used ring");
+        assert!(dirty(DATA) && dirty(DATA + 0x1000) && dirty(DATA + 0x2000), "both pages of the straddling buffer");
+        assert!(dirty(DATA + 0x5000), "the guest-to-guest copy's destination");
+        assert!(!dirty(DATA + 0x3000) && !dirty(DATA + 0x6000) && !dirty(DATA + 0x8000), "nothing unwritten");
+        assert!(!a.mem.logging(), "the sender is not migrating");
+    }
+
+    #[test]
     fn a_bad_receive_chain_drops_the_frame_and_returns_buffers() {
         let mut g = guest();
         g.desc(0, DATA, 1024, VRING_DESC_F_WRITE, 0);

@@ -13,7 +13,7 @@
 //! it is a length check and a pointer add. A span names the `GuestMemory`
 //! that made it (by a process-unique id), and only that one accepts it, so
 //! a span kept past a memory-table change is refused, never followed.
-use std::sync::atomic::{fence, AtomicU16, AtomicU64, Ordering};
+use std::sync::atomic::{fence, AtomicU16, AtomicU64, AtomicU8, Ordering};
 
 /// A guest physical address.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -44,8 +44,20 @@ enum Backing {
 pub struct GuestMemory {
     id: u64,
     regions: Vec<Region>,
+    log: Option<DirtyLog>,
     _backing: Backing,
 }
+
+/// The dirty-page bitmap QEMU shares during live migration (VHOST_F_LOG_ALL
+/// and SET_LOG_BASE): one bit per 4 KB guest page, bit `page % 8` of byte
+/// `page / 8`, as rte_vhost's vhost_log_page writes it. Every page the
+/// switch writes is marked, or QEMU would not copy it again.
+struct DirtyLog {
+    base: *mut u8,
+    bytes: u64,
+}
+
+const LOG_PAGE: u64 = 4096;
 
 fn next_id() -> u64 {
     static NEXT: AtomicU64 = AtomicU64::new(1);
@@ -100,18 +112,72 @@ impl GuestMemory {
             .zip(bufs.iter_mut())
             .map(|(&(gpa, len), b)| Region { gpa, len: len as u64, host: b.as_mut_ptr() })
             .collect();
-        GuestMemory { id: next_id(), regions, _backing: Backing::Owned(bufs) }
+        GuestMemory { id: next_id(), regions, log: None, _backing: Backing::Owned(bufs) }
+    }
+
+    /// Like `new_owned`, with a dirty log of `bytes` bytes of our own.
+    pub fn new_owned_logged(layout: &[(u64, usize)], bytes: usize) -> GuestMemory {
+        let mut m = Self::new_owned(layout);
+        let mut log = vec![0u8; bytes].into_boxed_slice();
+        m.log = Some(DirtyLog { base: log.as_mut_ptr(), bytes: bytes as u64 });
+        if let Backing::Owned(bufs) = &mut m._backing {
+            bufs.push(log);
+        }
+        m
     }
 
     /// Memory mapped by someone else (rte_vhost's copy of the guest's table),
     /// kept mapped while `keepalive` lives.
     ///
+    /// `log`, while the guest is being migrated: the dirty bitmap's address
+    /// and size in bytes.
+    ///
     /// # Safety
     /// Each `(gpa, len, host)` must describe `len` bytes mapped at `host`,
-    /// readable and writable, for as long as `keepalive` is alive.
-    pub unsafe fn from_mapped(regions: &[(u64, u64, *mut u8)], keepalive: Box<dyn std::any::Any + Send + Sync>) -> GuestMemory {
+    /// readable and writable, and the log its bytes likewise, for as long as
+    /// `keepalive` is alive.
+    pub unsafe fn from_mapped(regions: &[(u64, u64, *mut u8)], log: Option<(*mut u8, u64)>, keepalive: Box<dyn std::any::Any + Send + Sync>) -> GuestMemory {
         let regions = regions.iter().map(|&(gpa, len, host)| Region { gpa, len, host }).collect();
-        GuestMemory { id: next_id(), regions, _backing: Backing::Borrowed(keepalive) }
+        let log = log.filter(|&(base, bytes)| !base.is_null() && bytes > 0).map(|(base, bytes)| DirtyLog { base, bytes });
+        GuestMemory { id: next_id(), regions, log, _backing: Backing::Borrowed(keepalive) }
+    }
+
+    /// Whether writes are being logged (a migration is under way).
+    pub fn logging(&self) -> bool {
+        self.log.is_some()
+    }
+
+    /// Marks the pages of `[gpa, gpa+len)` dirty, if a migration is logging
+    /// them; called by every write below, after the bytes are stored.
+    #[inline]
+    fn log_write(&self, gpa: u64, len: u64) {
+        let Some(log) = &self.log else { return };
+        if len == 0 {
+            return;
+        }
+        // Release: QEMU, seeing the bit, must see the bytes it covers.
+        fence(Ordering::Release);
+        for page in gpa / LOG_PAGE..=gpa.saturating_add(len - 1) / LOG_PAGE {
+            if page / 8 >= log.bytes {
+                break; // beyond what QEMU tracks
+            }
+            // SAFETY: inside the log's `bytes` (checked), mapped while we
+            // live; QEMU and other threads update it atomically too.
+            unsafe { AtomicU8::from_ptr(log.base.add((page / 8) as usize)) }.fetch_or(1 << (page % 8), Ordering::Relaxed);
+        }
+    }
+
+    /// Whether the page holding `gpa` is marked dirty (tests, diagnostics).
+    pub fn is_dirty(&self, gpa: Gpa) -> bool {
+        let page = gpa.0 / LOG_PAGE;
+        match &self.log {
+            Some(log) if page / 8 < log.bytes => {
+                // SAFETY: as in log_write.
+                let byte = unsafe { AtomicU8::from_ptr(log.base.add((page / 8) as usize)) };
+                byte.load(Ordering::Relaxed) & (1 << (page % 8)) != 0
+            }
+            _ => false,
+        }
     }
 
     /// The guest address of a host address inside guest memory (rte_vhost
@@ -177,7 +243,9 @@ impl GuestMemory {
         self.chunks(gpa, data.len() as u64, |p, (off, n)| {
             // SAFETY: as in read, with the destination in guest memory.
             unsafe { std::ptr::copy_nonoverlapping(data[off..off + n].as_ptr(), p, n) }
-        })
+        })?;
+        self.log_write(gpa.0, data.len() as u64);
+        Ok(())
     }
 
     pub fn read_u16(&self, gpa: Gpa) -> Result<u16, OutOfBounds> {
@@ -199,6 +267,7 @@ impl GuestMemory {
         // SAFETY: an aligned u16 inside a live region; the guest accesses it
         // atomically too (virtio ring indices are naturally aligned).
         unsafe { AtomicU16::from_ptr(p) }.store(v.to_le(), Ordering::Release);
+        self.log_write(gpa.0, 2);
         Ok(())
     }
 
@@ -253,6 +322,7 @@ impl GuestMemory {
         let p = self.at(s, off, data.len())?;
         // SAFETY: as in read_span, with guest memory as the destination.
         unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), p, data.len()) };
+        self.log_write(s.gpa.0 + off as u64, data.len() as u64);
         Ok(())
     }
 
@@ -271,6 +341,7 @@ impl GuestMemory {
         let p = self.at(s, off, N)?;
         // SAFETY: as in write_span.
         unsafe { std::ptr::write_unaligned(p as *mut [u8; N], v) };
+        self.log_write(s.gpa.0 + off as u64, N as u64);
         Ok(())
     }
 
@@ -295,6 +366,7 @@ impl GuestMemory {
         }
         // SAFETY: as in span_u16_acquire.
         unsafe { AtomicU16::from_ptr(p.cast()) }.store(v.to_le(), Ordering::Release);
+        self.log_write(s.gpa.0 + off as u64, 2);
         Ok(())
     }
 
@@ -309,6 +381,7 @@ impl GuestMemory {
         // guests may write them meanwhile: a byte copy, no references.
         // They overlap only if a guest points both at its own memory.
         unsafe { std::ptr::copy(src, dst, n) };
+        to.log_write(d.gpa.0 + doff as u64, n as u64);
         Ok(())
     }
 
@@ -359,6 +432,28 @@ mod tests {
         assert!(!m.contains(Gpa(0x10000), 0x101));
         let misaligned = m.span(Gpa(0x1001), 2).unwrap();
         assert!(m.span_u16_acquire(&misaligned, 0).is_err(), "misaligned index");
+    }
+
+    #[test]
+    fn every_write_marks_its_pages_while_logging() {
+        let m = GuestMemory::new_owned_logged(&[(0x1000, 0x3000)], 1);
+        let plain = mem();
+        plain.write(Gpa(0x1000), &[1]).unwrap();
+        assert!(!plain.logging() && !plain.is_dirty(Gpa(0x1000)), "no log, nothing marked");
+        assert!(m.logging());
+        m.write(Gpa(0x1ffe), &[1; 4]).unwrap();
+        assert!(m.is_dirty(Gpa(0x1000)) && m.is_dirty(Gpa(0x2000)), "a write across a page boundary marks both");
+        assert!(!m.is_dirty(Gpa(0x3000)));
+        let s = m.span(Gpa(0x3000), 0x10).unwrap();
+        m.store(&s, 8, [0u8; 8]).unwrap();
+        assert!(m.is_dirty(Gpa(0x3000)));
+        let mut reads = [0u8; 4];
+        m.read(Gpa(0x1000), &mut reads).unwrap();
+        let other = GuestMemory::new_owned_logged(&[(0x1000, 0x3000)], 1);
+        let dst = other.span(Gpa(0x1000), 4).unwrap();
+        GuestMemory::copy_span(&m, &s, 0, &other, &dst, 0, 4).unwrap();
+        assert!(other.is_dirty(Gpa(0x1000)), "the destination of a guest-to-guest copy");
+        assert!(!other.is_dirty(Gpa(0x2000)));
     }
 
     #[test]

@@ -474,8 +474,22 @@ impl VhostDevice {
                 .collect();
             libc::free(mem.cast());
             let keep = (Arc::clone(&self.lease), Arc::clone(&self.lease.mem));
-            Ok(GuestMemory::from_mapped(&regions, Box::new(keep)))
+            Ok(GuestMemory::from_mapped(&regions, self.dirty_log(), Box::new(keep)))
         }
+    }
+
+    /// The dirty-page log QEMU set up for a live migration, while LOG_ALL is
+    /// negotiated: (address, bytes). It is unmapped only by SET_LOG_BASE or
+    /// with the device, and both wait for the memory token, like the memory.
+    fn dirty_log(&self) -> Option<(*mut u8, u64)> {
+        const LOG_ALL: u64 = 1 << 26;
+        if self.negotiated_features().ok()? & LOG_ALL == 0 {
+            return None;
+        }
+        let (mut base, mut size) = (0u64, 0u64);
+        // SAFETY: a live vid; plain out-parameters.
+        let r = unsafe { ffi::rte_vhost_get_log_base(self.vid(), &mut base, &mut size) };
+        (r == 0 && base != 0 && size != 0).then_some((base as *mut u8, size))
     }
 
     /// Where vring `idx` is and where to resume it.

@@ -8,16 +8,23 @@ use dataplane::virtq::SplitQueue;
 use pmd_bridge::guest_mem::GuestMemory;
 use pmd_bridge::VhostDevice;
 
+const MTU: u64 = 1 << 3;
 const MRG_RXBUF: u64 = 1 << 15;
+const GUEST_ANNOUNCE: u64 = 1 << 21;
 const MQ: u64 = 1 << 22;
+const LOG_ALL: u64 = 1 << 26;
 const ANY_LAYOUT: u64 = 1 << 27;
 const PROTOCOL_FEATURES: u64 = 1 << 30;
 const VERSION_1: u64 = 1 << 32;
 
 /// What a copy-once port offers; everything else (packed rings, IN_ORDER,
-/// EVENT_IDX, indirect descriptors, IOMMU, offloads, LOG_ALL for now) is
-/// refused rather than half-supported.
-pub const FEATURES: u64 = VERSION_1 | MRG_RXBUF | ANY_LAYOUT | MQ | PROTOCOL_FEATURES;
+/// EVENT_IDX, indirect descriptors, IOMMU, offloads) is refused rather than
+/// half-supported. LOG_ALL: every write into the guest marks the dirty log
+/// QEMU shares during a migration (`GuestMemory`). GUEST_ANNOUNCE: after a
+/// migration the guest announces itself (QEMU's control queue), so the
+/// RARP rte_vhost would inject on our behalf is not needed. MTU: QEMU's
+/// `host_mtu` reaches the guest.
+pub const FEATURES: u64 = VERSION_1 | MRG_RXBUF | ANY_LAYOUT | MQ | PROTOCOL_FEATURES | LOG_ALL | GUEST_ANNOUNCE | MTU;
 
 #[derive(Default)]
 pub struct OwnState {

@@ -20,6 +20,11 @@ impl TestGuest {
         TestGuest { mem: GuestMemory::new_owned(&[(0x1000, 0x3f000)]), size, avail_idx: 0 }
     }
 
+    /// A guest being migrated: its writes are logged (one bit per page).
+    pub fn logged(size: u16) -> TestGuest {
+        TestGuest { mem: GuestMemory::new_owned_logged(&[(0x1000, 0x3f000)], 8), size, avail_idx: 0 }
+    }
+
     pub fn desc(&self, i: u16, addr: u64, len: u32, flags: u16, next: u16) {
         let mut d = [0u8; 16];
         d[0..8].copy_from_slice(&addr.to_le_bytes());
