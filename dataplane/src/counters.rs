@@ -52,7 +52,30 @@ drop_reasons! {
     NoMbuf = "no_mbuf", tx: "No mbuf for a VLAN header or copy on output.";
     TxFull = "tx_full", tx: "Output queue (or guest receive ring) full after the retries.";
     PortDown = "port_down", tx: "Output port has no queue to send on (guest not connected).";
-    BadDescriptor = "bad_descriptor", tx: "A guest chain refused (copy-once ports): returned to the guest empty.";
+    BadHead = "bad_head", tx: "Copy-once guest: the avail ring names a head beyond the descriptor table.";
+    BadNext = "bad_next", tx: "Copy-once guest: a descriptor's next index beyond the table.";
+    ChainTooLong = "chain_too_long", tx: "Copy-once guest: a chain longer than the ring (a next loop) or 64 buffers.";
+    OutsideMemory = "outside_memory", tx: "Copy-once guest: a buffer not wholly inside guest memory.";
+    WrongDirection = "wrong_direction", tx: "Copy-once guest: a WRITE flag that does not fit the queue.";
+    Indirect = "indirect", tx: "Copy-once guest: an indirect descriptor (not negotiated).";
+    BadLength = "bad_length", tx: "Copy-once guest: a transmit chain shorter than its virtio-net header or longer than 64 KB.";
+}
+
+impl DropReason {
+    /// The counter for a chain a copy-once port refused (and returned
+    /// empty).
+    pub fn refused(e: crate::virtq::ChainError) -> DropReason {
+        use crate::virtq::ChainError as E;
+        match e {
+            E::HeadOutOfRange => DropReason::BadHead,
+            E::NextOutOfRange => DropReason::BadNext,
+            E::TooLong => DropReason::ChainTooLong,
+            E::OutsideMemory => DropReason::OutsideMemory,
+            E::WrongDirection => DropReason::WrongDirection,
+            E::Indirect => DropReason::Indirect,
+            E::BadLength => DropReason::BadLength,
+        }
+    }
 }
 
 /// One port's counters within one PMD thread's block.
@@ -145,6 +168,16 @@ impl Default for PmdCounters {
 pub fn bump(c: &AtomicU64, n: u64) {
     if n != 0 {
         c.store(c.load(Relaxed).wrapping_add(n), Relaxed);
+    }
+}
+
+/// Moves a copy-once ring's refused-chain counts into a port's drops.
+#[inline]
+pub fn count_refused(refused: &mut crate::virtq::Refused, drops: &[AtomicU64; DropReason::COUNT]) {
+    if refused.total() > 0 {
+        for (e, n) in refused.take() {
+            bump(&drops[DropReason::refused(e) as usize], n as u64);
+        }
     }
 }
 

@@ -18,7 +18,7 @@ use pmd_bridge::{Burst, Mbuf, Mempool, VhostDevice};
 
 use crate::packet::PacketBuf;
 use crate::virtio_net::{deliver, Delivery, FrameSource, NET_HDR_LEN};
-use crate::virtq::{Chain, Direction, Pop, SplitQueue};
+use crate::virtq::{Chain, ChainError, Direction, Pop, Refused, SplitQueue};
 
 /// Bytes of each frame copied to scratch: every header the switch reads.
 pub const HEAD: usize = 64;
@@ -55,6 +55,8 @@ pub struct OwnRing {
     pub vring: u16,
     pub mergeable: bool,
     pub broken: bool,
+    /// Chains returned empty since the PMD thread last counted them.
+    pub refused: Refused,
     scratch: Vec<u8>,
     chains: Vec<Chain>,
     /// Transmit chains taken by `recv_guest` and not yet returned.
@@ -74,6 +76,7 @@ impl OwnRing {
             vring,
             mergeable,
             broken: false,
+            refused: Refused::default(),
             scratch: Vec::with_capacity(crate::virtq::MAX_READ as usize),
             chains: (0..pmd_bridge::BURST).map(|_| Chain::default()).collect(),
             in_flight: 0,
@@ -89,88 +92,27 @@ impl OwnRing {
         }
     }
 
-    /// Takes what the guest transmitted into `burst` (one copy each);
-    /// returns (frames received, bad chains returned).
-    pub fn recv(&mut self, pool: &Mempool, burst: &mut Burst) -> (usize, u64) {
-        if self.broken {
-            return (0, 0);
-        }
-        let room = burst.capacity() - burst.len();
-        let avail = match self.queue.available(&self.mem) {
-            Ok(n) => n as usize,
-            Err(_) => {
-                self.broken = true;
-                return (0, 0);
-            }
-        };
-        let (mut good, mut bad) = (0usize, 0u64);
-        for _ in 0..avail.min(room) {
-            match self.queue.pop(&self.mem, Direction::DeviceReads, &mut self.chains[good]) {
-                Ok(Pop::Chain) if self.chains[good].len() > NET_HDR_LEN as u64 => good += 1,
-                Ok(Pop::Chain) => {
-                    // A runt: not even a header. Back, empty.
-                    let _ = self.queue.add_used(&self.mem, self.chains[good].head, 0);
-                    bad += 1;
-                }
-                Ok(Pop::Bad { head, .. }) => {
-                    let _ = self.queue.add_used(&self.mem, head, 0);
-                    bad += 1;
-                }
-                Ok(Pop::Empty) => break,
-                Err(_) => {
-                    self.broken = true;
-                    break;
-                }
-            }
-        }
-        let mut taken = 0;
-        if good > 0 && pool.alloc_bulk(burst, good) {
-            let first = burst.len() - good;
-            for i in 0..good {
-                self.scratch.clear();
-                let ok = self.chains[i].read(&self.mem, NET_HDR_LEN as u64, &mut self.scratch).is_ok();
-                let slot = &mut burst.as_mut_slice()[first + i];
-                let filled = ok && slot.fill(&self.scratch).is_some();
-                if !filled && ok {
-                    // Larger than one mbuf: a chain of them.
-                    if let Some(m) = pool.alloc_from(&self.scratch) {
-                        *slot = m;
-                    }
-                }
-                let _ = self.queue.add_used(&self.mem, self.chains[i].head, 0);
-            }
-            taken = good;
-        } else {
-            // No mbufs: give the chains back untouched for the next poll.
-            self.queue.unpop(good as u16);
-        }
-        if taken > 0 || bad > 0 {
-            let _ = self.queue.publish(&self.mem);
-            self.notify();
-        }
-        (taken, bad)
-    }
-
     /// Takes up to `out.len()` frames the guest transmitted, headers into
-    /// scratch, payloads left in place; returns (frames, bad chains). The
-    /// chains stay in flight until `complete_rx`.
-    pub fn recv_guest(&mut self, out: &mut [GuestPkt]) -> (usize, u64) {
+    /// scratch, payloads left in place; returns how many. The chains stay
+    /// in flight until `complete_rx`; bad ones go back at once (`refused`).
+    pub fn recv_guest(&mut self, out: &mut [GuestPkt]) -> usize {
         if self.broken {
-            return (0, 0);
+            return 0;
         }
         let avail = match self.queue.available(&self.mem) {
             Ok(n) => n as usize,
             Err(_) => {
                 self.broken = true;
-                return (0, 0);
+                return 0;
             }
         };
         let (mut n, mut bad) = (0usize, 0u64);
         for _ in 0..avail.min(out.len()) {
             let ok = match self.queue.pop(&self.mem, Direction::DeviceReads, &mut self.chains[n]) {
                 Ok(Pop::Chain) => self.chains[n].len() > NET_HDR_LEN as u64 && self.chains[n].len() <= crate::virtq::MAX_READ,
-                Ok(Pop::Bad { head, .. }) => {
+                Ok(Pop::Bad { head, err }) => {
                     let _ = self.queue.add_used(&self.mem, head, 0);
+                    self.refused.add(err);
                     bad += 1;
                     continue;
                 }
@@ -186,6 +128,7 @@ impl OwnRing {
             let mut head = [0u8; HEAD];
             if !ok || read_at(&self.mem, c, NET_HDR_LEN as u64, &mut head[..h]).is_err() {
                 let _ = self.queue.add_used(&self.mem, c.head, 0);
+                self.refused.add(ChainError::BadLength);
                 bad += 1;
                 continue;
             }
@@ -197,7 +140,7 @@ impl OwnRing {
             let _ = self.queue.publish(&self.mem);
             self.notify();
         }
-        (n, bad)
+        n
     }
 
     /// A copy of in-flight frame `i` in an mbuf chain (the one payload copy
@@ -225,6 +168,9 @@ impl OwnRing {
         let tail = (rest > 0).then_some((&*src.mem, &src.chains[i], off, rest));
         match deliver(&mut self.queue, &self.mem, &FrameSource { head: pkt.headers(), tail }, self.mergeable, &mut self.rx_chains) {
             Ok(d) => {
+                if let Delivery::BadChain(e) = d {
+                    self.refused.add(e);
+                }
                 self.unpublished = true;
                 d
             }
@@ -258,12 +204,13 @@ impl OwnRing {
 
     /// Copies mbufs from the front of `burst` into the guest's receive
     /// buffers, frees them, and leaves the rest (guest out of buffers) in
-    /// `burst`; returns (delivered, dropped for a bad chain).
-    pub fn send(&mut self, burst: &mut Burst) -> (usize, u64) {
+    /// `burst`; returns how many were delivered (those dropped for a bad
+    /// chain are freed too, and counted in `refused`).
+    pub fn send(&mut self, burst: &mut Burst) -> usize {
         if self.broken {
-            return (0, 0);
+            return 0;
         }
-        let (mut done, mut bad) = (0usize, 0u64);
+        let (mut done, mut bad) = (0usize, 0usize);
         for m in burst.iter() {
             let head: &[u8] = if m.nb_segs() == 1 {
                 m.data()
@@ -274,7 +221,8 @@ impl OwnRing {
             };
             match deliver(&mut self.queue, &self.mem, &FrameSource { head, tail: None }, self.mergeable, &mut self.rx_chains) {
                 Ok(Delivery::Done { .. }) => done += 1,
-                Ok(Delivery::BadChain) => {
+                Ok(Delivery::BadChain(e)) => {
+                    self.refused.add(e);
                     done += 1;
                     bad += 1;
                 }
@@ -290,7 +238,7 @@ impl OwnRing {
             self.notify();
         }
         burst.free_front(done);
-        (done - bad as usize, bad)
+        done - bad
     }
 }
 

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use pmd_bridge::cycles::tsc;
 use pmd_bridge::{Burst, Mbuf, Mempool, BURST};
 
-use crate::counters::{bump, DropReason, Path, PmdCounters, MAX_PORTS};
+use crate::counters::{bump, count_refused, DropReason, Path, PmdCounters, MAX_PORTS};
 use crate::fdb::Fdb;
 use crate::fwd::{decide, Decision, PortTable, PortView};
 use crate::own_ring::{GuestPkt, OwnRing};
@@ -146,11 +146,14 @@ pub fn run(ctx: PmdContext) -> i32 {
         let PmdPlan { ports, rx: sources, tx } = &mut plan;
         for src in sources.iter_mut() {
             let t0 = tsc();
-            let (n, bad) = match &mut src.port {
-                RxPort::Own(ring) => ring.recv_guest(&mut guest),
+            let n = match &mut src.port {
+                RxPort::Own(ring) => {
+                    let n = ring.recv_guest(&mut guest);
+                    count_refused(&mut ring.refused, &ctx.counters.ports[src.slot as usize].drops);
+                    n
+                }
                 port => port.recv(&ctx.pool, &mut rx),
             };
-            bump(&ctx.counters.ports[src.slot as usize].drops[DropReason::BadDescriptor as usize], bad);
             if n == 0 {
                 bump(&ctx.counters.idle_cycles, tsc() - t0);
                 continue;
@@ -295,7 +298,7 @@ impl Egress<'_> {
                         pc[2] += payload;
                     }
                     Delivery::NoBuffers => bump(&c.drops[DropReason::TxFull as usize], 1),
-                    Delivery::BadChain => bump(&c.drops[DropReason::BadDescriptor as usize], 1),
+                    Delivery::BadChain(_) => count_refused(&mut dst.refused, &c.drops),
                 }
                 return;
             }
@@ -416,8 +419,10 @@ impl Egress<'_> {
         for (l, m) in lens.iter_mut().zip(batch.iter()) {
             *l = m.len() as u64;
         }
-        let (sent, bad) = tx.send(batch);
-        bump(&c.drops[DropReason::BadDescriptor as usize], bad);
+        let sent = tx.send(batch);
+        if let TxPort::Own(r) = tx {
+            count_refused(&mut r.refused, &c.drops);
+        }
         let sent_bytes: u64 = lens[..sent].iter().sum();
         bump(&c.tx_packets, sent as u64);
         bump(&c.tx_bytes, sent_bytes);

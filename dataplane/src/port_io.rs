@@ -26,24 +26,25 @@ pub enum TxPort {
 }
 
 impl RxPort {
-    /// Receives into `burst`: (frames received, bad guest chains refused).
+    /// Receives into `burst` from a port that delivers mbufs (a copy-once
+    /// port's frames stay in the guest: `OwnRing::recv_guest`).
     #[inline]
-    pub fn recv(&mut self, pool: &Mempool, burst: &mut Burst) -> (usize, u64) {
+    pub fn recv(&mut self, pool: &Mempool, burst: &mut Burst) -> usize {
         match self {
-            RxPort::Eth(q) => (q.rx_burst(burst), 0),
-            RxPort::Vhost(q) => (q.dequeue_burst(pool, burst), 0),
-            RxPort::Own(r) => r.recv(pool, burst),
+            RxPort::Eth(q) => q.rx_burst(burst),
+            RxPort::Vhost(q) => q.dequeue_burst(pool, burst),
+            RxPort::Own(_) => 0,
         }
     }
 }
 
 impl TxPort {
     /// Sends what the port takes from the front of `burst`; the rest stays.
-    /// Returns (sent, dropped because the guest's chain was bad).
+    /// Returns how many were sent.
     #[inline]
-    pub fn send(&mut self, burst: &mut Burst) -> (usize, u64) {
+    pub fn send(&mut self, burst: &mut Burst) -> usize {
         match self {
-            TxPort::Eth(q) => (q.tx_burst(burst), 0),
+            TxPort::Eth(q) => q.tx_burst(burst),
             TxPort::Own(r) => r.send(burst),
             TxPort::Vhost { q, retries } => {
                 let mut sent = q.enqueue_burst(burst);
@@ -52,7 +53,7 @@ impl TxPort {
                     sent += q.enqueue_burst(burst);
                     tries += 1;
                 }
-                (sent, 0)
+                sent
             }
         }
     }

@@ -9,7 +9,7 @@
 //! and the ring left as it was; the caller counts it.
 use pmd_bridge::guest_mem::GuestMemory;
 
-use crate::virtq::{copy_chain, Chain, Direction, Pop, RingError, SplitQueue, MAX_SEGS};
+use crate::virtq::{copy_chain, Chain, ChainError, Direction, Pop, RingError, SplitQueue, MAX_SEGS};
 
 /// virtio-net header length with VERSION_1 or MRG_RXBUF.
 pub const NET_HDR_LEN: usize = 12;
@@ -43,7 +43,7 @@ pub enum Delivery {
     /// The guest had too few receive buffers: dropped, ring untouched.
     NoBuffers,
     /// A receive chain was malformed: returned to the guest with length 0.
-    BadChain,
+    BadChain(ChainError),
 }
 
 /// Delivers `frame` into `q`, adding used entries (the caller publishes once
@@ -67,14 +67,14 @@ pub fn deliver(q: &mut SplitQueue, mem: &GuestMemory, frame: &FrameSource, merge
                 q.unpop(n as u16);
                 return Ok(Delivery::NoBuffers);
             }
-            Pop::Bad { head, .. } => {
+            Pop::Bad { head, err } => {
                 // The bad chain and the good ones taken before it all go
                 // back to the guest empty; the frame is dropped.
                 for c in chains.iter().take(n) {
                     q.add_used(mem, c.head, 0)?;
                 }
                 q.add_used(mem, head, 0)?;
-                return Ok(Delivery::BadChain);
+                return Ok(Delivery::BadChain(err));
             }
         }
     }
@@ -291,7 +291,7 @@ mod tests {
         g.offer(1);
         let mut q = g.queue();
         let f = frame(2000);
-        assert_eq!(deliver(&mut q, &g.mem, &FrameSource { head: &f, tail: None }, true, &mut chains()).unwrap(), Delivery::BadChain);
+        assert_eq!(deliver(&mut q, &g.mem, &FrameSource { head: &f, tail: None }, true, &mut chains()).unwrap(), Delivery::BadChain(ChainError::WrongDirection));
         let (used, _) = received(&g, &q);
         assert_eq!(used, [(0, 0), (1, 0)]);
     }

@@ -51,18 +51,42 @@ pub enum ChainError {
     WrongDirection,
     /// An indirect table: not negotiated, so not accepted.
     Indirect,
+    /// A transmit chain shorter than the virtio-net header, or longer than
+    /// any frame (`MAX_READ`).
+    BadLength,
 }
 
 impl ChainError {
-    pub fn name(self) -> &'static str {
-        match self {
-            ChainError::HeadOutOfRange => "head_out_of_range",
-            ChainError::NextOutOfRange => "next_out_of_range",
-            ChainError::TooLong => "chain_too_long",
-            ChainError::OutsideMemory => "outside_memory",
-            ChainError::WrongDirection => "wrong_direction",
-            ChainError::Indirect => "indirect",
-        }
+    pub const ALL: [ChainError; 7] = [
+        ChainError::HeadOutOfRange,
+        ChainError::NextOutOfRange,
+        ChainError::TooLong,
+        ChainError::OutsideMemory,
+        ChainError::WrongDirection,
+        ChainError::Indirect,
+        ChainError::BadLength,
+    ];
+}
+
+/// Chains refused since the counts were last taken, by reason (a PMD
+/// thread publishes them into its drop counters once per burst).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Refused(pub [u32; ChainError::ALL.len()]);
+
+impl Refused {
+    #[inline]
+    pub fn add(&mut self, e: ChainError) {
+        self.0[e as usize] += 1;
+    }
+
+    pub fn total(&self) -> u64 {
+        self.0.iter().map(|&n| n as u64).sum()
+    }
+
+    /// (reason, count) for each reason seen, and the counts zeroed.
+    pub fn take(&mut self) -> impl Iterator<Item = (ChainError, u32)> {
+        let counts = std::mem::take(&mut self.0);
+        ChainError::ALL.into_iter().zip(counts).filter(|&(_, n)| n > 0)
     }
 }
 

@@ -1,0 +1,248 @@
+//! A hostile guest on a copy-once port: this test speaks vhost-user itself
+//! (rust-vmm's frontend), shares guest memory of its own (a tmpfs file, as
+//! QEMU shares a memfd), and writes descriptors no driver would. Every bad
+//! chain goes back to it with length 0 and is counted; the switch keeps
+//! forwarding for two well-behaved guests; a ring whose own state is
+//! impossible stops that ring only.
+mod common;
+
+use std::time::Instant;
+
+use common::*;
+use testbed::wait_until;
+use vhost::vhost_user::{Frontend, VhostUserFrontend, VhostUserProtocolFeatures};
+use vhost::{VhostBackend, VhostUserMemoryRegionInfo, VringConfigData};
+use vm_memory::{Bytes, FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
+use vmm_sys_util::eventfd::EventFd;
+
+const MEM: usize = 4 << 20;
+const SIZE: u16 = 256;
+const VERSION_1: u64 = 1 << 32;
+const PROTOCOL_FEATURES: u64 = 1 << 30;
+const NEXT: u16 = 1;
+const WRITE: u16 = 2;
+const INDIRECT: u16 = 4;
+const HDR: usize = 12;
+
+/// Where virtqueue `q`'s rings lie in the guest (rx = 0, tx = 1).
+fn rings(q: usize) -> (u64, u64, u64) {
+    let base = 0x10000 * q as u64;
+    (base, base + 0x1000, base + 0x2000)
+}
+
+/// A guest buffer per descriptor index and queue.
+fn buf(q: usize, i: u16) -> u64 {
+    0x100000 + 0x100000 * q as u64 + 0x1000 * i as u64
+}
+
+struct Evil {
+    _fe: Frontend,
+    mem: GuestMemoryMmap,
+    avail: [u16; 2],
+    _fds: Vec<EventFd>,
+}
+
+impl Evil {
+    fn connect(sock: &std::path::Path) -> Evil {
+        let file = tempfile::tempfile_in("/dev/shm").unwrap();
+        file.set_len(MEM as u64).unwrap();
+        let mem = GuestMemoryMmap::<()>::from_ranges_with_files([(GuestAddress(0), MEM, Some(FileOffset::new(file, 0)))]).unwrap();
+        let host = mem.iter().next().unwrap().as_ptr() as u64;
+        let mut fe = wait_until(DEADLINE, "the switch's socket", || Frontend::connect(sock, 2).ok()).unwrap();
+        fe.set_owner().unwrap();
+        let offered = fe.get_features().unwrap();
+        assert_eq!(offered & (VERSION_1 | PROTOCOL_FEATURES), VERSION_1 | PROTOCOL_FEATURES);
+        fe.set_features(VERSION_1 | PROTOCOL_FEATURES).unwrap();
+        fe.get_protocol_features().unwrap();
+        fe.set_protocol_features(VhostUserProtocolFeatures::empty()).unwrap();
+        let region = VhostUserMemoryRegionInfo::from_guest_region(mem.iter().next().unwrap()).unwrap();
+        fe.set_mem_table(&[region]).unwrap();
+        let mut fds = Vec::new();
+        for q in 0..2 {
+            let (desc, avail, used) = rings(q);
+            fe.set_vring_num(q, SIZE).unwrap();
+            let addr = |gpa: u64| host + gpa;
+            let cfg = VringConfigData {
+                queue_max_size: SIZE,
+                queue_size: SIZE,
+                flags: 0,
+                desc_table_addr: addr(desc),
+                used_ring_addr: addr(used),
+                avail_ring_addr: addr(avail),
+                log_addr: None,
+            };
+            fe.set_vring_addr(q, &cfg).unwrap();
+            fe.set_vring_base(q, 0).unwrap();
+            let (kick, call) = (EventFd::new(libc::EFD_NONBLOCK).unwrap(), EventFd::new(libc::EFD_NONBLOCK).unwrap());
+            fe.set_vring_kick(q, &kick).unwrap();
+            fe.set_vring_call(q, &call).unwrap();
+            fds.extend([kick, call]);
+        }
+        for q in 0..2 {
+            fe.set_vring_enable(q, true).unwrap();
+        }
+        Evil { _fe: fe, mem, avail: [0; 2], _fds: fds }
+    }
+
+    fn desc(&self, q: usize, i: u16, addr: u64, len: u32, flags: u16, next: u16) {
+        let mut d = [0u8; 16];
+        d[0..8].copy_from_slice(&addr.to_le_bytes());
+        d[8..12].copy_from_slice(&len.to_le_bytes());
+        d[12..14].copy_from_slice(&flags.to_le_bytes());
+        d[14..16].copy_from_slice(&next.to_le_bytes());
+        self.mem.write_slice(&d, GuestAddress(rings(q).0 + 16 * i as u64)).unwrap();
+    }
+
+    /// Makes `head` available on queue `q` (the switch polls: no kick).
+    fn offer(&mut self, q: usize, head: u16) {
+        let avail = rings(q).1;
+        let slot = (self.avail[q] % SIZE) as u64;
+        self.mem.write_obj(head.to_le(), GuestAddress(avail + 4 + 2 * slot)).unwrap();
+        self.avail[q] = self.avail[q].wrapping_add(1);
+        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+        self.mem.write_obj(self.avail[q].to_le(), GuestAddress(avail + 2)).unwrap();
+    }
+
+    /// A frame to transmit: header and frame in one buffer, descriptor `i`.
+    fn transmit(&mut self, i: u16, frame: &[u8]) {
+        let at = buf(1, i);
+        self.mem.write_slice(&[0u8; HDR], GuestAddress(at)).unwrap();
+        self.mem.write_slice(frame, GuestAddress(at + HDR as u64)).unwrap();
+        self.desc(1, i, at, (HDR + frame.len()) as u32, 0, 0);
+        self.offer(1, i);
+    }
+
+    fn used_idx(&self, q: usize) -> u16 {
+        u16::from_le(self.mem.read_obj(GuestAddress(rings(q).2 + 2)).unwrap())
+    }
+
+    /// Used entry `i` of queue `q`: (id, len).
+    fn used(&self, q: usize, i: u16) -> (u32, u32) {
+        let at = rings(q).2 + 4 + 8 * (i % SIZE) as u64;
+        (u32::from_le(self.mem.read_obj(GuestAddress(at)).unwrap()), u32::from_le(self.mem.read_obj(GuestAddress(at + 4)).unwrap()))
+    }
+
+    fn wait_used(&self, q: usize, n: u16) {
+        wait_until(DEADLINE, "used entries", || (self.used_idx(q) == n).then_some(())).unwrap_or_else(|e| panic!("{e}: queue {q} used idx {}", self.used_idx(q)));
+    }
+}
+
+fn port(name: &str, datapath: &str) -> String {
+    format!("[[port]]\nname = \"{name}\"\ntype = \"vhost-user\"\nmode = \"server\"\npath = \"{name}.sock\"\ndatapath = \"{datapath}\"\n")
+}
+
+/// vm1 and vm2 still reach each other, unicast both ways.
+fn still_forwarding(vms: &mut [Vm], seq: u32) {
+    let f = frame(mac(2), mac(1), None, 300, seq);
+    vms[0].send(std::slice::from_ref(&f));
+    assert_eq!(vms[1].recv(1), [f], "vm1 -> vm2 after step {seq}");
+    let g = frame(mac(1), mac(2), None, 1400, seq);
+    vms[1].send(std::slice::from_ref(&g));
+    assert_eq!(vms[0].recv(1), [g], "vm2 -> vm1 after step {seq}");
+}
+
+fn drops(sw: &Switchd, name: &str, reason: &str) -> u64 {
+    sw.port(name).drops.get(reason).copied().unwrap_or(0)
+}
+
+#[test]
+fn a_hostile_guest_is_refused_and_counted_and_others_keep_forwarding() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports = port("evil", "copy-once") + &port("vm1", "copy-once") + &port("vm2", "rte_vhost");
+    let sw = Switchd::start(dir.path(), "", &ports);
+    let mut vms: Vec<Vm> = ["vm1", "vm2"].iter().map(|n| Vm::connect(n, &dir.path().join(format!("{n}.sock")), false, 1500)).collect();
+    let mut evil = Evil::connect(&dir.path().join("evil.sock"));
+    sw.wait_ports("all three guests up", |ps| ps.iter().all(|p| p.state == "up"));
+    let idle = sw.mempool_in_use();
+    // Learn vm1 and vm2 (each broadcast also reaches the others).
+    for (i, v) in [0usize, 1].into_iter().enumerate() {
+        vms[v].send(&[frame(BCAST, mac(1 + i as u8), None, 60, 0)]);
+        vms[1 - v].recv(1);
+    }
+    still_forwarding(&mut vms, 0);
+
+    // A well-formed frame first: the frontend itself works.
+    let hello = frame(BCAST, mac(7), None, 100, 1);
+    evil.transmit(0, &hello);
+    assert_eq!(vms[0].recv(1), [hello.clone()]);
+    assert_eq!(vms[1].recv(1), [hello]);
+    evil.wait_used(1, 1);
+    assert_eq!(evil.used(1, 0), (0, 0));
+
+    // Every kind of bad transmit chain, then a good frame behind them.
+    let b = buf(1, 20);
+    evil.offer(1, SIZE + 44); // head out of range
+    evil.desc(1, 1, b, 64, NEXT, 999); // next out of range
+    evil.offer(1, 1);
+    evil.desc(1, 2, b, 64, NEXT, 3); // a next loop
+    evil.desc(1, 3, b, 64, NEXT, 2);
+    evil.offer(1, 2);
+    evil.desc(1, 4, MEM as u64 - 16, 64, 0, 0); // past the end of memory
+    evil.offer(1, 4);
+    evil.desc(1, 5, b, 64, WRITE, 0); // a receive buffer on the transmit ring
+    evil.offer(1, 5);
+    evil.desc(1, 6, b, 64, INDIRECT, 0); // indirect, not negotiated
+    evil.offer(1, 6);
+    evil.desc(1, 7, b, 8, 0, 0); // shorter than the virtio-net header
+    evil.offer(1, 7);
+    evil.desc(1, 8, b, (HDR + 10) as u32, 0, 0); // a 10-byte frame
+    evil.offer(1, 8);
+    let after = frame(BCAST, mac(7), None, 200, 2);
+    evil.transmit(9, &after);
+    assert_eq!(vms[0].recv(1), [after.clone()], "the good frame behind the bad ones");
+    assert_eq!(vms[1].recv(1), [after]);
+    evil.wait_used(1, 10);
+    let heads: Vec<u32> = (1..10).map(|i| evil.used(1, i).0).collect();
+    assert_eq!(heads, [SIZE as u32 + 44, 1, 2, 4, 5, 6, 7, 8, 9], "every chain returned, in order");
+    assert!((1..10).all(|i| evil.used(1, i).1 == 0), "with length 0");
+    let reasons = ["bad_head", "bad_next", "chain_too_long", "outside_memory", "wrong_direction", "indirect", "bad_length", "runt"];
+    for r in reasons {
+        assert_eq!(drops(&sw, "evil", r), 1, "{r}: {:?}", sw.port("evil"));
+    }
+    still_forwarding(&mut vms, 3);
+
+    // Bad receive chains: read-only, and outside memory. Each broadcast
+    // that meets one is dropped for this guest only.
+    evil.desc(0, 0, buf(0, 0), 2048, 0, 0);
+    evil.offer(0, 0);
+    evil.desc(0, 1, MEM as u64 - 100, 2048, WRITE, 0);
+    evil.offer(0, 1);
+    for seq in [4, 5] {
+        let f = frame(BCAST, mac(1), None, 80, seq);
+        vms[0].send(std::slice::from_ref(&f));
+        assert_eq!(vms[1].recv(1), [f]);
+    }
+    evil.wait_used(0, 2);
+    assert_eq!((evil.used(0, 0), evil.used(0, 1)), ((0, 0), (1, 0)));
+    assert_eq!((drops(&sw, "evil", "wrong_direction"), drops(&sw, "evil", "outside_memory")), (2, 2), "{:?}", sw.port("evil"));
+    // A good receive buffer gets the next one, header and frame.
+    evil.desc(0, 2, buf(0, 2), 2048, WRITE, 0);
+    evil.offer(0, 2);
+    let f = frame(BCAST, mac(1), None, 80, 6);
+    vms[0].send(std::slice::from_ref(&f));
+    assert_eq!(vms[1].recv(1), [f.clone()]);
+    evil.wait_used(0, 3);
+    assert_eq!(evil.used(0, 2), (2, (HDR + f.len()) as u32));
+    let mut got = vec![0u8; HDR + f.len()];
+    evil.mem.read_slice(&mut got, GuestAddress(buf(0, 2))).unwrap();
+    assert_eq!(got[HDR..], f[..]);
+
+    // An avail index that jumps past the ring: that ring stops, nothing else.
+    let jump = evil.avail[1].wrapping_add(SIZE + 1);
+    evil.mem.write_obj(jump.to_le(), GuestAddress(rings(1).1 + 2)).unwrap();
+    let used = evil.used_idx(1);
+    still_forwarding(&mut vms, 7);
+    let start = Instant::now();
+    while start.elapsed() < std::time::Duration::from_millis(200) {
+        assert_eq!(evil.used_idx(1), used, "a broken ring is not walked");
+    }
+    let f = frame(BCAST, mac(2), None, 90, 8);
+    vms[1].send(std::slice::from_ref(&f));
+    assert_eq!(vms[0].recv(1), [f], "the broken guest's neighbours still flood");
+
+    // The hostile guest leaves; the switch is whole.
+    drop(evil);
+    sw.wait_ports("evil gone", |ps| ps.iter().any(|p| p.name == "evil" && p.state == "waiting"));
+    still_forwarding(&mut vms, 9);
+    sw.wait_ports("mempool back to idle", |_| sw.mempool_in_use() == idle);
+}
