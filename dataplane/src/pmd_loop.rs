@@ -12,6 +12,7 @@ use std::sync::Arc;
 use pmd_bridge::cycles::tsc;
 use pmd_bridge::{Burst, Mbuf, Mempool, BURST};
 
+use crate::copy_list::CopyList;
 use crate::counters::{bump, count_refused, DropReason, Path, PmdCounters, MAX_PORTS};
 use crate::fdb::Fdb;
 use crate::fwd::{decide, Decision, PortTable, PortView};
@@ -117,6 +118,7 @@ pub fn run(ctx: PmdContext) -> i32 {
     let mut iterations: u64 = 0;
     let mut rx = Burst::new();
     let mut guest = [GuestPkt::default(); BURST];
+    let mut copies = CopyList::default();
     loop {
         let epoch = ctx.quiesce.current();
         if epoch != seen {
@@ -158,7 +160,7 @@ pub fn run(ctx: PmdContext) -> i32 {
                 bump(&ctx.counters.idle_cycles, tsc() - t0);
                 continue;
             }
-            let mut eg = Egress { ports, tx, out: &mut out, dropped: &mut dropped, ctx: &ctx, paths: [[0; 3]; 5] };
+            let mut eg = Egress { ports, tx, out: &mut out, dropped: &mut dropped, copies: &mut copies, ctx: &ctx, paths: [[0; 3]; 5] };
             match &mut src.port {
                 RxPort::Own(ring) => eg.process_guest(src.slot, ring, &guest[..n], now),
                 _ => eg.process(src.slot, &mut rx, now),
@@ -179,6 +181,8 @@ struct Egress<'a> {
     tx: &'a mut [Option<TxPort>],
     out: &'a mut Outputs,
     dropped: &'a mut Burst,
+    /// The burst's guest-to-guest copies, run before any guest sees them.
+    copies: &'a mut CopyList,
     ctx: &'a PmdContext,
     /// Per path: packets, payload copies, bytes copied (published per burst).
     paths: [[u64; 3]; 5],
@@ -250,6 +254,11 @@ impl Egress<'_> {
         for (d, p) in decisions.iter_mut().zip(pkts) {
             *d = decide(p, input, self.ports, &self.ctx.fdb, now);
         }
+        for t in self.tx.iter() {
+            if let Some(TxPort::Own(dst)) = t {
+                dst.prefetch_rx(pkts.len());
+            }
+        }
         let (mut forwarded, mut flooded) = (0u64, 0u64);
         let mut drops = [0u64; DropReason::COUNT];
         for (i, (p, d)) in pkts.iter().zip(decisions).enumerate() {
@@ -272,6 +281,12 @@ impl Egress<'_> {
         }
         self.count_rx(in_slot, forwarded, flooded, &drops);
         self.flush_all();
+        let tx = &*self.tx;
+        let copied = self.copies.run(&src.mem, |out| match tx.get(out as usize) {
+            Some(Some(TxPort::Own(dst))) => Some(&*dst.mem),
+            _ => None,
+        });
+        debug_assert!(copied.is_ok(), "a listed copy outside its guests: {copied:?}");
         for t in self.tx.iter_mut() {
             if let Some(TxPort::Own(dst)) = t {
                 dst.flush();
@@ -289,7 +304,7 @@ impl Egress<'_> {
         let payload = (p.frame_len() - p.headers().len()) as u64;
         if port.vlan.egress_edit(vlan, tagged) == TagEdit::Keep {
             if let Some(TxPort::Own(dst)) = self.tx[out as usize].as_mut() {
-                match dst.deliver_from(src, i, p) {
+                match dst.deliver_from(src, i, p, self.copies, out) {
                     Delivery::Done { .. } => {
                         bump(&c.tx_packets, 1);
                         bump(&c.tx_bytes, p.frame_len() as u64);

@@ -9,7 +9,8 @@
 //! and the ring left as it was; the caller counts it.
 use pmd_bridge::guest_mem::GuestMemory;
 
-use crate::virtq::{copy_chain, Chain, ChainError, Direction, Pop, RingError, SplitQueue, MAX_SEGS};
+use crate::copy_list::CopyList;
+use crate::virtq::{copy_chain, pieces, Chain, ChainError, Direction, Pop, RingError, SplitQueue, MAX_SEGS};
 
 /// virtio-net header length with VERSION_1 or MRG_RXBUF.
 pub const NET_HDR_LEN: usize = 12;
@@ -48,8 +49,17 @@ pub enum Delivery {
 
 /// Delivers `frame` into `q`, adding used entries (the caller publishes once
 /// per burst). `chains` is the caller's scratch (at least `MAX_BUFFERS`,
-/// kept between calls: a chain table is too big to build per packet).
-pub fn deliver(q: &mut SplitQueue, mem: &GuestMemory, frame: &FrameSource, mergeable: bool, chains: &mut [Chain]) -> Result<Delivery, RingError> {
+/// kept between calls: a chain table is too big to build per packet). With
+/// `copies` (the burst's list and this output's port), the guest-to-guest
+/// payload copy is listed for later; without, it is done now.
+pub fn deliver(
+    q: &mut SplitQueue,
+    mem: &GuestMemory,
+    frame: &FrameSource,
+    mergeable: bool,
+    chains: &mut [Chain],
+    mut copies: Option<(&mut CopyList, u16)>,
+) -> Result<Delivery, RingError> {
     let need = NET_HDR_LEN as u64 + frame.len();
     let chains = &mut chains[..MAX_BUFFERS];
     let (mut n, mut room) = (0usize, 0u64);
@@ -105,7 +115,17 @@ pub fn deliver(q: &mut SplitQueue, mem: &GuestMemory, frame: &FrameSource, merge
             while done < len {
                 let (i, off) = locate(&chains[..n], at);
                 let k = (chains[i].len() - off).min(len - done);
-                let c = copy_chain(from, src, src_off + done, mem, &chains[i], off, k).map_err(RingError::Memory)?;
+                let c = match copies.as_mut() {
+                    Some((list, out)) => pieces(src, src_off + done, &chains[i], off, k, |s, so, d, dof, n| {
+                        if list.push(*out, s, so, d, dof, n) {
+                            Ok(())
+                        } else {
+                            GuestMemory::copy_span(from, s, so as usize, mem, d, dof as usize, n as usize)
+                        }
+                    }),
+                    None => copy_chain(from, src, src_off + done, mem, &chains[i], off, k),
+                }
+                .map_err(RingError::Memory)?;
                 written[i] = written[i].max(off + c);
                 done += c;
                 at += c;
@@ -208,7 +228,7 @@ mod tests {
         post(&mut g, 8, 2048);
         let mut q = g.queue();
         let f = frame(9000);
-        let r = deliver(&mut q, &g.mem, &FrameSource { head: &f, tail: None }, true, &mut chains()).unwrap();
+        let r = deliver(&mut q, &g.mem, &FrameSource { head: &f, tail: None }, true, &mut chains(), None).unwrap();
         assert_eq!(r, Delivery::Done { buffers: 5, guest_copies: 0 });
         let (used, bytes) = received(&g, &q);
         assert_eq!(used.iter().map(|u| u.1).sum::<u32>(), 9012);
@@ -223,10 +243,10 @@ mod tests {
         post(&mut g, 2, 2048);
         let mut q = g.queue();
         let f = frame(9000);
-        assert_eq!(deliver(&mut q, &g.mem, &FrameSource { head: &f, tail: None }, true, &mut chains()).unwrap(), Delivery::NoBuffers);
+        assert_eq!(deliver(&mut q, &g.mem, &FrameSource { head: &f, tail: None }, true, &mut chains(), None).unwrap(), Delivery::NoBuffers);
         assert_eq!(q.available(&g.mem).unwrap(), 2, "nothing consumed");
-        assert_eq!(deliver(&mut q, &g.mem, &FrameSource { head: &f[..1500], tail: None }, false, &mut chains()).unwrap(), Delivery::Done { buffers: 1, guest_copies: 0 });
-        assert_eq!(deliver(&mut q, &g.mem, &FrameSource { head: &f[..3000], tail: None }, false, &mut chains()).unwrap(), Delivery::NoBuffers, "without MRG_RXBUF one buffer must hold it");
+        assert_eq!(deliver(&mut q, &g.mem, &FrameSource { head: &f[..1500], tail: None }, false, &mut chains(), None).unwrap(), Delivery::Done { buffers: 1, guest_copies: 0 });
+        assert_eq!(deliver(&mut q, &g.mem, &FrameSource { head: &f[..3000], tail: None }, false, &mut chains(), None).unwrap(), Delivery::NoBuffers, "without MRG_RXBUF one buffer must hold it");
     }
 
     #[test]
@@ -248,7 +268,7 @@ mod tests {
         post(&mut b, 4, 1024);
         let mut qb = b.queue();
         let source = FrameSource { head: &scratch, tail: Some((&a.mem, &src, NET_HDR_LEN as u64 + 14, 3000 - 14)) };
-        assert_eq!(deliver(&mut qb, &b.mem, &source, true, &mut chains()).unwrap(), Delivery::Done { buffers: 3, guest_copies: 1 });
+        assert_eq!(deliver(&mut qb, &b.mem, &source, true, &mut chains(), None).unwrap(), Delivery::Done { buffers: 3, guest_copies: 1 });
         let (_, bytes) = received(&b, &qb);
         assert_eq!(bytes[NET_HDR_LEN..], payload[..]);
     }
@@ -271,8 +291,8 @@ mod tests {
         let source = FrameSource { head: &[0u8; 14], tail: Some((&a.mem, &src, NET_HDR_LEN as u64, 1500)) };
         // 12 + 3288 bytes: all of the first buffer, 1252 of the second (past
         // its page's end); then 12 + 14 + 1500 bytes copied from guest A.
-        assert_eq!(deliver(&mut qb, &b.mem, &FrameSource { head: &frame(3288), tail: None }, true, &mut chains()).unwrap(), Delivery::Done { buffers: 2, guest_copies: 0 });
-        assert_eq!(deliver(&mut qb, &b.mem, &source, true, &mut chains()).unwrap(), Delivery::Done { buffers: 1, guest_copies: 1 });
+        assert_eq!(deliver(&mut qb, &b.mem, &FrameSource { head: &frame(3288), tail: None }, true, &mut chains(), None).unwrap(), Delivery::Done { buffers: 2, guest_copies: 0 });
+        assert_eq!(deliver(&mut qb, &b.mem, &source, true, &mut chains(), None).unwrap(), Delivery::Done { buffers: 1, guest_copies: 1 });
         qb.publish(&b.mem).unwrap();
         let dirty = |gpa: u64| b.mem.is_dirty(Gpa(gpa));
         assert!(dirty(USED), "the used ring");
@@ -291,7 +311,7 @@ mod tests {
         g.offer(1);
         let mut q = g.queue();
         let f = frame(2000);
-        assert_eq!(deliver(&mut q, &g.mem, &FrameSource { head: &f, tail: None }, true, &mut chains()).unwrap(), Delivery::BadChain(ChainError::WrongDirection));
+        assert_eq!(deliver(&mut q, &g.mem, &FrameSource { head: &f, tail: None }, true, &mut chains(), None).unwrap(), Delivery::BadChain(ChainError::WrongDirection));
         let (used, _) = received(&g, &q);
         assert_eq!(used, [(0, 0), (1, 0)]);
     }

@@ -183,17 +183,32 @@ impl Chain {
 }
 
 /// Copies `len` bytes from offset `src_off` of chain `src` in guest memory
-/// `from` to offset `dst_off` of chain `dst` in `to`, piece by piece where
-/// the buffers' boundaries meet: the single copy of a VM-to-VM packet.
-/// Returns the bytes copied (less than `len` if `dst` is too short).
+/// `from` to offset `dst_off` of chain `dst` in `to`: the single copy of a
+/// VM-to-VM packet, done at once. Returns the bytes copied (less than `len`
+/// if `dst` is too short).
 pub fn copy_chain(from: &GuestMemory, src: &Chain, src_off: u64, to: &GuestMemory, dst: &Chain, dst_off: u64, len: u64) -> Result<u64, OutOfBounds> {
+    pieces(src, src_off, dst, dst_off, len, |s, so, d, dof, n| GuestMemory::copy_span(from, s, so as usize, to, d, dof as usize, n as usize))
+}
+
+/// Walks `len` bytes from offset `src_off` of chain `src` beside offset
+/// `dst_off` of chain `dst`, calling `f(source span, offset, destination
+/// span, offset, bytes)` for each piece between the buffers' boundaries;
+/// returns the bytes covered (less than `len` if `dst` is too short).
+pub fn pieces(
+    src: &Chain,
+    src_off: u64,
+    dst: &Chain,
+    dst_off: u64,
+    len: u64,
+    mut f: impl FnMut(&Span, u64, &Span, u64, u64) -> Result<(), OutOfBounds>,
+) -> Result<u64, OutOfBounds> {
     let mut s = Cursor::new(src, src_off);
     let mut d = Cursor::new(dst, dst_off);
     let mut done = 0;
     while done < len {
         let (Some((ss, soff, sroom)), Some((ds, doff, droom))) = (s.here(), d.here()) else { break };
         let n = sroom.min(droom).min(len - done);
-        GuestMemory::copy_span(from, ss, soff as usize, to, ds, doff as usize, n as usize)?;
+        f(ss, soff, ds, doff, n)?;
         s.advance(n);
         d.advance(n);
         done += n;
@@ -370,6 +385,21 @@ impl SplitQueue {
             idx = next;
         }
         Err(ChainError::TooLong)
+    }
+
+    /// Starts loading the descriptors of the next `n` chains (of those the
+    /// last avail->idx read showed): a hint, never a fault or an error.
+    pub fn prefetch_next(&self, mem: &GuestMemory, n: usize) {
+        let known = (self.avail_seen - self.next_avail).0 as usize;
+        for k in 0..n.min(known) {
+            let slot = ((self.next_avail.0 as usize) + k) & (self.size as usize - 1);
+            if let Ok(h) = mem.load::<2>(&self.avail, 4 + 2 * slot) {
+                let head = u16::from_le_bytes(h);
+                if head < self.size {
+                    mem.prefetch(&self.desc, head as usize * DESC_SIZE as usize);
+                }
+            }
+        }
     }
 
     /// Gives back the last `n` chains popped and not yet used: a packet that

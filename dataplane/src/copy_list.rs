@@ -1,0 +1,108 @@
+//! A burst's guest-to-guest payload copies, listed while frames are
+//! delivered and run together afterwards (VPP's model). Delivering a frame
+//! into a copy-once guest takes its receive buffers and writes their used
+//! entries at once, but the payload copy is only listed; after the burst the
+//! list runs in one pass, prefetching the next entries while it copies, and
+//! only then are the guests' used indices published (`OwnRing::flush`) and
+//! the senders' chains returned (`OwnRing::complete_rx`): no guest sees an
+//! entry before its bytes, and no sender gets a buffer back still unread.
+use pmd_bridge::guest_mem::{GuestMemory, OutOfBounds, Span};
+
+/// Entries per list: a burst of 32 frames of up to 4 pieces each to up to 4
+/// guests. A full list does not stop delivery: the caller copies at once.
+pub const CAPACITY: usize = 512;
+
+#[derive(Clone, Copy, Debug)]
+struct Entry {
+    /// The output port whose guest memory `dst` lies in.
+    out: u16,
+    src: Span,
+    soff: u32,
+    dst: Span,
+    doff: u32,
+    len: u32,
+}
+
+pub struct CopyList {
+    entries: Vec<Entry>,
+}
+
+impl Default for CopyList {
+    fn default() -> Self {
+        CopyList { entries: Vec::with_capacity(CAPACITY) }
+    }
+}
+
+impl CopyList {
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Lists `len` bytes at `soff` in `src` for `doff` in `dst` (in output
+    /// `out`'s guest); false if the list is full (copy them now instead).
+    #[inline]
+    pub fn push(&mut self, out: u16, src: &Span, soff: u64, dst: &Span, doff: u64, len: u64) -> bool {
+        if self.entries.len() == CAPACITY {
+            return false;
+        }
+        self.entries.push(Entry { out, src: *src, soff: soff as u32, dst: *dst, doff: doff as u32, len: len as u32 });
+        true
+    }
+
+    /// Runs and empties the list: each entry from `from` into the memory
+    /// `to(out)` of its output. A span checked against the wrong memory is
+    /// refused by `GuestMemory` (never followed); the quiesce protocol keeps
+    /// every memory in place for the burst, so none fails.
+    pub fn run<'m>(&mut self, from: &GuestMemory, to: impl Fn(u16) -> Option<&'m GuestMemory>) -> Result<(), OutOfBounds> {
+        const AHEAD: usize = 2;
+        let mut result = Ok(());
+        for (i, e) in self.entries.iter().enumerate() {
+            if let Some(next) = self.entries.get(i + AHEAD) {
+                from.prefetch(&next.src, next.soff as usize);
+                if let Some(m) = to(next.out) {
+                    m.prefetch(&next.dst, next.doff as usize);
+                }
+            }
+            let copied = match to(e.out) {
+                Some(dst_mem) => GuestMemory::copy_span(from, &e.src, e.soff as usize, dst_mem, &e.dst, e.doff as usize, e.len as usize),
+                None => Err(OutOfBounds { gpa: e.dst.gpa(), len: e.len as u64 }),
+            };
+            result = result.and(copied);
+        }
+        self.entries.clear();
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pmd_bridge::guest_mem::Gpa;
+
+    #[test]
+    fn listed_copies_land_only_when_run_and_a_full_list_says_so() {
+        let a = GuestMemory::new_owned(&[(0, 0x10000)]);
+        let b = GuestMemory::new_owned(&[(0, 0x10000)]);
+        a.write(Gpa(0x100), b"hello, guest b").unwrap();
+        let (s, d) = (a.span(Gpa(0x100), 14).unwrap(), b.span(Gpa(0x800), 14).unwrap());
+        let mut list = CopyList::default();
+        assert!(list.push(3, &s, 0, &d, 0, 7) && list.push(3, &s, 7, &d, 7, 7));
+        let mut out = [0u8; 14];
+        b.read(Gpa(0x800), &mut out).unwrap();
+        assert_eq!(out, [0; 14], "nothing copied before the list runs");
+        list.run(&a, |out| (out == 3).then_some(&b)).unwrap();
+        b.read(Gpa(0x800), &mut out).unwrap();
+        assert_eq!(&out, b"hello, guest b");
+        assert!(list.is_empty());
+        for _ in 0..CAPACITY {
+            assert!(list.push(3, &s, 0, &d, 0, 1));
+        }
+        assert!(!list.push(3, &s, 0, &d, 0, 1), "full");
+        assert!(list.run(&a, |_| Some(&a)).is_err(), "a span of another memory is refused");
+        assert!(list.is_empty());
+    }
+}
