@@ -1,6 +1,22 @@
 //! Control-thread state of a copy-once vhost port: the guest's memory and
 //! our side of each of its rings, kept here between plans so that ring
 //! indices survive replans, memory-table changes and reconnects.
+//!
+//! What a guest sees across a switch restart:
+//! - Graceful stop (SIGTERM): every plan returns its rings, the last burst's
+//!   copies run and its used indices are published, and `hand_back` gives
+//!   our indices to rte_vhost, which answers QEMU's GET_VRING_BASE with
+//!   them. The next switch resumes exactly there: nothing is delivered
+//!   twice, nothing replayed.
+//! - SIGKILL: no index is handed back. QEMU, finding GET_VRING_BASE
+//!   unanswered, resumes each ring from its used index, which we publish
+//!   after every burst. So at most the burst in flight at the kill is
+//!   affected, per ring: up to 32 frames the guest transmitted may be sent
+//!   a second time (their chains were walked but not yet returned), and
+//!   frames being delivered into the guest whose used index was not yet
+//!   published are lost (their buffers are offered again, unread). Nothing
+//!   older is replayed and nothing is corrupted: a used entry is never
+//!   visible before its bytes.
 use std::sync::Arc;
 
 use dataplane::own_ring::OwnRing;
