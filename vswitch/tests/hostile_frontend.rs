@@ -3,19 +3,24 @@
 //! QEMU shares a memfd), and writes descriptors no driver would. Every bad
 //! chain goes back to it with length 0 and is counted; the switch keeps
 //! forwarding for two well-behaved guests; a ring whose own state is
-//! impossible stops that ring only.
+//! impossible stops that ring only. On the way, the guest's memory table
+//! changes under traffic (memory hot-added): the switch quiesces, remaps,
+//! and reads a frame from the new region.
 mod common;
 
 use std::time::Instant;
 
 use common::*;
 use testbed::wait_until;
+use vhost::vhost_user::message::VhostUserHeaderFlag;
 use vhost::vhost_user::{Frontend, VhostUserFrontend, VhostUserProtocolFeatures};
 use vhost::{VhostBackend, VhostUserMemoryRegionInfo, VringConfigData};
 use vm_memory::{Bytes, FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 use vmm_sys_util::eventfd::EventFd;
 
 const MEM: usize = 4 << 20;
+/// A second region, announced later (hot-added memory).
+const MEM2: (u64, usize) = (0x1000_0000, 1 << 20);
 const SIZE: u16 = 256;
 const VERSION_1: u64 = 1 << 32;
 const PROTOCOL_FEATURES: u64 = 1 << 30;
@@ -36,7 +41,7 @@ fn buf(q: usize, i: u16) -> u64 {
 }
 
 struct Evil {
-    _fe: Frontend,
+    fe: Frontend,
     mem: GuestMemoryMmap,
     avail: [u16; 2],
     _fds: Vec<EventFd>,
@@ -44,9 +49,13 @@ struct Evil {
 
 impl Evil {
     fn connect(sock: &std::path::Path) -> Evil {
-        let file = tempfile::tempfile_in("/dev/shm").unwrap();
-        file.set_len(MEM as u64).unwrap();
-        let mem = GuestMemoryMmap::<()>::from_ranges_with_files([(GuestAddress(0), MEM, Some(FileOffset::new(file, 0)))]).unwrap();
+        let shm = |len: usize| {
+            let f = tempfile::tempfile_in("/dev/shm").unwrap();
+            f.set_len(len as u64).unwrap();
+            Some(FileOffset::new(f, 0))
+        };
+        let ranges = [(GuestAddress(0), MEM, shm(MEM)), (GuestAddress(MEM2.0), MEM2.1, shm(MEM2.1))];
+        let mem = GuestMemoryMmap::<()>::from_ranges_with_files(ranges).unwrap();
         let host = mem.iter().next().unwrap().as_ptr() as u64;
         let mut fe = wait_until(DEADLINE, "the switch's socket", || Frontend::connect(sock, 2).ok()).unwrap();
         fe.set_owner().unwrap();
@@ -54,7 +63,7 @@ impl Evil {
         assert_eq!(offered & (VERSION_1 | PROTOCOL_FEATURES), VERSION_1 | PROTOCOL_FEATURES);
         fe.set_features(VERSION_1 | PROTOCOL_FEATURES).unwrap();
         fe.get_protocol_features().unwrap();
-        fe.set_protocol_features(VhostUserProtocolFeatures::empty()).unwrap();
+        fe.set_protocol_features(VhostUserProtocolFeatures::REPLY_ACK).unwrap();
         let region = VhostUserMemoryRegionInfo::from_guest_region(mem.iter().next().unwrap()).unwrap();
         fe.set_mem_table(&[region]).unwrap();
         let mut fds = Vec::new();
@@ -81,7 +90,16 @@ impl Evil {
         for q in 0..2 {
             fe.set_vring_enable(q, true).unwrap();
         }
-        Evil { _fe: fe, mem, avail: [0; 2], _fds: fds }
+        Evil { fe, mem, avail: [0; 2], _fds: fds }
+    }
+
+    /// Announces both regions (the second one new) and, as QEMU does,
+    /// waits for the switch's acknowledgement before the guest may use it.
+    fn hot_add(&self) {
+        let regions: Vec<_> = self.mem.iter().map(|r| VhostUserMemoryRegionInfo::from_guest_region(r).unwrap()).collect();
+        self.fe.set_hdr_flags(VhostUserHeaderFlag::NEED_REPLY);
+        self.fe.set_mem_table(&regions).unwrap();
+        self.fe.set_hdr_flags(VhostUserHeaderFlag::empty());
     }
 
     fn desc(&self, q: usize, i: u16, addr: u64, len: u32, flags: u16, next: u16) {
@@ -105,7 +123,10 @@ impl Evil {
 
     /// A frame to transmit: header and frame in one buffer, descriptor `i`.
     fn transmit(&mut self, i: u16, frame: &[u8]) {
-        let at = buf(1, i);
+        self.transmit_at(i, buf(1, i), frame);
+    }
+
+    fn transmit_at(&mut self, i: u16, at: u64, frame: &[u8]) {
         self.mem.write_slice(&[0u8; HDR], GuestAddress(at)).unwrap();
         self.mem.write_slice(frame, GuestAddress(at + HDR as u64)).unwrap();
         self.desc(1, i, at, (HDR + frame.len()) as u32, 0, 0);
@@ -169,6 +190,20 @@ fn a_hostile_guest_is_refused_and_counted_and_others_keep_forwarding() {
     evil.wait_used(1, 1);
     assert_eq!(evil.used(1, 0), (0, 0));
 
+    // A memory-table change under traffic: hot-added memory. vm1's frames
+    // keep flowing in order while the switch quiesces and remaps; then a
+    // frame from a buffer in the new region is read and forwarded.
+    let stream: Vec<_> = (0..128u32).map(|i| frame(mac(2), mac(1), None, 200 + i as usize, 100 + i)).collect();
+    vms[0].send(&stream[..64]);
+    evil.hot_add();
+    vms[0].send(&stream[64..]);
+    assert!(vms[1].recv(128) == stream, "vm1 -> vm2 across the other guest's memory change");
+    let from_new = frame(BCAST, mac(7), None, 150, 2);
+    evil.transmit_at(10, MEM2.0 + 0x100, &from_new);
+    assert_eq!(vms[0].recv(1), std::slice::from_ref(&from_new));
+    assert_eq!(vms[1].recv(1), [from_new]);
+    evil.wait_used(1, 2);
+
     // Every kind of bad transmit chain, then a good frame behind them.
     let b = buf(1, 20);
     evil.offer(1, SIZE + 44); // head out of range
@@ -187,14 +222,14 @@ fn a_hostile_guest_is_refused_and_counted_and_others_keep_forwarding() {
     evil.offer(1, 7);
     evil.desc(1, 8, b, (HDR + 10) as u32, 0, 0); // a 10-byte frame
     evil.offer(1, 8);
-    let after = frame(BCAST, mac(7), None, 200, 2);
+    let after = frame(BCAST, mac(7), None, 200, 3);
     evil.transmit(9, &after);
     assert_eq!(vms[0].recv(1), std::slice::from_ref(&after), "the good frame behind the bad ones");
     assert_eq!(vms[1].recv(1), [after]);
-    evil.wait_used(1, 10);
-    let heads: Vec<u32> = (1..10).map(|i| evil.used(1, i).0).collect();
+    evil.wait_used(1, 11);
+    let heads: Vec<u32> = (2..11).map(|i| evil.used(1, i).0).collect();
     assert_eq!(heads, [SIZE as u32 + 44, 1, 2, 4, 5, 6, 7, 8, 9], "every chain returned, in order");
-    assert!((1..10).all(|i| evil.used(1, i).1 == 0), "with length 0");
+    assert!((2..11).all(|i| evil.used(1, i).1 == 0), "with length 0");
     let reasons = ["bad_head", "bad_next", "chain_too_long", "outside_memory", "wrong_direction", "indirect", "bad_length", "runt"];
     for r in reasons {
         assert_eq!(drops(&sw, "evil", r), 1, "{r}: {:?}", sw.port("evil"));
