@@ -51,6 +51,10 @@ impl PortState {
     }
 }
 
+/// virtio-net offloads, both ways: CSUM, GUEST_CSUM, GUEST_TSO4/6,
+/// GUEST_ECN, GUEST_UFO, HOST_TSO4/6, HOST_ECN, HOST_UFO (bits 0, 1, 7-14).
+const OFFLOADS: u64 = 0b11 | 0xff << 7;
+
 /// Fails if a live process answers on `path`; removes a stale socket file a
 /// killed process left behind. Called before anything is touched.
 pub fn claim_socket_path(path: &Path, what: &str) -> Result<(), String> {
@@ -95,6 +99,13 @@ pub fn open(eal: &Eal, cfg: &PortConfig, pool: &Arc<Mempool>, pmds: u16) -> Resu
             let own = (*datapath == Datapath::CopyOnce).then(OwnState::default);
             if own.is_some() {
                 sock.set_features(own_rings::FEATURES).map_err(|e| format!("port {}: {e}", cfg.name))?;
+            } else {
+                // The switch neither segments nor checksums: a guest told
+                // the device takes TSO frames or partial checksums would
+                // send frames no other port can take (oversize drops, TCP
+                // crawling through retransmissions). OVS-DPDK without
+                // userspace TSO turns the same bits off.
+                sock.disable_features(OFFLOADS).map_err(|e| format!("port {}: {e}", cfg.name))?;
             }
             sock.start().map_err(|e| format!("port {}: {e}", cfg.name))?;
             if *mode == VhostMode::Server {
