@@ -308,6 +308,11 @@ fn example_configs_parse() {
     let default = load(&Path::new(dir).join("default.toml")).unwrap();
     let names: Vec<_> = default.ports.iter().map(|p| p.name.as_str()).collect();
     assert_eq!(names, ["vm1", "vm2", "host"]);
+    let vm_datapaths: Vec<_> = default.ports.iter().filter_map(|p| match &p.kind {
+        PortKind::VhostUser { datapath, .. } => Some(*datapath),
+        _ => None,
+    }).collect();
+    assert_eq!(vm_datapaths, [Datapath::CopyOnce, Datapath::CopyOnce], "the default config runs copy-once VM ports");
     let nic = load(&Path::new(dir).join("nic-uplink.toml")).unwrap();
     assert_eq!(nic.ports[0].vlan_mode, VlanMode::Trunk(vec![10, 20]));
     assert_eq!(nic.ports[0].rxq_pmd, Some(vec![1, 2]));
