@@ -118,10 +118,11 @@ fn scenario(datapath: &str) {
     let uri = format!("unix:{}", mig.display());
     let sw = Switchd::start(dir.path(), "", &ports(datapath));
 
-    // Both kinds of port offer no offloads (vswitch/src/ports.rs): the
-    // guests' TCP sends MTU-sized frames with their checksums done, which
-    // is what lets the download below run at full speed.
-    let opts = GuestOptions::default();
+    // No TSO from the guests, also in QEMU's own device model: the switch
+    // offers no offloads (vswitch/src/ports.rs), yet runs without these
+    // properties failed after the move in a fresh clone (2 of 3; not yet
+    // understood), runs with them passed every time.
+    let opts = GuestOptions { device_props: "host_tso4=off,host_tso6=off".into() };
     let mut a = Guest::boot_with("vm1", &image, &net(dir.path(), "vm1", 1), &opts).expect("boot A");
     let mut b = Guest::boot_with("src", &image, &net(dir.path(), "src", 2), &opts).expect("boot B");
     a.wait_ready(BOOT).unwrap();
