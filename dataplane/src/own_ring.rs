@@ -141,7 +141,7 @@ impl OwnRing {
             let len = c.len() - NET_HDR_LEN as u64;
             let h = (len as usize).min(HEAD);
             let mut head = [0u8; HEAD];
-            if read_at(&self.mem, c, NET_HDR_LEN as u64, &mut head[..h]).is_err() {
+            if c.read_at(&self.mem, NET_HDR_LEN as u64, &mut head[..h]).is_err() {
                 // Unreachable for a chain that passed the length check;
                 // handled anyway: back empty, the rest moved up.
                 let _ = self.queue.add_used(&self.mem, c.head, 0);
@@ -172,7 +172,7 @@ impl OwnRing {
         if rest > 0 {
             let start = self.scratch.len();
             self.scratch.resize(start + rest as usize, 0);
-            read_at(&self.mem, &self.chains[i], (NET_HDR_LEN + pkt.head_len as usize) as u64, &mut self.scratch[start..]).ok()?;
+            self.chains[i].read_at(&self.mem, (NET_HDR_LEN + pkt.head_len as usize) as u64, &mut self.scratch[start..]).ok()?;
         }
         pool.alloc_from(&self.scratch)
     }
@@ -269,24 +269,4 @@ impl OwnRing {
         burst.free_front(done);
         done - bad
     }
-}
-
-/// Reads `buf.len()` bytes of chain `c` from offset `off`.
-fn read_at(mem: &GuestMemory, c: &Chain, mut off: u64, buf: &mut [u8]) -> Result<(), ()> {
-    let mut done = 0;
-    for s in c.segments() {
-        let len = s.len() as u64;
-        if off >= len {
-            off -= len;
-            continue;
-        }
-        let k = ((len - off) as usize).min(buf.len() - done);
-        mem.read_span(s, off as usize, &mut buf[done..done + k]).map_err(|_| ())?;
-        done += k;
-        off = 0;
-        if done == buf.len() {
-            return Ok(());
-        }
-    }
-    if done == buf.len() { Ok(()) } else { Err(()) }
 }

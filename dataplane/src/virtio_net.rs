@@ -98,7 +98,7 @@ pub fn deliver(
         while !bytes.is_empty() {
             let (i, off) = locate(&chains[..n], *at);
             let k = ((chains[i].len() - off) as usize).min(bytes.len());
-            if !write_at(mem, &chains[i], off, &bytes[..k]) {
+            if chains[i].write_at(mem, off, &bytes[..k]).is_err() {
                 return false;
             }
             written[i] = written[i].max(off + k as u64);
@@ -151,27 +151,6 @@ fn locate(chains: &[Chain], mut at: u64) -> (usize, u64) {
         at -= c.len();
     }
     (chains.len() - 1, chains[chains.len() - 1].len())
-}
-
-fn write_at(mem: &GuestMemory, c: &Chain, mut off: u64, bytes: &[u8]) -> bool {
-    let mut bytes = bytes;
-    for s in c.segments() {
-        let len = s.len() as u64;
-        if off >= len {
-            off -= len;
-            continue;
-        }
-        let k = ((len - off) as usize).min(bytes.len());
-        if mem.write_span(s, off as usize, &bytes[..k]).is_err() {
-            return false;
-        }
-        bytes = &bytes[k..];
-        off = 0;
-        if bytes.is_empty() {
-            break;
-        }
-    }
-    bytes.is_empty()
 }
 
 const _: () = assert!(MAX_BUFFERS <= MAX_SEGS);

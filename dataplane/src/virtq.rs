@@ -135,25 +135,54 @@ impl Chain {
         self.len() == 0
     }
 
+    /// Calls `f(span, offset in it, range of the caller's buffer)` for each
+    /// piece of the chain's bytes `[off, off+len)`; fails (calling nothing)
+    /// if the chain is shorter.
+    fn for_range(&self, mut off: u64, len: usize, mut f: impl FnMut(&Span, usize, std::ops::Range<usize>) -> Result<(), OutOfBounds>) -> Result<(), OutOfBounds> {
+        if len == 0 {
+            return Ok(());
+        }
+        if off.checked_add(len as u64).is_none_or(|end| end > self.len()) {
+            return Err(OutOfBounds { gpa: self.segs[0].gpa(), len: len as u64 });
+        }
+        let mut done = 0;
+        for s in self.segments() {
+            if done == len {
+                break;
+            }
+            let seg = s.len() as u64;
+            if off >= seg {
+                off -= seg;
+                continue;
+            }
+            let k = ((seg - off) as usize).min(len - done);
+            f(s, off as usize, done..done + k)?;
+            done += k;
+            off = 0;
+        }
+        Ok(())
+    }
+
+    /// Copies `buf.len()` bytes of the chain from offset `off` into `buf`.
+    pub fn read_at(&self, mem: &GuestMemory, off: u64, buf: &mut [u8]) -> Result<(), OutOfBounds> {
+        self.for_range(off, buf.len(), |s, so, r| mem.read_span(s, so, &mut buf[r]))
+    }
+
+    /// Copies `bytes` into the chain from offset `off` on.
+    pub fn write_at(&self, mem: &GuestMemory, off: u64, bytes: &[u8]) -> Result<(), OutOfBounds> {
+        self.for_range(off, bytes.len(), |s, so, r| mem.write_span(s, so, &bytes[r]))
+    }
+
     /// Copies the chain's bytes from offset `skip` on into `out` (appended),
     /// at most `MAX_READ` of them: the lengths are the guest's to choose.
     pub fn read(&self, mem: &GuestMemory, skip: u64, out: &mut Vec<u8>) -> Result<(), OutOfBounds> {
-        if self.len().saturating_sub(skip) > MAX_READ {
+        let n = self.len().saturating_sub(skip);
+        if n > MAX_READ {
             return Err(OutOfBounds { gpa: self.segs[0].gpa(), len: self.len() });
         }
-        let mut skip = skip;
-        for s in self.segments() {
-            let len = s.len() as u64;
-            if skip >= len {
-                skip -= len;
-                continue;
-            }
-            let start = out.len();
-            out.resize(start + (len - skip) as usize, 0);
-            mem.read_span(s, skip as usize, &mut out[start..])?;
-            skip = 0;
-        }
-        Ok(())
+        let start = out.len();
+        out.resize(start + n as usize, 0);
+        self.read_at(mem, skip, &mut out[start..])
     }
 
     /// Copies `parts`, one after the other, into the chain's buffers;
@@ -163,20 +192,10 @@ impl Chain {
         if total as u64 > self.len() {
             return None;
         }
-        let (mut seg, mut off) = (0usize, 0u64);
+        let mut at = 0u64;
         for part in parts {
-            let mut part: &[u8] = part;
-            while !part.is_empty() {
-                let s = &self.segs[seg];
-                let n = ((s.len() as u64 - off) as usize).min(part.len());
-                mem.write_span(s, off as usize, &part[..n]).ok()?;
-                part = &part[n..];
-                off += n as u64;
-                if off == s.len() as u64 {
-                    seg += 1;
-                    off = 0;
-                }
-            }
+            self.write_at(mem, at, part).ok()?;
+            at += part.len() as u64;
         }
         Some(total as u32)
     }

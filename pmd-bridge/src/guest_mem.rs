@@ -136,6 +136,8 @@ impl GuestMemory {
     /// Each `(gpa, len, host)` must describe `len` bytes mapped at `host`,
     /// readable and writable, and the log its bytes likewise, for as long as
     /// `keepalive` is alive.
+    // SAFETY: nothing is dereferenced here; the caller's contract above is
+    // what makes every later span access sound.
     pub unsafe fn from_mapped(regions: &[(u64, u64, *mut u8)], log: Option<(*mut u8, u64)>, keepalive: Box<dyn std::any::Any + Send + Sync>) -> GuestMemory {
         let regions = regions.iter().map(|&(gpa, len, host)| Region { gpa, len, host }).collect();
         let log = log.filter(|&(base, bytes)| !base.is_null() && bytes > 0).map(|(base, bytes)| DirtyLog { base, bytes });
