@@ -28,9 +28,11 @@
 //!   pre/post message hooks: before a request that remaps memory or moves
 //!   rings (SET_MEM_TABLE, SET_VRING_*, SET_FEATURES, SET_LOG_BASE) the pre
 //!   hook records `RingsChanging` and waits until every `GuestMemory` of the
-//!   device is dropped; the post hook records `RingsChanged`. The queue locks
-//!   are held meanwhile, which is why the own-ring datapath may only ever
-//!   try them (`call_nonblock`).
+//!   device is dropped; the post hook records `RingsChanged`. In between,
+//!   `guest_memory` refuses (a `RingsChanged` still queued from an earlier
+//!   request must not map what this one is replacing). The queue locks are
+//!   held meanwhile, which is why the own-ring datapath may only ever try
+//!   them (`call_nonblock`).
 //! - Handles are obtained from the socket by vid after a `NewDevice` event;
 //!   a vid whose device is gone gives none, so a stale (or reused) vid is
 //!   never used.
@@ -38,6 +40,7 @@ use std::collections::HashMap;
 use std::ffi::CStr;
 use std::os::raw::{c_char, c_int};
 use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::atomic::{fence, AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -86,12 +89,22 @@ struct DeviceLease {
     /// Held by every `GuestMemory` of the device: the pre-message hook
     /// waits for it before rte_vhost remaps memory or moves rings.
     mem: Arc<()>,
+    /// From the pre-message hook of such a request until its post hook: no
+    /// `GuestMemory` may be made meanwhile (the hook's wait alone would let
+    /// one be made after it, over a table or log the handler is replacing).
+    changing: AtomicBool,
+}
+
+impl DeviceLease {
+    fn new(vid: i32) -> DeviceLease {
+        DeviceLease { vid, mem: Arc::new(()), changing: AtomicBool::new(false) }
+    }
 }
 
 struct SocketShared {
     events: Mutex<Sender<VhostEvent>>,
     /// The caller walks the rings itself (`set_features`): message hooks on.
-    owns_rings: std::sync::atomic::AtomicBool,
+    owns_rings: AtomicBool,
     /// Live devices by vid. The map holds one reference to each lease; a
     /// handle holds another.
     devices: Mutex<HashMap<i32, Arc<DeviceLease>>>,
@@ -111,6 +124,10 @@ fn socket_of(vid: i32) -> Option<Arc<SocketShared>> {
     sockets.iter().find(|(p, _)| *p == path).map(|(_, s)| Arc::clone(s))
 }
 
+fn lease_of(vid: i32) -> Option<Arc<DeviceLease>> {
+    socket_of(vid)?.devices.lock().ok()?.get(&vid).cloned()
+}
+
 fn record(vid: i32, ev: VhostEvent) -> Option<Arc<SocketShared>> {
     let sock = socket_of(vid)?;
     if let Ok(tx) = sock.events.lock() {
@@ -124,7 +141,7 @@ fn record(vid: i32, ev: VhostEvent) -> Option<Arc<SocketShared>> {
 extern "C" fn cb_new_device(vid: c_int) -> c_int {
     if let Some(sock) = socket_of(vid) {
         if let Ok(mut devs) = sock.devices.lock() {
-            devs.insert(vid, Arc::new(DeviceLease { vid, mem: Arc::new(()) }));
+            devs.insert(vid, Arc::new(DeviceLease::new(vid)));
         }
         if let Ok(tx) = sock.events.lock() {
             let _ = tx.send(VhostEvent::NewDevice { vid });
@@ -154,7 +171,7 @@ extern "C" fn cb_features_changed(vid: c_int, features: u64) -> c_int {
 
 extern "C" fn cb_new_connection(vid: c_int) -> c_int {
     if let Some(sock) = record(vid, VhostEvent::NewConnection { vid }) {
-        if sock.owns_rings.load(std::sync::atomic::Ordering::Relaxed) {
+        if sock.owns_rings.load(Ordering::Relaxed) {
             // SAFETY: a static table of two functions; registering only
             // stores the pointer in the new device (no lock taken).
             unsafe { ffi::rte_vhost_extern_callback_register(vid, &HOOKS.0, std::ptr::null_mut()) };
@@ -189,18 +206,32 @@ fn request(msg: *mut std::os::raw::c_void) -> Option<u32> {
 /// held here, so the threads we wait for must not take them: the own-ring
 /// datapath calls only `rte_vhost_vring_call_nonblock`).
 unsafe extern "C" fn hook_pre(vid: c_int, msg: *mut std::os::raw::c_void) -> ffi::rte_vhost_msg_result {
-    let _ = std::panic::catch_unwind(|| match request(msg) {
-        Some(SEND_RARP) => {
+    let _ = std::panic::catch_unwind(|| {
+        let req = request(msg);
+        if req == Some(SEND_RARP) {
             record(vid, VhostEvent::RarpRequested { vid });
         }
-        Some(req) if RING_CHANGES.contains(&req) => {
-            let Some(sock) = record(vid, VhostEvent::RingsChanging { vid, request: req }) else { return };
-            let lease = sock.devices.lock().ok().and_then(|d| d.get(&vid).cloned());
-            if let Some(lease) = lease {
-                wait_released(&lease.mem, vid, "memory or ring change");
+        match (req, lease_of(vid)) {
+            (Some(req), lease) if RING_CHANGES.contains(&req) => {
+                // Closed before looking for holders; `guest_memory` takes
+                // its token before looking at the flag. With a full fence on
+                // each side, at least one of the two sees the other.
+                if let Some(lease) = &lease {
+                    lease.changing.store(true, Ordering::Relaxed);
+                    fence(Ordering::SeqCst);
+                }
+                record(vid, VhostEvent::RingsChanging { vid, request: req });
+                if let Some(lease) = lease {
+                    wait_released(&lease.mem, vid, "memory or ring change");
+                }
             }
+            // Requests are handled one at a time: a change still open here
+            // failed in its handler, which skips the post hook.
+            (_, Some(lease)) if lease.changing.swap(false, Ordering::SeqCst) => {
+                record(vid, VhostEvent::RingsChanged { vid, request: 0 });
+            }
+            _ => {}
         }
-        _ => {}
     });
     ffi::rte_vhost_msg_result_RTE_VHOST_MSG_RESULT_NOT_HANDLED
 }
@@ -209,6 +240,9 @@ unsafe extern "C" fn hook_pre(vid: c_int, msg: *mut std::os::raw::c_void) -> ffi
 unsafe extern "C" fn hook_post(vid: c_int, msg: *mut std::os::raw::c_void) -> ffi::rte_vhost_msg_result {
     let _ = std::panic::catch_unwind(|| {
         if let Some(req) = request(msg).filter(|r| RING_CHANGES.contains(r)) {
+            if let Some(lease) = lease_of(vid) {
+                lease.changing.store(false, Ordering::SeqCst);
+            }
             record(vid, VhostEvent::RingsChanged { vid, request: req });
         }
     });
@@ -337,7 +371,7 @@ impl VhostSocket {
     /// and the message hooks that guard `GuestMemory` are installed on
     /// every connection.
     pub fn set_features(&self, bits: u64) -> Result<()> {
-        self.shared.owns_rings.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.shared.owns_rings.store(true, Ordering::Relaxed);
         // SAFETY: the path is registered.
         let (r, l) = log::capture(|| unsafe { ffi::rte_vhost_driver_set_features(self.cpath.as_ptr(), bits) });
         (r == 0).then_some(()).ok_or_else(|| Error::dpdk("rte_vhost_driver_set_features", libc::EINVAL, &l))
@@ -364,7 +398,7 @@ impl VhostSocket {
     /// The handle of live device `vid`; None once its destruction began.
     pub fn device(&self, vid: i32) -> Option<VhostDevice> {
         let devs = self.shared.devices.lock().ok()?;
-        let owns_rings = self.shared.owns_rings.load(std::sync::atomic::Ordering::Relaxed);
+        let owns_rings = self.shared.owns_rings.load(Ordering::Relaxed);
         devs.get(&vid).map(|l| VhostDevice { lease: Arc::clone(l), owns_rings })
     }
 }
@@ -450,11 +484,19 @@ impl VhostDevice {
     /// unmaps, waits for it) and its memory token (the pre-message hook of a
     /// socket that owns its rings waits for it before SET_MEM_TABLE and the
     /// other requests that remap memory or move rings; drop it on
-    /// `RingsChanging`). Refused on a socket without `set_features`, where
-    /// no hook guards the mapping.
+    /// `RingsChanging`). Refused while such a request is being handled (take
+    /// it on the `RingsChanged` that follows), and on a socket without
+    /// `set_features`, where no hook guards the mapping.
     pub fn guest_memory(&self) -> Result<GuestMemory> {
         if !self.owns_rings {
             return Err(Error::InvalidArgument("guest memory of a socket whose rings rte_vhost owns".into()));
+        }
+        // The token first, then the flag (see `hook_pre`): either the hook
+        // waits for this token, or this sees the change and backs off.
+        let token = Arc::clone(&self.lease.mem);
+        fence(Ordering::SeqCst);
+        if self.lease.changing.load(Ordering::Relaxed) {
+            return Err(Error::InvalidArgument("guest memory while the frontend changes it (retry on RingsChanged)".into()));
         }
         let mut mem: *mut ffi::rte_vhost_memory = std::ptr::null_mut();
         // SAFETY: a live vid; rte_vhost mallocs a copy of its table into mem.
@@ -473,7 +515,7 @@ impl VhostDevice {
                 .map(|r| (r.guest_phys_addr, r.size, r.host_user_addr as *mut u8))
                 .collect();
             libc::free(mem.cast());
-            let keep = (Arc::clone(&self.lease), Arc::clone(&self.lease.mem));
+            let keep = (Arc::clone(&self.lease), token);
             Ok(GuestMemory::from_mapped(&regions, self.dirty_log(), Box::new(keep)))
         }
     }
