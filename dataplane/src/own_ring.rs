@@ -66,6 +66,9 @@ pub struct OwnRing {
     rx_chains: Vec<Chain>,
     /// Used entries written by `deliver_from` and not yet published.
     unpublished: bool,
+    /// An interrupt the guest is owed: the call found the queue lock taken
+    /// by a vhost-user message handler (`retry_call`).
+    call_pending: bool,
 }
 
 impl OwnRing {
@@ -83,13 +86,27 @@ impl OwnRing {
             in_flight: 0,
             rx_chains: vec![Chain::default(); crate::virtio_net::MAX_BUFFERS],
             unpublished: false,
+            // A ring comes (back) into a plan after the guest may have been
+            // owed an interrupt (the previous holder's call failed, or the
+            // ring was handed over mid-change): one spurious interrupt is
+            // harmless, a lost one can stall a guest's queue for good.
+            call_pending: true,
         }
     }
 
-    fn notify(&self) {
+    fn notify(&mut self) {
         if self.queue.guest_wants_interrupt(&self.mem) {
-            // Never waits on the queue lock a message handler may hold.
-            self.dev.call_nonblock(self.vring);
+            // Never waits on the queue lock a message handler may hold; if
+            // it is held, the interrupt is owed and retried.
+            self.call_pending = !self.dev.call_nonblock(self.vring);
+        }
+    }
+
+    /// Delivers an interrupt a failed call still owes the guest (the PMD
+    /// loop calls this now and then, not per burst).
+    pub fn retry_call(&mut self) {
+        if self.call_pending && !self.broken {
+            self.call_pending = !self.dev.call_nonblock(self.vring);
         }
     }
 

@@ -43,6 +43,20 @@ impl PmdPlan {
     pub fn empty() -> PmdPlan {
         PmdPlan { ports: Arc::new(vec![None; MAX_PORTS]), rx: Vec::new(), tx: (0..MAX_PORTS).map(|_| None).collect() }
     }
+
+    /// Interrupts copy-once guests are still owed (`OwnRing::retry_call`).
+    fn retry_calls(&mut self) {
+        for src in &mut self.rx {
+            if let RxPort::Own(r) = &mut src.port {
+                r.retry_call();
+            }
+        }
+        for t in self.tx.iter_mut().flatten() {
+            if let TxPort::Own(r) = t {
+                r.retry_call();
+            }
+        }
+    }
 }
 
 pub enum PmdMsg {
@@ -144,6 +158,7 @@ pub fn run(ctx: PmdContext) -> i32 {
         if iterations.is_multiple_of(1024) {
             now = ctx.clock.load(Ordering::Relaxed);
             bump(&ctx.counters.iterations, 1024);
+            plan.retry_calls();
         }
         let PmdPlan { ports, rx: sources, tx } = &mut plan;
         for src in sources.iter_mut() {
