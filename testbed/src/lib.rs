@@ -11,7 +11,7 @@ pub mod proc;
 
 pub use deadline::wait_until;
 pub use dpdk::FilePrefix;
-pub use guest::{Guest, GuestImage, GuestNet, GuestOptions, SocketRole};
+pub use guest::{Guest, GuestImage, GuestNet, SocketRole};
 pub use proc::Proc;
 
 /// The workspace's `target/` directory (or `CARGO_TARGET_DIR`), where caches live.

@@ -86,6 +86,24 @@ impl OwnState {
         Ok(())
     }
 
+    /// Where each ring stands, "vring: avail/used", for the daemon's log
+    /// (a guest that comes, goes or migrates resumes from these).
+    pub fn describe(&self) -> String {
+        let rings: Vec<String> = self
+            .queues
+            .iter()
+            .enumerate()
+            .map(|(i, q)| match q {
+                Some(q) => {
+                    let (a, u) = q.indices();
+                    format!("{i}: {a}/{u}")
+                }
+                None => format!("{i}: -"),
+            })
+            .collect();
+        rings.join(", ")
+    }
+
     /// Lets rte_vhost change memory or rings: every ring must be back here.
     pub fn release(&mut self) {
         self.mem = None;

@@ -278,7 +278,12 @@ impl Switch {
             VhostEvent::NewDevice { vid } if current.is_none() => {
                 let d = Arc::new(sock.device(vid).ok_or("device already gone")?);
                 if let Some(own) = own.as_mut() {
-                    own.attach(&d)?;
+                    // A request may already be changing the rings again: then
+                    // they are mapped on its RingsChanged.
+                    match own.attach(&d) {
+                        Ok(()) => eprintln!("vswitchd: port {}: guest up, rings (avail/used) {}", cfg.name, own.describe()),
+                        Err(e) => eprintln!("vswitchd: port {}: guest up, rings not mapped yet: {e}", cfg.name),
+                    }
                 }
                 *dev = Some(d);
                 Ok(true)
@@ -297,7 +302,8 @@ impl Switch {
                 *enabled_pairs = 0;
                 let d = dev.take();
                 self.replan()?;
-                if let (Some(d), Some(PortState { io: PortIo::Vhost { own: Some(own), .. }, .. })) = (d.as_ref(), self.ports[slot as usize].as_mut()) {
+                if let (Some(d), Some(PortState { cfg, io: PortIo::Vhost { own: Some(own), .. }, .. })) = (d.as_ref(), self.ports[slot as usize].as_mut()) {
+                    eprintln!("vswitchd: port {}: guest gone, rings (avail/used) {}", cfg.name, own.describe());
                     own.hand_back(d);
                 }
                 Ok(false)
