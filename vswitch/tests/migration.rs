@@ -8,15 +8,16 @@
 //! vhost-user migration needs the backend to offer VHOST_F_LOG_ALL (dirty
 //! logging of what it writes into guest memory); without it QEMU refuses
 //! with a migration blocker. The echoes the switch delivers during the move
-//! are such writes; the log itself is tested in `pmd_bridge::guest_mem`.
+//! are such writes; the log itself is tested in `pmd_bridge::guest_mem` and
+//! `dataplane::virtio_net`.
 //!
 //! B is kept nearly idle while it moves. Under TCG on a loaded host, QEMU
 //! 7.2 loses some of the guest CPU's own writes in a live migration: with
-//! B downloading during the move, 1 run in 3 left pages of B's kernel data
-//! (counters, pointers, a page the guest had zeroed) different between the
-//! two QEMUs' memories (`pmemsave` of both, source and destination paused),
-//! with either datapath, and the moved guest crashed. Pages the switch
-//! writes (frame buffers, used rings) were never among them.
+//! B downloading during the move, about 1 run in 3 left pages of B's
+//! kernel data (counters, pointers, a page the guest had zeroed) different
+//! between the two QEMUs' memories (`pmemsave` of both, source and
+//! destination paused), with either datapath, and the moved guest crashed.
+//! No difference was a write of the switch's.
 mod common;
 
 use std::path::Path;
