@@ -6,8 +6,16 @@
 //! impossible stops that ring only. On the way, the guest's memory table
 //! changes under traffic (memory hot-added): the switch quiesces, remaps,
 //! and reads a frame from the new region.
+//!
+//! The same frontend then plays QEMU's part in a live migration: it shares
+//! a dirty log (SET_LOG_BASE, VHOST_F_LOG_ALL) and checks that the pages
+//! the switch writes, and only those, are marked, and only while logging.
 mod common;
 
+use std::io::Read;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
+use std::os::unix::net::UnixStream;
 use std::time::Instant;
 
 use common::*;
@@ -17,6 +25,7 @@ use vhost::vhost_user::{Frontend, VhostUserFrontend, VhostUserProtocolFeatures};
 use vhost::{VhostBackend, VhostUserMemoryRegionInfo, VringConfigData};
 use vm_memory::{Bytes, FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 use vmm_sys_util::eventfd::EventFd;
+use vmm_sys_util::sock_ctrl_msg::ScmSocket;
 
 const MEM: usize = 4 << 20;
 /// A second region, announced later (hot-added memory).
@@ -24,6 +33,7 @@ const MEM2: (u64, usize) = (0x1000_0000, 1 << 20);
 const SIZE: u16 = 256;
 const VERSION_1: u64 = 1 << 32;
 const PROTOCOL_FEATURES: u64 = 1 << 30;
+const LOG_ALL: u64 = 1 << 26;
 const NEXT: u16 = 1;
 const WRITE: u16 = 2;
 const INDIRECT: u16 = 4;
@@ -50,6 +60,12 @@ struct Evil {
 
 impl Evil {
     fn connect(sock: &std::path::Path) -> Evil {
+        Self::connect_with(sock, VhostUserProtocolFeatures::REPLY_ACK).0
+    }
+
+    /// Also returns a second handle on the socket, for the one request
+    /// rust-vmm's frontend cannot make here (`set_log_base`).
+    fn connect_with(sock: &std::path::Path, protocol: VhostUserProtocolFeatures) -> (Evil, UnixStream) {
         let shm = |len: usize| {
             let f = tempfile::tempfile_in("/dev/shm").unwrap();
             f.set_len(len as u64).unwrap();
@@ -58,13 +74,15 @@ impl Evil {
         let ranges = [(GuestAddress(0), MEM, shm(MEM)), (GuestAddress(MEM2.0), MEM2.1, shm(MEM2.1))];
         let mem = GuestMemoryMmap::<()>::from_ranges_with_files(ranges).unwrap();
         let host = mem.iter().next().unwrap().as_ptr() as u64;
-        let mut fe = wait_until(DEADLINE, "the switch's socket", || Frontend::connect(sock, 2).ok()).unwrap();
+        let stream = wait_until(DEADLINE, "the switch's socket", || UnixStream::connect(sock).ok()).unwrap();
+        let raw = stream.try_clone().unwrap();
+        let mut fe = Frontend::from_stream(stream, 2);
         fe.set_owner().unwrap();
         let offered = fe.get_features().unwrap();
         assert_eq!(offered & (VERSION_1 | PROTOCOL_FEATURES), VERSION_1 | PROTOCOL_FEATURES);
         fe.set_features(VERSION_1 | PROTOCOL_FEATURES).unwrap();
         fe.get_protocol_features().unwrap();
-        fe.set_protocol_features(VhostUserProtocolFeatures::REPLY_ACK).unwrap();
+        fe.set_protocol_features(protocol).unwrap();
         let region = VhostUserMemoryRegionInfo::from_guest_region(mem.iter().next().unwrap()).unwrap();
         fe.set_mem_table(&[region]).unwrap();
         let mut fds = Vec::new();
@@ -91,7 +109,7 @@ impl Evil {
         for q in 0..2 {
             fe.set_vring_enable(q, true).unwrap();
         }
-        Evil { fe, mem, avail: [0; 2], fds }
+        (Evil { fe, mem, avail: [0; 2], fds }, raw)
     }
 
     /// Announces both regions (the second one new) and, as QEMU does,
@@ -292,4 +310,102 @@ fn a_hostile_guest_is_refused_and_counted_and_others_keep_forwarding() {
     sw.wait_ports("evil gone", |ps| ps.iter().any(|p| p.name == "evil" && p.state == "waiting"));
     still_forwarding(&mut vms, 9);
     sw.wait_ports("mempool back to idle", |_| sw.mempool_in_use() == idle);
+}
+
+/// SET_LOG_BASE with the log's fd, as QEMU sends it. DPDK replies with a
+/// bare header, where rust-vmm's frontend waits for a body, so the request
+/// goes out on the raw socket (the frontend has nothing in flight).
+fn set_log_base(raw: &mut UnixStream, log: &std::fs::File, bytes: u64) {
+    const SET_LOG_BASE: u32 = 6;
+    const VERSION: u32 = 1;
+    let mut msg = Vec::new();
+    for v in [SET_LOG_BASE, VERSION, 16] {
+        msg.extend_from_slice(&v.to_le_bytes());
+    }
+    msg.extend_from_slice(&bytes.to_le_bytes()); // mmap_size
+    msg.extend_from_slice(&0u64.to_le_bytes()); // mmap_offset
+    raw.send_with_fd(&msg[..], log.as_raw_fd()).unwrap();
+    let mut reply = [0u8; 12];
+    raw.read_exact(&mut reply).unwrap();
+    assert_eq!(u32::from_le_bytes(reply[0..4].try_into().unwrap()), SET_LOG_BASE, "{reply:?}");
+}
+
+/// Whether the log marks the page holding `gpa` (one bit per 4 KB page,
+/// QEMU's layout).
+fn logged(log: &std::fs::File, gpa: u64) -> bool {
+    let page = gpa / 4096;
+    let mut byte = [0u8];
+    log.read_exact_at(&mut byte, page / 8).unwrap();
+    byte[0] & (1 << (page % 8)) != 0
+}
+
+#[test]
+fn a_migrating_guest_finds_every_page_the_switch_wrote_in_its_dirty_log() {
+    let dir = tempfile::tempdir().unwrap();
+    // Its own name for the sender: one process, one EAL, and the other
+    // test's virtio_user devices keep theirs.
+    let ports = port("mig", "copy-once") + &port("peer", "copy-once");
+    let sw = Switchd::start(dir.path(), "", &ports);
+    let mut peer = Vm::connect("peer", &dir.path().join("peer.sock"), false, 1500);
+    let (mut g, mut raw) = Evil::connect_with(&dir.path().join("mig.sock"), VhostUserProtocolFeatures::REPLY_ACK | VhostUserProtocolFeatures::LOG_SHMFD);
+    sw.wait_ports("both guests up", |ps| ps.iter().all(|p| p.state == "up"));
+    for i in 0..8 {
+        g.desc(0, i, buf(0, i), 2048, WRITE, 0);
+        g.offer(0, i);
+    }
+
+    // The migration starts, as QEMU starts it: the log, then LOG_ALL.
+    let bytes = (MEM / 4096 / 8) as u64;
+    let log = tempfile::tempfile_in("/dev/shm").unwrap();
+    log.set_len(bytes).unwrap();
+    set_log_base(&mut raw, &log, bytes);
+    g.fe.set_features(VERSION_1 | PROTOCOL_FEATURES | LOG_ALL).unwrap();
+    g.fe.get_features().unwrap();
+
+    // Four frames into receive buffers 0..4 (one buffer each), the first
+    // once the switch has the rings back, and one frame transmitted.
+    let f = |i: u32| frame(BCAST, mac(1), None, 1000, i);
+    delivered_after_change(&mut peer, &g, f(0));
+    peer.send(&[f(1), f(2), f(3)]);
+    g.wait_used(0, 4);
+    let out = frame(BCAST, mac(9), None, 200, 9);
+    g.transmit(0, &out);
+    assert_eq!(peer.recv(1), [out]);
+    g.wait_used(1, 1);
+    for i in 0..4 {
+        assert!(logged(&log, buf(0, i)), "receive buffer {i} written, not logged");
+    }
+    assert!(logged(&log, rings(0).2) && logged(&log, rings(1).2), "the used rings written, not logged");
+    // Not the buffers still empty, not what only the guest writes, not the
+    // transmitted frame's buffer (read).
+    for gpa in [buf(0, 4), buf(0, 7), rings(0).0, rings(0).1, rings(1).1, buf(1, 0)] {
+        assert!(!logged(&log, gpa), "{gpa:#x} logged, not written");
+    }
+
+    // The migration ends (or is cancelled): LOG_ALL off, nothing more logged.
+    g.fe.set_features(VERSION_1 | PROTOCOL_FEATURES).unwrap();
+    // As QEMU does: a reply to a later request says it was handled.
+    g.fe.get_features().unwrap();
+    log.write_all_at(&vec![0u8; bytes as usize], 0).unwrap();
+    delivered_after_change(&mut peer, &g, f(4));
+    assert!(!logged(&log, buf(0, 4)) && !logged(&log, rings(0).2), "logged after LOG_ALL was withdrawn");
+    assert!(sw.ports().iter().all(|p| p.state == "up"), "{:?}", sw.ports());
+}
+
+/// Sends `f` until it lands in the guest's next receive buffer: after a
+/// request that changes its rings, the switch takes them back on its own
+/// time (frames flooded meanwhile do not reach the guest).
+fn delivered_after_change(peer: &mut Vm, g: &Evil, f: Vec<u8>) {
+    let want = g.used_idx(0).wrapping_add(1);
+    wait_until(DEADLINE, "a frame delivered after the change", || {
+        peer.send(std::slice::from_ref(&f));
+        let t = Instant::now();
+        while t.elapsed() < std::time::Duration::from_millis(200) {
+            if g.used_idx(0) == want {
+                return Some(());
+            }
+        }
+        None
+    })
+    .unwrap();
 }
