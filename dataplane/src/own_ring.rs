@@ -94,11 +94,15 @@ impl OwnRing {
         }
     }
 
+    /// Never waits on the queue lock a message handler may hold; if it is
+    /// held, the interrupt is owed (`retry_call`).
+    fn call(&mut self) {
+        self.call_pending = !self.dev.call_nonblock(self.vring);
+    }
+
     fn notify(&mut self) {
         if self.queue.guest_wants_interrupt(&self.mem) {
-            // Never waits on the queue lock a message handler may hold; if
-            // it is held, the interrupt is owed and retried.
-            self.call_pending = !self.dev.call_nonblock(self.vring);
+            self.call();
         }
     }
 
@@ -106,7 +110,7 @@ impl OwnRing {
     /// loop calls this now and then, not per burst).
     pub fn retry_call(&mut self) {
         if self.call_pending && !self.broken {
-            self.call_pending = !self.dev.call_nonblock(self.vring);
+            self.call();
         }
     }
 
