@@ -12,6 +12,8 @@
 //! port; a flooded packet may be delivered on some ports and dropped on one.
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
+use crate::offload::HdrError;
+
 /// Most ports a switch holds (port slots).
 pub const MAX_PORTS: usize = 64;
 
@@ -54,14 +56,43 @@ drop_reasons! {
     PortDown = "port_down", tx: "Output port has no queue to send on (guest not connected).";
     BadHead = "bad_head", tx: "Copy-once guest: the avail ring names a head beyond the descriptor table.";
     BadNext = "bad_next", tx: "Copy-once guest: a descriptor's next index beyond the table.";
-    ChainTooLong = "chain_too_long", tx: "Copy-once guest: a chain longer than the ring (a next loop) or 64 buffers.";
+    ChainTooLong = "chain_too_long", tx: "Copy-once guest: a chain longer than the ring (a next loop), 64 buffers or its descriptor cap.";
     OutsideMemory = "outside_memory", tx: "Copy-once guest: a buffer not wholly inside guest memory.";
     WrongDirection = "wrong_direction", tx: "Copy-once guest: a WRITE flag that does not fit the queue.";
     Indirect = "indirect", tx: "Copy-once guest: an indirect descriptor (not negotiated).";
-    BadLength = "bad_length", tx: "Copy-once guest: a transmit chain shorter than its virtio-net header or longer than 64 KB.";
+    BadIndirect = "bad_indirect", tx: "Copy-once guest: an indirect table of a bad length, nested, chained, or with a next index beyond it.";
+    BadLength = "bad_length", tx: "Copy-once guest: a transmit chain shorter than its virtio-net header or longer than 64 KB, or a zero-length buffer.";
+    HdrTooLong = "hdr_too_long", tx: "Copy-once guest: a frame longer than 64 KB plus headers, or than its IP length can say.";
+    HdrNotNegotiated = "hdr_offload_not_negotiated", tx: "Copy-once guest: a checksum or GSO request it did not negotiate.";
+    HdrCsumOutOfFrame = "hdr_csum_out_of_frame", tx: "Copy-once guest: a checksum field outside the frame's headers.";
+    HdrUnknownGsoType = "hdr_unknown_gso_type", tx: "Copy-once guest: UDP or an undefined GSO type.";
+    HdrEcnNotNegotiated = "hdr_ecn_not_negotiated", tx: "Copy-once guest: the GSO ECN bit without HOST_ECN.";
+    HdrMissingCsum = "hdr_missing_csum", tx: "Copy-once guest: GSO without NEEDS_CSUM.";
+    HdrGsoSizeZero = "hdr_gso_size_zero", tx: "Copy-once guest: GSO with gso_size 0.";
+    HdrGsoSizeTooSmall = "hdr_gso_size_too_small", tx: "Copy-once guest: GSO with an MSS below 48.";
+    HdrGsoNotTcp = "hdr_gso_not_tcp", tx: "Copy-once guest: a TCP GSO type on a frame that is not TCP over that IP version.";
+    HdrBadHeaders = "hdr_bad_headers", tx: "Copy-once guest: offload on truncated or malformed headers, a fragment, or an IP length that is not the frame's.";
+    HdrGsoSizeTooLarge = "hdr_gso_size_too_large", tx: "Copy-once guest: an MSS whose segment would not fit an IP packet.";
 }
 
 impl DropReason {
+    /// The counter for a frame refused for its virtio-net header.
+    pub fn bad_header(e: HdrError) -> DropReason {
+        match e {
+            HdrError::TooLong => DropReason::HdrTooLong,
+            HdrError::OffloadNotNegotiated => DropReason::HdrNotNegotiated,
+            HdrError::CsumOutOfFrame => DropReason::HdrCsumOutOfFrame,
+            HdrError::UnknownGsoType => DropReason::HdrUnknownGsoType,
+            HdrError::EcnNotNegotiated => DropReason::HdrEcnNotNegotiated,
+            HdrError::MissingCsum => DropReason::HdrMissingCsum,
+            HdrError::GsoSizeZero => DropReason::HdrGsoSizeZero,
+            HdrError::GsoSizeTooSmall => DropReason::HdrGsoSizeTooSmall,
+            HdrError::GsoNotTcp => DropReason::HdrGsoNotTcp,
+            HdrError::BadHeaders => DropReason::HdrBadHeaders,
+            HdrError::GsoSizeTooLarge => DropReason::HdrGsoSizeTooLarge,
+        }
+    }
+
     /// The counter for a chain a copy-once port refused (and returned
     /// empty).
     pub fn refused(e: crate::virtq::ChainError) -> DropReason {
@@ -73,6 +104,7 @@ impl DropReason {
             E::OutsideMemory => DropReason::OutsideMemory,
             E::WrongDirection => DropReason::WrongDirection,
             E::Indirect => DropReason::Indirect,
+            E::BadIndirect => DropReason::BadIndirect,
             E::BadLength => DropReason::BadLength,
         }
     }
@@ -177,6 +209,16 @@ pub fn count_refused(refused: &mut crate::virtq::Refused, drops: &[AtomicU64; Dr
     if refused.total() > 0 {
         for (e, n) in refused.take() {
             bump(&drops[DropReason::refused(e) as usize], n as u64);
+        }
+    }
+}
+
+/// Publishes and zeroes a copy-once ring's header refusals (`bad`, by
+/// `HdrError` index), once per burst.
+pub fn count_bad_headers(bad: &mut [u32], drops: &[AtomicU64; DropReason::COUNT]) {
+    for (&e, n) in HdrError::ALL.iter().zip(bad.iter_mut()) {
+        if *n > 0 {
+            bump(&drops[DropReason::bad_header(e) as usize], std::mem::take(n) as u64);
         }
     }
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use crate::counters::DropReason;
 use crate::fdb::{Fdb, Learn};
+use crate::offload::Caps;
 use crate::packet::PacketBuf;
 use crate::parse::{is_multicast, EthHeader, ETH_HLEN, VLAN_HLEN};
 use crate::vlan::VlanMode;
@@ -25,12 +26,20 @@ pub struct PortView {
     /// A VM's port whose frames are copied in and out by rte_vhost (one
     /// payload copy each way), as opposed to a NIC's (DMA, no copy).
     pub vm: bool,
+    /// The offloads the port takes whole on output (a guest's receive
+    /// features, a NIC's transmit offloads); the rest is done in software.
+    pub caps: Caps,
 }
 
 impl PortView {
     pub fn new(name: &str, slot: u16, gen: u16, vlan: VlanMode, mtu: u16) -> PortView {
         let max_frame = mtu as usize + ETH_HLEN + VLAN_HLEN;
-        PortView { name: name.to_string(), slot, gen, vlan, max_frame, vm: false }
+        PortView { name: name.to_string(), slot, gen, vlan, max_frame, vm: false, caps: Caps::NONE }
+    }
+
+    pub fn with_caps(mut self, caps: Caps) -> PortView {
+        self.caps = caps;
+        self
     }
 
     pub fn with_vm(mut self, vm: bool) -> PortView {
@@ -57,7 +66,7 @@ pub fn decide<P: PacketBuf + ?Sized>(pkt: &P, input: &PortView, ports: &[Option<
         Ok(h) => h,
         Err(r) => return Decision::Drop(r),
     };
-    if pkt.frame_len() > input.max_frame {
+    if pkt.wire_len() > input.max_frame {
         return Decision::Drop(DropReason::Oversize);
     }
     let vlan = match input.vlan.ingress(hdr.vlan) {

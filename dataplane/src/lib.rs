@@ -5,6 +5,8 @@ pub mod copy_list;
 pub mod counters;
 pub mod fdb;
 pub mod fwd;
+pub mod mbuf_offload;
+pub mod offload;
 pub mod own_ring;
 pub mod packet;
 pub mod parse;

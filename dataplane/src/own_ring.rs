@@ -14,27 +14,41 @@
 use std::sync::Arc;
 
 use pmd_bridge::guest_mem::GuestMemory;
-use pmd_bridge::{Burst, Mbuf, Mempool, VhostDevice};
+use pmd_bridge::{Burst, CallFd, Mbuf, Mempool, VhostDevice};
 
 use crate::copy_list::CopyList;
+use crate::mbuf_offload;
+use crate::offload::{complete_partial, validate, Caps, Checksum, HdrError, NetHdr, Offload, Segmenter};
 use crate::packet::PacketBuf;
 use crate::virtio_net::{deliver, Delivery, FrameSource, NET_HDR_LEN};
 use crate::virtq::{Chain, ChainError, Direction, Pop, Refused, SplitQueue};
 
-/// Bytes of each frame copied to scratch: every header the switch reads.
-pub const HEAD: usize = 64;
+/// Bytes of each frame copied to scratch: every header the switch reads
+/// (Ethernet, a tag and IP) in the common case...
+const HEAD_PLAIN: usize = 64;
+/// ...and every header a checksum or segmentation offload touches
+/// (Ethernet, a tag, IPv4 or IPv6 and TCP, options included).
+pub const HEAD: usize = 160;
 
-/// A frame still in a guest's transmit buffer: its headers in scratch.
+/// A frame still in a guest's transmit buffer: its headers in scratch, and
+/// its offload requests as the switch validated them.
 #[derive(Clone, Copy)]
 pub struct GuestPkt {
     head: [u8; HEAD],
     head_len: u8,
     len: u32,
+    off: Offload,
 }
 
 impl Default for GuestPkt {
     fn default() -> Self {
-        GuestPkt { head: [0; HEAD], head_len: 0, len: 0 }
+        GuestPkt { head: [0; HEAD], head_len: 0, len: 0, off: Offload::NONE }
+    }
+}
+
+impl GuestPkt {
+    pub fn offload(&self) -> &Offload {
+        &self.off
     }
 }
 
@@ -46,18 +60,47 @@ impl PacketBuf for GuestPkt {
     fn headers(&self) -> &[u8] {
         &self.head[..self.head_len as usize]
     }
+
+    fn wire_len(&self) -> usize {
+        match self.off.gso {
+            Some(g) => (g.hdr_len() + g.mss as usize).min(self.len as usize),
+            None => self.len as usize,
+        }
+    }
+}
+
+/// What the guest negotiated, as the datapath needs it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GuestFeatures {
+    pub mergeable: bool,
+    /// The offloads it may ask for in what it sends.
+    pub tx: Caps,
+    /// The offloads it takes in what it receives.
+    pub rx: Caps,
+}
+
+impl GuestFeatures {
+    pub fn from_bits(features: u64) -> GuestFeatures {
+        const MRG_RXBUF: u64 = 1 << 15;
+        GuestFeatures { mergeable: features & MRG_RXBUF != 0, tx: Caps::guest_tx(features), rx: Caps::guest_rx(features) }
+    }
 }
 
 pub struct OwnRing {
     pub mem: Arc<GuestMemory>,
     pub dev: Arc<VhostDevice>,
+    /// The guest's interrupt for this ring, signalled directly: rte_vhost's
+    /// call would decide with EVENT_IDX from indices it does not keep here.
+    call_fd: Option<Arc<CallFd>>,
     pub queue: SplitQueue,
     /// The virtio queue index (even: guest receive, odd: guest transmit).
     pub vring: u16,
-    pub mergeable: bool,
+    pub features: GuestFeatures,
     pub broken: bool,
     /// Chains returned empty since the PMD thread last counted them.
     pub refused: Refused,
+    /// Frames refused for their virtio-net header, by reason, likewise.
+    pub bad_headers: [u32; HdrError::ALL.len()],
     scratch: Vec<u8>,
     chains: Vec<Chain>,
     /// Transmit chains taken by `recv_guest` and not yet returned.
@@ -72,15 +115,17 @@ pub struct OwnRing {
 }
 
 impl OwnRing {
-    pub fn new(mem: Arc<GuestMemory>, dev: Arc<VhostDevice>, queue: SplitQueue, vring: u16, mergeable: bool) -> OwnRing {
+    pub fn new(mem: Arc<GuestMemory>, dev: Arc<VhostDevice>, call_fd: Option<Arc<CallFd>>, queue: SplitQueue, vring: u16, features: GuestFeatures) -> OwnRing {
         OwnRing {
             mem,
             dev,
+            call_fd,
             queue,
             vring,
-            mergeable,
+            features,
             broken: false,
             refused: Refused::default(),
+            bad_headers: [0; HdrError::ALL.len()],
             scratch: Vec::with_capacity(crate::virtq::MAX_READ as usize),
             chains: (0..pmd_bridge::BURST).map(|_| Chain::default()).collect(),
             in_flight: 0,
@@ -97,11 +142,14 @@ impl OwnRing {
     /// Never waits on the queue lock a message handler may hold; if it is
     /// held, the interrupt is owed (`retry_call`).
     fn call(&mut self) {
-        self.call_pending = !self.dev.call_nonblock(self.vring);
+        self.call_pending = !match &self.call_fd {
+            Some(fd) => fd.signal(),
+            None => self.dev.call_nonblock(self.vring),
+        };
     }
 
     fn notify(&mut self) {
-        if self.queue.guest_wants_interrupt(&self.mem) {
+        if self.queue.needs_interrupt(&self.mem) {
             self.call();
         }
     }
@@ -155,26 +203,28 @@ impl OwnRing {
             self.refused.add(err.1);
             bad += 1;
         }
-        // Pass 2: the headers into scratch.
+        // Pass 2: the virtio-net header and the frame's headers into
+        // scratch (one read; the guest may rewrite its buffer meanwhile, so
+        // every later decision is made on this copy).
         let mut n = 0;
         for i in 0..k {
             let c = &self.chains[i];
             let len = c.len() - NET_HDR_LEN as u64;
-            let h = (len as usize).min(HEAD);
-            let mut head = [0u8; HEAD];
-            if c.read_at(&self.mem, NET_HDR_LEN as u64, &mut head[..h]).is_err() {
+            match read_frame_head(&self.mem, c, len, self.features.tx, &mut out[n]) {
+                Ok(()) => {
+                    if i != n {
+                        self.chains.swap(i, n);
+                    }
+                    n += 1;
+                    continue;
+                }
                 // Unreachable for a chain that passed the length check;
                 // handled anyway: back empty, the rest moved up.
-                let _ = self.queue.add_used(&self.mem, c.head, 0);
-                self.refused.add(ChainError::BadLength);
-                bad += 1;
-                continue;
+                Err(None) => self.refused.add(ChainError::BadLength),
+                Err(Some(e)) => self.bad_headers[e as usize] += 1,
             }
-            if i != n {
-                self.chains.swap(i, n);
-            }
-            out[n] = GuestPkt { head, head_len: h as u8, len: len as u32 };
-            n += 1;
+            let _ = self.queue.add_used(&self.mem, self.chains[i].head, 0);
+            bad += 1;
         }
         self.in_flight = n;
         if bad > 0 && n == 0 {
@@ -185,7 +235,8 @@ impl OwnRing {
     }
 
     /// A copy of in-flight frame `i` in an mbuf chain (the one payload copy
-    /// of a frame that leaves for a port that is not a copy-once guest).
+    /// of a frame that leaves for a port that is not a copy-once guest),
+    /// its offload requests in the mbuf's.
     pub fn materialize(&mut self, i: usize, pkt: &GuestPkt, pool: &Mempool) -> Option<Mbuf> {
         self.scratch.clear();
         self.scratch.extend_from_slice(pkt.headers());
@@ -195,20 +246,83 @@ impl OwnRing {
             self.scratch.resize(start + rest as usize, 0);
             self.chains[i].read_at(&self.mem, (NET_HDR_LEN + pkt.head_len as usize) as u64, &mut self.scratch[start..]).ok()?;
         }
-        pool.alloc_from(&self.scratch)
+        let mut m = pool.alloc_from(&self.scratch)?;
+        if pkt.off != Offload::NONE {
+            m.set_tx_offload(mbuf_offload::to_mbuf(&pkt.off, pkt.headers())).then_some(())?;
+        }
+        Some(m)
     }
 
     /// Delivers in-flight frame `i` of `src` into this guest (output port
     /// `out`): the headers from scratch, the payload listed in `copies` for
     /// its one copy, guest to guest, after the burst.
-    pub fn deliver_from(&mut self, src: &OwnRing, i: usize, pkt: &GuestPkt, copies: &mut CopyList, out: u16) -> Delivery {
+    ///
+    /// The frame's offloads go along when this guest takes them; otherwise
+    /// the switch does their work here: a TCP segment is cut into frames of
+    /// one MSS, each still one copy guest to guest, and a partial checksum
+    /// is finished from the sender's bytes. Returns the delivery and the
+    /// frames it made (more than one for a segment cut here).
+    pub fn deliver_from(&mut self, src: &OwnRing, i: usize, pkt: &GuestPkt, copies: &mut CopyList, out: u16) -> (Delivery, u32) {
         if self.broken {
-            return Delivery::NoBuffers;
+            return (Delivery::NoBuffers, 0);
         }
-        let off = (NET_HDR_LEN + pkt.head_len as usize) as u64;
-        let rest = pkt.len as u64 - pkt.head_len as u64;
-        let tail = (rest > 0).then_some((&*src.mem, &src.chains[i], off, rest));
-        match deliver(&mut self.queue, &self.mem, &FrameSource { head: pkt.headers(), tail }, self.mergeable, &mut self.rx_chains, Some((copies, out))) {
+        let chain = &src.chains[i];
+        if pkt.off.fits(self.features.rx) {
+            let off = (NET_HDR_LEN + pkt.head_len as usize) as u64;
+            let rest = pkt.len as u64 - pkt.head_len as u64;
+            let tail = (rest > 0).then_some((&*src.mem, chain, off, rest));
+            let frame = FrameSource { net_hdr: pkt.off.to_hdr(), head: pkt.headers(), tail };
+            return (self.deliver_one(&frame, Some((copies, out))), 1);
+        }
+        let payload_sum = |scratch: &mut Vec<u8>, range: std::ops::Range<usize>| -> Option<Checksum> {
+            scratch.clear();
+            scratch.resize(range.len(), 0);
+            chain.read_at(&src.mem, (NET_HDR_LEN + range.start) as u64, scratch).ok()?;
+            let mut sum = Checksum::new();
+            sum.add(scratch);
+            Some(sum)
+        };
+        let Some(gso) = pkt.off.gso else {
+            // A partial checksum this guest cannot finish: finish it here,
+            // over the header copy and the sender's bytes past it.
+            let mut head = pkt.head;
+            let h = pkt.head_len as usize;
+            let Some(csum) = pkt.off.csum else { return (Delivery::NoBuffers, 0) };
+            let Some(rest) = payload_sum(&mut self.scratch, h..pkt.len as usize) else { return (Delivery::NoBuffers, 0) };
+            if !complete_partial(&mut head[..h], csum, &rest) {
+                return (Delivery::NoBuffers, 0);
+            }
+            let tail = (pkt.len as usize > h).then_some((&*src.mem, chain, (NET_HDR_LEN + h) as u64, pkt.len as u64 - h as u64));
+            return (self.deliver_one(&FrameSource { net_hdr: NetHdr::default(), head: &head[..h], tail }, Some((copies, out))), 1);
+        };
+        let seg = Segmenter::new(&gso, pkt.headers(), pkt.len as usize);
+        let partial = self.features.rx.csum;
+        let (mut last, mut frames) = (Delivery::NoBuffers, 0);
+        for k in 0..seg.count() {
+            let mut head = [0u8; HEAD];
+            let hl = gso.hdr_len();
+            let range = seg.segment(k, &mut head[..hl], true);
+            let net_hdr = if partial {
+                gso.segment_offload().to_hdr()
+            } else {
+                let Some(sum) = payload_sum(&mut self.scratch, range.clone()) else { return (Delivery::NoBuffers, frames) };
+                if !complete_partial(&mut head[..hl], gso.csum(), &sum) {
+                    return (Delivery::NoBuffers, frames);
+                }
+                NetHdr::default()
+            };
+            let tail = Some((&*src.mem, chain, (NET_HDR_LEN + range.start) as u64, range.len() as u64));
+            last = self.deliver_one(&FrameSource { net_hdr, head: &head[..hl], tail }, Some((&mut *copies, out)));
+            if !matches!(last, Delivery::Done { .. }) {
+                break;
+            }
+            frames += 1;
+        }
+        (last, frames)
+    }
+
+    fn deliver_one(&mut self, frame: &FrameSource, copies: Option<(&mut CopyList, u16)>) -> Delivery {
+        match deliver(&mut self.queue, &self.mem, frame, self.features.mergeable, &mut self.rx_chains, copies) {
             Ok(d) => {
                 if let Delivery::BadChain(e) = d {
                     self.refused.add(e);
@@ -269,7 +383,9 @@ impl OwnRing {
                 m.segments().for_each(|s| self.scratch.extend_from_slice(s));
                 &self.scratch
             };
-            match deliver(&mut self.queue, &self.mem, &FrameSource { head, tail: None }, self.mergeable, &mut self.rx_chains, None) {
+            // The egress stage made the mbuf fit this guest's offloads.
+            let net_hdr = mbuf_offload::of_mbuf(m).to_hdr();
+            match deliver(&mut self.queue, &self.mem, &FrameSource { net_hdr, head, tail: None }, self.features.mergeable, &mut self.rx_chains, None) {
                 Ok(Delivery::Done { .. }) => done += 1,
                 Ok(Delivery::BadChain(e)) => {
                     self.refused.add(e);
@@ -290,4 +406,29 @@ impl OwnRing {
         burst.free_front(done);
         done - bad
     }
+}
+
+/// Reads frame `len` bytes long in `c` (after its virtio-net header) into
+/// `pkt`: the header validated against what the guest may send (`tx`), and
+/// the frame's first bytes, as many as its offloads need. Err(None): the
+/// chain could not be read; Err(Some): the header is refused.
+fn read_frame_head(mem: &GuestMemory, c: &Chain, len: u64, tx: Caps, pkt: &mut GuestPkt) -> Result<(), Option<HdrError>> {
+    let mut buf = [0u8; NET_HDR_LEN + HEAD_PLAIN];
+    let h = (len as usize).min(HEAD_PLAIN);
+    c.read_at(mem, 0, &mut buf[..NET_HDR_LEN + h]).map_err(|_| None)?;
+    let hdr = NetHdr::from_bytes(buf[..NetHdr::LEN].try_into().expect("10 bytes"));
+    pkt.len = len as u32;
+    pkt.head[..h].copy_from_slice(&buf[NET_HDR_LEN..NET_HDR_LEN + h]);
+    pkt.head_len = h as u8;
+    pkt.off = Offload::NONE;
+    if hdr.flags & crate::offload::NEEDS_CSUM == 0 && hdr.gso_type == crate::offload::GSO_NONE {
+        return Ok(());
+    }
+    let h = (len as usize).min(HEAD);
+    if h > HEAD_PLAIN {
+        c.read_at(mem, (NET_HDR_LEN + HEAD_PLAIN) as u64, &mut pkt.head[HEAD_PLAIN..h]).map_err(|_| None)?;
+        pkt.head_len = h as u8;
+    }
+    pkt.off = validate(&hdr, pkt.headers(), len as usize, tx).map_err(Some)?;
+    Ok(())
 }

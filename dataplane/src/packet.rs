@@ -5,7 +5,7 @@
 //! mbuf (the rte_vhost and NIC paths) and, next, a packet whose payload still
 //! lies in a guest's buffer with its headers copied to switch-private scratch
 //! (the copy-once path). What moves the packet afterwards is the datapath's.
-use pmd_bridge::Mbuf;
+use pmd_bridge::{tx_flags, Mbuf};
 
 /// Where a packet's bytes are, as the stages see them.
 pub trait PacketBuf {
@@ -14,6 +14,11 @@ pub trait PacketBuf {
     /// The first bytes of the frame (at least the L2 headers if the frame
     /// has them); bytes the switch may trust not to change under it.
     fn headers(&self) -> &[u8];
+    /// The longest frame this one puts on a wire: a TCP segment for TSO is
+    /// sent as frames of its headers plus one MSS each.
+    fn wire_len(&self) -> usize {
+        self.frame_len()
+    }
 }
 
 impl PacketBuf for Mbuf {
@@ -25,6 +30,16 @@ impl PacketBuf for Mbuf {
     #[inline]
     fn headers(&self) -> &[u8] {
         self.data()
+    }
+
+    #[inline]
+    fn wire_len(&self) -> usize {
+        let o = self.tx_offload();
+        if o.flags & tx_flags::TCP_SEG == 0 {
+            return self.len();
+        }
+        let seg = o.l2_len as usize + o.l3_len as usize + o.l4_len as usize + o.tso_segsz as usize;
+        seg.min(self.len())
     }
 }
 

@@ -13,7 +13,8 @@ use pmd_bridge::cycles::tsc;
 use pmd_bridge::{Burst, Mbuf, Mempool, BURST};
 
 use crate::copy_list::CopyList;
-use crate::counters::{bump, count_refused, DropReason, Path, PmdCounters, MAX_PORTS};
+use crate::counters::{bump, count_bad_headers, count_refused, DropReason, Path, PmdCounters, MAX_PORTS};
+use crate::mbuf_offload;
 use crate::fdb::Fdb;
 use crate::fwd::{decide, Decision, PortTable, PortView};
 use crate::own_ring::{GuestPkt, OwnRing};
@@ -116,6 +117,10 @@ struct Outputs {
     /// The path of each packet in the batch of the same slot.
     paths: Vec<[Path; BURST]>,
     dirty: Vec<u16>,
+    /// A frame's bytes while its offloads are done in software, and the
+    /// frames that makes (`mbuf_offload::fit`).
+    scratch: Vec<u8>,
+    made: Vec<Mbuf>,
 }
 
 /// Runs the loop until a `Stop` message; returns 0.
@@ -125,6 +130,8 @@ pub fn run(ctx: PmdContext) -> i32 {
         batches: (0..MAX_PORTS).map(|_| Burst::new()).collect(),
         paths: vec![[Path::NicNic; BURST]; MAX_PORTS],
         dirty: Vec::with_capacity(MAX_PORTS),
+        scratch: Vec::with_capacity(crate::offload::MAX_FRAME),
+        made: Vec::with_capacity(64),
     };
     let mut dropped = Burst::new();
     let mut now = ctx.clock.load(Ordering::Relaxed);
@@ -166,7 +173,9 @@ pub fn run(ctx: PmdContext) -> i32 {
             let n = match &mut src.port {
                 RxPort::Own(ring) => {
                     let n = ring.recv_guest(&mut guest);
-                    count_refused(&mut ring.refused, &ctx.counters.ports[src.slot as usize].drops);
+                    let drops = &ctx.counters.ports[src.slot as usize].drops;
+                    count_refused(&mut ring.refused, drops);
+                    count_bad_headers(&mut ring.bad_headers, drops);
                     n
                 }
                 port => port.recv(&ctx.pool, &mut rx),
@@ -319,15 +328,22 @@ impl Egress<'_> {
         let payload = (p.frame_len() - p.headers().len()) as u64;
         if port.vlan.egress_edit(vlan, tagged) == TagEdit::Keep {
             if let Some(TxPort::Own(dst)) = self.tx[out as usize].as_mut() {
-                match dst.deliver_from(src, i, p, self.copies, out) {
+                let (d, frames) = dst.deliver_from(src, i, p, self.copies, out);
+                // A segment cut for this guest went out as `frames` frames,
+                // each with the headers again.
+                let repeated = p.offload().gso.map_or(0, |g| g.hdr_len() as u64 * frames.saturating_sub(1) as u64);
+                match d {
                     Delivery::Done { .. } => {
-                        bump(&c.tx_packets, 1);
-                        bump(&c.tx_bytes, p.frame_len() as u64);
+                        bump(&c.tx_packets, frames as u64);
+                        bump(&c.tx_bytes, p.frame_len() as u64 + repeated);
                         let pc = &mut self.paths[path as usize];
                         pc[1] += 1;
                         pc[2] += payload;
                     }
-                    Delivery::NoBuffers => bump(&c.drops[DropReason::TxFull as usize], 1),
+                    Delivery::NoBuffers => {
+                        bump(&c.tx_packets, frames as u64);
+                        bump(&c.drops[DropReason::TxFull as usize], 1);
+                    }
                     Delivery::BadChain(_) => count_refused(&mut dst.refused, &c.drops),
                 }
                 return;
@@ -414,6 +430,24 @@ impl Egress<'_> {
                 return;
             }
         };
+        if m.tx_offload().flags == 0 {
+            self.enqueue(out, m, path);
+            return;
+        }
+        // Offloads the port cannot take are done here, in software.
+        let mut made = std::mem::take(&mut self.out.made);
+        if let Err(r) = mbuf_offload::fit(m, port.caps, &self.ctx.pool, &mut self.out.scratch, |seg| made.push(seg)) {
+            bump(&self.ctx.counters.ports[out as usize].drops[r as usize], 1);
+        }
+        for seg in made.drain(..) {
+            self.enqueue(out, seg, path);
+        }
+        self.out.made = made;
+    }
+
+    /// Adds `m` to output `out`'s batch, sending the batch first if full.
+    #[inline]
+    fn enqueue(&mut self, out: u16, m: Mbuf, path: Path) {
         if self.out.batches[out as usize].is_full() {
             // A full batch mid-burst (a flood of many packets): send it now.
             self.out.dirty.retain(|&d| d != out);

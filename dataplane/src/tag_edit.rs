@@ -6,7 +6,7 @@
 //! private header mbuf (new MACs and tag) chained in front of an indirect
 //! clone that starts after the old L2 header: no byte of the shared packet
 //! changes, and its payload is not copied.
-use pmd_bridge::{Mbuf, Mempool};
+use pmd_bridge::{Mbuf, Mempool, TxOffload};
 
 use crate::counters::DropReason;
 use crate::parse::{ETHERTYPE_VLAN, ETH_HLEN, VLAN_HLEN};
@@ -17,11 +17,20 @@ const MACS: usize = 12;
 /// Applies `edit` to `m`; on failure the packet is gone and the reason says why.
 #[inline]
 pub fn apply(m: Mbuf, edit: TagEdit, pool: &Mempool) -> Result<Mbuf, DropReason> {
-    match edit {
-        TagEdit::Keep => Ok(m),
-        TagEdit::Push(vid) => push(m, vid, pool),
-        TagEdit::Pop => pop(m, pool),
+    let off = m.tx_offload();
+    let (mut m, delta) = match edit {
+        TagEdit::Keep => return Ok(m),
+        TagEdit::Push(vid) => (push(m, vid, pool)?, VLAN_HLEN as i16),
+        TagEdit::Pop => (pop(m, pool)?, -(VLAN_HLEN as i16)),
+    };
+    // Offload requests name header lengths: the L2 one just changed.
+    if off.flags != 0 {
+        let l2_len = u8::try_from(off.l2_len as i16 + delta).map_err(|_| DropReason::Malformed)?;
+        if !m.set_tx_offload(TxOffload { l2_len, ..off }) {
+            return Err(DropReason::Malformed);
+        }
     }
+    Ok(m)
 }
 
 fn tag(vid: u16) -> [u8; VLAN_HLEN] {

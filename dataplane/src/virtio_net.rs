@@ -10,17 +10,21 @@
 use pmd_bridge::guest_mem::GuestMemory;
 
 use crate::copy_list::CopyList;
+use crate::offload::NetHdr;
 use crate::virtq::{copy_chain, pieces, Chain, ChainError, Direction, Pop, RingError, SplitQueue, MAX_SEGS};
 
 /// virtio-net header length with VERSION_1 or MRG_RXBUF.
 pub const NET_HDR_LEN: usize = 12;
-/// At most this many receive buffers for one frame (9000 bytes in 2 KB
-/// buffers take 5).
-pub const MAX_BUFFERS: usize = 16;
+/// At most this many receive buffers for one frame (a 64 KB TCP segment
+/// in the 1.5 KB buffers a Linux guest posts takes 44).
+pub const MAX_BUFFERS: usize = 64;
 
 /// Where a frame's bytes are: `head` in plain memory, then `tail` bytes of
-/// another guest's chain starting at an offset.
+/// another guest's chain starting at an offset; and the virtio-net header
+/// the receiving guest gets with it (its offloads; `num_buffers` is
+/// `deliver`'s).
 pub struct FrameSource<'a> {
+    pub net_hdr: NetHdr,
     pub head: &'a [u8],
     pub tail: Option<(&'a GuestMemory, &'a Chain, u64, u64)>,
 }
@@ -89,6 +93,7 @@ pub fn deliver(
         }
     }
     let mut hdr = [0u8; NET_HDR_LEN];
+    hdr[..NetHdr::LEN].copy_from_slice(&frame.net_hdr.to_bytes());
     hdr[10..12].copy_from_slice(&(n as u16).to_le_bytes());
     // Lay the header, the plain head and the guest tail over the n chains.
     let mut written = [0u64; MAX_BUFFERS];
@@ -207,7 +212,7 @@ mod tests {
         post(&mut g, 8, 2048);
         let mut q = g.queue();
         let f = frame(9000);
-        let r = deliver(&mut q, &g.mem, &FrameSource { head: &f, tail: None }, true, &mut chains(), None).unwrap();
+        let r = deliver(&mut q, &g.mem, &FrameSource { net_hdr: NetHdr::default(), head: &f, tail: None }, true, &mut chains(), None).unwrap();
         assert_eq!(r, Delivery::Done { buffers: 5, guest_copies: 0 });
         let (used, bytes) = received(&g, &q);
         assert_eq!(used.iter().map(|u| u.1).sum::<u32>(), 9012);
@@ -222,10 +227,10 @@ mod tests {
         post(&mut g, 2, 2048);
         let mut q = g.queue();
         let f = frame(9000);
-        assert_eq!(deliver(&mut q, &g.mem, &FrameSource { head: &f, tail: None }, true, &mut chains(), None).unwrap(), Delivery::NoBuffers);
+        assert_eq!(deliver(&mut q, &g.mem, &FrameSource { net_hdr: NetHdr::default(), head: &f, tail: None }, true, &mut chains(), None).unwrap(), Delivery::NoBuffers);
         assert_eq!(q.available(&g.mem).unwrap(), 2, "nothing consumed");
-        assert_eq!(deliver(&mut q, &g.mem, &FrameSource { head: &f[..1500], tail: None }, false, &mut chains(), None).unwrap(), Delivery::Done { buffers: 1, guest_copies: 0 });
-        assert_eq!(deliver(&mut q, &g.mem, &FrameSource { head: &f[..3000], tail: None }, false, &mut chains(), None).unwrap(), Delivery::NoBuffers, "without MRG_RXBUF one buffer must hold it");
+        assert_eq!(deliver(&mut q, &g.mem, &FrameSource { net_hdr: NetHdr::default(), head: &f[..1500], tail: None }, false, &mut chains(), None).unwrap(), Delivery::Done { buffers: 1, guest_copies: 0 });
+        assert_eq!(deliver(&mut q, &g.mem, &FrameSource { net_hdr: NetHdr::default(), head: &f[..3000], tail: None }, false, &mut chains(), None).unwrap(), Delivery::NoBuffers, "without MRG_RXBUF one buffer must hold it");
     }
 
     #[test]
@@ -246,7 +251,7 @@ mod tests {
         let mut b = guest();
         post(&mut b, 4, 1024);
         let mut qb = b.queue();
-        let source = FrameSource { head: &scratch, tail: Some((&a.mem, &src, NET_HDR_LEN as u64 + 14, 3000 - 14)) };
+        let source = FrameSource { net_hdr: NetHdr::default(), head: &scratch, tail: Some((&a.mem, &src, NET_HDR_LEN as u64 + 14, 3000 - 14)) };
         assert_eq!(deliver(&mut qb, &b.mem, &source, true, &mut chains(), None).unwrap(), Delivery::Done { buffers: 3, guest_copies: 1 });
         let (_, bytes) = received(&b, &qb);
         assert_eq!(bytes[NET_HDR_LEN..], payload[..]);
@@ -267,10 +272,10 @@ mod tests {
             b.offer(i as u16);
         }
         let mut qb = b.queue();
-        let source = FrameSource { head: &[0u8; 14], tail: Some((&a.mem, &src, NET_HDR_LEN as u64, 1500)) };
+        let source = FrameSource { net_hdr: NetHdr::default(), head: &[0u8; 14], tail: Some((&a.mem, &src, NET_HDR_LEN as u64, 1500)) };
         // 12 + 3288 bytes: all of the first buffer, 1252 of the second (past
         // its page's end); then 12 + 14 + 1500 bytes copied from guest A.
-        assert_eq!(deliver(&mut qb, &b.mem, &FrameSource { head: &frame(3288), tail: None }, true, &mut chains(), None).unwrap(), Delivery::Done { buffers: 2, guest_copies: 0 });
+        assert_eq!(deliver(&mut qb, &b.mem, &FrameSource { net_hdr: NetHdr::default(), head: &frame(3288), tail: None }, true, &mut chains(), None).unwrap(), Delivery::Done { buffers: 2, guest_copies: 0 });
         assert_eq!(deliver(&mut qb, &b.mem, &source, true, &mut chains(), None).unwrap(), Delivery::Done { buffers: 1, guest_copies: 1 });
         qb.publish(&b.mem).unwrap();
         let dirty = |gpa: u64| b.mem.is_dirty(Gpa(gpa));
@@ -290,7 +295,7 @@ mod tests {
         g.offer(1);
         let mut q = g.queue();
         let f = frame(2000);
-        assert_eq!(deliver(&mut q, &g.mem, &FrameSource { head: &f, tail: None }, true, &mut chains(), None).unwrap(), Delivery::BadChain(ChainError::WrongDirection));
+        assert_eq!(deliver(&mut q, &g.mem, &FrameSource { net_hdr: NetHdr::default(), head: &f, tail: None }, true, &mut chains(), None).unwrap(), Delivery::BadChain(ChainError::WrongDirection));
         let (used, _) = received(&g, &q);
         assert_eq!(used, [(0, 0), (1, 0)]);
     }

@@ -7,6 +7,7 @@
 //! A port can only be stopped or closed when no queue handle is alive.
 use std::ffi::CStr;
 use std::os::raw::c_char;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::burst::Burst;
@@ -27,12 +28,24 @@ pub struct PortConfig {
     /// Link-state interrupts, where the device has them. net_virtio_user in
     /// server mode needs them to notice its backend left and accept it back.
     pub lsc_interrupt: bool,
+    /// Checksum and TSO offloads, where the device has them (a virtio
+    /// device renegotiates with its backend to add them: a device reset).
+    pub tx_offloads: bool,
 }
 
 impl Default for PortConfig {
     fn default() -> Self {
-        PortConfig { rx_queues: 1, tx_queues: 1, rx_desc: 1024, tx_desc: 1024, mtu: None, lsc_interrupt: false }
+        PortConfig { rx_queues: 1, tx_queues: 1, rx_desc: 1024, tx_desc: 1024, mtu: None, lsc_interrupt: false, tx_offloads: false }
     }
+}
+
+/// Transmit offloads a configured device does (mbuf `TxOffload` requests).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TxOffloadCaps {
+    pub tcp_csum: bool,
+    pub udp_csum: bool,
+    pub ipv4_csum: bool,
+    pub tso: bool,
 }
 
 /// Link state as the PMD reports it.
@@ -65,6 +78,8 @@ struct PortShared {
     hotplugged: bool,
     rx_taken: Mutex<Vec<bool>>,
     tx_taken: Mutex<Vec<bool>>,
+    /// RTE_ETH_TX_OFFLOAD_* bits enabled at configure.
+    tx_offloads: AtomicU64,
     _rings: Vec<Arc<Ring>>,
     _pool: Mutex<Option<Arc<Mempool>>>,
     _eal: Eal,
@@ -146,6 +161,7 @@ impl EthPort {
                 hotplugged,
                 rx_taken: Mutex::new(Vec::new()),
                 tx_taken: Mutex::new(Vec::new()),
+                tx_offloads: AtomicU64::new(0),
                 _rings: rings,
                 _pool: Mutex::new(None),
                 _eal: eal.clone(),
@@ -199,6 +215,12 @@ impl EthPort {
             conf.intr_conf.set_lsc(1);
         }
         conf.txmode.offloads |= ffi::RTE_ETH_TX_OFFLOAD_MULTI_SEGS as u64 & info.tx_offload_capa;
+        // What guests ask of their frames (checksums, TSO), done by the
+        // device where it can: the switch segments in software otherwise.
+        let guest_offloads = (ffi::RTE_ETH_TX_OFFLOAD_TCP_TSO | ffi::RTE_ETH_TX_OFFLOAD_TCP_CKSUM | ffi::RTE_ETH_TX_OFFLOAD_UDP_CKSUM | ffi::RTE_ETH_TX_OFFLOAD_IPV4_CKSUM) as u64;
+        if cfg.tx_offloads {
+            conf.txmode.offloads |= guest_offloads & info.tx_offload_capa;
+        }
         let id = self.id();
         let (res, logged) = log::capture(|| -> std::result::Result<(), (&'static str, i32)> {
             // SAFETY: conf is a fully initialised configuration; the port is stopped.
@@ -236,6 +258,7 @@ impl EthPort {
         *self.shared.rx_taken.lock().unwrap() = vec![false; cfg.rx_queues as usize];
         *self.shared.tx_taken.lock().unwrap() = vec![false; cfg.tx_queues as usize];
         *self.shared._pool.lock().unwrap() = Some(pool);
+        self.shared.tx_offloads.store(conf.txmode.offloads, Ordering::Relaxed);
         Ok(())
     }
 
@@ -285,7 +308,24 @@ impl EthPort {
     /// The handle for tx queue `q`; an error if it does not exist or is taken.
     pub fn tx_queue(&self, q: u16) -> Result<TxQueue> {
         take(&self.shared.tx_taken, q, "tx", self.name())?;
-        Ok(TxQueue { shared: Arc::clone(&self.shared), queue: q })
+        let prepare = self.tx_offloads() & TX_PREPARE_OFFLOADS != 0;
+        Ok(TxQueue { shared: Arc::clone(&self.shared), queue: q, prepare })
+    }
+
+    fn tx_offloads(&self) -> u64 {
+        self.shared.tx_offloads.load(Ordering::Relaxed)
+    }
+
+    /// Which of guests' offload requests the device was configured to do.
+    pub fn tx_offload_caps(&self) -> TxOffloadCaps {
+        let o = self.tx_offloads();
+        let has = |bit: u32| o & bit as u64 != 0;
+        TxOffloadCaps {
+            tcp_csum: has(ffi::RTE_ETH_TX_OFFLOAD_TCP_CKSUM),
+            udp_csum: has(ffi::RTE_ETH_TX_OFFLOAD_UDP_CKSUM),
+            ipv4_csum: has(ffi::RTE_ETH_TX_OFFLOAD_IPV4_CKSUM),
+            tso: has(ffi::RTE_ETH_TX_OFFLOAD_TCP_TSO),
+        }
     }
 
     pub fn mac(&self) -> Result<[u8; 6]> {
@@ -427,7 +467,13 @@ pub struct RxQueue {
 pub struct TxQueue {
     shared: Arc<PortShared>,
     queue: u16,
+    /// The device does checksums or TSO: packets go through
+    /// rte_eth_tx_prepare first (the pseudo-header sums each NIC expects).
+    prepare: bool,
 }
+
+/// Offloads whose requests `rte_eth_tx_prepare` checks and adjusts.
+const TX_PREPARE_OFFLOADS: u64 = (ffi::RTE_ETH_TX_OFFLOAD_TCP_TSO | ffi::RTE_ETH_TX_OFFLOAD_TCP_CKSUM | ffi::RTE_ETH_TX_OFFLOAD_UDP_CKSUM) as u64;
 
 impl RxQueue {
     pub fn port_id(&self) -> u16 {
@@ -473,7 +519,13 @@ impl TxQueue {
         if burst.is_empty() {
             return 0;
         }
-        let len = burst.len() as u16;
+        let mut len = burst.len() as u16;
+        if self.prepare {
+            // SAFETY: as below; prepare only adjusts the headers of packets
+            // the burst owns. One it refuses stops the send there: it and
+            // the rest stay with the caller, who drops and counts them.
+            len = unsafe { ffi::rte_eth_tx_prepare(self.shared.id, self.queue, burst.as_raw(), len) };
+        }
         // SAFETY: this handle is the only sender on (port, queue); the first
         // n mbufs become the PMD's and are forgotten by the burst.
         let n = unsafe { ffi::rte_eth_tx_burst(self.shared.id, self.queue, burst.as_raw(), len) } as usize;

@@ -296,6 +296,79 @@ impl Mbuf {
     }
 }
 
+/// What a packet asks of its output beyond carrying its bytes: DPDK's
+/// transmit offload flags and the header lengths they need (the checksum
+/// and TSO requests a guest's virtio-net header made, in the form NICs and
+/// rte_vhost's enqueue read).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TxOffload {
+    /// Only the `tx_flags` bits below.
+    pub flags: u64,
+    pub l2_len: u8,
+    pub l3_len: u16,
+    pub l4_len: u8,
+    pub tso_segsz: u16,
+}
+
+/// The transmit flags `TxOffload` carries.
+pub mod tx_flags {
+    use crate::ffi;
+    pub const TCP_SEG: u64 = ffi::RTE_MBUF_F_TX_TCP_SEG;
+    pub const TCP_CKSUM: u64 = ffi::RTE_MBUF_F_TX_TCP_CKSUM;
+    pub const UDP_CKSUM: u64 = ffi::RTE_MBUF_F_TX_UDP_CKSUM;
+    /// The two bits above share a two-bit field (DPDK's L4 mask).
+    pub const L4_MASK: u64 = ffi::RTE_MBUF_F_TX_L4_MASK;
+    pub const IP_CKSUM: u64 = ffi::RTE_MBUF_F_TX_IP_CKSUM;
+    pub const IPV4: u64 = ffi::RTE_MBUF_F_TX_IPV4;
+    pub const IPV6: u64 = ffi::RTE_MBUF_F_TX_IPV6;
+    pub const ALL: u64 = TCP_SEG | L4_MASK | IP_CKSUM | IPV4 | IPV6;
+}
+
+// tx_offload's bit layout (rte_mbuf_core.h): l2_len 7 bits, l3_len 9,
+// l4_len 8, tso_segsz 16, then the outer lengths we never set.
+const L3_SHIFT: u32 = 7;
+const L4_SHIFT: u32 = 16;
+const TSO_SHIFT: u32 = 24;
+
+impl Mbuf {
+    /// The transmit offloads the first segment asks for.
+    #[inline]
+    pub fn tx_offload(&self) -> TxOffload {
+        let m = self.raw();
+        let flags = m.ol_flags & tx_flags::ALL;
+        if flags == 0 {
+            return TxOffload::default();
+        }
+        // SAFETY: tx_offload is a plain u64 view of the union.
+        let t = unsafe { m.__bindgen_anon_3.tx_offload };
+        TxOffload {
+            flags,
+            l2_len: (t & 0x7f) as u8,
+            l3_len: ((t >> L3_SHIFT) & 0x1ff) as u16,
+            l4_len: ((t >> L4_SHIFT) & 0xff) as u8,
+            tso_segsz: ((t >> TSO_SHIFT) & 0xffff) as u16,
+        }
+    }
+
+    /// Sets the transmit offloads (replacing any); false, changing nothing,
+    /// if the head is shared or a length does not fit its field.
+    #[inline]
+    pub fn set_tx_offload(&mut self, o: TxOffload) -> bool {
+        if refcnt(self.raw()).load(Ordering::Acquire) != 1 || o.l2_len > 0x7f || o.l3_len > 0x1ff {
+            return false;
+        }
+        let t = o.l2_len as u64 | (o.l3_len as u64) << L3_SHIFT | (o.l4_len as u64) << L4_SHIFT | (o.tso_segsz as u64) << TSO_SHIFT;
+        // SAFETY: we hold the head's only reference, so nothing else reads
+        // its metadata while we write it.
+        unsafe {
+            let m = self.0.as_ptr();
+            (*m).ol_flags = ((*m).ol_flags & !tx_flags::ALL) | (o.flags & tx_flags::ALL);
+            (*m).__bindgen_anon_3.tx_offload = t;
+        }
+        true
+    }
+}
+
 /// A segment's reference count, which DPDK updates with atomic operations.
 #[inline(always)]
 fn refcnt(m: &ffi::rte_mbuf) -> &AtomicU16 {
@@ -351,6 +424,7 @@ mod layout {
         assert_eq!(offset_of!(rte_mbuf, buf_len), 54);
         assert_eq!(offset_of!(rte_mbuf, pool), 56);
         assert_eq!(offset_of!(rte_mbuf, next), 64);
+        assert_eq!(offset_of!(rte_mbuf, __bindgen_anon_3), 72, "tx_offload");
         assert_eq!(offset_of!(rte_mbuf, shinfo), 80);
         assert_eq!(std::mem::size_of::<rte_mbuf>(), 128);
     }

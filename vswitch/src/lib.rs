@@ -4,6 +4,7 @@
 pub mod config;
 pub mod ctl_server;
 pub mod eal_setup;
+pub mod features;
 pub mod own_rings;
 pub mod ports;
 pub mod protocol;

@@ -19,28 +19,12 @@
 //!   visible before its bytes.
 use std::sync::Arc;
 
-use dataplane::own_ring::OwnRing;
-use dataplane::virtq::SplitQueue;
+use dataplane::own_ring::{GuestFeatures, OwnRing};
+use dataplane::virtq::{RingFeatures, SplitQueue};
 use pmd_bridge::guest_mem::GuestMemory;
-use pmd_bridge::VhostDevice;
+use pmd_bridge::{CallFd, VhostDevice};
 
-const MTU: u64 = 1 << 3;
-const MRG_RXBUF: u64 = 1 << 15;
-const GUEST_ANNOUNCE: u64 = 1 << 21;
-const MQ: u64 = 1 << 22;
-const LOG_ALL: u64 = 1 << 26;
-const ANY_LAYOUT: u64 = 1 << 27;
-const PROTOCOL_FEATURES: u64 = 1 << 30;
-const VERSION_1: u64 = 1 << 32;
-
-/// What a copy-once port offers; everything else (packed rings, IN_ORDER,
-/// EVENT_IDX, indirect descriptors, IOMMU, offloads) is refused rather than
-/// half-supported. LOG_ALL: every write into the guest marks the dirty log
-/// QEMU shares during a migration (`GuestMemory`). GUEST_ANNOUNCE: after a
-/// migration the guest announces itself (QEMU's control queue), so the
-/// RARP rte_vhost would inject on our behalf is not needed. MTU: QEMU's
-/// `host_mtu` reaches the guest.
-pub const FEATURES: u64 = VERSION_1 | MRG_RXBUF | ANY_LAYOUT | MQ | PROTOCOL_FEATURES | LOG_ALL | GUEST_ANNOUNCE | MTU;
+use crate::features::{EVENT_IDX, INDIRECT_DESC};
 
 #[derive(Default)]
 pub struct OwnState {
@@ -49,15 +33,19 @@ pub struct OwnState {
     pub mem: Option<Arc<GuestMemory>>,
     /// Our side of each vring, by virtio queue index, when not in a plan.
     queues: Vec<Option<SplitQueue>>,
-    pub mergeable: bool,
+    /// Each vring's call eventfd, as of the last remap.
+    calls: Vec<Option<Arc<CallFd>>>,
+    /// What the guest negotiated.
+    features: u64,
 }
 
 impl OwnState {
     /// Takes the memory and every vring of a new device, and asks the guest
     /// not to kick (we poll). Takes no rte_vhost queue lock.
     pub fn attach(&mut self, dev: &VhostDevice) -> Result<(), String> {
-        self.mergeable = dev.negotiated_features().map_err(|e| e.to_string())? & MRG_RXBUF != 0;
+        self.features = dev.negotiated_features().map_err(|e| e.to_string())?;
         self.queues = vec![None; dev.queue_pairs() as usize * 2];
+        self.calls = (0..self.queues.len()).map(|_| None).collect();
         self.remap(dev, true)
     }
 
@@ -65,8 +53,9 @@ impl OwnState {
     /// rte_vhost, otherwise ours are kept.
     pub fn remap(&mut self, dev: &VhostDevice, fresh: bool) -> Result<(), String> {
         let mem = dev.guest_memory().map_err(|e| e.to_string())?;
-        for (idx, slot) in self.queues.iter_mut().enumerate() {
+        for (idx, (slot, call)) in self.queues.iter_mut().zip(self.calls.iter_mut()).enumerate() {
             let v = dev.vring(idx as u16).map_err(|e| e.to_string())?;
+            *call = v.call.map(Arc::new);
             if v.desc == 0 {
                 continue; // not set up by the guest (yet)
             }
@@ -75,7 +64,9 @@ impl OwnState {
                 (false, Some(q)) => q.indices(),
                 _ => (v.last_avail, v.last_used),
             };
-            let q = SplitQueue::new(v.size, gpa(v.desc)?, gpa(v.avail)?, gpa(v.used)?, indices, &mem).map_err(|e| format!("vring {idx}: {e}"))?;
+            let rf = RingFeatures { indirect: self.features & INDIRECT_DESC != 0, event_idx: self.features & EVENT_IDX != 0 };
+            let q = SplitQueue::with_features(v.size, gpa(v.desc)?, gpa(v.avail)?, gpa(v.used)?, indices, &mem, rf)
+                .map_err(|e| format!("vring {idx}: {e}"))?;
             // Kicks off while we poll, written into the used ring ourselves:
             // rte_vhost_enable_guest_notification would take the queue lock,
             // which a message handler waiting on our memory may hold.
@@ -123,7 +114,8 @@ impl OwnState {
     fn take(&mut self, dev: &Arc<VhostDevice>, vring: u16) -> Option<OwnRing> {
         let mem = Arc::clone(self.mem.as_ref()?);
         let q = self.queues.get_mut(vring as usize)?.take()?;
-        Some(OwnRing::new(mem, Arc::clone(dev), q, vring, self.mergeable))
+        let call = self.calls.get(vring as usize).cloned().flatten();
+        Some(OwnRing::new(mem, Arc::clone(dev), call, q, vring, GuestFeatures::from_bits(self.features)))
     }
 
     /// The guest's transmit ring of pair `pair`, for the thread polling it.

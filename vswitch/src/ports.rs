@@ -5,11 +5,13 @@ use std::path::Path;
 use std::sync::Arc;
 
 use dataplane::fwd::PortView;
+use dataplane::offload::Caps;
 use dataplane::vlan::{VlanMode as DpVlan, VlanSet};
-use pmd_bridge::{Eal, EthPort, Mempool, PortConfig as EthConfig, VhostDevice, VhostMode as BridgeMode, VhostSocket};
+use pmd_bridge::{Eal, EthPort, Mempool, TxOffloadCaps, PortConfig as EthConfig, VhostDevice, VhostMode as BridgeMode, VhostSocket};
 
 use crate::config::{Datapath, PortConfig, PortKind, VhostMode, VlanMode};
-use crate::own_rings::{self, OwnState};
+use crate::features;
+use crate::own_rings::OwnState;
 
 /// A port's DPDK side.
 pub enum PortIo {
@@ -40,7 +42,34 @@ impl PortState {
             VlanMode::Access(v) => DpVlan::Access(*v),
             VlanMode::Trunk(vs) => DpVlan::Trunk(Box::new(VlanSet::new(vs))),
         };
-        PortView::new(&self.cfg.name, self.slot, self.gen, vlan, self.cfg.mtu).with_vm(matches!(self.io, PortIo::Vhost { .. }))
+        PortView::new(&self.cfg.name, self.slot, self.gen, vlan, self.cfg.mtu)
+            .with_vm(matches!(self.io, PortIo::Vhost { .. }))
+            .with_caps(self.caps())
+    }
+
+    /// What the port takes whole on output: a guest's receive offloads as
+    /// it negotiated them, a NIC's as its device does them.
+    fn caps(&self) -> Caps {
+        if !self.cfg.offloads {
+            return Caps::NONE;
+        }
+        match &self.io {
+            PortIo::Eth(p) => nic_caps(p.tx_offload_caps()),
+            PortIo::Vhost { dev: Some(d), .. } => d.negotiated_features().map(Caps::guest_rx).unwrap_or(Caps::NONE),
+            PortIo::Vhost { dev: None, .. } => Caps::NONE,
+        }
+    }
+
+    /// For `show ports`: a guest's negotiated features, a NIC's offloads.
+    pub fn feature_names(&self) -> Vec<String> {
+        match &self.io {
+            PortIo::Eth(p) => {
+                let c = if self.cfg.offloads { nic_caps(p.tx_offload_caps()) } else { Caps::NONE };
+                [("tcp_csum", c.csum), ("tso4", c.tso4), ("tso6", c.tso6)].iter().filter(|f| f.1).map(|f| f.0.to_string()).collect()
+            }
+            PortIo::Vhost { dev: Some(d), .. } => d.negotiated_features().map(features::names).unwrap_or_default(),
+            PortIo::Vhost { dev: None, .. } => Vec::new(),
+        }
     }
 
     pub fn kind(&self) -> &'static str {
@@ -51,9 +80,12 @@ impl PortState {
     }
 }
 
-/// virtio-net offloads, both ways: CSUM, GUEST_CSUM, GUEST_TSO4/6,
-/// GUEST_ECN, GUEST_UFO, HOST_TSO4/6, HOST_ECN, HOST_UFO (bits 0, 1, 7-14).
-const OFFLOADS: u64 = 0b11 | 0xff << 7;
+/// The offloads a NIC does for guests' frames.
+fn nic_caps(o: TxOffloadCaps) -> Caps {
+    let csum = o.tcp_csum && o.udp_csum;
+    let tso = csum && o.tso;
+    Caps { csum, tso4: tso && o.ipv4_csum, tso6: tso, ecn: tso }
+}
 
 /// Fails if a live process answers on `path`; removes a stale socket file a
 /// killed process left behind. Called before anything is touched.
@@ -81,6 +113,7 @@ pub fn open(eal: &Eal, cfg: &PortConfig, pool: &Arc<Mempool>, pmds: u16) -> Resu
                 tx_desc: *tx_desc,
                 mtu: Some(cfg.mtu),
                 lsc_interrupt: false,
+                tx_offloads: cfg.offloads,
             };
             port.configure(&ecfg, Arc::clone(pool)).map_err(|e| format!("port {}: {e}", cfg.name))?;
             port.start().map_err(|e| format!("port {}: {e}", cfg.name))?;
@@ -98,14 +131,13 @@ pub fn open(eal: &Eal, cfg: &PortConfig, pool: &Arc<Mempool>, pmds: u16) -> Resu
             let sock = VhostSocket::register(eal, p, bmode).map_err(|e| format!("port {}: {e}", cfg.name))?;
             let own = (*datapath == Datapath::CopyOnce).then(OwnState::default);
             if own.is_some() {
-                sock.set_features(own_rings::FEATURES).map_err(|e| format!("port {}: {e}", cfg.name))?;
+                sock.set_features(features::copy_once(cfg.offloads)).map_err(|e| format!("port {}: {e}", cfg.name))?;
             } else {
-                // The switch neither segments nor checksums: a guest told
-                // the device takes TSO frames or partial checksums would
-                // send frames no other port can take (oversize drops, TCP
-                // crawling through retransmissions). OVS-DPDK without
-                // userspace TSO turns the same bits off.
-                sock.disable_features(OFFLOADS).map_err(|e| format!("port {}: {e}", cfg.name))?;
+                // rte_vhost maps the header to mbuf offload flags (and back);
+                // the switch segments for outputs that cannot take them. UFO
+                // it does not segment, so no guest may send it.
+                let off = if cfg.offloads { features::UFO } else { features::UFO | features::OFFLOADS };
+                sock.disable_features(off).map_err(|e| format!("port {}: {e}", cfg.name))?;
             }
             sock.start().map_err(|e| format!("port {}: {e}", cfg.name))?;
             if *mode == VhostMode::Server {

@@ -72,6 +72,10 @@ pub struct PortInfo {
     pub flooded: u64,
     /// Non-zero drop counters by reason name.
     pub drops: std::collections::BTreeMap<String, u64>,
+    /// A guest's negotiated virtio features by name; a NIC's transmit
+    /// offloads in use.
+    #[serde(default)]
+    pub features: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -37,6 +37,7 @@
 //!   a vid whose device is gone gives none, so a stale (or reused) vid is
 //!   never used.
 use std::collections::HashMap;
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::sync::atomic::{fence, Ordering};
 use std::sync::mpsc::{channel, Receiver};
 use std::sync::{Arc, Mutex};
@@ -266,7 +267,7 @@ impl VhostDevice {
 
 /// One vring as rte_vhost has it: host addresses of its three parts, its
 /// size, and the indices to resume from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct VringInfo {
     pub desc: u64,
     pub avail: u64,
@@ -274,6 +275,41 @@ pub struct VringInfo {
     pub size: u16,
     pub last_avail: u16,
     pub last_used: u16,
+    /// The eventfd that interrupts the guest for this ring (the frontend's
+    /// SET_VRING_CALL), if it gave one: rte_vhost's own call decides with
+    /// EVENT_IDX from ring indices only its datapath keeps, so a caller
+    /// that walks the ring itself signals this directly.
+    pub call: Option<CallFd>,
+}
+
+/// Our own duplicate of a vring's call eventfd: it stays valid after
+/// rte_vhost closes its copy (a new SET_VRING_CALL, the device going), when
+/// a signal on it reaches no one, harmlessly.
+#[derive(Debug)]
+pub struct CallFd(std::os::fd::OwnedFd);
+
+impl CallFd {
+    fn dup(fd: i32) -> Option<CallFd> {
+        if fd < 0 {
+            return None;
+        }
+        // SAFETY: fd is rte_vhost's open eventfd for the device, alive for
+        // the duration of this call (the device lease is held); dup gives us
+        // an independent descriptor we own.
+        let d = unsafe { libc::dup(fd) };
+        // SAFETY: d is a fresh descriptor that nothing else owns.
+        (d >= 0).then(|| CallFd(unsafe { std::os::fd::OwnedFd::from_raw_fd(d) }))
+    }
+
+    /// Interrupts the guest: adds 1 to the eventfd. Never blocks (an
+    /// eventfd write blocks only at a count of 2^64-1, which a reader
+    /// resets long before); false if the write failed.
+    #[inline]
+    pub fn signal(&self) -> bool {
+        let one = 1u64.to_ne_bytes();
+        // SAFETY: writes 8 bytes from a live buffer to a descriptor we own.
+        unsafe { libc::write(self.0.as_raw_fd(), one.as_ptr().cast(), 8) == 8 }
+    }
 }
 
 impl VhostDevice {
@@ -352,6 +388,7 @@ impl VhostDevice {
                 size: v.size,
                 last_avail: la,
                 last_used: lu,
+                call: CallFd::dup(v.callfd),
             })
         }
     }

@@ -69,6 +69,9 @@ enum PortOp {
         mtu: Option<u16>,
         #[arg(long)]
         rx_queues: Option<u16>,
+        /// Negotiate no checksum/TSO offloads with the guest (or the NIC).
+        #[arg(long)]
+        no_offloads: bool,
     },
     Del {
         name: String,
@@ -87,7 +90,7 @@ fn main() -> ExitCode {
             _ => Command::ShowPmdRxq,
         },
         Cmd::Port { op: PortOp::Del { name } } => Command::PortDel { name },
-        Cmd::Port { op: PortOp::Add { name, kind, path, mode, devargs, vlan, trunk, mtu, rx_queues } } => {
+        Cmd::Port { op: PortOp::Add { name, kind, path, mode, devargs, vlan, trunk, mtu, rx_queues, no_offloads } } => {
             let mut port = json!({ "name": name, "type": kind });
             let fields = [
                 ("path", path.map(Value::from)),
@@ -97,6 +100,7 @@ fn main() -> ExitCode {
                 ("trunk", trunk.map(Value::from)),
                 ("mtu", mtu.map(Value::from)),
                 ("rx_queues", rx_queues.map(Value::from)),
+                ("offloads", no_offloads.then_some(Value::from(false))),
             ];
             for (k, v) in fields {
                 if let Some(v) = v {
@@ -154,6 +158,9 @@ fn print_table(cmd: &Command, v: Value) -> Result<(), serde_json::Error> {
                 );
                 if !p.detail.is_empty() {
                     println!("             {}", p.detail);
+                }
+                if !p.features.is_empty() {
+                    println!("             features: {}", p.features.join(" "));
                 }
             }
         }

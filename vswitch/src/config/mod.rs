@@ -69,6 +69,15 @@ pub struct PortConfig {
     pub rx_queues: u16,
     /// Core of rx queue i: `rx_queues` entries, each one of `pmd_cores`.
     pub rxq_pmd: Option<Vec<u32>>,
+    /// Checksum and TSO offloads: negotiated with a guest, or used on a
+    /// NIC that has them (`offloads = false`: the switch segments and sums
+    /// everything for this port, and a guest is offered none).
+    #[serde(default = "offloads_default")]
+    pub offloads: bool,
+}
+
+fn offloads_default() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -182,6 +191,7 @@ struct RawPort {
     mtu: Option<i64>,
     vlan: Option<i64>,
     trunk: Option<Vec<i64>>,
+    offloads: Option<bool>,
 }
 
 // Lcore ids; DPDK's own limit (RTE_MAX_LCORE) is checked by the EAL.
@@ -491,6 +501,7 @@ fn validate_port(raw: RawPort, sw: &SwitchConfig, cx: &Ctx) -> Res<PortConfig> {
         vlan_mode,
         rx_queues,
         rxq_pmd,
+        offloads: raw.offloads.unwrap_or(true),
     })
 }
 

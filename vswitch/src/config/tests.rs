@@ -70,6 +70,7 @@ fn full_example_parses_with_defaults_filled() {
         vlan_mode,
         rx_queues,
         rxq_pmd,
+        offloads: true,
     };
     let dpdk = PortKind::Dpdk {
         devargs: "0000:01:00.0".into(),
@@ -225,6 +226,7 @@ fn port_from_json_shares_the_rules() {
         vlan_mode,
         rx_queues: 1,
         rxq_pmd,
+        offloads: true,
     };
     assert_eq!(port, expected);
     let mut cfg2 = cfg.clone();

@@ -50,6 +50,7 @@ impl Switch {
                         .filter(|&&r| t.drop(r) != 0)
                         .map(|&r| (r.name().to_string(), t.drop(r)))
                         .collect(),
+                    features: st.feature_names(),
                 }
             })
             .collect()

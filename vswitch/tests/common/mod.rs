@@ -223,3 +223,18 @@ pub fn retag(f: &[u8], tag: Option<u16>) -> Vec<u8> {
         Some(t) => [&untagged[..12], &[0x81, 0x00], &t.to_be_bytes(), &untagged[12..]].concat(),
     }
 }
+
+/// Boots a real Linux guest named `name` on `dir/name.sock` (MAC and
+/// address 10.0.0.n/24 from `n`) and waits for its shell.
+pub fn boot_guest(name: &str, image: &testbed::GuestImage, dir: &Path, role: testbed::SocketRole, n: u8) -> testbed::Guest {
+    let net = testbed::GuestNet {
+        socket: dir.join(format!("{name}.sock")),
+        role,
+        mac: format!("52:54:00:00:00:{n:02x}"),
+        ip: format!("10.0.0.{n}/24"),
+        mtu: None,
+    };
+    let mut g = testbed::Guest::boot(name, image, &net).expect("boot guest");
+    g.wait_ready(Duration::from_secs(180)).unwrap();
+    g
+}
