@@ -14,6 +14,8 @@ pub mod pmd_loop;
 pub mod port_io;
 pub mod quiesce;
 pub mod tag_edit;
+#[cfg(test)]
+mod test_rng;
 pub mod virtio_net;
 pub mod virtq;
 pub mod vlan;

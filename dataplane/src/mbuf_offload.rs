@@ -9,7 +9,7 @@ use pmd_bridge::{tx_flags, Mbuf, Mempool, TxOffload};
 
 use crate::counters::DropReason;
 use crate::offload::{complete_partial, Caps, Checksum, Csum, Gso, GsoKind, Offload, Segmenter, MIN_MSS, TCP_CSUM_OFFSET};
-use crate::parse::{EthHeader, ETHERTYPE_VLAN};
+use crate::parse::EthHeader;
 
 const UDP_CSUM_OFFSET: u16 = 6;
 const ETHERTYPE_IPV6: u16 = 0x86dd;
@@ -66,9 +66,7 @@ pub fn of_mbuf(m: &Mbuf) -> Offload {
 
 fn l3_is_v6(head: &[u8], l2: usize) -> bool {
     let at = if l2 == 18 { 16 } else { 12 };
-    let et = head.get(at..at + 2).map(|b| u16::from_be_bytes([b[0], b[1]]));
-    debug_assert!(l2 == 14 || head.get(12..14) == Some(&ETHERTYPE_VLAN.to_be_bytes()[..]));
-    et == Some(ETHERTYPE_IPV6)
+    head.get(at..at + 2) == Some(&ETHERTYPE_IPV6.to_be_bytes()[..])
 }
 
 /// Makes `m` fit an output that takes `caps`: as it is, or with its
@@ -76,10 +74,6 @@ fn l3_is_v6(head: &[u8], l2: usize) -> bool {
 /// handed to `emit`. `scratch` is the caller's (kept between calls: up to a
 /// 64 KB frame). The fallback copies the payload once more.
 pub fn fit(m: Mbuf, caps: Caps, pool: &Mempool, scratch: &mut Vec<u8>, mut emit: impl FnMut(Mbuf)) -> Result<(), DropReason> {
-    if m.tx_offload().flags == 0 {
-        emit(m);
-        return Ok(());
-    }
     let off = of_mbuf(&m);
     if off.fits(caps) {
         emit(m);

@@ -24,8 +24,6 @@ use dataplane::virtq::{RingFeatures, SplitQueue};
 use pmd_bridge::guest_mem::GuestMemory;
 use pmd_bridge::{CallFd, VhostDevice};
 
-use crate::features::{EVENT_IDX, INDIRECT_DESC};
-
 #[derive(Default)]
 pub struct OwnState {
     /// The guest's memory while rings may be walked (None while rte_vhost
@@ -64,8 +62,7 @@ impl OwnState {
                 (false, Some(q)) => q.indices(),
                 _ => (v.last_avail, v.last_used),
             };
-            let rf = RingFeatures { indirect: self.features & INDIRECT_DESC != 0, event_idx: self.features & EVENT_IDX != 0 };
-            let q = SplitQueue::with_features(v.size, gpa(v.desc)?, gpa(v.avail)?, gpa(v.used)?, indices, &mem, rf)
+            let q = SplitQueue::with_features(v.size, gpa(v.desc)?, gpa(v.avail)?, gpa(v.used)?, indices, &mem, RingFeatures::from_bits(self.features))
                 .map_err(|e| format!("vring {idx}: {e}"))?;
             // Kicks off while we poll, written into the used ring ourselves:
             // rte_vhost_enable_guest_notification would take the queue lock,

@@ -1,6 +1,8 @@
 //! Frames as a guest's stack hands them to virtio-net with TSO: one IP
 //! packet of up to 64 KB whose TCP checksum field holds the pseudo-header
 //! sum (NEEDS_CSUM), and the header asking for it.
+pub use crate::test_rng::Rng;
+
 use super::csum::{ipv4_header_checksum, pseudo_v4, pseudo_v6, IPV4_CSUM};
 use super::hdr::{NetHdr, GSO_TCPV4, GSO_TCPV6, NEEDS_CSUM};
 
@@ -115,24 +117,7 @@ const DST4: [u8; 4] = [10, 0, 0, 2];
 const SRC6: [u8; 16] = [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
 const DST6: [u8; 16] = [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
 
-/// A deterministic xorshift64 generator.
-pub struct Rng(pub u64);
-
-impl Rng {
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    /// A number below `n` (`n` > 0).
-    pub fn below(&mut self, n: usize) -> usize {
-        (self.next_u64() % n as u64) as usize
-    }
-}
-
 pub fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
     let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
-    (0..n).map(|_| rng.next_u64() as u8).collect()
+    (0..n).map(|_| rng.next() as u8).collect()
 }

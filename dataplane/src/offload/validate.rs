@@ -487,17 +487,17 @@ mod tests {
             let mut f = s.frame();
             for _ in 0..rng.below(4) {
                 let i = rng.below(f.len().min(HEAD));
-                f[i] = rng.next_u64() as u8;
+                f[i] = rng.next() as u8;
             }
             let mut h = s.tso_hdr(rng.below(3000) as u16);
             for _ in 0..rng.below(3) {
                 match rng.below(6) {
-                    0 => h.flags = rng.next_u64() as u8,
-                    1 => h.gso_type = [0, 1, 3, 4, 0x81, 0x84, rng.next_u64() as u8][rng.below(7)],
-                    2 => h.gso_size = rng.next_u64() as u16,
+                    0 => h.flags = rng.next() as u8,
+                    1 => h.gso_type = [0, 1, 3, 4, 0x81, 0x84, rng.next() as u8][rng.below(7)],
+                    2 => h.gso_size = rng.next() as u16,
                     3 => h.csum_start = rng.below(140) as u16,
                     4 => h.csum_offset = rng.below(40) as u16,
-                    _ => h.hdr_len = rng.next_u64() as u16,
+                    _ => h.hdr_len = rng.next() as u16,
                 }
             }
             let frame_len = match rng.below(8) {

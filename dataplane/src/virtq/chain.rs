@@ -1,0 +1,217 @@
+//! A validated descriptor chain: its buffers translated once into spans,
+//! and the reads, writes and guest-to-guest copies over them.
+use pmd_bridge::guest_mem::{GuestMemory, Gpa, OutOfBounds, Span};
+
+use super::{ChainError, Desc, Direction, MAX_DESCS, MAX_READ, MAX_SEGS, VRING_DESC_F_WRITE};
+
+/// One descriptor chain, validated: its head and buffers, translated once
+/// (a buffer that crosses guest memory regions is split into two spans).
+#[derive(Clone, Debug)]
+pub struct Chain {
+    pub head: u16,
+    segs: [Span; MAX_SEGS],
+    n: usize,
+    descs: usize,
+    total: u64,
+}
+
+impl Default for Chain {
+    fn default() -> Self {
+        Chain { head: 0, segs: [Span::default(); MAX_SEGS], n: 0, descs: 0, total: 0 }
+    }
+}
+
+impl Chain {
+    pub fn segments(&self) -> &[Span] {
+        &self.segs[..self.n]
+    }
+
+    /// How many buffer descriptors the chain had (not counting an INDIRECT
+    /// one): at most `MAX_DESCS`.
+    pub fn descriptors(&self) -> usize {
+        self.descs
+    }
+
+    pub(super) fn clear(&mut self, head: u16) {
+        self.head = head;
+        self.n = 0;
+        self.descs = 0;
+        self.total = 0;
+    }
+
+    /// Adds the buffer of descriptor `d`, translated, once it has passed
+    /// every check (count, direction, length, memory).
+    pub(super) fn take(&mut self, mem: &GuestMemory, dir: Direction, d: &Desc) -> Result<(), ChainError> {
+        if self.descs == MAX_DESCS {
+            return Err(ChainError::TooLong);
+        }
+        self.descs += 1;
+        if d.has(VRING_DESC_F_WRITE) != (dir == Direction::DeviceWrites) {
+            return Err(ChainError::WrongDirection);
+        }
+        // Empty buffers carry nothing: accepting them would let a chain cost
+        // descriptor loads without adding a byte.
+        if d.len == 0 {
+            return Err(ChainError::BadLength);
+        }
+        let mut too_long = false;
+        mem.translate(Gpa(d.addr), d.len, |s| {
+            if self.n == MAX_SEGS {
+                too_long = true;
+            } else {
+                self.segs[self.n] = s;
+                self.n += 1;
+            }
+        })
+        .map_err(|_| ChainError::OutsideMemory)?;
+        if too_long {
+            return Err(ChainError::TooLong);
+        }
+        self.total += d.len as u64;
+        Ok(())
+    }
+
+    /// Total bytes over every buffer.
+    pub fn len(&self) -> u64 {
+        self.total
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Calls `f(span, offset in it, range of the caller's buffer)` for each
+    /// piece of the chain's bytes `[off, off+len)`; fails (calling nothing)
+    /// if the chain is shorter.
+    fn for_range(&self, mut off: u64, len: usize, mut f: impl FnMut(&Span, usize, std::ops::Range<usize>) -> Result<(), OutOfBounds>) -> Result<(), OutOfBounds> {
+        if len == 0 {
+            return Ok(());
+        }
+        if off.checked_add(len as u64).is_none_or(|end| end > self.len()) {
+            return Err(OutOfBounds { gpa: self.segs[0].gpa(), len: len as u64 });
+        }
+        let mut done = 0;
+        for s in self.segments() {
+            if done == len {
+                break;
+            }
+            let seg = s.len() as u64;
+            if off >= seg {
+                off -= seg;
+                continue;
+            }
+            let k = ((seg - off) as usize).min(len - done);
+            f(s, off as usize, done..done + k)?;
+            done += k;
+            off = 0;
+        }
+        Ok(())
+    }
+
+    /// Copies `buf.len()` bytes of the chain from offset `off` into `buf`.
+    pub fn read_at(&self, mem: &GuestMemory, off: u64, buf: &mut [u8]) -> Result<(), OutOfBounds> {
+        self.for_range(off, buf.len(), |s, so, r| mem.read_span(s, so, &mut buf[r]))
+    }
+
+    /// Copies `bytes` into the chain from offset `off` on.
+    pub fn write_at(&self, mem: &GuestMemory, off: u64, bytes: &[u8]) -> Result<(), OutOfBounds> {
+        self.for_range(off, bytes.len(), |s, so, r| mem.write_span(s, so, &bytes[r]))
+    }
+
+    /// Copies the chain's bytes from offset `skip` on into `out` (appended),
+    /// at most `MAX_READ` of them: the lengths are the guest's to choose.
+    pub fn read(&self, mem: &GuestMemory, skip: u64, out: &mut Vec<u8>) -> Result<(), OutOfBounds> {
+        let n = self.len().saturating_sub(skip);
+        if n > MAX_READ {
+            return Err(OutOfBounds { gpa: self.segs[0].gpa(), len: self.len() });
+        }
+        let start = out.len();
+        out.resize(start + n as usize, 0);
+        self.read_at(mem, skip, &mut out[start..])
+    }
+
+    /// Copies `parts`, one after the other, into the chain's buffers;
+    /// returns the bytes written, or None if they do not fit.
+    pub fn write(&self, mem: &GuestMemory, parts: &[&[u8]]) -> Option<u32> {
+        let total: usize = parts.iter().map(|p| p.len()).sum();
+        if total as u64 > self.len() {
+            return None;
+        }
+        let mut at = 0u64;
+        for part in parts {
+            self.write_at(mem, at, part).ok()?;
+            at += part.len() as u64;
+        }
+        Some(total as u32)
+    }
+}
+
+/// Copies `len` bytes from offset `src_off` of chain `src` in guest memory
+/// `from` to offset `dst_off` of chain `dst` in `to`: the single copy of a
+/// VM-to-VM packet, done at once. Returns the bytes copied (less than `len`
+/// if `dst` is too short).
+pub fn copy_chain(from: &GuestMemory, src: &Chain, src_off: u64, to: &GuestMemory, dst: &Chain, dst_off: u64, len: u64) -> Result<u64, OutOfBounds> {
+    pieces(src, src_off, dst, dst_off, len, |s, so, d, dof, n| GuestMemory::copy_span(from, s, so as usize, to, d, dof as usize, n as usize))
+}
+
+/// Walks `len` bytes from offset `src_off` of chain `src` beside offset
+/// `dst_off` of chain `dst`, calling `f(source span, offset, destination
+/// span, offset, bytes)` for each piece between the buffers' boundaries;
+/// returns the bytes covered (less than `len` if `dst` is too short).
+pub fn pieces(
+    src: &Chain,
+    src_off: u64,
+    dst: &Chain,
+    dst_off: u64,
+    len: u64,
+    mut f: impl FnMut(&Span, u64, &Span, u64, u64) -> Result<(), OutOfBounds>,
+) -> Result<u64, OutOfBounds> {
+    let mut s = Cursor::new(src, src_off);
+    let mut d = Cursor::new(dst, dst_off);
+    let mut done = 0;
+    while done < len {
+        let (Some((ss, soff, sroom)), Some((ds, doff, droom))) = (s.here(), d.here()) else { break };
+        let n = sroom.min(droom).min(len - done);
+        f(ss, soff, ds, doff, n)?;
+        s.advance(n);
+        d.advance(n);
+        done += n;
+    }
+    Ok(done)
+}
+
+/// A position inside a chain: segment and offset.
+struct Cursor<'a> {
+    segs: &'a [Span],
+    seg: usize,
+    off: u64,
+}
+
+impl<'a> Cursor<'a> {
+    fn new(c: &'a Chain, mut skip: u64) -> Cursor<'a> {
+        let segs = c.segments();
+        let mut seg = 0;
+        while seg < segs.len() && skip >= segs[seg].len() as u64 {
+            skip -= segs[seg].len() as u64;
+            seg += 1;
+        }
+        Cursor { segs, seg, off: skip }
+    }
+
+    /// Where the cursor is (span, offset in it) and how many bytes its
+    /// segment has left.
+    fn here(&self) -> Option<(&'a Span, u64, u64)> {
+        let s = self.segs.get(self.seg)?;
+        Some((s, self.off, s.len() as u64 - self.off))
+    }
+
+    fn advance(&mut self, n: u64) {
+        self.off += n;
+        if let Some(s) = self.segs.get(self.seg) {
+            if self.off == s.len() as u64 {
+                self.seg += 1;
+                self.off = 0;
+            }
+        }
+    }
+}
