@@ -49,7 +49,6 @@ drop_reasons! {
     Malformed = "malformed", rx: "Multicast source MAC, stacked or service tags.";
     Oversize = "oversize", rx: "Longer than the input port's MTU allows.";
     VlanFiltered = "vlan_filtered", rx: "Tag not allowed on the input port (or a tag on an access port).";
-    MacTableFull = "mac_table_full", rx: "A new source MAC that the full MAC table cannot learn.";
     SamePort = "same_port", rx: "Unicast to a MAC learned on the input port itself.";
     NoMbuf = "no_mbuf", tx: "No mbuf for a VLAN header or copy on output.";
     TxFull = "tx_full", tx: "Output queue (or guest receive ring) full after the retries.";
@@ -119,6 +118,9 @@ pub struct PortCounters {
     pub tx_bytes: AtomicU64,
     pub forwarded: AtomicU64,
     pub flooded: AtomicU64,
+    /// Frames forwarded whose source MAC could not be learned (table,
+    /// bucket or the port's `mac_limit` full): not a disposition.
+    pub unlearned: AtomicU64,
     pub drops: [AtomicU64; DropReason::COUNT],
 }
 
@@ -232,6 +234,7 @@ pub struct PortTotals {
     pub tx_bytes: u64,
     pub forwarded: u64,
     pub flooded: u64,
+    pub unlearned: u64,
     pub drops: [u64; DropReason::COUNT],
 }
 
@@ -243,6 +246,7 @@ impl PortTotals {
         self.tx_bytes += c.tx_bytes.load(Relaxed);
         self.forwarded += c.forwarded.load(Relaxed);
         self.flooded += c.flooded.load(Relaxed);
+        self.unlearned += c.unlearned.load(Relaxed);
         for (t, d) in self.drops.iter_mut().zip(&c.drops) {
             *t += d.load(Relaxed);
         }
@@ -257,6 +261,7 @@ impl PortTotals {
             tx_bytes: self.tx_bytes - base.tx_bytes,
             forwarded: self.forwarded - base.forwarded,
             flooded: self.flooded - base.flooded,
+            unlearned: self.unlearned - base.unlearned,
             drops: self.drops,
         };
         for (x, b) in d.drops.iter_mut().zip(&base.drops) {

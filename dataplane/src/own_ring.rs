@@ -21,7 +21,7 @@ use crate::mbuf_offload;
 use crate::offload::{complete_partial, validate, Caps, Checksum, HdrError, NetHdr, Offload, Segmenter};
 use crate::packet::PacketBuf;
 use crate::virtio_net::{deliver, Delivery, FrameSource, NET_HDR_LEN};
-use crate::virtq::{Chain, ChainError, Direction, Pop, Refused, SplitQueue};
+use crate::virtq::{Chain, ChainError, Direction, Pop, Refused, RingError, SplitQueue};
 
 /// Bytes of each frame copied to scratch: every header the switch reads
 /// (Ethernet, a tag and IP) in the common case...
@@ -96,6 +96,9 @@ pub struct OwnRing {
     /// The virtio queue index (even: guest receive, odd: guest transmit).
     pub vring: u16,
     pub features: GuestFeatures,
+    /// Deliveries tried again while the guest's receive ring is full
+    /// (`[switch] vhost_retries`).
+    pub retries: u32,
     pub broken: bool,
     /// Chains returned empty since the PMD thread last counted them.
     pub refused: Refused,
@@ -123,6 +126,7 @@ impl OwnRing {
             queue,
             vring,
             features,
+            retries: 0,
             broken: false,
             refused: Refused::default(),
             bad_headers: [0; HdrError::ALL.len()],
@@ -322,7 +326,7 @@ impl OwnRing {
     }
 
     fn deliver_one(&mut self, frame: &FrameSource, copies: Option<(&mut CopyList, u16)>) -> Delivery {
-        match deliver(&mut self.queue, &self.mem, frame, self.features.mergeable, &mut self.rx_chains, copies) {
+        match deliver_retrying(&mut self.queue, &self.mem, frame, self.features.mergeable, &mut self.rx_chains, copies, self.retries) {
             Ok(d) => {
                 if let Delivery::BadChain(e) = d {
                     self.refused.add(e);
@@ -385,7 +389,8 @@ impl OwnRing {
             };
             // The egress stage made the mbuf fit this guest's offloads.
             let net_hdr = mbuf_offload::of_mbuf(m).to_hdr();
-            match deliver(&mut self.queue, &self.mem, &FrameSource { net_hdr, head, tail: None }, self.features.mergeable, &mut self.rx_chains, None) {
+            let frame = FrameSource { net_hdr, head, tail: None };
+            match deliver_retrying(&mut self.queue, &self.mem, &frame, self.features.mergeable, &mut self.rx_chains, None, self.retries) {
                 Ok(Delivery::Done { .. }) => done += 1,
                 Ok(Delivery::BadChain(e)) => {
                     self.refused.add(e);
@@ -406,6 +411,28 @@ impl OwnRing {
         burst.free_front(done);
         done - bad
     }
+}
+
+/// `deliver`, tried again up to `retries` times while the guest has too
+/// few receive buffers (its vCPU may be refilling them: OVS's and our
+/// rte_vhost ports' `vhost_retries`). While it has offered none, a retry
+/// costs one index load (`SplitQueue::starved`).
+fn deliver_retrying(
+    q: &mut SplitQueue,
+    mem: &GuestMemory,
+    frame: &FrameSource,
+    mergeable: bool,
+    chains: &mut [Chain],
+    mut copies: Option<(&mut CopyList, u16)>,
+    retries: u32,
+) -> Result<Delivery, RingError> {
+    for _ in 0..retries {
+        match deliver(q, mem, frame, mergeable, chains, copies.as_mut().map(|(l, o)| (&mut **l, *o)))? {
+            Delivery::NoBuffers => continue,
+            d => return Ok(d),
+        }
+    }
+    deliver(q, mem, frame, mergeable, chains, copies)
 }
 
 /// Reads frame `len` bytes long in `c` (after its virtio-net header) into

@@ -227,9 +227,11 @@ impl Egress<'_> {
 
         // Pass 1: decide.
         let mut decisions = [Decision::Drop(DropReason::Malformed); BURST];
+        let mut unlearned = 0;
         for (d, m) in decisions.iter_mut().zip(rx.iter()) {
-            *d = decide(m, input, self.ports, &self.ctx.fdb, now);
+            *d = decide(m, input, self.ports, &self.ctx.fdb, now, &mut unlearned);
         }
+        bump(&pc.unlearned, unlearned);
 
         // Pass 2: move.
         let (mut forwarded, mut flooded) = (0u64, 0u64);
@@ -275,9 +277,11 @@ impl Egress<'_> {
             return;
         };
         let mut decisions = [Decision::Drop(DropReason::Malformed); BURST];
+        let mut unlearned = 0;
         for (d, p) in decisions.iter_mut().zip(pkts) {
-            *d = decide(p, input, self.ports, &self.ctx.fdb, now);
+            *d = decide(p, input, self.ports, &self.ctx.fdb, now, &mut unlearned);
         }
+        bump(&pc.unlearned, unlearned);
         for t in self.tx.iter() {
             if let Some(TxPort::Own(dst)) = t {
                 dst.prefetch_rx(pkts.len());

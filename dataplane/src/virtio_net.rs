@@ -65,11 +65,15 @@ pub fn deliver(
     mut copies: Option<(&mut CopyList, u16)>,
 ) -> Result<Delivery, RingError> {
     let need = NET_HDR_LEN as u64 + frame.len();
+    if q.starved(mem, need)? {
+        return Ok(Delivery::NoBuffers);
+    }
     let chains = &mut chains[..MAX_BUFFERS];
     let (mut n, mut room) = (0usize, 0u64);
     while room < need {
         if n == MAX_BUFFERS || (!mergeable && n == 1) {
             q.unpop(n as u16);
+            q.mark_starved(need);
             return Ok(Delivery::NoBuffers);
         }
         match q.pop(mem, Direction::DeviceWrites, &mut chains[n])? {
@@ -79,6 +83,7 @@ pub fn deliver(
             }
             Pop::Empty => {
                 q.unpop(n as u16);
+                q.mark_starved(need);
                 return Ok(Delivery::NoBuffers);
             }
             Pop::Bad { head, err } => {
@@ -284,6 +289,23 @@ mod tests {
         assert!(dirty(DATA + 0x5000), "the guest-to-guest copy's destination");
         assert!(!dirty(DATA + 0x3000) && !dirty(DATA + 0x6000) && !dirty(DATA + 0x8000), "nothing unwritten");
         assert!(!a.mem.logging(), "the sender is not migrating");
+    }
+
+    #[test]
+    fn regression_a_starved_ring_is_not_walked_again_until_the_guest_offers_more() {
+        let mut g = guest();
+        post(&mut g, 2, 100);
+        let mut q = g.queue();
+        let f = frame(1000);
+        let src = FrameSource { net_hdr: NetHdr::default(), head: &f, tail: None };
+        assert_eq!(deliver(&mut q, &g.mem, &src, true, &mut chains(), None).unwrap(), Delivery::NoBuffers);
+        // Were the same chains walked again, this broken head would say so.
+        g.desc(0, DATA, 100, 0, 0);
+        assert_eq!(deliver(&mut q, &g.mem, &src, true, &mut chains(), None).unwrap(), Delivery::NoBuffers, "not walked");
+        // New buffers: the ring is walked again (and the broken chain found).
+        g.desc(2, DATA + 0x2000, 2048, VRING_DESC_F_WRITE, 0);
+        g.offer(2);
+        assert_eq!(deliver(&mut q, &g.mem, &src, true, &mut chains(), None).unwrap(), Delivery::BadChain(ChainError::WrongDirection));
     }
 
     #[test]

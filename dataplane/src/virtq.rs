@@ -209,6 +209,10 @@ pub struct SplitQueue {
     /// The last avail->idx read: entries up to it are known available
     /// without reading the index again.
     avail_seen: Wrapping<u16>,
+    /// The avail index at which the chains offered were too few for a
+    /// frame, and its bytes: until the index moves, they are not walked
+    /// again for a frame as large.
+    starved_at: Option<(Wrapping<u16>, u64)>,
     features: RingFeatures,
     /// The used index at the last EVENT_IDX interrupt check (Linux vhost's
     /// `signalled_used`), and whether it means anything: not before the
@@ -255,6 +259,7 @@ impl SplitQueue {
             next_avail: Wrapping(next_avail),
             next_used: Wrapping(next_used),
             avail_seen: Wrapping(next_avail),
+            starved_at: None,
             features,
             signalled_used: Wrapping(next_used),
             signalled_valid: false,
@@ -383,6 +388,26 @@ impl SplitQueue {
     /// found too few receive buffers leaves the ring as it was.
     pub fn unpop(&mut self, n: u16) {
         self.next_avail -= n;
+    }
+
+    /// Records that the chains offered could not take `need` bytes (see
+    /// `starved`).
+    pub fn mark_starved(&mut self, need: u64) {
+        self.starved_at = Some((self.avail_seen, need));
+    }
+
+    /// Whether `need` bytes cannot fit: the chains on offer were too few for
+    /// as many bytes or fewer, and the guest has offered none since. One
+    /// index load, where walking the same chains again could cost
+    /// `MAX_DESCS` loads each, per frame, for nothing.
+    pub fn starved(&mut self, mem: &GuestMemory, need: u64) -> Result<bool, RingError> {
+        let Some((at, failed)) = self.starved_at else { return Ok(false) };
+        self.available(mem)?;
+        if self.avail_seen != at {
+            self.starved_at = None;
+            return Ok(false);
+        }
+        Ok(need >= failed)
     }
 
     /// Writes a used entry (not yet visible to the guest: see `publish`).

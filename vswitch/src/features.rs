@@ -2,7 +2,7 @@
 //! names for `show ports`.
 
 /// (bit, name) of every feature a switch port may negotiate or refuse.
-const NAMES: [(u32, &str); 24] = [
+const NAMES: [(u32, &str); 25] = [
     (0, "csum"),
     (1, "guest_csum"),
     (3, "mtu"),
@@ -27,6 +27,7 @@ const NAMES: [(u32, &str); 24] = [
     (30, "protocol_features"),
     (32, "version_1"),
     (34, "ring_packed"),
+    (35, "in_order"),
 ];
 
 pub const CSUM: u64 = 1 << 0;

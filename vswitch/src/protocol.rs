@@ -70,6 +70,10 @@ pub struct PortInfo {
     pub tx_bytes: u64,
     pub forwarded: u64,
     pub flooded: u64,
+    /// Frames forwarded whose source MAC the table could not take (full,
+    /// or the port at its `mac_limit`).
+    #[serde(default)]
+    pub unlearned: u64,
     /// Non-zero drop counters by reason name.
     pub drops: std::collections::BTreeMap<String, u64>,
     /// A guest's negotiated virtio features by name; a NIC's transmit

@@ -117,3 +117,59 @@ fn a_guest_without_offloads_gets_the_segments_cut_for_it() {
     sw.wait_ports("guests gone", |ps| ps.iter().all(|p| p.state == "waiting"));
     assert_eq!(sw.mempool_in_use(), idle, "the mempool is back to idle");
 }
+
+/// The host's side of a tap port: an address on the kernel interface.
+fn host_ip(args: &[&str]) {
+    let out = std::process::Command::new("ip").args(args).output().unwrap();
+    assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn a_guest_and_the_host_exchange_through_the_tap_port() {
+    let image = GuestImage::get().expect("guest image");
+    let dir = tempfile::tempdir().unwrap();
+    let iface = format!("vswo{}", std::process::id() % 100_000);
+    let ports = format!(
+        "[[port]]\nname = \"host\"\ntype = \"dpdk\"\ndevargs = \"net_tap_vswo,iface={iface}\"\n\
+         [[port]]\nname = \"vm1\"\ntype = \"vhost-user\"\nmode = \"client\"\npath = \"vm1.sock\"\ndatapath = \"copy-once\"\n"
+    );
+    let sw = Switchd::start(dir.path(), "", &ports);
+    let idle = sw.mempool_in_use();
+    host_ip(&["addr", "add", "10.0.0.100/24", "dev", &iface]);
+    host_ip(&["link", "set", &iface, "up"]);
+    let mut a = boot_guest("vm1", &image, dir.path(), SocketRole::QemuServer, 1);
+    sw.wait_ports("guest and host up", |ps| ps.iter().all(|p| p.state == "up"));
+
+    // The host fetches from the guest: the guest's TCP segments leave
+    // through the tap port (whole where the tap takes TSO, cut otherwise).
+    a.run_ok("mkdir -p /www && dd if=/dev/urandom of=/www/f bs=1M count=16 2>/dev/null", CMD).unwrap();
+    a.run_ok("pidof httpd || httpd -p 80 -h /www", CMD).unwrap();
+    let fetch = "import hashlib, urllib.request; print(hashlib.md5(urllib.request.urlopen('http://10.0.0.1/f', timeout=120).read()).hexdigest())";
+    let out = std::process::Command::new("python3").args(["-c", fetch]).output().unwrap();
+    assert!(out.status.success(), "host fetch: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), md5(&mut a, "/www/f"), "the guest's file reached the host intact");
+    a.run_ok("rm -f /www/f", CMD).unwrap();
+
+    // The guest fetches from the host's web server.
+    let www = tempfile::tempdir().unwrap();
+    let file = www.path().join("h");
+    let dd = std::process::Command::new("dd").args(["if=/dev/urandom", &format!("of={}", file.display()), "bs=1M", "count=16"]).output().unwrap();
+    assert!(dd.status.success());
+    let mut server = std::process::Command::new("python3");
+    server.args(["-m", "http.server", "8000", "--bind", "10.0.0.100", "--directory"]).arg(www.path());
+    let _server = testbed::Proc::spawn("http.server", server).unwrap();
+    let sum = std::process::Command::new("md5sum").arg(&file).output().unwrap();
+    let host_sum = String::from_utf8_lossy(&sum.stdout).split_whitespace().next().unwrap().to_owned();
+    // The server may still be starting: the guest retries until it answers.
+    testbed::wait_until(Duration::from_secs(60), "the guest's fetch from the host", || {
+        a.run("wget -q -O /tmp/h http://10.0.0.100:8000/h", CMD).is_ok_and(|(rc, _)| rc == 0).then_some(())
+    })
+    .unwrap();
+    assert_eq!(md5(&mut a, "/tmp/h"), host_sum, "the host's file reached the guest intact");
+
+    let host = sw.port("host");
+    assert!(host.tx_bytes > 16 << 20 && host.rx_bytes > 16 << 20, "{host:?}");
+    drop(a);
+    sw.wait_ports("guest gone", |ps| ps.iter().any(|p| p.name == "vm1" && p.state == "waiting"));
+    assert_eq!(sw.mempool_in_use(), idle, "the mempool is back to idle");
+}

@@ -10,9 +10,14 @@
 //! absent for `lookup`, may be overwritten by learning, and is deleted by
 //! `age`. At most `max_entries` entries exist and live ones are never
 //! evicted: if a new station does not fit (its bucket holds 4 live entries,
-//! or the bound is reached), `learn` says `Full` and the caller drops the
-//! frame, counted as "MAC table full", so a MAC flood cannot push known
-//! stations out and turn the switch into a hub.
+//! the bound is reached, or its port holds its limit of entries,
+//! `set_port_limit`), `learn` says `Full`; the caller forwards the frame
+//! anyway and counts it unlearned. So a MAC flood cannot push known stations
+//! out, and one port cannot take the table from the others.
+//!
+//! The bucket hash is keyed, with a key drawn at random per table
+//! (multiply-shift with a random odd multiplier: a universal family), so a
+//! guest cannot choose MACs that land in a victim's bucket.
 //!
 //! Concurrency: a fixed set-associative table (4 ways per bucket, buckets for
 //! 2x `max_entries` so a full bucket is rare), allocated once, with a
@@ -31,7 +36,10 @@
 //! other buckets have room; a lookup racing a rewrite of its entry misses.
 use std::hint::spin_loop;
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
+use std::hash::BuildHasher;
 use std::sync::atomic::{fence, AtomicU32, AtomicU64, AtomicUsize};
+
+use crate::counters::MAX_PORTS;
 
 /// Entry positions per bucket, called "ways" so as not to be confused with
 /// port slots.
@@ -96,11 +104,22 @@ struct Bucket {
 #[repr(align(64))]
 struct Padded(AtomicUsize);
 
+/// Entries learned on one port slot, and how many it may have.
+struct PortBudget {
+    count: AtomicU32,
+    limit: AtomicU32,
+}
+
 /// The table. Every method takes `&self`: share it as `Arc<Fdb>`.
 pub struct Fdb {
     buckets: Box<[Bucket]>,
     /// 64 - log2(bucket count): the hash keeps the top bits of the product.
     shift: u32,
+    /// The hash's random key: a value mixed in, and an odd multiplier.
+    seed: u64,
+    mult: u64,
+    /// By port slot (`MAX_PORTS` of them): a slot beyond has no limit.
+    ports: Box<[PortBudget]>,
     max_entries: usize,
     aging_secs: u32,
     /// Ways holding a valid key, expired or not. Raised before a key is
@@ -198,20 +217,26 @@ impl Fdb {
     pub fn new(max_entries: usize, aging_secs: u32) -> Self {
         let n = (max_entries.saturating_mul(2) / WAYS).max(1);
         let n = n.checked_next_power_of_two().expect("fdb too large");
+        // RandomState's keys come from the OS's randomness, per process.
+        let random = |i: u64| std::collections::hash_map::RandomState::new().hash_one(i);
         Fdb {
             buckets: (0..n).map(|_| Bucket::default()).collect(),
             shift: 64 - n.trailing_zeros(),
+            seed: random(1),
+            mult: random(2) | 1,
+            ports: (0..MAX_PORTS).map(|_| PortBudget { count: AtomicU32::new(0), limit: AtomicU32::new(u32::MAX) }).collect(),
             max_entries,
             aging_secs,
             live: Padded(AtomicUsize::new(0)),
         }
     }
 
-    /// Fibonacci hashing: multiplying by the odd constant 2^64/phi carries
-    /// every key bit into the top bits of the product, which we keep. One
-    /// multiply, and MACs of one vendor (one OUI, serial numbers) spread.
+    /// Multiply-shift hashing: multiplying by an odd number carries every
+    /// key bit into the top bits of the product, which we keep. With the
+    /// multiplier drawn at random, two given keys share a bucket with
+    /// probability about 2 / buckets, whatever MACs a guest picks.
     fn index(&self, key: u64) -> usize {
-        let h = key.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let h = (key ^ self.seed).wrapping_mul(self.mult);
         // With one bucket the shift is 64, which `>>` rejects: index 0.
         h.checked_shr(self.shift).unwrap_or(0) as usize
     }
@@ -280,10 +305,19 @@ impl Fdb {
         let (now, port) = (nv as u32, nv >> GEN_SHIFT);
         let dead = self.expired(sv.1, now);
         if dead || sv.1 >> GEN_SHIFT != port {
+            let to = (nv >> SLOT_SHIFT) as u16;
+            let other_slot = to != from;
+            if other_slot && !self.claim(to) {
+                return Learn::Full;
+            }
             // Redirecting traffic is tied to the key we read, through the
             // lock: its CAS fails if the way was rewritten since (no ABA).
             // The key stays, so unlike `insert` no other way matters.
-            return match replace(b, i, sv, None, nv) {
+            let done = replace(b, i, sv, None, nv);
+            if other_slot {
+                self.release(if done { from } else { to });
+            }
+            return match done {
                 false => Learn::Busy,
                 true if dead => Learn::New,
                 true => Learn::Moved { from },
@@ -317,22 +351,58 @@ impl Fdb {
         // SeqCst, so of two racing inserters at least one sees the other's
         // lock and backs off: a key is never stored twice.
         let empty = old_key & KEY_VALID == 0;
+        let to = (nv >> SLOT_SHIFT) as u16;
         let out = if !unchanged(b, snap, i) {
             Learn::Busy
+        } else if !self.claim(to) {
+            Learn::Full
         } else if empty && !self.reserve() {
+            self.release(to);
             Learn::Full
         } else if b.val[i].compare_exchange(v, nv, Relaxed, Relaxed).is_ok() {
             b.key[i].store(key, Relaxed);
+            if !empty {
+                self.release(decode_val(v).0);
+            }
             Learn::New
         } else {
             // The dead entry was refreshed by a PMD whose clock says alive.
             if empty {
                 self.live.0.fetch_sub(1, Relaxed);
             }
+            self.release(to);
             Learn::Busy
         };
         unlock(b, i, s);
         out
+    }
+
+    /// Claim room for one entry of port `slot` under its limit. Relaxed, as
+    /// `reserve`.
+    fn claim(&self, slot: u16) -> bool {
+        let Some(p) = self.ports.get(slot as usize) else { return true };
+        let limit = p.limit.load(Relaxed);
+        p.count.fetch_update(Relaxed, Relaxed, |n| (n < limit).then_some(n + 1)).is_ok()
+    }
+
+    /// Give back an entry of port `slot`.
+    fn release(&self, slot: u16) {
+        if let Some(p) = self.ports.get(slot as usize) {
+            p.count.fetch_sub(1, Relaxed);
+        }
+    }
+
+    /// At most `limit` entries for port `slot` (from now on: entries it
+    /// has beyond it stay until they age).
+    pub fn set_port_limit(&self, slot: u16, limit: u32) {
+        if let Some(p) = self.ports.get(slot as usize) {
+            p.limit.store(limit, Relaxed);
+        }
+    }
+
+    /// Entries port `slot` holds, expired ones included until `age`.
+    pub fn port_entries(&self, slot: u16) -> u32 {
+        self.ports.get(slot as usize).map_or(0, |p| p.count.load(Relaxed))
     }
 
     /// Claim room for one entry. Relaxed: the count is a budget that
@@ -358,6 +428,7 @@ impl Fdb {
                     }
                     if replace(b, i, (s, v), Some(0), 0) {
                         self.live.0.fetch_sub(1, Relaxed);
+                        self.release(decode_val(v).0);
                         removed += 1;
                         break;
                     }

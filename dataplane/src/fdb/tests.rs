@@ -182,3 +182,32 @@ fn concurrent_learn_and_lookup() {
     }
     assert_eq!(fdb.len(), KEYS);
 }
+
+#[test]
+fn regression_the_bucket_hash_is_keyed() {
+    // MACs chosen to share a bucket of one table are spread in another:
+    // a guest cannot aim at a victim's bucket without knowing the key.
+    let (a, b) = (Fdb::new(1024, 300), Fdb::new(1024, 300));
+    let aimed = same_bucket(&a, 0, 8);
+    let spread = aimed.iter().map(|&m| b.index(encode_key(1, m))).collect::<std::collections::HashSet<_>>();
+    assert!(spread.len() > 1, "the same 8 MACs all share a bucket in another table: {spread:?}");
+}
+
+#[test]
+fn per_port_limits_count_moves_reuse_and_removal() {
+    let fdb = Fdb::new(64, 10);
+    fdb.set_port_limit(1, 2);
+    assert_eq!(fdb.learn(1, mac(1), 1, 0, 1), New);
+    assert_eq!(fdb.learn(1, mac(2), 1, 0, 1), New);
+    assert_eq!(fdb.learn(1, mac(3), 1, 0, 1), Full, "port 1 at its limit");
+    assert_eq!(fdb.learn(1, mac(3), 2, 0, 1), New, "port 2 has no limit");
+    assert_eq!(fdb.learn(1, mac(3), 1, 0, 2), Full, "no move into a full port");
+    assert_eq!(fdb.learn(1, mac(1), 2, 0, 2), Moved { from: 1 });
+    assert_eq!((fdb.port_entries(1), fdb.port_entries(2)), (1, 2));
+    assert_eq!(fdb.learn(1, mac(3), 1, 0, 3), Moved { from: 2 }, "room again");
+    fdb.flush_port(1);
+    assert_eq!((fdb.port_entries(1), fdb.port_entries(2)), (0, 1));
+    // A dead entry of port 2 reused by port 1 moves the count.
+    assert_eq!(fdb.learn(1, mac(1), 1, 0, 20), New);
+    assert_eq!((fdb.port_entries(1), fdb.port_entries(2)), (1, 0));
+}

@@ -72,6 +72,9 @@ enum PortOp {
         /// Negotiate no checksum/TSO offloads with the guest (or the NIC).
         #[arg(long)]
         no_offloads: bool,
+        /// Most MAC addresses the port may have learned at once.
+        #[arg(long)]
+        mac_limit: Option<u32>,
     },
     Del {
         name: String,
@@ -90,7 +93,7 @@ fn main() -> ExitCode {
             _ => Command::ShowPmdRxq,
         },
         Cmd::Port { op: PortOp::Del { name } } => Command::PortDel { name },
-        Cmd::Port { op: PortOp::Add { name, kind, path, mode, devargs, vlan, trunk, mtu, rx_queues, no_offloads } } => {
+        Cmd::Port { op: PortOp::Add { name, kind, path, mode, devargs, vlan, trunk, mtu, rx_queues, no_offloads, mac_limit } } => {
             let mut port = json!({ "name": name, "type": kind });
             let fields = [
                 ("path", path.map(Value::from)),
@@ -101,6 +104,7 @@ fn main() -> ExitCode {
                 ("mtu", mtu.map(Value::from)),
                 ("rx_queues", rx_queues.map(Value::from)),
                 ("offloads", no_offloads.then_some(Value::from(false))),
+                ("mac_limit", mac_limit.map(Value::from)),
             ];
             for (k, v) in fields {
                 if let Some(v) = v {
@@ -150,7 +154,10 @@ fn print_table(cmd: &Command, v: Value) -> Result<(), serde_json::Error> {
             let ports: Vec<PortInfo> = serde_json::from_value(v)?;
             println!("{:<12} {:<10} {:<8} {:<14} {:>5} {:>12} {:>12} {:>12} {:>12}  drops", "port", "type", "state", "vlan", "mtu", "rx pkts", "tx pkts", "forwarded", "flooded");
             for p in ports {
-                let drops: Vec<String> = p.drops.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                let mut drops: Vec<String> = p.drops.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                if p.unlearned > 0 {
+                    drops.push(format!("(unlearned={})", p.unlearned));
+                }
                 println!(
                     "{:<12} {:<10} {:<8} {:<14} {:>5} {:>12} {:>12} {:>12} {:>12}  {}",
                     p.name, p.kind, p.state, p.vlan, p.mtu, p.rx_packets, p.tx_packets, p.forwarded, p.flooded,

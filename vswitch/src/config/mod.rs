@@ -74,10 +74,31 @@ pub struct PortConfig {
     /// everything for this port, and a guest is offered none).
     #[serde(default = "offloads_default")]
     pub offloads: bool,
+    /// MAC addresses this port may have in the MAC table at once; a new
+    /// source beyond it is forwarded unlearned (default: 1024 for a VM,
+    /// the whole table for a NIC).
+    #[serde(default)]
+    pub mac_limit: Option<u32>,
 }
 
 fn offloads_default() -> bool {
     true
+}
+
+/// A VM rarely has more than a few MAC addresses; a NIC may front a whole
+/// network.
+const VM_MAC_LIMIT: u32 = 1024;
+
+impl PortConfig {
+    /// `mac_limit`, or its default for the port's type in a table of
+    /// `fdb_size` entries.
+    pub fn mac_limit(&self, fdb_size: usize) -> u32 {
+        let table = u32::try_from(fdb_size).unwrap_or(u32::MAX);
+        self.mac_limit.unwrap_or(match self.kind {
+            PortKind::VhostUser { .. } => VM_MAC_LIMIT.min(table),
+            PortKind::Dpdk { .. } => table,
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -192,6 +213,7 @@ struct RawPort {
     vlan: Option<i64>,
     trunk: Option<Vec<i64>>,
     offloads: Option<bool>,
+    mac_limit: Option<i64>,
 }
 
 // Lcore ids; DPDK's own limit (RTE_MAX_LCORE) is checked by the EAL.
@@ -502,6 +524,7 @@ fn validate_port(raw: RawPort, sw: &SwitchConfig, cx: &Ctx) -> Res<PortConfig> {
         rx_queues,
         rxq_pmd,
         offloads: raw.offloads.unwrap_or(true),
+        mac_limit: raw.mac_limit.map(|n| cx.int("mac_limit", n, 1..=1_048_576)).transpose()?,
     })
 }
 

@@ -71,6 +71,7 @@ fn full_example_parses_with_defaults_filled() {
         rx_queues,
         rxq_pmd,
         offloads: true,
+        mac_limit: None,
     };
     let dpdk = PortKind::Dpdk {
         devargs: "0000:01:00.0".into(),
@@ -227,6 +228,7 @@ fn port_from_json_shares_the_rules() {
         rx_queues: 1,
         rxq_pmd,
         offloads: true,
+        mac_limit: None,
     };
     assert_eq!(port, expected);
     let mut cfg2 = cfg.clone();

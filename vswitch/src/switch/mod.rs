@@ -119,6 +119,7 @@ impl Switch {
         self.gens[slot as usize] = self.gens[slot as usize].wrapping_add(1);
         self.port_base[slot as usize] = self.port_totals(slot);
         let gen = self.gens[slot as usize];
+        self.fdb.set_port_limit(slot, cfg.mac_limit(self.cfg.switch.fdb_size));
         self.ports[slot as usize] = Some(PortState { cfg, slot, gen, io });
         Ok(slot)
     }
@@ -214,7 +215,10 @@ impl Switch {
                     // reach it (its packets count as port_down): give the
                     // guest as many queue pairs as there are PMD threads.
                     for (i, plan) in plans.iter_mut().enumerate().take(pairs as usize) {
-                        plan.tx[slot as usize] = own.tx_ring(dev, i as u16).map(|r| TxPort::Own(Box::new(r)));
+                        plan.tx[slot as usize] = own.tx_ring(dev, i as u16).map(|mut r| {
+                            r.retries = retries;
+                            TxPort::Own(Box::new(r))
+                        });
                     }
                 }
                 PortIo::Vhost { dev: Some(dev), enabled_pairs, .. } => {

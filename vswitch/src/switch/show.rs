@@ -45,6 +45,7 @@ impl Switch {
                     tx_bytes: t.tx_bytes,
                     forwarded: t.forwarded,
                     flooded: t.flooded,
+                    unlearned: t.unlearned,
                     drops: DropReason::ALL
                         .iter()
                         .filter(|&&r| t.drop(r) != 0)
