@@ -23,6 +23,8 @@ pub struct PortView {
     pub vlan: VlanMode,
     /// Longest frame accepted on input (MTU + Ethernet header + a tag).
     pub max_frame: usize,
+    /// The L3 MTU.
+    pub mtu: usize,
     /// A VM's port whose frames are copied in and out by rte_vhost (one
     /// payload copy each way), as opposed to a NIC's (DMA, no copy).
     pub vm: bool,
@@ -34,7 +36,7 @@ pub struct PortView {
 impl PortView {
     pub fn new(name: &str, slot: u16, gen: u16, vlan: VlanMode, mtu: u16) -> PortView {
         let max_frame = mtu as usize + ETH_HLEN + VLAN_HLEN;
-        PortView { name: name.to_string(), slot, gen, vlan, max_frame, vm: false, caps: Caps::NONE }
+        PortView { name: name.to_string(), slot, gen, vlan, max_frame, mtu: mtu as usize, vm: false, caps: Caps::NONE }
     }
 
     pub fn with_caps(mut self, caps: Caps) -> PortView {
@@ -69,7 +71,13 @@ pub fn decide<P: PacketBuf + ?Sized>(pkt: &P, input: &PortView, ports: &[Option<
         Ok(h) => h,
         Err(r) => return Decision::Drop(r),
     };
-    if pkt.wire_len() > input.max_frame {
+    // A TCP segment to be cut: each piece must fit the MTU (with or
+    // without a tag); any other frame, MTU plus its L2 header.
+    let too_big = match pkt.segment_ip_len() {
+        Some(ip) => ip > input.mtu,
+        None => pkt.frame_len() > input.max_frame,
+    };
+    if too_big {
         return Decision::Drop(DropReason::Oversize);
     }
     let vlan = match input.vlan.ingress(hdr.vlan) {

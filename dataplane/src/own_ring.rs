@@ -61,11 +61,8 @@ impl PacketBuf for GuestPkt {
         &self.head[..self.head_len as usize]
     }
 
-    fn wire_len(&self) -> usize {
-        match self.off.gso {
-            Some(g) => (g.hdr_len() + g.mss as usize).min(self.len as usize),
-            None => self.len as usize,
-        }
+    fn segment_ip_len(&self) -> Option<usize> {
+        self.off.gso.map(|g| g.l3_len as usize + g.l4_len as usize + g.mss as usize)
     }
 }
 
@@ -80,9 +77,16 @@ pub struct GuestFeatures {
 }
 
 impl GuestFeatures {
-    pub fn from_bits(features: u64) -> GuestFeatures {
+    /// What a guest that negotiated `features` gets; refused without
+    /// VERSION_1: a legacy guest's virtio-net header is 10 bytes (12 only
+    /// with MRG_RXBUF), and every offset here assumes 12.
+    pub fn from_bits(features: u64) -> Result<GuestFeatures, &'static str> {
         const MRG_RXBUF: u64 = 1 << 15;
-        GuestFeatures { mergeable: features & MRG_RXBUF != 0, tx: Caps::guest_tx(features), rx: Caps::guest_rx(features) }
+        const VERSION_1: u64 = 1 << 32;
+        if features & VERSION_1 == 0 {
+            return Err("the guest did not negotiate VERSION_1 (a copy-once port needs it)");
+        }
+        Ok(GuestFeatures { mergeable: features & MRG_RXBUF != 0, tx: Caps::guest_tx(features), rx: Caps::guest_rx(features) })
     }
 }
 
@@ -150,6 +154,14 @@ impl OwnRing {
             Some(fd) => fd.signal(),
             None => self.dev.call_nonblock(self.vring),
         };
+    }
+
+    /// Makes the used entries written so far visible; a used ring we
+    /// cannot write any more stops the queue.
+    fn publish(&mut self) {
+        if self.queue.publish(&self.mem).is_err() {
+            self.broken = true;
+        }
     }
 
     fn notify(&mut self) {
@@ -232,7 +244,7 @@ impl OwnRing {
         }
         self.in_flight = n;
         if bad > 0 && n == 0 {
-            let _ = self.queue.publish(&self.mem);
+            self.publish();
             self.notify();
         }
         n
@@ -352,7 +364,7 @@ impl OwnRing {
     /// Publishes what `deliver_from` wrote this burst, and notifies once.
     pub fn flush(&mut self) {
         if std::mem::take(&mut self.unpublished) {
-            let _ = self.queue.publish(&self.mem);
+            self.publish();
             self.notify();
         }
     }
@@ -365,7 +377,7 @@ impl OwnRing {
         }
         if self.in_flight > 0 {
             self.in_flight = 0;
-            let _ = self.queue.publish(&self.mem);
+            self.publish();
             self.notify();
         }
     }
@@ -405,7 +417,7 @@ impl OwnRing {
             }
         }
         if done > 0 {
-            let _ = self.queue.publish(&self.mem);
+            self.publish();
             self.notify();
         }
         burst.free_front(done);
@@ -458,4 +470,46 @@ fn read_frame_head(mem: &GuestMemory, c: &Chain, len: u64, tx: Caps, pkt: &mut G
     }
     pkt.off = validate(&hdr, pkt.headers(), len as usize, tx).map_err(Some)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn regression_tso_segments_must_fit_the_mtu_untagged_or_tagged() {
+        use crate::fdb::Fdb;
+        use crate::fwd::{decide, Decision, PortView};
+        use crate::offload::testutil::Spec;
+        use crate::virtq::test_guest::{TestGuest, DATA};
+        use crate::vlan::VlanMode;
+        use pmd_bridge::guest_mem::Gpa;
+        // IPv4 (20) and TCP with 12 bytes of options (32): 1448 + 52 = 1500.
+        for (vlan, mss, fits) in [(false, 1448u16, true), (false, 1449, false), (true, 1448, true), (true, 1449, false)] {
+            let spec = Spec { payload: 20000, vlan, ..Spec::V4 };
+            let mut frame = spec.tso_hdr(mss).to_bytes().to_vec();
+            frame.extend([0, 0]);
+            frame.extend(spec.frame());
+            let mut g = TestGuest::new(8);
+            g.mem.write(Gpa(DATA), &frame).unwrap();
+            g.desc(0, DATA, frame.len() as u32, 0, 0);
+            g.offer(0);
+            let (mut q, mut c, mut pkt) = (g.queue(), Chain::default(), GuestPkt::default());
+            assert_eq!(q.pop(&g.mem, Direction::DeviceReads, &mut c), Ok(Pop::Chain));
+            read_frame_head(&g.mem, &c, c.len() - NET_HDR_LEN as u64, Caps::ALL, &mut pkt).unwrap();
+            let mode = if vlan { VlanMode::Trunk(Box::new(crate::vlan::VlanSet::new(&[1]))) } else { VlanMode::Access(1) };
+            let port = PortView::new("p", 0, 1, mode, 1500);
+            let d = decide(&pkt, &port, &[Some(port.clone())], &Fdb::new(64, 300), 1, &mut 0);
+            assert_eq!(d == Decision::Drop(crate::counters::DropReason::Oversize), !fits, "mss {mss}, tagged {vlan}: {d:?}");
+        }
+    }
+
+    #[test]
+    fn regression_a_legacy_guest_is_refused() {
+        const VERSION_1: u64 = 1 << 32;
+        const MRG_RXBUF: u64 = 1 << 15;
+        assert!(GuestFeatures::from_bits(MRG_RXBUF).is_err(), "10- or 12-byte header: not guessed");
+        let f = GuestFeatures::from_bits(VERSION_1 | MRG_RXBUF).unwrap();
+        assert!(f.mergeable && f.rx == Caps::NONE);
+    }
 }

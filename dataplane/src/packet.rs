@@ -14,10 +14,10 @@ pub trait PacketBuf {
     /// The first bytes of the frame (at least the L2 headers if the frame
     /// has them); bytes the switch may trust not to change under it.
     fn headers(&self) -> &[u8];
-    /// The longest frame this one puts on a wire: a TCP segment for TSO is
-    /// sent as frames of its headers plus one MSS each.
-    fn wire_len(&self) -> usize {
-        self.frame_len()
+    /// For a TCP segment to be cut (TSO): the IP packet each piece becomes,
+    /// its IP and TCP headers plus one MSS: what the MTU bounds.
+    fn segment_ip_len(&self) -> Option<usize> {
+        None
     }
 }
 
@@ -33,13 +33,9 @@ impl PacketBuf for Mbuf {
     }
 
     #[inline]
-    fn wire_len(&self) -> usize {
+    fn segment_ip_len(&self) -> Option<usize> {
         let o = self.tx_offload();
-        if o.flags & tx_flags::TCP_SEG == 0 {
-            return self.len();
-        }
-        let seg = o.l2_len as usize + o.l3_len as usize + o.l4_len as usize + o.tso_segsz as usize;
-        seg.min(self.len())
+        (o.flags & tx_flags::TCP_SEG != 0).then(|| o.l3_len as usize + o.l4_len as usize + o.tso_segsz as usize)
     }
 }
 

@@ -248,6 +248,11 @@ impl SplitQueue {
         if size == 0 || !size.is_power_of_two() || size > 32768 {
             return Err("bad ring size");
         }
+        // The spec's alignments (2.6): the index loads and stores on these
+        // rings are atomic and must not straddle.
+        if !desc.0.is_multiple_of(16) || !avail.0.is_multiple_of(2) || !used.0.is_multiple_of(4) {
+            return Err("misaligned ring");
+        }
         let n = size as u32;
         let event = if features.event_idx { 2 } else { 0 };
         let span = |gpa, len| mem.span(gpa, len).ok_or("ring outside guest memory");

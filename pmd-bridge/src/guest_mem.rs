@@ -342,20 +342,22 @@ impl GuestMemory {
     }
 
     /// `N` bytes at `off` in `s`, read as one fixed-size load (a descriptor,
-    /// a ring entry): no call, no loop.
+    /// a ring entry): no call, no loop. Volatile, as rust-vmm reads memory
+    /// another party writes: the compiler may neither read the guest's
+    /// bytes twice (a check and a use seeing different values) nor elide it.
     #[inline]
     pub fn load<const N: usize>(&self, s: &Span, off: usize) -> Result<[u8; N], OutOfBounds> {
         let p = self.at(s, off, N)?;
-        // SAFETY: as in read_span; read_unaligned needs no alignment.
-        Ok(unsafe { std::ptr::read_unaligned(p as *const [u8; N]) })
+        // SAFETY: as in read_span; a [u8; N] has alignment 1.
+        Ok(unsafe { std::ptr::read_volatile(p as *const [u8; N]) })
     }
 
-    /// Stores `N` bytes at `off` in `s` in one go.
+    /// Stores `N` bytes at `off` in `s` in one go (volatile, as `load`).
     #[inline]
     pub fn store<const N: usize>(&self, s: &Span, off: usize, v: [u8; N]) -> Result<(), OutOfBounds> {
         let p = self.at(s, off, N)?;
-        // SAFETY: as in write_span.
-        unsafe { std::ptr::write_unaligned(p as *mut [u8; N], v) };
+        // SAFETY: as in write_span; a [u8; N] has alignment 1.
+        unsafe { std::ptr::write_volatile(p as *mut [u8; N], v) };
         self.log_write(s.gpa.0 + off as u64, N as u64);
         Ok(())
     }

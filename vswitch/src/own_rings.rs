@@ -42,6 +42,7 @@ impl OwnState {
     /// not to kick (we poll). Takes no rte_vhost queue lock.
     pub fn attach(&mut self, dev: &VhostDevice) -> Result<(), String> {
         self.features = dev.negotiated_features().map_err(|e| e.to_string())?;
+        GuestFeatures::from_bits(self.features)?;
         self.queues = vec![None; dev.queue_pairs() as usize * 2];
         self.calls = (0..self.queues.len()).map(|_| None).collect();
         self.remap(dev, true)
@@ -112,7 +113,7 @@ impl OwnState {
         let mem = Arc::clone(self.mem.as_ref()?);
         let q = self.queues.get_mut(vring as usize)?.take()?;
         let call = self.calls.get(vring as usize).cloned().flatten();
-        Some(OwnRing::new(mem, Arc::clone(dev), call, q, vring, GuestFeatures::from_bits(self.features)))
+        Some(OwnRing::new(mem, Arc::clone(dev), call, q, vring, GuestFeatures::from_bits(self.features).ok()?))
     }
 
     /// The guest's transmit ring of pair `pair`, for the thread polling it.

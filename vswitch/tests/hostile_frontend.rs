@@ -10,6 +10,11 @@
 //! The same frontend then plays QEMU's part in a live migration: it shares
 //! a dirty log (SET_LOG_BASE, VHOST_F_LOG_ALL) and checks that the pages
 //! the switch writes, and only those, are marked, and only while logging.
+//!
+//! This guest negotiates neither offloads nor indirect descriptors (an
+//! INDIRECT descriptor is refused as not negotiated); one that negotiates
+//! them and lies in its virtio-net headers and indirect tables:
+//! `hostile_offloads.rs`.
 mod common;
 
 use std::io::Read;

@@ -15,7 +15,7 @@ pub mod seg;
 pub mod validate;
 
 #[cfg(test)]
-mod testutil;
+pub(crate) mod testutil;
 
 pub use csum::{complete_partial, finish, Checksum};
 pub use hdr::*;

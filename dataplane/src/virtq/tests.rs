@@ -230,3 +230,13 @@ fn property_random_rings_are_walked_safely() {
         assert_eq!(popped, offered, "case {case}");
     }
 }
+
+#[test]
+fn regression_misaligned_rings_are_refused() {
+    let g = guest();
+    let q = |d: u64, a: u64, u: u64| SplitQueue::new(SIZE, Gpa(d), Gpa(a), Gpa(u), (0, 0), &g.mem).map(|_| ());
+    assert_eq!(q(DESC, AVAIL, USED), Ok(()));
+    assert_eq!(q(DESC + 8, AVAIL, USED), Err("misaligned ring"));
+    assert_eq!(q(DESC, AVAIL + 1, USED), Err("misaligned ring"));
+    assert_eq!(q(DESC, AVAIL, USED + 2), Err("misaligned ring"));
+}
