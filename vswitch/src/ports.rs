@@ -1,5 +1,6 @@
 //! Opening and closing the switch's ports, and the checks made before.
-use std::os::unix::fs::PermissionsExt;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::Arc;
@@ -88,10 +89,13 @@ fn nic_caps(o: TxOffloadCaps) -> Caps {
 }
 
 /// Fails if a live process answers on `path`; removes a stale socket file a
-/// killed process left behind. Called before anything is touched.
+/// killed process left behind, and nothing else (a regular file or a
+/// symbolic link there is an error: the path may be someone else's).
+/// Called before anything is touched.
 pub fn claim_socket_path(path: &Path, what: &str) -> Result<(), String> {
-    if !path.exists() {
-        return Ok(());
+    let Ok(md) = std::fs::symlink_metadata(path) else { return Ok(()) };
+    if !md.file_type().is_socket() {
+        return Err(format!("{what} {}: exists and is not a socket; not removed", path.display()));
     }
     if UnixStream::connect(path).is_ok() {
         return Err(format!("{what} {}: a live process is listening on it", path.display()));
@@ -150,16 +154,33 @@ pub fn open(eal: &Eal, cfg: &PortConfig, pool: &Arc<Mempool>, pmds: u16) -> Resu
 }
 
 /// Applies owner, group and permissions to a server socket so that a QEMU
-/// run as another user (libvirt's) can connect.
+/// run as another user (libvirt's) can connect. The socket is opened first
+/// without following a link (O_PATH | O_NOFOLLOW) and checked to be one;
+/// the changes go through that descriptor, so whoever can write the socket
+/// directory cannot swap in a link and have root change another file.
 fn set_socket_access(path: &Path, owner: Option<&str>, group: Option<&str>, mode: Option<u32>) -> Result<(), String> {
-    if let Some(mode) = mode {
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-            .map_err(|e| format!("chmod {:o} {}: {e}", mode, path.display()))?;
-    }
     let uid = owner.map(|o| lookup_id("/etc/passwd", o)).transpose()?;
     let gid = group.map(|g| lookup_id("/etc/group", g)).transpose()?;
+    if mode.is_none() && uid.is_none() && gid.is_none() {
+        return Ok(());
+    }
+    let fd = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let md = fd.metadata().map_err(|e| format!("{}: {e}", path.display()))?;
+    if !md.file_type().is_socket() {
+        return Err(format!("{}: not a socket (replaced?); access not changed", path.display()));
+    }
+    // The descriptor's own inode, whatever the path names by now.
+    let inode = format!("/proc/self/fd/{}", fd.as_raw_fd());
+    if let Some(mode) = mode {
+        std::fs::set_permissions(&inode, std::fs::Permissions::from_mode(mode))
+            .map_err(|e| format!("chmod {:o} {}: {e}", mode, path.display()))?;
+    }
     if uid.is_some() || gid.is_some() {
-        std::os::unix::fs::chown(path, uid, gid).map_err(|e| format!("chown {}: {e}", path.display()))?;
+        std::os::unix::fs::chown(&inode, uid, gid).map_err(|e| format!("chown {}: {e}", path.display()))?;
     }
     Ok(())
 }
@@ -193,6 +214,37 @@ mod tests {
         assert!(path.exists());
         claim_socket_path(&path, "socket").unwrap();
         assert!(!path.exists());
+    }
+
+    #[test]
+    fn regression_only_sockets_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f.sock");
+        std::fs::write(&file, b"keep").unwrap();
+        let err = claim_socket_path(&file, "socket").unwrap_err();
+        assert!(err.contains("not a socket"), "{err}");
+        assert_eq!(std::fs::read(&file).unwrap(), b"keep");
+        let link = dir.path().join("l.sock");
+        std::os::unix::fs::symlink(&file, &link).unwrap();
+        assert!(claim_socket_path(&link, "socket").is_err());
+        assert!(std::fs::symlink_metadata(&link).is_ok(), "the link stays");
+    }
+
+    #[test]
+    fn regression_access_is_never_changed_through_a_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, b"x").unwrap();
+        std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let link = dir.path().join("vm.sock");
+        std::os::unix::fs::symlink(&victim, &link).unwrap();
+        assert!(set_socket_access(&link, None, None, Some(0o666)).is_err());
+        assert_eq!(std::fs::metadata(&victim).unwrap().permissions().mode() & 0o777, 0o600, "the link's target is untouched");
+        // A real socket gets its mode.
+        let sock = dir.path().join("s.sock");
+        let _l = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        set_socket_access(&sock, None, Some("0"), Some(0o660)).unwrap();
+        assert_eq!(std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777, 0o660);
     }
 
     #[test]

@@ -176,11 +176,19 @@ impl VhostSocket {
         (r == 0).then_some(()).ok_or_else(|| Error::dpdk("rte_vhost_driver_set_features", libc::EINVAL, &l))
     }
 
-    /// Starts listening (server) or connecting (client).
+    /// Starts listening (server) or connecting (client). A server socket
+    /// is created 0600 (the umask is 0177 while rte_vhost binds it), so it
+    /// is never open to others before its owner and mode are set.
     #[cold]
     pub fn start(&self) -> Result<()> {
+        // SAFETY: umask only swaps the process's mask; the old one is put
+        // back below. Files another thread creates meanwhile get 0177 at
+        // worst: more private, never less.
+        let old = unsafe { libc::umask(0o177) };
         // SAFETY: the path is registered with callbacks.
         let (r, l) = log::capture(|| unsafe { ffi::rte_vhost_driver_start(self.cpath.as_ptr()) });
+        // SAFETY: as above.
+        unsafe { libc::umask(old) };
         (r == 0).then_some(()).ok_or_else(|| Error::dpdk("rte_vhost_driver_start", libc::EINVAL, &l))
     }
 

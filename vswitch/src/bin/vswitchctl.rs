@@ -12,7 +12,7 @@ use vswitch::protocol::{Command, CopiesInfo, FdbInfo, MempoolInfo, PmdInfo, PmdR
 #[command(version, about = "Control a running vswitchd")]
 struct Args {
     /// vswitchd's control socket.
-    #[arg(long, env = "VSWITCH_CTL", default_value = "/run/vswitch/vswitchd.ctl")]
+    #[arg(long, env = "VSWITCH_CTL", default_value = vswitch::config::DEFAULT_CONTROL_SOCKET)]
     socket: PathBuf,
     /// Print the daemon's JSON answer instead of a table.
     #[arg(long, global = true)]

@@ -81,6 +81,19 @@ pub struct PortConfig {
     pub mac_limit: Option<u32>,
 }
 
+/// In a directory of its own, root's alone: not the one QEMU may write.
+pub const DEFAULT_CONTROL_SOCKET: &str = "/run/vswitchd/vswitchd.ctl";
+
+/// A unix socket path: 107 bytes at most (sun_path), or the kernel would
+/// cut it (or rte_vhost refuse it) far from the config that named it.
+fn socket_path(cx: &Ctx, key: &str, path: PathBuf) -> Res<PathBuf> {
+    const SUN_PATH: usize = 107;
+    if path.as_os_str().len() > SUN_PATH {
+        return Err(cx.err(key, format!("{} is longer than a unix socket path may be ({SUN_PATH} bytes)", path.display())));
+    }
+    Ok(path)
+}
+
 fn offloads_default() -> bool {
     true
 }
@@ -400,9 +413,7 @@ fn validate_switch(raw: RawSwitch, origin: &Path, cx: &Ctx) -> Res<SwitchConfig>
             .choice("hugepages", raw.hugepages, &hugepages)?
             .unwrap_or(Hugepages::Auto),
         memory_mb: cx.opt("memory_mb", raw.memory_mb, 1024, 64..=1_048_576)?,
-        control_socket: control_socket
-            .unwrap_or("/run/vswitch/vswitchd.ctl".into())
-            .into(),
+        control_socket: socket_path(cx, "control_socket", control_socket.unwrap_or(DEFAULT_CONTROL_SOCKET.into()).into())?,
         socket_dir,
         state_file: cx
             .text("state_file", raw.state_file)?
@@ -481,7 +492,7 @@ fn validate_port(raw: RawPort, sw: &SwitchConfig, cx: &Ctx) -> Res<PortConfig> {
             ];
             PortKind::VhostUser {
                 mode,
-                path: sw.socket_dir.join(cx.required("path", raw.path)?),
+                path: socket_path(cx, "path", sw.socket_dir.join(cx.required("path", raw.path)?))?,
                 owner: cx.text("owner", raw.owner)?,
                 group: cx.text("group", raw.group)?,
                 permissions,

@@ -126,7 +126,7 @@ fn full_example_parses_with_defaults_filled() {
         eal_args: vec![],
         hugepages: Hugepages::Auto,
         memory_mb: 1024,
-        control_socket: "/run/vswitch/vswitchd.ctl".into(),
+        control_socket: "/run/vswitchd/vswitchd.ctl".into(),
         socket_dir: "/run/vswitch".into(),
         state_file: "configs/x.toml.state.json".into(),
         fdb_size: 8192,
@@ -320,4 +320,15 @@ fn example_configs_parse() {
     let nic = load(&Path::new(dir).join("nic-uplink.toml")).unwrap();
     assert_eq!(nic.ports[0].vlan_mode, VlanMode::Trunk(vec![10, 20]));
     assert_eq!(nic.ports[0].rxq_pmd, Some(vec![1, 2]));
+}
+
+#[test]
+fn regression_socket_paths_longer_than_sun_path_are_refused() {
+    let long = "x".repeat(100);
+    let text = format!("[switch]\npmd_cores = [1]\n[[port]]\nname = \"vm1\"\ntype = \"vhost-user\"\npath = \"{long}.sock\"\n");
+    let e = parse_x(&text).unwrap_err().to_string();
+    assert!(e.contains(".path: ") && e.contains("longer than a unix socket path"), "{e}");
+    let text = format!("[switch]\npmd_cores = [1]\ncontrol_socket = \"/run/{long}/c.sock\"\n");
+    let e = parse_x(&text).unwrap_err().to_string();
+    assert!(e.contains("control_socket: /run/") && e.contains("longer than"), "{e}");
 }
