@@ -31,11 +31,15 @@ pub struct PortConfig {
     /// Checksum and TSO offloads, where the device has them (a virtio
     /// device renegotiates with its backend to add them: a device reset).
     pub tx_offloads: bool,
+    /// Receive whole TCP segments (LRO) with their checksums unchecked, where
+    /// the device has it: a virtio device then negotiates GUEST_TSO4/6 and
+    /// GUEST_CSUM.
+    pub rx_lro: bool,
 }
 
 impl Default for PortConfig {
     fn default() -> Self {
-        PortConfig { rx_queues: 1, tx_queues: 1, rx_desc: 1024, tx_desc: 1024, mtu: None, lsc_interrupt: false, tx_offloads: false }
+        PortConfig { rx_queues: 1, tx_queues: 1, rx_desc: 1024, tx_desc: 1024, mtu: None, lsc_interrupt: false, tx_offloads: false, rx_lro: false }
     }
 }
 
@@ -220,6 +224,9 @@ impl EthPort {
         let guest_offloads = (ffi::RTE_ETH_TX_OFFLOAD_TCP_TSO | ffi::RTE_ETH_TX_OFFLOAD_TCP_CKSUM | ffi::RTE_ETH_TX_OFFLOAD_UDP_CKSUM | ffi::RTE_ETH_TX_OFFLOAD_IPV4_CKSUM) as u64;
         if cfg.tx_offloads {
             conf.txmode.offloads |= guest_offloads & info.tx_offload_capa;
+        }
+        if cfg.rx_lro {
+            conf.rxmode.offloads |= (ffi::RTE_ETH_RX_OFFLOAD_TCP_LRO | ffi::RTE_ETH_RX_OFFLOAD_TCP_CKSUM) as u64 & info.rx_offload_capa;
         }
         let id = self.id();
         let (res, logged) = log::capture(|| -> std::result::Result<(), (&'static str, i32)> {

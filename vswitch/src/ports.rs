@@ -118,6 +118,7 @@ pub fn open(eal: &Eal, cfg: &PortConfig, pool: &Arc<Mempool>, pmds: u16) -> Resu
                 mtu: Some(cfg.mtu),
                 lsc_interrupt: false,
                 tx_offloads: cfg.offloads,
+                rx_lro: false,
             };
             port.configure(&ecfg, Arc::clone(pool)).map_err(|e| format!("port {}: {e}", cfg.name))?;
             port.start().map_err(|e| format!("port {}: {e}", cfg.name))?;
