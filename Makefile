@@ -9,8 +9,12 @@ SUDO           := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 CARGO          ?= cargo
 HUGEPAGES      ?= 1024
 CONFIG         ?= configs/default.toml
+PREFIX         ?= /usr/local
+SYSTEMD_DIR    ?= /etc/systemd/system
+CONFIG_DIR     ?= /etc/vswitch
+FUZZ_SECONDS   ?= 60
 
-.PHONY: all deps deps-bench build test lint run bench hugepages clean
+.PHONY: all deps deps-bench build test lint run bench hugepages clean install fuzz
 
 all: build
 
@@ -64,6 +68,31 @@ hugepages:
 	@mountpoint -q /dev/hugepages || { $(SUDO) mkdir -p /dev/hugepages && \
 	  $(SUDO) mount -t hugetlbfs nodev /dev/hugepages; }
 	@grep -E 'HugePages_(Total|Free)' /proc/meminfo
+
+# Installs what `make build` built: the binaries in $(PREFIX)/bin, the
+# systemd unit (restarts the switch whenever it exits), and configs/default.toml
+# as $(CONFIG_DIR)/vswitchd.toml unless that file exists. DESTDIR stages.
+install:
+	@for b in vswitchd vswitchctl; do [ -x target/release/$$b ] || { echo "target/release/$$b missing: run make build first"; exit 1; }; done
+	install -D -m 0755 target/release/vswitchd $(DESTDIR)$(PREFIX)/bin/vswitchd
+	install -D -m 0755 target/release/vswitchctl $(DESTDIR)$(PREFIX)/bin/vswitchctl
+	install -d -m 0755 $(DESTDIR)$(SYSTEMD_DIR)
+	sed -e 's|/usr/local/bin/vswitchd|$(PREFIX)/bin/vswitchd|' \
+	    -e 's|/etc/vswitch/vswitchd.toml|$(CONFIG_DIR)/vswitchd.toml|' \
+	    contrib/vswitchd.service > $(DESTDIR)$(SYSTEMD_DIR)/vswitchd.service
+	chmod 0644 $(DESTDIR)$(SYSTEMD_DIR)/vswitchd.service
+	@if [ -e $(DESTDIR)$(CONFIG_DIR)/vswitchd.toml ]; then \
+	  echo "keeping $(DESTDIR)$(CONFIG_DIR)/vswitchd.toml"; \
+	else \
+	  install -D -m 0644 configs/default.toml $(DESTDIR)$(CONFIG_DIR)/vswitchd.toml && \
+	  echo "installed $(DESTDIR)$(CONFIG_DIR)/vswitchd.toml"; \
+	fi
+	@echo "then: systemctl daemon-reload && systemctl enable --now vswitchd"
+
+# cargo-fuzz targets (nightly toolchain; installs cargo-fuzz if missing),
+# each for FUZZ_SECONDS; the stable property tests stay in `make test`.
+fuzz: deps
+	FUZZ_SECONDS=$(FUZZ_SECONDS) fuzz/run.sh
 
 clean:
 	$(CARGO) clean

@@ -8,14 +8,22 @@
 //! counts what tells who the bottleneck was: iterations in which nothing
 //! could be sent for lack of rate budget and nothing arrived (idle), and
 //! iterations in which the switch did not take a whole burst (pushed back).
+//!
+//! With `Size::Tso` each VM sends 64 KB TCP segments instead, as a Linux
+//! guest with TSO does: the port negotiates the device's transmit offloads
+//! (HOST_TSO4, CSUM), each segment is an mbuf chain of page-sized buffers
+//! marked for TCP segmentation, and the virtio PMD writes the virtio-net
+//! header (NEEDS_CSUM, GSO_TCPV4, gso_size 1448) for the switch to honour.
+//! The sink counts TCP payload bytes, however the switch delivered them.
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pmd_bridge::cycles::{tsc, tsc_hz};
+use pmd_bridge::mbuf::{tx_flags, TxOffload};
 use pmd_bridge::{Burst, Eal, EthPort, Mempool, PortConfig, RxQueue, TxQueue};
 use serde::{Deserialize, Serialize};
 
-use crate::frame::{self, IMIX};
+use crate::frame::{self, IMIX, TCP_HEADERS, TSO_MSS, TSO_PAYLOAD};
 use crate::sink::{Sink, SinkReport};
 
 /// One VM's port.
@@ -36,7 +44,9 @@ pub enum Attach {
 }
 
 impl VmPort {
-    pub fn open(eal: &Eal, pool: &Arc<Mempool>, name: &str, attach: &Attach, mtu: u16) -> Result<VmPort, String> {
+    /// `tso`: enable the device's transmit offloads and insist on TSO and
+    /// the TCP checksum offload (the backend must offer HOST_TSO4 and CSUM).
+    pub fn open(eal: &Eal, pool: &Arc<Mempool>, name: &str, attach: &Attach, mtu: u16, tso: bool) -> Result<VmPort, String> {
         let devargs = match attach {
             Attach::Vhost { socket, server } => format!(
                 "net_virtio_user_{name},path={},queues=1,mrg_rxbuf=1,queue_size=1024{}",
@@ -46,8 +56,17 @@ impl VmPort {
             Attach::Devargs(d) => d.clone(),
         };
         let mut port = EthPort::open(eal, &devargs).map_err(|e| format!("{name}: {e}"))?;
-        let cfg = PortConfig { mtu: Some(mtu), lsc_interrupt: matches!(attach, Attach::Vhost { server: true, .. }), ..Default::default() };
+        let cfg = PortConfig {
+            mtu: Some(mtu),
+            lsc_interrupt: matches!(attach, Attach::Vhost { server: true, .. }),
+            tx_offloads: tso,
+            ..Default::default()
+        };
         port.configure(&cfg, Arc::clone(pool)).map_err(|e| format!("{name}: {e}"))?;
+        let caps = port.tx_offload_caps();
+        if tso && !(caps.tso && caps.tcp_csum) {
+            return Err(format!("{name}: the switch's port offers no TCP segmentation offload (HOST_TSO4 and CSUM); device offloads: {caps:?}"));
+        }
         port.start().map_err(|e| format!("{name}: {e}"))?;
         let rx = port.rx_queue(0).map_err(|e| e.to_string())?;
         let tx = port.tx_queue(0).map_err(|e| e.to_string())?;
@@ -60,21 +79,53 @@ impl VmPort {
 pub enum Size {
     Fixed(usize),
     Imix,
+    /// 64 KB TCP segments (`frame::TSO_PAYLOAD` bytes of payload, MSS
+    /// `frame::TSO_MSS`) with TSO requested of the switch.
+    Tso,
 }
 
 impl Size {
+    /// 64..=9000 (bytes, FCS included), `imix` or `tso64k`.
+    pub fn parse(s: &str) -> Option<Size> {
+        match s {
+            "imix" => Some(Size::Imix),
+            "tso64k" | "tso" => Some(Size::Tso),
+            n => n.parse::<usize>().ok().filter(|n| (64..=9000).contains(n)).map(Size::Fixed),
+        }
+    }
+
     pub fn label(&self) -> String {
         match self {
             Size::Fixed(n) => n.to_string(),
             Size::Imix => "imix".into(),
+            Size::Tso => "tso64k".into(),
         }
     }
 
-    /// Mean frame size (for Gbps).
+    /// Mean frame size (for Gbps); a TSO segment counts as the one frame
+    /// the guest hands over.
     pub fn mean(&self) -> f64 {
         match self {
             Size::Fixed(n) => *n as f64,
             Size::Imix => IMIX.iter().sum::<usize>() as f64 / IMIX.len() as f64,
+            Size::Tso => (TCP_HEADERS + TSO_PAYLOAD + frame::FCS) as f64,
+        }
+    }
+
+    /// Bytes on an Ethernet wire per packet sent, preamble and gap
+    /// included; a TSO segment as the MSS-sized frames it becomes.
+    pub fn wire_bytes(&self) -> f64 {
+        match self {
+            Size::Tso => (TSO_PAYLOAD / TSO_MSS as usize * (TSO_MSS as usize + TCP_HEADERS + frame::FCS + 20)) as f64,
+            _ => self.mean() + 20.0,
+        }
+    }
+
+    /// TCP payload bytes per packet sent (0: not a TCP scenario).
+    pub fn tcp_payload(&self) -> u64 {
+        match self {
+            Size::Tso => TSO_PAYLOAD as u64,
+            _ => 0,
         }
     }
 
@@ -82,6 +133,7 @@ impl Size {
         match self {
             Size::Fixed(n) => vec![*n],
             Size::Imix => IMIX.to_vec(),
+            Size::Tso => vec![TCP_HEADERS + TSO_PAYLOAD],
         }
     }
 }
@@ -112,6 +164,9 @@ pub struct GenReport {
     pub idle_iterations: u64,
     /// Iterations in which a tx call left frames unsent.
     pub pushed_back: u64,
+    /// TCP payload bytes per packet sent (TSO trials; 0 otherwise).
+    #[serde(default)]
+    pub payload: u64,
     pub sink: SinkReport,
 }
 
@@ -120,13 +175,33 @@ impl GenReport {
         self.sent.iter().sum()
     }
 
-    /// Received packets per second over the measured time.
+    /// Received packets per second over the measured time; in a TSO
+    /// trial, segments' worth of TCP payload per second.
     pub fn rx_pps(&self) -> f64 {
+        if self.payload > 0 {
+            return self.sink.payload_bytes as f64 / self.payload as f64 / self.seconds.max(1e-9);
+        }
         self.sink.received as f64 / self.seconds.max(1e-9)
     }
 
+    /// Lost packets over sent; in a TSO trial, lost payload bytes over sent.
     pub fn loss_ratio(&self) -> f64 {
+        if self.payload > 0 {
+            return self.sink.lost_bytes as f64 / (self.sent_total() * self.payload).max(1) as f64;
+        }
         self.sink.lost as f64 / self.sent_total().max(1) as f64
+    }
+
+    /// TCP payload received, in Gbit/s (TSO trials).
+    pub fn payload_gbps(&self) -> f64 {
+        self.sink.payload_bytes as f64 * 8.0 / self.seconds.max(1e-9) / 1e9
+    }
+
+    /// Frames the sink received per segment's worth of payload: about 45
+    /// when the switch cut the segments, 1 when it delivered them whole.
+    pub fn frames_per_segment(&self) -> Option<f64> {
+        (self.payload > 0 && self.sink.payload_bytes > 0)
+            .then(|| self.sink.frames as f64 * self.payload as f64 / self.sink.payload_bytes as f64)
     }
 
     /// Neither idle time nor backpressure: the generator itself was the limit.
@@ -205,23 +280,73 @@ fn drain(vms: &mut [VmPort]) -> usize {
     n
 }
 
-/// Runs one trial and reports it.
-pub fn run(vms: &mut [VmPort], pool: &Mempool, t: &Trial) -> Result<GenReport, String> {
+/// Per-flow headers of a stream's TSO segments, and the frame each
+/// segment is copied from (its header rewritten per segment).
+struct TsoStream {
+    headers: Vec<[u8; TCP_HEADERS]>,
+    frame: Vec<u8>,
+}
+
+impl TsoStream {
+    fn new(src: usize, dst: usize, stream: usize, flows: u32) -> TsoStream {
+        let (src, dst, stream) = (src as u8, dst as u8, stream as u16);
+        TsoStream {
+            headers: (0..flows).map(|f| frame::tcp_headers(src, dst, f, stream, TSO_PAYLOAD)).collect(),
+            frame: frame::tcp_template(src, dst, 0, stream, TSO_PAYLOAD),
+        }
+    }
+
+    /// One segment as an mbuf chain from `pool`, marked for TSO.
+    #[inline]
+    fn segment(&mut self, pool: &Mempool, flow: usize, seq: u32, now: u64) -> Option<pmd_bridge::Mbuf> {
+        self.frame[..TCP_HEADERS].copy_from_slice(&self.headers[flow]);
+        frame::tcp_stamp(&mut self.frame, seq, now);
+        let mut m = pool.alloc_from(&self.frame)?;
+        let ok = m.set_tx_offload(TxOffload {
+            flags: tx_flags::TCP_SEG | tx_flags::TCP_CKSUM | tx_flags::IPV4 | tx_flags::IP_CKSUM,
+            l2_len: 14,
+            l3_len: 20,
+            l4_len: 20,
+            tso_segsz: TSO_MSS,
+        });
+        ok.then_some(m)
+    }
+}
+
+/// TSO segments each stream may have built and not yet sent: a 64 KB
+/// segment takes 17 descriptors of a 1024-entry ring.
+const TSO_BURST: u64 = 8;
+
+/// Runs one trial and reports it; a `Size::Tso` trial takes its segments
+/// from `gen.tso_pool`, any other its frames from `gen.pool`.
+pub fn run(vms: &mut [VmPort], gen: &Generator, t: &Trial) -> Result<GenReport, String> {
+    let pool = &*gen.pool;
+    let tso = t.size == Size::Tso;
     let hz = tsc_hz();
     let sizes = t.size.cycle();
     let n_streams = t.streams.len();
-    let templates: Vec<Vec<Vec<u8>>> =
-        t.streams.iter().map(|&(s, d)| sizes.iter().map(|&z| frame::template(s as u8, d as u8, 0, z)).collect()).collect();
-    let patches: Vec<Vec<FlowPatch>> =
-        t.streams.iter().map(|&(s, d)| sizes.iter().map(|&z| FlowPatch::new(s, d, t.flows.max(1), z)).collect()).collect();
+    let templates: Vec<Vec<Vec<u8>>> = if tso {
+        Vec::new()
+    } else {
+        t.streams.iter().map(|&(s, d)| sizes.iter().map(|&z| frame::template(s as u8, d as u8, 0, z)).collect()).collect()
+    };
+    let patches: Vec<Vec<FlowPatch>> = if tso {
+        Vec::new()
+    } else {
+        t.streams.iter().map(|&(s, d)| sizes.iter().map(|&z| FlowPatch::new(s, d, t.flows.max(1), z)).collect()).collect()
+    };
+    let mut tso_streams: Vec<TsoStream> =
+        if tso { t.streams.iter().enumerate().map(|(i, &(s, d))| TsoStream::new(s, d, i, t.flows.max(1))).collect() } else { Vec::new() };
     let expected = t.rate_pps.map(|r| r * t.duration.as_secs_f64()).unwrap_or(50e6) as u64;
-    let mut sink = Sink::new(n_streams, expected);
+    let mut sink = if tso { Sink::for_bytes(n_streams, TSO_PAYLOAD as u64) } else { Sink::new(n_streams, expected) };
+    let max_burst = if tso { TSO_BURST } else { 32 };
+    let rx_rounds = if tso { 2 * TSO_BURST as usize * TSO_PAYLOAD.div_ceil(TSO_MSS as usize).div_ceil(32) } else { 1 };
     let mut pending: Vec<Burst> = (0..n_streams).map(|_| Burst::new()).collect();
     let mut seq = vec![0u64; n_streams];
     let mut sent = vec![0u64; n_streams];
     let mut flow = vec![0usize; n_streams];
     let mut size_i = vec![0usize; n_streams];
-    let mut rep = GenReport::default();
+    let mut rep = GenReport { payload: t.size.tcp_payload(), ..Default::default() };
     let mut rx = Burst::<32>::new();
     let start = tsc();
     let end = start + (t.duration.as_secs_f64() * hz as f64) as u64;
@@ -236,20 +361,37 @@ pub fn run(vms: &mut [VmPort], pool: &Mempool, t: &Trial) -> Result<GenReport, S
             let src = t.streams[s].0;
             if pending[s].is_empty() {
                 let budget = match t.rate_pps {
-                    Some(r) => ((((now - start) as f64 / hz as f64) * r) as u64).saturating_sub(seq[s]).min(32) as usize,
-                    None => 32,
+                    Some(r) => ((((now - start) as f64 / hz as f64) * r) as u64).saturating_sub(seq[s]).min(max_burst) as usize,
+                    None => max_burst as usize,
                 };
-                if budget == 0 || !pool.alloc_bulk(&mut pending[s], budget) {
+                if budget == 0 {
                     continue;
                 }
-                for m in pending[s].as_mut_slice() {
-                    let z = size_i[s];
-                    let f = m.fill(&templates[s][z]).ok_or("a fresh mbuf would not take a frame")?;
-                    patches[s][z].apply(flow[s], f);
-                    frame::stamp(f, seq[s], now, s as u16);
-                    seq[s] += 1;
-                    flow[s] = if flow[s] + 1 == flows { 0 } else { flow[s] + 1 };
-                    size_i[s] = if size_i[s] + 1 == sizes.len() { 0 } else { size_i[s] + 1 };
+                if tso {
+                    // seq counts segments; the TCP sequence number, bytes.
+                    for _ in 0..budget {
+                        let byte = seq[s] * TSO_PAYLOAD as u64;
+                        let Some(m) = tso_streams[s].segment(&gen.tso_pool, flow[s], byte as u32, now) else { break };
+                        let _ = pending[s].push(m);
+                        seq[s] += 1;
+                        flow[s] = if flow[s] + 1 == flows { 0 } else { flow[s] + 1 };
+                    }
+                    if pending[s].is_empty() {
+                        continue;
+                    }
+                } else {
+                    if !pool.alloc_bulk(&mut pending[s], budget) {
+                        continue;
+                    }
+                    for m in pending[s].as_mut_slice() {
+                        let z = size_i[s];
+                        let f = m.fill(&templates[s][z]).ok_or("a fresh mbuf would not take a frame")?;
+                        patches[s][z].apply(flow[s], f);
+                        frame::stamp(f, seq[s], now, s as u16);
+                        seq[s] += 1;
+                        flow[s] = if flow[s] + 1 == flows { 0 } else { flow[s] + 1 };
+                        size_i[s] = if size_i[s] + 1 == sizes.len() { 0 } else { size_i[s] + 1 };
+                    }
                 }
             }
             active = true;
@@ -267,9 +409,18 @@ pub fn run(vms: &mut [VmPort], pool: &Mempool, t: &Trial) -> Result<GenReport, S
         let rx_now = tsc();
         let mut got = 0;
         for vm in vms.iter_mut() {
-            got += vm.rx.rx_burst(&mut rx);
-            record(&mut sink, &rx, rx_now);
-            rx.clear();
+            // A TSO segment may come back as 45 frames: a turn that sent
+            // up to TSO_BURST segments per stream drains what arrived, as
+            // a guest's receive path would, rather than one burst of it.
+            for _ in 0..rx_rounds {
+                let n = vm.rx.rx_burst(&mut rx);
+                got += n;
+                record(&mut sink, &rx, rx_now);
+                rx.clear();
+                if n < rx.capacity() {
+                    break;
+                }
+            }
         }
         if !active && got == 0 {
             rep.idle_iterations += 1;
@@ -304,7 +455,11 @@ fn record(sink: &mut Sink, rx: &Burst<32>, now: u64) {
         let trailer = if m.nb_segs() == 1 { frame::read(m.data()) } else { frame::read(&m.to_vec()) };
         match trailer {
             Some((seq, ts, stream)) => sink.record(seq, ts, now, stream),
-            None => sink.other += 1,
+            // A TCP frame's headers are all in its first segment.
+            None => match frame::read_tcp(m.data()) {
+                Some(p) => sink.record_bytes(p.stream, p.seq, p.len, frame::stamp_age(p.stamp, now)),
+                None => sink.other += 1,
+            },
         }
     }
 }
@@ -313,6 +468,9 @@ fn record(sink: &mut Sink, rx: &Burst<32>, now: u64) {
 pub struct Generator {
     pub eal: Eal,
     pub pool: Arc<Mempool>,
+    /// TSO segments: page-sized buffers (a 64 KB segment is a chain of 16),
+    /// as a Linux guest's segments are mostly page fragments.
+    pub tso_pool: Arc<Mempool>,
 }
 
 impl Generator {
@@ -328,7 +486,8 @@ impl Generator {
         pmd_bridge::log::set_echo(false);
         let eal = Eal::init(&args).map_err(|e| e.to_string())?;
         let pool = Arc::new(Mempool::new(&eal, "bench", 32767, 256, 2048).map_err(|e| e.to_string())?);
-        Ok(Generator { eal, pool })
+        let tso_pool = Arc::new(Mempool::new(&eal, "bench_tso", 8191, 256, 4096).map_err(|e| e.to_string())?);
+        Ok(Generator { eal, pool, tso_pool })
     }
 
     /// Opens one VM per socket, named `{tag}{i}`.
@@ -336,14 +495,15 @@ impl Generator {
     /// its own memory: with one shared pool, a guest-to-guest copy may run
     /// between buffers whose addresses alias, which no real pair of guests
     /// would show. The pools go with the VMs.
-    pub fn attach(&self, tag: &str, sockets: &[Attach], mtu: u16) -> Result<Vec<VmPort>, String> {
+    /// `tso`: the VMs send TSO segments (see `VmPort::open`).
+    pub fn attach(&self, tag: &str, sockets: &[Attach], mtu: u16, tso: bool) -> Result<Vec<VmPort>, String> {
         sockets
             .iter()
             .enumerate()
             .map(|(i, a)| {
                 let name = format!("{tag}{i}");
                 let pool = Arc::new(Mempool::new(&self.eal, &format!("rx_{name}"), 8191, 256, 2048).map_err(|e| e.to_string())?);
-                VmPort::open(&self.eal, &pool, &name, a, mtu)
+                VmPort::open(&self.eal, &pool, &name, a, mtu, tso)
             })
             .collect()
     }

@@ -71,16 +71,28 @@ pub struct SwitchStats {
     /// Payload copies per VM-to-VM packet, from the switch's own counters.
     #[serde(default)]
     pub copies_per_packet: Option<f64>,
+    /// Bytes copied per VM-to-VM packet (vswitchd's counters): the measure
+    /// of copies when a packet is copied in pieces (a TSO segment cut into
+    /// frames counts one copy per frame above).
+    #[serde(default)]
+    pub bytes_copied_per_packet: Option<f64>,
     /// Packets the switch counted as dropped (any reason). vswitchd's cover
     /// the measured phase; testpmd's its whole run; OVS does not say here.
     #[serde(default)]
     pub dropped: Option<u64>,
+    /// vswitchd's non-zero drop counters by reason (`tx_full`, `hdr_*`...),
+    /// summed over its ports.
+    #[serde(default)]
+    pub drops_by_reason: std::collections::BTreeMap<String, u64>,
 }
 
 /// A running switch with `n` client ports on `sockets`.
 pub struct Running {
     pub kind: SwitchKind,
     pub sockets: Vec<PathBuf>,
+    /// Set up for TSO: OVS with userspace-tso-enable, testpmd's vhost
+    /// ports with `tso=1` (vswitchd offers TSO on every vhost port).
+    pub tso: bool,
     dir: tempfile::TempDir,
     procs: Vec<Proc>,
     _prefix: FilePrefix,
@@ -97,11 +109,15 @@ fn run(cmd: &mut Command) -> Result<String, String> {
 }
 
 impl Running {
-    pub fn start(kind: SwitchKind, setup: &Setup, n: usize) -> Result<Running, String> {
+    /// `tso`: set up to take the VMs' TCP segments whole (HOST_TSO4 offered
+    /// on every port): vswitchd offers it by default; OVS needs
+    /// `other_config:userspace-tso-enable=true` before its ports exist;
+    /// testpmd's net_vhost needs `tso=1`.
+    pub fn start(kind: SwitchKind, setup: &Setup, n: usize, tso: bool) -> Result<Running, String> {
         let dir = tempfile::Builder::new().prefix("vsw-bench-").tempdir().map_err(|e| e.to_string())?;
         let sockets: Vec<PathBuf> = (0..n).map(|i| dir.path().join(format!("vm{i}.sock"))).collect();
         let prefix = FilePrefix::new(kind.name());
-        let mut r = Running { kind, sockets, dir, procs: Vec::new(), _prefix: prefix };
+        let mut r = Running { kind, sockets, tso, dir, procs: Vec::new(), _prefix: prefix };
         match kind {
             SwitchKind::Vswitchd | SwitchKind::VswitchdCopyOnce => r.start_vswitchd(setup)?,
             SwitchKind::TestpmdIo => r.start_testpmd(setup)?,
@@ -112,6 +128,24 @@ impl Running {
 
     fn dir(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// The end of each process's output (and OVS's log), for an error
+    /// message: why a peer refused what was asked of it.
+    pub fn log_hint(&self) -> String {
+        let mut s = String::new();
+        for p in &self.procs {
+            let t = p.tail(1200);
+            if !t.trim().is_empty() {
+                s.push_str(&format!("\n--- {} (last lines):\n{}", p.name(), t.trim_end()));
+            }
+        }
+        if let Ok(log) = std::fs::read_to_string(self.dir().join("ovs-vswitchd.log")) {
+            let tail: Vec<&str> = log.lines().rev().take(12).collect();
+            s.push_str("\n--- ovs-vswitchd.log (last lines):\n");
+            s.push_str(&tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
+        }
+        s
     }
 
     fn start_vswitchd(&mut self, s: &Setup) -> Result<(), String> {
@@ -153,8 +187,11 @@ impl Running {
         } else {
             cmd.args(["--no-huge", "-m", &s.memory_mb.to_string()]);
         }
+        // tso=1 offers HOST_TSO4/6 (net_vhost's default withdraws them);
+        // without linear-buffer, a 64 KB segment lands in an mbuf chain.
+        let tso = if self.tso { ",tso=1" } else { "" };
         for (i, sock) in self.sockets.iter().enumerate() {
-            cmd.arg("--vdev").arg(format!("net_vhost{i},iface={},client=1,queues=1", sock.display()));
+            cmd.arg("--vdev").arg(format!("net_vhost{i},iface={},client=1,queues=1{tso}", sock.display()));
         }
         // testpmd's io mode has no enqueue retry of its own: stated in the output.
         cmd.args(["--", "--forward-mode=io", "--port-topology=chained", "--auto-start", "--nb-cores=1"])
@@ -196,16 +233,20 @@ impl Running {
             format!("--no-huge -m {}", s.memory_mb)
         };
         let extra = format!("--file-prefix={} --no-pci {mem}", self._prefix.as_str());
-        self.vsctl(&[
-            "--no-wait",
-            "set",
-            "Open_vSwitch",
-            ".",
-            "other_config:dpdk-init=true",
-            &format!("other_config:pmd-cpu-mask={:#x}", 1u64 << s.pmd_core),
-            &format!("other_config:dpdk-lcore-mask={:#x}", 1u64 << s.main_core),
-            &format!("other_config:dpdk-extra=\"{extra}\""),
-        ])?;
+        let mut config = vec![
+            "other_config:dpdk-init=true".to_string(),
+            format!("other_config:pmd-cpu-mask={:#x}", 1u64 << s.pmd_core),
+            format!("other_config:dpdk-lcore-mask={:#x}", 1u64 << s.main_core),
+            format!("other_config:dpdk-extra=\"{extra}\""),
+        ];
+        if self.tso {
+            // Read once, at start: it must be there before the bridge and
+            // its ports are.
+            config.push("other_config:userspace-tso-enable=true".into());
+        }
+        let mut args = vec!["--no-wait", "set", "Open_vSwitch", "."];
+        args.extend(config.iter().map(String::as_str));
+        self.vsctl(&args)?;
         let mut cmd = Command::new("/usr/lib/openvswitch-switch-dpdk/ovs-vswitchd-dpdk");
         cmd.arg(format!("unix:{}", d.join("db.sock").display()))
             .arg(format!("--unixctl={}", self.ovs_ctl().display()))
@@ -294,6 +335,12 @@ impl Running {
         }
     }
 
+    /// vswitchd: each port's negotiated virtio features, by name.
+    pub fn features(&self) -> Option<Vec<Vec<String>>> {
+        let ports: Vec<PortInfo> = serde_json::from_value(self.ctl(Ctl::ShowPorts).ok()?).ok()?;
+        Some(ports.into_iter().map(|p| p.features).collect())
+    }
+
     /// How many MACs the switch has learned (None: it does not learn).
     pub fn learned(&self) -> Option<usize> {
         match self.kind {
@@ -329,8 +376,15 @@ impl Running {
                 let p = pmd.as_ref().and_then(|v| v.first());
                 let copies: Option<vswitch::protocol::CopiesInfo> = self.ctl(Ctl::ShowCopies).ok().and_then(|v| serde_json::from_value(v).ok());
                 let vm_vm = copies.and_then(|c| c.paths.into_iter().find(|p| p.path == "vm-vm"));
+                let mut drops_by_reason = std::collections::BTreeMap::new();
+                for (k, &v) in ports.iter().flatten().flat_map(|p| p.drops.iter()).filter(|(_, &v)| v > 0) {
+                    *drops_by_reason.entry(k.clone()).or_insert(0) += v;
+                }
+                let vm_vm = vm_vm.filter(|p| p.packets > 0);
                 SwitchStats {
-                    copies_per_packet: vm_vm.filter(|p| p.packets > 0).map(|p| p.payload_copies as f64 / p.packets as f64),
+                    drops_by_reason,
+                    bytes_copied_per_packet: vm_vm.as_ref().map(|p| p.bytes_copied as f64 / p.packets as f64),
+                    copies_per_packet: vm_vm.map(|p| p.payload_copies as f64 / p.packets as f64),
                     cycles_per_packet: p.map(|p| p.cycles_per_packet),
                     idle_fraction: p.map(|p| p.idle_cycles as f64 / (p.idle_cycles + p.busy_cycles).max(1) as f64),
                     flooded: ports.as_ref().map(|ps| ps.iter().map(|p| p.flooded).sum()),

@@ -1,5 +1,9 @@
 //! The sink: per-stream sequence accounting (loss, reordering, duplicates)
-//! and a latency histogram over TSC cycles.
+//! and a latency histogram over TSC cycles. TCP (TSO) streams are counted
+//! in payload bytes instead: a segment may arrive whole or cut into many
+//! frames, so what arrived is a set of byte ranges per stream.
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 /// Log-linear histogram: 32 buckets per power of two (about 3% precision),
@@ -76,9 +80,97 @@ struct Stream {
     seen: Vec<u64>,
 }
 
+/// One TCP stream's accounting: the byte ranges received, merged. The run
+/// being extended (in-order arrival, the common case) is kept apart from
+/// the map, so that appending to it costs no map operation.
+#[derive(Default)]
+struct ByteStream {
+    /// Disjoint [start, end) ranges other than `run`.
+    done: BTreeMap<u64, u64>,
+    run: Option<(u64, u64)>,
+    /// The highest end seen: where an in-order piece starts, and the
+    /// reference for widening 32-bit sequence numbers.
+    highest: u64,
+    bytes: u64,
+    duplicate_bytes: u64,
+    frames: u64,
+    reordered: u64,
+    duplicates: u64,
+}
+
+impl ByteStream {
+    /// The 64-bit offset of a 32-bit sequence number: the one nearest to
+    /// the highest offset seen (pieces are far smaller than 2 GB apart).
+    fn widen(&self, seq: u32) -> u64 {
+        let cand = (self.highest & !0xffff_ffff) | u64::from(seq);
+        if cand > self.highest + (1 << 31) && cand >= 1 << 32 {
+            cand - (1 << 32)
+        } else if cand + (1 << 31) < self.highest {
+            cand + (1 << 32)
+        } else {
+            cand
+        }
+    }
+
+    #[inline]
+    fn record(&mut self, seq: u32, len: u32) {
+        self.frames += 1;
+        if len == 0 {
+            return;
+        }
+        let start = self.widen(seq);
+        let end = start + u64::from(len);
+        match &mut self.run {
+            Some((_, e)) if *e == start => {
+                *e = end;
+                self.bytes += u64::from(len);
+                self.highest = self.highest.max(end);
+                return;
+            }
+            _ => {}
+        }
+        if start < self.highest {
+            self.reordered += 1;
+        }
+        if let Some((s, e)) = self.run.take() {
+            self.insert(s, e);
+        }
+        let overlap = self.insert(start, end);
+        if overlap > 0 {
+            self.duplicates += 1;
+            self.duplicate_bytes += overlap;
+        }
+        self.bytes += end - start - overlap;
+        self.highest = self.highest.max(end);
+        // The range now holding this piece becomes the run.
+        let (&s, &e) = self.done.range(..=start).next_back().expect("just inserted");
+        self.done.remove(&s);
+        self.run = Some((s, e));
+    }
+
+    /// Merges [start, end) into `done`; returns how many of its bytes were
+    /// there already.
+    fn insert(&mut self, mut start: u64, mut end: u64) -> u64 {
+        let (s0, e0) = (start, end);
+        let mut overlap = 0;
+        let touching: Vec<(u64, u64)> = self.done.range(..=end).rev().take_while(|&(_, &e)| e >= s0).map(|(&s, &e)| (s, e)).collect();
+        for (s, e) in touching {
+            overlap += e.min(e0).saturating_sub(s.max(s0));
+            start = start.min(s);
+            end = end.max(e);
+            self.done.remove(&s);
+        }
+        self.done.insert(start, end);
+        overlap
+    }
+}
+
 #[derive(Default)]
 pub struct Sink {
     streams: Vec<Stream>,
+    bytes: Vec<ByteStream>,
+    /// TCP payload bytes per segment sent (0: packet streams).
+    payload: u64,
     pub latency: Histogram,
     /// Frames that were not benchmark frames (announcements, noise).
     pub other: u64,
@@ -94,6 +186,18 @@ pub struct SinkReport {
     pub latency_p50_ns: f64,
     pub latency_p99_ns: f64,
     pub latency_p999_ns: f64,
+    /// TCP streams only: distinct payload bytes received, bytes sent and
+    /// never received, and the frames they arrived in (a switch that cuts
+    /// segments delivers many per segment sent). `received` and `lost`
+    /// are then in segments' worth of payload, rounded down and up.
+    #[serde(default)]
+    pub payload_bytes: u64,
+    #[serde(default)]
+    pub lost_bytes: u64,
+    #[serde(default)]
+    pub duplicate_bytes: u64,
+    #[serde(default)]
+    pub frames: u64,
 }
 
 impl Sink {
@@ -104,6 +208,24 @@ impl Sink {
             streams: (0..streams).map(|_| Stream { seen: vec![0; words], ..Default::default() }).collect(),
             ..Default::default()
         }
+    }
+
+    /// Expects TCP streams `0..streams`, each segment sent carrying
+    /// `payload` bytes.
+    pub fn for_bytes(streams: usize, payload: u64) -> Sink {
+        Sink { bytes: (0..streams).map(|_| ByteStream::default()).collect(), payload, ..Default::default() }
+    }
+
+    /// A TCP frame: `len` payload bytes at sequence number `seq` of
+    /// `stream`, sent `age` cycles ago.
+    #[inline]
+    pub fn record_bytes(&mut self, stream: u16, seq: u32, len: u32, age: u64) {
+        let Some(s) = self.bytes.get_mut(stream as usize) else {
+            self.other += 1;
+            return;
+        };
+        s.record(seq, len);
+        self.latency.record(age);
     }
 
     #[inline]
@@ -133,17 +255,30 @@ impl Sink {
     /// The report, given how many frames each stream sent.
     pub fn report(&self, sent: &[u64], tsc_hz: u64) -> SinkReport {
         let ns = |c: u64| c as f64 * 1e9 / tsc_hz.max(1) as f64;
-        let received: u64 = self.streams.iter().map(|s| s.received).sum();
         let total_sent: u64 = sent.iter().sum();
-        SinkReport {
-            received,
-            lost: total_sent.saturating_sub(received),
-            reordered: self.streams.iter().map(|s| s.reordered).sum(),
-            duplicates: self.streams.iter().map(|s| s.duplicates).sum(),
+        let mut r = SinkReport {
             latency_p50_ns: ns(self.latency.quantile(0.5)),
             latency_p99_ns: ns(self.latency.quantile(0.99)),
             latency_p999_ns: ns(self.latency.quantile(0.999)),
+            ..Default::default()
+        };
+        if self.payload > 0 {
+            let bytes: u64 = self.bytes.iter().map(|s| s.bytes).sum();
+            r.payload_bytes = bytes;
+            r.lost_bytes = (total_sent * self.payload).saturating_sub(bytes);
+            r.duplicate_bytes = self.bytes.iter().map(|s| s.duplicate_bytes).sum();
+            r.frames = self.bytes.iter().map(|s| s.frames).sum();
+            r.received = bytes / self.payload;
+            r.lost = total_sent - r.received;
+            r.reordered = self.bytes.iter().map(|s| s.reordered).sum();
+            r.duplicates = self.bytes.iter().map(|s| s.duplicates).sum();
+        } else {
+            r.received = self.streams.iter().map(|s| s.received).sum();
+            r.lost = total_sent.saturating_sub(r.received);
+            r.reordered = self.streams.iter().map(|s| s.reordered).sum();
+            r.duplicates = self.streams.iter().map(|s| s.duplicates).sum();
         }
+        r
     }
 }
 
@@ -178,5 +313,32 @@ mod tests {
         assert_eq!((r.received, r.lost, r.reordered, r.duplicates), (6, 2, 1, 1));
         assert_eq!(s.other, 1);
         assert!((r.latency_p50_ns - 10.0).abs() < 1.0);
+    }
+
+    #[test]
+    fn byte_streams_count_pieces_whole_or_cut() {
+        let mut s = Sink::for_bytes(2, 100);
+        // Stream 0: segment 0 whole, segment 1 cut in four, segment 2 lost,
+        // segment 3 early (reordered relative to nothing: it comes last).
+        s.record_bytes(0, 0, 100, 5);
+        for (seq, len) in [(100, 25), (125, 25), (175, 25), (150, 25)] {
+            s.record_bytes(0, seq, len, 5);
+        }
+        s.record_bytes(0, 300, 100, 5);
+        s.record_bytes(0, 125, 50, 5); // overlaps 50 bytes already there
+        // Stream 1 wraps its 32-bit sequence numbers.
+        let base = u32::MAX - 149;
+        for i in 0..4u32 {
+            s.record_bytes(1, base.wrapping_add(i * 100), 100, 5);
+        }
+        s.record_bytes(9, 0, 100, 5);
+        let r = s.report(&[4, 4], 1_000_000_000);
+        assert_eq!(r.payload_bytes, 300 + 400);
+        assert_eq!(r.lost_bytes, 100);
+        assert_eq!(r.duplicate_bytes, 50);
+        assert_eq!((r.duplicates, r.reordered), (1, 2));
+        assert_eq!(r.frames, 7 + 4);
+        assert_eq!((r.received, r.lost), (7, 1));
+        assert_eq!(s.other, 1);
     }
 }

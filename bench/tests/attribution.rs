@@ -14,7 +14,7 @@ use testbed::Proc;
 
 fn full_load(tag: &str, throttle: Duration) -> bench::gen::GenReport {
     let sc = Scenario::parse("2vm").unwrap();
-    let mut s = Session::open(generator(), SwitchKind::Vswitchd, &setup(), &sc, 1, tag, 1500).expect("session");
+    let mut s = Session::open(generator(), SwitchKind::Vswitchd, &setup(), &sc, 1, tag, 1500, false).expect("session");
     let (rep, _) = s.measure(Size::Fixed(64), None, Duration::from_secs(2), throttle).expect("measure");
     s.close();
     rep

@@ -78,6 +78,9 @@ pub struct PmdContext {
     /// Seconds since the switch started, kept by the control thread: the
     /// MAC table's clock, the same for every thread.
     pub clock: Arc<AtomicU32>,
+    /// Tests' fault injection: panic once this many iterations have run
+    /// and there is a queue to poll (`VSWITCHD_TEST_PMD_PANIC_AFTER`).
+    pub panic_after: Option<u64>,
 }
 
 #[inline(always)]
@@ -166,6 +169,9 @@ pub fn run(ctx: PmdContext) -> i32 {
             now = ctx.clock.load(Ordering::Relaxed);
             bump(&ctx.counters.iterations, 1024);
             plan.retry_calls();
+            if let Some(n) = ctx.panic_after.filter(|&n| iterations >= n && !plan.rx.is_empty()) {
+                panic!("injected PMD panic after {n} iterations (VSWITCHD_TEST_PMD_PANIC_AFTER)");
+            }
         }
         let PmdPlan { ports, rx: sources, tx } = &mut plan;
         for src in sources.iter_mut() {

@@ -85,12 +85,32 @@ impl LcoreJob {
         self.outcome.lock().map(|o| o.is_some()).unwrap_or(true)
     }
 
+    /// How the function ended, without waiting: None while it runs, its
+    /// return value, or the message of the panic it raised. Cheap (one
+    /// uncontended lock): a control loop may call it every iteration to
+    /// notice a worker that died.
+    pub fn status(&self) -> Option<std::result::Result<i32, String>> {
+        let outcome = self.outcome.lock().unwrap_or_else(|e| e.into_inner());
+        outcome.as_ref().map(|o| o.as_ref().copied().map_err(|p| panic_message(p.as_ref())))
+    }
+
     /// Waits for the function; its return value, or the panic it raised.
     pub fn wait(self) -> std::result::Result<i32, Box<dyn Any + Send>> {
         // SAFETY: waits for a worker lcore we launched on.
         unsafe { ffi::rte_eal_wait_lcore(self.lcore) };
         let outcome = self.outcome.lock().unwrap_or_else(|e| e.into_inner()).take();
         outcome.unwrap_or(Ok(-1))
+    }
+}
+
+/// The text of a panic payload (`panic!` with a literal or a format).
+pub fn panic_message(payload: &(dyn Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        s.to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "(a panic without a message)".to_string()
     }
 }
 

@@ -184,16 +184,51 @@ unsafe impl Sync for Hooks {}
 
 static HOOKS: Hooks = Hooks(ffi::rte_vhost_user_extern_ops { pre_msg_handle: Some(hook_pre), post_msg_handle: Some(hook_post) });
 
-/// Waits until `token` has no holder but its owner, warning every 5 s.
+/// How long a vhost-user request waits for a device's handles to be dropped
+/// before it gives up: the thread it blocks serves every device's messages.
+const RELEASE_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Waits until `token` has no holder but its owner, warning every 5 s. Past
+/// `RELEASE_DEADLINE` the process aborts, saying why: going on would let
+/// rte_vhost unmap memory or free the device under a handle still held (a
+/// use after unmap), and waiting for good would hold every guest's vhost
+/// control. A holder that late is a stuck thread (a dead PMD thread drops
+/// its plan as it unwinds); the service manager restarts the switch, and
+/// guests resume as after any SIGKILL.
 fn wait_released<T>(token: &Arc<T>, vid: i32, what: &str) {
+    if !wait_released_within(token, vid, what, RELEASE_DEADLINE) {
+        eprintln!("pmd-bridge: vhost device {vid}: {what}: aborting: its memory may not be unmapped under a thread that still uses it");
+        std::process::abort();
+    }
+}
+
+fn wait_released_within<T>(token: &Arc<T>, vid: i32, what: &str, deadline: Duration) -> bool {
     let start = Instant::now();
     let mut warned = Duration::ZERO;
-    while Arc::strong_count(token) > 1 {
-        std::thread::sleep(Duration::from_millis(1));
-        if start.elapsed() > warned + Duration::from_secs(5) {
-            warned = start.elapsed();
+    loop {
+        let holders = Arc::strong_count(token);
+        if holders <= 1 {
+            // `strong_count` is a relaxed load; each holder dropped its
+            // clone with a release decrement. The fence pairs with those:
+            // a PMD thread's last accesses through its handles happen
+            // before our caller lets rte_vhost unmap or free what they
+            // pointed to.
+            fence(Ordering::Acquire);
+            return true;
+        }
+        let waited = start.elapsed();
+        if waited >= deadline {
+            eprintln!(
+                "pmd-bridge: vhost device {vid}: {what}: gave up after {waited:?} waiting for {} handle(s) to be dropped",
+                holders - 1
+            );
+            return false;
+        }
+        if waited > warned + Duration::from_secs(5) {
+            warned = waited;
             eprintln!("pmd-bridge: vhost device {vid}: {what} waits for its handles to be dropped ({warned:?})");
         }
+        std::thread::sleep(Duration::from_millis(1));
     }
 }
 
@@ -217,3 +252,24 @@ pub(super) static OPS: Ops = Ops(ffi::rte_vhost_device_ops {
     reserved: [std::ptr::null_mut()],
 });
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wait_released_returns_when_the_last_holder_drops_and_gives_up_at_its_deadline() {
+        let token = Arc::new(());
+        let held = Arc::clone(&token);
+        let holder = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            drop(held);
+        });
+        assert!(wait_released_within(&token, 1, "test", Duration::from_secs(10)));
+        holder.join().unwrap();
+
+        let _stuck = Arc::clone(&token);
+        let start = Instant::now();
+        assert!(!wait_released_within(&token, 1, "test", Duration::from_millis(50)));
+        assert!(start.elapsed() < Duration::from_secs(5));
+    }
+}

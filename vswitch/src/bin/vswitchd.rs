@@ -12,7 +12,7 @@ use pmd_bridge::{Eal, Mempool};
 use vswitch::config::{self, PortKind, VhostMode};
 use vswitch::eal_setup::{eal_args, pool_size, MBUF_DATA_ROOM, POOL_CACHE};
 use vswitch::ports::claim_socket_path;
-use vswitch::switch::Switch;
+use vswitch::switch::{StartError, Switch};
 use vswitch::ctl_server;
 
 #[derive(Parser)]
@@ -23,17 +23,47 @@ struct Args {
     config: PathBuf,
 }
 
+/// The exit code when a PMD thread died (EX_SOFTWARE): the switch cannot
+/// go on without it, and its service manager restarts it
+/// (`contrib/vswitchd.service`).
+const EXIT_PMD_DIED: u8 = 70;
+
 fn main() -> ExitCode {
     match run(Args::parse()) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
+        Err(Failure::PmdDied(e)) => {
+            eprintln!("vswitchd: {e}; exiting ({EXIT_PMD_DIED}) to be restarted");
+            ExitCode::from(EXIT_PMD_DIED)
+        }
+        Err(Failure::Other(e)) => {
             eprintln!("vswitchd: {e}");
             ExitCode::FAILURE
         }
     }
 }
 
-fn run(args: Args) -> Result<(), String> {
+enum Failure {
+    Other(String),
+    PmdDied(String),
+}
+
+impl From<String> for Failure {
+    fn from(e: String) -> Failure {
+        Failure::Other(e)
+    }
+}
+
+/// A PMD thread died while the switch ran: say so and exit at once, as
+/// after SIGKILL (README): the process is not trusted to stop cleanly, and
+/// a restarted switch reclaims the sockets and the guests' rings.
+fn die(death: &str, ctl: &std::path::Path) -> ! {
+    eprintln!("vswitchd: {death}; exiting ({EXIT_PMD_DIED}) to be restarted");
+    let _ = std::fs::remove_file(ctl);
+    let _ = std::io::Write::flush(&mut std::io::stdout());
+    std::process::exit(EXIT_PMD_DIED.into())
+}
+
+fn run(args: Args) -> Result<(), Failure> {
     let cfg = config::load(&args.config).map_err(|e| e.to_string())?;
     let state = config::load_state(&cfg.switch.state_file).map_err(|e| e.to_string())?;
     let cfg = cfg.with_state(&state).map_err(|e| e.to_string())?;
@@ -59,12 +89,15 @@ fn run(args: Args) -> Result<(), String> {
     let (mbufs, sizing) = pool_size(&cfg);
     println!("vswitchd: {sizing}");
     let pool = Arc::new(Mempool::new(&eal, "vswitchd", mbufs, POOL_CACHE, MBUF_DATA_ROOM).map_err(|e| e.to_string())?);
-    let mut sw = Switch::start(eal, cfg.clone(), state, pool)?;
+    let mut sw = Switch::start(eal, cfg.clone(), state, pool).map_err(|e| match e {
+        StartError::Failed(e) => Failure::Other(e),
+        StartError::PmdDied(e) => Failure::PmdDied(e),
+    })?;
     let jobs = match ctl_server::serve(&ctl) {
         Ok(j) => j,
         Err(e) => {
             sw.shutdown();
-            return Err(e);
+            return Err(e.into());
         }
     };
     println!("vswitchd: ready: {} port(s), {} PMD thread(s), control socket {}", cfg.ports.len(), cfg.switch.pmd_cores.len(), ctl.display());
@@ -79,6 +112,10 @@ fn run(args: Args) -> Result<(), String> {
     }
 
     while !term.load(Ordering::Relaxed) {
+        // Every few milliseconds at most (the wait for a command below).
+        if let Some(death) = sw.dead_pmd() {
+            die(&death, &ctl);
+        }
         sw.poll_events();
         sw.tick();
         if let Ok((cmd, reply)) = jobs.recv_timeout(Duration::from_millis(5)) {
@@ -86,7 +123,10 @@ fn run(args: Args) -> Result<(), String> {
         }
     }
     println!("vswitchd: stopping");
+    // PMD threads stopped and joined, their queues taken back, ports
+    // closed; then the pool (and the EAL) go with the switch.
     sw.shutdown();
+    drop(sw);
     let _ = std::fs::remove_file(&ctl);
     println!("vswitchd: stopped");
     Ok(())

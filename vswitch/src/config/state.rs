@@ -22,8 +22,8 @@ pub struct State {
 /// The `[[port]]` fields of a validated port, so that ports from the state
 /// file go through the very rules that ports from the config file do.
 pub(super) fn port_to_json(p: &PortConfig) -> Value {
-    let mut v =
-        json!({ "name": p.name, "mtu": p.mtu, "rx_queues": p.rx_queues, "rxq_pmd": p.rxq_pmd });
+    let mut v = json!({ "name": p.name, "mtu": p.mtu, "rx_queues": p.rx_queues, "rxq_pmd": p.rxq_pmd,
+                        "offloads": p.offloads, "mac_limit": p.mac_limit });
     let kind = match &p.kind {
         PortKind::Dpdk {
             devargs,

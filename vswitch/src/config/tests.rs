@@ -332,3 +332,13 @@ fn regression_socket_paths_longer_than_sun_path_are_refused() {
     let e = parse_x(&text).unwrap_err().to_string();
     assert!(e.contains("control_socket: /run/") && e.contains("longer than"), "{e}");
 }
+
+#[test]
+fn regression_a_port_added_at_run_time_keeps_offloads_and_mac_limit_on_replay() {
+    let cfg = parse_x(FULL).unwrap();
+    let v = json!({ "name": "vm9", "type": "vhost-user", "path": "vm9.sock", "offloads": false, "mac_limit": 8 });
+    let added = port_from_json(&v, &cfg.switch, "port add").unwrap();
+    assert_eq!((added.offloads, added.mac_limit), (false, Some(8)));
+    let merged = cfg.with_state(&State { added: vec![added.clone()], deleted: vec![] }).unwrap();
+    assert_eq!(merged.ports.last(), Some(&added), "replayed as added");
+}

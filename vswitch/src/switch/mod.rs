@@ -17,13 +17,36 @@ use dataplane::pmd_loop::{self, PmdContext, PmdMsg, PmdPlan, RxSource};
 use dataplane::port_io::{RxPort, TxPort};
 use dataplane::quiesce::Quiesce;
 use pmd_bridge::lcore::{self, LcoreJob};
-use pmd_bridge::{Eal, Mempool, VhostEvent};
+use pmd_bridge::{Eal, Mempool};
 
 use crate::config::{self, Config, PortConfig, State};
 use crate::ports::{self, PortIo, PortState};
 use crate::protocol::{Command, MempoolInfo, Response};
 
 const QUIESCE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Fault injection for tests: `VSWITCHD_TEST_PMD_PANIC_AFTER=<n>` makes the
+/// first PMD thread panic once it has run `n` iterations and has an rx
+/// queue in its plan (a port or guest is up). Read once, in `Switch::start`;
+/// the loop checks it in its housekeeping, every 1024 iterations.
+pub const PANIC_AFTER_ENV: &str = "VSWITCHD_TEST_PMD_PANIC_AFTER";
+
+/// Why `Switch::start` failed.
+#[derive(Debug)]
+pub enum StartError {
+    /// A port, a PMD thread or the plans could not be set up.
+    Failed(String),
+    /// A PMD thread died (panicked, or returned) meanwhile.
+    PmdDied(String),
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartError::Failed(e) | StartError::PmdDied(e) => f.write_str(e),
+        }
+    }
+}
 
 struct Pmd {
     core: u32,
@@ -32,6 +55,18 @@ struct Pmd {
     msgs: Sender<PmdMsg>,
     job: Option<LcoreJob>,
     base: PmdTotals,
+}
+
+impl Pmd {
+    /// If the thread has ended (it only ever returns when told to stop):
+    /// how, with its panic message.
+    fn death(&self, index: usize) -> Option<String> {
+        let how = match self.job.as_ref()?.status()? {
+            Err(msg) => format!("panicked: {msg}"),
+            Ok(code) => format!("returned {code} unasked"),
+        };
+        Some(format!("PMD thread {index} (core {}, lcore {}) {how}", self.core, self.lcore))
+    }
 }
 
 pub struct Switch {
@@ -57,15 +92,21 @@ pub struct Switch {
 
 impl Switch {
     /// Launches one PMD thread per worker lcore and opens every port.
-    pub fn start(eal: Eal, cfg: Config, state: State, pool: Arc<Mempool>) -> Result<Switch, String> {
+    pub fn start(eal: Eal, cfg: Config, state: State, pool: Arc<Mempool>) -> Result<Switch, StartError> {
         let workers = lcore::workers();
         if workers.len() != cfg.switch.pmd_cores.len() {
-            return Err(format!("expected {} PMD lcores, the EAL has {}", cfg.switch.pmd_cores.len(), workers.len()));
+            return Err(StartError::Failed(format!("expected {} PMD lcores, the EAL has {}", cfg.switch.pmd_cores.len(), workers.len())));
         }
         let fdb = Arc::new(Fdb::new(cfg.switch.fdb_size, cfg.switch.fdb_aging_secs));
         let quiesce = Arc::new(Quiesce::new(workers.len()));
         let clock = Arc::new(AtomicU32::new(0));
         let (returns_tx, returns) = channel();
+        let panic_after = match std::env::var_os(PANIC_AFTER_ENV) {
+            None => None,
+            Some(v) => Some(
+                v.to_str().and_then(|v| v.parse::<u64>().ok()).ok_or_else(|| StartError::Failed(format!("{PANIC_AFTER_ENV}: {v:?} is not a number")))?,
+            ),
+        };
         let mut pmds = Vec::new();
         for (index, (&lcore, &core)) in workers.iter().zip(&cfg.switch.pmd_cores).enumerate() {
             let (tx, rx) = channel();
@@ -79,8 +120,16 @@ impl Switch {
                 msgs: rx,
                 returns: returns_tx.clone(),
                 clock: Arc::clone(&clock),
+                panic_after: panic_after.filter(|_| index == 0),
             };
-            let job = lcore::launch(lcore, move || pmd_loop::run(ctx)).map_err(|e| format!("launch PMD on lcore {lcore}: {e}"))?;
+            let job = match lcore::launch(lcore, move || pmd_loop::run(ctx)) {
+                Ok(job) => job,
+                Err(e) => {
+                    // Those already launched wait for a message: stop them.
+                    stop_launched(&mut pmds, &quiesce);
+                    return Err(StartError::Failed(format!("launch PMD on lcore {lcore}: {e}")));
+                }
+            };
             pmds.push(Pmd { core, lcore, counters, msgs: tx, job: Some(job), base: PmdTotals::default() });
         }
         let state_path = cfg.switch.state_file.clone();
@@ -103,14 +152,21 @@ impl Switch {
             rxq_map: Vec::new(),
             returns,
         };
+        let mut opened = Ok(());
         for pc in sw.cfg.ports.clone() {
-            if let Err(e) = sw.add_port(pc) {
-                sw.shutdown();
-                return Err(e);
+            opened = sw.add_port(pc).map(drop);
+            if opened.is_err() {
+                break;
             }
         }
-        sw.replan()?;
-        Ok(sw)
+        match opened.and_then(|()| sw.replan()) {
+            Ok(()) => Ok(sw),
+            Err(e) => {
+                let died = sw.dead_pmd();
+                sw.shutdown();
+                Err(died.map_or(StartError::Failed(e), StartError::PmdDied))
+            }
+        }
     }
 
     fn add_port(&mut self, cfg: PortConfig) -> Result<u16, String> {
@@ -134,18 +190,49 @@ impl Switch {
 
     fn send_plans(&mut self, mut plan: impl FnMut(usize) -> PmdPlan) -> Result<(), String> {
         for (i, p) in self.pmds.iter().enumerate() {
-            p.msgs.send(PmdMsg::Plan(plan(i))).map_err(|_| format!("PMD {i} is gone"))?;
+            if p.msgs.send(PmdMsg::Plan(plan(i))).is_err() {
+                return Err(p.death(i).unwrap_or_else(|| format!("PMD thread {i} is gone")));
+            }
         }
         let epoch = self.quiesce.bump();
-        let done = self.quiesce.wait(epoch, QUIESCE_TIMEOUT);
+        let done = self.wait_quiesced(epoch, false);
         while let Ok(old) = self.returns.try_recv() {
             self.recover(old);
         }
-        if done {
-            Ok(())
-        } else {
-            Err("a PMD thread did not take its new plan in time".into())
+        done
+    }
+
+    /// Waits until every PMD thread acknowledged `epoch`, up to
+    /// `QUIESCE_TIMEOUT`. A thread that has died ends the wait at once with
+    /// its story, or, when `dead_ok` (stopping), is acknowledged for: it
+    /// holds nothing any more (its plan went as it unwound).
+    fn wait_quiesced(&self, epoch: u64, dead_ok: bool) -> Result<(), String> {
+        let start = Instant::now();
+        loop {
+            if self.quiesce.wait(epoch, Duration::from_millis(1)) {
+                return Ok(());
+            }
+            for (i, p) in self.pmds.iter().enumerate() {
+                if let Some(death) = p.death(i) {
+                    if !dead_ok {
+                        return Err(death);
+                    }
+                    self.quiesce.ack(i, epoch);
+                }
+            }
+            if start.elapsed() > QUIESCE_TIMEOUT {
+                return Err("a PMD thread did not take its new plan in time".into());
+            }
         }
+    }
+
+    /// The first PMD thread that has died (panicked, or returned without
+    /// being told to stop), with its panic message. The control loop calls
+    /// this every iteration: the switch cannot go on without it (its
+    /// queues go unpolled, the next replan fails), so the daemon exits for
+    /// its service manager to restart it.
+    pub fn dead_pmd(&self) -> Option<String> {
+        self.pmds.iter().enumerate().find_map(|(i, p)| p.death(i))
     }
 
     /// Puts the copy-once rings of a finished plan back with their ports.
@@ -240,103 +327,6 @@ impl Switch {
         }
         self.rxq_map = map;
         Ok(plans)
-    }
-
-    /// Takes what rte_vhost reported and replans if a device came or went.
-    pub fn poll_events(&mut self) {
-        let mut events = Vec::new();
-        for st in self.ports.iter().flatten() {
-            if let PortIo::Vhost { sock, .. } = &st.io {
-                while let Some(ev) = sock.try_event() {
-                    events.push((st.slot, ev));
-                }
-            }
-        }
-        let mut changed = false;
-        for (slot, ev) in events {
-            match self.on_event(slot, ev) {
-                Ok(c) => changed |= c,
-                Err(e) => eprintln!("vswitchd: port in slot {slot}: {e}"),
-            }
-        }
-        if changed {
-            if let Err(e) = self.replan() {
-                eprintln!("vswitchd: replan failed: {e}");
-            }
-        }
-    }
-
-    /// One vhost event; true if the plans must change. Events that need
-    /// the PMD threads off a device first (its destruction, a change of its
-    /// memory or rings on a copy-once port) replan right here.
-    fn on_event(&mut self, slot: u16, ev: VhostEvent) -> Result<bool, String> {
-        let Some(PortState { cfg, io: PortIo::Vhost { sock, dev, own, enabled_pairs }, .. }) = self.ports[slot as usize].as_mut() else {
-            return Ok(false);
-        };
-        // A socket may get a second connection while a guest is up; only
-        // the first device's events count (the other is not polled, and its
-        // destroy waits for nothing of ours).
-        let current = dev.as_ref().map(|d| d.vid());
-        let mine = |vid: i32| current.is_none_or(|c| c == vid);
-        match ev {
-            VhostEvent::NewDevice { vid } if current.is_none() => {
-                let d = Arc::new(sock.device(vid).ok_or("device already gone")?);
-                if let Some(own) = own.as_mut() {
-                    // A request may already be changing the rings again: then
-                    // they are mapped on its RingsChanged.
-                    match own.attach(&d) {
-                        Ok(()) => eprintln!("vswitchd: port {}: guest up, rings (avail/used) {}", cfg.name, own.describe()),
-                        Err(e) => eprintln!("vswitchd: port {}: guest up, rings not mapped yet: {e}", cfg.name),
-                    }
-                }
-                *dev = Some(d);
-                Ok(true)
-            }
-            VhostEvent::NewDevice { vid } => {
-                eprintln!("vswitchd: port {}: a second guest (vid {vid}) connected; ignored", cfg.name);
-                Ok(false)
-            }
-            VhostEvent::DestroyDevice { vid } if current == Some(vid) => {
-                // rte_vhost waits in destroy_device until every handle is
-                // dropped: take the device out of the plans first (copy-once
-                // rings come back), hand our ring indices back, then let go.
-                if let Some(own) = own.as_mut() {
-                    own.release();
-                }
-                *enabled_pairs = 0;
-                let d = dev.take();
-                self.replan()?;
-                if let (Some(d), Some(PortState { cfg, io: PortIo::Vhost { own: Some(own), .. }, .. })) = (d.as_ref(), self.ports[slot as usize].as_mut()) {
-                    eprintln!("vswitchd: port {}: guest gone, rings (avail/used) {}", cfg.name, own.describe());
-                    own.hand_back(d);
-                }
-                Ok(false)
-            }
-            VhostEvent::RingsChanging { vid, .. } if current == Some(vid) && own.as_ref().is_some_and(|o| o.mem.is_some()) => {
-                // The pre-message hook waits until no GuestMemory is left.
-                own.as_mut().expect("checked").release();
-                self.replan()?;
-                Ok(false)
-            }
-            VhostEvent::RingsChanged { vid, .. } if current == Some(vid) => match (own.as_mut(), dev.as_ref()) {
-                (Some(o), Some(d)) => {
-                    o.remap(d, false)?;
-                    Ok(true)
-                }
-                _ => Ok(false),
-            },
-            // A pair counts once its guest-transmit ring is enabled.
-            VhostEvent::VringState { vid, queue, enabled } if queue % 2 == 1 && mine(vid) => {
-                let pair = queue / 2 + 1;
-                *enabled_pairs = if enabled { (*enabled_pairs).max(pair) } else { (*enabled_pairs).min(pair - 1) };
-                Ok(dev.is_some())
-            }
-            VhostEvent::NewConnection { .. } if current.is_none() => {
-                *enabled_pairs = 0;
-                Ok(false)
-            }
-            _ => Ok(false),
-        }
     }
 
     /// Housekeeping, called a few hundred times a second by the control loop.
@@ -451,22 +441,34 @@ impl Switch {
 
 
 
-    /// Stops the PMD threads (each flushes and drops its plan), then closes
-    /// every port. Server-mode sockets are removed by rte_vhost on unregister.
+    /// Stops cleanly, in the one order that leaks nothing: the PMD threads
+    /// stop (each flushes, hands its plan back and returns) and are joined;
+    /// their plans are taken back (copy-once rings go home to their ports,
+    /// every queue handle is dropped); then every port is closed. The pool
+    /// goes with the `Switch`, after this. A thread that did not stop keeps
+    /// its queues, and then the ports and pool it uses are left open and
+    /// say so. Server-mode sockets are removed by rte_vhost on unregister.
     pub fn shutdown(&mut self) {
         for p in &self.pmds {
             let _ = p.msgs.send(PmdMsg::Stop);
         }
         let epoch = self.quiesce.bump();
-        if !self.quiesce.wait(epoch, QUIESCE_TIMEOUT) {
-            eprintln!("vswitchd: a PMD thread did not stop in time");
+        let stopped = self.wait_quiesced(epoch, true);
+        if let Err(e) = &stopped {
+            eprintln!("vswitchd: stopping: {e}");
         }
-        for p in &mut self.pmds {
-            if let Some(job) = p.job.take() {
-                if job.is_finished() {
-                    let _ = job.wait();
+        for (i, p) in self.pmds.iter_mut().enumerate() {
+            let Some(job) = p.job.take() else { continue };
+            // A thread that acknowledged Stop returns right after; one that
+            // did not may never: leave it be.
+            if stopped.is_ok() || job.is_finished() {
+                if let Err(e) = job.wait() {
+                    eprintln!("vswitchd: PMD thread {i} (core {}) had panicked: {}", p.core, lcore::panic_message(e.as_ref()));
                 }
             }
+        }
+        while let Ok(plan) = self.returns.try_recv() {
+            self.recover(plan);
         }
         for st in self.ports.iter_mut().filter_map(Option::take) {
             let path = match &st.cfg.kind {
@@ -476,6 +478,24 @@ impl Switch {
             close(st.io);
             if let Some(p) = path {
                 let _ = std::fs::remove_file(p);
+            }
+        }
+    }
+}
+
+/// Stops the PMD threads launched so far when a later one could not be.
+fn stop_launched(pmds: &mut [Pmd], quiesce: &Quiesce) {
+    for p in pmds.iter() {
+        let _ = p.msgs.send(PmdMsg::Stop);
+    }
+    let epoch = quiesce.bump();
+    for i in pmds.len()..quiesce.threads() {
+        quiesce.ack(i, epoch); // never launched
+    }
+    if quiesce.wait(epoch, QUIESCE_TIMEOUT) {
+        for p in pmds.iter_mut() {
+            if let Some(job) = p.job.take() {
+                let _ = job.wait();
             }
         }
     }
@@ -496,4 +516,5 @@ fn close(io: PortIo) {
     }
 }
 
+mod events;
 mod show;
