@@ -100,10 +100,10 @@ pub fn deliver(
     let mut hdr = [0u8; NET_HDR_LEN];
     hdr[..NetHdr::LEN].copy_from_slice(&frame.net_hdr.to_bytes());
     hdr[10..12].copy_from_slice(&(n as u16).to_le_bytes());
-    // Lay the header, the plain head and the guest tail over the n chains.
-    let mut written = [0u64; MAX_BUFFERS];
+    // Lay the header, the plain head and the guest tail over the n chains,
+    // in order from the start: `at` bytes are laid.
     let mut at = 0u64; // offset in the concatenation of the n chains
-    let put = |bytes: &[u8], at: &mut u64, written: &mut [u64; MAX_BUFFERS]| -> bool {
+    let put = |bytes: &[u8], at: &mut u64| -> bool {
         let mut bytes = bytes;
         while !bytes.is_empty() {
             let (i, off) = locate(&chains[..n], *at);
@@ -111,13 +111,12 @@ pub fn deliver(
             if chains[i].write_at(mem, off, &bytes[..k]).is_err() {
                 return false;
             }
-            written[i] = written[i].max(off + k as u64);
             bytes = &bytes[k..];
             *at += k as u64;
         }
         true
     };
-    let ok = put(&hdr, &mut at, &mut written) && put(frame.head, &mut at, &mut written);
+    let ok = put(&hdr, &mut at) && put(frame.head, &mut at);
     let mut guest_copies = 0;
     if ok {
         if let Some((from, src, src_off, len)) = frame.tail {
@@ -136,7 +135,6 @@ pub fn deliver(
                     None => copy_chain(from, src, src_off + done, mem, &chains[i], off, k),
                 }
                 .map_err(RingError::Memory)?;
-                written[i] = written[i].max(off + c);
                 done += c;
                 at += c;
                 if c == 0 {
@@ -146,8 +144,11 @@ pub fn deliver(
             guest_copies = 1;
         }
     }
-    for (c, &w) in chains.iter().zip(&written).take(n) {
-        q.add_used(mem, c.head, w as u32)?;
+    // Each chain holds what of [0, at) falls in it.
+    let mut before = 0u64;
+    for c in chains.iter().take(n) {
+        q.add_used(mem, c.head, at.saturating_sub(before).min(c.len()) as u32)?;
+        before += c.len();
     }
     Ok(Delivery::Done { buffers: n as u16, guest_copies })
 }

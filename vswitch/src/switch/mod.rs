@@ -88,6 +88,8 @@ pub struct Switch {
     rxq_map: Vec<Vec<(u16, u16)>>,
     /// Plans the PMD threads are done with (copy-once rings come back here).
     returns: Receiver<PmdPlan>,
+    /// Per slot: how often its guest reconnects, and its back-off.
+    flaps: Vec<events::Flaps>,
 }
 
 impl Switch {
@@ -151,6 +153,7 @@ impl Switch {
             copies_base: [[0; 3]; 5],
             rxq_map: Vec::new(),
             returns,
+            flaps: (0..MAX_PORTS).map(|_| events::Flaps::default()).collect(),
         };
         let mut opened = Ok(());
         for pc in sw.cfg.ports.clone() {
@@ -337,6 +340,7 @@ impl Switch {
             self.last_aging = now;
             self.fdb.age(now);
         }
+        self.attach_held();
     }
 
     fn port_totals(&self, slot: u16) -> PortTotals {
