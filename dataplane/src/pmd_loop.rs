@@ -314,13 +314,15 @@ impl Egress<'_> {
             }
         }
         self.count_rx(in_slot, forwarded, flooded, &drops);
-        self.flush_all();
+        // The listed copies first: an mbuf batch sent into a copy-once
+        // guest publishes its used index, entries listed this burst too.
         let tx = &*self.tx;
         let copied = self.copies.run(&src.mem, |out| match tx.get(out as usize) {
             Some(Some(TxPort::Own(dst))) => Some(&*dst.mem),
             _ => None,
         });
         debug_assert!(copied.is_ok(), "a listed copy outside its guests: {copied:?}");
+        self.flush_all();
         for t in self.tx.iter_mut() {
             if let Some(TxPort::Own(dst)) = t {
                 dst.flush();
