@@ -3,9 +3,10 @@
 //! into a copy-once guest takes its receive buffers and writes their used
 //! entries at once, but the payload copy is only listed; after the burst the
 //! list runs in one pass, prefetching the next entries while it copies, and
-//! only then are the guests' used indices published (`OwnRing::flush`) and
-//! the senders' chains returned (`OwnRing::complete_rx`): no guest sees an
-//! entry before its bytes, and no sender gets a buffer back still unread.
+//! only then are the guests' used indices published and the senders' chains
+//! returned, each of which takes the `CopiesDone` that running the list
+//! makes: no guest sees an entry before its bytes, and no sender gets a
+//! buffer back still unread.
 use pmd_bridge::guest_mem::{GuestMemory, OutOfBounds, Span};
 
 /// Entries per list: a burst of 32 frames of up to 4 pieces each to up to 4
@@ -53,11 +54,23 @@ impl CopyList {
         true
     }
 
-    /// Runs and empties the list: each entry from `from` into the memory
-    /// `to(out)` of its output. A span checked against the wrong memory is
-    /// refused by `GuestMemory` (never followed); the quiesce protocol keeps
-    /// every memory in place for the burst, so none fails.
-    pub fn run<'m>(&mut self, from: &GuestMemory, to: impl Fn(u16) -> Option<&'m GuestMemory>) -> Result<(), OutOfBounds> {
+    /// Runs and empties the list: each entry from `from` (the burst's
+    /// sender; None for a burst of mbufs, which lists nothing) into the
+    /// memory `to(out)` of its output. A span checked against the wrong
+    /// memory is refused by `GuestMemory` (never followed); the quiesce
+    /// protocol keeps every memory in place for the burst, so none fails.
+    /// The proof it returns keeps the list borrowed while it lives.
+    pub fn run<'m>(&mut self, from: Option<&GuestMemory>, to: impl Fn(u16) -> Option<&'m GuestMemory>) -> (CopiesDone<'_>, Result<(), OutOfBounds>) {
+        let result = match from {
+            Some(from) => self.copy_all(from, to),
+            None if self.entries.is_empty() => Ok(()),
+            None => Err(OutOfBounds { gpa: self.entries[0].src.gpa(), len: self.entries[0].len as u64 }),
+        };
+        self.entries.clear();
+        (CopiesDone { _list: &*self }, result)
+    }
+
+    fn copy_all<'m>(&self, from: &GuestMemory, to: impl Fn(u16) -> Option<&'m GuestMemory>) -> Result<(), OutOfBounds> {
         const AHEAD: usize = 2;
         let mut result = Ok(());
         for (i, e) in self.entries.iter().enumerate() {
@@ -73,9 +86,15 @@ impl CopyList {
             };
             result = result.and(copied);
         }
-        self.entries.clear();
         result
     }
+}
+
+/// That a burst's listed copies have run: what publishing a used index
+/// and returning a sender's chains take. Only `CopyList::run` makes one,
+/// and it holds the list, so nothing can be listed while it lives.
+pub struct CopiesDone<'l> {
+    _list: &'l CopyList,
 }
 
 #[cfg(test)]
@@ -94,7 +113,7 @@ mod tests {
         let mut out = [0u8; 14];
         b.read(Gpa(0x800), &mut out).unwrap();
         assert_eq!(out, [0; 14], "nothing copied before the list runs");
-        list.run(&a, |out| (out == 3).then_some(&b)).unwrap();
+        list.run(Some(&a), |out| (out == 3).then_some(&b)).1.unwrap();
         b.read(Gpa(0x800), &mut out).unwrap();
         assert_eq!(&out, b"hello, guest b");
         assert!(list.is_empty());
@@ -102,7 +121,7 @@ mod tests {
             assert!(list.push(3, &s, 0, &d, 0, 1));
         }
         assert!(!list.push(3, &s, 0, &d, 0, 1), "full");
-        assert!(list.run(&a, |_| Some(&a)).is_err(), "a span of another memory is refused");
+        assert!(list.run(Some(&a), |_| Some(&a)).1.is_err(), "a span of another memory is refused");
         assert!(list.is_empty());
     }
 }

@@ -2,12 +2,14 @@
 //! output batch → tx burst. One module per stage; `pmd_loop` ties them.
 #![forbid(unsafe_code)]
 pub mod copy_list;
+pub mod copy_once;
 pub mod counters;
+pub mod egress;
 pub mod fdb;
+pub mod flood;
 pub mod fwd;
 pub mod mbuf_offload;
 pub mod offload;
-pub mod own_ring;
 pub mod packet;
 pub mod parse;
 pub mod pmd_loop;

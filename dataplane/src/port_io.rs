@@ -1,18 +1,22 @@
 //! How a PMD thread receives from and sends to each kind of port.
 //!
-//! Each variant wraps the pmd-bridge queue handle it owns; the loop sees
-//! one receive call and one send call per burst whatever the port is. A new
-//! datapath (the copy-once vhost path) adds its variants here.
+//! Each variant wraps the queue handle it owns; the loop sees one receive
+//! call and one send call per burst whatever the port is. What a receive
+//! returns says what it received: mbufs, or frames still in a copy-once
+//! guest's buffers.
+use std::sync::atomic::AtomicU64;
+
 use pmd_bridge::{Burst, Mempool, RxQueue, TxQueue, VhostRxQueue, VhostTxQueue};
 
-use crate::own_ring::OwnRing;
+use crate::copy_once::{CopyOnceRx, CopyOnceTx, GuestBurst, GuestPkt};
+use crate::counters::DropReason;
 
 pub enum RxPort {
     Eth(RxQueue),
     /// Copies what the guest sends into mbufs from the pool.
     Vhost(VhostRxQueue),
     /// A copy-once port: the guest's transmit ring, walked by us.
-    Own(Box<OwnRing>),
+    CopyOnce(Box<CopyOnceRx>),
 }
 
 pub enum TxPort {
@@ -22,18 +26,39 @@ pub enum TxPort {
     /// times while the guest's ring is full (OVS retries 8 times).
     Vhost { q: VhostTxQueue, retries: u32 },
     /// A copy-once port: this thread's guest receive ring, walked by us.
-    Own(Box<OwnRing>),
+    CopyOnce(Box<CopyOnceTx>),
+}
+
+/// What one receive call brought.
+pub enum Received<'a> {
+    Nothing,
+    /// This many mbufs, in the caller's burst.
+    Mbufs(usize),
+    /// Frames still in a copy-once guest's transmit buffers.
+    Guest(GuestBurst<'a>),
 }
 
 impl RxPort {
-    /// Receives into `burst` from a port that delivers mbufs (a copy-once
-    /// port's frames stay in the guest: `OwnRing::recv_guest`).
+    /// Receives into `mbufs`, or, from a copy-once port, into `guest`;
+    /// chains a copy-once guest got back refused are counted in `drops`.
     #[inline]
-    pub fn recv(&mut self, pool: &Mempool, burst: &mut Burst) -> usize {
-        match self {
-            RxPort::Eth(q) => q.rx_burst(burst),
-            RxPort::Vhost(q) => q.dequeue_burst(pool, burst),
-            RxPort::Own(_) => 0,
+    pub fn recv<'a>(&'a mut self, pool: &Mempool, mbufs: &mut Burst, guest: &'a mut [GuestPkt], drops: &[AtomicU64; DropReason::COUNT]) -> Received<'a> {
+        let n = match self {
+            RxPort::Eth(q) => q.rx_burst(mbufs),
+            RxPort::Vhost(q) => q.dequeue_burst(pool, mbufs),
+            RxPort::CopyOnce(r) => return r.recv(guest, drops).map_or(Received::Nothing, Received::Guest),
+        };
+        if n == 0 {
+            Received::Nothing
+        } else {
+            Received::Mbufs(n)
+        }
+    }
+
+    /// Delivers an interrupt a copy-once guest is still owed.
+    pub fn retry_call(&mut self) {
+        if let RxPort::CopyOnce(r) = self {
+            r.retry_call();
         }
     }
 }
@@ -45,7 +70,7 @@ impl TxPort {
     pub fn send(&mut self, burst: &mut Burst) -> usize {
         match self {
             TxPort::Eth(q) => q.tx_burst(burst),
-            TxPort::Own(r) => r.send(burst),
+            TxPort::CopyOnce(r) => r.send(burst),
             TxPort::Vhost { q, retries } => {
                 let mut sent = q.enqueue_burst(burst);
                 let mut tries = 0;
@@ -55,6 +80,21 @@ impl TxPort {
                 }
                 sent
             }
+        }
+    }
+
+    #[inline]
+    pub fn copy_once(&self) -> Option<&CopyOnceTx> {
+        match self {
+            TxPort::CopyOnce(r) => Some(r),
+            _ => None,
+        }
+    }
+
+    /// Delivers an interrupt a copy-once guest is still owed.
+    pub fn retry_call(&mut self) {
+        if let TxPort::CopyOnce(r) = self {
+            r.retry_call();
         }
     }
 }

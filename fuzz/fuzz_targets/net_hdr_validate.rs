@@ -1,5 +1,5 @@
 //! The virtio-net header validator on a guest's header and frame, and what
-//! the copy-once datapath does with an accepted one (`own_ring.rs`,
+//! the copy-once datapath does with an accepted one (`copy_once/rx.rs`,
 //! `deliver_from`): a partial checksum finished over the header copy, or
 //! the TCP frame cut by `Segmenter` into a header buffer of `HEAD` bytes.
 //! No panic; every segment's headers are `gso.hdr_len()` bytes, its
@@ -14,7 +14,7 @@ use dataplane::mbuf_offload;
 use dataplane::offload::{complete_partial, validate, Caps, Checksum, GsoKind, NetHdr, Offload, Segmenter};
 use libfuzzer_sys::fuzz_target;
 
-/// `own_ring::HEAD`: the header copy a frame's checks and cuts work on.
+/// `copy_once::HEAD`: the header copy a frame's checks and cuts work on.
 const HEAD: usize = 160;
 
 fn be16(b: &[u8], at: usize) -> usize {

@@ -5,7 +5,7 @@ pub mod config;
 pub mod ctl_server;
 pub mod eal_setup;
 pub mod features;
-pub mod own_rings;
+pub mod copy_once_state;
 pub mod ports;
 pub mod protocol;
 pub mod switch;

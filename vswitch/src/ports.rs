@@ -12,7 +12,7 @@ use pmd_bridge::{Eal, EthPort, Mempool, TxOffloadCaps, PortConfig as EthConfig, 
 
 use crate::config::{Datapath, PortConfig, PortKind, VhostMode, VlanMode};
 use crate::features;
-use crate::own_rings::OwnState;
+use crate::copy_once_state::CopyOnceState;
 
 /// A port's DPDK side.
 pub enum PortIo {
@@ -23,7 +23,7 @@ pub enum PortIo {
         /// The guest's device while one is connected.
         dev: Option<Arc<VhostDevice>>,
         /// A copy-once port's rings (None: rte_vhost's datapath).
-        own: Option<OwnState>,
+        own: Option<CopyOnceState>,
         sock: VhostSocket,
         /// Queue pairs the guest enabled (vring state events).
         enabled_pairs: u16,
@@ -134,7 +134,7 @@ pub fn open(eal: &Eal, cfg: &PortConfig, pool: &Arc<Mempool>, pmds: u16) -> Resu
             }
             let p = path.to_str().ok_or_else(|| format!("port {}: socket path is not UTF-8", cfg.name))?;
             let sock = VhostSocket::register(eal, p, bmode).map_err(|e| format!("port {}: {e}", cfg.name))?;
-            let own = (*datapath == Datapath::CopyOnce).then(OwnState::default);
+            let own = (*datapath == Datapath::CopyOnce).then(CopyOnceState::default);
             if own.is_some() {
                 sock.set_features(features::copy_once(cfg.offloads)).map_err(|e| format!("port {}: {e}", cfg.name))?;
             } else {

@@ -4,7 +4,7 @@
 //! restart under the running guests (SIGTERM: rings handed back at their
 //! bases) and a third, then a SIGKILL and restart and a fourth: after a
 //! kill a guest may see one burst per ring again or lose one
-//! (vswitch/src/own_rings.rs), which TCP absorbs; the test checks that much
+//! (vswitch/src/copy_once_state.rs), which TCP absorbs; the test checks that much
 //! and no more: the data arrives intact.
 mod common;
 

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use pmd_bridge::{VhostDevice, VhostEvent};
 
 use super::{PortIo, PortState, Switch};
-use crate::own_rings::OwnState;
+use crate::copy_once_state::CopyOnceState;
 
 /// More device arrivals than this within `FLAP_WINDOW` back a port off.
 const FLAP_LIMIT: usize = 5;
@@ -89,7 +89,7 @@ impl Flaps {
 }
 
 /// Makes `d` the port's device; true (the plans must change).
-fn attach(name: &str, d: VhostDevice, dev: &mut Option<Arc<VhostDevice>>, own: &mut Option<OwnState>) -> bool {
+fn attach(name: &str, d: VhostDevice, dev: &mut Option<Arc<VhostDevice>>, own: &mut Option<CopyOnceState>) -> bool {
     let d = Arc::new(d);
     if let Some(own) = own.as_mut() {
         // A request may already be changing the rings again: then

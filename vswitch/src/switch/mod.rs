@@ -25,6 +25,18 @@ use crate::protocol::{Command, MempoolInfo, Response};
 
 const QUIESCE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// A plan's queues while `build_plans` places them.
+struct PlanParts {
+    rx: Vec<RxSource>,
+    tx: Vec<Option<TxPort>>,
+}
+
+impl Default for PlanParts {
+    fn default() -> Self {
+        PlanParts { rx: Vec::new(), tx: (0..MAX_PORTS).map(|_| None).collect() }
+    }
+}
+
 /// Fault injection for tests: `VSWITCHD_TEST_PMD_PANIC_AFTER=<n>` makes the
 /// first PMD thread panic once it has run `n` iterations and has an rx
 /// queue in its plan (a port or guest is up). Read once, in `Switch::start`;
@@ -240,17 +252,17 @@ impl Switch {
 
     /// Puts the copy-once rings of a finished plan back with their ports.
     fn recover(&mut self, plan: PmdPlan) {
-        let rings = plan.rx.into_iter().map(|s| (s.slot, s.port)).filter_map(|(slot, p)| match p {
-            RxPort::Own(r) => Some((slot, r)),
+        let rings = plan.rx.into_iter().filter_map(|s| match s.port {
+            RxPort::CopyOnce(r) => Some((s.slot, r.into_ring())),
             _ => None,
         });
         let tx_rings = plan.tx.into_iter().enumerate().filter_map(|(slot, p)| match p {
-            Some(TxPort::Own(r)) => Some((slot as u16, r)),
+            Some(TxPort::CopyOnce(r)) => Some((slot as u16, r.into_ring())),
             _ => None,
         });
         for (slot, ring) in rings.chain(tx_rings) {
             if let Some(PortState { io: PortIo::Vhost { own: Some(own), .. }, .. }) = self.ports[slot as usize].as_mut() {
-                own.put_back(*ring);
+                own.put_back(ring);
             }
         }
     }
@@ -258,7 +270,7 @@ impl Switch {
     fn build_plans(&mut self) -> Result<Vec<PmdPlan>, String> {
         let n = self.pmds.len();
         let table = Arc::new(self.ports.iter().map(|p| p.as_ref().map(PortState::view)).collect::<Vec<_>>());
-        let mut plans: Vec<PmdPlan> = (0..n).map(|_| PmdPlan { ports: Arc::clone(&table), ..PmdPlan::empty() }).collect();
+        let mut plans: Vec<PlanParts> = (0..n).map(|_| PlanParts::default()).collect();
         let mut map = vec![Vec::new(); n];
         let mut rr = 0usize;
         let cores: Vec<u32> = self.pmds.iter().map(|p| p.core).collect();
@@ -296,7 +308,7 @@ impl Switch {
                     for q in 0..pairs {
                         let i = place(q);
                         if let Some(r) = own.rx_ring(dev, q) {
-                            plans[i].rx.push(RxSource { slot, queue: q, port: RxPort::Own(Box::new(r)) });
+                            plans[i].rx.push(RxSource { slot, queue: q, port: RxPort::CopyOnce(Box::new(r)) });
                             map[i].push((slot, q));
                         }
                     }
@@ -305,10 +317,7 @@ impl Switch {
                     // reach it (its packets count as port_down): give the
                     // guest as many queue pairs as there are PMD threads.
                     for (i, plan) in plans.iter_mut().enumerate().take(pairs as usize) {
-                        plan.tx[slot as usize] = own.tx_ring(dev, i as u16).map(|mut r| {
-                            r.retries = retries;
-                            TxPort::Own(Box::new(r))
-                        });
+                        plan.tx[slot as usize] = own.tx_ring(dev, i as u16, retries).map(|r| TxPort::CopyOnce(Box::new(r)));
                     }
                 }
                 PortIo::Vhost { dev: Some(dev), enabled_pairs, .. } => {
@@ -329,7 +338,7 @@ impl Switch {
             }
         }
         self.rxq_map = map;
-        Ok(plans)
+        Ok(plans.into_iter().map(|p| PmdPlan::new(Arc::clone(&table), p.rx, p.tx)).collect())
     }
 
     /// Housekeeping, called a few hundred times a second by the control loop.

@@ -19,13 +19,13 @@
 //!   visible before its bytes.
 use std::sync::Arc;
 
-use dataplane::own_ring::{GuestFeatures, OwnRing};
+use dataplane::copy_once::{CopyOnceRx, CopyOnceTx, GuestFeatures, GuestRing, Interrupt};
 use dataplane::virtq::{RingFeatures, SplitQueue};
 use pmd_bridge::guest_mem::GuestMemory;
 use pmd_bridge::{CallFd, VhostDevice};
 
 #[derive(Default)]
-pub struct OwnState {
+pub struct CopyOnceState {
     /// The guest's memory while rings may be walked (None while rte_vhost
     /// changes it, or with no guest).
     pub mem: Option<Arc<GuestMemory>>,
@@ -37,7 +37,7 @@ pub struct OwnState {
     features: u64,
 }
 
-impl OwnState {
+impl CopyOnceState {
     /// Takes the memory and every vring of a new device, and asks the guest
     /// not to kick (we poll). Takes no rte_vhost queue lock.
     pub fn attach(&mut self, dev: &VhostDevice) -> Result<(), String> {
@@ -106,30 +106,35 @@ impl OwnState {
                 let _ = dev.set_vring_base(idx as u16, a, u);
             }
         }
-        *self = OwnState::default();
+        *self = CopyOnceState::default();
     }
 
-    fn take(&mut self, dev: &Arc<VhostDevice>, vring: u16) -> Option<OwnRing> {
+    fn take(&mut self, dev: &Arc<VhostDevice>, vring: u16) -> Option<GuestRing> {
         let mem = Arc::clone(self.mem.as_ref()?);
         let q = self.queues.get_mut(vring as usize)?.take()?;
-        let call = self.calls.get(vring as usize).cloned().flatten();
-        Some(OwnRing::new(mem, Arc::clone(dev), call, q, vring, GuestFeatures::from_bits(self.features).ok()?))
+        let interrupt = match self.calls.get(vring as usize).cloned().flatten() {
+            Some(fd) => Interrupt::Fd(fd),
+            None => Interrupt::Vhost(Arc::clone(dev), vring),
+        };
+        Some(GuestRing::new(mem, q, interrupt, vring, GuestFeatures::from_bits(self.features).ok()?))
     }
 
     /// The guest's transmit ring of pair `pair`, for the thread polling it.
-    pub fn rx_ring(&mut self, dev: &Arc<VhostDevice>, pair: u16) -> Option<OwnRing> {
-        self.take(dev, pair * 2 + 1)
+    pub fn rx_ring(&mut self, dev: &Arc<VhostDevice>, pair: u16) -> Option<CopyOnceRx> {
+        self.take(dev, pair * 2 + 1).map(CopyOnceRx::new)
     }
 
-    /// The guest's receive ring of pair `pair`, for its one writer.
-    pub fn tx_ring(&mut self, dev: &Arc<VhostDevice>, pair: u16) -> Option<OwnRing> {
-        self.take(dev, pair * 2)
+    /// The guest's receive ring of pair `pair`, for its one writer, which
+    /// retries a delivery `retries` times while the ring is full.
+    pub fn tx_ring(&mut self, dev: &Arc<VhostDevice>, pair: u16, retries: u32) -> Option<CopyOnceTx> {
+        self.take(dev, pair * 2).map(|r| CopyOnceTx::new(r, retries))
     }
 
     /// A ring back from a plan.
-    pub fn put_back(&mut self, ring: OwnRing) {
-        if let Some(slot) = self.queues.get_mut(ring.vring as usize) {
-            *slot = Some(ring.queue);
+    pub fn put_back(&mut self, ring: GuestRing) {
+        let (vring, queue) = ring.into_queue();
+        if let Some(slot) = self.queues.get_mut(vring as usize) {
+            *slot = Some(queue);
         }
     }
 }

@@ -1,0 +1,216 @@
+//! A guest's transmit ring, which the switch receives from.
+use std::sync::atomic::AtomicU64;
+
+use pmd_bridge::{Mbuf, Mempool};
+
+use super::{CopyOnceTx, GuestPkt, GuestRing, HEAD, HEAD_PLAIN};
+use crate::copy_list::{CopiesDone, CopyList};
+use crate::counters::{count_bad_headers, DropReason};
+use crate::mbuf_offload;
+use crate::offload::{validate, Caps, HdrError, NetHdr, Offload};
+use crate::packet::PacketBuf;
+use crate::virtio_net::{Delivery, NET_HDR_LEN};
+use crate::virtq::{Chain, ChainError, Direction, Pop, MAX_READ};
+
+pub struct CopyOnceRx {
+    ring: GuestRing,
+    /// The chains of the burst in flight, by frame.
+    chains: Vec<Chain>,
+    /// Chains taken by `recv` and not yet returned (`GuestBurst::commit`).
+    in_flight: usize,
+    /// Frames refused for their virtio-net header, by `HdrError` index,
+    /// since the PMD thread last counted them.
+    bad_headers: [u32; HdrError::ALL.len()],
+    /// A frame's bytes on their way into an mbuf.
+    scratch: Vec<u8>,
+}
+
+/// Frames taken from a guest's transmit ring: their headers in scratch,
+/// their chains lent to the switch until `commit`.
+#[must_use = "a burst's chains go back to the guest only through commit"]
+pub struct GuestBurst<'a> {
+    rx: &'a mut CopyOnceRx,
+    pkts: &'a [GuestPkt],
+}
+
+impl CopyOnceRx {
+    pub fn new(ring: GuestRing) -> CopyOnceRx {
+        CopyOnceRx {
+            ring,
+            chains: (0..pmd_bridge::BURST).map(|_| Chain::default()).collect(),
+            in_flight: 0,
+            bad_headers: [0; HdrError::ALL.len()],
+            scratch: Vec::with_capacity(MAX_READ as usize),
+        }
+    }
+
+    pub fn into_ring(self) -> GuestRing {
+        self.ring
+    }
+
+    pub fn retry_call(&mut self) {
+        self.ring.retry_call();
+    }
+
+    /// Takes up to `out.len()` frames the guest transmitted: headers into
+    /// `out`, payloads left in place. Bad chains go back at once, counted
+    /// in `drops`.
+    pub fn recv<'a>(&'a mut self, out: &'a mut [GuestPkt], drops: &[AtomicU64; DropReason::COUNT]) -> Option<GuestBurst<'a>> {
+        debug_assert_eq!(self.in_flight, 0, "a burst not committed");
+        let n = self.take(out);
+        self.ring.count_refused(drops);
+        count_bad_headers(&mut self.bad_headers, drops);
+        (n > 0).then(|| GuestBurst { rx: self, pkts: &out[..n] })
+    }
+
+    fn take(&mut self, out: &mut [GuestPkt]) -> usize {
+        let ring = &mut self.ring;
+        if ring.broken {
+            return 0;
+        }
+        let avail = match ring.queue.available(&ring.mem) {
+            Ok(n) => n as usize,
+            Err(_) => {
+                ring.broken = true;
+                return 0;
+            }
+        };
+        // Pass 1: walk every chain and start loading its first buffer, so
+        // the header reads of pass 2 overlap instead of stalling one by one.
+        let (mut k, mut bad) = (0usize, 0u64);
+        for _ in 0..avail.min(out.len()) {
+            let err = match ring.queue.pop(&ring.mem, Direction::DeviceReads, &mut self.chains[k]) {
+                Ok(Pop::Chain) => {
+                    let c = &self.chains[k];
+                    if c.len() > NET_HDR_LEN as u64 && c.len() <= MAX_READ {
+                        let first = &c.segments()[0];
+                        ring.mem.prefetch(first, 0);
+                        ring.mem.prefetch(first, 64);
+                        k += 1;
+                        continue;
+                    }
+                    (c.head, ChainError::BadLength)
+                }
+                Ok(Pop::Bad { head, err }) => (head, err),
+                Ok(Pop::Empty) => break,
+                Err(_) => {
+                    ring.broken = true;
+                    break;
+                }
+            };
+            let _ = ring.queue.add_used(&ring.mem, err.0, 0);
+            ring.refused.add(err.1);
+            bad += 1;
+        }
+        // Pass 2: the virtio-net header and the frame's headers into
+        // scratch (one read; the guest may rewrite its buffer meanwhile, so
+        // every later decision is made on this copy).
+        let mut n = 0;
+        for i in 0..k {
+            let c = &self.chains[i];
+            let len = c.len() - NET_HDR_LEN as u64;
+            match read_frame_head(&ring.mem, c, len, ring.features.tx, &mut out[n]) {
+                Ok(()) => {
+                    if i != n {
+                        self.chains.swap(i, n);
+                    }
+                    n += 1;
+                    continue;
+                }
+                // Unreachable for a chain that passed the length check;
+                // handled anyway: back empty, the rest moved up.
+                Err(None) => ring.refused.add(ChainError::BadLength),
+                Err(Some(e)) => self.bad_headers[e as usize] += 1,
+            }
+            let _ = ring.queue.add_used(&ring.mem, self.chains[i].head, 0);
+            bad += 1;
+        }
+        self.in_flight = n;
+        if bad > 0 && n == 0 {
+            // Only chains never read from: nothing to wait for.
+            ring.publish_returned();
+        }
+        n
+    }
+
+    /// Returns the burst's chains to the guest: every copy out of them has
+    /// run (`done`).
+    fn complete(&mut self, done: &CopiesDone) {
+        let ring = &mut self.ring;
+        for c in &self.chains[..self.in_flight] {
+            let _ = ring.queue.add_used(&ring.mem, c.head, 0);
+        }
+        if std::mem::take(&mut self.in_flight) > 0 {
+            ring.publish(done);
+        }
+    }
+}
+
+impl<'a> GuestBurst<'a> {
+    pub fn pkts(&self) -> &'a [GuestPkt] {
+        self.pkts
+    }
+
+    /// The sender's memory, which the burst's listed copies read.
+    pub fn mem(&self) -> &pmd_bridge::guest_mem::GuestMemory {
+        &self.rx.ring.mem
+    }
+
+    /// Frame `i` into copy-once guest `dst` (output port `out`), its payload
+    /// copy listed in `copies` (`CopyOnceTx::deliver_from`).
+    #[inline]
+    pub fn deliver(&self, i: usize, dst: &mut CopyOnceTx, copies: &mut CopyList, out: u16) -> (Delivery, u32) {
+        dst.deliver_from(&self.rx.ring.mem, &self.rx.chains[i], &self.pkts[i], copies, out)
+    }
+
+    /// A copy of frame `i` in an mbuf (the one payload copy of a frame that
+    /// leaves for a port that is not a copy-once guest), its offload
+    /// requests in the mbuf's.
+    pub fn materialize(&mut self, i: usize, pool: &Mempool) -> Option<Mbuf> {
+        let (rx, pkt) = (&mut *self.rx, &self.pkts[i]);
+        rx.scratch.clear();
+        rx.scratch.extend_from_slice(pkt.headers());
+        let rest = pkt.len as u64 - pkt.head_len as u64;
+        if rest > 0 {
+            let start = rx.scratch.len();
+            rx.scratch.resize(start + rest as usize, 0);
+            rx.chains[i].read_at(&rx.ring.mem, (NET_HDR_LEN + pkt.head_len as usize) as u64, &mut rx.scratch[start..]).ok()?;
+        }
+        let mut m = pool.alloc_from(&rx.scratch)?;
+        if pkt.off != Offload::NONE {
+            m.set_tx_offload(mbuf_offload::to_mbuf(&pkt.off, pkt.headers())).then_some(())?;
+        }
+        Some(m)
+    }
+
+    /// Ends the burst: the chains go back to the guest, after every copy
+    /// out of them (`done`).
+    pub fn commit(self, done: &CopiesDone) {
+        self.rx.complete(done);
+    }
+}
+
+/// Reads frame `len` bytes long in `c` (after its virtio-net header) into
+/// `pkt`: the header validated against what the guest may send (`tx`), and
+/// the frame's first bytes, as many as its offloads need. Err(None): the
+/// chain could not be read; Err(Some): the header is refused.
+pub(super) fn read_frame_head(mem: &pmd_bridge::guest_mem::GuestMemory, c: &Chain, len: u64, tx: Caps, pkt: &mut GuestPkt) -> Result<(), Option<HdrError>> {
+    let mut buf = [0u8; NET_HDR_LEN + HEAD_PLAIN];
+    let h = (len as usize).min(HEAD_PLAIN);
+    c.read_at(mem, 0, &mut buf[..NET_HDR_LEN + h]).map_err(|_| None)?;
+    let hdr = NetHdr::from_bytes(buf[..NetHdr::LEN].try_into().expect("10 bytes"));
+    pkt.len = len as u32;
+    pkt.head[..h].copy_from_slice(&buf[NET_HDR_LEN..NET_HDR_LEN + h]);
+    pkt.head_len = h as u8;
+    pkt.off = Offload::NONE;
+    if hdr.flags & crate::offload::NEEDS_CSUM == 0 && hdr.gso_type == crate::offload::GSO_NONE {
+        return Ok(());
+    }
+    let h = (len as usize).min(HEAD);
+    if h > HEAD_PLAIN {
+        c.read_at(mem, (NET_HDR_LEN + HEAD_PLAIN) as u64, &mut pkt.head[HEAD_PLAIN..h]).map_err(|_| None)?;
+        pkt.head_len = h as u8;
+    }
+    pkt.off = validate(&hdr, pkt.headers(), len as usize, tx).map_err(Some)?;
+    Ok(())
+}

@@ -1,0 +1,204 @@
+//! A guest's receive ring, which the switch sends into.
+use pmd_bridge::guest_mem::GuestMemory;
+use pmd_bridge::Burst;
+
+use super::{GuestPkt, GuestRing, HEAD};
+use crate::copy_list::{CopiesDone, CopyList};
+use crate::mbuf_offload;
+use crate::offload::{complete_partial, Checksum, NetHdr, Segmenter};
+use crate::packet::PacketBuf;
+use crate::virtio_net::{deliver, Delivery, FrameSource, NET_HDR_LEN};
+use crate::virtq::{Chain, MAX_READ};
+
+pub struct CopyOnceTx {
+    ring: GuestRing,
+    /// Deliveries tried again while the guest's receive ring is full
+    /// (`[switch] vhost_retries`).
+    retries: u32,
+    /// Receive chains of the frame being delivered (scratch).
+    chains: Vec<Chain>,
+    /// Used entries written and not yet published.
+    unpublished: bool,
+    /// A frame's bytes: a multi-segment mbuf's, or a sender's payload being
+    /// summed.
+    scratch: Vec<u8>,
+}
+
+impl CopyOnceTx {
+    pub fn new(ring: GuestRing, retries: u32) -> CopyOnceTx {
+        CopyOnceTx { ring, retries, chains: vec![Chain::default(); crate::virtio_net::MAX_BUFFERS], unpublished: false, scratch: Vec::with_capacity(MAX_READ as usize) }
+    }
+
+    pub fn into_ring(self) -> GuestRing {
+        self.ring
+    }
+
+    pub fn mem(&self) -> &GuestMemory {
+        &self.ring.mem
+    }
+
+    pub fn retry_call(&mut self) {
+        self.ring.retry_call();
+    }
+
+    pub fn count_refused(&mut self, drops: &[std::sync::atomic::AtomicU64; crate::counters::DropReason::COUNT]) {
+        self.ring.count_refused(drops);
+    }
+
+    /// Starts loading the receive descriptors the next `n` deliveries will
+    /// take (their heads are already known available).
+    pub fn prefetch(&self, n: usize) {
+        if !self.ring.broken {
+            self.ring.queue.prefetch_next(&self.ring.mem, n);
+        }
+    }
+
+    /// Publishes the used entries written since the last call, once their
+    /// payload copies have run (`done`), and interrupts the guest once.
+    pub fn publish(&mut self, done: &CopiesDone) {
+        if std::mem::take(&mut self.unpublished) {
+            self.ring.publish(done);
+        }
+    }
+
+    /// Delivers a frame in guest memory `src` (`chain`, after its headers
+    /// in `pkt`) into this guest (output port `out`): the headers from
+    /// scratch, the payload listed in `copies` for its one copy, guest to
+    /// guest, before `publish`.
+    ///
+    /// The frame's offloads go along when this guest takes them; otherwise
+    /// the switch does their work here: a TCP segment is cut into frames of
+    /// one MSS, each still one copy guest to guest, and a partial checksum
+    /// is finished from the sender's bytes. Returns the delivery and the
+    /// frames it made (more than one for a segment cut here).
+    pub fn deliver_from(&mut self, src: &GuestMemory, chain: &Chain, pkt: &GuestPkt, copies: &mut CopyList, out: u16) -> (Delivery, u32) {
+        if self.ring.broken {
+            return (Delivery::NoBuffers, 0);
+        }
+        let h = pkt.head_len as usize;
+        let tail = |from: usize, len: usize| (len > 0).then_some((src, chain, (NET_HDR_LEN + from) as u64, len as u64));
+        if pkt.off.fits(self.ring.features.rx) {
+            let frame = FrameSource { net_hdr: pkt.off.to_hdr(), head: pkt.headers(), tail: tail(h, pkt.len as usize - h) };
+            return (self.deliver_one(&frame, Some((copies, out))), 1);
+        }
+        let payload_sum = |scratch: &mut Vec<u8>, range: std::ops::Range<usize>| -> Option<Checksum> {
+            scratch.clear();
+            scratch.resize(range.len(), 0);
+            chain.read_at(src, (NET_HDR_LEN + range.start) as u64, scratch).ok()?;
+            let mut sum = Checksum::new();
+            sum.add(scratch);
+            Some(sum)
+        };
+        let Some(gso) = pkt.off.gso else {
+            // A partial checksum this guest cannot finish: finish it here,
+            // over the header copy and the sender's bytes past it.
+            let mut head = pkt.head;
+            let Some(csum) = pkt.off.csum else { return (Delivery::NoBuffers, 0) };
+            let Some(rest) = payload_sum(&mut self.scratch, h..pkt.len as usize) else { return (Delivery::NoBuffers, 0) };
+            if !complete_partial(&mut head[..h], csum, &rest) {
+                return (Delivery::NoBuffers, 0);
+            }
+            let frame = FrameSource { net_hdr: NetHdr::default(), head: &head[..h], tail: tail(h, pkt.len as usize - h) };
+            return (self.deliver_one(&frame, Some((copies, out))), 1);
+        };
+        let seg = Segmenter::new(&gso, pkt.headers(), pkt.len as usize);
+        let partial = self.ring.features.rx.csum;
+        let (mut last, mut frames) = (Delivery::NoBuffers, 0);
+        for k in 0..seg.count() {
+            let mut head = [0u8; HEAD];
+            let hl = gso.hdr_len();
+            let range = seg.segment(k, &mut head[..hl], true);
+            let net_hdr = if partial {
+                gso.segment_offload().to_hdr()
+            } else {
+                let Some(sum) = payload_sum(&mut self.scratch, range.clone()) else { return (Delivery::NoBuffers, frames) };
+                if !complete_partial(&mut head[..hl], gso.csum(), &sum) {
+                    return (Delivery::NoBuffers, frames);
+                }
+                NetHdr::default()
+            };
+            let frame = FrameSource { net_hdr, head: &head[..hl], tail: tail(range.start, range.len()) };
+            last = self.deliver_one(&frame, Some((&mut *copies, out)));
+            if !matches!(last, Delivery::Done { .. }) {
+                break;
+            }
+            frames += 1;
+        }
+        (last, frames)
+    }
+
+    /// One frame into the guest: copied now without `copies`, listed with.
+    /// The used entries wait for `publish` either way.
+    pub(super) fn deliver_one(&mut self, frame: &FrameSource, copies: Option<(&mut CopyList, u16)>) -> Delivery {
+        let ring = &mut self.ring;
+        match deliver_retrying(ring, frame, &mut self.chains, copies, self.retries) {
+            Ok(d) => {
+                if let Delivery::BadChain(e) = d {
+                    ring.refused.add(e);
+                }
+                self.unpublished |= d != Delivery::NoBuffers;
+                d
+            }
+            Err(_) => {
+                ring.broken = true;
+                Delivery::NoBuffers
+            }
+        }
+    }
+
+    /// Copies mbufs from the front of `burst` into the guest's receive
+    /// buffers (now: the bytes are the switch's), frees them, and leaves
+    /// the rest (guest out of buffers) in `burst`; returns how many were
+    /// delivered (those dropped for a bad chain are freed too, and counted
+    /// in `refused`). Published with the burst's other entries.
+    pub fn send(&mut self, burst: &mut Burst) -> usize {
+        if self.ring.broken {
+            return 0;
+        }
+        let (mut done, mut bad) = (0usize, 0usize);
+        let mut scratch = std::mem::take(&mut self.scratch);
+        for m in burst.iter() {
+            let head: &[u8] = if m.nb_segs() == 1 {
+                m.data()
+            } else {
+                scratch.clear();
+                m.segments().for_each(|s| scratch.extend_from_slice(s));
+                &scratch
+            };
+            // The egress stage made the mbuf fit this guest's offloads.
+            let frame = FrameSource { net_hdr: mbuf_offload::of_mbuf(m).to_hdr(), head, tail: None };
+            match self.deliver_one(&frame, None) {
+                Delivery::Done { .. } => done += 1,
+                Delivery::BadChain(_) => {
+                    done += 1;
+                    bad += 1;
+                }
+                Delivery::NoBuffers => break,
+            }
+        }
+        self.scratch = scratch;
+        burst.free_front(done);
+        done - bad
+    }
+}
+
+/// `deliver`, tried again up to `retries` times while the guest has too
+/// few receive buffers (its vCPU may be refilling them: OVS's and our
+/// rte_vhost ports' `vhost_retries`). While it has offered none, a retry
+/// costs one index load (`SplitQueue::starved`).
+fn deliver_retrying(
+    ring: &mut GuestRing,
+    frame: &FrameSource,
+    chains: &mut [Chain],
+    mut copies: Option<(&mut CopyList, u16)>,
+    retries: u32,
+) -> Result<Delivery, crate::virtq::RingError> {
+    let mergeable = ring.features.mergeable;
+    for _ in 0..retries {
+        match deliver(&mut ring.queue, &ring.mem, frame, mergeable, chains, copies.as_mut().map(|(l, o)| (&mut **l, *o)))? {
+            Delivery::NoBuffers => continue,
+            d => return Ok(d),
+        }
+    }
+    deliver(&mut ring.queue, &ring.mem, frame, mergeable, chains, copies)
+}

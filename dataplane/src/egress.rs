@@ -1,0 +1,360 @@
+//! Pass 1 and 2 of a burst, and its end: classify every packet, move each
+//! to its outputs (per-port batches of mbufs, or deliveries into copy-once
+//! guests with their payload copies listed), then finish: send the
+//! batches, run the listed copies, publish the copy-once guests' used
+//! indices (which takes the proof that the copies ran) and hand the proof
+//! back for the sender's chains (`GuestBurst::commit`).
+use pmd_bridge::guest_mem::GuestMemory;
+use pmd_bridge::{Burst, Mbuf, Mempool, BURST};
+
+use crate::copy_list::{CopiesDone, CopyList};
+use crate::copy_once::GuestBurst;
+use crate::counters::{bump, DropReason, Path, PmdCounters, MAX_PORTS};
+use crate::fdb::Fdb;
+use crate::flood::{FloodSets, PortSet};
+use crate::fwd::{decide, Decision, PortView};
+use crate::mbuf_offload;
+use crate::packet::PacketBuf;
+use crate::port_io::TxPort;
+use crate::tag_edit;
+use crate::virtio_net::Delivery;
+use crate::vlan::TagEdit;
+
+/// A PMD thread's output state, allocated once: one batch per port slot,
+/// the burst's listed copies, and scratch.
+pub struct Outputs {
+    batches: Vec<Burst>,
+    /// The path of each packet in the batch of the same slot.
+    paths: Vec<[Path; BURST]>,
+    /// Slots whose batch holds packets.
+    dirty: PortSet,
+    /// Copy-once outputs holding used entries not yet published.
+    unpublished: PortSet,
+    copies: CopyList,
+    dropped: Burst,
+    /// A frame's bytes while its offloads are done in software, and the
+    /// frames that makes (`mbuf_offload::fit`).
+    scratch: Vec<u8>,
+    made: Vec<Mbuf>,
+}
+
+impl Default for Outputs {
+    fn default() -> Self {
+        Outputs {
+            batches: (0..MAX_PORTS).map(|_| Burst::new()).collect(),
+            paths: vec![[Path::NicNic; BURST]; MAX_PORTS],
+            dirty: PortSet::EMPTY,
+            unpublished: PortSet::EMPTY,
+            copies: CopyList::default(),
+            dropped: Burst::new(),
+            scratch: Vec::with_capacity(crate::offload::MAX_FRAME),
+            made: Vec::with_capacity(64),
+        }
+    }
+}
+
+/// What one burst's processing borrows from its thread and plan.
+pub struct Egress<'a> {
+    pub ports: &'a [Option<PortView>],
+    pub flood: &'a FloodSets,
+    pub tx: &'a mut [Option<TxPort>],
+    pub out: &'a mut Outputs,
+    pub pool: &'a Mempool,
+    pub fdb: &'a Fdb,
+    pub counters: &'a PmdCounters,
+    pub now: u32,
+}
+
+/// One burst's tallies, published once at its end.
+#[derive(Default)]
+struct Tally {
+    forwarded: u64,
+    flooded: u64,
+    drops: [u64; DropReason::COUNT],
+    /// Per path: packets, payload copies, bytes copied.
+    paths: [[u64; 3]; 5],
+}
+
+impl Tally {
+    #[inline]
+    fn copied(&mut self, path: Path, copies: u64, bytes: u64) {
+        let p = &mut self.paths[path as usize];
+        p[1] += copies;
+        p[2] += bytes;
+    }
+}
+
+impl Egress<'_> {
+    /// Pass 1 over a burst of any kind of packet from `in_slot`: counts it
+    /// in and decides each packet (None: the port is gone, all dropped).
+    fn classify<'p, P: PacketBuf + 'p>(&self, in_slot: u16, pkts: impl Iterator<Item = &'p P> + Clone, decisions: &mut [Decision; BURST]) -> Option<&PortView> {
+        let pc = &self.counters.ports[in_slot as usize];
+        let (n, bytes) = pkts.clone().fold((0, 0), |(n, b), p| (n + 1, b + p.frame_len() as u64));
+        bump(&pc.rx_packets, n);
+        bump(&pc.rx_bytes, bytes);
+        let Some(input) = self.ports[in_slot as usize].as_ref() else {
+            // The port was removed under a queue still in this plan.
+            bump(&pc.drops[DropReason::PortDown as usize], n);
+            return None;
+        };
+        let mut unlearned = 0;
+        for (d, p) in decisions.iter_mut().zip(pkts) {
+            *d = decide(p, input, self.ports, self.fdb, self.now, &mut unlearned);
+        }
+        bump(&pc.unlearned, unlearned);
+        Some(input)
+    }
+
+    /// A burst of mbufs from `in_slot`.
+    pub fn forward_mbufs(mut self, in_slot: u16, rx: &mut Burst) {
+        let mut decisions = [Decision::Drop(DropReason::Malformed); BURST];
+        let Some(input) = self.classify(in_slot, rx.iter(), &mut decisions) else {
+            rx.clear();
+            return;
+        };
+        // An mbuf from a VM was copied out of it by rte_vhost.
+        let copied_in = input.vm as u64;
+        let input_vm = input.vm;
+        let mut t = Tally::default();
+        for (m, d) in rx.drain().zip(decisions) {
+            let len = m.len() as u64;
+            let path = match d {
+                Decision::Drop(r) => {
+                    t.drops[r as usize] += 1;
+                    self.discard(m);
+                    continue;
+                }
+                Decision::Unicast { out, vlan, tagged } => {
+                    t.forwarded += 1;
+                    let path = Path::of(input_vm, self.is_vm(out));
+                    self.emit(out, m, vlan, tagged, path, &mut t);
+                    path
+                }
+                Decision::Flood { vlan, tagged } => {
+                    t.flooded += 1;
+                    self.flood(in_slot, m, vlan, tagged, &mut t);
+                    Path::Flood
+                }
+            };
+            t.paths[path as usize][0] += 1;
+            t.copied(path, copied_in, copied_in * len);
+        }
+        let _ = self.finish(None, in_slot, t);
+    }
+
+    /// A burst still in a copy-once guest's transmit buffers: one payload
+    /// copy per output, into another copy-once guest directly or into an
+    /// mbuf for any other port; the chains go back after every copy.
+    pub fn forward_guest(mut self, in_slot: u16, burst: GuestBurst) {
+        let pkts = burst.pkts();
+        let mut decisions = [Decision::Drop(DropReason::Malformed); BURST];
+        if self.classify(in_slot, pkts.iter(), &mut decisions).is_none() {
+            let (done, _) = self.out.copies.run(None, |_| None);
+            burst.commit(&done);
+            return;
+        }
+        for t in self.tx.iter().flatten().filter_map(TxPort::copy_once) {
+            t.prefetch(pkts.len());
+        }
+        let mut burst = burst;
+        let mut t = Tally::default();
+        for (i, d) in decisions.into_iter().enumerate().take(pkts.len()) {
+            match d {
+                Decision::Drop(r) => t.drops[r as usize] += 1,
+                Decision::Unicast { out, vlan, tagged } => {
+                    t.forwarded += 1;
+                    let path = Path::of(true, self.is_vm(out));
+                    t.paths[path as usize][0] += 1;
+                    self.emit_guest(&mut burst, i, out, vlan, tagged, path, &mut t);
+                }
+                Decision::Flood { vlan, tagged } => {
+                    t.flooded += 1;
+                    t.paths[Path::Flood as usize][0] += 1;
+                    for out in self.flood.targets(vlan, in_slot) {
+                        self.emit_guest(&mut burst, i, out, vlan, tagged, Path::Flood, &mut t);
+                    }
+                }
+            }
+        }
+        let done = self.finish(Some(burst.mem()), in_slot, t);
+        burst.commit(&done);
+    }
+
+    #[inline]
+    fn is_vm(&self, out: u16) -> bool {
+        self.ports[out as usize].as_ref().is_some_and(|p| p.vm)
+    }
+
+    /// One output of frame `i` of a guest burst.
+    #[allow(clippy::too_many_arguments)]
+    fn emit_guest(&mut self, burst: &mut GuestBurst, i: usize, out: u16, vlan: u16, tagged: bool, path: Path, t: &mut Tally) {
+        let Some(port) = self.ports[out as usize].as_ref() else { return };
+        let c = &self.counters.ports[out as usize];
+        let p = &burst.pkts()[i];
+        if port.vlan.egress_edit(vlan, tagged) == TagEdit::Keep {
+            if let Some(TxPort::CopyOnce(dst)) = self.tx[out as usize].as_mut() {
+                let (d, frames) = burst.deliver(i, dst, &mut self.out.copies, out);
+                // A segment cut for this guest went out as `frames` frames,
+                // each with the headers again.
+                let bytes = p.frame_len() as u64 + p.offload().gso.map_or(0, |g| g.hdr_len() as u64 * frames.saturating_sub(1) as u64);
+                match d {
+                    Delivery::Done { .. } => {
+                        bump(&c.tx_packets, frames as u64);
+                        bump(&c.tx_bytes, bytes);
+                        t.copied(path, 1, bytes);
+                    }
+                    Delivery::NoBuffers => {
+                        bump(&c.tx_packets, frames as u64);
+                        bump(&c.drops[DropReason::TxFull as usize], 1);
+                    }
+                    Delivery::BadChain(_) => {}
+                }
+                if d != Delivery::NoBuffers || frames > 0 {
+                    self.out.unpublished.insert(out);
+                }
+                return;
+            }
+        }
+        // Any other port, or a tag change: the frame in an mbuf (one copy).
+        match burst.materialize(i, self.pool) {
+            Some(m) => {
+                t.copied(path, 1, p.frame_len() as u64);
+                self.emit(out, m, vlan, tagged, path, t);
+            }
+            None => bump(&c.drops[DropReason::NoMbuf as usize], 1),
+        }
+    }
+}
+
+impl Egress<'_> {
+    /// Frees `m` with the burst's other drops, in one call.
+    #[inline]
+    fn discard(&mut self, m: Mbuf) {
+        if let Err(m) = self.out.dropped.push(m) {
+            self.out.dropped.clear();
+            let _ = self.out.dropped.push(m);
+        }
+    }
+
+    /// Sends one reference of `m` to every flood target; the last output
+    /// takes `m` itself, so N outputs cost N-1 reference increments.
+    #[inline]
+    fn flood(&mut self, in_slot: u16, m: Mbuf, vlan: u16, tagged: bool, t: &mut Tally) {
+        let mut targets = self.flood.targets(vlan, in_slot);
+        let Some(mut prev) = targets.next() else {
+            self.discard(m);
+            return;
+        };
+        for next in targets {
+            self.emit(prev, m.share(), vlan, tagged, Path::Flood, t);
+            prev = next;
+        }
+        self.emit(prev, m, vlan, tagged, Path::Flood, t);
+    }
+
+    #[inline]
+    fn emit(&mut self, out: u16, m: Mbuf, vlan: u16, tagged: bool, path: Path, t: &mut Tally) {
+        let Some(port) = self.ports[out as usize].as_ref() else {
+            self.discard(m);
+            return;
+        };
+        let m = match tag_edit::apply(m, port.vlan.egress_edit(vlan, tagged), self.pool) {
+            Ok(m) => m,
+            Err(r) => {
+                bump(&self.counters.ports[out as usize].drops[r as usize], 1);
+                return;
+            }
+        };
+        if m.tx_offload().flags == 0 {
+            self.enqueue(out, m, path, t);
+            return;
+        }
+        // Offloads the port cannot take are done here, in software.
+        let mut made = std::mem::take(&mut self.out.made);
+        if let Err(r) = mbuf_offload::fit(m, port.caps, self.pool, &mut self.out.scratch, |seg| made.push(seg)) {
+            bump(&self.counters.ports[out as usize].drops[r as usize], 1);
+        }
+        for seg in made.drain(..) {
+            self.enqueue(out, seg, path, t);
+        }
+        self.out.made = made;
+    }
+
+    /// Adds `m` to output `out`'s batch, sending the batch first if full
+    /// (a flood of many packets, a segment cut in many).
+    #[inline]
+    fn enqueue(&mut self, out: u16, m: Mbuf, path: Path, t: &mut Tally) {
+        if self.out.batches[out as usize].is_full() {
+            self.flush_one(out, t);
+        }
+        let batch = &mut self.out.batches[out as usize];
+        self.out.dirty.insert(out);
+        self.out.paths[out as usize][batch.len()] = path;
+        let _ = batch.push(m);
+    }
+
+    /// One send call; what the port does not take is dropped and counted.
+    /// A copy-once guest's entries wait for `finish` to be published.
+    fn flush_one(&mut self, out: u16, t: &mut Tally) {
+        let batch = &mut self.out.batches[out as usize];
+        if batch.is_empty() {
+            return;
+        }
+        let c = &self.counters.ports[out as usize];
+        let Some(tx) = self.tx[out as usize].as_mut() else {
+            bump(&c.drops[DropReason::PortDown as usize], batch.len() as u64);
+            batch.clear();
+            return;
+        };
+        let mut lens = [0u64; BURST];
+        for (l, m) in lens.iter_mut().zip(batch.iter()) {
+            *l = m.len() as u64;
+        }
+        let sent = tx.send(batch);
+        if tx.copy_once().is_some() {
+            self.out.unpublished.insert(out);
+        }
+        bump(&c.tx_packets, sent as u64);
+        bump(&c.tx_bytes, lens[..sent].iter().sum());
+        bump(&c.drops[DropReason::TxFull as usize], batch.len() as u64);
+        batch.clear();
+        // Each delivery into a guest is one payload copy.
+        if self.ports[out as usize].as_ref().is_some_and(|p| p.vm) {
+            for (&path, &len) in self.out.paths[out as usize].iter().zip(&lens).take(sent) {
+                t.copied(path, 1, len);
+            }
+        }
+    }
+
+    /// Ends a burst from `in_slot` (a guest's memory `from` for a copy-once
+    /// burst): sends every batch, runs the listed copies, publishes every
+    /// copy-once guest written to, then the counts. The proof returned is
+    /// what gives the sender's chains back.
+    fn finish(&mut self, from: Option<&GuestMemory>, in_slot: u16, mut t: Tally) -> CopiesDone<'_> {
+        for out in std::mem::take(&mut self.out.dirty) {
+            self.flush_one(out, &mut t);
+        }
+        self.out.dropped.clear();
+        let tx = &mut *self.tx;
+        let (done, copied) = self.out.copies.run(from, |out| tx.get(out as usize)?.as_ref()?.copy_once().map(|r| r.mem()));
+        debug_assert!(copied.is_ok(), "a listed copy outside its guests: {copied:?}");
+        for out in std::mem::take(&mut self.out.unpublished) {
+            if let Some(TxPort::CopyOnce(r)) = tx[out as usize].as_mut() {
+                r.publish(&done);
+                r.count_refused(&self.counters.ports[out as usize].drops);
+            }
+        }
+        let pc = &self.counters.ports[in_slot as usize];
+        bump(&pc.forwarded, t.forwarded);
+        bump(&pc.flooded, t.flooded);
+        for (c, &n) in pc.drops.iter().zip(&t.drops) {
+            bump(c, n);
+        }
+        for (c, n) in self.counters.paths.iter().zip(t.paths) {
+            bump(&c.packets, n[0]);
+            bump(&c.payload_copies, n[1]);
+            bump(&c.bytes_copied, n[2]);
+        }
+        done
+    }
+}
