@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use crate::ctl_server::Job;
 
 mod render;
-pub use render::Snapshot;
+use render::Snapshot;
 
 /// Longest request head: Prometheus sends a few hundred bytes.
 pub const MAX_REQUEST: usize = 8 * 1024;
@@ -45,7 +45,13 @@ pub fn serve(listener: TcpListener) -> Result<Receiver<Job>, String> {
     std::thread::Builder::new()
         .name("vswitchd-metrics".into())
         .spawn(move || {
-            for mut conn in listener.incoming().flatten() {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else {
+                    // Out of descriptors, say: back off rather than spin
+                    // on the control thread's core.
+                    std::thread::sleep(Duration::from_millis(50));
+                    continue;
+                };
                 if clients.fetch_add(1, Ordering::Relaxed) >= MAX_CLIENTS {
                     clients.fetch_sub(1, Ordering::Relaxed);
                     // Best effort, without waiting for the request: a
@@ -91,8 +97,8 @@ fn linger(conn: &mut TcpStream) {
     let deadline = Instant::now() + Duration::from_secs(1);
     let (mut scratch, mut drained) = ([0u8; 4096], 0);
     while drained < MAX {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() || conn.set_read_timeout(Some(left)).is_err() {
+        let Some(left) = until(deadline) else { return };
+        if conn.set_read_timeout(Some(left)).is_err() {
             return;
         }
         match conn.read(&mut scratch) {
@@ -144,7 +150,6 @@ fn reply(status: &str, headers: &str, content_type: &str, body: &[u8]) -> Vec<u8
     [head.as_bytes(), body].concat()
 }
 
-#[derive(Debug, PartialEq)]
 enum Refused {
     TooLong,
     Malformed,
@@ -160,10 +165,7 @@ fn read_head(conn: &mut TcpStream) -> Result<(String, String), Refused> {
     let mut buf = vec![0u8; MAX_REQUEST];
     let mut len = 0;
     loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(Refused::TimedOut);
-        }
+        let left = until(deadline).ok_or(Refused::TimedOut)?;
         conn.set_read_timeout(Some(left)).map_err(|_| Refused::Gone)?;
         match conn.read(&mut buf[len..]) {
             Ok(0) => return Err(Refused::Gone),
@@ -190,10 +192,7 @@ fn read_head(conn: &mut TcpStream) -> Result<(String, String), Refused> {
 /// Writes `data` unless the client takes longer than until `deadline`.
 fn write_by(conn: &mut TcpStream, mut data: &[u8], deadline: Instant) -> std::io::Result<()> {
     while !data.is_empty() {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(ErrorKind::TimedOut.into());
-        }
+        let left = until(deadline).ok_or(ErrorKind::TimedOut)?;
         conn.set_write_timeout(Some(left))?;
         match conn.write(data) {
             Ok(0) => return Err(ErrorKind::WriteZero.into()),
@@ -203,6 +202,11 @@ fn write_by(conn: &mut TcpStream, mut data: &[u8], deadline: Instant) -> std::io
         }
     }
     Ok(())
+}
+
+/// The time left until `deadline`, if any (a zero timeout means none).
+fn until(deadline: Instant) -> Option<Duration> {
+    Some(deadline.saturating_duration_since(Instant::now())).filter(|d| !d.is_zero())
 }
 
 #[cfg(test)]
