@@ -13,7 +13,7 @@ use vswitch::config::{self, PortKind, VhostMode};
 use vswitch::eal_setup::{eal_args, pool_size, MBUF_DATA_ROOM, POOL_CACHE};
 use vswitch::ports::claim_socket_path;
 use vswitch::switch::{StartError, Switch};
-use vswitch::ctl_server;
+use vswitch::{ctl_server, metrics};
 
 #[derive(Parser)]
 #[command(version, about = "Userspace virtual switch on DPDK")]
@@ -63,6 +63,14 @@ fn die(death: &str, ctl: &std::path::Path) -> ! {
     std::process::exit(EXIT_PMD_DIED.into())
 }
 
+/// Serves `/metrics` and says where (the port chosen, for port 0).
+fn serve_metrics(listener: std::net::TcpListener) -> Result<std::sync::mpsc::Receiver<ctl_server::Job>, String> {
+    let addr = listener.local_addr().map_err(|e| format!("metrics: {e}"))?;
+    let scrapes = metrics::serve(listener)?;
+    println!("vswitchd: metrics on http://{addr}/metrics");
+    Ok(scrapes)
+}
+
 fn run(args: Args) -> Result<(), Failure> {
     let cfg = config::load(&args.config).map_err(|e| e.to_string())?;
     let state = config::load_state(&cfg.switch.state_file).map_err(|e| e.to_string())?;
@@ -75,6 +83,7 @@ fn run(args: Args) -> Result<(), Failure> {
     }
     std::fs::create_dir_all(&cfg.switch.socket_dir).map_err(|e| format!("create {}: {e}", cfg.switch.socket_dir.display()))?;
     claim_socket_path(&ctl, "control socket")?;
+    let metrics = cfg.switch.metrics.map(metrics::bind).transpose()?;
     for p in &cfg.ports {
         if let PortKind::VhostUser { path, mode: VhostMode::Server, .. } = &p.kind {
             claim_socket_path(path, &format!("port {} socket", p.name))?;
@@ -93,7 +102,8 @@ fn run(args: Args) -> Result<(), Failure> {
         StartError::Failed(e) => Failure::Other(e),
         StartError::PmdDied(e) => Failure::PmdDied(e),
     })?;
-    let jobs = match ctl_server::serve(&ctl) {
+    let served = ctl_server::serve(&ctl).and_then(|jobs| Ok((jobs, metrics.map(serve_metrics).transpose()?)));
+    let (jobs, scrapes) = match served {
         Ok(j) => j,
         Err(e) => {
             sw.shutdown();
@@ -118,6 +128,10 @@ fn run(args: Args) -> Result<(), Failure> {
         }
         sw.poll_events();
         sw.tick();
+        // A scrape's show commands, all in this iteration.
+        for (cmd, reply) in scrapes.iter().flat_map(|s| s.try_iter()) {
+            let _ = reply.send(sw.handle(cmd));
+        }
         if let Ok((cmd, reply)) = jobs.recv_timeout(Duration::from_millis(5)) {
             let _ = reply.send(sw.handle(cmd));
         }

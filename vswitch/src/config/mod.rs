@@ -6,6 +6,7 @@
 //! [switch]
 //! pmd_cores = [1]             # one poll-mode thread per core
 //! socket_dir = "/run/vswitch" # relative vhost-user paths live here
+//! metrics = "127.0.0.1:9478"  # GET /metrics (Prometheus); off when absent
 //!
 //! [[port]]
 //! name = "vm1"
@@ -24,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use std::fmt::{self, Display};
 use std::fs;
+use std::net::SocketAddr;
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 
@@ -49,6 +51,9 @@ pub struct SwitchConfig {
     pub fdb_size: usize,
     pub fdb_aging_secs: u32,
     pub vhost_retries: u32,
+    /// Where `GET /metrics` is served (Prometheus text); none when absent.
+    #[serde(default)]
+    pub metrics: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -203,6 +208,7 @@ struct RawSwitch {
     fdb_size: Option<i64>,
     fdb_aging_secs: Option<i64>,
     vhost_retries: Option<i64>,
+    metrics: Option<String>,
 }
 
 #[derive(Default, Deserialize)]
@@ -421,7 +427,14 @@ fn validate_switch(raw: RawSwitch, origin: &Path, cx: &Ctx) -> Res<SwitchConfig>
         fdb_size: cx.opt("fdb_size", raw.fdb_size, 8192, 16..=1_048_576)?,
         fdb_aging_secs: cx.opt("fdb_aging_secs", raw.fdb_aging_secs, 300, 1..=1_000_000)?,
         vhost_retries: cx.opt("vhost_retries", raw.vhost_retries, 8, 0..=64)?,
+        metrics: cx.text("metrics", raw.metrics)?.map(|a| listen_addr(cx, "metrics", &a)).transpose()?,
     })
+}
+
+/// An IP literal and a port (0: any free one): no name to resolve, so the
+/// address bound is the one written.
+fn listen_addr(cx: &Ctx, key: &str, text: &str) -> Res<SocketAddr> {
+    text.parse().map_err(|_| cx.err(key, format!("{text:?} is not an address and port such as \"127.0.0.1:9478\" or \"[::1]:9478\"")))
 }
 
 fn push_unique(ports: &mut Vec<PortConfig>, port: PortConfig, cx: &Ctx) -> Res<()> {

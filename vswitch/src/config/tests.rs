@@ -12,6 +12,7 @@ const FULL: &str = r#"
     fdb_size = 1024
     fdb_aging_secs = 60
     vhost_retries = 0
+    metrics = "127.0.0.1:9478"
 
     [[port]]
     name = "uplink"
@@ -104,6 +105,7 @@ fn full_example_parses_with_defaults_filled() {
             fdb_size: 1024,
             fdb_aging_secs: 60,
             vhost_retries: 0,
+            metrics: Some("127.0.0.1:9478".parse().unwrap()),
         },
         ports: vec![
             port(
@@ -132,6 +134,7 @@ fn full_example_parses_with_defaults_filled() {
         fdb_size: 8192,
         fdb_aging_secs: 300,
         vhost_retries: 8,
+        metrics: None,
     };
     let ports = vec![];
     assert_eq!(
@@ -312,6 +315,7 @@ fn example_configs_parse() {
     let default = load(&Path::new(dir).join("default.toml")).unwrap();
     let names: Vec<_> = default.ports.iter().map(|p| p.name.as_str()).collect();
     assert_eq!(names, ["vm1", "vm2", "host"]);
+    assert_eq!(default.switch.metrics, Some("127.0.0.1:9478".parse().unwrap()), "the default config serves /metrics");
     let vm_datapaths: Vec<_> = default.ports.iter().filter_map(|p| match &p.kind {
         PortKind::VhostUser { datapath, .. } => Some(*datapath),
         _ => None,
@@ -341,4 +345,18 @@ fn regression_a_port_added_at_run_time_keeps_offloads_and_mac_limit_on_replay() 
     assert_eq!((added.offloads, added.mac_limit), (false, Some(8)));
     let merged = cfg.with_state(&State { added: vec![added.clone()], deleted: vec![] }).unwrap();
     assert_eq!(merged.ports.last(), Some(&added), "replayed as added");
+}
+
+#[test]
+fn metrics_address_must_be_an_ip_and_port() {
+    for (text, want) in [("[::1]:0", "[::1]:0"), ("0.0.0.0:9478", "0.0.0.0:9478")] {
+        let cfg = parse_x(&format!("[switch]\nmetrics = \"{text}\"\n")).unwrap();
+        assert_eq!(cfg.switch.metrics, Some(want.parse().unwrap()));
+    }
+    for bad in ["localhost:9478", "127.0.0.1", "127.0.0.1:99999", ":9478"] {
+        let e = parse_x(&format!("[switch]\nmetrics = \"{bad}\"\n")).unwrap_err().to_string();
+        assert!(e.starts_with("configs/x.toml: switch.metrics: ") && e.contains("is not an address and port"), "{bad}: {e}");
+    }
+    assert_err(parse_x("[switch]\nmetrics = 9478\n"), "configs/x.toml: switch.metrics: invalid type");
+    assert_err(parse_x("[switch]\nmetrics = \"\"\n"), "configs/x.toml: switch.metrics: must not be empty");
 }
