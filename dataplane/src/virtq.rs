@@ -27,6 +27,8 @@
 //! A bad chain is handed back to the caller to return with length 0 and
 //! count; a ring whose own state is impossible (an avail index more than the
 //! ring size ahead) marks the queue broken. Layout and rules: VIRTIO 1.1, 2.6.
+//! Packed rings (2.7) are walked by `PackedQueue` with the same checks;
+//! `Virtqueue` holds either kind.
 use std::num::Wrapping;
 
 use pmd_bridge::guest_mem::{full_fence, GuestMemory, Gpa, OutOfBounds, Span};
@@ -83,7 +85,8 @@ impl RingFeatures {
 /// Why a chain was refused (it goes back to the guest with length 0).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ChainError {
-    /// The avail ring names a head beyond the descriptor table.
+    /// The avail ring names a head beyond the descriptor table; in a packed
+    /// ring, a buffer id beyond the ring or already in flight.
     HeadOutOfRange,
     /// A `next` index beyond the descriptor table.
     NextOutOfRange,
@@ -148,6 +151,10 @@ pub enum RingError {
     AvailJump { avail: u16, consumed: u16 },
     /// The rings themselves are not in guest memory.
     Memory(OutOfBounds),
+    /// (Packed) the chain from `slot` leads to a descriptor not made
+    /// available, or round the whole ring: where it ends, and so where the
+    /// next one starts, cannot be known.
+    BrokenChain { slot: u16 },
 }
 
 impl From<OutOfBounds> for RingError {
@@ -489,8 +496,12 @@ fn vring_need_event(event: Wrapping<u16>, new: Wrapping<u16>, old: Wrapping<u16>
 }
 
 mod chain;
+mod packed;
+mod queue;
 
 pub use chain::{copy_chain, pieces, Chain};
+pub use packed::{PackedQueue, PublishRecord, MAX_UNPOP, RING_EVENT_FLAGS_DESC, RING_EVENT_FLAGS_DISABLE, RING_EVENT_FLAGS_ENABLE, VIRTIO_F_RING_PACKED, VRING_PACKED_DESC_F_AVAIL, VRING_PACKED_DESC_F_USED};
+pub use queue::{RingOps, Virtqueue};
 
 #[cfg(test)]
 pub(crate) mod test_guest;
@@ -500,3 +511,13 @@ mod tests;
 mod indirect_tests;
 #[cfg(test)]
 mod event_idx_tests;
+#[cfg(test)]
+pub(crate) mod test_packed;
+#[cfg(test)]
+mod packed_tests;
+#[cfg(test)]
+mod packed_event_tests;
+#[cfg(test)]
+mod packed_hostile_tests;
+#[cfg(test)]
+mod packed_property_tests;

@@ -274,7 +274,10 @@ impl VhostDevice {
 }
 
 /// One vring as rte_vhost has it: host addresses of its three parts, its
-/// size, and the indices to resume from.
+/// size, and the indices to resume from. With VIRTIO_F_RING_PACKED the
+/// parts are the descriptor ring, the driver area and the device area (in
+/// `desc`, `avail`, `used`), and each index is a slot with the wrap
+/// counter in bit 15, as `set_vring_base` takes them back.
 #[derive(Debug)]
 pub struct VringInfo {
     pub desc: u64,

@@ -1,0 +1,495 @@
+//! A packed virtqueue (VIRTIO_F_RING_PACKED, VIRTIO 1.1, 2.7) walked by the
+//! switch itself: one ring of descriptors that the guest makes available
+//! and we overwrite as used, plus two 4-byte event suppression areas.
+//!
+//! A position is a slot and a wrap counter (both sides start at slot 0,
+//! counter 1, and flip the counter each time they pass the end). A slot is
+//! available when its AVAIL flag equals our avail wrap counter and its USED
+//! flag does not; we mark one used by setting both to our used counter.
+//!
+//! The guest is not trusted, with the split walker's rules (see
+//! `virtq.rs`): every descriptor read once into a local copy, every buffer
+//! checked against guest memory, at most `MAX_DESCS` buffer descriptors a
+//! chain, zero-length buffers and wrong WRITE flags refused, indirect
+//! tables only when negotiated, in one region, a multiple of 16 bytes and
+//! at most `MAX_DESCS` entries. Packed rings add their own:
+//! - A chain ends at the first descriptor without NEXT, which holds its
+//!   buffer id (2.7.6). A refused chain is still followed to its end: its
+//!   slots are consumed and its id goes back with length 0.
+//! - Every descriptor of a chain must be marked available, not just the
+//!   head (2.7.6), and a chain may not be longer than the ring. A chain
+//!   that breaks either rule has no end we can trust, so nothing after it
+//!   can be found: the queue is broken (`RingError::BrokenChain`).
+//! - An id must be below the ring size and not already in flight; such a
+//!   chain is refused as `HeadOutOfRange` (the split ring's reason for a
+//!   head it cannot return). An id beyond the ring is never written back
+//!   (the guest would index its own table with it): its slots are lost to
+//!   the guest that made it. An id offered twice goes back once, with
+//!   length 0, when the refused chain is returned.
+//! - An INDIRECT descriptor must be a whole chain on its own (2.7.7: no
+//!   NEXT, none before it). In a table only WRITE counts; AVAIL, USED and
+//!   NEXT are ignored (DPDK's virtio PMD sets them), INDIRECT is refused
+//!   (nesting), as in split rings. The table is walked in order, every
+//!   entry a buffer.
+//!
+//! Completion may be out of order: `add_used` takes the next used slot for
+//! whichever id comes, and moves on by the slots that id's chain took (the
+//! guest keeps the same count per id). `publish` writes the batch, the
+//! first used descriptor's flags last with release ordering, so the guest
+//! never sees part of a batch (2.7.9: a multi-buffer frame appears at
+//! once), and the ring is untouched until then (see `resume`).
+//!
+//! Events: the driver area tells us when to interrupt (ENABLE, DISABLE, or
+//! with EVENT_IDX a DESC position); we write DISABLE into the device area
+//! once (`suppress_kicks`), since we poll.
+use pmd_bridge::guest_mem::{full_fence, GuestMemory, Gpa, OutOfBounds, Span};
+
+mod resume;
+pub use resume::PublishRecord;
+
+use super::{Chain, ChainError, Desc, Direction, Pop, RingError, RingFeatures, DESC_SIZE, MAX_DESCS, VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
+
+/// VIRTIO_F_RING_PACKED, as a feature bit.
+pub const VIRTIO_F_RING_PACKED: u64 = 1 << 34;
+pub const VRING_PACKED_DESC_F_AVAIL: u16 = 1 << 7;
+pub const VRING_PACKED_DESC_F_USED: u16 = 1 << 15;
+/// Event suppression flags (driver and device areas).
+pub const RING_EVENT_FLAGS_ENABLE: u16 = 0;
+pub const RING_EVENT_FLAGS_DISABLE: u16 = 1;
+pub const RING_EVENT_FLAGS_DESC: u16 = 2;
+/// Most chains `unpop` can give back at once (a frame's receive buffers).
+pub const MAX_UNPOP: usize = 64;
+/// Most descriptors `available` looks at: enough for a burst, and their
+/// loads are independent, so they overlap.
+const AVAIL_SCAN: u16 = 64;
+/// The id recorded for a popped chain that is not in flight under it.
+const NO_ID: u16 = u16::MAX;
+/// Most used descriptors a batch keeps back until `publish` (a burst's
+/// frames in a few buffers each).
+const MAX_BATCH: usize = 512;
+
+/// A slot and the wrap counter that goes with it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Pos {
+    slot: u16,
+    wrap: bool,
+}
+
+impl Pos {
+    /// From rte_vhost's encoding: the slot in bits 0-14, the counter in 15.
+    fn from_index(i: u16) -> Pos {
+        Pos { slot: i & 0x7fff, wrap: i & 0x8000 != 0 }
+    }
+
+    fn index(self) -> u16 {
+        self.slot | (self.wrap as u16) << 15
+    }
+
+    /// `n` slots on (at most the ring size).
+    fn advance(&mut self, n: u16, size: u16) {
+        let s = self.slot as u32 + n as u32;
+        if s >= size as u32 {
+            self.slot = (s - size as u32) as u16;
+            self.wrap = !self.wrap;
+        } else {
+            self.slot = s as u16;
+        }
+    }
+
+    /// `n` slots back (at most the ring size).
+    fn back(&mut self, n: u16, size: u16) {
+        if n > self.slot {
+            self.slot = self.slot + size - n;
+            self.wrap = !self.wrap;
+        } else {
+            self.slot -= n;
+        }
+    }
+
+    /// Where the position is in the 2 × size cycle over which positions
+    /// (and flags) repeat.
+    fn in_cycle(self, size: u16) -> u32 {
+        self.slot as u32 + if self.wrap { 0 } else { size as u32 }
+    }
+}
+
+/// Where the flags of the descriptor in `slot` are in the ring.
+#[inline]
+fn flags_at(slot: u16) -> usize {
+    slot as usize * DESC_SIZE as usize + 14
+}
+
+/// Whether `flags` make a slot available in the lap whose counter is `wrap`.
+#[inline]
+fn is_avail(flags: u16, wrap: bool) -> bool {
+    (flags & VRING_PACKED_DESC_F_AVAIL != 0) == wrap && (flags & VRING_PACKED_DESC_F_USED != 0) != wrap
+}
+
+/// A packed descriptor (addr, len, id, flags), copied out in one load, as
+/// a `Desc` (its `next` unused) and its id.
+#[inline]
+fn load(mem: &GuestMemory, table: &Span, i: u16) -> Result<(Desc, u16), OutOfBounds> {
+    let raw: [u8; DESC_SIZE as usize] = mem.load(table, i as usize * DESC_SIZE as usize)?;
+    let d = Desc {
+        addr: u64::from_le_bytes(raw[0..8].try_into().expect("8 bytes")),
+        len: u32::from_le_bytes(raw[8..12].try_into().expect("4 bytes")),
+        flags: u16::from_le_bytes([raw[14], raw[15]]),
+        next: 0,
+    };
+    Ok((d, u16::from_le_bytes([raw[12], raw[13]])))
+}
+
+/// What walking one chain found: the slots it took, its id, and the first
+/// reason to refuse it.
+struct Walked {
+    slots: u16,
+    id: u16,
+    err: Option<ChainError>,
+}
+
+/// Our side of one packed virtqueue. The ring and both event areas are
+/// translated once, against the memory the queue is made for.
+#[derive(Clone, Debug)]
+pub struct PackedQueue {
+    size: u16,
+    ring: Span,
+    /// Driver event suppression: the guest's wishes about interrupts.
+    driver: Span,
+    /// Device event suppression: ours about kicks.
+    device: Span,
+    features: RingFeatures,
+    next_avail: Pos,
+    next_used: Pos,
+    /// How many slots from `next_avail` on were seen available (by an
+    /// acquire load of their flags): `pop` need not look again.
+    seen: u16,
+    /// Where the chains on offer were last found to end: the slot `pop`
+    /// found empty, or the end of the chains `unpop` gave back (for
+    /// `mark_starved`).
+    reached: Pos,
+    /// The used position at the last `publish`: where the batch starts.
+    published: Pos,
+    /// The batch's used descriptors, kept until `publish`: slot, and bytes
+    /// 8..16 (len, id, flags). At most `MAX_BATCH` (more are written at
+    /// once, still unseen behind the first).
+    batch: Box<[(u16, [u8; 8])]>,
+    batch_n: usize,
+    /// Ring slots the chain in flight under each id took; 0: none.
+    in_flight: Box<[u16]>,
+    /// The last pops (slots, id or NO_ID), the newest at `recent_at - 1`
+    /// (modulo `MAX_UNPOP`), `recent_n` of them, for `unpop` (boxed: a
+    /// queue moves between threads' plans).
+    recent: Box<[(u16, u16); MAX_UNPOP]>,
+    recent_at: usize,
+    recent_n: usize,
+    /// Where the chains on offer ran out for a frame, and its bytes (see
+    /// `starved`).
+    starved_at: Option<(Pos, u64)>,
+    /// EVENT_IDX: the used position at the last interrupt check (None
+    /// before the first), and slots used since, saturating.
+    signalled: Option<Pos>,
+    since: u32,
+}
+
+impl PackedQueue {
+    /// A queue of `size` entries (up to 32768, any number: packed rings need
+    /// no power of two) whose descriptor ring and driver and device areas
+    /// are at the given guest addresses in `mem`, resuming at the positions
+    /// rte_vhost reports (slot | wrap << 15, avail then used). Each part
+    /// must lie in one region of `mem`.
+    pub fn new(size: u16, desc: Gpa, driver: Gpa, device: Gpa, (avail, used): (u16, u16), mem: &GuestMemory, features: RingFeatures) -> Result<PackedQueue, &'static str> {
+        if size == 0 || size > 32768 {
+            return Err("bad ring size");
+        }
+        // 2.7.10's alignments: the flags and event areas are loaded and
+        // stored atomically and must not straddle.
+        if !desc.0.is_multiple_of(16) || !driver.0.is_multiple_of(4) || !device.0.is_multiple_of(4) {
+            return Err("misaligned ring");
+        }
+        let (next_avail, next_used) = (Pos::from_index(avail), Pos::from_index(used));
+        if next_avail.slot >= size || next_used.slot >= size {
+            return Err("ring position beyond the ring");
+        }
+        let span = |gpa, len| mem.span(gpa, len).ok_or("ring outside guest memory");
+        Ok(PackedQueue {
+            size,
+            ring: span(desc, size as u32 * DESC_SIZE as u32)?,
+            driver: span(driver, 4)?,
+            device: span(device, 4)?,
+            features,
+            next_avail,
+            next_used,
+            seen: 0,
+            reached: next_avail,
+            published: next_used,
+            batch: vec![(0, [0; 8]); (size as usize).min(MAX_BATCH)].into_boxed_slice(),
+            batch_n: 0,
+            in_flight: vec![0; size as usize].into_boxed_slice(),
+            recent: Box::new([(0, NO_ID); MAX_UNPOP]),
+            recent_at: 0,
+            recent_n: 0,
+            starved_at: None,
+            signalled: None,
+            since: 0,
+        })
+    }
+
+    pub fn features(&self) -> RingFeatures {
+        self.features
+    }
+
+    pub fn size(&self) -> u16 {
+        self.size
+    }
+
+    /// Our positions (slot | wrap << 15: avail, used), for
+    /// `rte_vhost_set_vring_base` when the device stops.
+    pub fn indices(&self) -> (u16, u16) {
+        (self.next_avail.index(), self.next_used.index())
+    }
+
+    /// How many descriptors in a row, from the next one on, the guest has
+    /// made available, looking at `AVAIL_SCAN` at most: more than 0 if a
+    /// chain can be popped, and no fewer than the chains that can (a chain
+    /// may take several). Slots seen before are not looked at again.
+    pub fn available(&mut self, mem: &GuestMemory) -> Result<u16, RingError> {
+        let limit = self.size.min(AVAIL_SCAN);
+        let mut at = self.next_avail;
+        at.advance(self.seen.min(limit), self.size);
+        while self.seen < limit {
+            if !is_avail(mem.span_u16_acquire(&self.ring, flags_at(at.slot))?, at.wrap) {
+                break;
+            }
+            self.seen += 1;
+            at.advance(1, self.size);
+        }
+        Ok(self.seen.min(limit))
+    }
+
+    /// Takes the next available chain into `out` (its `head` is the buffer
+    /// id).
+    pub fn pop(&mut self, mem: &GuestMemory, dir: Direction, out: &mut Chain) -> Result<Pop, RingError> {
+        let head = self.next_avail;
+        // Acquire: the descriptors the guest wrote before the head's flags
+        // are visible once we see them (it makes the head available last).
+        if self.seen == 0 && !is_avail(mem.span_u16_acquire(&self.ring, flags_at(head.slot))?, head.wrap) {
+            self.reached = head;
+            return Ok(Pop::Empty);
+        }
+        let w = self.walk(mem, dir, head, out)?;
+        self.next_avail.advance(w.slots, self.size);
+        self.seen = self.seen.saturating_sub(w.slots);
+        let err = match self.in_flight.get_mut(w.id as usize) {
+            Some(n) if *n == 0 => {
+                *n = w.slots;
+                w.err
+            }
+            _ => Some(ChainError::HeadOutOfRange),
+        };
+        let kept = if err == Some(ChainError::HeadOutOfRange) { NO_ID } else { w.id };
+        self.recent[self.recent_at % MAX_UNPOP] = (w.slots, kept);
+        self.recent_at = self.recent_at.wrapping_add(1);
+        self.recent_n = self.recent_n.saturating_add(1);
+        out.head = w.id;
+        Ok(match err {
+            None => Pop::Chain,
+            Some(err) => Pop::Bad { head: w.id, err },
+        })
+    }
+
+    /// Follows the chain at `head` (known available) to its end, taking
+    /// its buffers into `out` until one is refused.
+    fn walk(&self, mem: &GuestMemory, dir: Direction, head: Pos, out: &mut Chain) -> Result<Walked, RingError> {
+        out.clear(0);
+        let mut at = head;
+        let mut err = None;
+        let mut n = 0;
+        while n < self.size {
+            n += 1;
+            let (d, id) = load(mem, &self.ring, at.slot)?;
+            // The head's flags were read above; the rest must say
+            // available too (2.7.6), or the chain has no end we can trust.
+            if n > 1 && !is_avail(d.flags, at.wrap) {
+                return Err(RingError::BrokenChain { slot: at.slot });
+            }
+            if err.is_none() {
+                err = self.take(mem, dir, &d, n, out).err();
+            }
+            if !d.has(VRING_DESC_F_NEXT) {
+                return Ok(Walked { slots: n, id, err });
+            }
+            at.advance(1, self.size);
+        }
+        // Round the whole ring and on: a chain longer than the ring.
+        Err(RingError::BrokenChain { slot: head.slot })
+    }
+
+    /// Adds descriptor `d`, the `n`th of its chain: a buffer, or the whole
+    /// chain as an indirect table.
+    fn take(&self, mem: &GuestMemory, dir: Direction, d: &Desc, n: u16, out: &mut Chain) -> Result<(), ChainError> {
+        if !d.has(VRING_DESC_F_INDIRECT) {
+            return out.take(mem, dir, d);
+        }
+        if !self.features.indirect {
+            return Err(ChainError::Indirect);
+        }
+        if n > 1 || d.has(VRING_DESC_F_NEXT) || d.len == 0 || !(d.len as u64).is_multiple_of(DESC_SIZE) {
+            return Err(ChainError::BadIndirect);
+        }
+        let entries = d.len as u64 / DESC_SIZE;
+        if entries > MAX_DESCS as u64 {
+            return Err(ChainError::TooLong);
+        }
+        let table = mem.span(Gpa(d.addr), d.len).ok_or(ChainError::OutsideMemory)?;
+        for i in 0..entries as u16 {
+            let (t, _) = load(mem, &table, i).map_err(|_| ChainError::OutsideMemory)?;
+            if t.has(VRING_DESC_F_INDIRECT) {
+                return Err(ChainError::BadIndirect);
+            }
+            out.take(mem, dir, &Desc { flags: t.flags & VRING_DESC_F_WRITE, ..t })?;
+        }
+        Ok(())
+    }
+
+    /// Starts loading the ring slots the next `n` chains begin with (at
+    /// least): a hint, never a fault or an error.
+    pub fn prefetch_next(&self, mem: &GuestMemory, n: usize) {
+        let mut slot = self.next_avail.slot as usize;
+        for k in 0..n.min(self.size as usize) {
+            // Four descriptors to a cache line.
+            if k == 0 || slot.is_multiple_of(4) {
+                mem.prefetch(&self.ring, slot * DESC_SIZE as usize);
+            }
+            slot += 1;
+            if slot == self.size as usize {
+                slot = 0;
+            }
+        }
+    }
+
+    /// Gives back the last `n` chains popped and not yet used (at most
+    /// `MAX_UNPOP`): a packet that found too few receive buffers leaves
+    /// the ring as it was.
+    pub fn unpop(&mut self, n: u16) {
+        debug_assert!(n as usize <= self.recent_n.min(MAX_UNPOP), "unpop of more chains than were popped");
+        if n > 0 {
+            self.reached = self.next_avail;
+        }
+        for _ in 0..(n as usize).min(self.recent_n).min(MAX_UNPOP) {
+            self.recent_at = self.recent_at.wrapping_sub(1);
+            self.recent_n -= 1;
+            let (slots, id) = self.recent[self.recent_at % MAX_UNPOP];
+            self.next_avail.back(slots, self.size);
+            self.seen = self.seen.saturating_add(slots);
+            if let Some(s) = self.in_flight.get_mut(id as usize) {
+                *s = 0;
+            }
+        }
+    }
+
+    /// Records that the chains offered could not take `need` bytes (see
+    /// `starved`).
+    pub fn mark_starved(&mut self, need: u64) {
+        self.starved_at = Some((self.reached, need));
+    }
+
+    /// Whether `need` bytes cannot fit: the chains on offer were too few for
+    /// as many bytes or fewer, and the slot where they ran out is still not
+    /// available. One flags load. (When they ran out for a cap rather than
+    /// at an empty slot, that slot may be available already: then the
+    /// chains are walked again, as without this.)
+    pub fn starved(&mut self, mem: &GuestMemory, need: u64) -> Result<bool, RingError> {
+        let Some((at, failed)) = self.starved_at else { return Ok(false) };
+        if is_avail(mem.span_u16_acquire(&self.ring, flags_at(at.slot))?, at.wrap) {
+            self.starved_at = None;
+            return Ok(false);
+        }
+        Ok(need >= failed)
+    }
+
+    /// Adds the next used descriptor, for the chain in flight under `id`
+    /// (not yet visible to the guest: see `publish`). An id with nothing
+    /// of ours in flight (beyond the ring, already returned, or never
+    /// popped) adds nothing.
+    pub fn add_used(&mut self, mem: &GuestMemory, id: u16, len: u32) -> Result<(), RingError> {
+        let Some(slots) = self.in_flight.get_mut(id as usize).map(std::mem::take).filter(|&n| n > 0) else {
+            return Ok(());
+        };
+        let at = self.next_used;
+        // Both flags equal to our counter: used. WRITE says bytes were
+        // written (2.7.3).
+        let mut flags = if at.wrap { VRING_PACKED_DESC_F_AVAIL | VRING_PACKED_DESC_F_USED } else { 0 };
+        if len > 0 {
+            flags |= VRING_DESC_F_WRITE;
+        }
+        // Bytes 8..16 of the descriptor: len, id, flags.
+        let e = (len as u64 | (id as u64) << 32 | (flags as u64) << 48).to_le_bytes();
+        if let Some(b) = self.batch.get_mut(self.batch_n) {
+            *b = (at.slot, e);
+            self.batch_n += 1;
+        } else {
+            mem.store(&self.ring, at.slot as usize * DESC_SIZE as usize + 8, e)?;
+        }
+        self.next_used.advance(slots, self.size);
+        self.since = self.since.saturating_add(slots as u32);
+        Ok(())
+    }
+
+    /// Makes every used descriptor added so far visible: the batch is
+    /// written, its first descriptor's flags last, with release ordering
+    /// (the rest, and the data they describe, come first). Until then the
+    /// ring is untouched, so a switch that dies before can take the
+    /// batch's chains again (see `resume`).
+    pub fn publish(&mut self, mem: &GuestMemory) -> Result<(), RingError> {
+        let Some(&(first, e)) = self.batch[..self.batch_n].first() else { return Ok(()) };
+        for &(slot, rest) in &self.batch[1..self.batch_n] {
+            mem.store(&self.ring, slot as usize * DESC_SIZE as usize + 8, rest)?;
+        }
+        let head: [u8; 6] = e[..6].try_into().expect("6 bytes");
+        mem.store(&self.ring, first as usize * DESC_SIZE as usize + 8, head)?;
+        mem.span_u16_release(&self.ring, flags_at(first), u16::from_le_bytes([e[6], e[7]]))?;
+        self.batch_n = 0;
+        self.published = self.next_used;
+        Ok(())
+    }
+
+    /// Whether to interrupt the guest for what has been published (call it
+    /// after `publish`). The driver area's flags decide: DISABLE no,
+    /// ENABLE yes; with EVENT_IDX, DESC asks for one once the used
+    /// position passes its offset and wrap counter, checked against the
+    /// position at the previous call (the first call says yes, as in
+    /// split rings; so does the reserved value 3).
+    pub fn needs_interrupt(&mut self, mem: &GuestMemory) -> bool {
+        // Orders our used flags store before the driver area loads; without
+        // it the guest could enable interrupts after our check and sleep
+        // on a ring we just filled.
+        full_fence();
+        let new = self.next_used;
+        let old = self.signalled.replace(new);
+        let since = std::mem::take(&mut self.since);
+        let Ok(flags) = mem.span_u16_acquire(&self.driver, 2) else { return true };
+        if !self.features.event_idx || flags != RING_EVENT_FLAGS_DESC {
+            return flags != RING_EVENT_FLAGS_DISABLE;
+        }
+        let (Some(old), Ok(off_wrap)) = (old, mem.span_u16_acquire(&self.driver, 0)) else { return true };
+        // The event is passed if it lies in [old, new), the `since` slots
+        // used meanwhile, counted round the cycle positions repeat over.
+        let cycle = 2 * self.size as u32;
+        let event = Pos::from_index(off_wrap).in_cycle(self.size);
+        since >= cycle || (event + cycle - old.in_cycle(self.size)) % cycle < since
+    }
+
+    /// Whether the driver area allows an interrupt at all (not DISABLE):
+    /// the rule without EVENT_IDX (`needs_interrupt` applies it then).
+    pub fn guest_wants_interrupt(&self, mem: &GuestMemory) -> bool {
+        full_fence();
+        mem.span_u16_acquire(&self.driver, 2).map(|f| f != RING_EVENT_FLAGS_DISABLE).unwrap_or(false)
+    }
+
+    /// Asks the guest never to kick us: we poll. With EVENT_IDX too, unlike
+    /// the split ring's flag: DISABLE means none at all.
+    pub fn suppress_kicks(&self, mem: &GuestMemory) -> Result<(), RingError> {
+        mem.store(&self.device, 2, RING_EVENT_FLAGS_DISABLE.to_le_bytes())?;
+        Ok(())
+    }
+}

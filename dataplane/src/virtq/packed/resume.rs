@@ -1,0 +1,153 @@
+//! Resuming a packed ring exactly after the switch died.
+//!
+//! A split ring's used index lives in guest memory, so QEMU, finding no
+//! switch to ask for GET_VRING_BASE, resumes from it. A packed ring has no
+//! such index: QEMU then keeps the position it last heard of (its
+//! `virtio_queue_packed_restore_last_avail_idx` does nothing), the one it
+//! sent at the start of the session, which is wrong by however far the
+//! ring went since. rte_vhost's inflight region would help, but QEMU sets
+//! it up for block and SCSI devices only, never for a network device. So
+//! the switch keeps the position itself, in memory of its own that
+//! outlives it: before each `publish`, the used position before and after
+//! the batch (`publish_record`). The guest's ring then tells which of the
+//! two holds (`resume_at`): the batch's first slot is still the guest's
+//! available descriptor if the batch never became visible, and is used in
+//! that lap, or offered again in the next, if it did. Chains taken and
+//! not returned are taken again, as QEMU's resume of a split ring does.
+use pmd_bridge::guest_mem::{GuestMemory, Gpa};
+
+use super::{flags_at, is_avail, PackedQueue, Pos, DESC_SIZE};
+
+/// The used position (slot | wrap << 15) before and after the batch that
+/// `publish` is about to make visible.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PublishRecord {
+    pub before: u16,
+    pub after: u16,
+}
+
+impl PackedQueue {
+    /// What to keep, outside guest memory, before calling `publish`; None
+    /// if there is nothing to make visible.
+    pub fn publish_record(&self) -> Option<PublishRecord> {
+        (self.batch_n > 0).then(|| PublishRecord { before: self.published.index(), after: self.next_used.index() })
+    }
+
+    /// Where to resume (avail and used alike) the packed ring of `size`
+    /// slots at `desc` after a switch that kept `rec` last died: `after` if
+    /// that batch became visible, else `before`. Exact when chains are
+    /// returned in the order they were taken, as the datapath returns them,
+    /// and batches are of at most `MAX_BATCH` (512) used descriptors (the
+    /// rest are written before `publish`, unseen but over the chains a
+    /// resume at `before` would take again).
+    pub fn resume_at(mem: &GuestMemory, desc: Gpa, size: u16, rec: PublishRecord) -> Result<u16, &'static str> {
+        let first = Pos::from_index(rec.before);
+        if first.slot >= size || Pos::from_index(rec.after).slot >= size {
+            return Err("ring position beyond the ring");
+        }
+        let ring = mem.span(desc, size as u32 * DESC_SIZE as u32).ok_or("ring outside guest memory")?;
+        let flags = mem.span_u16_acquire(&ring, flags_at(first.slot)).map_err(|_| "ring outside guest memory")?;
+        Ok(if is_avail(flags, first.wrap) { rec.before } else { rec.after })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::virtq::test_guest::{DATA, DESC};
+    use crate::virtq::test_packed::PackedGuest;
+    use crate::virtq::{Chain, Direction, Pop};
+
+    const SIZE: u16 = 4;
+
+    /// Offers `ids` (one slot each) and takes them all.
+    fn take(g: &mut PackedGuest, q: &mut PackedQueue, ids: &[u16]) {
+        let mut c = Chain::default();
+        for &id in ids {
+            g.offer(id, &[(DATA + 0x100 * id as u64, 64, 0)]);
+        }
+        for &id in ids {
+            assert_eq!((q.pop(&g.mem, Direction::DeviceReads, &mut c), c.head), (Ok(Pop::Chain), id));
+        }
+    }
+
+    /// The switch dies with `rec` kept; a new one resumes where it says.
+    fn restart(g: &PackedGuest, rec: PublishRecord) -> PackedQueue {
+        let at = PackedQueue::resume_at(&g.mem, Gpa(DESC), SIZE, rec).unwrap();
+        let [d, dr, dv] = g.rings.map(Gpa);
+        PackedQueue::new(SIZE, d, dr, dv, (at, at), &g.mem, g.features).unwrap()
+    }
+
+    fn heads(g: &PackedGuest, q: &mut PackedQueue) -> Vec<u16> {
+        let mut c = Chain::default();
+        std::iter::from_fn(|| (q.pop(&g.mem, Direction::DeviceReads, &mut c) == Ok(Pop::Chain)).then_some(c.head)).collect()
+    }
+
+    #[test]
+    fn a_batch_never_made_visible_is_taken_again() {
+        let mut g = PackedGuest::new(SIZE);
+        let mut q = g.queue();
+        assert_eq!(q.publish_record(), None);
+        take(&mut g, &mut q, &[0, 1, 2]);
+        for id in [0, 1, 2] {
+            q.add_used(&g.mem, id, 0).unwrap();
+        }
+        let rec = q.publish_record().unwrap();
+        assert_eq!(rec, PublishRecord { before: 0x8000, after: 0x8003 });
+        let mut q = restart(&g, rec);
+        assert_eq!(heads(&g, &mut q), [0, 1, 2]);
+        for id in [0, 1, 2] {
+            q.add_used(&g.mem, id, 0).unwrap();
+        }
+        q.publish(&g.mem).unwrap();
+        assert_eq!(std::iter::from_fn(|| g.used()).map(|u| u.0).collect::<Vec<_>>(), [0, 1, 2], "each once");
+    }
+
+    #[test]
+    fn a_batch_made_visible_is_not_even_once_the_guest_offered_its_slots_again() {
+        for offered_again in [false, true] {
+            let mut g = PackedGuest::new(SIZE);
+            let mut q = g.queue();
+            take(&mut g, &mut q, &[3, 1, 0, 2]);
+            for id in [3, 1, 0, 2] {
+                q.add_used(&g.mem, id, 0).unwrap();
+            }
+            let rec = q.publish_record().unwrap();
+            q.publish(&g.mem).unwrap();
+            assert_eq!(q.publish_record(), None);
+            // The switch is gone; the guest reads what it got back, and may
+            // fill the whole ring again in the next lap.
+            while g.used().is_some() {}
+            if offered_again {
+                for id in 0..SIZE {
+                    g.offer(id, &[(DATA, 64, 0)]);
+                }
+            }
+            let mut q = restart(&g, rec);
+            assert_eq!(q.indices(), (0x0000, 0x0000), "one lap on");
+            assert_eq!(heads(&g, &mut q), if offered_again { vec![0, 1, 2, 3] } else { vec![] });
+        }
+    }
+
+    #[test]
+    fn chains_in_flight_at_the_death_are_taken_again() {
+        let mut g = PackedGuest::new(SIZE);
+        let mut q = g.queue();
+        take(&mut g, &mut q, &[0, 1, 2]);
+        q.add_used(&g.mem, 0, 0).unwrap();
+        let rec = q.publish_record().unwrap();
+        q.publish(&g.mem).unwrap();
+        assert_eq!(g.used().map(|u| u.0), Some(0));
+        let mut q = restart(&g, rec);
+        assert_eq!(heads(&g, &mut q), [1, 2]);
+    }
+
+    #[test]
+    fn a_record_that_does_not_fit_the_ring_is_refused() {
+        let g = PackedGuest::new(SIZE);
+        let r = |before, after| PackedQueue::resume_at(&g.mem, Gpa(DESC), SIZE, PublishRecord { before, after });
+        assert_eq!(r(0x8004, 0x8000), Err("ring position beyond the ring"));
+        assert_eq!(r(0x8000, 0x0004), Err("ring position beyond the ring"));
+        assert_eq!(PackedQueue::resume_at(&g.mem, Gpa(0x3fff0), SIZE, PublishRecord::default()), Err("ring outside guest memory"));
+    }
+}

@@ -1,0 +1,201 @@
+//! Either kind of virtqueue behind one interface, for the copy-once code.
+//!
+//! A port holds a `Virtqueue`, an enum rather than a trait object: a queue
+//! is split or packed for its whole life, so the match in each call is a
+//! branch the CPU always predicts, both arms inline, and nothing is boxed
+//! or called through a pointer. `RingOps` names the operations both kinds
+//! (and the enum) offer, so that code such as `virtio_net::deliver` is
+//! written once, compiled for each, and takes the enum or a plain
+//! `SplitQueue` alike. Each kind keeps its own inherent methods, which
+//! the trait forwards to.
+use pmd_bridge::guest_mem::{GuestMemory, Gpa};
+
+use super::{Chain, Direction, PackedQueue, Pop, RingError, RingFeatures, SplitQueue, VIRTIO_F_RING_PACKED};
+
+/// What the copy-once datapath does with a virtqueue; see `SplitQueue` and
+/// `PackedQueue` for what each means for its kind. A chain's `head` is
+/// what `add_used` takes back: the head descriptor of a split chain, the
+/// buffer id of a packed one. `indices` are rte_vhost's vring base.
+pub trait RingOps {
+    fn features(&self) -> RingFeatures;
+    fn size(&self) -> u16;
+    fn indices(&self) -> (u16, u16);
+    /// More than 0 iff a chain can be popped (split: exactly how many;
+    /// packed: available descriptors, a few dozen at most).
+    fn available(&mut self, mem: &GuestMemory) -> Result<u16, RingError>;
+    fn pop(&mut self, mem: &GuestMemory, dir: Direction, out: &mut Chain) -> Result<Pop, RingError>;
+    fn prefetch_next(&self, mem: &GuestMemory, n: usize);
+    fn unpop(&mut self, n: u16);
+    fn mark_starved(&mut self, need: u64);
+    fn starved(&mut self, mem: &GuestMemory, need: u64) -> Result<bool, RingError>;
+    fn add_used(&mut self, mem: &GuestMemory, head: u16, len: u32) -> Result<(), RingError>;
+    fn publish(&mut self, mem: &GuestMemory) -> Result<(), RingError>;
+    fn needs_interrupt(&mut self, mem: &GuestMemory) -> bool;
+    fn guest_wants_interrupt(&self, mem: &GuestMemory) -> bool;
+    fn suppress_kicks(&self, mem: &GuestMemory) -> Result<(), RingError>;
+}
+
+/// `RingOps` for a queue type, by its inherent methods (named by path, so
+/// an inherent `&self` method is never mistaken for the trait's `&mut`).
+macro_rules! forward {
+    ($t:ty) => {
+        impl RingOps for $t {
+            #[inline]
+            fn features(&self) -> RingFeatures {
+                <$t>::features(self)
+            }
+            #[inline]
+            fn size(&self) -> u16 {
+                <$t>::size(self)
+            }
+            #[inline]
+            fn indices(&self) -> (u16, u16) {
+                <$t>::indices(self)
+            }
+            #[inline]
+            fn available(&mut self, mem: &GuestMemory) -> Result<u16, RingError> {
+                <$t>::available(self, mem)
+            }
+            #[inline]
+            fn pop(&mut self, mem: &GuestMemory, dir: Direction, out: &mut Chain) -> Result<Pop, RingError> {
+                <$t>::pop(self, mem, dir, out)
+            }
+            #[inline]
+            fn prefetch_next(&self, mem: &GuestMemory, n: usize) {
+                <$t>::prefetch_next(self, mem, n)
+            }
+            #[inline]
+            fn unpop(&mut self, n: u16) {
+                <$t>::unpop(self, n)
+            }
+            #[inline]
+            fn mark_starved(&mut self, need: u64) {
+                <$t>::mark_starved(self, need)
+            }
+            #[inline]
+            fn starved(&mut self, mem: &GuestMemory, need: u64) -> Result<bool, RingError> {
+                <$t>::starved(self, mem, need)
+            }
+            #[inline]
+            fn add_used(&mut self, mem: &GuestMemory, head: u16, len: u32) -> Result<(), RingError> {
+                <$t>::add_used(self, mem, head, len)
+            }
+            #[inline]
+            fn publish(&mut self, mem: &GuestMemory) -> Result<(), RingError> {
+                <$t>::publish(self, mem)
+            }
+            #[inline]
+            fn needs_interrupt(&mut self, mem: &GuestMemory) -> bool {
+                <$t>::needs_interrupt(self, mem)
+            }
+            #[inline]
+            fn guest_wants_interrupt(&self, mem: &GuestMemory) -> bool {
+                <$t>::guest_wants_interrupt(self, mem)
+            }
+            #[inline]
+            fn suppress_kicks(&self, mem: &GuestMemory) -> Result<(), RingError> {
+                <$t>::suppress_kicks(self, mem)
+            }
+        }
+    };
+}
+
+forward!(SplitQueue);
+forward!(PackedQueue);
+
+/// A guest's virtqueue, split or packed as its driver negotiated.
+#[derive(Clone, Debug)]
+pub enum Virtqueue {
+    Split(SplitQueue),
+    Packed(PackedQueue),
+}
+
+impl Virtqueue {
+    /// The queue of a device that negotiated `negotiated`: packed with
+    /// VIRTIO_F_RING_PACKED, else split. `rings` are the three addresses
+    /// `rte_vhost_get_vhost_vring` gives either way: descriptor table,
+    /// avail ring, used ring (split) or descriptor ring, driver area,
+    /// device area (packed); `indices` its vring base.
+    pub fn new(negotiated: u64, size: u16, rings: [Gpa; 3], indices: (u16, u16), mem: &GuestMemory) -> Result<Virtqueue, &'static str> {
+        let features = RingFeatures::from_bits(negotiated);
+        let [a, b, c] = rings;
+        Ok(if negotiated & VIRTIO_F_RING_PACKED != 0 {
+            Virtqueue::Packed(PackedQueue::new(size, a, b, c, indices, mem, features)?)
+        } else {
+            Virtqueue::Split(SplitQueue::with_features(size, a, b, c, indices, mem, features)?)
+        })
+    }
+
+    pub fn is_packed(&self) -> bool {
+        matches!(self, Virtqueue::Packed(_))
+    }
+}
+
+/// `$e` with `$q` bound to whichever queue `$v` holds.
+macro_rules! each {
+    ($v:expr, $q:ident => $e:expr) => {
+        match $v {
+            Virtqueue::Split($q) => $e,
+            Virtqueue::Packed($q) => $e,
+        }
+    };
+}
+
+impl RingOps for Virtqueue {
+    #[inline]
+    fn features(&self) -> RingFeatures {
+        each!(self, q => RingOps::features(q))
+    }
+    #[inline]
+    fn size(&self) -> u16 {
+        each!(self, q => RingOps::size(q))
+    }
+    #[inline]
+    fn indices(&self) -> (u16, u16) {
+        each!(self, q => RingOps::indices(q))
+    }
+    #[inline]
+    fn available(&mut self, mem: &GuestMemory) -> Result<u16, RingError> {
+        each!(self, q => RingOps::available(q, mem))
+    }
+    #[inline]
+    fn pop(&mut self, mem: &GuestMemory, dir: Direction, out: &mut Chain) -> Result<Pop, RingError> {
+        each!(self, q => RingOps::pop(q, mem, dir, out))
+    }
+    #[inline]
+    fn prefetch_next(&self, mem: &GuestMemory, n: usize) {
+        each!(self, q => RingOps::prefetch_next(q, mem, n))
+    }
+    #[inline]
+    fn unpop(&mut self, n: u16) {
+        each!(self, q => RingOps::unpop(q, n))
+    }
+    #[inline]
+    fn mark_starved(&mut self, need: u64) {
+        each!(self, q => RingOps::mark_starved(q, need))
+    }
+    #[inline]
+    fn starved(&mut self, mem: &GuestMemory, need: u64) -> Result<bool, RingError> {
+        each!(self, q => RingOps::starved(q, mem, need))
+    }
+    #[inline]
+    fn add_used(&mut self, mem: &GuestMemory, head: u16, len: u32) -> Result<(), RingError> {
+        each!(self, q => RingOps::add_used(q, mem, head, len))
+    }
+    #[inline]
+    fn publish(&mut self, mem: &GuestMemory) -> Result<(), RingError> {
+        each!(self, q => RingOps::publish(q, mem))
+    }
+    #[inline]
+    fn needs_interrupt(&mut self, mem: &GuestMemory) -> bool {
+        each!(self, q => RingOps::needs_interrupt(q, mem))
+    }
+    #[inline]
+    fn guest_wants_interrupt(&self, mem: &GuestMemory) -> bool {
+        each!(self, q => RingOps::guest_wants_interrupt(q, mem))
+    }
+    #[inline]
+    fn suppress_kicks(&self, mem: &GuestMemory) -> Result<(), RingError> {
+        each!(self, q => RingOps::suppress_kicks(q, mem))
+    }
+}
