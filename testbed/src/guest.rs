@@ -185,6 +185,8 @@ pub struct GuestNet {
     /// Address with prefix, e.g. `10.0.0.1/24`.
     pub ip: String,
     pub mtu: Option<u32>,
+    /// A packed virtqueue (`packed=on`) rather than split rings.
+    pub packed: bool,
 }
 
 /// A running guest. Dropping it kills QEMU.
@@ -246,7 +248,7 @@ impl Guest {
             .tempdir()
             .map_err(|e| format!("{name}: monitor directory: {e}"))?;
         let monitor_path = monitor_dir.path().join("monitor.sock");
-        let device = format!("virtio-net-pci,netdev=n0,mac={},vectors=0", net.mac);
+        let device = format!("virtio-net-pci,netdev=n0,mac={},vectors=0{}", net.mac, if net.packed { ",packed=on" } else { "" });
         // A named CPU model, not `max`: QEMU does not promise that `max`
         // migrates (its features follow the build), and migration tests
         // start two of these machines.

@@ -35,6 +35,7 @@ fn two_guests_ping_through_testpmd() {
         mac: format!("52:54:00:00:00:0{}", i + 1),
         ip: format!("10.0.0.{}/24", i + 1),
         mtu: None,
+        packed: false,
     };
     let mut a = Guest::boot("guest-a", &image, &net(0)).expect("boot guest a");
     let mut b = Guest::boot("guest-b", &image, &net(1)).expect("boot guest b");

@@ -20,7 +20,7 @@
 use std::sync::Arc;
 
 use dataplane::copy_once::{CopyOnceRx, CopyOnceTx, GuestFeatures, GuestRing, Interrupt};
-use dataplane::virtq::{RingFeatures, SplitQueue};
+use dataplane::virtq::{RingOps, Virtqueue};
 use pmd_bridge::guest_mem::GuestMemory;
 use pmd_bridge::{CallFd, VhostDevice};
 
@@ -30,7 +30,7 @@ pub struct CopyOnceState {
     /// changes it, or with no guest).
     pub mem: Option<Arc<GuestMemory>>,
     /// Our side of each vring, by virtio queue index, when not in a plan.
-    queues: Vec<Option<SplitQueue>>,
+    queues: Vec<Option<Virtqueue>>,
     /// Each vring's call eventfd, as of the last remap.
     calls: Vec<Option<Arc<CallFd>>>,
     /// What the guest negotiated.
@@ -63,8 +63,8 @@ impl CopyOnceState {
                 (false, Some(q)) => q.indices(),
                 _ => (v.last_avail, v.last_used),
             };
-            let q = SplitQueue::with_features(v.size, gpa(v.desc)?, gpa(v.avail)?, gpa(v.used)?, indices, &mem, RingFeatures::from_bits(self.features))
-                .map_err(|e| format!("vring {idx}: {e}"))?;
+            let rings = [gpa(v.desc)?, gpa(v.avail)?, gpa(v.used)?];
+            let q = Virtqueue::new(self.features, v.size, rings, indices, &mem).map_err(|e| format!("vring {idx}: {e}"))?;
             // Kicks off while we poll, written into the used ring ourselves:
             // rte_vhost_enable_guest_notification would take the queue lock,
             // which a message handler waiting on our memory may hold.

@@ -67,6 +67,7 @@ fn net(dir: &Path, port: &str, n: u8) -> GuestNet {
         mac: format!("52:54:00:00:00:{n:02x}"),
         ip: format!("10.0.0.{n}/24"),
         mtu: None,
+        packed: false,
     }
 }
 

@@ -28,7 +28,7 @@ use pmd_bridge::{CallFd, VhostDevice};
 use crate::copy_list::CopiesDone;
 use crate::offload::{Caps, Offload};
 use crate::packet::PacketBuf;
-use crate::virtq::{Refused, SplitQueue};
+use crate::virtq::{Refused, RingOps, Virtqueue};
 
 mod rx;
 mod tx;
@@ -118,7 +118,7 @@ pub enum Interrupt {
 /// virtqueue, how to interrupt the guest, and what went wrong.
 pub struct GuestRing {
     pub mem: Arc<GuestMemory>,
-    queue: SplitQueue,
+    queue: Virtqueue,
     interrupt: Interrupt,
     /// The virtio queue index (even: guest receive, odd: guest transmit).
     vring: u16,
@@ -133,7 +133,7 @@ pub struct GuestRing {
 }
 
 impl GuestRing {
-    pub fn new(mem: Arc<GuestMemory>, queue: SplitQueue, interrupt: Interrupt, vring: u16, features: GuestFeatures) -> GuestRing {
+    pub fn new(mem: Arc<GuestMemory>, queue: Virtqueue, interrupt: Interrupt, vring: u16, features: GuestFeatures) -> GuestRing {
         GuestRing {
             mem,
             queue,
@@ -152,7 +152,7 @@ impl GuestRing {
 
     /// The virtio queue index and our side of the ring, back to the
     /// control thread at the end of a plan.
-    pub fn into_queue(self) -> (u16, SplitQueue) {
+    pub fn into_queue(self) -> (u16, Virtqueue) {
         (self.vring, self.queue)
     }
 

@@ -10,7 +10,7 @@ use crate::mbuf_offload;
 use crate::offload::{validate, Caps, HdrError, NetHdr, Offload};
 use crate::packet::PacketBuf;
 use crate::virtio_net::{Delivery, NET_HDR_LEN};
-use crate::virtq::{Chain, ChainError, Direction, Pop, MAX_READ};
+use crate::virtq::{Chain, ChainError, Direction, Pop, RingOps, MAX_READ};
 
 pub struct CopyOnceRx {
     ring: GuestRing,
@@ -76,9 +76,13 @@ impl CopyOnceRx {
             }
         };
         // Pass 1: walk every chain and start loading its first buffer, so
-        // the header reads of pass 2 overlap instead of stalling one by one.
+        // the header reads of pass 2 overlap instead of stalling one by one;
+        // the burst's descriptors are requested together first, so the
+        // walks do not wait on them one by one either.
+        let want = avail.min(out.len());
+        ring.queue.prefetch_next(&ring.mem, want);
         let (mut k, mut bad) = (0usize, 0u64);
-        for _ in 0..avail.min(out.len()) {
+        for _ in 0..want {
             let err = match ring.queue.pop(&ring.mem, Direction::DeviceReads, &mut self.chains[k]) {
                 Ok(Pop::Chain) => {
                     let c = &self.chains[k];

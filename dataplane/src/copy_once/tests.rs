@@ -5,7 +5,7 @@ use crate::copy_list::CopyList;
 use crate::offload::{Caps, NetHdr};
 use crate::virtio_net::{Delivery, FrameSource, NET_HDR_LEN};
 use pmd_bridge::guest_mem::{GuestMemory, Gpa};
-use crate::virtq::{Chain, Direction, Pop};
+use crate::virtq::{Chain, Direction, Pop, Virtqueue};
 
 #[test]
 fn regression_tso_segments_must_fit_the_mtu_untagged_or_tagged() {
@@ -60,7 +60,7 @@ fn two_guests(frame: &[u8]) -> (CopyOnceRx, CopyOnceTx, Arc<GuestMemory>) {
     let mut b = TestGuest::new(8);
     b.desc(0, DATA, 2048, VRING_DESC_F_WRITE, 0);
     b.offer(0);
-    let (qa, qb) = (a.queue(), b.queue());
+    let (qa, qb) = (Virtqueue::Split(a.queue()), Virtqueue::Split(b.queue()));
     let a_mem = Arc::new(a.mem);
     let rx = CopyOnceRx::new(GuestRing::new(Arc::clone(&a_mem), qa, Interrupt::None, 1, f));
     let tx = CopyOnceTx::new(GuestRing::new(Arc::new(b.mem), qb, Interrupt::None, 0, f), 0);

@@ -8,7 +8,7 @@ use crate::mbuf_offload;
 use crate::offload::{complete_partial, Checksum, NetHdr, Segmenter};
 use crate::packet::PacketBuf;
 use crate::virtio_net::{deliver, Delivery, FrameSource, NET_HDR_LEN};
-use crate::virtq::{Chain, MAX_READ};
+use crate::virtq::{Chain, RingOps, MAX_READ};
 
 pub struct CopyOnceTx {
     ring: GuestRing,
@@ -185,7 +185,7 @@ impl CopyOnceTx {
 /// `deliver`, tried again up to `retries` times while the guest has too
 /// few receive buffers (its vCPU may be refilling them: OVS's and our
 /// rte_vhost ports' `vhost_retries`). While it has offered none, a retry
-/// costs one index load (`SplitQueue::starved`).
+/// costs one index load (`RingOps::starved`).
 fn deliver_retrying(
     ring: &mut GuestRing,
     frame: &FrameSource,

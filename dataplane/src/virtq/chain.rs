@@ -4,32 +4,58 @@ use pmd_bridge::guest_mem::{GuestMemory, Gpa, OutOfBounds, Span};
 
 use super::{ChainError, Desc, Direction, MAX_DESCS, MAX_READ, MAX_SEGS, VRING_DESC_F_WRITE};
 
+/// Spans a chain holds in place: most guest chains are one or two buffers
+/// (a header and a frame, or one buffer of both).
+const INLINE: usize = 4;
+
 /// One descriptor chain, validated: its head and buffers, translated once
 /// (a buffer that crosses guest memory regions is split into two spans).
+/// Compact: a burst's chains stay within a few cache lines; a longer chain
+/// moves its spans to room allocated with the chain, not per packet.
 #[derive(Clone, Debug)]
 pub struct Chain {
     pub head: u16,
-    segs: [Span; MAX_SEGS],
-    n: usize,
-    descs: usize,
+    n: u16,
+    descs: u16,
     total: u64,
+    inline: [Span; INLINE],
+    spill: Box<[Span; MAX_SEGS]>,
 }
 
 impl Default for Chain {
     fn default() -> Self {
-        Chain { head: 0, segs: [Span::default(); MAX_SEGS], n: 0, descs: 0, total: 0 }
+        Chain { head: 0, n: 0, descs: 0, total: 0, inline: [Span::default(); INLINE], spill: Box::new([Span::default(); MAX_SEGS]) }
     }
 }
 
 impl Chain {
+    #[inline]
     pub fn segments(&self) -> &[Span] {
-        &self.segs[..self.n]
+        let n = self.n as usize;
+        if n <= INLINE {
+            &self.inline[..n]
+        } else {
+            &self.spill[..n]
+        }
+    }
+
+    fn push(&mut self, s: Span) {
+        let n = self.n as usize;
+        if n < INLINE {
+            self.inline[n] = s;
+        } else {
+            if n == INLINE {
+                self.spill[..INLINE].copy_from_slice(&self.inline);
+            }
+            self.spill[n] = s;
+        }
+        self.n += 1;
     }
 
     /// How many buffer descriptors the chain had (not counting an INDIRECT
     /// one): at most `MAX_DESCS`.
     pub fn descriptors(&self) -> usize {
-        self.descs
+        self.descs as usize
     }
 
     pub(super) fn clear(&mut self, head: u16) {
@@ -42,7 +68,7 @@ impl Chain {
     /// Adds the buffer of descriptor `d`, translated, once it has passed
     /// every check (count, direction, length, memory).
     pub(super) fn take(&mut self, mem: &GuestMemory, dir: Direction, d: &Desc) -> Result<(), ChainError> {
-        if self.descs == MAX_DESCS {
+        if self.descs as usize == MAX_DESCS {
             return Err(ChainError::TooLong);
         }
         self.descs += 1;
@@ -56,11 +82,10 @@ impl Chain {
         }
         let mut too_long = false;
         mem.translate(Gpa(d.addr), d.len, |s| {
-            if self.n == MAX_SEGS {
+            if self.n as usize == MAX_SEGS {
                 too_long = true;
             } else {
-                self.segs[self.n] = s;
-                self.n += 1;
+                self.push(s);
             }
         })
         .map_err(|_| ChainError::OutsideMemory)?;
@@ -88,7 +113,7 @@ impl Chain {
             return Ok(());
         }
         if off.checked_add(len as u64).is_none_or(|end| end > self.len()) {
-            return Err(OutOfBounds { gpa: self.segs[0].gpa(), len: len as u64 });
+            return Err(OutOfBounds { gpa: self.segments().first().map_or(Gpa(0), |s| s.gpa()), len: len as u64 });
         }
         let mut done = 0;
         for s in self.segments() {
@@ -123,7 +148,7 @@ impl Chain {
     pub fn read(&self, mem: &GuestMemory, skip: u64, out: &mut Vec<u8>) -> Result<(), OutOfBounds> {
         let n = self.len().saturating_sub(skip);
         if n > MAX_READ {
-            return Err(OutOfBounds { gpa: self.segs[0].gpa(), len: self.len() });
+            return Err(OutOfBounds { gpa: self.segments().first().map_or(Gpa(0), |s| s.gpa()), len: self.len() });
         }
         let start = out.len();
         out.resize(start + n as usize, 0);

@@ -117,8 +117,13 @@ impl Vm {
 
     /// Likewise with `queues` queue pairs.
     pub fn connect_mq(name: &str, sock: &Path, server: bool, mtu: u16, queues: u16) -> Vm {
+        Self::connect_args(name, sock, server, mtu, queues, "")
+    }
+
+    /// Likewise with more net_virtio_user devargs (`,packed_vq=1`).
+    pub fn connect_args(name: &str, sock: &Path, server: bool, mtu: u16, queues: u16, args: &str) -> Vm {
         let devargs = format!(
-            "net_virtio_user_{name},path={},queues={queues},mrg_rxbuf=1{}",
+            "net_virtio_user_{name},path={},queues={queues},mrg_rxbuf=1{}{args}",
             sock.display(),
             if server { ",server=1" } else { "" }
         );
@@ -227,12 +232,18 @@ pub fn retag(f: &[u8], tag: Option<u16>) -> Vec<u8> {
 /// Boots a real Linux guest named `name` on `dir/name.sock` (MAC and
 /// address 10.0.0.n/24 from `n`) and waits for its shell.
 pub fn boot_guest(name: &str, image: &testbed::GuestImage, dir: &Path, role: testbed::SocketRole, n: u8) -> testbed::Guest {
+    boot_guest_rings(name, image, dir, role, n, false)
+}
+
+/// `boot_guest` with packed virtqueues if `packed`.
+pub fn boot_guest_rings(name: &str, image: &testbed::GuestImage, dir: &Path, role: testbed::SocketRole, n: u8, packed: bool) -> testbed::Guest {
     let net = testbed::GuestNet {
         socket: dir.join(format!("{name}.sock")),
         role,
         mac: format!("52:54:00:00:00:{n:02x}"),
         ip: format!("10.0.0.{n}/24"),
         mtu: None,
+        packed,
     };
     let mut g = testbed::Guest::boot(name, image, &net).expect("boot guest");
     g.wait_ready(Duration::from_secs(180)).unwrap();
