@@ -194,7 +194,12 @@ impl Guest {
 
     /// Whether the switch interrupted queue `q` since the last look.
     pub fn interrupted(&self, q: usize) -> bool {
-        self.fds[2 * q + 1].read().is_ok()
+        self.call(q).read().is_ok()
+    }
+
+    /// Queue `q`'s interrupt eventfd (non-blocking).
+    pub fn call(&self, q: usize) -> &EventFd {
+        &self.fds[2 * q + 1]
     }
 
     pub fn used_idx(&self, q: usize) -> u16 {

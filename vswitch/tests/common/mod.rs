@@ -1,9 +1,10 @@
 //! Scenario harness: a vswitchd child process on a config written for the
 //! test, and VMs played by net_virtio_user ports in the test process's own
 //! EAL (one EAL per test binary); or by a frontend the test drives by
-//! hand (`frontend`).
+//! hand (`frontend`), some to load the switch for cost measurements (`load`).
 #![allow(dead_code)]
 pub mod frontend;
+pub mod load;
 
 use std::path::{Path, PathBuf};
 use std::process::Command as Cmd;
