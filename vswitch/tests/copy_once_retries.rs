@@ -68,11 +68,6 @@ impl Switch {
     }
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 #[test]
 fn regression_copy_once_ports_retry_a_frame_vhost_retries_times() {
     let mut none = switch(0);

@@ -85,11 +85,6 @@ fn third(sock: &Path, kind: Third) -> (Guest, &'static [usize]) {
     (g, &[TX])
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 #[test]
 fn regression_a_guest_of_empty_or_tiny_descriptor_chains_costs_the_others_under_10_percent() {
     let dir = tempfile::tempdir().unwrap();

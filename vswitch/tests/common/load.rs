@@ -166,3 +166,8 @@ impl PmdClock {
         (end.0 - warm.0) as f64 / packets as f64
     }
 }
+
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
