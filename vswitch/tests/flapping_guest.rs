@@ -13,17 +13,12 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use common::frontend::{bring_up, rings, shared_memory, Setup};
 use common::*;
 use testbed::wait_until;
-use vhost::vhost_user::message::VhostUserHeaderFlag;
-use vhost::vhost_user::{Frontend, VhostUserFrontend, VhostUserProtocolFeatures};
-use vhost::{VhostBackend, VhostUserMemoryRegionInfo, VringConfigData};
-use vm_memory::{Bytes, FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
-use vmm_sys_util::eventfd::EventFd;
+use vhost::vhost_user::Frontend;
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
-const VERSION_1: u64 = 1 << 32;
-const PROTOCOL_FEATURES: u64 = 1 << 30;
-const MEM: usize = 1 << 20;
 const SIZE: u16 = 64;
 /// Resets the flapping guest makes at least, however quickly the rest goes.
 const MIN_FLAPS: u32 = 40;
@@ -36,43 +31,24 @@ const UP_FOR: Duration = Duration::from_millis(20);
 /// The switch's device arrivals per second before it backs a port off.
 const FLAP_LIMIT: usize = 5;
 
-fn port(name: &str) -> String {
-    format!("[[port]]\nname = \"{name}\"\ntype = \"vhost-user\"\nmode = \"server\"\npath = \"{name}.sock\"\ndatapath = \"copy-once\"\n")
-}
-
-/// The flapping guest's memory: one shared region (a tmpfs file, as QEMU
-/// shares a memfd), the same for every connection.
-fn guest_memory() -> GuestMemoryMmap {
-    let f = tempfile::tempfile_in("/dev/shm").unwrap();
-    f.set_len(MEM as u64).unwrap();
-    GuestMemoryMmap::<()>::from_ranges_with_files([(GuestAddress(0), MEM, Some(FileOffset::new(f, 0)))]).unwrap()
-}
-
-/// Where queue `q`'s rings lie in the flapping guest's memory:
-/// (desc, avail, used).
-fn rings(q: usize) -> (u64, u64, u64) {
-    let base = 0x10000 * q as u64;
-    (base, base + 0x1000, base + 0x2000)
-}
-
 /// Whether the switch took both rings: a copy-once port polls, and says so
 /// in each used ring's flags (VRING_USED_F_NO_NOTIFY) when it attaches.
 fn taken(mem: &GuestMemoryMmap) -> bool {
-    (0..2).all(|q| mem.read_obj::<u16>(GuestAddress(rings(q).2)).unwrap() & 1 != 0)
+    (0..2).all(|q| mem.read_obj::<u16>(GuestAddress(rings(q, SIZE).2)).unwrap() & 1 != 0)
 }
 
 /// One device reset as the switch sees it: connect, negotiate, set up and
 /// enable both rings (the device is up: rte_vhost's new_device), stay up
 /// until the switch took the rings (at most `UP_FOR`, as a guest driver
 /// that resets as soon as it is up), hang up (destroy_device). False if the
-/// switch hung up first.
+/// switch hung up first. The memory is the same for every connection.
 fn flap_once(sock: &Path, mem: &GuestMemoryMmap) -> bool {
     for q in 0..2 {
-        mem.write_obj(0u16, GuestAddress(rings(q).2)).unwrap();
+        mem.write_obj(0u16, GuestAddress(rings(q, SIZE).2)).unwrap();
     }
     let Ok(stream) = UnixStream::connect(sock) else { return false };
     let mut fe = Frontend::from_stream(stream, 2);
-    if bring_up(&mut fe, mem).is_err() {
+    if bring_up(&mut fe, mem, &Setup { size: SIZE, ..Setup::default() }).is_err() {
         return false;
     }
     let up = Instant::now();
@@ -80,41 +56,6 @@ fn flap_once(sock: &Path, mem: &GuestMemoryMmap) -> bool {
         std::thread::sleep(Duration::from_micros(200));
     }
     true
-}
-
-fn bring_up(fe: &mut Frontend, mem: &GuestMemoryMmap) -> vhost::Result<()> {
-    let region = mem.iter().next().unwrap();
-    let host = region.as_ptr() as u64;
-    fe.set_owner()?;
-    fe.get_features()?;
-    fe.set_features(VERSION_1 | PROTOCOL_FEATURES)?;
-    fe.get_protocol_features()?;
-    fe.set_protocol_features(VhostUserProtocolFeatures::REPLY_ACK)?;
-    fe.set_mem_table(&[VhostUserMemoryRegionInfo::from_guest_region(region)?])?;
-    let mut fds = Vec::new();
-    for q in 0..2 {
-        let (desc, avail, used) = rings(q);
-        fe.set_vring_num(q, SIZE)?;
-        let cfg = VringConfigData {
-            queue_max_size: SIZE,
-            queue_size: SIZE,
-            flags: 0,
-            desc_table_addr: host + desc,
-            used_ring_addr: host + used,
-            avail_ring_addr: host + avail,
-            log_addr: None,
-        };
-        fe.set_vring_addr(q, &cfg)?;
-        fe.set_vring_base(q, 0)?;
-        let (kick, call) = (EventFd::new(libc::EFD_NONBLOCK).unwrap(), EventFd::new(libc::EFD_NONBLOCK).unwrap());
-        fe.set_vring_kick(q, &kick)?;
-        fe.set_vring_call(q, &call)?;
-        fds.extend([kick, call]);
-    }
-    fe.set_vring_enable(0, true)?;
-    // Acknowledged: the switch has seen the device up before we hang up.
-    fe.set_hdr_flags(VhostUserHeaderFlag::NEED_REPLY);
-    fe.set_vring_enable(1, true)
 }
 
 /// Sets the flag when dropped: the flapper stops even if the test panics.
@@ -142,7 +83,7 @@ fn count(text: &str, needle: &str) -> usize {
 #[test]
 fn regression_a_flapping_guest_is_backed_off_and_others_attach_meanwhile() {
     let dir = tempfile::tempdir().unwrap();
-    let ports = port("flap") + &port("vm2") + &port("vm3");
+    let ports = ["flap", "vm2", "vm3"].map(|n| server_port(n, "copy-once")).concat();
     let sw = Switchd::start(dir.path(), "", &ports);
     let sock = |n: &str| dir.path().join(format!("{n}.sock"));
     let flap_sock = sock("flap");
@@ -153,7 +94,7 @@ fn regression_a_flapping_guest_is_backed_off_and_others_attach_meanwhile() {
     let (took, storm, mut vm2, _vm3) = std::thread::scope(|s| {
         let _stop = StopOnDrop(&stop);
         let flapper = s.spawn(|| {
-            let mem = guest_memory();
+            let mem = shared_memory(&[(0, 1 << 20)]);
             let start = Instant::now();
             while !stop.load(Ordering::Relaxed) && start.elapsed() < DEADLINE {
                 if flap_once(&flap_sock, &mem) {

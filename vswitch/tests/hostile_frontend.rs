@@ -21,102 +21,33 @@ use std::io::Read;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::os::unix::net::UnixStream;
+use std::path::Path;
 use std::time::Instant;
 
+use common::frontend::*;
 use common::*;
 use testbed::wait_until;
 use vhost::vhost_user::message::VhostUserHeaderFlag;
-use vhost::vhost_user::{Frontend, VhostUserFrontend, VhostUserProtocolFeatures};
-use vhost::{VhostBackend, VhostUserMemoryRegionInfo, VringConfigData};
-use vm_memory::{Bytes, FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
-use vmm_sys_util::eventfd::EventFd;
+use vhost::vhost_user::VhostUserProtocolFeatures;
+use vhost::{VhostBackend, VhostUserMemoryRegionInfo};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
 use vmm_sys_util::sock_ctrl_msg::ScmSocket;
 
 const MEM: usize = 4 << 20;
 /// A second region, announced later (hot-added memory).
 const MEM2: (u64, usize) = (0x1000_0000, 1 << 20);
 const SIZE: u16 = 256;
-const VERSION_1: u64 = 1 << 32;
-const PROTOCOL_FEATURES: u64 = 1 << 30;
-const LOG_ALL: u64 = 1 << 26;
-const NEXT: u16 = 1;
-const WRITE: u16 = 2;
-const INDIRECT: u16 = 4;
-const HDR: usize = 12;
-
-/// Where virtqueue `q`'s rings lie in the guest (rx = 0, tx = 1).
-fn rings(q: usize) -> (u64, u64, u64) {
-    let base = 0x10000 * q as u64;
-    (base, base + 0x1000, base + 0x2000)
-}
 
 /// A guest buffer per descriptor index and queue.
 fn buf(q: usize, i: u16) -> u64 {
     0x100000 + 0x100000 * q as u64 + 0x1000 * i as u64
 }
 
-struct Evil {
-    fe: Frontend,
-    mem: GuestMemoryMmap,
-    avail: [u16; 2],
-    /// Per queue: kick, call.
-    fds: Vec<EventFd>,
+fn connect(sock: &Path, protocol: VhostUserProtocolFeatures) -> Guest {
+    Guest::connect(sock, shared_memory(&[(0, MEM), MEM2]), Setup { size: SIZE, protocol, ..Setup::default() })
 }
 
-impl Evil {
-    fn connect(sock: &std::path::Path) -> Evil {
-        Self::connect_with(sock, VhostUserProtocolFeatures::REPLY_ACK).0
-    }
-
-    /// Also returns a second handle on the socket, for the one request
-    /// rust-vmm's frontend cannot make here (`set_log_base`).
-    fn connect_with(sock: &std::path::Path, protocol: VhostUserProtocolFeatures) -> (Evil, UnixStream) {
-        let shm = |len: usize| {
-            let f = tempfile::tempfile_in("/dev/shm").unwrap();
-            f.set_len(len as u64).unwrap();
-            Some(FileOffset::new(f, 0))
-        };
-        let ranges = [(GuestAddress(0), MEM, shm(MEM)), (GuestAddress(MEM2.0), MEM2.1, shm(MEM2.1))];
-        let mem = GuestMemoryMmap::<()>::from_ranges_with_files(ranges).unwrap();
-        let host = mem.iter().next().unwrap().as_ptr() as u64;
-        let stream = wait_until(DEADLINE, "the switch's socket", || UnixStream::connect(sock).ok()).unwrap();
-        let raw = stream.try_clone().unwrap();
-        let mut fe = Frontend::from_stream(stream, 2);
-        fe.set_owner().unwrap();
-        let offered = fe.get_features().unwrap();
-        assert_eq!(offered & (VERSION_1 | PROTOCOL_FEATURES), VERSION_1 | PROTOCOL_FEATURES);
-        fe.set_features(VERSION_1 | PROTOCOL_FEATURES).unwrap();
-        fe.get_protocol_features().unwrap();
-        fe.set_protocol_features(protocol).unwrap();
-        let region = VhostUserMemoryRegionInfo::from_guest_region(mem.iter().next().unwrap()).unwrap();
-        fe.set_mem_table(&[region]).unwrap();
-        let mut fds = Vec::new();
-        for q in 0..2 {
-            let (desc, avail, used) = rings(q);
-            fe.set_vring_num(q, SIZE).unwrap();
-            let addr = |gpa: u64| host + gpa;
-            let cfg = VringConfigData {
-                queue_max_size: SIZE,
-                queue_size: SIZE,
-                flags: 0,
-                desc_table_addr: addr(desc),
-                used_ring_addr: addr(used),
-                avail_ring_addr: addr(avail),
-                log_addr: None,
-            };
-            fe.set_vring_addr(q, &cfg).unwrap();
-            fe.set_vring_base(q, 0).unwrap();
-            let (kick, call) = (EventFd::new(libc::EFD_NONBLOCK).unwrap(), EventFd::new(libc::EFD_NONBLOCK).unwrap());
-            fe.set_vring_kick(q, &kick).unwrap();
-            fe.set_vring_call(q, &call).unwrap();
-            fds.extend([kick, call]);
-        }
-        for q in 0..2 {
-            fe.set_vring_enable(q, true).unwrap();
-        }
-        (Evil { fe, mem, avail: [0; 2], fds }, raw)
-    }
-
+impl Guest {
     /// Announces both regions (the second one new) and, as QEMU does,
     /// waits for the switch's acknowledgement before the guest may use it.
     fn hot_add(&self) {
@@ -124,25 +55,6 @@ impl Evil {
         self.fe.set_hdr_flags(VhostUserHeaderFlag::NEED_REPLY);
         self.fe.set_mem_table(&regions).unwrap();
         self.fe.set_hdr_flags(VhostUserHeaderFlag::empty());
-    }
-
-    fn desc(&self, q: usize, i: u16, addr: u64, len: u32, flags: u16, next: u16) {
-        let mut d = [0u8; 16];
-        d[0..8].copy_from_slice(&addr.to_le_bytes());
-        d[8..12].copy_from_slice(&len.to_le_bytes());
-        d[12..14].copy_from_slice(&flags.to_le_bytes());
-        d[14..16].copy_from_slice(&next.to_le_bytes());
-        self.mem.write_slice(&d, GuestAddress(rings(q).0 + 16 * i as u64)).unwrap();
-    }
-
-    /// Makes `head` available on queue `q` (the switch polls: no kick).
-    fn offer(&mut self, q: usize, head: u16) {
-        let avail = rings(q).1;
-        let slot = (self.avail[q] % SIZE) as u64;
-        self.mem.write_obj(head.to_le(), GuestAddress(avail + 4 + 2 * slot)).unwrap();
-        self.avail[q] = self.avail[q].wrapping_add(1);
-        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
-        self.mem.write_obj(self.avail[q].to_le(), GuestAddress(avail + 2)).unwrap();
     }
 
     /// A frame to transmit: header and frame in one buffer, descriptor `i`.
@@ -153,32 +65,9 @@ impl Evil {
     fn transmit_at(&mut self, i: u16, at: u64, frame: &[u8]) {
         self.mem.write_slice(&[0u8; HDR], GuestAddress(at)).unwrap();
         self.mem.write_slice(frame, GuestAddress(at + HDR as u64)).unwrap();
-        self.desc(1, i, at, (HDR + frame.len()) as u32, 0, 0);
-        self.offer(1, i);
+        self.desc(TX, i, (at, (HDR + frame.len()) as u32, 0, 0));
+        self.offer(TX, i);
     }
-
-    /// Whether the switch interrupted queue `q` since the last look.
-    fn interrupted(&self, q: usize) -> bool {
-        self.fds[2 * q + 1].read().is_ok()
-    }
-
-    fn used_idx(&self, q: usize) -> u16 {
-        u16::from_le(self.mem.read_obj(GuestAddress(rings(q).2 + 2)).unwrap())
-    }
-
-    /// Used entry `i` of queue `q`: (id, len).
-    fn used(&self, q: usize, i: u16) -> (u32, u32) {
-        let at = rings(q).2 + 4 + 8 * (i % SIZE) as u64;
-        (u32::from_le(self.mem.read_obj(GuestAddress(at)).unwrap()), u32::from_le(self.mem.read_obj(GuestAddress(at + 4)).unwrap()))
-    }
-
-    fn wait_used(&self, q: usize, n: u16) {
-        wait_until(DEADLINE, "used entries", || (self.used_idx(q) == n).then_some(())).unwrap_or_else(|e| panic!("{e}: queue {q} used idx {}", self.used_idx(q)));
-    }
-}
-
-fn port(name: &str, datapath: &str) -> String {
-    format!("[[port]]\nname = \"{name}\"\ntype = \"vhost-user\"\nmode = \"server\"\npath = \"{name}.sock\"\ndatapath = \"{datapath}\"\n")
 }
 
 /// vm1 and vm2 still reach each other, unicast both ways.
@@ -198,10 +87,10 @@ fn drops(sw: &Switchd, name: &str, reason: &str) -> u64 {
 #[test]
 fn a_hostile_guest_is_refused_and_counted_and_others_keep_forwarding() {
     let dir = tempfile::tempdir().unwrap();
-    let ports = port("evil", "copy-once") + &port("vm1", "copy-once") + &port("vm2", "rte_vhost");
+    let ports = server_port("evil", "copy-once") + &server_port("vm1", "copy-once") + &server_port("vm2", "rte_vhost");
     let sw = Switchd::start(dir.path(), "", &ports);
     let mut vms: Vec<Vm> = ["vm1", "vm2"].iter().map(|n| Vm::connect(n, &dir.path().join(format!("{n}.sock")), false, 1500)).collect();
-    let mut evil = Evil::connect(&dir.path().join("evil.sock"));
+    let mut evil = connect(&dir.path().join("evil.sock"), VhostUserProtocolFeatures::REPLY_ACK);
     sw.wait_ports("all three guests up", |ps| ps.iter().all(|p| p.state == "up"));
     let idle = sw.mempool_in_use();
     // Learn vm1 and vm2 (each broadcast also reaches the others).
@@ -242,20 +131,20 @@ fn a_hostile_guest_is_refused_and_counted_and_others_keep_forwarding() {
     // Every kind of bad transmit chain, then a good frame behind them.
     let b = buf(1, 20);
     evil.offer(1, SIZE + 44); // head out of range
-    evil.desc(1, 1, b, 64, NEXT, 999); // next out of range
+    evil.desc(1, 1, (b, 64, NEXT, 999)); // next out of range
     evil.offer(1, 1);
-    evil.desc(1, 2, b, 64, NEXT, 3); // a next loop
-    evil.desc(1, 3, b, 64, NEXT, 2);
+    evil.desc(1, 2, (b, 64, NEXT, 3)); // a next loop
+    evil.desc(1, 3, (b, 64, NEXT, 2));
     evil.offer(1, 2);
-    evil.desc(1, 4, MEM as u64 - 16, 64, 0, 0); // past the end of memory
+    evil.desc(1, 4, (MEM as u64 - 16, 64, 0, 0)); // past the end of memory
     evil.offer(1, 4);
-    evil.desc(1, 5, b, 64, WRITE, 0); // a receive buffer on the transmit ring
+    evil.desc(1, 5, (b, 64, WRITE, 0)); // a receive buffer on the transmit ring
     evil.offer(1, 5);
-    evil.desc(1, 6, b, 64, INDIRECT, 0); // indirect, not negotiated
+    evil.desc(1, 6, (b, 64, INDIRECT, 0)); // indirect, not negotiated
     evil.offer(1, 6);
-    evil.desc(1, 7, b, 8, 0, 0); // shorter than the virtio-net header
+    evil.desc(1, 7, (b, 8, 0, 0)); // shorter than the virtio-net header
     evil.offer(1, 7);
-    evil.desc(1, 8, b, (HDR + 10) as u32, 0, 0); // a 10-byte frame
+    evil.desc(1, 8, (b, (HDR + 10) as u32, 0, 0)); // a 10-byte frame
     evil.offer(1, 8);
     let after = frame(BCAST, mac(7), None, 200, 3);
     evil.transmit(9, &after);
@@ -273,9 +162,9 @@ fn a_hostile_guest_is_refused_and_counted_and_others_keep_forwarding() {
 
     // Bad receive chains: read-only, and outside memory. Each broadcast
     // that meets one is dropped for this guest only.
-    evil.desc(0, 0, buf(0, 0), 2048, 0, 0);
+    evil.desc(0, 0, (buf(0, 0), 2048, 0, 0));
     evil.offer(0, 0);
-    evil.desc(0, 1, MEM as u64 - 100, 2048, WRITE, 0);
+    evil.desc(0, 1, (MEM as u64 - 100, 2048, WRITE, 0));
     evil.offer(0, 1);
     for seq in [4, 5] {
         let f = frame(BCAST, mac(1), None, 80, seq);
@@ -286,7 +175,7 @@ fn a_hostile_guest_is_refused_and_counted_and_others_keep_forwarding() {
     assert_eq!((evil.used(0, 0), evil.used(0, 1)), ((0, 0), (1, 0)));
     assert_eq!((drops(&sw, "evil", "wrong_direction"), drops(&sw, "evil", "outside_memory")), (2, 2), "{:?}", sw.port("evil"));
     // A good receive buffer gets the next one, header and frame.
-    evil.desc(0, 2, buf(0, 2), 2048, WRITE, 0);
+    evil.desc(0, 2, (buf(0, 2), 2048, WRITE, 0));
     evil.offer(0, 2);
     let f = frame(BCAST, mac(1), None, 80, 6);
     vms[0].send(std::slice::from_ref(&f));
@@ -299,7 +188,7 @@ fn a_hostile_guest_is_refused_and_counted_and_others_keep_forwarding() {
 
     // An avail index that jumps past the ring: that ring stops, nothing else.
     let jump = evil.avail[1].wrapping_add(SIZE + 1);
-    evil.mem.write_obj(jump.to_le(), GuestAddress(rings(1).1 + 2)).unwrap();
+    evil.mem.write_obj(jump.to_le(), GuestAddress(evil.rings(1).1 + 2)).unwrap();
     let used = evil.used_idx(1);
     still_forwarding(&mut vms, 7);
     let start = Instant::now();
@@ -349,13 +238,13 @@ fn a_migrating_guest_finds_every_page_the_switch_wrote_in_its_dirty_log() {
     let dir = tempfile::tempdir().unwrap();
     // Its own name for the sender: one process, one EAL, and the other
     // test's virtio_user devices keep theirs.
-    let ports = port("mig", "copy-once") + &port("peer", "copy-once");
+    let ports = server_port("mig", "copy-once") + &server_port("peer", "copy-once");
     let sw = Switchd::start(dir.path(), "", &ports);
     let mut peer = Vm::connect("peer", &dir.path().join("peer.sock"), false, 1500);
-    let (mut g, mut raw) = Evil::connect_with(&dir.path().join("mig.sock"), VhostUserProtocolFeatures::REPLY_ACK | VhostUserProtocolFeatures::LOG_SHMFD);
+    let mut g = connect(&dir.path().join("mig.sock"), VhostUserProtocolFeatures::REPLY_ACK | VhostUserProtocolFeatures::LOG_SHMFD);
     sw.wait_ports("both guests up", |ps| ps.iter().all(|p| p.state == "up"));
     for i in 0..8 {
-        g.desc(0, i, buf(0, i), 2048, WRITE, 0);
+        g.desc(0, i, (buf(0, i), 2048, WRITE, 0));
         g.offer(0, i);
     }
 
@@ -363,7 +252,7 @@ fn a_migrating_guest_finds_every_page_the_switch_wrote_in_its_dirty_log() {
     let bytes = (MEM / 4096 / 8) as u64;
     let log = tempfile::tempfile_in("/dev/shm").unwrap();
     log.set_len(bytes).unwrap();
-    set_log_base(&mut raw, &log, bytes);
+    set_log_base(&mut g.raw, &log, bytes);
     g.fe.set_features(VERSION_1 | PROTOCOL_FEATURES | LOG_ALL).unwrap();
     g.fe.get_features().unwrap();
 
@@ -380,10 +269,10 @@ fn a_migrating_guest_finds_every_page_the_switch_wrote_in_its_dirty_log() {
     for i in 0..4 {
         assert!(logged(&log, buf(0, i)), "receive buffer {i} written, not logged");
     }
-    assert!(logged(&log, rings(0).2) && logged(&log, rings(1).2), "the used rings written, not logged");
+    assert!(logged(&log, g.rings(0).2) && logged(&log, g.rings(1).2), "the used rings written, not logged");
     // Not the buffers still empty, not what only the guest writes, not the
     // transmitted frame's buffer (read).
-    for gpa in [buf(0, 4), buf(0, 7), rings(0).0, rings(0).1, rings(1).1, buf(1, 0)] {
+    for gpa in [buf(0, 4), buf(0, 7), g.rings(0).0, g.rings(0).1, g.rings(1).1, buf(1, 0)] {
         assert!(!logged(&log, gpa), "{gpa:#x} logged, not written");
     }
 
@@ -393,14 +282,14 @@ fn a_migrating_guest_finds_every_page_the_switch_wrote_in_its_dirty_log() {
     g.fe.get_features().unwrap();
     log.write_all_at(&vec![0u8; bytes as usize], 0).unwrap();
     delivered_after_change(&mut peer, &g, f(4));
-    assert!(!logged(&log, buf(0, 4)) && !logged(&log, rings(0).2), "logged after LOG_ALL was withdrawn");
+    assert!(!logged(&log, buf(0, 4)) && !logged(&log, g.rings(0).2), "logged after LOG_ALL was withdrawn");
     assert!(sw.ports().iter().all(|p| p.state == "up"), "{:?}", sw.ports());
 }
 
 /// Sends `f` until it lands in the guest's next receive buffer: after a
 /// request that changes its rings, the switch takes them back on its own
 /// time (frames flooded meanwhile do not reach the guest).
-fn delivered_after_change(peer: &mut Vm, g: &Evil, f: Vec<u8>) {
+fn delivered_after_change(peer: &mut Vm, g: &Guest, f: Vec<u8>) {
     let want = g.used_idx(0).wrapping_add(1);
     wait_until(DEADLINE, "a frame delivered after the change", || {
         peer.send(std::slice::from_ref(&f));

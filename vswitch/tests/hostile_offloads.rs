@@ -12,43 +12,26 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::os::unix::net::UnixStream;
 use std::path::Path;
 
+use common::frontend::*;
 use common::*;
 use testbed::wait_until;
-use vhost::vhost_user::{Frontend, VhostUserFrontend, VhostUserProtocolFeatures};
-use vhost::{VhostBackend, VhostUserMemoryRegionInfo, VringConfigData};
-use vm_memory::{Bytes, FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
-use vmm_sys_util::eventfd::EventFd;
 
 const MEM: u64 = 4 << 20;
 const SIZE: u16 = 256;
-/// Buffers and tables are allocated from here up (the rings lie below).
-const HEAP: u64 = 0x10_0000;
 
-// virtio-net feature bits (VIRTIO 1.1 5.1.3, 6).
+// virtio-net feature bits (VIRTIO 1.1 5.1.3).
 const CSUM: u64 = 1 << 0;
 /// GUEST_CSUM, GUEST_TSO4, GUEST_TSO6, GUEST_ECN.
 const GUEST_OFFLOADS: u64 = 1 << 1 | 1 << 7 | 1 << 8 | 1 << 9;
 const HOST_TSO4: u64 = 1 << 11;
 const HOST_TSO6: u64 = 1 << 12;
 const HOST_ECN: u64 = 1 << 13;
-const INDIRECT_DESC: u64 = 1 << 28;
-const EVENT_IDX: u64 = 1 << 29;
-const PROTOCOL_FEATURES: u64 = 1 << 30;
-const VERSION_1: u64 = 1 << 32;
 const BASE: u64 = VERSION_1 | PROTOCOL_FEATURES | INDIRECT_DESC | EVENT_IDX;
 const ALL: u64 = BASE | CSUM | GUEST_OFFLOADS | HOST_TSO4 | HOST_TSO6 | HOST_ECN;
 
-const NEXT: u16 = 1;
-const WRITE: u16 = 2;
-const INDIRECT: u16 = 4;
-/// A descriptor: addr, len, flags, next.
-type Desc = (u64, u32, u16, u16);
-
 // The virtio-net header (VIRTIO 1.1 5.1.6).
-const HDR: usize = 12;
 const NEEDS_CSUM: u8 = 1;
 const TCPV4: u8 = 1;
 const UDP: u8 = 3;
@@ -66,132 +49,42 @@ const ACK: u8 = 0x10;
 const PSH: u8 = 0x08;
 const EVIL: [u8; 6] = [0x02, 0, 0, 0, 0, 7];
 
-/// Where virtqueue `q`'s rings lie in the guest (rx = 0, tx = 1); with
-/// EVENT_IDX each ring has 2 more bytes, still inside.
-fn rings(q: usize) -> (u64, u64, u64) {
-    let base = 0x10000 * q as u64;
-    (base, base + 0x1000, base + 0x2000)
-}
-
-/// The hostile guest: its memory, and its transmit queue driven by hand.
-/// Every chain takes the next slot of the descriptor table as its head.
-struct Guest {
-    _fe: Frontend,
-    mem: GuestMemoryMmap,
-    offered: u16,
-    free: u64,
-    /// Per queue: kick, call.
-    fds: Vec<EventFd>,
+/// The hostile guest, its transmit queue driven by hand: every chain takes
+/// the next slot of the descriptor table as its head (with EVENT_IDX each
+/// ring has 2 more bytes, still inside the layout).
+fn connect(sock: &Path, features: u64) -> Guest {
+    Guest::connect(sock, shared_memory(&[(0, MEM as usize)]), Setup { size: SIZE, features, ..Setup::default() })
 }
 
 impl Guest {
-    fn connect(sock: &Path, features: u64) -> Guest {
-        let file = tempfile::tempfile_in("/dev/shm").unwrap();
-        file.set_len(MEM).unwrap();
-        let mem = GuestMemoryMmap::<()>::from_ranges_with_files([(GuestAddress(0), MEM as usize, Some(FileOffset::new(file, 0)))]).unwrap();
-        let host = mem.iter().next().unwrap().as_ptr() as u64;
-        let stream = wait_until(DEADLINE, "the switch's socket", || UnixStream::connect(sock).ok()).unwrap();
-        let mut fe = Frontend::from_stream(stream, 2);
-        fe.set_owner().unwrap();
-        let offered = fe.get_features().unwrap();
-        assert_eq!(offered & features, features, "the switch offers {features:#x}: {offered:#x}");
-        fe.set_features(features).unwrap();
-        fe.get_protocol_features().unwrap();
-        fe.set_protocol_features(VhostUserProtocolFeatures::REPLY_ACK).unwrap();
-        fe.set_mem_table(&[VhostUserMemoryRegionInfo::from_guest_region(mem.iter().next().unwrap()).unwrap()]).unwrap();
-        let mut fds = Vec::new();
-        for q in 0..2 {
-            let (desc, avail, used) = rings(q);
-            fe.set_vring_num(q, SIZE).unwrap();
-            let cfg = VringConfigData {
-                queue_max_size: SIZE,
-                queue_size: SIZE,
-                flags: 0,
-                desc_table_addr: host + desc,
-                used_ring_addr: host + used,
-                avail_ring_addr: host + avail,
-                log_addr: None,
-            };
-            fe.set_vring_addr(q, &cfg).unwrap();
-            fe.set_vring_base(q, 0).unwrap();
-            let (kick, call) = (EventFd::new(libc::EFD_NONBLOCK).unwrap(), EventFd::new(libc::EFD_NONBLOCK).unwrap());
-            fe.set_vring_kick(q, &kick).unwrap();
-            fe.set_vring_call(q, &call).unwrap();
-            fds.extend([kick, call]);
-        }
-        for q in 0..2 {
-            fe.set_vring_enable(q, true).unwrap();
-        }
-        Guest { _fe: fe, mem, offered: 0, free: HEAP, fds }
-    }
-
-    /// Copies `bytes` into fresh guest memory; returns its address.
-    fn put(&mut self, bytes: &[u8]) -> u64 {
-        let at = self.free;
-        self.free = (at + bytes.len() as u64 + 63) & !63;
-        assert!(self.free <= MEM, "the test's guest is out of memory");
-        self.mem.write_slice(bytes, GuestAddress(at)).unwrap();
-        at
-    }
-
     /// Makes the chain whose head descriptor is `d` available on the
-    /// transmit queue (the switch polls: no kick); returns its head.
-    fn offer(&mut self, d: Desc) -> u16 {
-        let avail = rings(1).1;
-        let head = self.offered % SIZE;
-        self.link(head, d);
-        self.mem.write_obj(head.to_le(), GuestAddress(avail + 4 + 2 * head as u64)).unwrap();
-        self.offered = self.offered.wrapping_add(1);
-        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
-        self.mem.write_obj(self.offered.to_le(), GuestAddress(avail + 2)).unwrap();
+    /// transmit queue; returns its head.
+    fn send_chain(&mut self, d: Desc) -> u16 {
+        let head = self.avail[TX] % SIZE;
+        self.desc(TX, head, d);
+        self.offer(TX, head);
         head
-    }
-
-    /// Writes descriptor `slot` of the ring's table (for a chain longer than
-    /// its head: the tests' heads stay far below `SIZE - 2`).
-    fn link(&self, slot: u16, d: Desc) {
-        self.mem.write_slice(&descs(&[d]), GuestAddress(rings(1).0 + 16 * slot as u64)).unwrap();
-    }
-
-    /// EVENT_IDX: interrupt me once the used index goes past `idx`.
-    fn used_event(&self, idx: u16) {
-        self.mem.write_obj(idx.to_le(), GuestAddress(rings(1).1 + 4 + 2 * SIZE as u64)).unwrap();
-    }
-
-    /// Whether the switch signalled the transmit queue since the last look.
-    fn interrupted(&self) -> bool {
-        self.fds[3].read().is_ok()
     }
 
     /// Header and frame in one buffer.
     fn send(&mut self, hdr: [u8; HDR], frame: &[u8]) -> u16 {
         let at = self.put(&[&hdr[..], frame].concat());
-        self.offer((at, (HDR + frame.len()) as u32, 0, 0))
+        self.send_chain((at, (HDR + frame.len()) as u32, 0, 0))
     }
 
     /// A chain that is the table `entries`, from an INDIRECT head.
     fn send_indirect(&mut self, entries: &[Desc]) -> u16 {
         let t = self.put(&descs(entries));
-        self.offer((t, 16 * entries.len() as u32, INDIRECT, 0))
+        self.send_chain((t, 16 * entries.len() as u32, INDIRECT, 0))
     }
 
     /// Waits until every chain offered is back; the last one's used entry.
     fn returned(&self) -> (u32, u32) {
-        let used = rings(1).2;
-        let idx = || u16::from_le(self.mem.read_obj(GuestAddress(used + 2)).unwrap());
-        wait_until(DEADLINE, "chains back", || (idx() == self.offered).then_some(()))
-            .unwrap_or_else(|e| panic!("{e}: used idx {}, offered {}", idx(), self.offered));
-        let at = used + 4 + 8 * ((self.offered.wrapping_sub(1)) % SIZE) as u64;
-        (u32::from_le(self.mem.read_obj(GuestAddress(at)).unwrap()), u32::from_le(self.mem.read_obj(GuestAddress(at + 4)).unwrap()))
+        let offered = self.avail[TX];
+        wait_until(DEADLINE, "chains back", || (self.used_idx(TX) == offered).then_some(()))
+            .unwrap_or_else(|e| panic!("{e}: used idx {}, offered {offered}", self.used_idx(TX)));
+        self.used(TX, offered.wrapping_sub(1))
     }
-}
-
-/// Descriptors as the guest lays them out.
-fn descs(entries: &[Desc]) -> Vec<u8> {
-    entries
-        .iter()
-        .flat_map(|&(addr, len, flags, next)| [&addr.to_le_bytes()[..], &len.to_le_bytes(), &flags.to_le_bytes(), &next.to_le_bytes()].concat())
-        .collect()
 }
 
 /// A virtio-net header; `hdr_len` is a hint the switch ignores.
@@ -310,10 +203,6 @@ fn check_segments(orig: &[u8], segs: &[Vec<u8>], mss: u16, what: &str) {
     }
 }
 
-fn port(name: &str, datapath: &str) -> String {
-    format!("[[port]]\nname = \"{name}\"\ntype = \"vhost-user\"\nmode = \"server\"\npath = \"{name}.sock\"\ndatapath = \"{datapath}\"\n")
-}
-
 /// A switch with the hostile guest's port `evil` and two well-behaved
 /// guests (net_virtio_user): vms[0] on copy-once, MAC 1; vms[1] on
 /// rte_vhost, MAC 2. The hostile guest is the caller's (`Guest`).
@@ -338,10 +227,10 @@ fn refusals(sw: &Switchd) -> BTreeMap<String, u64> {
 impl Scene {
     fn start(names: [&str; 2], features: u64) -> (Scene, Guest) {
         let dir = tempfile::tempdir().unwrap();
-        let ports = port("evil", "copy-once") + &port(names[0], "copy-once") + &port(names[1], "rte_vhost");
+        let ports = server_port("evil", "copy-once") + &server_port(names[0], "copy-once") + &server_port(names[1], "rte_vhost");
         let sw = Switchd::start(dir.path(), "", &ports);
         let mut vms: Vec<Vm> = names.iter().map(|n| Vm::connect(n, &dir.path().join(format!("{n}.sock")), false, 1500)).collect();
-        let g = Guest::connect(&dir.path().join("evil.sock"), features);
+        let g = connect(&dir.path().join("evil.sock"), features);
         sw.wait_ports("all three guests up", |ps| ps.iter().all(|p| p.state == "up"));
         let idle = sw.mempool_in_use();
         for v in [0usize, 1] {
@@ -398,7 +287,7 @@ impl Scene {
     fn reconnect(&mut self, g: Guest, features: u64) -> Guest {
         drop(g);
         self.sw.wait_ports("evil gone", |ps| ps.iter().any(|p| p.name == "evil" && p.state == "waiting"));
-        let g = Guest::connect(&self.dir.path().join("evil.sock"), features);
+        let g = connect(&self.dir.path().join("evil.sock"), features);
         self.sw.wait_ports("evil back", |ps| ps.iter().all(|p| p.state == "up"));
         g
     }
@@ -516,17 +405,17 @@ fn malformed_indirect_tables_are_refused_by_reason_and_good_ones_forwarded() {
     let (hdr, body): (Desc, Desc) = ((h, HDR as u32, NEXT, 1), (b, f.len() as u32, 0, 0));
 
     let t = g.put(&descs(&[hdr, body]));
-    let head = g.offer((t, 24, INDIRECT, 0));
+    let head = g.send_chain((t, 24, INDIRECT, 0));
     s.refused(&g, head, "bad_indirect", "a table 24 bytes long");
-    let head = g.offer((t, 0, INDIRECT, 0));
+    let head = g.send_chain((t, 0, INDIRECT, 0));
     s.refused(&g, head, "bad_indirect", "a table 0 bytes long");
-    let head = g.offer((MEM - 16, 32, INDIRECT, 0));
+    let head = g.send_chain((MEM - 16, 32, INDIRECT, 0));
     s.refused(&g, head, "outside_memory", "a table across the end of guest memory");
-    let head = g.offer((0x4000_0000, 32, INDIRECT, 0));
+    let head = g.send_chain((0x4000_0000, 32, INDIRECT, 0));
     s.refused(&g, head, "outside_memory", "a table outside guest memory");
     let head = g.send_indirect(&[(t, 32, INDIRECT, 0)]);
     s.refused(&g, head, "bad_indirect", "a table inside a table");
-    let head = g.offer((t, 32, INDIRECT | NEXT, (g.offered + 1) % SIZE));
+    let head = g.send_chain((t, 32, INDIRECT | NEXT, (g.avail[TX] + 1) % SIZE));
     s.refused(&g, head, "bad_indirect", "INDIRECT with NEXT");
     let head = g.send_indirect(&[(h, HDR as u32, NEXT, 2), body]);
     s.refused(&g, head, "bad_indirect", "a next beyond the table");
@@ -558,14 +447,14 @@ fn malformed_indirect_tables_are_refused_by_reason_and_good_ones_forwarded() {
     s.forwarded(&g, head, 0, &f, "a frame in 64 descriptors");
     // A table may end a direct chain; the cap counts both.
     let tb = g.put(&descs(&[body]));
-    g.link(SIZE - 1, (tb, 16, INDIRECT, 0));
-    let head = g.offer((h, HDR as u32, NEXT, SIZE - 1));
+    g.desc(TX, SIZE - 1, (tb, 16, INDIRECT, 0));
+    let head = g.send_chain((h, HDR as u32, NEXT, SIZE - 1));
     s.forwarded(&g, head, 0, &f, "a table after a direct descriptor");
     let t64 = g.put(&descs(&split(64, 0)));
-    g.link(SIZE - 2, (t64, 64 * 16, INDIRECT, 0));
-    let head = g.offer((h, HDR as u32, NEXT, SIZE - 2));
+    g.desc(TX, SIZE - 2, (t64, 64 * 16, INDIRECT, 0));
+    let head = g.send_chain((h, HDR as u32, NEXT, SIZE - 2));
     s.refused(&g, head, "chain_too_long", "one direct descriptor and a table of 64");
-    let head = g.offer((t, 32, INDIRECT | WRITE, 0));
+    let head = g.send_chain((t, 32, INDIRECT | WRITE, 0));
     s.forwarded(&g, head, 0, &f, "a table whose own descriptor says WRITE");
     // A 20 KB TSO frame in a table: its header split off, its headers
     // across two buffers, its payload in 4 KB pieces; cut for each guest.
@@ -583,16 +472,16 @@ fn malformed_indirect_tables_are_refused_by_reason_and_good_ones_forwarded() {
 
     // EVENT_IDX: the switch interrupts once its used index passes the
     // guest's used_event, not before.
-    g.interrupted();
-    g.used_event(g.offered.wrapping_add(1));
+    g.interrupted(TX);
+    g.used_event(TX, g.avail[TX].wrapping_add(1));
     let head = g.send([0; HDR], &f);
     s.forwarded(&g, head, 0, &f, "a frame before used_event");
     let t = std::time::Instant::now();
     while t.elapsed() < std::time::Duration::from_millis(200) {
-        assert!(!g.interrupted(), "an interrupt before used_event");
+        assert!(!g.interrupted(TX), "an interrupt before used_event");
     }
     let head = g.send([0; HDR], &f);
     s.forwarded(&g, head, 0, &f, "the frame at used_event");
-    wait_until(DEADLINE, "an interrupt at used_event", || g.interrupted().then_some(())).unwrap();
+    wait_until(DEADLINE, "an interrupt at used_event", || g.interrupted(TX).then_some(())).unwrap();
     s.finish(g);
 }

@@ -390,6 +390,16 @@ fn collect(vm: &mut Vm, n: usize) -> Vec<Vec<u8>> {
     got
 }
 
+/// Receives until `last` arrived (included), or a few seconds passed.
+fn collect_until(vm: &mut Vm, last: &[u8]) -> Vec<Vec<u8>> {
+    let mut got: Vec<Vec<u8>> = Vec::new();
+    let start = Instant::now();
+    while got.last().is_none_or(|f| f != last) && start.elapsed() < Duration::from_secs(10) {
+        got.extend(vm.drain());
+    }
+    got
+}
+
 #[test]
 fn both_datapaths_cut_tso_frames_alike_for_a_guest_without_tso() {
     scenario(true, "a");
@@ -467,11 +477,20 @@ fn scenario(receiver_offloads: bool, tag: &str) {
             bad.push(format!("case {i} {t:?}: flooded against unicast c1->c2: {d}"));
         }
     }
-    std::thread::sleep(Duration::from_millis(200));
+    // A last broadcast from each sender: one switch thread carries each
+    // sender's frames to each receiver in order, so whatever a receiver
+    // gets before it is more than expected.
+    let end = frame(BCAST, mac(1), None, 60, u32::MAX);
+    for s in &mut senders {
+        s.send_tso(&end, TxOffload::default());
+    }
     for vm in &mut rcv {
-        let extra = vm.drain().len();
-        if extra != 0 {
-            bad.push(format!("{}: {extra} frames more than expected", vm.name));
+        let mut got = collect_until(vm, &end);
+        if got.pop().as_ref() != Some(&end) {
+            bad.push(format!("{}: the sender's last frame never came", vm.name));
+        }
+        if !got.is_empty() {
+            bad.push(format!("{}: {} frames more than expected", vm.name, got.len()));
         }
     }
     let hellos: usize = senders.iter_mut().map(TsoVm::drain).sum();

@@ -1,7 +1,11 @@
 //! Scenario harness: a vswitchd child process on a config written for the
 //! test, and VMs played by net_virtio_user ports in the test process's own
-//! EAL (one EAL per test binary).
+//! EAL (one EAL per test binary); or by a frontend the test drives by
+//! hand (`frontend`), some to load the switch for cost measurements (`load`).
 #![allow(dead_code)]
+pub mod frontend;
+pub mod load;
+
 use std::path::{Path, PathBuf};
 use std::process::Command as Cmd;
 use std::sync::{Arc, OnceLock};
@@ -191,6 +195,12 @@ impl Drop for Vm {
     fn drop(&mut self) {
         self.disconnect();
     }
+}
+
+/// A vhost-user port in server mode on `<name>.sock` in the test's
+/// directory, on `datapath`.
+pub fn server_port(name: &str, datapath: &str) -> String {
+    format!("[[port]]\nname = \"{name}\"\ntype = \"vhost-user\"\nmode = \"server\"\npath = \"{name}.sock\"\ndatapath = \"{datapath}\"\n")
 }
 
 pub fn mac(n: u8) -> [u8; 6] {
