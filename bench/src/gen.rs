@@ -29,6 +29,8 @@ use crate::sink::{Sink, SinkReport};
 /// One VM's port.
 pub struct VmPort {
     pub name: String,
+    /// Data room of its receive buffers.
+    rx_room: u16,
     rx: RxQueue,
     tx: TxQueue,
     _port: EthPort,
@@ -114,7 +116,7 @@ impl VmPort {
         port.start().map_err(|e| format!("{name}: {e}"))?;
         let rx = port.rx_queue(0).map_err(|e| e.to_string())?;
         let tx = port.tx_queue(0).map_err(|e| e.to_string())?;
-        Ok(VmPort { name: name.to_string(), rx, tx, _port: port })
+        Ok(VmPort { name: name.to_string(), rx_room: pool.data_room(), rx, tx, _port: port })
     }
 }
 
@@ -384,7 +386,16 @@ pub fn run(vms: &mut [VmPort], gen: &Generator, t: &Trial) -> Result<GenReport, 
     let expected = t.rate_pps.map(|r| r * t.duration.as_secs_f64()).unwrap_or(50e6) as u64;
     let mut sink = if tso { Sink::for_bytes(n_streams, TSO_PAYLOAD as u64) } else { Sink::new(n_streams, expected) };
     let max_burst = if tso { TSO_BURST } else { 32 };
-    let rx_rounds = if tso { 2 * TSO_BURST as usize * TSO_PAYLOAD.div_ceil(TSO_MSS as usize).div_ceil(32) } else { 1 };
+    // Receive buffers per frame: a jumbo frame (and its 12-byte virtio-net
+    // header) spans several of the VMs' 2 KB buffers, and virtio's
+    // mergeable receive takes at most 32 buffers per call: 6 such frames.
+    let room = vms.iter().map(|v| v.rx_room).min().unwrap_or(1) as usize;
+    let bufs = (sizes.iter().max().copied().unwrap_or(0) + 12).div_ceil(room);
+    let rx_rounds = match (tso, bufs) {
+        (true, _) => 2 * TSO_BURST as usize * TSO_PAYLOAD.div_ceil(TSO_MSS as usize).div_ceil(32),
+        (false, 1) => 1,
+        (false, b) => 2 * b,
+    };
     let mut pending: Vec<Burst> = (0..n_streams).map(|_| Burst::new()).collect();
     let mut seq = vec![0u64; n_streams];
     let mut sent = vec![0u64; n_streams];
@@ -453,15 +464,17 @@ pub fn run(vms: &mut [VmPort], gen: &Generator, t: &Trial) -> Result<GenReport, 
         let rx_now = tsc();
         let mut got = 0;
         for vm in vms.iter_mut() {
-            // A TSO segment may come back as 45 frames: a turn that sent
-            // up to TSO_BURST segments per stream drains what arrived, as
-            // a guest's receive path would, rather than one burst of it.
+            // A TSO segment may come back as 45 frames, a jumbo frame in 5
+            // buffers: a turn that sent a burst drains what arrived, as a
+            // guest's receive path would, rather than one call's worth.
             for _ in 0..rx_rounds {
                 let n = vm.rx.rx_burst(&mut rx);
                 got += n;
                 record(&mut sink, &rx, rx_now);
                 rx.clear();
-                if n < rx.capacity() {
+                // Short of 32 frames: all there was, unless frames span
+                // buffers (then only an empty call says so).
+                if n == 0 || (bufs == 1 && n < rx.capacity()) {
                     break;
                 }
             }
@@ -510,6 +523,17 @@ fn record(sink: &mut Sink, rx: &Burst<32>, now: u64) {
 
 /// Data room of the jumbo pool: the largest frame `Size::parse` takes.
 const JUMBO_ROOM: u16 = 9000;
+
+/// Data room of the VMs' receive buffers: 2 KB, or a page at a jumbo
+/// MTU, as a Linux guest sizes its mergeable buffers by the traffic (up to
+/// a page).
+fn rx_room(mtu: u16) -> u16 {
+    if mtu > 1500 {
+        4096
+    } else {
+        2048
+    }
+}
 
 /// The generator's DPDK side: an EAL on the given core and its pools.
 pub struct Generator {
@@ -563,7 +587,7 @@ impl Generator {
             .enumerate()
             .map(|(i, a)| {
                 let name = format!("{tag}{i}");
-                let pool = Arc::new(Mempool::new(&self.eal, &format!("rx_{name}"), 8191, 256, 2048).map_err(|e| e.to_string())?);
+                let pool = Arc::new(Mempool::new(&self.eal, &format!("rx_{name}"), 8191, 256, rx_room(o.mtu)).map_err(|e| e.to_string())?);
                 VmPort::open(&self.eal, &pool, &name, a, o)
             })
             .collect()
