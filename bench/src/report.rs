@@ -116,18 +116,15 @@ fn opt(v: Option<f64>, prec: usize) -> String {
 /// Cells without a measurement, one line per cell and reason, with how
 /// many repeats each covers.
 pub fn not_measured(missing: &[NotMeasured]) -> Vec<String> {
-    let mut seen: BTreeMap<(String, String, u32, String, Ring, bool, String), usize> = BTreeMap::new();
+    let mut seen: BTreeMap<(String, String), usize> = BTreeMap::new();
     for m in missing {
+        let cell = format!("{} {} {} flows {} {} ring", m.switch, m.scenario, m.flows, m.size, m.ring.name());
         // The first line: a failure's reason may carry a peer's log tail.
         let reason = m.reason.lines().next().unwrap_or("").chars().take(240).collect::<String>();
-        *seen.entry((m.switch.clone(), m.scenario.clone(), m.flows, m.size.clone(), m.ring, m.unsupported, reason)).or_default() += 1;
+        let what = if m.unsupported { "not supported" } else { "failed" };
+        *seen.entry((cell, format!("{what}: {reason}"))).or_default() += 1;
     }
-    seen.into_iter()
-        .map(|((sw, sc, flows, size, ring, unsupported, reason), n)| {
-            let what = if unsupported { "not supported" } else { "failed" };
-            format!("{sw} {sc} {flows} flows {size} {} ring, {n} repeat(s): {what}: {reason}", ring.name())
-        })
-        .collect()
+    seen.into_iter().map(|((cell, why), n)| format!("{cell}, {n} repeat(s): {why}")).collect()
 }
 
 /// The terminal table. `retries`: each switch's enqueue retries as run

@@ -80,7 +80,7 @@ struct Opts {
     #[arg(long, default_value_t = 2.0)]
     duration: f64,
     /// Seconds of the latency phase (after each throughput phase).
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 0.5)]
     latency_duration: f64,
     /// A smoke run: 1 repeat, 1 s phases, no latency phase.
     #[arg(long)]
