@@ -387,8 +387,8 @@ pub fn run(vms: &mut [VmPort], gen: &Generator, t: &Trial) -> Result<GenReport, 
     let mut sink = if tso { Sink::for_bytes(n_streams, TSO_PAYLOAD as u64) } else { Sink::new(n_streams, expected) };
     let max_burst = if tso { TSO_BURST } else { 32 };
     // Receive buffers per frame: a jumbo frame (and its 12-byte virtio-net
-    // header) spans several of the VMs' 2 KB buffers, and virtio's
-    // mergeable receive takes at most 32 buffers per call: 6 such frames.
+    // header) spans several of the VMs' buffers, and virtio's mergeable
+    // receive takes at most 32 buffers per call (10 frames of 3).
     let room = vms.iter().map(|v| v.rx_room).min().unwrap_or(1) as usize;
     let bufs = (sizes.iter().max().copied().unwrap_or(0) + 12).div_ceil(room);
     let rx_rounds = match (tso, bufs) {
@@ -440,7 +440,7 @@ pub fn run(vms: &mut [VmPort], gen: &Generator, t: &Trial) -> Result<GenReport, 
                     }
                     for m in pending[s].as_mut_slice() {
                         let z = size_i[s];
-                        let f = m.fill(&templates[s][z]).ok_or("a fresh mbuf would not take a frame (pool_for picked too small a pool)")?;
+                        let f = m.fill(&templates[s][z]).ok_or("a fresh mbuf would not take a frame")?;
                         patches[s][z].apply(flow[s], f);
                         frame::stamp(f, seq[s], now, s as u16);
                         seq[s] += 1;
@@ -464,7 +464,7 @@ pub fn run(vms: &mut [VmPort], gen: &Generator, t: &Trial) -> Result<GenReport, 
         let rx_now = tsc();
         let mut got = 0;
         for vm in vms.iter_mut() {
-            // A TSO segment may come back as 45 frames, a jumbo frame in 5
+            // A TSO segment may come back as 45 frames, a jumbo frame in 3
             // buffers: a turn that sent a burst drains what arrived, as a
             // guest's receive path would, rather than one call's worth.
             for _ in 0..rx_rounds {
@@ -544,7 +544,7 @@ pub struct Generator {
     pub tso_pool: Arc<Mempool>,
     /// Frames over `pool`'s 2 KB (jumbo, up to 9000 bytes): one buffer
     /// each, so that the per-frame path stays a template copy. The VMs
-    /// still receive into 2 KB buffers (mergeable), as a guest does.
+    /// receive into buffers of their own (`rx_room`), mergeable.
     pub jumbo_pool: Arc<Mempool>,
 }
 

@@ -70,7 +70,6 @@ pub struct Session<'g> {
 impl<'g> Session<'g> {
     /// The switch started for `opts` (MTU, TSO) and the VMs attached with
     /// them, addresses learned.
-    #[allow(clippy::too_many_arguments)]
     pub fn open(gen: &'g Generator, kind: SwitchKind, setup: &Setup, scenario: &Scenario, flows: u32, tag: &str, opts: PortOpts) -> Result<Self, String> {
         let switch = Running::start(kind, setup, scenario.vms, opts)?;
         let attach: Vec<Attach> = switch.sockets.iter().map(|s| Attach::Vhost { socket: s.clone(), server: true }).collect();
