@@ -12,6 +12,7 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
+use crate::frame::TSO_PAYLOAD;
 use crate::gen::Ring;
 use crate::report::Summary;
 
@@ -111,12 +112,15 @@ struct Bar<'a> {
 }
 
 fn bars<'a>(l: &'a Layout, sums: &[Summary], flows: u32, size: &str, m: Metric) -> Vec<Bar<'a>> {
+    // A tso64k row's Mpps counts 64 KB segments' worth of payload: shown
+    // as Gbit/s of TCP payload, as the table's Gbps.
+    let k = if size == "tso64k" { TSO_PAYLOAD as f64 * 8.0 / 1e3 } else { 1.0 };
     l.series
         .iter()
         .filter_map(|series| {
             let s = sums.iter().find(|s| s.flows == flows && s.size == size && s.switch == series.switch && s.ring == series.ring)?;
             Some(match m {
-                Metric::Mpps => Bar { series, value: s.rx_mpps, low: s.rx_mpps_min, high: s.rx_mpps_max },
+                Metric::Mpps => Bar { series, value: s.rx_mpps * k, low: s.rx_mpps_min * k, high: s.rx_mpps_max * k },
                 Metric::Cycles => Bar { series, value: s.cycles_per_packet?, low: s.cycles_min?, high: s.cycles_max? },
             })
         })
@@ -171,11 +175,18 @@ fn panel(area: &DrawingArea<BitMapBackend, Shift>, bars: &[Bar], m: Metric, size
     let top = bars.iter().map(|b| b.high.max(b.value)).fold(0.0, f64::max);
     let top = if top > 0.0 { top * 1.2 } else { 1.0 };
     let y_desc = match (m, size) {
-        (Metric::Mpps, "tso64k") => "M segments/s",
+        (Metric::Mpps, "tso64k") => "Gbit/s of TCP payload",
         (Metric::Mpps, _) => "Mpps",
         (Metric::Cycles, "tso64k") => "cycles/segment",
         (Metric::Cycles, _) => "cycles/packet",
     };
+    if bars.is_empty() {
+        // No axes for a cell with nothing measured (tso64k at 1000 flows).
+        let (w, h) = area.dim_in_pixel();
+        let style = |px: u32, c: RGBColor| ("sans-serif", px).into_font().color(&c).pos(Pos::new(HPos::Center, VPos::Top));
+        area.draw(&Text::new(caption.to_string(), (w as i32 / 2, 8), style(14, BLACK))).map_err(err)?;
+        return area.draw(&Text::new("not measured", (w as i32 / 2, h as i32 / 2), style(13, RGBColor(120, 120, 120)))).map_err(err);
+    }
     let mut chart = ChartBuilder::on(area)
         .caption(caption, ("sans-serif", 14))
         .margin(8)
@@ -195,11 +206,6 @@ fn panel(area: &DrawingArea<BitMapBackend, Shift>, bars: &[Bar], m: Metric, size
         .axis_desc_style(("sans-serif", 12))
         .draw()
         .map_err(err)?;
-    if bars.is_empty() {
-        let style = ("sans-serif", 13).into_font().color(&RGBColor(120, 120, 120)).pos(Pos::new(HPos::Center, VPos::Center));
-        chart.draw_series(std::iter::once(Text::new("not measured", (n / 2.0, top / 2.0), style))).map_err(err)?;
-        return Ok(());
-    }
     for (i, b) in bars.iter().enumerate() {
         let x = i as f64;
         let base = colour(&b.series.switch);
