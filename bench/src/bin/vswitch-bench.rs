@@ -45,7 +45,7 @@ struct Opts {
     /// Scenarios: 2vm (both directions), 3vm-chain.
     #[arg(long, value_delimiter = ',', default_value = "2vm")]
     scenarios: Vec<String>,
-    /// Switches also measured with packed rings (the VMs offer
+    /// Those of --switches also measured with packed rings (the VMs offer
     /// VIRTIO_F_RING_PACKED; a switch that negotiates split rings instead
     /// gets a "not supported" line, never a row), at the flow counts of
     /// --packed-flows and every size but tso64k; "none" for none.
@@ -202,7 +202,11 @@ fn run(mut o: Opts, mode: &str) -> Result<(), String> {
         o.latency_fraction = 0.0;
     }
     let switches = parse_all("switch", &o.switches, SwitchKind::parse)?;
-    let packed = if o.packed.iter().any(|s| s == "none") { Vec::new() } else { parse_all("switch", &o.packed, SwitchKind::parse)? };
+    let packed: Vec<SwitchKind> = if o.packed.iter().any(|s| s == "none") {
+        Vec::new()
+    } else {
+        parse_all("switch", &o.packed, SwitchKind::parse)?.into_iter().filter(|k| switches.contains(k)).collect()
+    };
     let scenarios = parse_all("scenario", &o.scenarios, Scenario::parse)?;
     let sizes = parse_all("frame size", &o.sizes, Size::parse)?;
     if mode != "compare" && switches.len() != 1 {
@@ -250,12 +254,7 @@ fn run(mut o: Opts, mode: &str) -> Result<(), String> {
     }
     let prefix = testbed::FilePrefix::new("bench-gen");
     let gen = Generator::init(o.gen_core, hugepages, prefix.as_str())?;
-    let mut retries: Vec<(String, String)> = Vec::new();
-    for k in switches.iter().chain(&packed) {
-        if !retries.iter().any(|(n, _)| n == k.name()) {
-            retries.push((k.name().into(), k.retries(o.retries)));
-        }
-    }
+    let retries: Vec<(String, String)> = switches.iter().map(|k| (k.name().into(), k.retries(o.retries))).collect();
     eprintln!(
         "vswitch-bench: poll core {} for every switch, generator on core {}, {} MB {}, {} s per phase, {} repeats; vhost retries: {}",
         setup.pmd_core,
