@@ -89,14 +89,40 @@ pub fn stamp(frame_tail: &mut [u8], seq: u64, tsc: u64, stream: u16) {
 /// Reads the trailer of a benchmark frame (None for anything else).
 #[inline(always)]
 pub fn read(frame: &[u8]) -> Option<(u64, u64, u16)> {
-    if frame.len() < HEADERS + TRAILER || frame[36..38] != BENCH_PORT.to_be_bytes() {
+    let t = frame.len().checked_sub(TRAILER)?;
+    read_split(frame, frame.len(), frame[t..].try_into().ok()?)
+}
+
+/// `read` for a frame of `len` bytes held in pieces: `head` its first
+/// piece (the headers), `tail` its last `TRAILER` bytes.
+#[inline(always)]
+pub fn read_split(head: &[u8], len: usize, tail: &[u8; TRAILER]) -> Option<(u64, u64, u16)> {
+    if len < HEADERS + TRAILER || head.get(36..38)? != BENCH_PORT.to_be_bytes() {
         return None;
     }
-    let t = frame.len() - TRAILER;
-    let seq = u64::from_le_bytes(frame[t..t + 8].try_into().ok()?);
-    let tsc = u64::from_le_bytes(frame[t + 8..t + 16].try_into().ok()?);
-    let stream = u16::from_le_bytes(frame[t + 16..t + 18].try_into().ok()?);
+    let seq = u64::from_le_bytes(tail[0..8].try_into().ok()?);
+    let tsc = u64::from_le_bytes(tail[8..16].try_into().ok()?);
+    let stream = u16::from_le_bytes(tail[16..18].try_into().ok()?);
     Some((seq, tsc, stream))
+}
+
+/// The last `TRAILER` bytes of a frame of `len` bytes held in `pieces`
+/// (a jumbo frame received into 2 KB buffers), gathered without copying
+/// the rest; zeroes where the pieces fall short.
+#[inline]
+pub fn tail<'a>(len: usize, pieces: impl Iterator<Item = &'a [u8]>) -> [u8; TRAILER] {
+    let mut out = [0u8; TRAILER];
+    let Some(start) = len.checked_sub(TRAILER) else { return out };
+    let mut off = 0;
+    for p in pieces {
+        let end = (off + p.len()).min(len);
+        if end > start {
+            let from = start.max(off);
+            out[from - start..end - start].copy_from_slice(&p[from - off..end - off]);
+        }
+        off += p.len();
+    }
+    out
 }
 
 /// TCP destination port that marks a benchmark TCP segment.
@@ -231,6 +257,21 @@ mod tests {
         stamp(&mut f, 42, 123_456, 9);
         assert_eq!(read(&f), Some((42, 123_456, 9)));
         assert_eq!(read(&announce(1, 3)), None);
+    }
+
+    #[test]
+    fn trailer_of_a_jumbo_frame_in_pieces() {
+        let mut f = template(0, 1, 2, 9000);
+        stamp(&mut f, 7, 99, 1);
+        // 2048-byte buffers, and pieces whose split falls inside the trailer.
+        for cut in [2048, f.len() - 5, f.len() - TRAILER, f.len() - 1] {
+            let pieces = f[..cut].chunks(2048).chain(std::iter::once(&f[cut..]));
+            let t = tail(f.len(), pieces);
+            assert_eq!(read_split(&f[..2048], f.len(), &t), Some((7, 99, 1)), "cut at {cut}");
+        }
+        let t = tail(f.len(), f.chunks(1000));
+        assert_eq!(read_split(&f[..30], f.len(), &t), None, "a head too short for the UDP header");
+        assert_eq!(tail(10, [&f[..10]].into_iter()), [0; TRAILER], "shorter than a trailer");
     }
 
     #[test]

@@ -29,6 +29,8 @@ use crate::sink::{Sink, SinkReport};
 /// One VM's port.
 pub struct VmPort {
     pub name: String,
+    /// Data room of its receive buffers.
+    rx_room: u16,
     rx: RxQueue,
     tx: TxQueue,
     _port: EthPort,
@@ -43,34 +45,78 @@ pub enum Attach {
     Devargs(String),
 }
 
+/// How each VM's port is set up, alike on the VM's side and the switch's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PortOpts {
+    /// L3 MTU of every port (9000 for jumbo frames).
+    pub mtu: u16,
+    /// The VMs send TSO segments and the switch is set up to take them.
+    pub tso: bool,
+    /// The virtqueue layout the VMs offer.
+    pub ring: Ring,
+}
+
+impl PortOpts {
+    /// What a size needs: a jumbo MTU for frames over 1518 bytes, TSO for
+    /// `Size::Tso`.
+    pub fn for_size(size: Size, ring: Ring) -> PortOpts {
+        let mtu = match size {
+            Size::Fixed(n) if n > 1518 => 9000,
+            _ => 1500,
+        };
+        PortOpts { mtu, tso: size == Size::Tso, ring }
+    }
+}
+
+/// Virtqueue layout of a VM's rings (VIRTIO 1.1 packed, or split).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Ring {
+    #[default]
+    Split,
+    Packed,
+}
+
+impl Ring {
+    pub fn name(self) -> &'static str {
+        match self {
+            Ring::Split => "split",
+            Ring::Packed => "packed",
+        }
+    }
+}
+
 impl VmPort {
-    /// `tso`: enable the device's transmit offloads and insist on TSO and
+    /// `o.tso`: enable the device's transmit offloads and insist on TSO and
     /// the TCP checksum offload (the backend must offer HOST_TSO4 and CSUM).
-    pub fn open(eal: &Eal, pool: &Arc<Mempool>, name: &str, attach: &Attach, mtu: u16, tso: bool) -> Result<VmPort, String> {
+    /// `o.ring`: a packed ring is offered (`packed_vq=1`); whether the
+    /// switch took it is for the caller to check on the switch's side.
+    pub fn open(eal: &Eal, pool: &Arc<Mempool>, name: &str, attach: &Attach, o: PortOpts) -> Result<VmPort, String> {
         let devargs = match attach {
             Attach::Vhost { socket, server } => format!(
-                "net_virtio_user_{name},path={},queues=1,mrg_rxbuf=1,queue_size=1024{}",
+                "net_virtio_user_{name},path={},queues=1,mrg_rxbuf=1,queue_size=1024{}{}",
                 socket.display(),
-                if *server { ",server=1" } else { "" }
+                if *server { ",server=1" } else { "" },
+                if o.ring == Ring::Packed { ",packed_vq=1" } else { "" }
             ),
             Attach::Devargs(d) => d.clone(),
         };
         let mut port = EthPort::open(eal, &devargs).map_err(|e| format!("{name}: {e}"))?;
         let cfg = PortConfig {
-            mtu: Some(mtu),
+            mtu: Some(o.mtu),
             lsc_interrupt: matches!(attach, Attach::Vhost { server: true, .. }),
-            tx_offloads: tso,
+            tx_offloads: o.tso,
             ..Default::default()
         };
         port.configure(&cfg, Arc::clone(pool)).map_err(|e| format!("{name}: {e}"))?;
         let caps = port.tx_offload_caps();
-        if tso && !(caps.tso && caps.tcp_csum) {
+        if o.tso && !(caps.tso && caps.tcp_csum) {
             return Err(format!("{name}: the switch's port offers no TCP segmentation offload (HOST_TSO4 and CSUM); device offloads: {caps:?}"));
         }
         port.start().map_err(|e| format!("{name}: {e}"))?;
         let rx = port.rx_queue(0).map_err(|e| e.to_string())?;
         let tx = port.tx_queue(0).map_err(|e| e.to_string())?;
-        Ok(VmPort { name: name.to_string(), rx, tx, _port: port })
+        Ok(VmPort { name: name.to_string(), rx_room: pool.data_room(), rx, tx, _port: port })
     }
 }
 
@@ -320,10 +366,10 @@ const TSO_BURST: u64 = 8;
 /// Runs one trial and reports it; a `Size::Tso` trial takes its segments
 /// from `gen.tso_pool`, any other its frames from `gen.pool`.
 pub fn run(vms: &mut [VmPort], gen: &Generator, t: &Trial) -> Result<GenReport, String> {
-    let pool = &*gen.pool;
     let tso = t.size == Size::Tso;
     let hz = tsc_hz();
     let sizes = t.size.cycle();
+    let pool = gen.pool_for(&sizes);
     let n_streams = t.streams.len();
     let templates: Vec<Vec<Vec<u8>>> = if tso {
         Vec::new()
@@ -340,7 +386,16 @@ pub fn run(vms: &mut [VmPort], gen: &Generator, t: &Trial) -> Result<GenReport, 
     let expected = t.rate_pps.map(|r| r * t.duration.as_secs_f64()).unwrap_or(50e6) as u64;
     let mut sink = if tso { Sink::for_bytes(n_streams, TSO_PAYLOAD as u64) } else { Sink::new(n_streams, expected) };
     let max_burst = if tso { TSO_BURST } else { 32 };
-    let rx_rounds = if tso { 2 * TSO_BURST as usize * TSO_PAYLOAD.div_ceil(TSO_MSS as usize).div_ceil(32) } else { 1 };
+    // Receive buffers per frame: a jumbo frame (and its 12-byte virtio-net
+    // header) spans several of the VMs' buffers, and virtio's mergeable
+    // receive takes at most 32 buffers per call (10 frames of 3).
+    let room = vms.iter().map(|v| v.rx_room).min().unwrap_or(1) as usize;
+    let bufs = (sizes.iter().max().copied().unwrap_or(0) + 12).div_ceil(room);
+    let rx_rounds = match (tso, bufs) {
+        (true, _) => 2 * TSO_BURST as usize * TSO_PAYLOAD.div_ceil(TSO_MSS as usize).div_ceil(32),
+        (false, 1) => 1,
+        (false, b) => 2 * b,
+    };
     let mut pending: Vec<Burst> = (0..n_streams).map(|_| Burst::new()).collect();
     let mut seq = vec![0u64; n_streams];
     let mut sent = vec![0u64; n_streams];
@@ -409,15 +464,17 @@ pub fn run(vms: &mut [VmPort], gen: &Generator, t: &Trial) -> Result<GenReport, 
         let rx_now = tsc();
         let mut got = 0;
         for vm in vms.iter_mut() {
-            // A TSO segment may come back as 45 frames: a turn that sent
-            // up to TSO_BURST segments per stream drains what arrived, as
-            // a guest's receive path would, rather than one burst of it.
+            // A TSO segment may come back as 45 frames, a jumbo frame in 3
+            // buffers: a turn that sent a burst drains what arrived, as a
+            // guest's receive path would, rather than one call's worth.
             for _ in 0..rx_rounds {
                 let n = vm.rx.rx_burst(&mut rx);
                 got += n;
                 record(&mut sink, &rx, rx_now);
                 rx.clear();
-                if n < rx.capacity() {
+                // Short of 32 frames: all there was, unless frames span
+                // buffers (then only an empty call says so).
+                if n == 0 || (bufs == 1 && n < rx.capacity()) {
                     break;
                 }
             }
@@ -452,7 +509,7 @@ pub fn run(vms: &mut [VmPort], gen: &Generator, t: &Trial) -> Result<GenReport, 
 #[inline]
 fn record(sink: &mut Sink, rx: &Burst<32>, now: u64) {
     for m in rx.iter() {
-        let trailer = if m.nb_segs() == 1 { frame::read(m.data()) } else { frame::read(&m.to_vec()) };
+        let trailer = if m.nb_segs() == 1 { frame::read(m.data()) } else { frame::read_split(m.data(), m.len(), &frame::tail(m.len(), m.segments())) };
         match trailer {
             Some((seq, ts, stream)) => sink.record(seq, ts, now, stream),
             // A TCP frame's headers are all in its first segment.
@@ -464,13 +521,31 @@ fn record(sink: &mut Sink, rx: &Burst<32>, now: u64) {
     }
 }
 
-/// The generator's DPDK side: an EAL on the given core and one pool.
+/// Data room of the jumbo pool: the largest frame `Size::parse` takes.
+const JUMBO_ROOM: u16 = 9000;
+
+/// Data room of the VMs' receive buffers: 2 KB, or a page at a jumbo
+/// MTU, as a Linux guest sizes its mergeable buffers by the traffic (up to
+/// a page).
+fn rx_room(mtu: u16) -> u16 {
+    if mtu > 1500 {
+        4096
+    } else {
+        2048
+    }
+}
+
+/// The generator's DPDK side: an EAL on the given core and its pools.
 pub struct Generator {
     pub eal: Eal,
     pub pool: Arc<Mempool>,
     /// TSO segments: page-sized buffers (a 64 KB segment is a chain of 16),
     /// as a Linux guest's segments are mostly page fragments.
     pub tso_pool: Arc<Mempool>,
+    /// Frames over `pool`'s 2 KB (jumbo, up to 9000 bytes): one buffer
+    /// each, so that the per-frame path stays a template copy. The VMs
+    /// receive into buffers of their own (`rx_room`), mergeable.
+    pub jumbo_pool: Arc<Mempool>,
 }
 
 impl Generator {
@@ -487,7 +562,18 @@ impl Generator {
         let eal = Eal::init(&args).map_err(|e| e.to_string())?;
         let pool = Arc::new(Mempool::new(&eal, "bench", 32767, 256, 2048).map_err(|e| e.to_string())?);
         let tso_pool = Arc::new(Mempool::new(&eal, "bench_tso", 8191, 256, 4096).map_err(|e| e.to_string())?);
-        Ok(Generator { eal, pool, tso_pool })
+        let jumbo_pool = Arc::new(Mempool::new(&eal, "bench_jumbo", 8191, 256, JUMBO_ROOM).map_err(|e| e.to_string())?);
+        Ok(Generator { eal, pool, tso_pool, jumbo_pool })
+    }
+
+    /// The pool whose buffers take every frame of a size cycle whole.
+    fn pool_for(&self, sizes: &[usize]) -> &Mempool {
+        let largest = sizes.iter().map(|&z| z.max(frame::MIN_SIZE) - frame::FCS).max().unwrap_or(0);
+        if largest > self.pool.data_room() as usize {
+            &self.jumbo_pool
+        } else {
+            &self.pool
+        }
     }
 
     /// Opens one VM per socket, named `{tag}{i}`.
@@ -495,15 +581,14 @@ impl Generator {
     /// its own memory: with one shared pool, a guest-to-guest copy may run
     /// between buffers whose addresses alias, which no real pair of guests
     /// would show. The pools go with the VMs.
-    /// `tso`: the VMs send TSO segments (see `VmPort::open`).
-    pub fn attach(&self, tag: &str, sockets: &[Attach], mtu: u16, tso: bool) -> Result<Vec<VmPort>, String> {
+    pub fn attach(&self, tag: &str, sockets: &[Attach], o: PortOpts) -> Result<Vec<VmPort>, String> {
         sockets
             .iter()
             .enumerate()
             .map(|(i, a)| {
                 let name = format!("{tag}{i}");
-                let pool = Arc::new(Mempool::new(&self.eal, &format!("rx_{name}"), 8191, 256, 2048).map_err(|e| e.to_string())?);
-                VmPort::open(&self.eal, &pool, &name, a, mtu, tso)
+                let pool = Arc::new(Mempool::new(&self.eal, &format!("rx_{name}"), 8191, 256, rx_room(o.mtu)).map_err(|e| e.to_string())?);
+                VmPort::open(&self.eal, &pool, &name, a, o)
             })
             .collect()
     }

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::gen::{self, Attach, GenReport, Generator, Size, Trial, VmPort};
+use crate::gen::{self, Attach, GenReport, Generator, PortOpts, Ring, Size, Trial, VmPort};
 use crate::peers::{Running, Setup, SwitchKind, SwitchStats};
 
 /// A topology: how many VMs and which sends to which.
@@ -32,6 +32,9 @@ pub struct Row {
     pub scenario: String,
     pub flows: u32,
     pub size: String,
+    /// The VMs' virtqueue layout, as negotiated.
+    #[serde(default)]
+    pub ring: Ring,
     pub repeat: usize,
     pub rx_mpps: f64,
     pub offered_mpps: f64,
@@ -65,13 +68,12 @@ pub struct Session<'g> {
 }
 
 impl<'g> Session<'g> {
-    /// `tso`: the switch set up for TSO (see `Running::start`) and the VMs
-    /// with their transmit offloads, for `Size::Tso` trials.
-    #[allow(clippy::too_many_arguments)]
-    pub fn open(gen: &'g Generator, kind: SwitchKind, setup: &Setup, scenario: &Scenario, flows: u32, tag: &str, mtu: u16, tso: bool) -> Result<Self, String> {
-        let switch = Running::start(kind, setup, scenario.vms, tso)?;
+    /// The switch started for `opts` (MTU, TSO) and the VMs attached with
+    /// them, addresses learned.
+    pub fn open(gen: &'g Generator, kind: SwitchKind, setup: &Setup, scenario: &Scenario, flows: u32, tag: &str, opts: PortOpts) -> Result<Self, String> {
+        let switch = Running::start(kind, setup, scenario.vms, opts)?;
         let attach: Vec<Attach> = switch.sockets.iter().map(|s| Attach::Vhost { socket: s.clone(), server: true }).collect();
-        let mut vms = gen.attach(tag, &attach, mtu, tso).map_err(|e| format!("{e}{}", switch.log_hint()))?;
+        let mut vms = gen.attach(tag, &attach, opts).map_err(|e| format!("{e}{}", switch.log_hint()))?;
         switch.wait_connected()?;
         let mut note = String::new();
         if kind.learns() {
@@ -94,26 +96,58 @@ impl<'g> Session<'g> {
         Ok((rep, self.switch.end()))
     }
 
-    /// Closes the VMs and the switch; testpmd's own figures come from here.
-    pub fn close(self) -> SwitchStats {
+    /// Closes the VMs and the switch.
+    pub fn close(self) {
         drop(self.vms);
-        self.switch.stop()
+        self.switch.stop();
     }
 }
 
-/// One cell of the comparison: which switch, scenario, flows, size, repeat.
+/// One session of the comparison: a switch started once and measured at
+/// each of `sizes`, which need the same ports (`PortOpts::for_size`).
 #[derive(Clone, Debug)]
 pub struct Cell<'a> {
     pub kind: SwitchKind,
     pub scenario: &'a Scenario,
     pub flows: u32,
-    pub size: Size,
+    pub sizes: &'a [Size],
+    pub ring: Ring,
     pub repeat: usize,
 }
 
+/// A cell's size that has no measurement, and why.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NotMeasured {
+    pub switch: String,
+    pub scenario: String,
+    pub flows: u32,
+    pub size: String,
+    pub ring: Ring,
+    pub repeat: usize,
+    /// The switch cannot do what the row asks (e.g. it negotiated no packed
+    /// ring), rather than failed.
+    pub unsupported: bool,
+    pub reason: String,
+}
+
+impl Cell<'_> {
+    fn missing(&self, size: Size, unsupported: bool, reason: &str) -> NotMeasured {
+        NotMeasured {
+            switch: self.kind.name().into(),
+            scenario: self.scenario.name.clone(),
+            flows: self.flows,
+            size: size.label(),
+            ring: self.ring,
+            repeat: self.repeat,
+            unsupported,
+            reason: reason.into(),
+        }
+    }
+}
+
 /// Turns a measured phase into a row.
-pub fn row(c: &Cell, rep: &GenReport, st: &SwitchStats, note: &str) -> Row {
-    let Cell { kind, scenario: sc, flows, size, repeat } = c.clone();
+pub fn row(c: &Cell, size: Size, rep: &GenReport, st: &SwitchStats, note: &str) -> Row {
+    let Cell { kind, scenario: sc, flows, ring, repeat, .. } = c.clone();
     let it = rep.iterations.max(1) as f64;
     let mpps = rep.rx_pps() / 1e6;
     let mut note = note.to_string();
@@ -131,6 +165,9 @@ pub fn row(c: &Cell, rep: &GenReport, st: &SwitchStats, note: &str) -> Row {
             format!("TCP segments delivered cut, {f:.1} frames per 64 KB segment")
         });
     }
+    if rep.sent_total() > 0 && rep.sink.received == 0 && rep.sink.payload_bytes == 0 {
+        add(format!("nothing arrived of {} packets sent ({} B)", rep.sent_total(), size.label()));
+    }
     let refused: u64 = st.drops_by_reason.iter().filter(|(k, _)| k.starts_with("hdr_")).map(|(_, v)| v).sum();
     if refused > 0 {
         add(format!("the switch refused {refused} virtio-net headers ({:?})", st.drops_by_reason));
@@ -140,6 +177,7 @@ pub fn row(c: &Cell, rep: &GenReport, st: &SwitchStats, note: &str) -> Row {
         scenario: sc.name.clone(),
         flows,
         size: size.label(),
+        ring,
         repeat,
         rx_mpps: mpps,
         offered_mpps: rep.sent_total() as f64 / rep.seconds.max(1e-9) / 1e6,
@@ -181,8 +219,10 @@ pub struct Plan {
     /// RFC 2544 search (else: receive rate at full offered load).
     pub full: bool,
     pub loss_tolerance: f64,
-    /// Latency is measured at this fraction of the row's throughput.
+    /// Latency is measured at this fraction of the row's throughput...
     pub latency_fraction: f64,
+    /// ...for this long.
+    pub latency_duration: Duration,
     pub throttle: Duration,
     /// Offered load of the measured phase (None: as fast as the switch takes).
     pub rate: Option<Rate>,
@@ -213,20 +253,40 @@ impl Rate {
     }
 }
 
-/// Runs one cell (switch, scenario, flows, size, repeat): throughput, then
-/// latency at a fraction of it.
-pub fn cell(gen: &Generator, setup: &Setup, plan: &Plan, c: &Cell, tag: &str) -> Result<Row, String> {
-    let Cell { kind, scenario: sc, flows, size, .. } = c.clone();
-    let mtu = match size {
-        Size::Fixed(n) if n > 1518 => 9000,
-        _ => 1500,
+/// Runs one cell: the switch started for its sizes, each size measured in
+/// turn (throughput, then latency at a fraction of it). One result per
+/// size: a row, or why there is none. A packed-ring cell whose switch
+/// negotiated split rings is not measured (never a split row under a
+/// packed label).
+pub fn cell(gen: &Generator, setup: &Setup, plan: &Plan, c: &Cell, tag: &str) -> Vec<Result<Row, NotMeasured>> {
+    let all = |unsupported: bool, reason: &str| c.sizes.iter().map(|&z| Err(c.missing(z, unsupported, reason))).collect();
+    let Some(&first) = c.sizes.first() else { return Vec::new() };
+    let mut s = match Session::open(gen, c.kind, setup, c.scenario, c.flows, tag, PortOpts::for_size(first, c.ring)) {
+        Ok(s) => s,
+        Err(e) => return all(false, &e),
     };
-    let mut s = Session::open(gen, kind, setup, sc, flows, tag, mtu, size == Size::Tso)?;
+    // VMs that offer no packed ring get split rings whatever the switch.
+    if c.ring == Ring::Packed {
+        let ring = s.switch.ring_negotiated();
+        if ring != Ok(Ring::Packed) {
+            s.close();
+            return match ring {
+                Ok(got) => all(true, &format!("the VMs offered packed rings; the switch negotiated {} rings", got.name())),
+                Err(e) => all(false, &format!("could not tell which ring layout was negotiated: {e}")),
+            };
+        }
+    }
+    let out = c.sizes.iter().map(|&size| measure_size(&mut s, plan, c, size).map_err(|e| c.missing(size, false, &e))).collect();
+    s.close();
+    out
+}
+
+fn measure_size(s: &mut Session, plan: &Plan, c: &Cell, size: Size) -> Result<Row, String> {
+    let sc = c.scenario;
     let (rep, st) = s.measure(size, plan.rate.map(|r| r.pps(size)), plan.duration, plan.throttle)?;
-    let note = s.note.clone();
-    let mut r = row(c, &rep, &st, &note);
+    let mut r = row(c, size, &rep, &st, &s.note);
     if plan.full {
-        let per_stream = rfc2544(&mut s, size, rep.rx_pps() / sc.streams.len() as f64, plan)?;
+        let per_stream = rfc2544(s, size, rep.rx_pps() / sc.streams.len() as f64, plan)?;
         r.rx_mpps = per_stream * sc.streams.len() as f64 / 1e6;
         r.gbps = match size.tcp_payload() {
             0 => r.rx_mpps * size.wire_bytes() * 8.0 / 1e3,
@@ -237,14 +297,10 @@ pub fn cell(gen: &Generator, setup: &Setup, plan: &Plan, c: &Cell, tag: &str) ->
     }
     if plan.latency_fraction > 0.0 && rep.rx_pps() > 0.0 {
         let rate = rep.rx_pps() / sc.streams.len() as f64 * plan.latency_fraction;
-        let (lat, _) = s.measure(size, Some(rate), plan.duration.min(Duration::from_secs(2)), Duration::ZERO)?;
+        let (lat, _) = s.measure(size, Some(rate), plan.latency_duration, Duration::ZERO)?;
         r.latency_p50_us = lat.sink.latency_p50_ns / 1e3;
         r.latency_p99_us = lat.sink.latency_p99_ns / 1e3;
         r.latency_p999_us = lat.sink.latency_p999_ns / 1e3;
-    }
-    let fin = s.close();
-    if r.cycles_per_packet.is_none() {
-        r.cycles_per_packet = fin.cycles_per_packet;
     }
     Ok(r)
 }

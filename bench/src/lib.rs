@@ -5,5 +5,6 @@ pub mod frame;
 pub mod gen;
 pub mod harness;
 pub mod peers;
+pub mod plot;
 pub mod report;
 pub mod sink;

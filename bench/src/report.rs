@@ -1,74 +1,107 @@
-//! Results: medians per cell, ratios to the peers of the same run, the
-//! terminal table, the JSON file and the PNG plot.
-use std::collections::BTreeMap;
-use std::path::Path;
+//! Results: medians per cell, ratios to the peers of the same run (in
+//! throughput and in cycles per packet on the switch core), the terminal
+//! table and the JSON summary. The PNG is `plot`'s.
+use std::collections::{BTreeMap, HashMap};
 
-use plotters::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::harness::{median, Row};
+use crate::gen::Ring;
+use crate::harness::{median, NotMeasured, Row};
 
-/// One cell (switch, scenario, flows, size) over its repeats.
+/// One cell (switch, scenario, flows, size, ring) over its repeats.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Summary {
     pub switch: String,
     pub scenario: String,
     pub flows: u32,
     pub size: String,
+    pub ring: Ring,
     pub repeats: usize,
-    /// Repeats that were not generator-bound (the only ones in ratios).
+    /// Repeats that were not generator-bound (the only ones in Mpps ratios).
     pub counted: usize,
     pub rx_mpps: f64,
+    /// Lowest and highest of the repeats (the plot's whiskers).
+    pub rx_mpps_min: f64,
+    pub rx_mpps_max: f64,
     pub gbps: f64,
     pub loss: f64,
     pub latency_p50_us: f64,
     pub latency_p99_us: f64,
     pub latency_p999_us: f64,
     pub cycles_per_packet: Option<f64>,
+    pub cycles_min: Option<f64>,
+    pub cycles_max: Option<f64>,
     pub generator_bound: bool,
+    /// Mpps over OVS (NORMAL)'s, and over testpmd's, in the same cell.
     pub vs_ovs: Option<f64>,
     pub vs_testpmd: Option<f64>,
+    /// Cycles per packet over OVS (NORMAL)'s, and over testpmd's: below 1
+    /// is cheaper. Every repeat counts (a switch's cost per packet does not
+    /// depend on who the bottleneck was), and cycles are far steadier than
+    /// Mpps on a shared machine.
+    pub cycles_vs_ovs: Option<f64>,
+    pub cycles_vs_testpmd: Option<f64>,
     pub copies_per_packet: Option<f64>,
     pub notes: Vec<String>,
 }
 
-fn key(r: &Row) -> (String, u32, String) {
-    (r.scenario.clone(), r.flows, r.size.clone())
+type Key = (String, u32, String, Ring, String);
+
+fn key(r: &Row) -> Key {
+    (r.scenario.clone(), r.flows, r.size.clone(), r.ring, r.switch.clone())
 }
 
+/// Summaries in the order the rows were measured in (the plan's order of
+/// sizes and switches).
 pub fn summarize(rows: &[Row]) -> Vec<Summary> {
-    let mut cells: BTreeMap<(String, u32, String, String), Vec<&Row>> = BTreeMap::new();
+    let mut order: Vec<Key> = Vec::new();
+    let mut cells: HashMap<Key, Vec<&Row>> = HashMap::new();
     for r in rows {
-        let (sc, f, z) = key(r);
-        cells.entry((sc, f, z, r.switch.clone())).or_default().push(r);
+        let k = key(r);
+        if !cells.contains_key(&k) {
+            order.push(k.clone());
+        }
+        cells.entry(k).or_default().push(r);
     }
     let med = |rs: &[&Row], f: &dyn Fn(&Row) -> f64| median(rs.iter().map(|r| f(r)).collect()).unwrap_or(0.0);
     let counted_mpps = |rs: &[&Row]| median(rs.iter().filter(|r| !r.generator_bound).map(|r| r.rx_mpps).collect());
+    let cycles = |rs: &[&Row]| median(rs.iter().filter_map(|r| r.cycles_per_packet).collect());
+    let ratio = |a: Option<f64>, b: Option<f64>| Some(a? / b.filter(|&b| b > 0.0)?);
     let mut out = Vec::new();
-    for ((sc, flows, size, sw), rs) in &cells {
-        let base = |name: &str| cells.get(&(sc.clone(), *flows, size.clone(), name.to_string())).and_then(|b| counted_mpps(b));
-        let mine = counted_mpps(rs);
-        let ratio = |b: Option<f64>| Some(mine? / b.filter(|&b| b > 0.0)?);
+    for k in order {
+        let rs = &cells[&k];
+        let (sc, flows, size, ring, sw) = k.clone();
+        let base = |name: &str| cells.get(&(sc.clone(), flows, size.clone(), ring, name.to_string()));
+        let (mpps, cyc) = (counted_mpps(rs), cycles(rs));
+        let (ovs, tpmd) = (base("ovs-normal"), base("testpmd-io"));
+        let cyc_all: Vec<f64> = rs.iter().filter_map(|r| r.cycles_per_packet).collect();
         let mut notes: Vec<String> = rs.iter().filter(|r| !r.note.is_empty()).map(|r| r.note.clone()).collect();
         notes.sort();
         notes.dedup();
         out.push(Summary {
-            switch: sw.clone(),
-            scenario: sc.clone(),
-            flows: *flows,
+            switch: sw,
+            scenario: sc,
+            flows,
             size: size.clone(),
+            ring,
             repeats: rs.len(),
             counted: rs.iter().filter(|r| !r.generator_bound).count(),
             rx_mpps: med(rs, &|r| r.rx_mpps),
+            rx_mpps_min: rs.iter().map(|r| r.rx_mpps).fold(f64::INFINITY, f64::min),
+            rx_mpps_max: rs.iter().map(|r| r.rx_mpps).fold(0.0, f64::max),
             gbps: med(rs, &|r| r.gbps),
             loss: med(rs, &|r| r.loss),
             latency_p50_us: med(rs, &|r| r.latency_p50_us),
             latency_p99_us: med(rs, &|r| r.latency_p99_us),
             latency_p999_us: med(rs, &|r| r.latency_p999_us),
-            cycles_per_packet: median(rs.iter().filter_map(|r| r.cycles_per_packet).collect()),
+            cycles_per_packet: cyc,
+            cycles_min: cyc_all.iter().copied().reduce(f64::min),
+            cycles_max: cyc_all.iter().copied().reduce(f64::max),
             generator_bound: rs.iter().all(|r| r.generator_bound),
-            vs_ovs: ratio(base("ovs-normal")),
-            vs_testpmd: ratio(base("testpmd-io")),
+            vs_ovs: ratio(mpps, ovs.and_then(|b| counted_mpps(b))),
+            vs_testpmd: ratio(mpps, tpmd.and_then(|b| counted_mpps(b))),
+            cycles_vs_ovs: ratio(cyc, ovs.and_then(|b| cycles(b))),
+            cycles_vs_testpmd: ratio(cyc, tpmd.and_then(|b| cycles(b))),
             copies_per_packet: median(rs.iter().filter_map(|r| r.copies_per_packet).collect()),
             notes,
         });
@@ -80,16 +113,36 @@ fn opt(v: Option<f64>, prec: usize) -> String {
     v.map(|x| format!("{x:.prec$}")).unwrap_or_else(|| "-".into())
 }
 
-/// The terminal table.
-pub fn table(sums: &[Summary]) -> String {
-    let mut s = format!(
-        "{:<11} {:<10} {:>6} {:>5} {:>8} {:>7} {:>7} {:>8} {:>8} {:>9} {:>8} {:>6} {:>5} {:>7} {:>7}\n",
-        "switch", "scenario", "flows", "size", "Mpps", "Gbps", "loss%", "p50 us", "p99 us", "p99.9 us", "cyc/pkt", "cp/pkt", "gen", "xOVS", "xtpmd"
-    );
+/// Cells without a measurement, one line per cell and reason, with how
+/// many repeats each covers.
+pub fn not_measured(missing: &[NotMeasured]) -> Vec<String> {
+    let mut seen: BTreeMap<(String, String), usize> = BTreeMap::new();
+    for m in missing {
+        let cell = format!("{} {} {} flows {} {} ring", m.switch, m.scenario, m.flows, m.size, m.ring.name());
+        // The first line: a failure's reason may carry a peer's log tail.
+        let reason = m.reason.lines().next().unwrap_or("").chars().take(240).collect::<String>();
+        let what = if m.unsupported { "not supported" } else { "failed" };
+        *seen.entry((cell, format!("{what}: {reason}"))).or_default() += 1;
+    }
+    seen.into_iter().map(|((cell, why), n)| format!("{cell}, {n} repeat(s): {why}")).collect()
+}
+
+/// The terminal table. `retries`: each switch's enqueue retries as run
+/// (`SwitchKind::retries`), printed above it.
+pub fn table(sums: &[Summary], missing: &[NotMeasured], retries: &[(String, String)]) -> String {
+    let mut s = String::from("vhost retries (guest ring full):");
+    for (sw, r) in retries {
+        s.push_str(&format!("\n  {sw}: {r}"));
+    }
+    s.push_str(&format!(
+        "\n{:<18} {:<6} {:<9} {:>5} {:>6} {:>8} {:>7} {:>7} {:>7} {:>7} {:>8} {:>7} {:>6} {:>5} | {:>6} {:>6} | {:>6} {:>6}\n",
+        "switch", "ring", "scenario", "flows", "size", "Mpps", "Gbps", "loss%", "p50 us", "p99 us", "p99.9 us", "cyc/pkt", "cp/pkt", "gen", "xOVS", "xtpmd", "cOVS", "ctpmd"
+    ));
     for r in sums {
         s.push_str(&format!(
-            "{:<11} {:<10} {:>6} {:>5} {:>8.3} {:>7.2} {:>7.3} {:>8.1} {:>8.1} {:>9.1} {:>8} {:>6} {:>5} {:>7} {:>7}\n",
+            "{:<18} {:<6} {:<9} {:>5} {:>6} {:>8.3} {:>7.2} {:>7.3} {:>7.1} {:>7.1} {:>8.1} {:>7} {:>6} {:>5} | {:>6} {:>6} | {:>6} {:>6}\n",
             r.switch,
+            r.ring.name(),
             r.scenario,
             r.flows,
             r.size,
@@ -104,11 +157,17 @@ pub fn table(sums: &[Summary]) -> String {
             if r.generator_bound { "BOUND" } else if r.counted < r.repeats { "some" } else { "ok" },
             opt(r.vs_ovs, 2),
             opt(r.vs_testpmd, 2),
+            opt(r.cycles_vs_ovs, 2),
+            opt(r.cycles_vs_testpmd, 2),
         ));
         for n in &r.notes {
             s.push_str(&format!("    note: {n}\n"));
         }
     }
+    s.push_str(
+        "xOVS, xtpmd: Mpps over ovs-normal's and testpmd-io's (same cell and ring; generator-bound repeats left out); \
+         cOVS, ctpmd: cycles per packet on the switch core over theirs (below 1: cheaper)\n",
+    );
     if sums.iter().any(|r| r.size == "tso64k") {
         s.push_str(
             "tso64k rows: 64 KB TCP segments (65160 B payload, MSS 1448) with TSO asked of the switch; Gbps = TCP payload \
@@ -116,57 +175,10 @@ pub fn table(sums: &[Summary]) -> String {
              cyc/pkt = switch core cycles per 64 KB segment taken in, cp/pkt = bytes copied per segment over its size\n",
         );
     }
+    for line in not_measured(missing) {
+        s.push_str(&format!("not measured: {line}\n"));
+    }
     s
-}
-
-/// Throughput against frame size, one line per switch and flow count.
-pub fn plot(sums: &[Summary], path: &Path, title: &str) -> Result<(), String> {
-    let font = std::fs::read("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")
-        .map_err(|e| format!("font DejaVuSans.ttf (fonts-dejavu-core): {e}"))?;
-    let font: &'static [u8] = Box::leak(font.into_boxed_slice());
-    let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, font);
-    let mut series: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
-    for r in sums.iter().filter(|r| r.scenario == sums[0].scenario) {
-        if let Ok(z) = r.size.parse::<f64>() {
-            series.entry(format!("{} ({} flows)", r.switch, r.flows)).or_default().push((z, r.rx_mpps));
-        }
-    }
-    let max_x = series.values().flatten().map(|p| p.0).fold(64.0, f64::max);
-    let max_y = series.values().flatten().map(|p| p.1).fold(0.1, f64::max) * 1.15;
-    let root = BitMapBackend::new(path, (1000, 650)).into_drawing_area();
-    let err = |e: &dyn std::fmt::Display| e.to_string();
-    root.fill(&WHITE).map_err(|e| err(&e))?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 22))
-        .margin(15)
-        .x_label_area_size(45)
-        .y_label_area_size(60)
-        .build_cartesian_2d(0f64..max_x * 1.05, 0f64..max_y)
-        .map_err(|e| err(&e))?;
-    chart
-        .configure_mesh()
-        .x_desc("frame size (bytes)")
-        .y_desc("throughput (Mpps, median)")
-        .draw()
-        .map_err(|e| err(&e))?;
-    for (i, (name, mut pts)) in series.into_iter().enumerate() {
-        pts.sort_by(|a, b| a.0.total_cmp(&b.0));
-        let color = Palette99::pick(i).to_rgba();
-        chart
-            .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
-            .map_err(|e| err(&e))?
-            .label(name)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
-        chart.draw_series(pts.iter().map(|&p| Circle::new(p, 4, color.filled()))).map_err(|e| err(&e))?;
-    }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()
-        .map_err(|e| err(&e))?;
-    root.present().map_err(|e| err(&e))?;
-    Ok(())
 }
 
 #[cfg(test)]
@@ -192,6 +204,51 @@ mod tests {
         assert_eq!((v.repeats, v.counted), (3, 2));
         assert_eq!(v.vs_ovs, Some(2.5), "median 5 of the counted rows over 2");
         assert_eq!(v.vs_testpmd, None, "every testpmd row was generator-bound");
-        assert!(table(&s).contains("vswitchd"));
+        assert_eq!((v.rx_mpps_min, v.rx_mpps_max), (4.0, 100.0), "whiskers span every repeat");
+        assert!(table(&s, &[], &[]).contains("vswitchd"));
+    }
+
+    #[test]
+    fn cycle_ratios_count_every_repeat_and_stay_within_a_ring() {
+        let cyc = |sw: &str, ring: Ring, rep: usize, c: f64, bound: bool| Row { ring, cycles_per_packet: Some(c), ..row(sw, rep, 1.0, bound) };
+        let rows = vec![
+            cyc("vswitchd", Ring::Split, 0, 100.0, false),
+            cyc("vswitchd", Ring::Split, 1, 140.0, true),
+            cyc("vswitchd", Ring::Split, 2, 120.0, false),
+            cyc("ovs-normal", Ring::Split, 0, 240.0, false),
+            cyc("testpmd-io", Ring::Split, 0, 60.0, false),
+            cyc("vswitchd", Ring::Packed, 0, 90.0, false),
+            cyc("testpmd-io", Ring::Packed, 0, 45.0, false),
+        ];
+        let s = summarize(&rows);
+        let v = s.iter().find(|r| r.switch == "vswitchd" && r.ring == Ring::Split).unwrap();
+        assert_eq!(v.cycles_per_packet, Some(120.0));
+        assert_eq!((v.cycles_min, v.cycles_max), (Some(100.0), Some(140.0)));
+        assert_eq!((v.cycles_vs_ovs, v.cycles_vs_testpmd), (Some(0.5), Some(2.0)));
+        let p = s.iter().find(|r| r.switch == "vswitchd" && r.ring == Ring::Packed).unwrap();
+        assert_eq!((p.cycles_vs_ovs, p.cycles_vs_testpmd), (None, Some(2.0)), "packed rows compare with packed rows only");
+        let order: Vec<(&str, Ring)> = s.iter().map(|r| (r.switch.as_str(), r.ring)).collect();
+        assert_eq!(order[0], ("vswitchd", Ring::Split), "summaries keep the order of measurement");
+        assert_eq!(order[3], ("vswitchd", Ring::Packed));
+        let t = table(&s, &[], &[("vswitchd".into(), "8 ([switch] vhost_retries)".into())]);
+        assert!(t.contains("vswitchd: 8 ([switch] vhost_retries)"), "{t}");
+        assert!(t.lines().any(|l| l.starts_with("vswitchd ") && l.contains("packed") && l.trim_end().ends_with("-   2.00")), "{t}");
+    }
+
+    #[test]
+    fn cells_not_measured_are_listed_once_per_reason() {
+        let m = |rep: usize, reason: &str| NotMeasured {
+            switch: "vswitchd-copy-once".into(),
+            scenario: "2vm".into(),
+            flows: 1,
+            size: "64".into(),
+            ring: Ring::Packed,
+            repeat: rep,
+            unsupported: true,
+            reason: reason.into(),
+        };
+        let lines = not_measured(&[m(0, "negotiated split\nlog tail"), m(1, "negotiated split\nother tail")]);
+        assert_eq!(lines, vec!["vswitchd-copy-once 2vm 1 flows 64 packed ring, 2 repeat(s): not supported: negotiated split"]);
+        assert!(table(&[], &[m(0, "x")], &[]).contains("not measured: vswitchd-copy-once"));
     }
 }

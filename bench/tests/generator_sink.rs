@@ -10,20 +10,21 @@ mod common;
 use std::time::Duration;
 
 use bench::frame;
-use bench::gen::Size;
-use bench::harness::{Scenario, Session};
+use bench::gen::{PortOpts, Ring, Size};
+use bench::harness::{cell, Cell, Plan, Rate, Scenario, Session};
 use bench::peers::SwitchKind;
 use common::{generator, setup};
 
 fn agree(kind: SwitchKind, tag: &str, scenario: &str, size: Size) {
+    agree_on(kind, tag, scenario, size, Ring::Split)
+}
+
+fn agree_on(kind: SwitchKind, tag: &str, scenario: &str, size: Size, ring: Ring) {
     let sc = Scenario::parse(scenario).unwrap();
-    let mut s = Session::open(generator(), kind, &setup(), &sc, 16, tag, 9000, false).expect("session");
-    let (rep, mut st) = s.measure(size, Some(20_000.0), Duration::from_secs(1), Duration::ZERO).expect("measure");
-    if kind == SwitchKind::TestpmdIo {
-        st = s.close();
-    } else {
-        s.close();
-    }
+    let mut s = Session::open(generator(), kind, &setup(), &sc, 16, tag, PortOpts::for_size(size, ring)).expect("session");
+    assert_eq!(s.switch.ring_negotiated(), Ok(ring), "{kind:?}");
+    let (rep, st) = s.measure(size, Some(20_000.0), Duration::from_secs(1), Duration::ZERO).expect("measure");
+    s.close();
     assert!(rep.sent_total() >= 15_000 * sc.streams.len() as u64, "{rep:?}");
     assert_eq!(rep.sink.received + rep.sink.lost, rep.sent_total(), "{kind:?}: {rep:?}");
     assert_eq!((rep.sink.reordered, rep.sink.duplicates), (0, 0), "{kind:?}: {rep:?}");
@@ -69,6 +70,51 @@ fn through_testpmd() {
     agree(SwitchKind::TestpmdIo, "tp", "2vm", Size::Fixed(1518));
 }
 
+/// 9000-byte frames: the generator sends each from one jumbo buffer, the
+/// VMs receive them into 2 KB buffers (mergeable), every switch at MTU 9000.
+#[test]
+fn jumbo_frames() {
+    agree(SwitchKind::Vswitchd, "vj", "2vm", Size::Fixed(9000));
+    agree(SwitchKind::VswitchdCopyOnce, "cj", "2vm", Size::Fixed(9000));
+    agree(SwitchKind::TestpmdIo, "tj", "2vm", Size::Fixed(9000));
+}
+
+/// VMs that offer packed rings: rte_vhost takes them (testpmd, vswitchd's
+/// rte_vhost ports), and the harness sees it negotiated.
+#[test]
+fn packed_rings() {
+    agree_on(SwitchKind::TestpmdIo, "tq", "2vm", Size::Fixed(64), Ring::Packed);
+    agree_on(SwitchKind::Vswitchd, "vq", "2vm", Size::Fixed(64), Ring::Packed);
+}
+
+/// A packed-ring cell on a switch that negotiates split rings is reported
+/// as not supported, never measured under the packed label.
+#[test]
+fn packed_cell_is_never_measured_on_split_rings() {
+    let sc = Scenario::parse("2vm").unwrap();
+    let plan = Plan {
+        switches: vec![SwitchKind::VswitchdCopyOnce],
+        scenarios: vec![sc.clone()],
+        sizes: vec![Size::Fixed(64)],
+        flows: vec![1],
+        repeats: 1,
+        duration: Duration::from_millis(300),
+        full: false,
+        loss_tolerance: 0.0,
+        latency_fraction: 0.0,
+        latency_duration: Duration::ZERO,
+        throttle: Duration::ZERO,
+        rate: Some(Rate::Pps(10_000.0)),
+    };
+    let c = Cell { kind: SwitchKind::VswitchdCopyOnce, scenario: &sc, flows: 1, sizes: &plan.sizes, ring: Ring::Packed, repeat: 0 };
+    let out = cell(generator(), &setup(), &plan, &c, "cq");
+    assert_eq!(out.len(), 1);
+    match &out[0] {
+        Ok(row) => assert_eq!(row.ring, Ring::Packed, "measured only once packed was negotiated"),
+        Err(m) => assert!(m.unsupported && m.reason.contains("negotiated split"), "{m:?}"),
+    }
+}
+
 /// A TSO stream at a low rate: every TCP payload byte sent arrives exactly
 /// once, in order, or was in a segment the switch counted as dropped.
 /// vswitchd offers the VMs TSO, so it takes each 64 KB segment whole, and
@@ -77,7 +123,7 @@ fn through_testpmd() {
 fn agree_tso(kind: SwitchKind, tag: &str) {
     let sc = Scenario::parse("2vm").unwrap();
     let rate = 400.0; // segments per second per stream: about 200 Mbit/s
-    let mut s = Session::open(generator(), kind, &setup(), &sc, 4, tag, 1500, true).expect("session");
+    let mut s = Session::open(generator(), kind, &setup(), &sc, 4, tag, PortOpts::for_size(Size::Tso, Ring::Split)).expect("session");
     let features = s.switch.features().expect("vswitchd lists features");
     assert!(features.iter().all(|f| f.iter().any(|n| n == "host_tso4") && f.iter().any(|n| n == "csum")), "{features:?}");
     assert!(features.iter().all(|f| !f.iter().any(|n| n == "guest_tso4")), "{features:?}");

@@ -1,6 +1,6 @@
 //! The harness reads the peers' own figures from their real output, taken
 //! from runs on these machines (VSW_BENCH_RAW=FILE keeps it).
-use bench::peers::{parse_ovs_pmd_stats, parse_testpmd_exit};
+use bench::peers::{parse_fwd_stats, parse_ovs_pmd_stats, FwdTotals};
 
 #[test]
 fn ovs_pmd_stats_show() {
@@ -11,10 +11,12 @@ fn ovs_pmd_stats_show() {
     assert_eq!(s.flooded, None);
 }
 
+/// `show fwd stats all` prints the block testpmd prints at exit.
 #[test]
-fn testpmd_exit_statistics() {
-    let s = parse_testpmd_exit(include_str!("fixtures/testpmd-exit.txt"));
-    assert_eq!(s.cycles_per_packet, Some(271.82));
-    assert_eq!(s.dropped, Some(11138));
-    assert_eq!(parse_testpmd_exit("Bye\n"), Default::default());
+fn testpmd_forward_statistics() {
+    let t = parse_fwd_stats(include_str!("fixtures/testpmd-exit.txt")).unwrap();
+    assert_eq!(t, FwdTotals { cycles: 8463451650, packets: 31135764, dropped: 11138 });
+    let s = t.since(&FwdTotals::default());
+    assert!((s.cycles_per_packet.unwrap() - 271.82).abs() < 0.01, "{s:?}");
+    assert_eq!(parse_fwd_stats("Bye\n"), None);
 }

@@ -7,10 +7,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bench::gen::{Generator, Size};
-use bench::harness::{cell, Cell, Plan, Rate, Row, Scenario};
+use bench::gen::{Generator, PortOpts, Ring, Size};
+use bench::harness::{cell, Cell, NotMeasured, Plan, Rate, Row, Scenario};
 use bench::peers::{Setup, SwitchKind};
-use bench::report;
+use bench::{plot, report};
 use clap::{Args as ClapArgs, Parser, Subcommand};
 
 #[derive(Parser)]
@@ -28,6 +28,13 @@ enum Cmd {
     Throughput(Opts),
     /// One switch's latency at a fraction of its throughput.
     Latency(Opts),
+    /// Draws the PNG again from a results JSON (its summary).
+    Plot {
+        json: PathBuf,
+        /// Default: the JSON's path with .png.
+        #[arg(long)]
+        png: Option<PathBuf>,
+    },
 }
 
 #[derive(ClapArgs, Clone)]
@@ -38,7 +45,15 @@ struct Opts {
     /// Scenarios: 2vm (both directions), 3vm-chain.
     #[arg(long, value_delimiter = ',', default_value = "2vm")]
     scenarios: Vec<String>,
-    /// Frame sizes in bytes (64..1518, 9000), imix, or tso64k: each VM
+    /// Those of --switches also measured with packed rings (the VMs offer
+    /// VIRTIO_F_RING_PACKED; a switch that negotiates split rings instead
+    /// gets a "not supported" line, never a row), at the flow counts of
+    /// --packed-flows and every size but tso64k; "none" for none.
+    #[arg(long, value_delimiter = ',', default_value = "vswitchd,ovs-normal,testpmd-io")]
+    packed: Vec<String>,
+    #[arg(long, value_delimiter = ',', default_value = "1")]
+    packed_flows: Vec<u32>,
+    /// Frame sizes in bytes (64..9000; over 1518 every port gets MTU 9000), imix, or tso64k: each VM
     /// sends 64 KB TCP segments (IPv4, 65160 bytes of payload, MSS 1448)
     /// with a virtio-net GSO header, the switch set up for TSO (OVS with
     /// userspace-tso-enable, testpmd's net_vhost with tso=1). A tso64k row
@@ -48,7 +63,7 @@ struct Opts {
     /// follows the spec cuts each segment into 45 frames), cyc/pkt is the
     /// switch core's cycles per 64 KB segment taken in, cp/pkt the bytes
     /// vswitchd copied per segment over the segment's size.
-    #[arg(long, value_delimiter = ',', default_value = "64,512,1518,tso64k")]
+    #[arg(long, value_delimiter = ',', default_value = "64,512,1518,9000,tso64k")]
     sizes: Vec<String>,
     /// Flows (distinct MAC and IP pairs) per VM.
     #[arg(long, value_delimiter = ',', default_value = "1,1000")]
@@ -62,8 +77,14 @@ struct Opts {
     #[arg(long, default_value_t = 3)]
     repeats: usize,
     /// Seconds per measured phase.
-    #[arg(long, default_value_t = 3.0)]
+    #[arg(long, default_value_t = 2.0)]
     duration: f64,
+    /// Seconds of the latency phase (after each throughput phase).
+    #[arg(long, default_value_t = 0.5)]
+    latency_duration: f64,
+    /// A smoke run: 1 repeat, 1 s phases, no latency phase.
+    #[arg(long)]
+    quick: bool,
     /// RFC 2544 binary search instead of the full-load receive rate.
     #[arg(long)]
     full: bool,
@@ -86,7 +107,8 @@ struct Opts {
     pmd_core: u32,
     #[arg(long, default_value_t = 0)]
     gen_core: u32,
-    /// Enqueue retries when a guest ring is full (vswitchd and OVS).
+    /// Enqueue retries when a guest ring is full, without delay (vswitchd's
+    /// vhost_retries, OVS's tx-retries-max up to 32, testpmd's io retry).
     #[arg(long, default_value_t = 8)]
     retries: u32,
     #[arg(long, default_value_t = 1024)]
@@ -109,12 +131,13 @@ struct Opts {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let (opts, mode) = match cli.cmd {
-        Cmd::Compare(o) => (o, "compare"),
-        Cmd::Throughput(o) => (o, "throughput"),
-        Cmd::Latency(o) => (o, "latency"),
+    let done = match cli.cmd {
+        Cmd::Compare(o) => run(o, "compare"),
+        Cmd::Throughput(o) => run(o, "throughput"),
+        Cmd::Latency(o) => run(o, "latency"),
+        Cmd::Plot { json, png } => replot(&json, png),
     };
-    match run(opts, mode) {
+    match done {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("vswitch-bench: {e}");
@@ -130,16 +153,62 @@ fn hugepages_free() -> bool {
         .is_some_and(|n| n >= 1024)
 }
 
+fn replot(json: &std::path::Path, png: Option<PathBuf>) -> Result<(), String> {
+    let text = std::fs::read_to_string(json).map_err(|e| format!("{}: {e}", json.display()))?;
+    let doc: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", json.display()))?;
+    let sums: Vec<report::Summary> = serde_json::from_value(doc["summary"].clone()).map_err(|e| format!("{}: summary: {e}", json.display()))?;
+    let Some(first) = sums.first() else { return Err(format!("{}: an empty summary", json.display())) };
+    let mine: Vec<_> = sums.iter().filter(|s| s.scenario == first.scenario).cloned().collect();
+    let png = png.unwrap_or_else(|| json.with_extension("png"));
+    let repeats = mine.iter().map(|s| s.repeats).max().unwrap_or(0);
+    plot::plot(&mine, &png, &plot_title(doc["mode"].as_str().unwrap_or("compare"), &first.scenario, repeats))?;
+    println!("plot: {}", png.display());
+    Ok(())
+}
+
+fn plot_title(mode: &str, scenario: &str, repeats: usize) -> String {
+    format!("vswitch-bench {mode}, {scenario} scenario: median of {repeats} repeat(s), whiskers lowest..highest")
+}
+
+fn parse_all<T>(what: &str, items: &[String], f: impl Fn(&str) -> Option<T>) -> Result<Vec<T>, String> {
+    items.iter().map(|s| f(s).ok_or(format!("unknown {what} {s}"))).collect()
+}
+
+/// Sizes that run in one session: runs of the list needing the same ports
+/// (`PortOpts::for_size`), in the order given.
+fn sessions(sizes: &[Size]) -> Vec<Vec<Size>> {
+    let mut out: Vec<Vec<Size>> = Vec::new();
+    for &z in sizes {
+        let opts = |z: Size| PortOpts::for_size(z, Ring::Split);
+        match out.iter_mut().find(|g| opts(g[0]) == opts(z)) {
+            Some(g) => g.push(z),
+            None => out.push(vec![z]),
+        }
+    }
+    out
+}
+
 fn run(mut o: Opts, mode: &str) -> Result<(), String> {
     if o.matrix {
         o.sizes = ["64", "128", "256", "512", "1024", "1518", "9000", "imix", "tso64k"].map(String::from).to_vec();
         o.flows = vec![1, 1000, 65536];
         o.tso_flows = o.flows.clone();
+        o.packed_flows = o.flows.clone();
         o.scenarios = vec!["2vm".into(), "3vm-chain".into()];
     }
-    let switches = o.switches.iter().map(|s| SwitchKind::parse(s).ok_or(format!("unknown switch {s}"))).collect::<Result<Vec<_>, _>>()?;
-    let scenarios = o.scenarios.iter().map(|s| Scenario::parse(s).ok_or(format!("unknown scenario {s}"))).collect::<Result<Vec<_>, _>>()?;
-    let sizes = o.sizes.iter().map(|s| Size::parse(s).ok_or(format!("bad frame size {s}"))).collect::<Result<Vec<_>, _>>()?;
+    if o.quick {
+        o.repeats = 1;
+        o.duration = 1.0;
+        o.latency_fraction = 0.0;
+    }
+    let switches = parse_all("switch", &o.switches, SwitchKind::parse)?;
+    let packed: Vec<SwitchKind> = if o.packed.iter().any(|s| s == "none") {
+        Vec::new()
+    } else {
+        parse_all("switch", &o.packed, SwitchKind::parse)?.into_iter().filter(|k| switches.contains(k)).collect()
+    };
+    let scenarios = parse_all("scenario", &o.scenarios, Scenario::parse)?;
+    let sizes = parse_all("frame size", &o.sizes, Size::parse)?;
     if mode != "compare" && switches.len() != 1 {
         return Err(format!("{mode} measures one switch: give --switches NAME"));
     }
@@ -172,6 +241,7 @@ fn run(mut o: Opts, mode: &str) -> Result<(), String> {
         full: o.full,
         loss_tolerance: o.loss_tolerance / 100.0,
         latency_fraction: if mode == "throughput" { 0.0 } else { o.latency_fraction },
+        latency_duration: Duration::from_secs_f64(o.latency_duration),
         throttle: Duration::from_micros(o.throttle_us),
         rate: match &o.rate {
             None => None,
@@ -184,62 +254,80 @@ fn run(mut o: Opts, mode: &str) -> Result<(), String> {
     }
     let prefix = testbed::FilePrefix::new("bench-gen");
     let gen = Generator::init(o.gen_core, hugepages, prefix.as_str())?;
+    let retries: Vec<(String, String)> = switches.iter().map(|k| (k.name().into(), k.retries(o.retries))).collect();
     eprintln!(
-        "vswitch-bench: poll core {} for every switch, generator on core {}, {} MB {}, vhost retries {} (vswitchd, OVS; testpmd io has none), {} s per phase, {} repeats",
+        "vswitch-bench: poll core {} for every switch, generator on core {}, {} MB {}, {} s per phase, {} repeats; vhost retries: {}",
         setup.pmd_core,
         o.gen_core,
         setup.memory_mb,
         if hugepages { "hugepages" } else { "without hugepages" },
-        setup.vhost_retries,
         o.duration,
-        plan.repeats
+        plan.repeats,
+        retries.iter().map(|(n, r)| format!("{n} {r}")).collect::<Vec<_>>().join(", ")
     );
 
-    let mut rows: Vec<Row> = Vec::new();
-    // A tso64k size runs only with the flow counts of --tso-flows.
-    let runs = |flows: u32, size: Size| size != Size::Tso || o.tso_flows.contains(&flows);
-    let cells: usize = plan.flows.iter().map(|&f| plan.sizes.iter().filter(|&&z| runs(f, z)).count()).sum();
-    if plan.sizes.contains(&Size::Tso) && !plan.flows.iter().any(|&f| runs(f, Size::Tso)) {
+    // (ring, switches, flows, sizes of one session), in the order run.
+    let mut work: Vec<(Ring, &[SwitchKind], u32, Vec<Size>)> = Vec::new();
+    for (ring, kinds) in [(Ring::Split, &plan.switches), (Ring::Packed, &packed)] {
+        for &flows in &plan.flows {
+            if kinds.is_empty() || (ring == Ring::Packed && !o.packed_flows.contains(&flows)) {
+                continue;
+            }
+            // tso64k runs only with the flow counts of --tso-flows, and
+            // not on packed rings (it measures segmentation, not rings).
+            let keep = |z: &&Size| **z != Size::Tso || (ring == Ring::Split && o.tso_flows.contains(&flows));
+            let sizes: Vec<Size> = plan.sizes.iter().filter(keep).copied().collect();
+            work.extend(sessions(&sizes).into_iter().map(|g| (ring, kinds.as_slice(), flows, g)));
+        }
+    }
+    if plan.sizes.contains(&Size::Tso) && !plan.flows.iter().any(|f| o.tso_flows.contains(f)) {
         eprintln!("vswitch-bench: no tso64k rows: none of --flows {:?} is in --tso-flows {:?}", plan.flows, o.tso_flows);
     }
-    let total = plan.scenarios.len() * cells * plan.repeats * plan.switches.len();
+    let total = plan.scenarios.len() * plan.repeats * work.iter().map(|w| w.1.len()).sum::<usize>();
+    let mut rows: Vec<Row> = Vec::new();
+    let mut missing: Vec<NotMeasured> = Vec::new();
     let mut n = 0;
     'all: for sc in &plan.scenarios {
-        for &flows in &plan.flows {
-            for &size in plan.sizes.iter().filter(|&&z| runs(flows, z)) {
-                for repeat in 0..plan.repeats {
-                    // A B C D, then B C D A...: each switch measured close in
-                    // time to the others, in a different position each repeat.
-                    let k = plan.switches.len();
-                    for i in 0..k {
-                        if stop.load(Ordering::Relaxed) {
-                            eprintln!("vswitch-bench: interrupted; reporting what was measured");
-                            break 'all;
-                        }
-                        let kind = plan.switches[(i + repeat) % k];
-                        n += 1;
-                        let z = if let Size::Fixed(b) = size { format!("{b} B") } else { size.label() };
-                        eprint!("[{n}/{total}] {} {} {} flows {z}, repeat {} ... ", kind.name(), sc.name, flows, repeat + 1);
-                        let c = Cell { kind, scenario: sc, flows, size, repeat };
-                        match cell(&gen, &setup, &plan, &c, &format!("r{n}v")) {
+        for (ring, kinds, flows, sizes) in &work {
+            for repeat in 0..plan.repeats {
+                // A B C D, then B C D A...: each switch measured close in
+                // time to the others, in a different position each repeat.
+                let k = kinds.len();
+                for i in 0..k {
+                    if stop.load(Ordering::Relaxed) {
+                        eprintln!("vswitch-bench: interrupted; reporting what was measured");
+                        break 'all;
+                    }
+                    let kind = kinds[(i + repeat) % k];
+                    n += 1;
+                    let names: Vec<String> = sizes.iter().map(Size::label).collect();
+                    eprint!("[{n}/{total}] {} {} ring, {} {flows} flows, {} B, repeat {} ...", kind.name(), ring.name(), sc.name, names.join("/"), repeat + 1);
+                    let c = Cell { kind, scenario: sc, flows: *flows, sizes, ring: *ring, repeat };
+                    for (size, r) in sizes.iter().zip(cell(&gen, &setup, &plan, &c, &format!("r{n}v"))) {
+                        match r {
                             Ok(r) => {
                                 let bound = if r.generator_bound { " (generator-bound)" } else { "" };
-                                if size == Size::Tso {
-                                    eprintln!("{:.2} Gbit/s of TCP payload ({:.4} M segments/s), loss {:.3}%{bound}", r.gbps, r.rx_mpps, r.loss * 100.0);
+                                let cyc = r.cycles_per_packet.map(|c| format!(", {c:.0} cyc/pkt")).unwrap_or_default();
+                                if *size == Size::Tso {
+                                    eprint!(" tso64k: {:.2} Gbit/s of TCP payload ({:.4} M segments/s), loss {:.3}%{cyc}{bound};", r.gbps, r.rx_mpps, r.loss * 100.0);
                                 } else {
-                                    eprintln!("{:.3} Mpps, loss {:.3}%{bound}", r.rx_mpps, r.loss * 100.0);
+                                    eprint!(" {}: {:.3} Mpps, loss {:.3}%{cyc}{bound};", size.label(), r.rx_mpps, r.loss * 100.0);
                                 }
                                 rows.push(r);
                             }
-                            Err(e) => eprintln!("failed: {e}"),
+                            Err(m) => {
+                                eprint!(" {}: {}: {};", size.label(), if m.unsupported { "not supported" } else { "failed" }, m.reason);
+                                missing.push(m);
+                            }
                         }
                     }
+                    eprintln!();
                 }
             }
         }
     }
     let sums = report::summarize(&rows);
-    println!("{}", report::table(&sums));
+    println!("{}", report::table(&sums, &missing, &retries));
     std::fs::create_dir_all(&o.output).map_err(|e| format!("{}: {e}", o.output.display()))?;
     let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let json = o.output.join(format!("{mode}-{stamp}.json"));
@@ -247,18 +335,24 @@ fn run(mut o: Opts, mode: &str) -> Result<(), String> {
         "mode": mode,
         "setup": {
             "pmd_core": setup.pmd_core, "generator_core": o.gen_core, "hugepages": hugepages,
-            "memory_mb": setup.memory_mb, "vhost_retries": setup.vhost_retries,
-            "testpmd_retries": 0, "seconds_per_phase": o.duration, "repeats": plan.repeats,
+            "memory_mb": setup.memory_mb, "vhost_retries": retries.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
+            "seconds_per_phase": o.duration, "latency_seconds": o.latency_duration, "repeats": plan.repeats,
             "loss_tolerance": plan.loss_tolerance, "full_rfc2544": plan.full,
         },
         "summary": sums,
+        "not_measured": missing,
         "rows": rows,
     });
     std::fs::write(&json, serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
     println!("results: {}", json.display());
-    if !sums.is_empty() {
-        let png = o.output.join(format!("{mode}-{stamp}.png"));
-        match report::plot(&sums, &png, &format!("{} ({} scenario)", mode, sums[0].scenario)) {
+    for sc in &plan.scenarios {
+        let mine: Vec<_> = sums.iter().filter(|s| s.scenario == sc.name).cloned().collect();
+        if mine.is_empty() {
+            continue;
+        }
+        let name = if plan.scenarios.len() == 1 { format!("{mode}-{stamp}.png") } else { format!("{mode}-{stamp}-{}.png", sc.name) };
+        let png = o.output.join(name);
+        match plot::plot(&mine, &png, &plot_title(mode, &sc.name, plan.repeats)) {
             Ok(()) => println!("plot: {}", png.display()),
             Err(e) => eprintln!("vswitch-bench: no plot: {e}"),
         }

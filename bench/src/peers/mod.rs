@@ -9,6 +9,14 @@ use serde::{Deserialize, Serialize};
 use testbed::{wait_until, FilePrefix, Proc};
 use vswitch::protocol::{Command as Ctl, PmdInfo, PortInfo};
 
+use crate::gen::{PortOpts, Ring};
+
+mod ovs;
+mod testpmd;
+
+pub use ovs::parse_ovs_pmd_stats;
+pub use testpmd::{parse_fwd_stats, FwdTotals};
+
 /// A switch setup compared by the harness.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum SwitchKind {
@@ -46,7 +54,28 @@ impl SwitchKind {
     pub fn learns(self) -> bool {
         matches!(self, SwitchKind::Vswitchd | SwitchKind::VswitchdCopyOnce | SwitchKind::OvsNormal)
     }
+
+    /// What the switch does when a VM's receive ring is full, as it was
+    /// started with `retries` asked: the setting and its value.
+    pub fn retries(self, retries: u32) -> String {
+        match self {
+            SwitchKind::Vswitchd | SwitchKind::VswitchdCopyOnce => format!("{retries} ([switch] vhost_retries)"),
+            SwitchKind::OvsNormal | SwitchKind::OvsFlows if retries <= OVS_MAX_RETRIES => format!("{retries} (tx-retries-max)"),
+            // OVS takes an out-of-range value as its default, silently.
+            SwitchKind::OvsNormal | SwitchKind::OvsFlows => {
+                format!("8 (tx-retries-max={retries} is over OVS's {OVS_MAX_RETRIES}: OVS's default applies)")
+            }
+            SwitchKind::TestpmdIo if retries == 0 => "0 (set fwd io)".into(),
+            SwitchKind::TestpmdIo => format!("{retries} (set fwd io retry; set burst tx delay 0 retry {retries})"),
+        }
+    }
 }
+
+/// OVS's largest `tx-retries-max`; above it OVS falls back to 8.
+const OVS_MAX_RETRIES: u32 = 32;
+
+/// VIRTIO_F_RING_PACKED.
+const RING_PACKED_BIT: u32 = 34;
 
 /// Resources every switch gets alike.
 #[derive(Clone, Debug)]
@@ -76,8 +105,8 @@ pub struct SwitchStats {
     /// frames counts one copy per frame above).
     #[serde(default)]
     pub bytes_copied_per_packet: Option<f64>,
-    /// Packets the switch counted as dropped (any reason). vswitchd's cover
-    /// the measured phase; testpmd's its whole run; OVS does not say here.
+    /// Packets the switch counted as dropped (any reason) in the measured
+    /// phase; OVS does not say here.
     #[serde(default)]
     pub dropped: Option<u64>,
     /// vswitchd's non-zero drop counters by reason (`tx_full`, `hdr_*`...),
@@ -90,12 +119,15 @@ pub struct SwitchStats {
 pub struct Running {
     pub kind: SwitchKind,
     pub sockets: Vec<PathBuf>,
-    /// Set up for TSO: OVS with userspace-tso-enable, testpmd's vhost
-    /// ports with `tso=1` (vswitchd offers TSO on every vhost port).
-    pub tso: bool,
+    /// Ports as the VMs need them: the MTU, and TSO (OVS with
+    /// userspace-tso-enable, testpmd's vhost ports with `tso=1`; vswitchd
+    /// offers TSO on every vhost port).
+    pub opts: PortOpts,
     dir: tempfile::TempDir,
     procs: Vec<Proc>,
     _prefix: FilePrefix,
+    /// testpmd's totals when the measured phase began.
+    testpmd_base: FwdTotals,
 }
 
 const START: Duration = Duration::from_secs(60);
@@ -109,15 +141,16 @@ fn run(cmd: &mut Command) -> Result<String, String> {
 }
 
 impl Running {
-    /// `tso`: set up to take the VMs' TCP segments whole (HOST_TSO4 offered
-    /// on every port): vswitchd offers it by default; OVS needs
+    /// `opts.tso`: set up to take the VMs' TCP segments whole (HOST_TSO4
+    /// offered on every port): vswitchd offers it by default; OVS needs
     /// `other_config:userspace-tso-enable=true` before its ports exist;
-    /// testpmd's net_vhost needs `tso=1`.
-    pub fn start(kind: SwitchKind, setup: &Setup, n: usize, tso: bool) -> Result<Running, String> {
+    /// testpmd's net_vhost needs `tso=1`. `opts.mtu`: every port's MTU
+    /// (vswitchd's `mtu`, OVS's `mtu_request`, testpmd's `--max-pkt-len`).
+    pub fn start(kind: SwitchKind, setup: &Setup, n: usize, opts: PortOpts) -> Result<Running, String> {
         let dir = tempfile::Builder::new().prefix("vsw-bench-").tempdir().map_err(|e| e.to_string())?;
         let sockets: Vec<PathBuf> = (0..n).map(|i| dir.path().join(format!("vm{i}.sock"))).collect();
         let prefix = FilePrefix::new(kind.name());
-        let mut r = Running { kind, sockets, tso, dir, procs: Vec::new(), _prefix: prefix };
+        let mut r = Running { kind, sockets, opts, dir, procs: Vec::new(), _prefix: prefix, testpmd_base: FwdTotals::default() };
         match kind {
             SwitchKind::Vswitchd | SwitchKind::VswitchdCopyOnce => r.start_vswitchd(setup)?,
             SwitchKind::TestpmdIo => r.start_testpmd(setup)?,
@@ -165,8 +198,9 @@ impl Running {
         for (i, sock) in self.sockets.iter().enumerate() {
             let datapath = if self.kind == SwitchKind::VswitchdCopyOnce { "copy-once" } else { "rte_vhost" };
             cfg.push_str(&format!(
-                "[[port]]\nname = \"vm{i}\"\ntype = \"vhost-user\"\nmode = \"client\"\npath = \"{}\"\ndatapath = \"{datapath}\"\n",
-                sock.display()
+                "[[port]]\nname = \"vm{i}\"\ntype = \"vhost-user\"\nmode = \"client\"\npath = \"{}\"\ndatapath = \"{datapath}\"\nmtu = {}\n",
+                sock.display(),
+                self.opts.mtu
             ));
         }
         let path = self.dir().join("vswitchd.toml");
@@ -177,128 +211,6 @@ impl Running {
         p.wait_for("vswitchd: ready", START)?;
         self.procs.push(p);
         Ok(())
-    }
-
-    fn start_testpmd(&mut self, s: &Setup) -> Result<(), String> {
-        let mut cmd = Command::new("dpdk-testpmd");
-        cmd.args(["--lcores", &format!("0@{},1@{}", s.main_core, s.pmd_core), "--file-prefix", self._prefix.as_str(), "--no-pci"]);
-        if s.hugepages {
-            cmd.args(["--socket-mem", &s.memory_mb.to_string()]);
-        } else {
-            cmd.args(["--no-huge", "-m", &s.memory_mb.to_string()]);
-        }
-        // tso=1 offers HOST_TSO4/6 (net_vhost's default withdraws them);
-        // without linear-buffer, a 64 KB segment lands in an mbuf chain.
-        let tso = if self.tso { ",tso=1" } else { "" };
-        for (i, sock) in self.sockets.iter().enumerate() {
-            cmd.arg("--vdev").arg(format!("net_vhost{i},iface={},client=1,queues=1{tso}", sock.display()));
-        }
-        // testpmd's io mode has no enqueue retry of its own: stated in the output.
-        cmd.args(["--", "--forward-mode=io", "--port-topology=chained", "--auto-start", "--nb-cores=1"])
-            .args(["--total-num-mbufs=32768", "--record-core-cycles", "--rxd=1024", "--txd=1024"]);
-        let mut p = Proc::spawn("testpmd", cmd)?;
-        p.wait_for("Auto-start selected", START)?;
-        self.procs.push(p);
-        Ok(())
-    }
-
-    fn ovs_ctl(&self) -> PathBuf {
-        self.dir().join("ovs-vswitchd.ctl")
-    }
-
-    fn vsctl(&self, args: &[&str]) -> Result<String, String> {
-        run(Command::new("ovs-vsctl").arg(format!("--db=unix:{}", self.dir().join("db.sock").display())).args(args))
-    }
-
-    fn appctl(&self, args: &[&str]) -> Result<String, String> {
-        run(Command::new("ovs-appctl").arg("-t").arg(self.ovs_ctl()).args(args))
-    }
-
-    fn start_ovs(&mut self, s: &Setup) -> Result<(), String> {
-        let d = self.dir().to_path_buf();
-        let db = d.join("conf.db");
-        run(Command::new("ovsdb-tool").arg("create").arg(&db).arg("/usr/share/openvswitch/vswitch.ovsschema"))?;
-        let mut cmd = Command::new("ovsdb-server");
-        cmd.arg(&db)
-            .arg(format!("--remote=punix:{}", d.join("db.sock").display()))
-            .arg(format!("--unixctl={}", d.join("ovsdb.ctl").display()))
-            .env("OVS_RUNDIR", &d)
-            .env("OVS_LOGDIR", &d);
-        self.procs.push(Proc::spawn("ovsdb-server", cmd)?);
-        wait_until(START, "ovsdb-server's socket", || d.join("db.sock").exists().then_some(()))?;
-        self.vsctl(&["--no-wait", "init"])?;
-        let mem = if s.hugepages {
-            format!("--socket-mem={}", s.memory_mb)
-        } else {
-            format!("--no-huge -m {}", s.memory_mb)
-        };
-        let extra = format!("--file-prefix={} --no-pci {mem}", self._prefix.as_str());
-        let mut config = vec![
-            "other_config:dpdk-init=true".to_string(),
-            format!("other_config:pmd-cpu-mask={:#x}", 1u64 << s.pmd_core),
-            format!("other_config:dpdk-lcore-mask={:#x}", 1u64 << s.main_core),
-            format!("other_config:dpdk-extra=\"{extra}\""),
-        ];
-        if self.tso {
-            // Read once, at start: it must be there before the bridge and
-            // its ports are.
-            config.push("other_config:userspace-tso-enable=true".into());
-        }
-        let mut args = vec!["--no-wait", "set", "Open_vSwitch", "."];
-        args.extend(config.iter().map(String::as_str));
-        self.vsctl(&args)?;
-        let mut cmd = Command::new("/usr/lib/openvswitch-switch-dpdk/ovs-vswitchd-dpdk");
-        cmd.arg(format!("unix:{}", d.join("db.sock").display()))
-            .arg(format!("--unixctl={}", self.ovs_ctl().display()))
-            .arg("--log-file=".to_string() + &d.join("ovs-vswitchd.log").display().to_string())
-            .env("OVS_RUNDIR", &d)
-            .env("OVS_LOGDIR", &d)
-            .env("OVS_DBDIR", &d);
-        let p = Proc::spawn("ovs-vswitchd", cmd)?;
-        wait_until(START, "ovs-vswitchd's control socket", || self.ovs_ctl().exists().then_some(()))
-            .map_err(|e| format!("{e}\n{}", p.tail(3000)))?;
-        self.procs.push(p);
-        self.vsctl(&[
-            "add-br",
-            "br0",
-            "--",
-            "set",
-            "bridge",
-            "br0",
-            "datapath_type=netdev",
-            &format!("other-config:mac-table-size={}", s.mac_table_size.max(2048)),
-        ])?;
-        for (i, sock) in self.sockets.clone().iter().enumerate() {
-            let name = format!("vm{i}");
-            self.vsctl(&[
-                "add-port",
-                "br0",
-                &name,
-                "--",
-                "set",
-                "Interface",
-                &name,
-                "type=dpdkvhostuserclient",
-                &format!("options:vhost-server-path={}", sock.display()),
-                &format!("options:tx-retries-max={}", s.vhost_retries),
-                &format!("ofport_request={}", i + 1),
-            ])?;
-        }
-        if self.kind == SwitchKind::OvsFlows {
-            run(Command::new("ovs-ofctl").arg("del-flows").arg(self.bridge_target()))?;
-            let n = self.sockets.len();
-            for i in 0..n {
-                // Port to port, as the generator's streams go: i -> i+1 (a
-                // ring; with two VMs, both directions).
-                let flow = format!("in_port={},actions=output:{}", i + 1, (i + 1) % n + 1);
-                run(Command::new("ovs-ofctl").arg("add-flow").arg(self.bridge_target()).arg(flow))?;
-            }
-        }
-        Ok(())
-    }
-
-    fn bridge_target(&self) -> String {
-        format!("unix:{}", self.dir().join("br0.mgmt").display())
     }
 
     /// Waits until every port has its VM (the VMs are attached by now).
@@ -341,6 +253,35 @@ impl Running {
         Some(ports.into_iter().map(|p| p.features).collect())
     }
 
+    /// Whether every port negotiated the ring layout the VMs offered:
+    /// vswitchd says so in `show ports` (features), rte_vhost's log line
+    /// `negotiated Virtio features: 0x...` in testpmd's output and OVS's
+    /// log. Err when the switch does not say.
+    pub fn ring_negotiated(&self) -> Result<Ring, String> {
+        let features: Vec<u64> = match self.kind {
+            SwitchKind::Vswitchd | SwitchKind::VswitchdCopyOnce => {
+                let ports = self.features().ok_or("vswitchd did not list its ports' features")?;
+                ports.iter().map(|f| if f.iter().any(|n| n == "ring_packed") { 1 << RING_PACKED_BIT } else { 0 }).collect()
+            }
+            SwitchKind::TestpmdIo | SwitchKind::OvsNormal | SwitchKind::OvsFlows => {
+                let log = match self.kind {
+                    SwitchKind::TestpmdIo => self.procs.first().map(Proc::output).unwrap_or_default(),
+                    _ => std::fs::read_to_string(self.dir().join("ovs-vswitchd.log")).unwrap_or_default(),
+                };
+                self.sockets
+                    .iter()
+                    .map(|s| negotiated_features(&log, &s.display().to_string()).ok_or(format!("no negotiated features logged for {}", s.display())))
+                    .collect::<Result<_, _>>()?
+            }
+        };
+        let packed = features.iter().filter(|&&f| f & (1 << RING_PACKED_BIT) != 0).count();
+        match packed {
+            0 => Ok(Ring::Split),
+            n if n == features.len() => Ok(Ring::Packed),
+            n => Err(format!("{n} of {} ports negotiated a packed ring", features.len())),
+        }
+    }
+
     /// How many MACs the switch has learned (None: it does not learn).
     pub fn learned(&self) -> Option<usize> {
         match self.kind {
@@ -361,13 +302,12 @@ impl Running {
             SwitchKind::OvsNormal | SwitchKind::OvsFlows => {
                 self.appctl(&["dpif-netdev/pmd-stats-clear"])?;
             }
-            SwitchKind::TestpmdIo => {}
+            SwitchKind::TestpmdIo => self.testpmd_base = self.testpmd_totals()?,
         }
         Ok(())
     }
 
-    /// The switch's own view of the measured phase. testpmd reports only
-    /// when it exits: its figures come from `stop`.
+    /// The switch's own view of the measured phase.
     pub fn end(&mut self) -> SwitchStats {
         match self.kind {
             SwitchKind::Vswitchd | SwitchKind::VswitchdCopyOnce => {
@@ -397,22 +337,20 @@ impl Running {
                 let s = parse_ovs_pmd_stats(&text);
                 SwitchStats { flooded: None, ..s }
             }
-            SwitchKind::TestpmdIo => SwitchStats::default(),
+            SwitchKind::TestpmdIo => match self.testpmd_totals() {
+                Ok(t) => t.since(&self.testpmd_base),
+                Err(e) => {
+                    eprintln!("vswitch-bench: {e}");
+                    SwitchStats::default()
+                }
+            },
         }
     }
 
-    /// Stops the switch; testpmd prints its totals on the way out.
-    pub fn stop(mut self) -> SwitchStats {
-        let mut stats = SwitchStats::default();
+    /// Stops the switch, each process its own way.
+    pub fn stop(mut self) {
         if self.kind == SwitchKind::TestpmdIo {
-            if let Some(p) = self.procs.first_mut() {
-                let mark = p.output_len();
-                let _ = p.write_stdin("\n");
-                if let Ok(text) = p.wait_for_after(mark, "Bye", Duration::from_secs(20)) {
-                    keep_raw("testpmd exit", &text);
-                    stats = parse_testpmd_exit(&text);
-                }
-            }
+            self.quit_testpmd();
         }
         if let Some(p) = self.procs.iter_mut().find(|p| p.name() == "vswitchd") {
             let _ = p.signal_and_wait(signal_hook::consts::SIGTERM, Duration::from_secs(20));
@@ -421,7 +359,6 @@ impl Running {
         while let Some(p) = self.procs.pop() {
             drop(p);
         }
-        stats
     }
 }
 
@@ -436,38 +373,13 @@ fn keep_raw(what: &str, text: &str) {
     }
 }
 
-/// Reads `dpif-netdev/pmd-stats-show`: cycles per packet and idle share.
-pub fn parse_ovs_pmd_stats(text: &str) -> SwitchStats {
-    let num = |line: &str| line.split(':').nth(1)?.split_whitespace().next()?.parse::<f64>().ok();
-    let mut s = SwitchStats::default();
-    let (mut idle, mut busy) = (None, None);
-    for line in text.lines().map(str::trim) {
-        if line.starts_with("avg processing cycles per packet") {
-            s.cycles_per_packet = num(line);
-        } else if line.starts_with("idle cycles") {
-            idle = num(line);
-        } else if line.starts_with("processing cycles") {
-            busy = num(line);
-        }
-    }
-    if let (Some(i), Some(b)) = (idle, busy) {
-        s.idle_fraction = Some(i / (i + b).max(1.0));
-    }
-    s
+/// The features rte_vhost last logged as negotiated for `socket`
+/// (`VHOST_CONFIG: (SOCKET) negotiated Virtio features: 0x...`).
+pub fn negotiated_features(log: &str, socket: &str) -> Option<u64> {
+    let tag = format!("({socket}) negotiated Virtio features: 0x");
+    log.lines().rev().find_map(|l| {
+        let hex = l.split_once(&tag)?.1.trim();
+        u64::from_str_radix(hex.split_whitespace().next()?, 16).ok()
+    })
 }
 
-/// Reads testpmd's exit statistics: `CPU cycles/packet=...` and the
-/// RX-/TX-dropped of the "Accumulated forward statistics" block.
-pub fn parse_testpmd_exit(text: &str) -> SwitchStats {
-    let cpp = text
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("CPU cycles/packet=").and_then(|r| r.split_whitespace().next()?.parse::<f64>().ok()));
-    let dropped = text.split_once("Accumulated forward statistics").and_then(|(_, block)| {
-        let field = |name: &str| -> Option<u64> {
-            let after = block.split_once(name)?.1;
-            after.split_whitespace().next()?.parse().ok()
-        };
-        Some(field("RX-dropped:")? + field("TX-dropped:")?)
-    });
-    SwitchStats { cycles_per_packet: cpp, dropped, ..Default::default() }
-}

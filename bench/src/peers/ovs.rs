@@ -1,0 +1,130 @@
+//! OVS-DPDK as a peer: its own ovsdb in the run's directory, a netdev
+//! bridge (NORMAL or port-to-port flows), dpdkvhostuserclient ports.
+use std::path::PathBuf;
+use std::process::Command;
+
+use testbed::{wait_until, Proc};
+
+use super::{run, Running, Setup, SwitchKind, SwitchStats, START};
+
+impl Running {
+    pub(super) fn ovs_ctl(&self) -> PathBuf {
+        self.dir().join("ovs-vswitchd.ctl")
+    }
+
+    pub(super) fn vsctl(&self, args: &[&str]) -> Result<String, String> {
+        run(Command::new("ovs-vsctl").arg(format!("--db=unix:{}", self.dir().join("db.sock").display())).args(args))
+    }
+
+    pub(super) fn appctl(&self, args: &[&str]) -> Result<String, String> {
+        run(Command::new("ovs-appctl").arg("-t").arg(self.ovs_ctl()).args(args))
+    }
+
+    pub(super) fn start_ovs(&mut self, s: &Setup) -> Result<(), String> {
+        let d = self.dir().to_path_buf();
+        let db = d.join("conf.db");
+        run(Command::new("ovsdb-tool").arg("create").arg(&db).arg("/usr/share/openvswitch/vswitch.ovsschema"))?;
+        let mut cmd = Command::new("ovsdb-server");
+        cmd.arg(&db)
+            .arg(format!("--remote=punix:{}", d.join("db.sock").display()))
+            .arg(format!("--unixctl={}", d.join("ovsdb.ctl").display()))
+            .env("OVS_RUNDIR", &d)
+            .env("OVS_LOGDIR", &d);
+        self.procs.push(Proc::spawn("ovsdb-server", cmd)?);
+        wait_until(START, "ovsdb-server's socket", || d.join("db.sock").exists().then_some(()))?;
+        self.vsctl(&["--no-wait", "init"])?;
+        let mem = if s.hugepages {
+            format!("--socket-mem={}", s.memory_mb)
+        } else {
+            format!("--no-huge -m {}", s.memory_mb)
+        };
+        let extra = format!("--file-prefix={} --no-pci {mem}", self._prefix.as_str());
+        let mut config = vec![
+            "other_config:dpdk-init=true".to_string(),
+            format!("other_config:pmd-cpu-mask={:#x}", 1u64 << s.pmd_core),
+            format!("other_config:dpdk-lcore-mask={:#x}", 1u64 << s.main_core),
+            format!("other_config:dpdk-extra=\"{extra}\""),
+        ];
+        if self.opts.tso {
+            // Read once, at start: it must be there before the bridge and
+            // its ports are.
+            config.push("other_config:userspace-tso-enable=true".into());
+        }
+        let mut args = vec!["--no-wait", "set", "Open_vSwitch", "."];
+        args.extend(config.iter().map(String::as_str));
+        self.vsctl(&args)?;
+        let mut cmd = Command::new("/usr/lib/openvswitch-switch-dpdk/ovs-vswitchd-dpdk");
+        cmd.arg(format!("unix:{}", d.join("db.sock").display()))
+            .arg(format!("--unixctl={}", self.ovs_ctl().display()))
+            .arg("--log-file=".to_string() + &d.join("ovs-vswitchd.log").display().to_string())
+            .env("OVS_RUNDIR", &d)
+            .env("OVS_LOGDIR", &d)
+            .env("OVS_DBDIR", &d);
+        let p = Proc::spawn("ovs-vswitchd", cmd)?;
+        wait_until(START, "ovs-vswitchd's control socket", || self.ovs_ctl().exists().then_some(()))
+            .map_err(|e| format!("{e}\n{}", p.tail(3000)))?;
+        self.procs.push(p);
+        self.vsctl(&[
+            "add-br",
+            "br0",
+            "--",
+            "set",
+            "bridge",
+            "br0",
+            "datapath_type=netdev",
+            &format!("other-config:mac-table-size={}", s.mac_table_size.max(2048)),
+        ])?;
+        for (i, sock) in self.sockets.clone().iter().enumerate() {
+            let name = format!("vm{i}");
+            self.vsctl(&[
+                "add-port",
+                "br0",
+                &name,
+                "--",
+                "set",
+                "Interface",
+                &name,
+                "type=dpdkvhostuserclient",
+                &format!("options:vhost-server-path={}", sock.display()),
+                &format!("options:tx-retries-max={}", s.vhost_retries),
+                &format!("mtu_request={}", self.opts.mtu),
+                &format!("ofport_request={}", i + 1),
+            ])?;
+        }
+        if self.kind == SwitchKind::OvsFlows {
+            run(Command::new("ovs-ofctl").arg("del-flows").arg(self.bridge_target()))?;
+            let n = self.sockets.len();
+            for i in 0..n {
+                // Port to port, as the generator's streams go: i -> i+1 (a
+                // ring; with two VMs, both directions).
+                let flow = format!("in_port={},actions=output:{}", i + 1, (i + 1) % n + 1);
+                run(Command::new("ovs-ofctl").arg("add-flow").arg(self.bridge_target()).arg(flow))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn bridge_target(&self) -> String {
+        format!("unix:{}", self.dir().join("br0.mgmt").display())
+    }
+}
+
+/// Reads `dpif-netdev/pmd-stats-show`: cycles per packet and idle share.
+pub fn parse_ovs_pmd_stats(text: &str) -> SwitchStats {
+    let num = |line: &str| line.split(':').nth(1)?.split_whitespace().next()?.parse::<f64>().ok();
+    let mut s = SwitchStats::default();
+    let (mut idle, mut busy) = (None, None);
+    for line in text.lines().map(str::trim) {
+        if line.starts_with("avg processing cycles per packet") {
+            s.cycles_per_packet = num(line);
+        } else if line.starts_with("idle cycles") {
+            idle = num(line);
+        } else if line.starts_with("processing cycles") {
+            busy = num(line);
+        }
+    }
+    if let (Some(i), Some(b)) = (idle, busy) {
+        s.idle_fraction = Some(i / (i + b).max(1.0));
+    }
+    s
+}
