@@ -50,6 +50,7 @@ pub const INDIRECT_DESC: u64 = 1 << 28;
 pub const EVENT_IDX: u64 = 1 << 29;
 pub const PROTOCOL_FEATURES: u64 = 1 << 30;
 pub const VERSION_1: u64 = 1 << 32;
+pub const RING_PACKED: u64 = 1 << 34;
 
 /// Checksum and TCP segmentation both ways. UFO is not offered: the
 /// switch segments TCP only (and Linux no longer sends UFO).
@@ -58,19 +59,16 @@ pub const OFFLOADS: u64 = CSUM | GUEST_CSUM | GUEST_TSO4 | GUEST_TSO6 | GUEST_EC
 /// Everything either datapath must never offer: UDP fragmentation offload.
 pub const UFO: u64 = GUEST_UFO | HOST_UFO;
 
-/// What a copy-once port offers; the rest (packed rings, IN_ORDER, IOMMU,
-/// UFO) is refused rather than half-supported. LOG_ALL: every write into
-/// the guest marks the dirty log QEMU shares during a migration
-/// (`GuestMemory`). GUEST_ANNOUNCE: after a migration the guest announces
-/// itself (QEMU's control queue), so the RARP rte_vhost would inject on our
-/// behalf is not needed. MTU: QEMU's `host_mtu` reaches the guest.
-pub fn copy_once(offloads: bool) -> u64 {
+/// What a copy-once port offers: split rings, or packed ones too where
+/// the port asks (`packed_rings`); the rest (IN_ORDER, IOMMU, UFO) is
+/// refused rather than half-supported. LOG_ALL: every write into the guest
+/// marks the dirty log QEMU shares during a migration (`GuestMemory`).
+/// GUEST_ANNOUNCE: after a migration the guest announces itself (QEMU's
+/// control queue), so the RARP rte_vhost would inject on our behalf is not
+/// needed. MTU: QEMU's `host_mtu` reaches the guest.
+pub fn copy_once(offloads: bool, packed: bool) -> u64 {
     let base = VERSION_1 | MRG_RXBUF | ANY_LAYOUT | MQ | PROTOCOL_FEATURES | LOG_ALL | GUEST_ANNOUNCE | MTU | INDIRECT_DESC | EVENT_IDX;
-    if offloads {
-        base | OFFLOADS
-    } else {
-        base
-    }
+    base | if offloads { OFFLOADS } else { 0 } | if packed { RING_PACKED } else { 0 }
 }
 
 /// The names of the bits set in `features`, lowest first; unknown bits as
@@ -92,7 +90,7 @@ mod tests {
     #[test]
     fn names_in_bit_order_and_unknown_bits_by_number() {
         assert_eq!(names(CSUM | VERSION_1 | 1 << 40), ["csum", "version_1", "bit40"]);
-        assert!(names(copy_once(false)).iter().all(|n| !n.contains("tso") && !n.contains("csum")));
-        assert_eq!(copy_once(true) & UFO, 0);
+        assert!(names(copy_once(false, false)).iter().all(|n| !n.contains("tso") && !n.contains("csum")));
+        assert_eq!(copy_once(true, true) & UFO, 0);
     }
 }

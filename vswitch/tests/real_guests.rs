@@ -50,22 +50,36 @@ fn ping(from: &mut Guest, to: &str) {
 
 #[test]
 fn guests_ping_and_transfer_through_vswitchd_across_a_qemu_restart() {
-    scenario(PORTS);
+    scenario(PORTS, false);
 }
 
 /// The same on copy-once ports: the switch walks the guests' rings itself.
 #[test]
 fn guests_on_copy_once_ports() {
-    scenario(&PORTS.replace("type = \"vhost-user\"\n", "type = \"vhost-user\"\ndatapath = \"copy-once\"\n"));
+    scenario(&copy_once_ports(), false);
 }
 
-fn scenario(ports: &str) {
+/// Again with packed virtqueues (QEMU `packed=on`, `packed_rings = true`),
+/// which the switch walks as it walks split rings; up to the switch
+/// restarts, which a packed ring does not survive yet (README).
+#[test]
+fn guests_on_copy_once_ports_with_packed_rings() {
+    scenario(&copy_once_ports().replace("datapath = \"copy-once\"\n", "datapath = \"copy-once\"\npacked_rings = true\n"), true);
+}
+
+fn copy_once_ports() -> String {
+    PORTS.replace("type = \"vhost-user\"\n", "type = \"vhost-user\"\ndatapath = \"copy-once\"\n")
+}
+
+fn scenario(ports: &str, packed: bool) {
     let image = GuestImage::get().expect("guest image");
     let dir = tempfile::tempdir().unwrap();
     let mut sw = Switchd::start(dir.path(), "", ports);
-    let mut a = boot_guest("vm1", &image, dir.path(), SocketRole::QemuServer, 1);
-    let mut b = boot_guest("vm2", &image, dir.path(), SocketRole::QemuClient, 2);
+    let mut a = boot_guest_rings("vm1", &image, dir.path(), SocketRole::QemuServer, 1, packed);
+    let mut b = boot_guest_rings("vm2", &image, dir.path(), SocketRole::QemuClient, 2, packed);
     sw.wait_ports("both guests connected", |ps| ps.iter().all(|p| p.state == "up"));
+    let on_packed = |p: &vswitch::protocol::PortInfo| p.features.iter().any(|f| f == "ring_packed");
+    assert!(sw.ports().iter().all(|p| on_packed(p) == packed), "{:?}", sw.ports());
 
     ping(&mut b, "10.0.0.1");
     transfer(&mut a, &mut b, 8);
@@ -73,7 +87,7 @@ fn scenario(ports: &str) {
     // Restart the QEMU that is the socket server: the switch reconnects.
     drop(a);
     sw.wait_ports("vm1 gone", |ps| ps.iter().any(|p| p.name == "vm1" && p.state == "waiting"));
-    let mut a = boot_guest("vm1", &image, dir.path(), SocketRole::QemuServer, 1);
+    let mut a = boot_guest_rings("vm1", &image, dir.path(), SocketRole::QemuServer, 1, packed);
     sw.wait_ports("vm1 back", |ps| ps.iter().all(|p| p.state == "up"));
     ping(&mut b, "10.0.0.1");
     transfer(&mut a, &mut b, 8);
@@ -82,6 +96,9 @@ fn scenario(ports: &str) {
     // vm2 fetched 16 MB (in frames of up to 64 KB: the guests negotiate
     // TSO), and sent acknowledgements back.
     assert!(vm2.tx_bytes > 16 << 20 && vm2.forwarded > 100, "{vm2:?}");
+    if packed {
+        return;
+    }
 
     // Restart the switch under both guests: vm1's QEMU listens and the new
     // switch connects; vm2's QEMU reconnects to the new switch's socket.

@@ -49,7 +49,7 @@ struct Opts {
     /// VIRTIO_F_RING_PACKED; a switch that negotiates split rings instead
     /// gets a "not supported" line, never a row), at the flow counts of
     /// --packed-flows and every size but tso64k; "none" for none.
-    #[arg(long, value_delimiter = ',', default_value = "vswitchd,ovs-normal,testpmd-io")]
+    #[arg(long, value_delimiter = ',', default_value = "vswitchd-copy-once,vswitchd,ovs-normal,testpmd-io")]
     packed: Vec<String>,
     #[arg(long, value_delimiter = ',', default_value = "1")]
     packed_flows: Vec<u32>,

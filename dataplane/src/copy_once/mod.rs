@@ -170,17 +170,29 @@ impl GuestRing {
     /// (`done`), and interrupts the guest if it asked; a used ring we
     /// cannot write any more stops the queue.
     fn publish(&mut self, _done: &CopiesDone) {
-        self.publish_returned();
-    }
-
-    /// `publish` for used entries of chains nothing was copied into or out
-    /// of (refused ones): nothing to wait for.
-    fn publish_returned(&mut self) {
-        if self.queue.publish(&self.mem).is_err() {
-            self.broken = true;
-        } else if self.queue.needs_interrupt(&self.mem) {
+        if self.publish_index() {
             self.call();
         }
+    }
+
+    /// `publish` for a burst of refused chains only (nothing was copied
+    /// into or out of them). Their interrupt is owed, not sent: the loop
+    /// delivers it on its next housekeeping pass (`retry_call`), so a guest
+    /// that offers nothing but bad chains costs one eventfd write per pass,
+    /// not one per poll.
+    fn publish_returned(&mut self) {
+        if self.publish_index() {
+            self.call_pending = true;
+        }
+    }
+
+    /// Publishes the used index; whether the guest wants an interrupt.
+    fn publish_index(&mut self) -> bool {
+        if self.queue.publish(&self.mem).is_err() {
+            self.broken = true;
+            return false;
+        }
+        self.queue.needs_interrupt(&self.mem)
     }
 
     /// Delivers an interrupt a failed call still owes the guest (the PMD

@@ -346,7 +346,12 @@ impl PackedQueue {
             if t.has(VRING_DESC_F_INDIRECT) {
                 return Err(ChainError::BadIndirect);
             }
-            out.take(mem, dir, &Desc { flags: t.flags & VRING_DESC_F_WRITE, ..t })?;
+            // DPDK's virtio PMD leaves WRITE set on the header entry of a
+            // transmit table (it presets every entry so); a buffer the
+            // switch only reads is safe to read whatever it says, so on
+            // the transmit side the flag is not held against the guest.
+            let flags = if dir == Direction::DeviceReads { 0 } else { t.flags & VRING_DESC_F_WRITE };
+            out.take(mem, dir, &Desc { flags, ..t })?;
         }
         Ok(())
     }

@@ -88,7 +88,10 @@ impl Env<'_> {
                         if t.3 & INDIRECT != 0 && e.is_none() {
                             e = Some(ChainError::BadIndirect);
                         }
-                        bufs((t.0, t.1, 0, t.3 & WRITE), &mut e);
+                        // A transmit table's WRITE is not held against
+                        // the guest (DPDK's PMD presets it on the header).
+                        let write = if self.dir == RX { t.3 & WRITE } else { 0 };
+                        bufs((t.0, t.1, 0, write), &mut e);
                     }
                     e
                 };

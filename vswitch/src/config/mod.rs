@@ -84,6 +84,13 @@ pub struct PortConfig {
     /// the whole table for a NIC).
     #[serde(default)]
     pub mac_limit: Option<u32>,
+    /// Packed virtqueues offered to a copy-once guest (`packed_rings =
+    /// true`). Off by default: a packed ring's position is not in guest
+    /// memory, and QEMU does not keep it for a network device, so a guest
+    /// on packed rings loses its network when the switch restarts under it
+    /// (README: Copy-once ports).
+    #[serde(default)]
+    pub packed_rings: bool,
 }
 
 /// In a directory of its own, root's alone: not the one QEMU may write.
@@ -233,6 +240,7 @@ struct RawPort {
     trunk: Option<Vec<i64>>,
     offloads: Option<bool>,
     mac_limit: Option<i64>,
+    packed_rings: Option<bool>,
 }
 
 // Lcore ids; DPDK's own limit (RTE_MAX_LCORE) is checked by the EAL.

@@ -113,5 +113,6 @@ pub(super) fn validate_port(raw: RawPort, sw: &SwitchConfig, cx: &Ctx) -> Res<Po
         rxq_pmd,
         offloads: raw.offloads.unwrap_or(true),
         mac_limit: raw.mac_limit.map(|n| cx.int("mac_limit", n, 1..=1_048_576)).transpose()?,
+        packed_rings: raw.packed_rings.unwrap_or(false),
     })
 }

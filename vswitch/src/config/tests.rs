@@ -73,6 +73,7 @@ fn full_example_parses_with_defaults_filled() {
         rxq_pmd,
         offloads: true,
         mac_limit: None,
+        packed_rings: false,
     };
     let dpdk = PortKind::Dpdk {
         devargs: "0000:01:00.0".into(),
@@ -232,6 +233,7 @@ fn port_from_json_shares_the_rules() {
         rxq_pmd,
         offloads: true,
         mac_limit: None,
+        packed_rings: false,
     };
     assert_eq!(port, expected);
     let mut cfg2 = cfg.clone();
