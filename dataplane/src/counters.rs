@@ -181,6 +181,9 @@ pub struct PmdCounters {
     pub bursts: AtomicU64,
     /// Loop iterations.
     pub iterations: AtomicU64,
+    /// TSC cycles spent asleep (`pmd_sleep_max_us`), and the sleeps.
+    pub sleep_cycles: AtomicU64,
+    pub sleeps: AtomicU64,
 }
 
 impl Default for PmdCounters {
@@ -193,6 +196,8 @@ impl Default for PmdCounters {
             packets: AtomicU64::new(0),
             bursts: AtomicU64::new(0),
             iterations: AtomicU64::new(0),
+            sleep_cycles: AtomicU64::new(0),
+            sleeps: AtomicU64::new(0),
         }
     }
 }
@@ -289,6 +294,8 @@ pub struct PmdTotals {
     pub packets: u64,
     pub bursts: u64,
     pub iterations: u64,
+    pub sleep_cycles: u64,
+    pub sleeps: u64,
 }
 
 impl PmdTotals {
@@ -299,6 +306,8 @@ impl PmdTotals {
             packets: c.packets.load(Relaxed),
             bursts: c.bursts.load(Relaxed),
             iterations: c.iterations.load(Relaxed),
+            sleep_cycles: c.sleep_cycles.load(Relaxed),
+            sleeps: c.sleeps.load(Relaxed),
         }
     }
 
@@ -309,6 +318,8 @@ impl PmdTotals {
             packets: self.packets - base.packets,
             bursts: self.bursts - base.bursts,
             iterations: self.iterations - base.iterations,
+            sleep_cycles: self.sleep_cycles - base.sleep_cycles,
+            sleeps: self.sleeps - base.sleeps,
         }
     }
 

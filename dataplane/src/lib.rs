@@ -8,6 +8,7 @@ pub mod egress;
 pub mod fdb;
 pub mod flood;
 pub mod fwd;
+pub mod idle;
 pub mod mbuf_offload;
 pub mod offload;
 pub mod packet;

@@ -1,4 +1,5 @@
-//! The poll-mode loop: one per PMD thread, never sleeping, never locking.
+//! The poll-mode loop: one per PMD thread, never locking, sleeping only
+//! when idle and allowed to (`idle`).
 //!
 //! Per rx queue: receive up to 32 (mbufs, or frames left in a copy-once
 //! guest's buffers) → the egress stage classifies, moves and finishes the
@@ -7,6 +8,7 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc::Receiver;
 use std::sync::Arc;
+use std::time::Duration;
 
 use pmd_bridge::cycles::tsc;
 use pmd_bridge::{Burst, Mempool, BURST};
@@ -17,6 +19,7 @@ use crate::egress::{Egress, Outputs};
 use crate::fdb::Fdb;
 use crate::flood::FloodSets;
 use crate::fwd::PortTable;
+use crate::idle::IdleSleep;
 use crate::port_io::{Received, RxPort, TxPort};
 use crate::quiesce::Quiesce;
 
@@ -78,6 +81,8 @@ pub struct PmdContext {
     /// Tests' fault injection: panic once this many iterations have run
     /// and there is a queue to poll (`VSWITCHD_TEST_PMD_PANIC_AFTER`).
     pub panic_after: Option<u64>,
+    /// The longest sleep when idle, in microseconds (0: pure polling).
+    pub sleep_max_us: u32,
 }
 
 /// Runs the loop until a `Stop` message; returns 0.
@@ -89,6 +94,7 @@ pub fn run(ctx: PmdContext) -> i32 {
     let mut iterations: u64 = 0;
     let mut mbufs = Burst::new();
     let mut guest = [GuestPkt::default(); BURST];
+    let mut idle = IdleSleep::new(ctx.sleep_max_us);
     loop {
         let epoch = ctx.quiesce.current();
         if epoch != seen {
@@ -120,6 +126,7 @@ pub fn run(ctx: PmdContext) -> i32 {
             }
         }
         let PmdPlan { ports, rx: sources, tx, flood } = &mut plan;
+        let mut most = 0;
         for src in sources.iter_mut() {
             let t0 = tsc();
             let drops = &ctx.counters.ports[src.slot as usize].drops;
@@ -144,6 +151,18 @@ pub fn run(ctx: PmdContext) -> i32 {
             bump(&c.busy_cycles, tsc() - t0);
             bump(&c.packets, n as u64);
             bump(&c.bursts, 1);
+            most = most.max(n);
+        }
+        if idle.enabled() {
+            let us = idle.after(most);
+            if us > 0 {
+                // Owed interrupts wait for no housekeeping round.
+                plan.retry_calls();
+                let t0 = tsc();
+                std::thread::sleep(Duration::from_micros(us.into()));
+                bump(&ctx.counters.sleep_cycles, tsc() - t0);
+                bump(&ctx.counters.sleeps, 1);
+            }
         }
     }
 }

@@ -103,6 +103,17 @@ pub struct PmdInfo {
     pub busy_pct: f64,
     pub cycles_per_packet: f64,
     pub iterations: u64,
+    /// Time asleep when idle (`pmd_sleep_max_us`): TSC cycles, microseconds,
+    /// and percent of the thread's time (busy, idle and asleep).
+    #[serde(default)]
+    pub sleep_cycles: u64,
+    #[serde(default)]
+    pub sleep_us: u64,
+    #[serde(default)]
+    pub sleep_pct: f64,
+    /// Iterations that ended in a sleep.
+    #[serde(default)]
+    pub sleeps: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

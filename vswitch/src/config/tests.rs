@@ -13,6 +13,7 @@ const FULL: &str = r#"
     fdb_aging_secs = 60
     vhost_retries = 0
     metrics = "127.0.0.1:9478"
+    pmd_sleep_max_us = 500
 
     [[port]]
     name = "uplink"
@@ -106,6 +107,7 @@ fn full_example_parses_with_defaults_filled() {
             fdb_aging_secs: 60,
             vhost_retries: 0,
             metrics: Some("127.0.0.1:9478".parse().unwrap()),
+            pmd: PmdConfig { sleep_max_us: 500 },
         },
         ports: vec![
             port(
@@ -135,6 +137,7 @@ fn full_example_parses_with_defaults_filled() {
         fdb_aging_secs: 300,
         vhost_retries: 8,
         metrics: None,
+        pmd: PmdConfig::default(),
     };
     let ports = vec![];
     assert_eq!(
@@ -159,6 +162,8 @@ port = 3                                | port                    | invalid type
 [switch];main_core = "0"                | switch.main_core        | invalid type: string "0", expected an integer
 [switch];hugepages = "yes"              | switch.hugepages        | "yes" is not one of "auto", "on", "off"
 [switch];socket_dir = "run"             | switch.socket_dir       | run is not an absolute path
+[switch];pmd_sleep_max_us = 10001       | switch.pmd_sleep_max_us | 10001 is out of range 0..=10000
+[switch];pmd_sleep_max_us = -1          | switch.pmd_sleep_max_us | -1 is out of range 0..=10000
 VM;mtu = 9500                           | port[0] "vm1".mtu       | 9500 is out of range 68..=9000
 VM;mtu = "big"                          | port[0] "vm1".mtu       | invalid type: string "big"
 VM;mtu = nan                            | port[0] "vm1".mtu       | invalid type

@@ -53,12 +53,14 @@ const PORT_COUNTERS: [PortCounter; 7] = [
 
 type PmdCounter = (&'static str, &'static str, fn(&PmdInfo) -> u64);
 
-const PMD_COUNTERS: [PmdCounter; 5] = [
+const PMD_COUNTERS: [PmdCounter; 7] = [
     ("vswitch_pmd_packets", "Packets the PMD thread received.", |p| p.packets),
     ("vswitch_pmd_bursts", "Non-empty receive bursts of the PMD thread.", |p| p.bursts),
     ("vswitch_pmd_busy_cycles", "TSC cycles the PMD thread spent in iterations that received something.", |p| p.busy_cycles),
     ("vswitch_pmd_idle_cycles", "TSC cycles the PMD thread spent polling queues that had nothing.", |p| p.idle_cycles),
     ("vswitch_pmd_iterations", "Poll loop iterations of the PMD thread.", |p| p.iterations),
+    ("vswitch_pmd_sleep_cycles", "TSC cycles the PMD thread spent asleep when idle (pmd_sleep_max_us).", |p| p.sleep_cycles),
+    ("vswitch_pmd_sleeps", "Poll loop iterations of the PMD thread that ended in a sleep.", |p| p.sleeps),
 ];
 
 impl Snapshot {
@@ -188,7 +190,7 @@ mod tests {
         let fdb = |mac: &str, port: &str| FdbInfo { vlan: 10, mac: mac.into(), port: port.into(), age_secs: 1 };
         Snapshot {
             ports: vec![vm1, odd],
-            pmds: vec![PmdInfo { index: 0, core: 3, lcore: 1, packets: 12, busy_cycles: 900, idle_cycles: 100, ..Default::default() }],
+            pmds: vec![PmdInfo { index: 0, core: 3, lcore: 1, packets: 12, busy_cycles: 900, idle_cycles: 100, sleep_cycles: 50, ..Default::default() }],
             copies: CopiesInfo {
                 paths: vec![PathCopies { path: "vm-vm".into(), packets: 7, payload_copies: 14, bytes_copied: 896 }],
             },
@@ -227,6 +229,7 @@ mod tests {
             r#"vswitch_pmd_busy_cycles_total{pmd="0",core="3"} 900"#,
             r#"vswitch_pmd_idle_cycles_total{pmd="0",core="3"} 100"#,
             r#"vswitch_pmd_packets_total{pmd="0",core="3"} 12"#,
+            r#"vswitch_pmd_sleep_cycles_total{pmd="0",core="3"} 50"#,
             "# TYPE vswitch_mempool_in_use_mbufs gauge",
             "vswitch_mempool_in_use_mbufs 95",
             "vswitch_mempool_size_mbufs 4095",

@@ -135,6 +135,7 @@ impl Switch {
                 returns: returns_tx.clone(),
                 clock: Arc::clone(&clock),
                 panic_after: panic_after.filter(|_| index == 0),
+                sleep_max_us: cfg.switch.pmd.sleep_max_us,
             };
             let job = match lcore::launch(lcore, move || pmd_loop::run(ctx)) {
                 Ok(job) => job,

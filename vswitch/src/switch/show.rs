@@ -3,6 +3,7 @@
 use std::sync::atomic::Ordering;
 
 use dataplane::counters::{DropReason, Path, PmdTotals};
+use pmd_bridge::cycles::tsc_hz;
 
 use super::{PortIo, Switch};
 use crate::config::VlanMode;
@@ -76,6 +77,7 @@ impl Switch {
             .map(|(index, p)| {
                 let t = PmdTotals::read(&p.counters).since(&p.base);
                 let total = (t.busy_cycles + t.idle_cycles).max(1);
+                let all = (total + t.sleep_cycles) as f64;
                 PmdInfo {
                     index,
                     core: p.core,
@@ -88,6 +90,10 @@ impl Switch {
                     busy_pct: 100.0 * t.busy_cycles as f64 / total as f64,
                     cycles_per_packet: t.cycles_per_packet(),
                     iterations: t.iterations,
+                    sleep_cycles: t.sleep_cycles,
+                    sleep_us: (t.sleep_cycles as u128 * 1_000_000 / u128::from(tsc_hz().max(1))) as u64,
+                    sleep_pct: 100.0 * t.sleep_cycles as f64 / all,
+                    sleeps: t.sleeps,
                 }
             })
             .collect()
