@@ -16,6 +16,8 @@ use crate::offload::HdrError;
 
 /// Most ports a switch holds (port slots).
 pub const MAX_PORTS: usize = 64;
+/// Most rx queues a port has.
+pub const MAX_RXQ: usize = 16;
 
 macro_rules! drop_reasons {
     ($($variant:ident = $name:literal, $side:ident: $doc:literal;)*) => {
@@ -184,6 +186,10 @@ pub struct PmdCounters {
     /// TSC cycles spent asleep (`pmd_sleep_max_us`), and the sleeps.
     pub sleep_cycles: AtomicU64,
     pub sleeps: AtomicU64,
+    /// Busy cycles per rx queue (by port slot, then queue): what rx queue
+    /// placement weighs. A queue moved to another thread goes on counting
+    /// in that thread's block; the reader sums the blocks.
+    pub rxq_cycles: Vec<[AtomicU64; MAX_RXQ]>,
 }
 
 impl Default for PmdCounters {
@@ -198,6 +204,7 @@ impl Default for PmdCounters {
             iterations: AtomicU64::new(0),
             sleep_cycles: AtomicU64::new(0),
             sleeps: AtomicU64::new(0),
+            rxq_cycles: (0..MAX_PORTS).map(|_| Default::default()).collect(),
         }
     }
 }

@@ -23,7 +23,7 @@ use crate::idle::IdleSleep;
 use crate::port_io::{Received, RxPort, TxPort};
 use crate::quiesce::Quiesce;
 
-/// One rx queue this thread polls.
+/// One rx queue this thread polls (`queue` below `MAX_RXQ`).
 pub struct RxSource {
     pub slot: u16,
     pub queue: u16,
@@ -148,7 +148,9 @@ pub fn run(ctx: PmdContext) -> i32 {
                 }
             };
             let c = &ctx.counters;
-            bump(&c.busy_cycles, tsc() - t0);
+            let busy = tsc() - t0;
+            bump(&c.busy_cycles, busy);
+            bump(&c.rxq_cycles[src.slot as usize][src.queue as usize], busy);
             bump(&c.packets, n as u64);
             bump(&c.bursts, 1);
             most = most.max(n);

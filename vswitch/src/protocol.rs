@@ -23,6 +23,8 @@ pub enum Command {
     PortDel { name: String },
     FdbFlush,
     StatsClear,
+    /// Assigns the rx queues to PMD threads by their measured cycles, now.
+    PmdRebalance,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -120,6 +122,15 @@ pub struct PmdInfo {
 pub struct RxqInfo {
     pub port: String,
     pub queue: u16,
+    /// Pinned to its thread (`rxq_pmd`): no rebalance moves it.
+    #[serde(default)]
+    pub pinned: bool,
+    /// Its busy cycles over the measuring window (about a minute), and
+    /// their share of its thread's cycles in that window.
+    #[serde(default)]
+    pub cycles: u64,
+    #[serde(default)]
+    pub usage_pct: f64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -127,6 +138,26 @@ pub struct PmdRxqInfo {
     pub index: usize,
     pub core: u32,
     pub rxqs: Vec<RxqInfo>,
+}
+
+/// An rx queue a rebalance moved (or would have).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RxqMove {
+    pub port: String,
+    pub queue: u16,
+    pub from: usize,
+    pub to: usize,
+}
+
+/// What `pmd rebalance` did: the threads' loads (percent of the window)
+/// as a variance before and after, and the moves.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RebalanceInfo {
+    pub applied: bool,
+    pub moved: Vec<RxqMove>,
+    pub variance_before: f64,
+    pub variance_after: f64,
+    pub improvement_pct: f64,
 }
 
 /// One path's copy accounting (`show copies`).

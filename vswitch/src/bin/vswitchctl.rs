@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use serde_json::{json, Value};
 use vswitch::ctl_server::request;
-use vswitch::protocol::{Command, CopiesInfo, FdbInfo, MempoolInfo, PmdInfo, PmdRxqInfo, PortInfo};
+use vswitch::protocol::{Command, CopiesInfo, FdbInfo, MempoolInfo, PmdInfo, PmdRxqInfo, PortInfo, RebalanceInfo};
 
 #[derive(Parser)]
 #[command(version, about = "Control a running vswitchd")]
@@ -41,6 +41,11 @@ enum Cmd {
     /// Zero the port and PMD counters.
     Stats {
         #[arg(value_parser = ["clear"])]
+        op: String,
+    },
+    /// Assign the rx queues to PMD threads by their measured load, now.
+    Pmd {
+        #[arg(value_parser = ["rebalance"])]
         op: String,
     },
 }
@@ -115,6 +120,7 @@ fn main() -> ExitCode {
         }
         Cmd::Fdb { .. } => Command::FdbFlush,
         Cmd::Stats { .. } => Command::StatsClear,
+        Cmd::Pmd { .. } => Command::PmdRebalance,
     };
     let show = matches!(
         command,
@@ -124,6 +130,7 @@ fn main() -> ExitCode {
             | Command::ShowPmdRxq
             | Command::ShowMempool
             | Command::ShowCopies
+            | Command::PmdRebalance
     );
     let which = command.clone();
     let resp = match request(&args.socket, command) {
@@ -204,12 +211,21 @@ fn print_table(cmd: &Command, v: Value) -> Result<(), serde_json::Error> {
             let m: MempoolInfo = serde_json::from_value(v)?;
             println!("mbufs: {} in pool, {} free, {} in use", m.size, m.free, m.in_use);
         }
+        Command::PmdRebalance => {
+            let r: RebalanceInfo = serde_json::from_value(v)?;
+            for m in &r.moved {
+                println!("port: {:<12} queue-id: {:>2}  pmd thread {} -> {}", m.port, m.queue, m.from, m.to);
+            }
+            let what = if r.moved.is_empty() { "no rx queue to move" } else { "moved" };
+            println!("{what}; load variance {:.1} -> {:.1} ({:.0}% better)", r.variance_before, r.variance_after, r.improvement_pct);
+        }
         _ => {
             let pmds: Vec<PmdRxqInfo> = serde_json::from_value(v)?;
             for p in pmds {
                 println!("pmd thread {} core {}:", p.index, p.core);
                 for q in p.rxqs {
-                    println!("  port: {:<12} queue-id: {}", q.port, q.queue);
+                    let pin = if q.pinned { "  (pinned)" } else { "" };
+                    println!("  port: {:<12} queue-id: {:>2}  pmd usage: {:>3.0} %{pin}", q.port, q.queue, q.usage_pct);
                 }
             }
         }

@@ -213,6 +213,10 @@ struct RawSwitch {
     vhost_retries: Option<i64>,
     metrics: Option<String>,
     pmd_sleep_max_us: Option<i64>,
+    pmd_auto_lb: Option<bool>,
+    pmd_auto_lb_load_threshold: Option<i64>,
+    pmd_auto_lb_improvement_threshold: Option<i64>,
+    pmd_auto_lb_rebal_interval: Option<i64>,
 }
 
 #[derive(Default, Deserialize)]
@@ -523,7 +527,7 @@ pub fn port_from_json(
 mod pmd;
 mod port;
 mod state;
-pub use pmd::PmdConfig;
+pub use pmd::{AutoLb, PmdConfig};
 pub use state::{load_state, save_state, State};
 use pmd::validate_pmd;
 use port::validate_port;

@@ -79,7 +79,7 @@ pub(super) fn validate_port(raw: RawPort, sw: &SwitchConfig, cx: &Ctx) -> Res<Po
             }
         }
     };
-    let rx_queues: u16 = cx.opt("rx_queues", raw.rx_queues, 1, 1..=16)?;
+    let rx_queues: u16 = cx.opt("rx_queues", raw.rx_queues, 1, 1..=dataplane::counters::MAX_RXQ as i64)?;
     let rxq_pmd = match raw.rxq_pmd {
         Some(v) if v.len() != usize::from(rx_queues) => {
             let msg = format!("has {} entries but rx_queues is {rx_queues}", v.len());

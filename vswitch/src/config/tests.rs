@@ -14,6 +14,9 @@ const FULL: &str = r#"
     vhost_retries = 0
     metrics = "127.0.0.1:9478"
     pmd_sleep_max_us = 500
+    pmd_auto_lb = true
+    pmd_auto_lb_load_threshold = 70
+    pmd_auto_lb_rebal_interval = 5
 
     [[port]]
     name = "uplink"
@@ -107,7 +110,10 @@ fn full_example_parses_with_defaults_filled() {
             fdb_aging_secs: 60,
             vhost_retries: 0,
             metrics: Some("127.0.0.1:9478".parse().unwrap()),
-            pmd: PmdConfig { sleep_max_us: 500 },
+            pmd: PmdConfig {
+                sleep_max_us: 500,
+                auto_lb: AutoLb { enabled: true, load_threshold: 70, improvement_threshold: 25, rebal_interval: std::time::Duration::from_secs(300) },
+            },
         },
         ports: vec![
             port(
@@ -164,6 +170,10 @@ port = 3                                | port                    | invalid type
 [switch];socket_dir = "run"             | switch.socket_dir       | run is not an absolute path
 [switch];pmd_sleep_max_us = 10001       | switch.pmd_sleep_max_us | 10001 is out of range 0..=10000
 [switch];pmd_sleep_max_us = -1          | switch.pmd_sleep_max_us | -1 is out of range 0..=10000
+[switch];pmd_auto_lb = 1                | switch.pmd_auto_lb      | invalid type: integer `1`, expected a boolean
+[switch];pmd_auto_lb_load_threshold = 101 | switch.pmd_auto_lb_load_threshold | 101 is out of range 0..=100
+[switch];pmd_auto_lb_improvement_threshold = -5 | switch.pmd_auto_lb_improvement_threshold | -5 is out of range 0..=100
+[switch];pmd_auto_lb_rebal_interval = 0 | switch.pmd_auto_lb_rebal_interval | 0 is out of range 1..=20000
 VM;mtu = 9500                           | port[0] "vm1".mtu       | 9500 is out of range 68..=9000
 VM;mtu = "big"                          | port[0] "vm1".mtu       | invalid type: string "big"
 VM;mtu = nan                            | port[0] "vm1".mtu       | invalid type
