@@ -7,6 +7,7 @@
 use pmd_bridge::guest_mem::GuestMemory;
 use pmd_bridge::{Burst, Mbuf, Mempool, BURST};
 
+use crate::capture::Taps;
 use crate::copy_list::{CopiesDone, CopyList};
 use crate::copy_once::GuestBurst;
 use crate::counters::{bump, DropReason, Path, PmdCounters, MAX_PORTS};
@@ -63,6 +64,7 @@ pub struct Egress<'a> {
     pub fdb: &'a Fdb,
     pub counters: &'a PmdCounters,
     pub now: u32,
+    pub taps: &'a Taps,
 }
 
 /// One burst's tallies, published once at its end.
@@ -193,6 +195,9 @@ impl Egress<'_> {
         let p = &burst.pkts()[i];
         if port.vlan.egress_edit(vlan, tagged) == TagEdit::Keep {
             if let Some(TxPort::CopyOnce(dst)) = self.tx[out as usize].as_mut() {
+                if !self.taps.is_empty() {
+                    self.taps.guest_tx(out, burst, i, self.pool);
+                }
                 let (d, frames) = burst.deliver(i, dst, &mut self.out.copies, out);
                 // A segment cut for this guest went out as `frames` frames,
                 // each with the headers again.
@@ -309,6 +314,9 @@ impl Egress<'_> {
         let mut lens = [0u64; BURST];
         for (l, m) in lens.iter_mut().zip(batch.iter()) {
             *l = m.len() as u64;
+        }
+        if !self.taps.is_empty() {
+            self.taps.mbufs(out, true, batch);
         }
         let sent = tx.send(batch);
         if tx.copy_once().is_some() {

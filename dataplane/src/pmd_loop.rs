@@ -13,6 +13,7 @@ use std::time::Duration;
 use pmd_bridge::cycles::tsc;
 use pmd_bridge::{Burst, Mempool, BURST};
 
+use crate::capture::Taps;
 use crate::copy_once::GuestPkt;
 use crate::counters::{bump, PmdCounters, MAX_PORTS};
 use crate::egress::{Egress, Outputs};
@@ -38,6 +39,8 @@ pub struct PmdPlan {
     pub tx: Vec<Option<TxPort>>,
     /// Per VLAN, the ports this thread can flood to.
     flood: FloodSets,
+    /// Packet captures running (`capture`).
+    taps: Taps,
 }
 
 impl PmdPlan {
@@ -46,7 +49,11 @@ impl PmdPlan {
         tx.resize_with(MAX_PORTS, || None);
         // A vhost port without a guest has no queue: not part of a flood.
         let flood = FloodSets::new(&ports, |slot| tx[slot as usize].is_some());
-        PmdPlan { ports, rx, tx, flood }
+        PmdPlan { ports, rx, tx, flood, taps: Taps::default() }
+    }
+
+    pub fn with_taps(self, taps: Taps) -> PmdPlan {
+        PmdPlan { taps, ..self }
     }
 
     pub fn empty() -> PmdPlan {
@@ -125,23 +132,29 @@ pub fn run(ctx: PmdContext) -> i32 {
                 panic!("injected PMD panic after {n} iterations (VSWITCHD_TEST_PMD_PANIC_AFTER)");
             }
         }
-        let PmdPlan { ports, rx: sources, tx, flood } = &mut plan;
+        let PmdPlan { ports, rx: sources, tx, flood, taps } = &mut plan;
         let mut most = 0;
         for src in sources.iter_mut() {
             let t0 = tsc();
             let drops = &ctx.counters.ports[src.slot as usize].drops;
             let received = src.port.recv(&ctx.pool, &mut mbufs, &mut guest, drops);
-            let eg = Egress { ports, flood, tx, out: &mut out, pool: &ctx.pool, fdb: &ctx.fdb, counters: &ctx.counters, now };
+            let eg = Egress { ports, flood, tx, out: &mut out, pool: &ctx.pool, fdb: &ctx.fdb, counters: &ctx.counters, now, taps };
             let n = match received {
                 Received::Nothing => {
                     bump(&ctx.counters.idle_cycles, tsc() - t0);
                     continue;
                 }
                 Received::Mbufs(n) => {
+                    if !taps.is_empty() {
+                        taps.mbufs(src.slot, false, &mbufs);
+                    }
                     eg.forward_mbufs(src.slot, &mut mbufs);
                     n
                 }
-                Received::Guest(burst) => {
+                Received::Guest(mut burst) => {
+                    if !taps.is_empty() {
+                        taps.guest_rx(src.slot, &mut burst, &ctx.pool);
+                    }
                     let n = burst.pkts().len();
                     eg.forward_guest(src.slot, burst);
                     n

@@ -25,6 +25,44 @@ pub enum Command {
     StatsClear,
     /// Assigns the rx queues to PMD threads by their measured cycles, now.
     PmdRebalance,
+    /// Starts a packet capture on a port; after the answer, the connection
+    /// carries the capture (`capture`), until `count` frames or
+    /// `timeout_secs` if given.
+    CaptureStart {
+        port: String,
+        direction: CaptureDirection,
+        snaplen: u32,
+        #[serde(default)]
+        count: Option<u64>,
+        #[serde(default)]
+        timeout_secs: Option<u64>,
+    },
+    /// Stops a capture (its writer does, at its end).
+    CaptureStop { id: u64 },
+}
+
+/// Which of a port's frames a capture takes: received on it, sent to it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CaptureDirection {
+    Rx,
+    Tx,
+    Both,
+}
+
+/// A capture started: what `CaptureStop` takes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaptureStarted {
+    pub id: u64,
+    pub snaplen: u32,
+}
+
+/// A capture stopped: frames the threads took, and those their rings had
+/// no room for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaptureStopped {
+    pub taken: u64,
+    pub dropped: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

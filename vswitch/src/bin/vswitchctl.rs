@@ -6,7 +6,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use serde_json::{json, Value};
 use vswitch::ctl_server::request;
-use vswitch::protocol::{Command, CopiesInfo, FdbInfo, MempoolInfo, PmdInfo, PmdRxqInfo, PortInfo, RebalanceInfo};
+use dataplane::capture::MAX_SNAPLEN;
+use vswitch::protocol::{CaptureDirection, Command, CopiesInfo, FdbInfo, MempoolInfo, PmdInfo, PmdRxqInfo, PortInfo, RebalanceInfo};
 
 #[derive(Parser)]
 #[command(version, about = "Control a running vswitchd")]
@@ -48,6 +49,26 @@ enum Cmd {
         #[arg(value_parser = ["rebalance"])]
         op: String,
     },
+    /// Capture the frames a port receives and sends into a pcap file, as
+    /// tcpdump -w does (Ctrl-C ends it too).
+    Capture {
+        port: String,
+        /// Frames received on the port (rx), sent to it (tx), or both.
+        #[arg(long, value_parser = ["rx", "tx", "both"], default_value = "both")]
+        direction: String,
+        /// Stop after this many frames.
+        #[arg(long, short = 'c')]
+        count: Option<u64>,
+        /// Bytes kept of each frame (0: all, up to 262144).
+        #[arg(long, short = 's', default_value_t = 0)]
+        snaplen: u32,
+        /// Stop after this many seconds.
+        #[arg(long)]
+        timeout: Option<u64>,
+        /// The pcap file to write ("-": standard output, e.g. into `tcpdump -r -`).
+        #[arg(short = 'w', long = "write")]
+        write: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -88,6 +109,16 @@ enum PortOp {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Cmd::Capture { port, direction, count, snaplen, timeout, write } = args.cmd {
+        let direction = match direction.as_str() {
+            "rx" => CaptureDirection::Rx,
+            "tx" => CaptureDirection::Tx,
+            _ => CaptureDirection::Both,
+        };
+        let snaplen = if snaplen == 0 { MAX_SNAPLEN } else { snaplen };
+        let command = Command::CaptureStart { port, direction, snaplen, count, timeout_secs: timeout };
+        return capture(&args.socket, command, &write, args.json);
+    }
     let command = match args.cmd {
         Cmd::Show { what } => match what.as_str() {
             "ports" => Command::ShowPorts,
@@ -121,6 +152,7 @@ fn main() -> ExitCode {
         Cmd::Fdb { .. } => Command::FdbFlush,
         Cmd::Stats { .. } => Command::StatsClear,
         Cmd::Pmd { .. } => Command::PmdRebalance,
+        Cmd::Capture { .. } => unreachable!("handled above"),
     };
     let show = matches!(
         command,
@@ -151,6 +183,39 @@ fn main() -> ExitCode {
             eprintln!("vswitchctl: unexpected answer: {e}");
             return ExitCode::FAILURE;
         }
+    }
+    ExitCode::SUCCESS
+}
+
+/// Writes the capture to `path` (or standard output), then says how many
+/// frames it holds, as tcpdump does (on standard error when the capture
+/// is on standard output).
+fn capture(socket: &std::path::Path, command: Command, path: &std::path::Path, json: bool) -> ExitCode {
+    let to_stdout = path.as_os_str() == "-";
+    let result = if to_stdout {
+        vswitch::ctl_server::capture(socket, command, &mut std::io::stdout().lock())
+    } else {
+        match std::fs::File::create(path) {
+            Ok(f) => vswitch::ctl_server::capture(socket, command, &mut std::io::BufWriter::new(f)),
+            Err(e) => Err(format!("{}: {e}", path.display())),
+        }
+    };
+    let summary = match result {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("vswitchctl: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let text = if json {
+        serde_json::to_string_pretty(&summary).unwrap_or_default()
+    } else {
+        format!("{} packets captured on {}\n{} packets dropped by the capture ring", summary.captured, summary.port, summary.dropped)
+    };
+    if to_stdout {
+        eprintln!("{text}");
+    } else {
+        println!("{text}");
     }
     ExitCode::SUCCESS
 }

@@ -23,6 +23,7 @@ use pmd_bridge::{Eal, Mempool};
 use crate::config::{self, Config, PortConfig, State};
 use crate::ports::{self, PortIo, PortState};
 use crate::protocol::{Command, MempoolInfo, Response};
+use captures::Captures;
 use placement::Placement;
 use rebalance::{Loads, Sample};
 use slots::Slots;
@@ -90,6 +91,7 @@ pub struct Switch {
     /// Which thread polls each rx queue, and the loads that decide it.
     placement: Placement,
     loads: Loads,
+    captures: Captures,
     /// Plans the PMD threads are done with (copy-once rings come back here).
     returns: Receiver<PmdPlan>,
 }
@@ -155,6 +157,7 @@ impl Switch {
             copies_base: [[0; 3]; 5],
             placement: Placement::default(),
             loads,
+            captures: Captures::default(),
             returns,
         };
         let mut opened = Ok(());
@@ -294,6 +297,14 @@ impl Switch {
                 Ok(r) => serde_json::to_value(r),
                 Err(e) => return Response::err(e),
             },
+            Command::CaptureStart { port, direction, snaplen, .. } => match self.capture_start(&port, direction, snaplen) {
+                Ok(r) => serde_json::to_value(r),
+                Err(e) => return Response::err(e),
+            },
+            Command::CaptureStop { id } => match self.capture_stop(id) {
+                Ok(r) => serde_json::to_value(r),
+                Err(e) => return Response::err(e),
+            },
         };
         match result {
             Ok(v) => Response::ok(v),
@@ -331,6 +342,7 @@ impl Switch {
         }
         close(st.io);
         self.fdb.flush_port(slot);
+        self.end_captures(slot);
         self.cfg.ports.retain(|p| p.name != name);
         let was_added = self.state.added.iter().any(|p| p.name == name);
         self.state.added.retain(|p| p.name != name);
@@ -432,6 +444,7 @@ fn close(io: PortIo) {
     }
 }
 
+mod captures;
 mod events;
 mod placement;
 mod plans;

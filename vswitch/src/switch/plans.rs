@@ -110,7 +110,7 @@ impl Switch {
                 PortIo::Vhost { dev: None, .. } => {}
             }
         }
-        Ok(plans.into_iter().map(|p| PmdPlan::new(Arc::clone(&table), p.rx, p.tx)).collect())
+        Ok(plans.into_iter().enumerate().map(|(i, p)| PmdPlan::new(Arc::clone(&table), p.rx, p.tx).with_taps(self.taps(i))).collect())
     }
 
 }
