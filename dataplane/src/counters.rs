@@ -52,6 +52,7 @@ drop_reasons! {
     Oversize = "oversize", rx: "Longer than the input port's MTU allows.";
     VlanFiltered = "vlan_filtered", rx: "Tag not allowed on the input port (or a tag on an access port).";
     SamePort = "same_port", rx: "Unicast to a MAC learned on the input port itself.";
+    Policed = "policed", rx: "Over the input port's ingress policing rate (its token bucket empty).";
     NoMbuf = "no_mbuf", tx: "No mbuf for a VLAN header or copy on output.";
     TxFull = "tx_full", tx: "Output queue (or guest receive ring) full after the retries.";
     PortDown = "port_down", tx: "Output port has no queue to send on (guest not connected).";

@@ -4,6 +4,7 @@
 //! batches, run the listed copies, publish the copy-once guests' used
 //! indices (which takes the proof that the copies ran) and hand the proof
 //! back for the sender's chains (`GuestBurst::commit`).
+use pmd_bridge::cycles::tsc;
 use pmd_bridge::guest_mem::GuestMemory;
 use pmd_bridge::{Burst, Mbuf, Mempool, BURST};
 
@@ -99,9 +100,10 @@ impl Egress<'_> {
             bump(&pc.drops[DropReason::PortDown as usize], n);
             return None;
         };
+        let pass = input.policer.as_ref().map_or(u64::MAX, |p| p.admit(pkts.clone().map(PacketBuf::frame_len), tsc()));
         let mut unlearned = 0;
-        for (d, p) in decisions.iter_mut().zip(pkts) {
-            *d = decide(p, input, self.ports, self.fdb, self.now, &mut unlearned);
+        for (i, (d, p)) in decisions.iter_mut().zip(pkts).enumerate() {
+            *d = if pass & 1 << i != 0 { decide(p, input, self.ports, self.fdb, self.now, &mut unlearned) } else { Decision::Drop(DropReason::Policed) };
         }
         bump(&pc.unlearned, unlearned);
         Some(input)

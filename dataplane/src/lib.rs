@@ -15,6 +15,7 @@ pub mod offload;
 pub mod packet;
 pub mod parse;
 pub mod pmd_loop;
+pub mod police;
 pub mod port_io;
 pub mod quiesce;
 pub mod tag_edit;

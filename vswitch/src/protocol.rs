@@ -120,6 +120,11 @@ pub struct PortInfo {
     /// offloads in use.
     #[serde(default)]
     pub features: Vec<String>,
+    /// Ingress policing: kbit/s (0: none), and the bucket in kbit.
+    #[serde(default)]
+    pub ingress_policing_rate: u32,
+    #[serde(default)]
+    pub ingress_policing_burst: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

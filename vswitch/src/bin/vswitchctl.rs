@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 use serde_json::{json, Value};
 use vswitch::ctl_server::request;
 use dataplane::capture::MAX_SNAPLEN;
+use dataplane::police::DEFAULT_BURST_KBIT;
 use vswitch::protocol::{CaptureDirection, Command, CopiesInfo, FdbInfo, MempoolInfo, PmdInfo, PmdRxqInfo, PortInfo, RebalanceInfo};
 
 #[derive(Parser)]
@@ -101,6 +102,12 @@ enum PortOp {
         /// Most MAC addresses the port may have learned at once.
         #[arg(long)]
         mac_limit: Option<u32>,
+        /// Ingress policing rate in kbit/s (0: none).
+        #[arg(long)]
+        ingress_policing_rate: Option<u32>,
+        /// Ingress policing bucket in kbit (0: 8000).
+        #[arg(long)]
+        ingress_policing_burst: Option<u32>,
     },
     Del {
         name: String,
@@ -129,7 +136,7 @@ fn main() -> ExitCode {
             _ => Command::ShowPmdRxq,
         },
         Cmd::Port { op: PortOp::Del { name } } => Command::PortDel { name },
-        Cmd::Port { op: PortOp::Add { name, kind, path, mode, devargs, vlan, trunk, mtu, rx_queues, no_offloads, mac_limit } } => {
+        Cmd::Port { op: PortOp::Add { name, kind, path, mode, devargs, vlan, trunk, mtu, rx_queues, no_offloads, mac_limit, ingress_policing_rate, ingress_policing_burst } } => {
             let mut port = json!({ "name": name, "type": kind });
             let fields = [
                 ("path", path.map(Value::from)),
@@ -141,6 +148,8 @@ fn main() -> ExitCode {
                 ("rx_queues", rx_queues.map(Value::from)),
                 ("offloads", no_offloads.then_some(Value::from(false))),
                 ("mac_limit", mac_limit.map(Value::from)),
+                ("ingress_policing_rate", ingress_policing_rate.map(Value::from)),
+                ("ingress_policing_burst", ingress_policing_burst.map(Value::from)),
             ];
             for (k, v) in fields {
                 if let Some(v) = v {
@@ -240,6 +249,10 @@ fn print_table(cmd: &Command, v: Value) -> Result<(), serde_json::Error> {
                 }
                 if !p.features.is_empty() {
                     println!("             features: {}", p.features.join(" "));
+                }
+                if p.ingress_policing_rate > 0 {
+                    let burst = if p.ingress_policing_burst == 0 { DEFAULT_BURST_KBIT } else { p.ingress_policing_burst.into() };
+                    println!("             ingress policing: {} kbit/s, burst {burst} kbit", p.ingress_policing_rate);
                 }
             }
         }

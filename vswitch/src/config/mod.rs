@@ -87,6 +87,12 @@ pub struct PortConfig {
     /// the whole table for a NIC).
     #[serde(default)]
     pub mac_limit: Option<u32>,
+    /// Ingress policing, as OVS's interface columns: the rate in kbit/s
+    /// (0: none) and the bucket in kbit (0: 8000).
+    #[serde(default)]
+    pub ingress_policing_rate: u32,
+    #[serde(default)]
+    pub ingress_policing_burst: u32,
 }
 
 /// In a directory of its own, root's alone: not the one QEMU may write.
@@ -241,6 +247,8 @@ struct RawPort {
     trunk: Option<Vec<i64>>,
     offloads: Option<bool>,
     mac_limit: Option<i64>,
+    ingress_policing_rate: Option<i64>,
+    ingress_policing_burst: Option<i64>,
 }
 
 // Lcore ids; DPDK's own limit (RTE_MAX_LCORE) is checked by the EAL.

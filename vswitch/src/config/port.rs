@@ -1,6 +1,9 @@
 //! One `[[port]]` table checked into a `PortConfig`.
 use super::*;
 
+/// kbit/s and kbit, as OVS takes them (a 32-bit integer).
+const POLICING: Range = 0..=u32::MAX as i64;
+
 pub(super) fn validate_port(raw: RawPort, sw: &SwitchConfig, cx: &Ctx) -> Res<PortConfig> {
     let name = cx.required("name", raw.name)?;
     let name_char = |b: u8| b.is_ascii_alphanumeric() || b"_.-".contains(&b);
@@ -113,5 +116,7 @@ pub(super) fn validate_port(raw: RawPort, sw: &SwitchConfig, cx: &Ctx) -> Res<Po
         rxq_pmd,
         offloads: raw.offloads.unwrap_or(true),
         mac_limit: raw.mac_limit.map(|n| cx.int("mac_limit", n, 1..=1_048_576)).transpose()?,
+        ingress_policing_rate: cx.opt("ingress_policing_rate", raw.ingress_policing_rate, 0, POLICING)?,
+        ingress_policing_burst: cx.opt("ingress_policing_burst", raw.ingress_policing_burst, 0, POLICING)?,
     })
 }

@@ -77,6 +77,8 @@ fn full_example_parses_with_defaults_filled() {
         rxq_pmd,
         offloads: true,
         mac_limit: None,
+        ingress_policing_rate: 0,
+        ingress_policing_burst: 0,
     };
     let dpdk = PortKind::Dpdk {
         devargs: "0000:01:00.0".into(),
@@ -209,6 +211,9 @@ NIC;tx_desc = 8192                      | port[0] "nic".tx_desc   | 8192 is out 
 NIC;rx_queues = 17                      | port[0] "nic".rx_queues | 17 is out of range 1..=16
 NIC;rx_queues = 2;rxq_pmd = [1]         | port[0] "nic".rxq_pmd   | has 1 entries but rx_queues is 2
 NIC;rxq_pmd = [3]                       | port[0] "nic".rxq_pmd   | core 3 is not in switch.pmd_cores [1]
+VM;ingress_policing_rate = -1           | port[0] "vm1".ingress_policing_rate | -1 is out of range 0..=4294967295
+VM;ingress_policing_burst = 4294967296  | port[0] "vm1".ingress_policing_burst | 4294967296 is out of range 0..=4294967295
+VM;ingress_policing_rate = "1M"         | port[0] "vm1".ingress_policing_rate | invalid type: string "1M"
 "#;
 
 #[test]
@@ -247,6 +252,8 @@ fn port_from_json_shares_the_rules() {
         rxq_pmd,
         offloads: true,
         mac_limit: None,
+        ingress_policing_rate: 0,
+        ingress_policing_burst: 0,
     };
     assert_eq!(port, expected);
     let mut cfg2 = cfg.clone();
@@ -355,9 +362,11 @@ fn regression_socket_paths_longer_than_sun_path_are_refused() {
 #[test]
 fn regression_a_port_added_at_run_time_keeps_offloads_and_mac_limit_on_replay() {
     let cfg = parse_x(FULL).unwrap();
-    let v = json!({ "name": "vm9", "type": "vhost-user", "path": "vm9.sock", "offloads": false, "mac_limit": 8 });
+    let v = json!({ "name": "vm9", "type": "vhost-user", "path": "vm9.sock", "offloads": false, "mac_limit": 8,
+                    "ingress_policing_rate": 10000, "ingress_policing_burst": 1000 });
     let added = port_from_json(&v, &cfg.switch, "port add").unwrap();
     assert_eq!((added.offloads, added.mac_limit), (false, Some(8)));
+    assert_eq!((added.ingress_policing_rate, added.ingress_policing_burst), (10000, 1000));
     let merged = cfg.with_state(&State { added: vec![added.clone()], deleted: vec![] }).unwrap();
     assert_eq!(merged.ports.last(), Some(&added), "replayed as added");
 }

@@ -15,8 +15,10 @@ use std::time::{Duration, Instant};
 
 use dataplane::counters::{PmdCounters, PmdTotals, PortTotals, MAX_PORTS};
 use dataplane::fdb::Fdb;
+use dataplane::police::Policer;
 use dataplane::pmd_loop::{self, PmdContext, PmdMsg, PmdPlan};
 use dataplane::quiesce::Quiesce;
+use pmd_bridge::cycles::tsc_hz;
 use pmd_bridge::lcore::{self, LcoreJob};
 use pmd_bridge::{Eal, Mempool};
 
@@ -186,6 +188,8 @@ impl Switch {
         let s = &mut self.slots[slot];
         s.gen = s.gen.wrapping_add(1);
         s.base = base;
+        let rate = cfg.ingress_policing_rate;
+        s.policer = (rate > 0).then(|| Arc::new(Policer::new(rate.into(), cfg.ingress_policing_burst.into(), tsc_hz())));
         s.port = Some(PortState { cfg, slot, gen: s.gen, io });
         Ok(slot)
     }

@@ -62,7 +62,8 @@ impl Switch {
     /// `placement` gives it, every thread able to send to every port.
     pub(super) fn build_plans(&mut self) -> Result<Vec<PmdPlan>, String> {
         let n = self.pmds.len();
-        let table = Arc::new((0..MAX_PORTS as u16).map(|slot| self.slots.port(slot).map(PortState::view)).collect::<Vec<_>>());
+        let view = |slot| Some(self.slots.port(slot)?.view().with_policer(self.slots[slot].policer.clone()));
+        let table = Arc::new((0..MAX_PORTS as u16).map(view).collect::<Vec<_>>());
         let rxqs = self.rxqs();
         self.placement.place(&rxqs, n);
         let mut plans: Vec<PlanParts> = (0..n).map(|_| PlanParts::default()).collect();

@@ -52,6 +52,8 @@ impl Switch {
                         .map(|&r| (r.name().to_string(), t.drop(r)))
                         .collect(),
                     features: st.feature_names(),
+                    ingress_policing_rate: st.cfg.ingress_policing_rate,
+                    ingress_policing_burst: st.cfg.ingress_policing_burst,
                 }
             })
             .collect()

@@ -1,8 +1,10 @@
 //! The switch's ports by slot (a port's index in the PMD threads' tables
 //! and counters): the port, if any, and what outlives it in its slot.
 use std::ops::{Index, IndexMut};
+use std::sync::Arc;
 
 use dataplane::counters::{PortTotals, MAX_PORTS};
+use dataplane::police::Policer;
 
 use super::events::Flaps;
 use crate::ports::PortState;
@@ -18,6 +20,8 @@ pub(super) struct Slot {
     pub base: PortTotals,
     /// How often its guest reconnects, and its back-off.
     pub flaps: Flaps,
+    /// The port's ingress policing bucket, kept from plan to plan.
+    pub policer: Option<Arc<Policer>>,
 }
 
 pub(super) struct Slots(Vec<Slot>);
