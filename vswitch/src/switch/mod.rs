@@ -401,8 +401,7 @@ impl Switch {
         while let Ok(plan) = self.returns.try_recv() {
             self.recover(plan);
         }
-        let ports: Vec<PortState> = self.slots.take_all().collect();
-        for st in ports {
+        for st in self.slots.take_all() {
             let path = match &st.cfg.kind {
                 config::PortKind::VhostUser { path, mode: config::VhostMode::Server, .. } => Some(path.clone()),
                 _ => None,
