@@ -16,6 +16,8 @@ use crate::offload::HdrError;
 
 /// Most ports a switch holds (port slots).
 pub const MAX_PORTS: usize = 64;
+/// Most rx queues a port has.
+pub const MAX_RXQ: usize = 16;
 
 macro_rules! drop_reasons {
     ($($variant:ident = $name:literal, $side:ident: $doc:literal;)*) => {
@@ -50,6 +52,7 @@ drop_reasons! {
     Oversize = "oversize", rx: "Longer than the input port's MTU allows.";
     VlanFiltered = "vlan_filtered", rx: "Tag not allowed on the input port (or a tag on an access port).";
     SamePort = "same_port", rx: "Unicast to a MAC learned on the input port itself.";
+    Policed = "policed", rx: "Over the input port's ingress policing rate (its token bucket empty).";
     NoMbuf = "no_mbuf", tx: "No mbuf for a VLAN header or copy on output.";
     TxFull = "tx_full", tx: "Output queue (or guest receive ring) full after the retries.";
     PortDown = "port_down", tx: "Output port has no queue to send on (guest not connected).";
@@ -181,6 +184,13 @@ pub struct PmdCounters {
     pub bursts: AtomicU64,
     /// Loop iterations.
     pub iterations: AtomicU64,
+    /// TSC cycles spent asleep (`pmd_sleep_max_us`), and the sleeps.
+    pub sleep_cycles: AtomicU64,
+    pub sleeps: AtomicU64,
+    /// Busy cycles per rx queue (by port slot, then queue): what rx queue
+    /// placement weighs. A queue moved to another thread goes on counting
+    /// in that thread's block; the reader sums the blocks.
+    pub rxq_cycles: Vec<[AtomicU64; MAX_RXQ]>,
 }
 
 impl Default for PmdCounters {
@@ -193,6 +203,9 @@ impl Default for PmdCounters {
             packets: AtomicU64::new(0),
             bursts: AtomicU64::new(0),
             iterations: AtomicU64::new(0),
+            sleep_cycles: AtomicU64::new(0),
+            sleeps: AtomicU64::new(0),
+            rxq_cycles: (0..MAX_PORTS).map(|_| Default::default()).collect(),
         }
     }
 }
@@ -289,6 +302,8 @@ pub struct PmdTotals {
     pub packets: u64,
     pub bursts: u64,
     pub iterations: u64,
+    pub sleep_cycles: u64,
+    pub sleeps: u64,
 }
 
 impl PmdTotals {
@@ -299,6 +314,8 @@ impl PmdTotals {
             packets: c.packets.load(Relaxed),
             bursts: c.bursts.load(Relaxed),
             iterations: c.iterations.load(Relaxed),
+            sleep_cycles: c.sleep_cycles.load(Relaxed),
+            sleeps: c.sleeps.load(Relaxed),
         }
     }
 
@@ -309,6 +326,8 @@ impl PmdTotals {
             packets: self.packets - base.packets,
             bursts: self.bursts - base.bursts,
             iterations: self.iterations - base.iterations,
+            sleep_cycles: self.sleep_cycles - base.sleep_cycles,
+            sleeps: self.sleeps - base.sleeps,
         }
     }
 

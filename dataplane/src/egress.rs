@@ -4,9 +4,11 @@
 //! batches, run the listed copies, publish the copy-once guests' used
 //! indices (which takes the proof that the copies ran) and hand the proof
 //! back for the sender's chains (`GuestBurst::commit`).
+use pmd_bridge::cycles::tsc;
 use pmd_bridge::guest_mem::GuestMemory;
 use pmd_bridge::{Burst, Mbuf, Mempool, BURST};
 
+use crate::capture::Taps;
 use crate::copy_list::{CopiesDone, CopyList};
 use crate::copy_once::GuestBurst;
 use crate::counters::{bump, DropReason, Path, PmdCounters, MAX_PORTS};
@@ -63,6 +65,7 @@ pub struct Egress<'a> {
     pub fdb: &'a Fdb,
     pub counters: &'a PmdCounters,
     pub now: u32,
+    pub taps: &'a Taps,
 }
 
 /// One burst's tallies, published once at its end.
@@ -97,9 +100,10 @@ impl Egress<'_> {
             bump(&pc.drops[DropReason::PortDown as usize], n);
             return None;
         };
+        let pass = input.policer.as_ref().map_or(u64::MAX, |p| p.admit(pkts.clone().map(PacketBuf::frame_len), tsc()));
         let mut unlearned = 0;
-        for (d, p) in decisions.iter_mut().zip(pkts) {
-            *d = decide(p, input, self.ports, self.fdb, self.now, &mut unlearned);
+        for (i, (d, p)) in decisions.iter_mut().zip(pkts).enumerate() {
+            *d = if pass & 1 << i != 0 { decide(p, input, self.ports, self.fdb, self.now, &mut unlearned) } else { Decision::Drop(DropReason::Policed) };
         }
         bump(&pc.unlearned, unlearned);
         Some(input)
@@ -193,6 +197,9 @@ impl Egress<'_> {
         let p = &burst.pkts()[i];
         if port.vlan.egress_edit(vlan, tagged) == TagEdit::Keep {
             if let Some(TxPort::CopyOnce(dst)) = self.tx[out as usize].as_mut() {
+                if !self.taps.is_empty() {
+                    self.taps.guest_tx(out, burst, i, self.pool);
+                }
                 let (d, frames) = burst.deliver(i, dst, &mut self.out.copies, out);
                 // A segment cut for this guest went out as `frames` frames,
                 // each with the headers again.
@@ -309,6 +316,9 @@ impl Egress<'_> {
         let mut lens = [0u64; BURST];
         for (l, m) in lens.iter_mut().zip(batch.iter()) {
             *l = m.len() as u64;
+        }
+        if !self.taps.is_empty() {
+            self.taps.mbufs(out, true, batch);
         }
         let sent = tx.send(batch);
         if tx.copy_once().is_some() {

@@ -10,6 +10,7 @@ use crate::fdb::{Fdb, Learn};
 use crate::offload::Caps;
 use crate::packet::PacketBuf;
 use crate::parse::{is_multicast, EthHeader, ETH_HLEN, VLAN_HLEN};
+use crate::police::Policer;
 use crate::vlan::VlanMode;
 
 /// What a PMD thread knows of one port: immutable, swapped as a whole.
@@ -31,12 +32,19 @@ pub struct PortView {
     /// The offloads the port takes whole on output (a guest's receive
     /// features, a NIC's transmit offloads); the rest is done in software.
     pub caps: Caps,
+    /// Ingress policing: the port's token bucket, shared by its rx queues.
+    pub policer: Option<Arc<Policer>>,
 }
 
 impl PortView {
     pub fn new(name: &str, slot: u16, gen: u16, vlan: VlanMode, mtu: u16) -> PortView {
         let max_frame = mtu as usize + ETH_HLEN + VLAN_HLEN;
-        PortView { name: name.to_string(), slot, gen, vlan, max_frame, mtu: mtu as usize, vm: false, caps: Caps::NONE }
+        PortView { name: name.to_string(), slot, gen, vlan, max_frame, mtu: mtu as usize, vm: false, caps: Caps::NONE, policer: None }
+    }
+
+    pub fn with_policer(mut self, policer: Option<Arc<Policer>>) -> PortView {
+        self.policer = policer;
+        self
     }
 
     pub fn with_caps(mut self, caps: Caps) -> PortView {

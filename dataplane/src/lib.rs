@@ -1,6 +1,7 @@
 //! Packet processing: port → rx burst → parse → classify/learn → per-port
 //! output batch → tx burst. One module per stage; `pmd_loop` ties them.
 #![forbid(unsafe_code)]
+pub mod capture;
 pub mod copy_list;
 pub mod copy_once;
 pub mod counters;
@@ -8,11 +9,13 @@ pub mod egress;
 pub mod fdb;
 pub mod flood;
 pub mod fwd;
+pub mod idle;
 pub mod mbuf_offload;
 pub mod offload;
 pub mod packet;
 pub mod parse;
 pub mod pmd_loop;
+pub mod police;
 pub mod port_io;
 pub mod quiesce;
 pub mod tag_edit;

@@ -1,4 +1,5 @@
-//! The poll-mode loop: one per PMD thread, never sleeping, never locking.
+//! The poll-mode loop: one per PMD thread, never locking, sleeping only
+//! when idle and allowed to (`idle`).
 //!
 //! Per rx queue: receive up to 32 (mbufs, or frames left in a copy-once
 //! guest's buffers) → the egress stage classifies, moves and finishes the
@@ -7,20 +8,23 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc::Receiver;
 use std::sync::Arc;
+use std::time::Duration;
 
 use pmd_bridge::cycles::tsc;
 use pmd_bridge::{Burst, Mempool, BURST};
 
+use crate::capture::Taps;
 use crate::copy_once::GuestPkt;
 use crate::counters::{bump, PmdCounters, MAX_PORTS};
 use crate::egress::{Egress, Outputs};
 use crate::fdb::Fdb;
 use crate::flood::FloodSets;
 use crate::fwd::PortTable;
+use crate::idle::IdleSleep;
 use crate::port_io::{Received, RxPort, TxPort};
 use crate::quiesce::Quiesce;
 
-/// One rx queue this thread polls.
+/// One rx queue this thread polls (`queue` below `MAX_RXQ`).
 pub struct RxSource {
     pub slot: u16,
     pub queue: u16,
@@ -35,6 +39,8 @@ pub struct PmdPlan {
     pub tx: Vec<Option<TxPort>>,
     /// Per VLAN, the ports this thread can flood to.
     flood: FloodSets,
+    /// Packet captures running (`capture`).
+    taps: Taps,
 }
 
 impl PmdPlan {
@@ -43,7 +49,11 @@ impl PmdPlan {
         tx.resize_with(MAX_PORTS, || None);
         // A vhost port without a guest has no queue: not part of a flood.
         let flood = FloodSets::new(&ports, |slot| tx[slot as usize].is_some());
-        PmdPlan { ports, rx, tx, flood }
+        PmdPlan { ports, rx, tx, flood, taps: Taps::default() }
+    }
+
+    pub fn with_taps(self, taps: Taps) -> PmdPlan {
+        PmdPlan { taps, ..self }
     }
 
     pub fn empty() -> PmdPlan {
@@ -78,6 +88,8 @@ pub struct PmdContext {
     /// Tests' fault injection: panic once this many iterations have run
     /// and there is a queue to poll (`VSWITCHD_TEST_PMD_PANIC_AFTER`).
     pub panic_after: Option<u64>,
+    /// The longest sleep when idle, in microseconds (0: pure polling).
+    pub sleep_max_us: u32,
 }
 
 /// Runs the loop until a `Stop` message; returns 0.
@@ -89,6 +101,7 @@ pub fn run(ctx: PmdContext) -> i32 {
     let mut iterations: u64 = 0;
     let mut mbufs = Burst::new();
     let mut guest = [GuestPkt::default(); BURST];
+    let mut idle = IdleSleep::new(ctx.sleep_max_us);
     loop {
         let epoch = ctx.quiesce.current();
         if epoch != seen {
@@ -119,31 +132,52 @@ pub fn run(ctx: PmdContext) -> i32 {
                 panic!("injected PMD panic after {n} iterations (VSWITCHD_TEST_PMD_PANIC_AFTER)");
             }
         }
-        let PmdPlan { ports, rx: sources, tx, flood } = &mut plan;
+        let PmdPlan { ports, rx: sources, tx, flood, taps } = &mut plan;
+        let mut most = 0;
         for src in sources.iter_mut() {
             let t0 = tsc();
             let drops = &ctx.counters.ports[src.slot as usize].drops;
             let received = src.port.recv(&ctx.pool, &mut mbufs, &mut guest, drops);
-            let eg = Egress { ports, flood, tx, out: &mut out, pool: &ctx.pool, fdb: &ctx.fdb, counters: &ctx.counters, now };
+            let eg = Egress { ports, flood, tx, out: &mut out, pool: &ctx.pool, fdb: &ctx.fdb, counters: &ctx.counters, now, taps };
             let n = match received {
                 Received::Nothing => {
                     bump(&ctx.counters.idle_cycles, tsc() - t0);
                     continue;
                 }
                 Received::Mbufs(n) => {
+                    if !taps.is_empty() {
+                        taps.mbufs(src.slot, false, &mbufs);
+                    }
                     eg.forward_mbufs(src.slot, &mut mbufs);
                     n
                 }
-                Received::Guest(burst) => {
+                Received::Guest(mut burst) => {
+                    if !taps.is_empty() {
+                        taps.guest_rx(src.slot, &mut burst, &ctx.pool);
+                    }
                     let n = burst.pkts().len();
                     eg.forward_guest(src.slot, burst);
                     n
                 }
             };
             let c = &ctx.counters;
-            bump(&c.busy_cycles, tsc() - t0);
+            let busy = tsc() - t0;
+            bump(&c.busy_cycles, busy);
+            bump(&c.rxq_cycles[src.slot as usize][src.queue as usize], busy);
             bump(&c.packets, n as u64);
             bump(&c.bursts, 1);
+            most = most.max(n);
+        }
+        if idle.enabled() {
+            let us = idle.after(most);
+            if us > 0 {
+                // Owed interrupts wait for no housekeeping round.
+                plan.retry_calls();
+                let t0 = tsc();
+                std::thread::sleep(Duration::from_micros(us.into()));
+                bump(&ctx.counters.sleep_cycles, tsc() - t0);
+                bump(&ctx.counters.sleeps, 1);
+            }
         }
     }
 }

@@ -7,6 +7,10 @@
 //! reading or writing is timed out, and at most `MAX_CLIENTS` are served at
 //! once (the next one gets an error), so no client can hold the socket
 //! from the others.
+//!
+//! `CaptureStart` is the one request whose answer goes on: the client's
+//! thread then writes the capture (`capture::stream`) until it ends, stops
+//! it and closes the connection.
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -16,7 +20,8 @@ use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::protocol::{Command, Request, Response, VERSION};
+use crate::capture::{self, CaptureSummary, Handoff};
+use crate::protocol::{CaptureStopped, Command, Request, Response, VERSION};
 
 /// A request and where its answer goes.
 pub type Job = (Command, Sender<Response>);
@@ -29,8 +34,8 @@ pub const MAX_CLIENTS: usize = 16;
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Binds `path` (root-only: 0600, in a directory no one else may write)
-/// and serves it on a thread.
-pub fn serve(path: &Path) -> Result<Receiver<Job>, String> {
+/// and serves it on a thread; started captures are taken from `captures`.
+pub fn serve(path: &Path, captures: Handoff) -> Result<Receiver<Job>, String> {
     private_dir(path.parent().unwrap_or(Path::new("/")))?;
     let listener = UnixListener::bind(path).map_err(|e| format!("control socket {}: {e}", path.display()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
@@ -48,9 +53,9 @@ pub fn serve(path: &Path) -> Result<Receiver<Job>, String> {
                     let _ = answer(&mut conn, &Response::err("too many control clients; try again"));
                     continue;
                 }
-                let (jobs, count) = (tx.clone(), Arc::clone(&clients));
+                let (jobs, count, captures) = (tx.clone(), Arc::clone(&clients), captures.clone());
                 let spawned = std::thread::Builder::new().name("vswitchd-ctl-client".into()).spawn(move || {
-                    let _ = serve_one(conn, &jobs);
+                    let _ = serve_one(conn, &jobs, &captures);
                     count.fetch_sub(1, Ordering::Relaxed);
                 });
                 if spawned.is_err() {
@@ -89,7 +94,7 @@ fn answer(conn: &mut UnixStream, resp: &Response) -> std::io::Result<()> {
     conn.write_all(out.as_bytes())
 }
 
-fn serve_one(conn: UnixStream, jobs: &Sender<Job>) -> std::io::Result<()> {
+fn serve_one(conn: UnixStream, jobs: &Sender<Job>, captures: &Handoff) -> std::io::Result<()> {
     let mut reader = BufReader::new(conn.try_clone()?);
     let mut writer = conn;
     let mut line = String::new();
@@ -108,28 +113,78 @@ fn serve_one(conn: UnixStream, jobs: &Sender<Job>) -> std::io::Result<()> {
                 Response::err(format!("protocol version {} not supported; this vswitchd speaks {VERSION}", r.version))
             }
             Ok(r) => {
-                let (tx, rx) = channel();
-                if jobs.send((r.command, tx)).is_err() {
-                    Response::err("vswitchd is shutting down")
-                } else {
-                    rx.recv_timeout(Duration::from_secs(30)).unwrap_or_else(|_| Response::err("vswitchd did not answer"))
+                if let Command::CaptureStart { count, timeout_secs, .. } = r.command {
+                    let started = ask(jobs, r.command);
+                    return serve_capture(writer, jobs, captures, started, count, timeout_secs);
                 }
+                ask(jobs, r.command)
             }
         };
         answer(&mut writer, &resp)?;
     }
 }
 
-/// One request, one answer: what vswitchctl does.
-pub fn request(path: &Path, command: Command) -> Result<Response, String> {
+/// Hands `command` to the control loop and waits for its answer.
+fn ask(jobs: &Sender<Job>, command: Command) -> Response {
+    let (tx, rx) = channel();
+    if jobs.send((command, tx)).is_err() {
+        Response::err("vswitchd is shutting down")
+    } else {
+        rx.recv_timeout(Duration::from_secs(30)).unwrap_or_else(|_| Response::err("vswitchd did not answer"))
+    }
+}
+
+/// Answers a `CaptureStart` (`started`), then writes the capture on the
+/// connection until it ends, stops it, and sends the summary.
+fn serve_capture(mut conn: UnixStream, jobs: &Sender<Job>, captures: &Handoff, started: Response, count: Option<u64>, timeout: Option<u64>) -> std::io::Result<()> {
+    let session = started.result.get("id").and_then(serde_json::Value::as_u64).and_then(|id| captures.take(id));
+    answer(&mut conn, &started)?;
+    let Some(s) = session else { return Ok(()) };
+    let deadline = timeout.map(|t| std::time::Instant::now() + Duration::from_secs(t));
+    let probe = conn.try_clone()?;
+    let written = capture::stream(&s, &mut conn, count, deadline, |wait| client_waits(&probe, wait));
+    let stopped = ask(jobs, Command::CaptureStop { id: s.id });
+    let dropped = serde_json::from_value::<CaptureStopped>(stopped.result).map_or(0, |c| c.dropped);
+    capture::finish(&mut conn, &CaptureSummary { port: s.port.clone(), captured: written?, dropped })
+}
+
+/// Waits up to `wait` for the capture's client to close the connection
+/// (or send anything: it wants the capture to end); true if it did not.
+fn client_waits(mut conn: &UnixStream, wait: Duration) -> bool {
+    if conn.set_read_timeout(Some(wait)).is_err() {
+        return false;
+    }
+    matches!(conn.read(&mut [0u8; 1]), Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut))
+}
+
+/// Sends `command` and reads the answer's line; the reader may hold
+/// more (a capture).
+fn send(path: &Path, command: Command, timeout: Option<Duration>) -> Result<(Response, BufReader<UnixStream>), String> {
     let conn = UnixStream::connect(path).map_err(|e| format!("cannot connect to {}: {e} (is vswitchd running?)", path.display()))?;
-    conn.set_read_timeout(Some(Duration::from_secs(60))).map_err(|e| e.to_string())?;
+    conn.set_read_timeout(timeout).map_err(|e| e.to_string())?;
     let mut line = serde_json::to_string(&Request { version: VERSION, command }).map_err(|e| e.to_string())?;
     line.push('\n');
     (&conn).write_all(line.as_bytes()).map_err(|e| e.to_string())?;
+    let mut reader = BufReader::new(conn);
     let mut reply = String::new();
-    BufReader::new(&conn).read_line(&mut reply).map_err(|e| e.to_string())?;
-    serde_json::from_str(&reply).map_err(|e| format!("bad reply from vswitchd: {e}"))
+    reader.read_line(&mut reply).map_err(|e| e.to_string())?;
+    let resp = serde_json::from_str(&reply).map_err(|e| format!("bad reply from vswitchd: {e}"))?;
+    Ok((resp, reader))
+}
+
+/// One request, one answer: what vswitchctl does.
+pub fn request(path: &Path, command: Command) -> Result<Response, String> {
+    send(path, command, Some(Duration::from_secs(60))).map(|(r, _)| r)
+}
+
+/// A `CaptureStart`: the capture (pcap) into `out` until it ends, and its
+/// summary. It may be quiet for long: no read timeout.
+pub fn capture(path: &Path, command: Command, out: &mut impl Write) -> Result<CaptureSummary, String> {
+    let (resp, mut reader) = send(path, command, None)?;
+    if !resp.ok {
+        return Err(resp.error.unwrap_or_default());
+    }
+    capture::receive(&mut reader, out)
 }
 
 #[cfg(test)]
@@ -139,7 +194,7 @@ mod tests {
     /// A control socket whose "control loop" answers every job with ok.
     fn server(dir: &Path) -> std::path::PathBuf {
         let path = dir.join("ctl.sock");
-        let jobs = serve(&path).unwrap();
+        let jobs = serve(&path, Handoff::default()).unwrap();
         std::thread::spawn(move || {
             for (_, reply) in jobs {
                 let _ = reply.send(Response::ok(serde_json::Value::Null));
@@ -154,9 +209,9 @@ mod tests {
         let shared = dir.path().join("shared");
         std::fs::create_dir(&shared).unwrap();
         std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
-        let err = serve(&shared.join("ctl.sock")).unwrap_err();
+        let err = serve(&shared.join("ctl.sock"), Handoff::default()).unwrap_err();
         assert!(err.contains("no one else may write"), "{err}");
-        serve(&dir.path().join("new/ctl.sock")).unwrap();
+        serve(&dir.path().join("new/ctl.sock"), Handoff::default()).unwrap();
         let md = std::fs::metadata(dir.path().join("new")).unwrap();
         assert_eq!(md.mode() & 0o777, 0o700, "created root's alone");
     }

@@ -23,6 +23,46 @@ pub enum Command {
     PortDel { name: String },
     FdbFlush,
     StatsClear,
+    /// Assigns the rx queues to PMD threads by their measured cycles, now.
+    PmdRebalance,
+    /// Starts a packet capture on a port; after the answer, the connection
+    /// carries the capture (`capture`), until `count` frames or
+    /// `timeout_secs` if given.
+    CaptureStart {
+        port: String,
+        direction: CaptureDirection,
+        snaplen: u32,
+        #[serde(default)]
+        count: Option<u64>,
+        #[serde(default)]
+        timeout_secs: Option<u64>,
+    },
+    /// Stops a capture (its writer does, at its end).
+    CaptureStop { id: u64 },
+}
+
+/// Which of a port's frames a capture takes: received on it, sent to it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CaptureDirection {
+    Rx,
+    Tx,
+    Both,
+}
+
+/// A capture started: what `CaptureStop` takes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaptureStarted {
+    pub id: u64,
+    pub snaplen: u32,
+}
+
+/// A capture stopped: frames the threads took, and those their rings had
+/// no room for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaptureStopped {
+    pub taken: u64,
+    pub dropped: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -80,6 +120,11 @@ pub struct PortInfo {
     /// offloads in use.
     #[serde(default)]
     pub features: Vec<String>,
+    /// Ingress policing: kbit/s (0: none), and the bucket in kbit.
+    #[serde(default)]
+    pub ingress_policing_rate: u32,
+    #[serde(default)]
+    pub ingress_policing_burst: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -103,12 +148,32 @@ pub struct PmdInfo {
     pub busy_pct: f64,
     pub cycles_per_packet: f64,
     pub iterations: u64,
+    /// Time asleep when idle (`pmd_sleep_max_us`): TSC cycles, microseconds,
+    /// and percent of the thread's time (busy, idle and asleep).
+    #[serde(default)]
+    pub sleep_cycles: u64,
+    #[serde(default)]
+    pub sleep_us: u64,
+    #[serde(default)]
+    pub sleep_pct: f64,
+    /// Iterations that ended in a sleep.
+    #[serde(default)]
+    pub sleeps: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RxqInfo {
     pub port: String,
     pub queue: u16,
+    /// Pinned to its thread (`rxq_pmd`): no rebalance moves it.
+    #[serde(default)]
+    pub pinned: bool,
+    /// Its busy cycles over the measuring window (about a minute), and
+    /// their share of its thread's cycles in that window.
+    #[serde(default)]
+    pub cycles: u64,
+    #[serde(default)]
+    pub usage_pct: f64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -116,6 +181,26 @@ pub struct PmdRxqInfo {
     pub index: usize,
     pub core: u32,
     pub rxqs: Vec<RxqInfo>,
+}
+
+/// An rx queue a rebalance moved (or would have).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RxqMove {
+    pub port: String,
+    pub queue: u16,
+    pub from: usize,
+    pub to: usize,
+}
+
+/// What `pmd rebalance` did: the threads' loads (percent of the window)
+/// as a variance before and after, and the moves.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RebalanceInfo {
+    pub applied: bool,
+    pub moved: Vec<RxqMove>,
+    pub variance_before: f64,
+    pub variance_after: f64,
+    pub improvement_pct: f64,
 }
 
 /// One path's copy accounting (`show copies`).

@@ -1,57 +1,57 @@
 //! Two PMD threads on one CPU (`pmd_cores = [1, 1]`), a guest with two queue
 //! pairs whose rx queues land on different threads: 10^5 sequence-numbered
 //! frames in two flows arrive with none lost, duplicated or reordered within
-//! a flow, while both threads enqueue into the same guest queue.
+//! a flow, while both threads enqueue into the same guest queue. Then the
+//! same with two busy queues on one thread that `pmd rebalance` splits
+//! while frames wait in their rings.
 mod common;
 
 use common::*;
-use vswitch::protocol::{Command, PmdRxqInfo};
+use vswitch::protocol::{Command, PmdRxqInfo, RebalanceInfo};
 
-const PORTS: &str = r#"
-[[port]]
-name = "mq"
-type = "vhost-user"
-mode = "server"
-path = "mq.sock"
-rx_queues = 2
+/// A guest port with `queues` queue pairs (mq), and one with one (sink).
+fn ports(queues: u16) -> String {
+    let port = |name: &str, extra: &str| format!("[[port]]\nname = \"{name}\"\ntype = \"vhost-user\"\nmode = \"server\"\npath = \"{name}.sock\"\n{extra}");
+    port("mq", &format!("rx_queues = {queues}\n")) + &port("sink", "")
+}
 
-[[port]]
-name = "sink"
-type = "vhost-user"
-mode = "server"
-path = "sink.sock"
-"#;
+/// The thread polling each of mq's `n` queues.
+fn mq_threads(sw: &Switchd, n: u16) -> Vec<Option<usize>> {
+    let map: Vec<PmdRxqInfo> = serde_json::from_value(sw.ctl(Command::ShowPmdRxq).result).unwrap();
+    (0..n).map(|q| map.iter().find(|p| p.rxqs.iter().any(|r| r.port == "mq" && r.queue == q)).map(|p| p.index)).collect()
+}
 
-#[test]
-fn two_threads_split_a_two_queue_port_without_loss_or_reordering() {
-    let dir = tempfile::tempdir().unwrap();
-    let sw = Switchd::start(dir.path(), "pmd_cores = [1, 1]", PORTS);
-    let mut src = Vm::connect_mq("mq", &dir.path().join("mq.sock"), false, 1500, 2);
-    let mut sink = Vm::connect("sink", &dir.path().join("sink.sock"), false, 1500);
+/// Two PMD threads on one CPU, mq with `queues` queue pairs all polled,
+/// the sink's MAC learned; and the mbufs in use when idle.
+fn start(dir: &std::path::Path, extra: &str, queues: u16) -> (Switchd, Vm, Vm, u32) {
+    let sw = Switchd::start(dir, &format!("pmd_cores = [1, 1]\n{extra}"), &ports(queues));
+    let mut src = Vm::connect_mq("mq", &dir.join("mq.sock"), false, 1500, queues);
+    let mut sink = Vm::connect("sink", &dir.join("sink.sock"), false, 1500);
     sw.wait_ports("guests up", |ps| ps.iter().all(|p| p.state == "up"));
-    sw.wait_ports("both queue pairs enabled", |_| {
-        let map: Vec<PmdRxqInfo> = serde_json::from_value(sw.ctl(Command::ShowPmdRxq).result).unwrap();
-        map.iter().filter(|p| p.rxqs.iter().any(|q| q.port == "mq")).count() == 2
-    });
+    sw.wait_ports("every queue pair polled", |_| mq_threads(&sw, queues).iter().all(Option::is_some));
     let idle = sw.mempool_in_use();
     sink.send(&[frame(BCAST, mac(0x55), None, 64, 0)]);
     assert_eq!(src.recv(1).len(), 1, "the sink's MAC is learned");
+    (sw, src, sink, idle)
+}
 
-    const PER_FLOW: u32 = 50_000;
+/// Sends `per_flow` sequence-numbered frames from each of two flows on
+/// `src`'s rx `queues` to the sink, a round of 32 a flow at a time, and
+/// checks that every frame arrives once and in its flow's order. Half-way,
+/// with a round still in the rings, `midway` runs.
+fn stream(src: &mut Vm, sink: &mut Vm, queues: [usize; 2], per_flow: u32, midway: impl FnOnce()) {
     let flows = [mac(0x10), mac(0x11)];
-    let mut next = [0u32; 2];
-    let mut sent = 0usize;
-    let mut got = 0usize;
-    let mut seen = [0u32; 2];
-    while sent < 2 * PER_FLOW as usize {
-        for (q, src_mac) in flows.iter().enumerate() {
-            let frames: Vec<_> = (0..32)
-                .map(|i| frame(mac(0x55), *src_mac, None, 64, next[q] + i))
-                .take((PER_FLOW - next[q]) as usize)
-                .collect();
-            next[q] += frames.len() as u32;
+    let (mut next, mut seen, mut sent, mut got) = ([0u32; 2], [0u32; 2], 0usize, 0usize);
+    let mut midway = Some(midway);
+    while sent < 2 * per_flow as usize {
+        for (f, src_mac) in flows.iter().enumerate() {
+            let frames: Vec<_> = (0..32).map(|i| frame(mac(0x55), *src_mac, None, 64, next[f] + i)).take((per_flow - next[f]) as usize).collect();
+            next[f] += frames.len() as u32;
             sent += frames.len();
-            src.send_on(q, &frames);
+            src.send_on(queues[f], &frames);
+        }
+        if let Some(m) = midway.take_if(|_| sent >= per_flow as usize) {
+            m();
         }
         // Keep at most one round outstanding: the sink's ring never fills.
         let start = std::time::Instant::now();
@@ -66,11 +66,43 @@ fn two_threads_split_a_two_queue_port_without_loss_or_reordering() {
             assert!(start.elapsed() < DEADLINE, "stalled at {got} of {sent}");
         }
     }
-    assert_eq!(seen, [PER_FLOW, PER_FLOW]);
+    assert_eq!(seen, [per_flow, per_flow]);
+}
+
+#[test]
+fn two_threads_split_a_two_queue_port_without_loss_or_reordering() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sw, mut src, mut sink, idle) = start(dir.path(), "", 2);
+    const PER_FLOW: u32 = 50_000;
+    stream(&mut src, &mut sink, [0, 1], PER_FLOW, || {});
     let map: Vec<PmdRxqInfo> = serde_json::from_value(sw.ctl(Command::ShowPmdRxq).result).unwrap();
     let threads: Vec<_> = map.iter().filter(|p| p.rxqs.iter().any(|q| q.port == "mq")).map(|p| p.index).collect();
     assert_eq!(threads.len(), 2, "the two queues are on two threads: {map:?}");
     let pmds: Vec<vswitch::protocol::PmdInfo> = serde_json::from_value(sw.ctl(Command::ShowPmd).result).unwrap();
     assert!(pmds.iter().all(|p| p.packets >= PER_FLOW as u64), "both threads forwarded a flow: {pmds:?}");
+    sw.wait_ports("mempool back to idle", |_| sw.mempool_in_use() == idle);
+}
+
+#[test]
+fn a_rebalance_splits_two_busy_queues_without_loss_or_reordering() {
+    let dir = tempfile::tempdir().unwrap();
+    // Sleeping threads too: a move must not lose what waits meanwhile.
+    let (sw, mut src, mut sink, idle) = start(dir.path(), "pmd_sleep_max_us = 200", 3);
+
+    // Three queues on two threads: two of them share one. Those carry the flows.
+    let threads = mq_threads(&sw, 3);
+    let shared: Vec<usize> = (0..3).filter(|&q| (0..3).filter(|&o| threads[o] == threads[q]).count() > 1).take(2).collect();
+    let queues: [usize; 2] = shared.try_into().unwrap_or_else(|_| panic!("no two queues share a thread: {threads:?}"));
+    const PER_FLOW: u32 = 40_000;
+    let mut rebalanced = None;
+    stream(&mut src, &mut sink, queues, PER_FLOW, || rebalanced = Some(serde_json::from_value::<RebalanceInfo>(sw.ctl(Command::PmdRebalance).result).unwrap()));
+    let r = rebalanced.unwrap();
+    assert!(r.applied && r.moved.iter().any(|m| m.port == "mq" && queues.contains(&(m.queue as usize))), "a busy queue moved: {r:?}");
+    assert!(r.improvement_pct > 0.0, "{r:?}");
+    let after = mq_threads(&sw, 3);
+    assert_ne!(after[queues[0]], after[queues[1]], "the busy queues are on two threads now: {after:?}");
+    let map: Vec<PmdRxqInfo> = serde_json::from_value(sw.ctl(Command::ShowPmdRxq).result).unwrap();
+    let usage = |q: usize| map.iter().flat_map(|p| &p.rxqs).find(|r| r.port == "mq" && r.queue as usize == q).unwrap().usage_pct;
+    assert!(usage(queues[0]) > 0.0 && usage(queues[1]) > 0.0, "measured: {map:?}");
     sw.wait_ports("mempool back to idle", |_| sw.mempool_in_use() == idle);
 }

@@ -6,7 +6,9 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use serde_json::{json, Value};
 use vswitch::ctl_server::request;
-use vswitch::protocol::{Command, CopiesInfo, FdbInfo, MempoolInfo, PmdInfo, PmdRxqInfo, PortInfo};
+use dataplane::capture::MAX_SNAPLEN;
+use dataplane::police::DEFAULT_BURST_KBIT;
+use vswitch::protocol::{CaptureDirection, Command, CopiesInfo, FdbInfo, MempoolInfo, PmdInfo, PmdRxqInfo, PortInfo, RebalanceInfo};
 
 #[derive(Parser)]
 #[command(version, about = "Control a running vswitchd")]
@@ -43,6 +45,31 @@ enum Cmd {
         #[arg(value_parser = ["clear"])]
         op: String,
     },
+    /// Assign the rx queues to PMD threads by their measured load, now.
+    Pmd {
+        #[arg(value_parser = ["rebalance"])]
+        op: String,
+    },
+    /// Capture the frames a port receives and sends into a pcap file, as
+    /// tcpdump -w does (Ctrl-C ends it too).
+    Capture {
+        port: String,
+        /// Frames received on the port (rx), sent to it (tx), or both.
+        #[arg(long, value_parser = ["rx", "tx", "both"], default_value = "both")]
+        direction: String,
+        /// Stop after this many frames.
+        #[arg(long, short = 'c')]
+        count: Option<u64>,
+        /// Bytes kept of each frame (0: all, up to 262144).
+        #[arg(long, short = 's', default_value_t = 0)]
+        snaplen: u32,
+        /// Stop after this many seconds.
+        #[arg(long)]
+        timeout: Option<u64>,
+        /// The pcap file to write ("-": standard output, e.g. into `tcpdump -r -`).
+        #[arg(short = 'w', long = "write")]
+        write: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -75,6 +102,12 @@ enum PortOp {
         /// Most MAC addresses the port may have learned at once.
         #[arg(long)]
         mac_limit: Option<u32>,
+        /// Ingress policing rate in kbit/s (0: none).
+        #[arg(long)]
+        ingress_policing_rate: Option<u32>,
+        /// Ingress policing bucket in kbit (0: 8000).
+        #[arg(long)]
+        ingress_policing_burst: Option<u32>,
     },
     Del {
         name: String,
@@ -83,6 +116,16 @@ enum PortOp {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Cmd::Capture { port, direction, count, snaplen, timeout, write } = args.cmd {
+        let direction = match direction.as_str() {
+            "rx" => CaptureDirection::Rx,
+            "tx" => CaptureDirection::Tx,
+            _ => CaptureDirection::Both,
+        };
+        let snaplen = if snaplen == 0 { MAX_SNAPLEN } else { snaplen };
+        let command = Command::CaptureStart { port, direction, snaplen, count, timeout_secs: timeout };
+        return capture(&args.socket, command, &write, args.json);
+    }
     let command = match args.cmd {
         Cmd::Show { what } => match what.as_str() {
             "ports" => Command::ShowPorts,
@@ -93,7 +136,7 @@ fn main() -> ExitCode {
             _ => Command::ShowPmdRxq,
         },
         Cmd::Port { op: PortOp::Del { name } } => Command::PortDel { name },
-        Cmd::Port { op: PortOp::Add { name, kind, path, mode, devargs, vlan, trunk, mtu, rx_queues, no_offloads, mac_limit } } => {
+        Cmd::Port { op: PortOp::Add { name, kind, path, mode, devargs, vlan, trunk, mtu, rx_queues, no_offloads, mac_limit, ingress_policing_rate, ingress_policing_burst } } => {
             let mut port = json!({ "name": name, "type": kind });
             let fields = [
                 ("path", path.map(Value::from)),
@@ -105,6 +148,8 @@ fn main() -> ExitCode {
                 ("rx_queues", rx_queues.map(Value::from)),
                 ("offloads", no_offloads.then_some(Value::from(false))),
                 ("mac_limit", mac_limit.map(Value::from)),
+                ("ingress_policing_rate", ingress_policing_rate.map(Value::from)),
+                ("ingress_policing_burst", ingress_policing_burst.map(Value::from)),
             ];
             for (k, v) in fields {
                 if let Some(v) = v {
@@ -115,6 +160,8 @@ fn main() -> ExitCode {
         }
         Cmd::Fdb { .. } => Command::FdbFlush,
         Cmd::Stats { .. } => Command::StatsClear,
+        Cmd::Pmd { .. } => Command::PmdRebalance,
+        Cmd::Capture { .. } => unreachable!("handled above"),
     };
     let show = matches!(
         command,
@@ -124,6 +171,7 @@ fn main() -> ExitCode {
             | Command::ShowPmdRxq
             | Command::ShowMempool
             | Command::ShowCopies
+            | Command::PmdRebalance
     );
     let which = command.clone();
     let resp = match request(&args.socket, command) {
@@ -144,6 +192,39 @@ fn main() -> ExitCode {
             eprintln!("vswitchctl: unexpected answer: {e}");
             return ExitCode::FAILURE;
         }
+    }
+    ExitCode::SUCCESS
+}
+
+/// Writes the capture to `path` (or standard output), then says how many
+/// frames it holds, as tcpdump does (on standard error when the capture
+/// is on standard output).
+fn capture(socket: &std::path::Path, command: Command, path: &std::path::Path, json: bool) -> ExitCode {
+    let to_stdout = path.as_os_str() == "-";
+    let result = if to_stdout {
+        vswitch::ctl_server::capture(socket, command, &mut std::io::stdout().lock())
+    } else {
+        match std::fs::File::create(path) {
+            Ok(f) => vswitch::ctl_server::capture(socket, command, &mut std::io::BufWriter::new(f)),
+            Err(e) => Err(format!("{}: {e}", path.display())),
+        }
+    };
+    let summary = match result {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("vswitchctl: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let text = if json {
+        serde_json::to_string_pretty(&summary).unwrap_or_default()
+    } else {
+        format!("{} packets captured on {}\n{} packets dropped by the capture ring", summary.captured, summary.port, summary.dropped)
+    };
+    if to_stdout {
+        eprintln!("{text}");
+    } else {
+        println!("{text}");
     }
     ExitCode::SUCCESS
 }
@@ -169,6 +250,10 @@ fn print_table(cmd: &Command, v: Value) -> Result<(), serde_json::Error> {
                 if !p.features.is_empty() {
                     println!("             features: {}", p.features.join(" "));
                 }
+                if p.ingress_policing_rate > 0 {
+                    let burst = if p.ingress_policing_burst == 0 { DEFAULT_BURST_KBIT } else { p.ingress_policing_burst.into() };
+                    println!("             ingress policing: {} kbit/s, burst {burst} kbit", p.ingress_policing_rate);
+                }
             }
         }
         Command::ShowFdb => {
@@ -189,6 +274,7 @@ fn print_table(cmd: &Command, v: Value) -> Result<(), serde_json::Error> {
                 println!("  idle cycles: {}", p.idle_cycles);
                 println!("  avg. cycles per packet: {:.2}", p.cycles_per_packet);
                 println!("  iterations: {}", p.iterations);
+                println!("  sleep: {} us ({:.2}% of the time) in {} sleeps", p.sleep_us, p.sleep_pct, p.sleeps);
             }
         }
         Command::ShowCopies => {
@@ -203,12 +289,21 @@ fn print_table(cmd: &Command, v: Value) -> Result<(), serde_json::Error> {
             let m: MempoolInfo = serde_json::from_value(v)?;
             println!("mbufs: {} in pool, {} free, {} in use", m.size, m.free, m.in_use);
         }
+        Command::PmdRebalance => {
+            let r: RebalanceInfo = serde_json::from_value(v)?;
+            for m in &r.moved {
+                println!("port: {:<12} queue-id: {:>2}  pmd thread {} -> {}", m.port, m.queue, m.from, m.to);
+            }
+            let what = if r.moved.is_empty() { "no rx queue to move" } else { "moved" };
+            println!("{what}; load variance {:.1} -> {:.1} ({:.0}% better)", r.variance_before, r.variance_after, r.improvement_pct);
+        }
         _ => {
             let pmds: Vec<PmdRxqInfo> = serde_json::from_value(v)?;
             for p in pmds {
                 println!("pmd thread {} core {}:", p.index, p.core);
                 for q in p.rxqs {
-                    println!("  port: {:<12} queue-id: {}", q.port, q.queue);
+                    let pin = if q.pinned { "  (pinned)" } else { "" };
+                    println!("  port: {:<12} queue-id: {:>2}  pmd usage: {:>3.0} %{pin}", q.port, q.queue, q.usage_pct);
                 }
             }
         }

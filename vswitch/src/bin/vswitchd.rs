@@ -102,7 +102,7 @@ fn run(args: Args) -> Result<(), Failure> {
         StartError::Failed(e) => Failure::Other(e),
         StartError::PmdDied(e) => Failure::PmdDied(e),
     })?;
-    let served = ctl_server::serve(&ctl).and_then(|jobs| Ok((jobs, metrics.map(serve_metrics).transpose()?)));
+    let served = ctl_server::serve(&ctl, sw.capture_handoff()).and_then(|jobs| Ok((jobs, metrics.map(serve_metrics).transpose()?)));
     let (jobs, scrapes) = match served {
         Ok(j) => j,
         Err(e) => {

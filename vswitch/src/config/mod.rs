@@ -54,6 +54,9 @@ pub struct SwitchConfig {
     /// Where `GET /metrics` is served (Prometheus text); none when absent.
     #[serde(default)]
     pub metrics: Option<SocketAddr>,
+    /// How the PMD threads sleep when idle and share the rx queues.
+    #[serde(default)]
+    pub pmd: PmdConfig,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -91,6 +94,12 @@ pub struct PortConfig {
     /// (README: Copy-once ports).
     #[serde(default)]
     pub packed_rings: bool,
+    /// Ingress policing, as OVS's interface columns: the rate in kbit/s
+    /// (0: none) and the bucket in kbit (0: 8000).
+    #[serde(default)]
+    pub ingress_policing_rate: u32,
+    #[serde(default)]
+    pub ingress_policing_burst: u32,
 }
 
 /// In a directory of its own, root's alone: not the one QEMU may write.
@@ -216,6 +225,11 @@ struct RawSwitch {
     fdb_aging_secs: Option<i64>,
     vhost_retries: Option<i64>,
     metrics: Option<String>,
+    pmd_sleep_max_us: Option<i64>,
+    pmd_auto_lb: Option<bool>,
+    pmd_auto_lb_load_threshold: Option<i64>,
+    pmd_auto_lb_improvement_threshold: Option<i64>,
+    pmd_auto_lb_rebal_interval: Option<i64>,
 }
 
 #[derive(Default, Deserialize)]
@@ -241,6 +255,8 @@ struct RawPort {
     offloads: Option<bool>,
     mac_limit: Option<i64>,
     packed_rings: Option<bool>,
+    ingress_policing_rate: Option<i64>,
+    ingress_policing_burst: Option<i64>,
 }
 
 // Lcore ids; DPDK's own limit (RTE_MAX_LCORE) is checked by the EAL.
@@ -393,6 +409,7 @@ pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
 }
 
 fn validate_switch(raw: RawSwitch, origin: &Path, cx: &Ctx) -> Res<SwitchConfig> {
+    let pmd = validate_pmd(&raw, cx)?;
     let main_core = cx.opt("main_core", raw.main_core, 0, CORE)?;
     let pmd_cores: Vec<u32> = cx.ints("pmd_cores", raw.pmd_cores.unwrap_or(vec![1]), CORE)?;
     if pmd_cores.is_empty() {
@@ -436,6 +453,7 @@ fn validate_switch(raw: RawSwitch, origin: &Path, cx: &Ctx) -> Res<SwitchConfig>
         fdb_aging_secs: cx.opt("fdb_aging_secs", raw.fdb_aging_secs, 300, 1..=1_000_000)?,
         vhost_retries: cx.opt("vhost_retries", raw.vhost_retries, 8, 0..=64)?,
         metrics: cx.text("metrics", raw.metrics)?.map(|a| listen_addr(cx, "metrics", &a)).transpose()?,
+        pmd,
     })
 }
 
@@ -522,9 +540,12 @@ pub fn port_from_json(
     validate_port(cx.decode(map)?, switch, &cx)
 }
 
+mod pmd;
 mod port;
 mod state;
+pub use pmd::{AutoLb, PmdConfig};
 pub use state::{load_state, save_state, State};
+use pmd::validate_pmd;
 use port::validate_port;
 use state::port_to_json;
 

@@ -1,6 +1,9 @@
 //! One `[[port]]` table checked into a `PortConfig`.
 use super::*;
 
+/// kbit/s and kbit, as OVS takes them (a 32-bit integer).
+const POLICING: Range = 0..=u32::MAX as i64;
+
 pub(super) fn validate_port(raw: RawPort, sw: &SwitchConfig, cx: &Ctx) -> Res<PortConfig> {
     let name = cx.required("name", raw.name)?;
     let name_char = |b: u8| b.is_ascii_alphanumeric() || b"_.-".contains(&b);
@@ -79,7 +82,7 @@ pub(super) fn validate_port(raw: RawPort, sw: &SwitchConfig, cx: &Ctx) -> Res<Po
             }
         }
     };
-    let rx_queues: u16 = cx.opt("rx_queues", raw.rx_queues, 1, 1..=16)?;
+    let rx_queues: u16 = cx.opt("rx_queues", raw.rx_queues, 1, 1..=dataplane::counters::MAX_RXQ as i64)?;
     let rxq_pmd = match raw.rxq_pmd {
         Some(v) if v.len() != usize::from(rx_queues) => {
             let msg = format!("has {} entries but rx_queues is {rx_queues}", v.len());
@@ -114,5 +117,7 @@ pub(super) fn validate_port(raw: RawPort, sw: &SwitchConfig, cx: &Ctx) -> Res<Po
         offloads: raw.offloads.unwrap_or(true),
         mac_limit: raw.mac_limit.map(|n| cx.int("mac_limit", n, 1..=1_048_576)).transpose()?,
         packed_rings: raw.packed_rings.unwrap_or(false),
+        ingress_policing_rate: cx.opt("ingress_policing_rate", raw.ingress_policing_rate, 0, POLICING)?,
+        ingress_policing_burst: cx.opt("ingress_policing_burst", raw.ingress_policing_burst, 0, POLICING)?,
     })
 }

@@ -13,6 +13,10 @@ const FULL: &str = r#"
     fdb_aging_secs = 60
     vhost_retries = 0
     metrics = "127.0.0.1:9478"
+    pmd_sleep_max_us = 500
+    pmd_auto_lb = true
+    pmd_auto_lb_load_threshold = 70
+    pmd_auto_lb_rebal_interval = 5
 
     [[port]]
     name = "uplink"
@@ -74,6 +78,8 @@ fn full_example_parses_with_defaults_filled() {
         offloads: true,
         mac_limit: None,
         packed_rings: false,
+        ingress_policing_rate: 0,
+        ingress_policing_burst: 0,
     };
     let dpdk = PortKind::Dpdk {
         devargs: "0000:01:00.0".into(),
@@ -107,6 +113,10 @@ fn full_example_parses_with_defaults_filled() {
             fdb_aging_secs: 60,
             vhost_retries: 0,
             metrics: Some("127.0.0.1:9478".parse().unwrap()),
+            pmd: PmdConfig {
+                sleep_max_us: 500,
+                auto_lb: AutoLb { enabled: true, load_threshold: 70, improvement_threshold: 25, rebal_interval: std::time::Duration::from_secs(300) },
+            },
         },
         ports: vec![
             port(
@@ -136,6 +146,7 @@ fn full_example_parses_with_defaults_filled() {
         fdb_aging_secs: 300,
         vhost_retries: 8,
         metrics: None,
+        pmd: PmdConfig::default(),
     };
     let ports = vec![];
     assert_eq!(
@@ -160,6 +171,12 @@ port = 3                                | port                    | invalid type
 [switch];main_core = "0"                | switch.main_core        | invalid type: string "0", expected an integer
 [switch];hugepages = "yes"              | switch.hugepages        | "yes" is not one of "auto", "on", "off"
 [switch];socket_dir = "run"             | switch.socket_dir       | run is not an absolute path
+[switch];pmd_sleep_max_us = 10001       | switch.pmd_sleep_max_us | 10001 is out of range 0..=10000
+[switch];pmd_sleep_max_us = -1          | switch.pmd_sleep_max_us | -1 is out of range 0..=10000
+[switch];pmd_auto_lb = 1                | switch.pmd_auto_lb      | invalid type: integer `1`, expected a boolean
+[switch];pmd_auto_lb_load_threshold = 101 | switch.pmd_auto_lb_load_threshold | 101 is out of range 0..=100
+[switch];pmd_auto_lb_improvement_threshold = -5 | switch.pmd_auto_lb_improvement_threshold | -5 is out of range 0..=100
+[switch];pmd_auto_lb_rebal_interval = 0 | switch.pmd_auto_lb_rebal_interval | 0 is out of range 1..=20000
 VM;mtu = 9500                           | port[0] "vm1".mtu       | 9500 is out of range 68..=9000
 VM;mtu = "big"                          | port[0] "vm1".mtu       | invalid type: string "big"
 VM;mtu = nan                            | port[0] "vm1".mtu       | invalid type
@@ -195,6 +212,9 @@ NIC;tx_desc = 8192                      | port[0] "nic".tx_desc   | 8192 is out 
 NIC;rx_queues = 17                      | port[0] "nic".rx_queues | 17 is out of range 1..=16
 NIC;rx_queues = 2;rxq_pmd = [1]         | port[0] "nic".rxq_pmd   | has 1 entries but rx_queues is 2
 NIC;rxq_pmd = [3]                       | port[0] "nic".rxq_pmd   | core 3 is not in switch.pmd_cores [1]
+VM;ingress_policing_rate = -1           | port[0] "vm1".ingress_policing_rate | -1 is out of range 0..=4294967295
+VM;ingress_policing_burst = 4294967296  | port[0] "vm1".ingress_policing_burst | 4294967296 is out of range 0..=4294967295
+VM;ingress_policing_rate = "1M"         | port[0] "vm1".ingress_policing_rate | invalid type: string "1M"
 "#;
 
 #[test]
@@ -234,6 +254,8 @@ fn port_from_json_shares_the_rules() {
         offloads: true,
         mac_limit: None,
         packed_rings: false,
+        ingress_policing_rate: 0,
+        ingress_policing_burst: 0,
     };
     assert_eq!(port, expected);
     let mut cfg2 = cfg.clone();
@@ -342,9 +364,11 @@ fn regression_socket_paths_longer_than_sun_path_are_refused() {
 #[test]
 fn regression_a_port_added_at_run_time_keeps_offloads_and_mac_limit_on_replay() {
     let cfg = parse_x(FULL).unwrap();
-    let v = json!({ "name": "vm9", "type": "vhost-user", "path": "vm9.sock", "offloads": false, "mac_limit": 8 });
+    let v = json!({ "name": "vm9", "type": "vhost-user", "path": "vm9.sock", "offloads": false, "mac_limit": 8,
+                    "ingress_policing_rate": 10000, "ingress_policing_burst": 1000 });
     let added = port_from_json(&v, &cfg.switch, "port add").unwrap();
     assert_eq!((added.offloads, added.mac_limit), (false, Some(8)));
+    assert_eq!((added.ingress_policing_rate, added.ingress_policing_burst), (10000, 1000));
     let merged = cfg.with_state(&State { added: vec![added.clone()], deleted: vec![] }).unwrap();
     assert_eq!(merged.ports.last(), Some(&added), "replayed as added");
 }

@@ -4,7 +4,7 @@
 //! at once) reads one request, asks the control loop for the `show`
 //! answers through a channel like the control socket's, and writes them
 //! in the Prometheus text format (`render`). No PMD thread takes part, and
-//! the control loop spends on a scrape what five `vswitchctl show` cost.
+//! the control loop spends on a scrape what six `vswitchctl show` cost.
 //!
 //! A client is not trusted to behave: a request head longer than
 //! `MAX_REQUEST` or not sent within `CLIENT_TIMEOUT` is refused, an answer

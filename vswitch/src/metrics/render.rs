@@ -1,5 +1,5 @@
 //! A scrape: the answers to `show ports`, `show pmd`, `show copies`,
-//! `show mempool` and `show fdb`, in the Prometheus text format (0.0.4),
+//! `show mempool`, `show fdb` and `show pmd-rxq`, in the Prometheus text format (0.0.4),
 //! written by the prometheus-client crate.
 //!
 //! The counters are the `show` figures, so `vswitchctl stats clear` (or a
@@ -20,14 +20,14 @@ use prometheus_client::registry::Registry;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::protocol::{Command, CopiesInfo, FdbInfo, MempoolInfo, PathCopies, PmdInfo, PortInfo};
+use crate::protocol::{Command, CopiesInfo, FdbInfo, MempoolInfo, PathCopies, PmdInfo, PmdRxqInfo, PortInfo};
 
 pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
 
 /// What a scrape asks the control loop, in the order `Snapshot::decode`
 /// takes the answers.
-pub fn commands() -> [Command; 5] {
-    [Command::ShowPorts, Command::ShowPmd, Command::ShowCopies, Command::ShowMempool, Command::ShowFdb]
+pub fn commands() -> [Command; 6] {
+    [Command::ShowPorts, Command::ShowPmd, Command::ShowCopies, Command::ShowMempool, Command::ShowFdb, Command::ShowPmdRxq]
 }
 
 #[derive(Debug)]
@@ -37,6 +37,7 @@ pub struct Snapshot {
     pub copies: CopiesInfo,
     pub mempool: MempoolInfo,
     pub fdb: Vec<FdbInfo>,
+    pub rxqs: Vec<PmdRxqInfo>,
 }
 
 type PortCounter = (&'static str, &'static str, fn(&PortInfo) -> u64);
@@ -53,27 +54,30 @@ const PORT_COUNTERS: [PortCounter; 7] = [
 
 type PmdCounter = (&'static str, &'static str, fn(&PmdInfo) -> u64);
 
-const PMD_COUNTERS: [PmdCounter; 5] = [
+const PMD_COUNTERS: [PmdCounter; 7] = [
     ("vswitch_pmd_packets", "Packets the PMD thread received.", |p| p.packets),
     ("vswitch_pmd_bursts", "Non-empty receive bursts of the PMD thread.", |p| p.bursts),
     ("vswitch_pmd_busy_cycles", "TSC cycles the PMD thread spent in iterations that received something.", |p| p.busy_cycles),
     ("vswitch_pmd_idle_cycles", "TSC cycles the PMD thread spent polling queues that had nothing.", |p| p.idle_cycles),
     ("vswitch_pmd_iterations", "Poll loop iterations of the PMD thread.", |p| p.iterations),
+    ("vswitch_pmd_sleep_cycles", "TSC cycles the PMD thread spent asleep when idle (pmd_sleep_max_us).", |p| p.sleep_cycles),
+    ("vswitch_pmd_sleeps", "Poll loop iterations of the PMD thread that ended in a sleep.", |p| p.sleeps),
 ];
 
 impl Snapshot {
     /// From the `result`s of `commands()`, in order.
-    pub fn decode(results: [Value; 5]) -> Result<Snapshot, String> {
+    pub fn decode(results: [Value; 6]) -> Result<Snapshot, String> {
         fn de<T: DeserializeOwned>(what: &str, v: Value) -> Result<T, String> {
             serde_json::from_value(v).map_err(|e| format!("{what}: {e}"))
         }
-        let [ports, pmds, copies, mempool, fdb] = results;
+        let [ports, pmds, copies, mempool, fdb, rxqs] = results;
         Ok(Snapshot {
             ports: de("show ports", ports)?,
             pmds: de("show pmd", pmds)?,
             copies: de("show copies", copies)?,
             mempool: de("show mempool", mempool)?,
             fdb: de("show fdb", fdb)?,
+            rxqs: de("show pmd-rxq", rxqs)?,
         })
     }
 
@@ -127,6 +131,9 @@ impl Collector for Snapshot {
             counters(&mut enc, name, help, self.pmds.iter().map(|p| (pmd(p), value(p))))?;
         }
 
+        let rxqs = self.rxqs.iter().flat_map(|p| p.rxqs.iter().map(move |q| ([("port", q.port.clone()), ("queue", q.queue.to_string()), ("pmd", p.index.to_string())], q.usage_pct / 100.0)));
+        gauges(&mut enc, "vswitch_rxq_usage_ratio", "The rx queue's share of its PMD thread's cycles over the last minute (show pmd-rxq).", rxqs)?;
+
         let none: [(&str, &str); 0] = [];
         gauges(&mut enc, "vswitch_mempool_size_mbufs", "Mbufs in the switch's pool.", [(none, self.mempool.size)])?;
         gauges(&mut enc, "vswitch_mempool_in_use_mbufs", "Mbufs of the pool in use (cached ones count as free).", [(none, self.mempool.in_use)])?;
@@ -165,6 +172,7 @@ fn gauges<L: EncodeLabelSet, V: EncodeGaugeValue + fmt::Debug>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::RxqInfo;
 
     fn snapshot() -> Snapshot {
         let vm1 = PortInfo {
@@ -188,12 +196,17 @@ mod tests {
         let fdb = |mac: &str, port: &str| FdbInfo { vlan: 10, mac: mac.into(), port: port.into(), age_secs: 1 };
         Snapshot {
             ports: vec![vm1, odd],
-            pmds: vec![PmdInfo { index: 0, core: 3, lcore: 1, packets: 12, busy_cycles: 900, idle_cycles: 100, ..Default::default() }],
+            pmds: vec![PmdInfo { index: 0, core: 3, lcore: 1, packets: 12, busy_cycles: 900, idle_cycles: 100, sleep_cycles: 50, ..Default::default() }],
             copies: CopiesInfo {
                 paths: vec![PathCopies { path: "vm-vm".into(), packets: 7, payload_copies: 14, bytes_copied: 896 }],
             },
             mempool: MempoolInfo { size: 4095, free: 4000, in_use: 95 },
             fdb: vec![fdb("02:00:00:00:00:01", "vm1"), fdb("02:00:00:00:00:02", "vm1")],
+            rxqs: vec![PmdRxqInfo {
+                index: 0,
+                core: 3,
+                rxqs: vec![RxqInfo { port: "vm1".into(), queue: 1, pinned: false, cycles: 900, usage_pct: 25.0 }],
+            }],
         }
     }
 
@@ -227,10 +240,12 @@ mod tests {
             r#"vswitch_pmd_busy_cycles_total{pmd="0",core="3"} 900"#,
             r#"vswitch_pmd_idle_cycles_total{pmd="0",core="3"} 100"#,
             r#"vswitch_pmd_packets_total{pmd="0",core="3"} 12"#,
+            r#"vswitch_pmd_sleep_cycles_total{pmd="0",core="3"} 50"#,
             "# TYPE vswitch_mempool_in_use_mbufs gauge",
             "vswitch_mempool_in_use_mbufs 95",
             "vswitch_mempool_size_mbufs 4095",
             "vswitch_mac_table_entries 2",
+            r#"vswitch_rxq_usage_ratio{port="vm1",queue="1",pmd="0"} 0.25"#,
         ] {
             assert!(l.contains(&want), "missing {want:?} in:\n{text}");
         }
@@ -263,10 +278,10 @@ mod tests {
     fn decodes_what_the_show_commands_answer() {
         let s = snapshot();
         use serde_json::to_value as j;
-        let results = [j(&s.ports).unwrap(), j(&s.pmds).unwrap(), j(&s.copies).unwrap(), j(&s.mempool).unwrap(), j(&s.fdb).unwrap()];
+        let results = [j(&s.ports).unwrap(), j(&s.pmds).unwrap(), j(&s.copies).unwrap(), j(&s.mempool).unwrap(), j(&s.fdb).unwrap(), j(&s.rxqs).unwrap()];
         let back = Snapshot::decode(results).unwrap();
-        assert_eq!((back.ports, back.pmds, back.copies, back.mempool, back.fdb), (s.ports, s.pmds, s.copies, s.mempool, s.fdb));
-        let mut bad = [Value::Null, Value::Null, Value::Null, Value::Null, Value::Null];
+        assert_eq!((back.ports, back.pmds, back.copies, back.mempool, back.fdb, back.rxqs), (s.ports, s.pmds, s.copies, s.mempool, s.fdb, s.rxqs));
+        let mut bad = [Value::Null, Value::Null, Value::Null, Value::Null, Value::Null, Value::Null];
         bad[0] = serde_json::json!([{ "name": 1 }]);
         assert!(Snapshot::decode(bad).unwrap_err().starts_with("show ports: "));
     }

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use pmd_bridge::{VhostDevice, VhostEvent};
 
+use super::slots::Slot;
 use super::{PortIo, PortState, Switch};
 use crate::copy_once_state::CopyOnceState;
 
@@ -107,7 +108,7 @@ impl Switch {
     /// Takes what rte_vhost reported and replans if a device came or went.
     pub fn poll_events(&mut self) {
         let mut events = Vec::new();
-        for st in self.ports.iter().flatten() {
+        for st in self.slots.ports() {
             if let PortIo::Vhost { sock, .. } = &st.io {
                 while let Some(ev) = sock.try_event() {
                     events.push((st.slot, ev));
@@ -134,13 +135,13 @@ impl Switch {
     pub(super) fn attach_held(&mut self) {
         let now = Instant::now();
         let mut changed = false;
-        for (slot, flaps) in self.flaps.iter_mut().enumerate() {
+        for Slot { port, flaps, .. } in self.slots.iter_mut() {
             let Some(vid) = flaps.pending else { continue };
             if flaps.backed_off(now) {
                 continue;
             }
             flaps.pending = None;
-            let Some(PortState { cfg, gen, io: PortIo::Vhost { sock, dev, own, .. }, .. }) = self.ports[slot].as_mut() else { continue };
+            let Some(PortState { cfg, gen, io: PortIo::Vhost { sock, dev, own, .. }, .. }) = port.as_mut() else { continue };
             if *gen != flaps.gen || dev.is_some() {
                 continue;
             }
@@ -160,10 +161,10 @@ impl Switch {
     /// the PMD threads off a device first (its destruction, a change of its
     /// memory or rings on a copy-once port) replan right here.
     fn on_event(&mut self, slot: u16, ev: VhostEvent) -> Result<bool, String> {
-        let Some(PortState { cfg, gen, io: PortIo::Vhost { sock, dev, own, enabled_pairs }, .. }) = self.ports[slot as usize].as_mut() else {
+        let Slot { port: Some(PortState { cfg, gen, io: PortIo::Vhost { sock, dev, own, enabled_pairs }, .. }), flaps, .. } = &mut self.slots[slot] else {
             return Ok(false);
         };
-        let flaps = self.flaps[slot as usize].of(*gen);
+        let flaps = flaps.of(*gen);
         // A socket may get a second connection while a guest is up; only
         // the first device's events count (the other is not polled, and its
         // destroy waits for nothing of ours). A device held while the port
@@ -221,7 +222,7 @@ impl Switch {
                 *enabled_pairs = 0;
                 let d = dev.take();
                 self.replan()?;
-                if let (Some(d), Some(PortState { cfg, io: PortIo::Vhost { own: Some(own), .. }, .. })) = (d.as_ref(), self.ports[slot as usize].as_mut()) {
+                if let (Some(d), Some(PortState { cfg, io: PortIo::Vhost { own: Some(own), .. }, .. })) = (d.as_ref(), self.slots[slot].port.as_mut()) {
                     eprintln!("vswitchd: port {}: guest gone, rings (avail/used) {}", cfg.name, own.describe());
                     own.hand_back(d);
                 }

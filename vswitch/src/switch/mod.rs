@@ -1,5 +1,7 @@
-//! The control thread's view of the switch: ports by slot, PMD threads,
-//! plans, vhost events, and the answers to vswitchctl.
+//! The control thread's view of the switch, and its coordinator: ports by
+//! slot (`slots`), PMD threads, their plans (`plans`, with each rx queue's
+//! thread from `placement`, moved by `rebalance`), vhost events (`events`)
+//! and the answers to vswitchctl (`show`).
 //!
 //! All changes reach PMD threads through `replan`: first every thread gets an
 //! empty plan (so every queue handle is dropped), then each gets its new one,
@@ -13,29 +15,22 @@ use std::time::{Duration, Instant};
 
 use dataplane::counters::{PmdCounters, PmdTotals, PortTotals, MAX_PORTS};
 use dataplane::fdb::Fdb;
-use dataplane::pmd_loop::{self, PmdContext, PmdMsg, PmdPlan, RxSource};
-use dataplane::port_io::{RxPort, TxPort};
+use dataplane::police::Policer;
+use dataplane::pmd_loop::{self, PmdContext, PmdMsg, PmdPlan};
 use dataplane::quiesce::Quiesce;
+use pmd_bridge::cycles::tsc_hz;
 use pmd_bridge::lcore::{self, LcoreJob};
 use pmd_bridge::{Eal, Mempool};
 
 use crate::config::{self, Config, PortConfig, State};
 use crate::ports::{self, PortIo, PortState};
 use crate::protocol::{Command, MempoolInfo, Response};
+use captures::Captures;
+use placement::Placement;
+use rebalance::{Loads, Sample};
+use slots::Slots;
 
 const QUIESCE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// A plan's queues while `build_plans` places them.
-struct PlanParts {
-    rx: Vec<RxSource>,
-    tx: Vec<Option<TxPort>>,
-}
-
-impl Default for PlanParts {
-    fn default() -> Self {
-        PlanParts { rx: Vec::new(), tx: (0..MAX_PORTS).map(|_| None).collect() }
-    }
-}
 
 /// Fault injection for tests: `VSWITCHD_TEST_PMD_PANIC_AFTER=<n>` makes the
 /// first PMD thread panic once it has run `n` iterations and has an rx
@@ -93,15 +88,14 @@ pub struct Switch {
     started: Instant,
     last_aging: u32,
     pmds: Vec<Pmd>,
-    ports: Vec<Option<PortState>>,
-    gens: Vec<u16>,
-    port_base: Vec<PortTotals>,
+    slots: Slots,
     copies_base: [[u64; 3]; 5],
-    rxq_map: Vec<Vec<(u16, u16)>>,
+    /// Which thread polls each rx queue, and the loads that decide it.
+    placement: Placement,
+    loads: Loads,
+    captures: Captures,
     /// Plans the PMD threads are done with (copy-once rings come back here).
     returns: Receiver<PmdPlan>,
-    /// Per slot: how often its guest reconnects, and its back-off.
-    flaps: Vec<events::Flaps>,
 }
 
 impl Switch {
@@ -135,6 +129,7 @@ impl Switch {
                 returns: returns_tx.clone(),
                 clock: Arc::clone(&clock),
                 panic_after: panic_after.filter(|_| index == 0),
+                sleep_max_us: cfg.switch.pmd.sleep_max_us,
             };
             let job = match lcore::launch(lcore, move || pmd_loop::run(ctx)) {
                 Ok(job) => job,
@@ -147,6 +142,7 @@ impl Switch {
             pmds.push(Pmd { core, lcore, counters, msgs: tx, job: Some(job), base: PmdTotals::default() });
         }
         let state_path = cfg.switch.state_file.clone();
+        let loads = Loads::new(Instant::now(), Sample::read(pmds.iter().map(|p| &*p.counters)));
         let mut sw = Switch {
             eal,
             cfg,
@@ -159,13 +155,12 @@ impl Switch {
             started: Instant::now(),
             last_aging: 0,
             pmds,
-            ports: (0..MAX_PORTS).map(|_| None).collect(),
-            gens: vec![0; MAX_PORTS],
-            port_base: vec![PortTotals::default(); MAX_PORTS],
+            slots: Slots::new(),
             copies_base: [[0; 3]; 5],
-            rxq_map: Vec::new(),
+            placement: Placement::default(),
+            loads,
+            captures: Captures::default(),
             returns,
-            flaps: (0..MAX_PORTS).map(|_| events::Flaps::default()).collect(),
         };
         let mut opened = Ok(());
         for pc in sw.cfg.ports.clone() {
@@ -185,13 +180,17 @@ impl Switch {
     }
 
     fn add_port(&mut self, cfg: PortConfig) -> Result<u16, String> {
-        let slot = self.ports.iter().position(Option::is_none).ok_or("no free port slot")? as u16;
+        let slot = self.slots.free().ok_or("no free port slot")?;
         let io = ports::open(&self.eal, &cfg, &self.pool, self.pmds.len() as u16)?;
-        self.gens[slot as usize] = self.gens[slot as usize].wrapping_add(1);
-        self.port_base[slot as usize] = self.port_totals(slot);
-        let gen = self.gens[slot as usize];
+        let base = self.port_totals(slot);
+        self.loads.reset_slot(slot, &self.sample());
         self.fdb.set_port_limit(slot, cfg.mac_limit(self.cfg.switch.fdb_size));
-        self.ports[slot as usize] = Some(PortState { cfg, slot, gen, io });
+        let s = &mut self.slots[slot];
+        s.gen = s.gen.wrapping_add(1);
+        s.base = base;
+        let rate = cfg.ingress_policing_rate;
+        s.policer = (rate > 0).then(|| Arc::new(Policer::new(rate.into(), cfg.ingress_policing_burst.into(), tsc_hz())));
+        s.port = Some(PortState { cfg, slot, gen: s.gen, io });
         Ok(slot)
     }
 
@@ -250,97 +249,6 @@ impl Switch {
         self.pmds.iter().enumerate().find_map(|(i, p)| p.death(i))
     }
 
-    /// Puts the copy-once rings of a finished plan back with their ports.
-    fn recover(&mut self, plan: PmdPlan) {
-        let rings = plan.rx.into_iter().filter_map(|s| match s.port {
-            RxPort::CopyOnce(r) => Some((s.slot, r.into_ring())),
-            _ => None,
-        });
-        let tx_rings = plan.tx.into_iter().enumerate().filter_map(|(slot, p)| match p {
-            Some(TxPort::CopyOnce(r)) => Some((slot as u16, r.into_ring())),
-            _ => None,
-        });
-        for (slot, ring) in rings.chain(tx_rings) {
-            if let Some(PortState { io: PortIo::Vhost { own: Some(own), .. }, .. }) = self.ports[slot as usize].as_mut() {
-                own.put_back(ring);
-            }
-        }
-    }
-
-    fn build_plans(&mut self) -> Result<Vec<PmdPlan>, String> {
-        let n = self.pmds.len();
-        let table = Arc::new(self.ports.iter().map(|p| p.as_ref().map(PortState::view)).collect::<Vec<_>>());
-        let mut plans: Vec<PlanParts> = (0..n).map(|_| PlanParts::default()).collect();
-        let mut map = vec![Vec::new(); n];
-        let mut rr = 0usize;
-        let cores: Vec<u32> = self.pmds.iter().map(|p| p.core).collect();
-        let retries = self.cfg.switch.vhost_retries;
-        for st in self.ports.iter_mut().flatten() {
-            let slot = st.slot;
-            let mut place = |q: u16| -> usize {
-                let pinned = st.cfg.rxq_pmd.as_ref().and_then(|pins| pins.get(q as usize));
-                match pinned.and_then(|core| cores.iter().position(|c| c == core)) {
-                    Some(i) => i,
-                    None => {
-                        rr += 1;
-                        (rr - 1) % n
-                    }
-                }
-            };
-            match &mut st.io {
-                PortIo::Eth(port) => {
-                    for q in 0..st.cfg.rx_queues {
-                        let i = place(q);
-                        let h = port.rx_queue(q).map_err(|e| e.to_string())?;
-                        plans[i].rx.push(RxSource { slot, queue: q, port: RxPort::Eth(h) });
-                        map[i].push((slot, q));
-                    }
-                    for (i, plan) in plans.iter_mut().enumerate() {
-                        let h = port.tx_queue(i as u16).map_err(|e| e.to_string())?;
-                        plan.tx[slot as usize] = Some(TxPort::Eth(h));
-                    }
-                }
-                PortIo::Vhost { dev: Some(dev), own: Some(own), enabled_pairs, .. } => {
-                    if own.mem.is_none() {
-                        continue; // rings being changed, or not taken yet
-                    }
-                    let pairs = dev.queue_pairs().min(st.cfg.rx_queues).min(*enabled_pairs).max(1);
-                    for q in 0..pairs {
-                        let i = place(q);
-                        if let Some(r) = own.rx_ring(dev, q) {
-                            plans[i].rx.push(RxSource { slot, queue: q, port: RxPort::CopyOnce(Box::new(r)) });
-                            map[i].push((slot, q));
-                        }
-                    }
-                    // One writer per guest receive ring: thread i writes
-                    // pair i's. A thread beyond the guest's pairs cannot
-                    // reach it (its packets count as port_down): give the
-                    // guest as many queue pairs as there are PMD threads.
-                    for (i, plan) in plans.iter_mut().enumerate().take(pairs as usize) {
-                        plan.tx[slot as usize] = own.tx_ring(dev, i as u16, retries).map(|r| TxPort::CopyOnce(Box::new(r)));
-                    }
-                }
-                PortIo::Vhost { dev: Some(dev), enabled_pairs, .. } => {
-                    let pairs = dev.queue_pairs().min(st.cfg.rx_queues).min(*enabled_pairs).max(1);
-                    for q in 0..pairs {
-                        let i = place(q);
-                        plans[i].rx.push(RxSource { slot, queue: q, port: RxPort::Vhost(dev.rx_queue(q)) });
-                        map[i].push((slot, q));
-                    }
-                    // Threads beyond the pairs share a guest queue: rte_vhost
-                    // serialises enqueues on it with its own queue lock.
-                    for (i, plan) in plans.iter_mut().enumerate() {
-                        let q = dev.tx_queue(i as u16 % pairs);
-                        plan.tx[slot as usize] = Some(TxPort::Vhost { q, retries });
-                    }
-                }
-                PortIo::Vhost { dev: None, .. } => {}
-            }
-        }
-        self.rxq_map = map;
-        Ok(plans.into_iter().map(|p| PmdPlan::new(Arc::clone(&table), p.rx, p.tx)).collect())
-    }
-
     /// Housekeeping, called a few hundred times a second by the control loop.
     pub fn tick(&mut self) {
         let now = self.started.elapsed().as_secs() as u32;
@@ -350,6 +258,7 @@ impl Switch {
             self.fdb.age(now);
         }
         self.attach_held();
+        self.auto_lb(Instant::now());
     }
 
     fn port_totals(&self, slot: u16) -> PortTotals {
@@ -358,10 +267,6 @@ impl Switch {
             t.add(&p.counters.ports[slot as usize]);
         }
         t
-    }
-
-    fn slot_of(&self, name: &str) -> Option<u16> {
-        self.ports.iter().flatten().find(|p| p.cfg.name == name).map(|p| p.slot)
     }
 
     pub fn handle(&mut self, cmd: Command) -> Response {
@@ -382,7 +287,7 @@ impl Switch {
             }
             Command::StatsClear => {
                 for slot in 0..MAX_PORTS as u16 {
-                    self.port_base[slot as usize] = self.port_totals(slot);
+                    self.slots[slot].base = self.port_totals(slot);
                 }
                 for p in &mut self.pmds {
                     p.base = PmdTotals::read(&p.counters);
@@ -392,6 +297,18 @@ impl Switch {
             }
             Command::PortAdd { port } => return self.port_add(&port),
             Command::PortDel { name } => return self.port_del(&name),
+            Command::PmdRebalance => match self.rebalance(true) {
+                Ok(r) => serde_json::to_value(r),
+                Err(e) => return Response::err(e),
+            },
+            Command::CaptureStart { port, direction, snaplen, .. } => match self.capture_start(&port, direction, snaplen) {
+                Ok(r) => serde_json::to_value(r),
+                Err(e) => return Response::err(e),
+            },
+            Command::CaptureStop { id } => match self.capture_stop(id) {
+                Ok(r) => serde_json::to_value(r),
+                Err(e) => return Response::err(e),
+            },
         };
         match result {
             Ok(v) => Response::ok(v),
@@ -400,7 +317,7 @@ impl Switch {
     }
 
     fn port_add(&mut self, json: &serde_json::Value) -> Response {
-        let label = format!("port[{}]", self.ports.iter().flatten().count());
+        let label = format!("port[{}]", self.slots.ports().count());
         let pc = match config::port_from_json(json, &self.cfg.switch, &label) {
             Ok(pc) => pc,
             Err(e) => return Response::err(e.to_string()),
@@ -421,14 +338,15 @@ impl Switch {
     }
 
     fn port_del(&mut self, name: &str) -> Response {
-        let Some(slot) = self.slot_of(name) else { return Response::err(format!("no port named {name:?}")) };
-        let st = self.ports[slot as usize].take().expect("slot in use");
+        let Some(slot) = self.slots.by_name(name) else { return Response::err(format!("no port named {name:?}")) };
+        let st = self.slots[slot].port.take().expect("slot in use");
         if let Err(e) = self.replan() {
-            self.ports[slot as usize] = Some(st);
+            self.slots[slot].port = Some(st);
             return Response::err(e);
         }
         close(st.io);
         self.fdb.flush_port(slot);
+        self.end_captures(slot);
         self.cfg.ports.retain(|p| p.name != name);
         let was_added = self.state.added.iter().any(|p| p.name == name);
         self.state.added.retain(|p| p.name != name);
@@ -483,7 +401,7 @@ impl Switch {
         while let Ok(plan) = self.returns.try_recv() {
             self.recover(plan);
         }
-        for st in self.ports.iter_mut().filter_map(Option::take) {
+        for st in self.slots.take_all() {
             let path = match &st.cfg.kind {
                 config::PortKind::VhostUser { path, mode: config::VhostMode::Server, .. } => Some(path.clone()),
                 _ => None,
@@ -529,5 +447,10 @@ fn close(io: PortIo) {
     }
 }
 
+mod captures;
 mod events;
+mod placement;
+mod plans;
+mod rebalance;
 mod show;
+mod slots;

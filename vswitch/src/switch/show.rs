@@ -3,6 +3,7 @@
 use std::sync::atomic::Ordering;
 
 use dataplane::counters::{DropReason, Path, PmdTotals};
+use pmd_bridge::cycles::tsc_hz;
 
 use super::{PortIo, Switch};
 use crate::config::VlanMode;
@@ -10,11 +11,10 @@ use crate::protocol::{format_mac, CopiesInfo, FdbInfo, PathCopies, PmdInfo, PmdR
 
 impl Switch {
     pub(super) fn show_ports(&self) -> Vec<PortInfo> {
-        self.ports
-            .iter()
-            .flatten()
+        self.slots
+            .ports()
             .map(|st| {
-                let t = self.port_totals(st.slot).since(&self.port_base[st.slot as usize]);
+                let t = self.port_totals(st.slot).since(&self.slots[st.slot].base);
                 let (state, detail) = match &st.io {
                     PortIo::Eth(p) => {
                         let hw = p.stats().map(|s| format!(", nic missed {} no_mbuf {} rx_errors {} tx_errors {}", s.rx_missed, s.rx_nombuf, s.rx_errors, s.tx_errors));
@@ -52,6 +52,8 @@ impl Switch {
                         .map(|&r| (r.name().to_string(), t.drop(r)))
                         .collect(),
                     features: st.feature_names(),
+                    ingress_policing_rate: st.cfg.ingress_policing_rate,
+                    ingress_policing_burst: st.cfg.ingress_policing_burst,
                 }
             })
             .collect()
@@ -63,7 +65,7 @@ impl Switch {
             .entries(now)
             .into_iter()
             .filter_map(|e| {
-                let port = self.ports.get(e.slot as usize)?.as_ref().filter(|p| p.gen == e.gen)?;
+                let port = self.slots.port(e.slot).filter(|p| p.gen == e.gen)?;
                 Some(FdbInfo { vlan: e.vlan, mac: format_mac(&e.mac), port: port.cfg.name.clone(), age_secs: e.age_secs })
             })
             .collect()
@@ -76,6 +78,7 @@ impl Switch {
             .map(|(index, p)| {
                 let t = PmdTotals::read(&p.counters).since(&p.base);
                 let total = (t.busy_cycles + t.idle_cycles).max(1);
+                let all = (total + t.sleep_cycles) as f64;
                 PmdInfo {
                     index,
                     core: p.core,
@@ -88,6 +91,10 @@ impl Switch {
                     busy_pct: 100.0 * t.busy_cycles as f64 / total as f64,
                     cycles_per_packet: t.cycles_per_packet(),
                     iterations: t.iterations,
+                    sleep_cycles: t.sleep_cycles,
+                    sleep_us: (t.sleep_cycles as u128 * 1_000_000 / u128::from(tsc_hz().max(1))) as u64,
+                    sleep_pct: 100.0 * t.sleep_cycles as f64 / all,
+                    sleeps: t.sleeps,
                 }
             })
             .collect()
@@ -119,21 +126,22 @@ impl Switch {
         }
     }
 
+    /// Each thread's rx queues, with their share of its cycles over the
+    /// window loads are measured on.
     pub(super) fn show_pmd_rxq(&self) -> Vec<PmdRxqInfo> {
-        self.rxq_map
-            .iter()
-            .enumerate()
-            .map(|(index, rxqs)| PmdRxqInfo {
-                index,
-                core: self.pmds[index].core,
-                rxqs: rxqs
-                    .iter()
-                    .filter_map(|&(slot, queue)| {
-                        let p = self.ports[slot as usize].as_ref()?;
-                        Some(RxqInfo { port: p.cfg.name.clone(), queue })
-                    })
-                    .collect(),
-            })
-            .collect()
+        let (rxqs, cycles, current, window) = self.measured();
+        let mut out: Vec<PmdRxqInfo> = self.pmds.iter().enumerate().map(|(index, p)| PmdRxqInfo { index, core: p.core, rxqs: Vec::new() }).collect();
+        for ((q, &c), &t) in rxqs.iter().zip(&cycles).zip(&current) {
+            let Some(port) = self.slots.port(q.key.slot) else { continue };
+            let all = window.threads[t].1;
+            out[t].rxqs.push(RxqInfo {
+                port: port.cfg.name.clone(),
+                queue: q.key.queue,
+                pinned: q.pinned.is_some(),
+                cycles: c,
+                usage_pct: if all == 0 { 0.0 } else { 100.0 * c as f64 / all as f64 },
+            });
+        }
+        out
     }
 }

@@ -1,0 +1,129 @@
+//! The plans: which thread polls each rx queue (`placement`) and sends on
+//! each port, with the queue handles each kind of port gives; and the
+//! plans taken back.
+use std::sync::Arc;
+
+use dataplane::counters::MAX_PORTS;
+use dataplane::pmd_loop::{PmdPlan, RxSource};
+use dataplane::port_io::{RxPort, TxPort};
+
+use super::placement::{Rxq, RxqKey};
+use super::Switch;
+use crate::ports::{PortIo, PortState};
+
+/// A plan's queues while `build_plans` places them.
+struct PlanParts {
+    rx: Vec<RxSource>,
+    tx: Vec<Option<TxPort>>,
+}
+
+impl Default for PlanParts {
+    fn default() -> Self {
+        PlanParts { rx: Vec::new(), tx: (0..MAX_PORTS).map(|_| None).collect() }
+    }
+}
+
+impl Switch {
+    /// Puts the copy-once rings of a finished plan back with their ports.
+    pub(super) fn recover(&mut self, plan: PmdPlan) {
+        let rings = plan.rx.into_iter().filter_map(|s| match s.port {
+            RxPort::CopyOnce(r) => Some((s.slot, r.into_ring())),
+            _ => None,
+        });
+        let tx_rings = plan.tx.into_iter().enumerate().filter_map(|(slot, p)| match p {
+            Some(TxPort::CopyOnce(r)) => Some((slot as u16, r.into_ring())),
+            _ => None,
+        });
+        for (slot, ring) in rings.chain(tx_rings) {
+            if let Some(PortState { io: PortIo::Vhost { own: Some(own), .. }, .. }) = self.slots[slot].port.as_mut() {
+                own.put_back(ring);
+            }
+        }
+    }
+
+    /// The thread index of each core pinned to, for `rxq_pmd`.
+    fn pinned(&self, st: &PortState, queue: u16) -> Option<usize> {
+        let core = st.cfg.rxq_pmd.as_ref()?.get(queue as usize)?;
+        self.pmds.iter().position(|p| p.core == *core)
+    }
+
+    /// Every rx queue the next plans poll, with its pin.
+    pub(super) fn rxqs(&self) -> Vec<Rxq> {
+        let mut out = Vec::new();
+        for st in self.slots.ports() {
+            for queue in 0..polled_queues(st) {
+                out.push(Rxq { key: RxqKey { slot: st.slot, gen: st.gen, queue }, pinned: self.pinned(st, queue) });
+            }
+        }
+        out
+    }
+
+    /// The plans for the ports as they are: each rx queue on the thread
+    /// `placement` gives it, every thread able to send to every port.
+    pub(super) fn build_plans(&mut self) -> Result<Vec<PmdPlan>, String> {
+        let n = self.pmds.len();
+        let view = |slot| Some(self.slots.port(slot)?.view().with_policer(self.slots[slot].policer.clone()));
+        let table = Arc::new((0..MAX_PORTS as u16).map(view).collect::<Vec<_>>());
+        let rxqs = self.rxqs();
+        self.placement.place(&rxqs, n);
+        let mut plans: Vec<PlanParts> = (0..n).map(|_| PlanParts::default()).collect();
+        let retries = self.cfg.switch.vhost_retries;
+        let placement = &self.placement;
+        for st in self.slots.ports_mut() {
+            let (slot, queues) = (st.slot, polled_queues(st));
+            let thread = |queue| placement.thread(RxqKey { slot, gen: st.gen, queue }).expect("every polled queue placed");
+            match &mut st.io {
+                PortIo::Eth(port) => {
+                    for q in 0..queues {
+                        let h = port.rx_queue(q).map_err(|e| e.to_string())?;
+                        plans[thread(q)].rx.push(RxSource { slot, queue: q, port: RxPort::Eth(h) });
+                    }
+                    for (i, plan) in plans.iter_mut().enumerate() {
+                        let h = port.tx_queue(i as u16).map_err(|e| e.to_string())?;
+                        plan.tx[slot as usize] = Some(TxPort::Eth(h));
+                    }
+                }
+                PortIo::Vhost { dev: Some(dev), own: Some(own), .. } => {
+                    for q in 0..queues {
+                        if let Some(r) = own.rx_ring(dev, q) {
+                            plans[thread(q)].rx.push(RxSource { slot, queue: q, port: RxPort::CopyOnce(Box::new(r)) });
+                        }
+                    }
+                    // One writer per guest receive ring: thread i writes
+                    // pair i's. A thread beyond the guest's pairs cannot
+                    // reach it (its packets count as port_down): give the
+                    // guest as many queue pairs as there are PMD threads.
+                    for (i, plan) in plans.iter_mut().enumerate().take(queues as usize) {
+                        plan.tx[slot as usize] = own.tx_ring(dev, i as u16, retries).map(|r| TxPort::CopyOnce(Box::new(r)));
+                    }
+                }
+                PortIo::Vhost { dev: Some(dev), .. } => {
+                    for q in 0..queues {
+                        plans[thread(q)].rx.push(RxSource { slot, queue: q, port: RxPort::Vhost(dev.rx_queue(q)) });
+                    }
+                    // Threads beyond the pairs share a guest queue: rte_vhost
+                    // serialises enqueues on it with its own queue lock.
+                    for (i, plan) in plans.iter_mut().enumerate() {
+                        let q = dev.tx_queue(i as u16 % queues.max(1));
+                        plan.tx[slot as usize] = Some(TxPort::Vhost { q, retries });
+                    }
+                }
+                PortIo::Vhost { dev: None, .. } => {}
+            }
+        }
+        Ok(plans.into_iter().enumerate().map(|(i, p)| PmdPlan::new(Arc::clone(&table), p.rx, p.tx).with_taps(self.taps(i))).collect())
+    }
+
+}
+
+/// How many rx queues of a port the plans poll: a NIC's, or the pairs a
+/// guest enabled (up to the port's `rx_queues`) once its rings are ours.
+fn polled_queues(st: &PortState) -> u16 {
+    match &st.io {
+        PortIo::Eth(_) => st.cfg.rx_queues,
+        // Rings being changed, or not taken yet.
+        PortIo::Vhost { own: Some(own), .. } if own.mem.is_none() => 0,
+        PortIo::Vhost { dev: Some(dev), enabled_pairs, .. } => dev.queue_pairs().min(st.cfg.rx_queues).min(*enabled_pairs).max(1),
+        PortIo::Vhost { dev: None, .. } => 0,
+    }
+}
