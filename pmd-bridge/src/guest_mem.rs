@@ -307,6 +307,12 @@ impl GuestMemory {
         }
     }
 
+    /// The host address of `n` bytes at `off` in `s` (checked as every
+    /// access is), for a device to read them where they are.
+    pub(crate) fn host_range(&self, s: &Span, off: usize, n: usize) -> Result<*mut u8, OutOfBounds> {
+        self.at(s, off, n)
+    }
+
     /// Starts loading the cache line at `off` in `s` (a hint; nothing if
     /// the span is not ours).
     #[inline]

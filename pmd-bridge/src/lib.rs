@@ -7,6 +7,7 @@ pub mod cycles;
 pub mod eal;
 pub mod error;
 pub mod ethdev;
+pub mod extbuf;
 pub mod ffi;
 pub mod guest_mem;
 pub mod lcore;
