@@ -316,7 +316,7 @@ impl EthPort {
     pub fn tx_queue(&self, q: u16) -> Result<TxQueue> {
         take(&self.shared.tx_taken, q, "tx", self.name())?;
         let prepare = self.tx_offloads() & TX_PREPARE_OFFLOADS != 0;
-        Ok(TxQueue { shared: Arc::clone(&self.shared), queue: q, prepare })
+        Ok(TxQueue { shared: Arc::clone(&self.shared), queue: q, prepare, cleanup: true })
     }
 
     fn tx_offloads(&self) -> u64 {
@@ -477,6 +477,9 @@ pub struct TxQueue {
     /// The device does checksums or TSO: packets go through
     /// rte_eth_tx_prepare first (the pseudo-header sums each NIC expects).
     prepare: bool,
+    /// Whether the driver may have rte_eth_tx_done_cleanup (until it says
+    /// it has not).
+    cleanup: bool,
 }
 
 /// Offloads whose requests `rte_eth_tx_prepare` checks and adjusts.
@@ -538,6 +541,21 @@ impl TxQueue {
         let n = unsafe { ffi::rte_eth_tx_burst(self.shared.id, self.queue, burst.as_raw(), len) } as usize;
         burst.consume_front(n);
         n
+    }
+
+    /// Frees the mbufs of packets the device has finished sending
+    /// (`rte_eth_tx_done_cleanup`): drivers free them lazily, when the
+    /// queue needs room, so a queue gone quiet would hold them for good.
+    /// Returns how many were freed; 0 once the driver said it cannot.
+    pub fn reclaim(&mut self) -> u32 {
+        if !self.cleanup {
+            return 0;
+        }
+        // SAFETY: this handle is the only user of (port, queue), so nothing
+        // sends on it meanwhile; 0 asks for everything done.
+        let r = unsafe { ffi::rte_eth_tx_done_cleanup(self.shared.id, self.queue, 0) };
+        self.cleanup = r != -libc::ENOTSUP;
+        r.max(0) as u32
     }
 }
 

@@ -163,6 +163,11 @@ impl Lender {
         self.capacity() - self.free.len()
     }
 
+    /// The memory the chains in flight point into (None: none is).
+    pub fn memory(&self) -> Option<&Arc<GuestMemory>> {
+        self.mem.as_ref()
+    }
+
     /// A chain for one frame: `head` (the private header copy) in a segment
     /// from `pool`, then `payload` (in `mem`) as external segments. `tag`
     /// comes back from `reap` once every segment is freed, by anyone.

@@ -4,6 +4,7 @@
 //! over them, and the rest of the workspace uses only those types.
 pub mod burst;
 pub mod cycles;
+pub mod dma;
 pub mod eal;
 pub mod error;
 pub mod ethdev;

@@ -198,6 +198,10 @@ fn print_table(cmd: &Command, v: Value) -> Result<(), serde_json::Error> {
                 let per = if p.packets == 0 { "-".to_string() } else { format!("{:.2}", p.payload_copies as f64 / p.packets as f64) };
                 println!("{:<8} {:>14} {:>16} {:>16} {:>12}", p.path, p.packets, p.payload_copies, p.bytes_copied, per);
             }
+            if c.zero_copy.values().any(|&n| n > 0) {
+                let z: Vec<String> = c.zero_copy.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                println!("to NICs from copy-once guests: {}", z.join(" "));
+            }
         }
         Command::ShowMempool => {
             let m: MempoolInfo = serde_json::from_value(v)?;

@@ -13,6 +13,9 @@ const FULL: &str = r#"
     fdb_aging_secs = 60
     vhost_retries = 0
     metrics = "127.0.0.1:9478"
+    zero_copy = false
+    zero_copy_min_bytes = 1000
+    zero_copy_in_flight = 64
 
     [[port]]
     name = "uplink"
@@ -106,6 +109,9 @@ fn full_example_parses_with_defaults_filled() {
             fdb_aging_secs: 60,
             vhost_retries: 0,
             metrics: Some("127.0.0.1:9478".parse().unwrap()),
+            zero_copy: false,
+            zero_copy_min_bytes: 1000,
+            zero_copy_in_flight: 64,
         },
         ports: vec![
             port(
@@ -135,6 +141,9 @@ fn full_example_parses_with_defaults_filled() {
         fdb_aging_secs: 300,
         vhost_retries: 8,
         metrics: None,
+        zero_copy: true,
+        zero_copy_min_bytes: 512,
+        zero_copy_in_flight: 0,
     };
     let ports = vec![];
     assert_eq!(
@@ -154,6 +163,9 @@ port = 3                                | port                    | invalid type
 [switch];fdb_size = 8                   | switch.fdb_size         | 8 is out of range 16..=1048576
 [switch];fdb_aging_secs = 0             | switch.fdb_aging_secs   | 0 is out of range 1..=1000000
 [switch];vhost_retries = 65             | switch.vhost_retries    | 65 is out of range 0..=64
+[switch];zero_copy = 1                  | switch.zero_copy        | invalid type: integer `1`, expected a boolean
+[switch];zero_copy_in_flight = 40000    | switch.zero_copy_in_flight | 40000 is out of range 0..=32768
+[switch];zero_copy_min_bytes = -1       | switch.zero_copy_min_bytes | -1 is out of range 0..=65535
 [switch];pmd_cores = []                 | switch.pmd_cores        | must list at least one core
 [switch];pmd_cores = [0]                | switch.pmd_cores        | core 0 is also main_core
 [switch];main_core = "0"                | switch.main_core        | invalid type: string "0", expected an integer

@@ -97,11 +97,14 @@ pub struct Switch {
     gens: Vec<u16>,
     port_base: Vec<PortTotals>,
     copies_base: [[u64; 3]; 5],
+    zero_copy_base: [u64; dataplane::counters::ZeroCopy::COUNT],
     rxq_map: Vec<Vec<(u16, u16)>>,
     /// Plans the PMD threads are done with (copy-once rings come back here).
     returns: Receiver<PmdPlan>,
     /// Per slot: how often its guest reconnects, and its back-off.
     flaps: Vec<events::Flaps>,
+    /// Guests gone while NICs hold some of their buffers.
+    departing: Vec<zero_copy::Departing>,
 }
 
 impl Switch {
@@ -163,9 +166,11 @@ impl Switch {
             gens: vec![0; MAX_PORTS],
             port_base: vec![PortTotals::default(); MAX_PORTS],
             copies_base: [[0; 3]; 5],
+            zero_copy_base: Default::default(),
             rxq_map: Vec::new(),
             returns,
             flaps: (0..MAX_PORTS).map(|_| events::Flaps::default()).collect(),
+            departing: Vec::new(),
         };
         let mut opened = Ok(());
         for pc in sw.cfg.ports.clone() {
@@ -250,19 +255,20 @@ impl Switch {
         self.pmds.iter().enumerate().find_map(|(i, p)| p.death(i))
     }
 
-    /// Puts the copy-once rings of a finished plan back with their ports.
+    /// Puts the copy-once rings of a finished plan back with their ports
+    /// (a transmit ring's lender with it).
     fn recover(&mut self, plan: PmdPlan) {
         let rings = plan.rx.into_iter().filter_map(|s| match s.port {
-            RxPort::CopyOnce(r) => Some((s.slot, r.into_ring())),
+            RxPort::CopyOnce(r) => Some((s.slot, r.into_parts())),
             _ => None,
         });
         let tx_rings = plan.tx.into_iter().enumerate().filter_map(|(slot, p)| match p {
-            Some(TxPort::CopyOnce(r)) => Some((slot as u16, r.into_ring())),
+            Some(TxPort::CopyOnce(r)) => Some((slot as u16, (r.into_ring(), None))),
             _ => None,
         });
-        for (slot, ring) in rings.chain(tx_rings) {
+        for (slot, (ring, lender)) in rings.chain(tx_rings) {
             if let Some(PortState { io: PortIo::Vhost { own: Some(own), .. }, .. }) = self.ports[slot as usize].as_mut() {
-                own.put_back(ring);
+                own.put_back(ring, lender);
             }
         }
     }
@@ -275,6 +281,7 @@ impl Switch {
         let mut rr = 0usize;
         let cores: Vec<u32> = self.pmds.iter().map(|p| p.core).collect();
         let retries = self.cfg.switch.vhost_retries;
+        let zero_copy = self.zero_copy_plans();
         for st in self.ports.iter_mut().flatten() {
             let slot = st.slot;
             let mut place = |q: u16| -> usize {
@@ -307,7 +314,7 @@ impl Switch {
                     let pairs = dev.queue_pairs().min(st.cfg.rx_queues).min(*enabled_pairs).max(1);
                     for q in 0..pairs {
                         let i = place(q);
-                        if let Some(r) = own.rx_ring(dev, q) {
+                        if let Some(r) = own.rx_ring(dev, q, zero_copy[slot as usize]) {
                             plans[i].rx.push(RxSource { slot, queue: q, port: RxPort::CopyOnce(Box::new(r)) });
                             map[i].push((slot, q));
                         }
@@ -350,6 +357,7 @@ impl Switch {
             self.fdb.age(now);
         }
         self.attach_held();
+        self.reclaim_lent();
     }
 
     fn port_totals(&self, slot: u16) -> PortTotals {
@@ -388,6 +396,7 @@ impl Switch {
                     p.base = PmdTotals::read(&p.counters);
                 }
                 self.copies_base = self.copies_now();
+                self.zero_copy_base = self.zero_copy_now();
                 Ok(serde_json::Value::Null)
             }
             Command::PortAdd { port } => return self.port_add(&port),
@@ -427,7 +436,14 @@ impl Switch {
             self.ports[slot as usize] = Some(st);
             return Response::err(e);
         }
-        close(st.io);
+        match st.io {
+            PortIo::Eth(port) => {
+                self.dma_unmap_port(port.id());
+                drop(port);
+            }
+            PortIo::Vhost { sock, dev: Some(dev), own: Some(own), .. } => self.depart(name, dev, own, Some(sock)),
+            io => close(io),
+        }
         self.fdb.flush_port(slot);
         self.cfg.ports.retain(|p| p.name != name);
         let was_added = self.state.added.iter().any(|p| p.name == name);
@@ -447,12 +463,6 @@ impl Switch {
             Err(e) => Response::err(format!("changed, but the state file {} was not written: {e}", self.state_path.display())),
         }
     }
-
-
-
-
-
-
 
     /// Stops cleanly, in the one order that leaks nothing: the PMD threads
     /// stop (each flushes, hands its plan back and returns) and are joined;
@@ -483,6 +493,21 @@ impl Switch {
         while let Ok(plan) = self.returns.try_recv() {
             self.recover(plan);
         }
+        // NICs first: closing one frees what it holds of guests' buffers,
+        // which go back to their guests before those are let go.
+        for slot in 0..self.ports.len() {
+            if let Some(PortState { io: PortIo::Eth(port), .. }) = &self.ports[slot] {
+                self.dma_unmap_port(port.id());
+                close(self.ports[slot].take().expect("checked").io);
+            }
+        }
+        for slot in 0..self.ports.len() {
+            let lent = matches!(&self.ports[slot], Some(PortState { io: PortIo::Vhost { dev: Some(_), own: Some(o), .. }, .. }) if o.lent() > 0);
+            if let Some(PortState { cfg, io: PortIo::Vhost { sock, dev: Some(dev), own: Some(own), .. }, .. }) = lent.then(|| self.ports[slot].take()).flatten() {
+                self.depart(&cfg.name, dev, own, Some(sock));
+            }
+        }
+        self.drain_departing(QUIESCE_TIMEOUT);
         for st in self.ports.iter_mut().filter_map(Option::take) {
             let path = match &st.cfg.kind {
                 config::PortKind::VhostUser { path, mode: config::VhostMode::Server, .. } => Some(path.clone()),
@@ -531,3 +556,4 @@ fn close(io: PortIo) {
 
 mod events;
 mod show;
+mod zero_copy;
