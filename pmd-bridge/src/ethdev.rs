@@ -126,30 +126,23 @@ impl EthPort {
         Self::wrap(eal, id, false, Vec::new())
     }
 
-    /// A `net_ring` port named `name` whose rx queues read `rx` and tx queues
-    /// write `tx` (`rte_eth_from_rings`).
+    /// A `net_ring` port (device `net_ring_<name>`) whose rx queues read
+    /// `rx` and tx queues write `tx` (`rte_eth_from_rings`).
     #[cold]
     pub fn from_rings(eal: &Eal, name: &str, rx: &[Arc<Ring>], tx: &[Arc<Ring>]) -> Result<EthPort> {
-        let cname = cstring("port name", name)?;
-        let mut rxp: Vec<*mut ffi::rte_ring> = rx.iter().map(|r| r.as_ptr()).collect();
-        let mut txp: Vec<*mut ffi::rte_ring> = tx.iter().map(|r| r.as_ptr()).collect();
-        // SAFETY: the ring pointers are live and kept alive by the port (Arc);
-        // DPDK copies the arrays and the name.
-        let (ret, logged) = log::capture(|| unsafe {
-            ffi::rte_eth_from_rings(
-                cname.as_ptr(),
-                rxp.as_mut_ptr(),
-                rxp.len() as u32,
-                txp.as_mut_ptr(),
-                txp.len() as u32,
-                ffi::SOCKET_ID_ANY as u32,
-            )
-        });
-        if ret < 0 {
-            return Err(Error::dpdk("rte_eth_from_rings", crate::error::rte_errno(), &logged));
-        }
+        let id = ring_port(name, rx, tx)?;
         let rings = rx.iter().chain(tx).cloned().collect();
-        Self::wrap(eal, ret as u16, false, rings)
+        Self::wrap(eal, id, false, rings)
+    }
+
+    /// `from_rings`, not opened: whoever opens the device by the name
+    /// returned (`net_ring_<name>`, with `EthPort::open`) gets the port; a
+    /// test plays the wire from the rings' other ends (a switch's NIC that
+    /// holds what it is sent until the test frees it). Close that port
+    /// before dropping the rings.
+    #[cold]
+    pub fn ring_device(name: &str, rx: &[Arc<Ring>], tx: &[Arc<Ring>]) -> Result<String> {
+        ring_port(name, rx, tx).map(port_name)
     }
 
     /// One `EthPort` per port id: a second would hand out a second handle to
@@ -445,6 +438,21 @@ fn device_has_ports(dev: *mut ffi::rte_device) -> bool {
         // SAFETY: a validity check, then an info query on a valid port.
         unsafe { ffi::rte_eth_dev_is_valid_port(p) != 0 && ffi::rte_eth_dev_info_get(p, &mut info) == 0 && info.device == dev }
     })
+}
+
+fn ring_port(name: &str, rx: &[Arc<Ring>], tx: &[Arc<Ring>]) -> Result<u16> {
+    let cname = cstring("port name", name)?;
+    let mut rxp: Vec<*mut ffi::rte_ring> = rx.iter().map(|r| r.as_ptr()).collect();
+    let mut txp: Vec<*mut ffi::rte_ring> = tx.iter().map(|r| r.as_ptr()).collect();
+    // SAFETY: the ring pointers are live (the caller keeps them so while the
+    // port exists); DPDK copies the arrays and the name.
+    let (ret, logged) = log::capture(|| unsafe {
+        ffi::rte_eth_from_rings(cname.as_ptr(), rxp.as_mut_ptr(), rxp.len() as u32, txp.as_mut_ptr(), txp.len() as u32, ffi::SOCKET_ID_ANY as u32)
+    });
+    if ret < 0 {
+        return Err(Error::dpdk("rte_eth_from_rings", crate::error::rte_errno(), &logged));
+    }
+    Ok(ret as u16)
 }
 
 fn port_by_name(name: &str) -> Option<u16> {

@@ -67,7 +67,7 @@ impl Wire {
             // the sender's address into `from`, of the size given.
             let r = unsafe { libc::recvfrom(self.0.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0, (&mut from as *mut libc::sockaddr_ll).cast(), &mut len) };
             // Our own frames going out show up too: not the switch's.
-            if r > 14 && buf[12..14] == [0x88, 0xb5] && from.sll_pkttype != libc::PACKET_OUTGOING as u8 {
+            if r > 14 && buf[12..14] == [0x88, 0xb5] && from.sll_pkttype != libc::PACKET_OUTGOING {
                 got.push(buf[..r as usize].to_vec());
             }
         }
