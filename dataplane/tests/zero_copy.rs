@@ -126,9 +126,12 @@ struct Rig {
     tx: Vec<Option<TxPort>>,
     nics: Vec<Nic>,
     b: Option<Guest>,
+    flood: FloodSets,
     out: Outputs,
     fdb: Fdb,
     counters: PmdCounters,
+    /// A NIC that frees at once (`measure`), kept open.
+    _null: Option<EthPort>,
 }
 
 /// A ring port for the switch and one that reads its wire, for the test.
@@ -146,8 +149,10 @@ fn nic(name: &str, pool: &Arc<Mempool>) -> (EthPort, EthPort) {
 }
 
 impl Rig {
-    fn new(tag: &str, nics: usize, with_b: bool, bound: u16, min_len: u32) -> Rig {
-        let pool = Arc::new(Mempool::new(eal(), tag, 2047, 0, 2048).unwrap());
+    /// `cache`: the pool's per-lcore cache (only a thread with an lcore
+    /// id has one).
+    fn new(tag: &str, nics: usize, with_b: bool, bound: u16, min_len: u32, cache: u32) -> Rig {
+        let pool = Arc::new(Mempool::new(eal(), tag, 2047, cache, 2048).unwrap());
         let a = Guest::new();
         let mut ports: Vec<Option<PortView>> = vec![None; MAX_PORTS];
         let mut tx: Vec<Option<TxPort>> = (0..MAX_PORTS).map(|_| None).collect();
@@ -172,17 +177,17 @@ impl Rig {
         });
         let zc = ZeroCopy::new(Lender::new(bound), targets, min_len, Arc::new(AtomicU64::new(0)));
         let rx = CopyOnceRx::new(a.queue(1)).with_zero_copy(zc);
-        Rig { pool, a, rx, ports, tx, nics: rigs, b, out: Outputs::default(), fdb: Fdb::new(64, 300), counters: PmdCounters::default() }
+        let flood = FloodSets::new(&ports, |s| tx[s as usize].is_some());
+        Rig { pool, a, rx, ports, tx, nics: rigs, b, flood, out: Outputs::default(), fdb: Fdb::new(64, 300), counters: PmdCounters::default(), _null: None }
     }
 
     /// One poll of guest `a`'s transmit ring, forwarded; how many frames.
     fn poll(&mut self) -> usize {
         let mut pkts = [GuestPkt::default(); BURST];
         let drops = Default::default();
-        let flood = FloodSets::new(&self.ports, |s| self.tx[s as usize].is_some());
         let Some(burst) = self.rx.recv(&mut pkts, &drops) else { return 0 };
         let n = burst.pkts().len();
-        let eg = Egress { ports: &self.ports, flood: &flood, tx: &mut self.tx, out: &mut self.out, pool: &self.pool, fdb: &self.fdb, counters: &self.counters, now: 1 };
+        let eg = Egress { ports: &self.ports, flood: &self.flood, tx: &mut self.tx, out: &mut self.out, pool: &self.pool, fdb: &self.fdb, counters: &self.counters, now: 1 };
         eg.forward_guest(0, burst);
         n
     }
@@ -223,7 +228,7 @@ fn frame(dst: u8, len: usize, seq: u8) -> Vec<u8> {
 
 #[test]
 fn frames_leave_from_guest_memory_and_chains_return_once_freed_in_any_order() {
-    let mut r = Rig::new("zo", 1, false, 32, 256);
+    let mut r = Rig::new("zo", 1, false, 32, 256, 0);
     let sizes = [600usize, 1514, 4000, 9014];
     let frames: Vec<Vec<u8>> = sizes.iter().enumerate().map(|(i, &n)| frame(0xff, n, i as u8)).collect();
     for (h, f) in frames.iter().enumerate() {
@@ -251,7 +256,7 @@ fn frames_leave_from_guest_memory_and_chains_return_once_freed_in_any_order() {
 
 #[test]
 fn small_frames_and_frames_past_the_in_flight_bound_are_copied_and_return_at_once() {
-    let mut r = Rig::new("zb", 1, false, 2, 512);
+    let mut r = Rig::new("zb", 1, false, 2, 512, 0);
     r.a.send(0, &frame(0xff, 100, 0));
     for h in 1..6 {
         r.a.send(h, &frame(0xff, 1514, h as u8));
@@ -276,7 +281,7 @@ fn small_frames_and_frames_past_the_in_flight_bound_are_copied_and_return_at_onc
 
 #[test]
 fn a_guest_rewriting_its_buffer_after_sending_changes_only_its_payload() {
-    let mut r = Rig::new("zw", 1, false, 8, 256);
+    let mut r = Rig::new("zw", 1, false, 8, 256, 0);
     let f = frame(0xff, 1000, 1);
     r.a.send(0, &f);
     r.poll();
@@ -292,7 +297,7 @@ fn a_guest_rewriting_its_buffer_after_sending_changes_only_its_payload() {
 
 #[test]
 fn a_flood_lends_one_chain_to_every_nic_and_copies_into_the_guest() {
-    let mut r = Rig::new("zf", 2, true, 8, 256);
+    let mut r = Rig::new("zf", 2, true, 8, 256, 0);
     let f = frame(0xff, 1514, 5);
     r.a.send(0, &f);
     r.poll();
@@ -313,7 +318,7 @@ fn a_flood_lends_one_chain_to_every_nic_and_copies_into_the_guest() {
 
 #[test]
 fn a_ring_parked_while_a_nic_holds_its_chains_returns_them_from_the_control_thread() {
-    let mut r = Rig::new("zp", 1, false, 8, 256);
+    let mut r = Rig::new("zp", 1, false, 8, 256, 0);
     r.a.send(0, &frame(0xff, 2000, 0));
     r.a.send(1, &frame(0xff, 3000, 1));
     r.poll();
@@ -331,4 +336,86 @@ fn a_ring_parked_while_a_nic_holds_its_chains_returns_them_from_the_control_thre
     assert_eq!(r.a.used_idx(), 2);
     assert!(lender.memory().is_none(), "the memory let go");
     r.finish();
+}
+
+/// Not a test of speed (nothing is asserted): the switch's cycles per
+/// packet from a copy-once guest to a NIC that frees at once (net_null),
+/// copying against lending, per frame size, alternated and repeated; the
+/// ratios set `zero_copy_min_bytes`'s default (README). Run with
+/// `cargo test --release -p dataplane --test zero_copy -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn measure_copy_against_lend() {
+    const POLLS: usize = 4000;
+    // An lcore id, as a PMD thread has: the pools' caches work.
+    eal();
+    let _lcore = pmd_bridge::lcore::current().is_none().then(|| pmd_bridge::lcore::register_thread().unwrap());
+    let host = 0x50;
+    let mut rigs: Vec<Rig> = [false, true].iter().map(|&lend| Rig::null(if lend { "mz1" } else { "mz0" }, lend, host)).collect();
+    println!("{:>6} {:>14} {:>14} {:>8}", "bytes", "copy cyc/pkt", "lend cyc/pkt", "ratio");
+    // At 64 bytes the header copy is the whole frame: copied either way.
+    for size in [64usize, 256, 512, 768, 1024, 1280, 1518, 4000, 9014] {
+        let f = frame(host, size, 0);
+        let mut samples = [Vec::new(), Vec::new()];
+        for _round in 0..9 {
+            for (k, r) in rigs.iter_mut().enumerate() {
+                let (mut cycles, mut pkts) = (0u64, 0usize);
+                for poll in 0..POLLS {
+                    // Alternate halves of the ring: a chain is offered again
+                    // only after it came back.
+                    let base = (poll % 2) as u16 * (SIZE / 2);
+                    for h in base..base + BURST as u16 {
+                        r.a.send_one(h, &f);
+                    }
+                    let t0 = pmd_bridge::cycles::tsc();
+                    pkts += r.poll();
+                    cycles += pmd_bridge::cycles::tsc() - t0;
+                }
+                samples[k].push(cycles as f64 / pkts as f64);
+            }
+        }
+        let median = |v: &mut Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        let (c, l) = (median(&mut samples[0]), median(&mut samples[1]));
+        println!("{size:>6} {c:>14.0} {l:>14.0} {:>8.2}", l / c);
+    }
+    assert_eq!(rigs[0].outcome(Outcome::Lent), 0, "the copying switch copies");
+    assert!(rigs[1].outcome(Outcome::Lent) > 0);
+    rigs.into_iter().for_each(Rig::finish);
+}
+
+impl Guest {
+    /// Transmits `f` in chain `head` as one buffer, header and frame.
+    fn send_one(&mut self, head: u16, f: &[u8]) {
+        let at = BUFS + BUF * head as u64;
+        self.mem.write(Gpa(at), &[0; HDR]).unwrap();
+        self.mem.write(Gpa(at + HDR as u64), f).unwrap();
+        self.desc(head, at, (HDR + f.len()) as u32, 0, 0);
+        self.offer(head);
+    }
+}
+
+impl Rig {
+    /// Guest `a` unicast to a net_null NIC (slot 1, host `host` learned
+    /// there), lending (`lend`, any size) or always copying.
+    fn null(tag: &str, lend: bool, host: u8) -> Rig {
+        let mut r = Rig::new(tag, 0, false, 32, 0, 256);
+        let mut port = EthPort::open(eal(), &format!("net_null_{tag}")).unwrap();
+        port.configure(&PortConfig { mtu: Some(9000), ..Default::default() }, Arc::clone(&r.pool)).unwrap();
+        port.start().unwrap();
+        r.ports[1] = Some(PortView::new("null", 1, 1, VlanMode::Access(1), 9000));
+        r.tx[1] = Some(TxPort::Eth(port.tx_queue(0).unwrap()));
+        r._null = Some(port);
+        r.flood = FloodSets::new(&r.ports, |s| r.tx[s as usize].is_some());
+        r.fdb.learn(1, [2, 0, 0, 0, 0, host], 1, 1, 1);
+        let mut targets = PortSet::EMPTY;
+        targets.insert(1);
+        r.rx = CopyOnceRx::new(r.a.queue(1));
+        if lend {
+            r.rx = CopyOnceRx::new(r.a.queue(1)).with_zero_copy(ZeroCopy::new(Lender::new(32), targets, 0, Arc::default()));
+        }
+        r
+    }
 }

@@ -14,7 +14,7 @@ use pmd_bridge::{Burst, EthPort, Mbuf, Mempool, PortConfig, Ring};
 /// Guest memory holding `bytes` at 0x1000 split over buffers of `split`
 /// bytes each (a descriptor chain), and the chain's spans.
 fn guest(bytes: &[u8], split: usize) -> (Arc<GuestMemory>, Vec<Span>) {
-    let mem = Arc::new(GuestMemory::new_owned(&[(0, 0x40000)]));
+    let mem = Arc::new(GuestMemory::new_owned(&[(0, 0x100000)]));
     let mut spans = Vec::new();
     for (i, piece) in bytes.chunks(split).enumerate() {
         // Buffers 8 KB apart, as a guest's are scattered.
@@ -158,9 +158,9 @@ fn a_ring_port_holds_lent_chains_until_its_reader_frees_them() {
 fn a_frame_in_too_many_pieces_or_an_empty_pool_is_refused() {
     let pool: Mempool = pool("zc_refuse", 8);
     let f = frame(4, 2000);
-    let (mem, spans) = guest(&f, 100);
+    let (mem, spans) = guest(&f, 50);
     let mut l = Lender::new(4);
-    assert_eq!(l.lend(&pool, &mem, 1, &f[..64], p(&spans, 64, 1936)).err(), Some(LendError::Shape), "20 pieces");
+    assert_eq!(l.lend(&pool, &mem, 1, &f[..64], p(&spans, 64, 1936)).err(), Some(LendError::Shape), "39 pieces");
     let (mem, spans) = guest(&f, 250);
     let held: Vec<Mbuf> = (0..6).map(|_| pool.alloc().unwrap()).collect();
     assert_eq!(l.lend(&pool, &mem, 1, &f[..64], p(&spans, 64, 1936)).err(), Some(LendError::NoMbuf));

@@ -142,7 +142,7 @@ fn full_example_parses_with_defaults_filled() {
         vhost_retries: 8,
         metrics: None,
         zero_copy: true,
-        zero_copy_min_bytes: 512,
+        zero_copy_min_bytes: 1024,
         zero_copy_in_flight: 0,
     };
     let ports = vec![];
