@@ -132,11 +132,13 @@ impl CopyOnceState {
         for (i, (l, q)) in self.lenders.iter_mut().zip(self.queues.iter_mut()).enumerate() {
             let (Some(l), Some(q)) = (l.as_mut(), q.as_mut()) else { continue };
             if return_parked(l, q) == Some(true) {
-                match (self.calls[i].as_ref(), dev) {
-                    (Some(fd), _) => drop(fd.signal()),
-                    (None, Some(d)) => drop(d.call_nonblock(i as u16)),
-                    (None, None) => {}
-                }
+                // A call that fails is not retried: the ring comes back into
+                // a plan interrupting its guest once (`GuestRing::new`).
+                let _ = match (self.calls[i].as_ref(), dev) {
+                    (Some(fd), _) => fd.signal(),
+                    (None, Some(d)) => d.call_nonblock(i as u16),
+                    (None, None) => false,
+                };
             }
         }
     }

@@ -158,6 +158,9 @@ fn print_table(cmd: &Command, v: Value) -> Result<(), serde_json::Error> {
                 if p.unlearned > 0 {
                     drops.push(format!("(unlearned={})", p.unlearned));
                 }
+                if p.lent_to_nics > 0 {
+                    drops.push(format!("(lent_to_nics={})", p.lent_to_nics));
+                }
                 println!(
                     "{:<12} {:<10} {:<8} {:<14} {:>5} {:>12} {:>12} {:>12} {:>12}  {}",
                     p.name, p.kind, p.state, p.vlan, p.mtu, p.rx_packets, p.tx_packets, p.forwarded, p.flooded,
