@@ -9,6 +9,7 @@
 #include <rte_launch.h>
 #include <rte_cycles.h>
 #include <rte_dev.h>
+#include <rte_bus.h>
 #include <rte_bus_vdev.h>
 #include <rte_ring.h>
 #include <rte_mempool.h>

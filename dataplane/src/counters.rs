@@ -170,10 +170,45 @@ pub struct PathCounters {
     pub bytes_copied: AtomicU64,
 }
 
+/// What became of a copy-once guest's frame bound for a NIC: lent from
+/// guest memory (no payload copy), or copied, and why.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ZeroCopy {
+    Lent,
+    /// Shorter than `zero_copy_min_bytes`: a copy costs less than a loan.
+    Small,
+    /// The ring's chains in flight in NICs reached `zero_copy_in_flight`.
+    InFlightLimit,
+    /// The NIC cannot read guest memory (not DMA-mapped, or a driver that
+    /// hands buffers to another process).
+    NotMapped,
+    /// Offloads the NIC cannot do, too many pieces, no mbuf, or chains of an
+    /// older memory table still out.
+    Other,
+}
+
+impl ZeroCopy {
+    pub const ALL: [ZeroCopy; 5] = [ZeroCopy::Lent, ZeroCopy::Small, ZeroCopy::InFlightLimit, ZeroCopy::NotMapped, ZeroCopy::Other];
+    pub const COUNT: usize = Self::ALL.len();
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ZeroCopy::Lent => "lent",
+            ZeroCopy::Small => "small",
+            ZeroCopy::InFlightLimit => "in_flight_limit",
+            ZeroCopy::NotMapped => "not_dma_mapped",
+            ZeroCopy::Other => "other",
+        }
+    }
+}
+
 /// One PMD thread's counters; written only by that thread.
 pub struct PmdCounters {
     pub ports: Vec<PortCounters>,
     pub paths: [PathCounters; 5],
+    /// Copy-once frames bound for NICs, by outcome (`ZeroCopy`).
+    pub zero_copy: [AtomicU64; ZeroCopy::COUNT],
     /// TSC cycles spent in iterations that received something.
     pub busy_cycles: AtomicU64,
     /// TSC cycles spent polling queues that had nothing.
@@ -198,6 +233,7 @@ impl Default for PmdCounters {
         PmdCounters {
             ports: (0..MAX_PORTS).map(|_| PortCounters::default()).collect(),
             paths: Default::default(),
+            zero_copy: Default::default(),
             busy_cycles: AtomicU64::new(0),
             idle_cycles: AtomicU64::new(0),
             packets: AtomicU64::new(0),

@@ -11,7 +11,7 @@ use pmd_bridge::{Burst, Mbuf, Mempool, BURST};
 use crate::capture::Taps;
 use crate::copy_list::{CopiesDone, CopyList};
 use crate::copy_once::GuestBurst;
-use crate::counters::{bump, DropReason, Path, PmdCounters, MAX_PORTS};
+use crate::counters::{bump, DropReason, Path, PmdCounters, ZeroCopy, MAX_PORTS};
 use crate::fdb::Fdb;
 use crate::flood::{FloodSets, PortSet};
 use crate::fwd::{decide, Decision, PortView};
@@ -76,6 +76,8 @@ struct Tally {
     drops: [u64; DropReason::COUNT],
     /// Per path: packets, payload copies, bytes copied.
     paths: [[u64; 3]; 5],
+    /// Copy-once frames bound for NICs, by outcome.
+    zero_copy: [u64; ZeroCopy::COUNT],
 }
 
 impl Tally {
@@ -222,6 +224,19 @@ impl Egress<'_> {
                 return;
             }
         }
+        // To a NIC: lent from guest memory, no payload copy, where it can be.
+        if !port.vm {
+            match burst.lend(i, out, port.caps, path == Path::Flood, self.pool) {
+                Some(Ok(m)) => {
+                    t.zero_copy[ZeroCopy::Lent as usize] += 1;
+                    t.copied(path, 0, p.headers().len() as u64);
+                    self.emit(out, m, vlan, tagged, path, t);
+                    return;
+                }
+                Some(Err(why)) => t.zero_copy[why as usize] += 1,
+                None => {}
+            }
+        }
         // Any other port, or a tag change: the frame in an mbuf (one copy).
         match burst.materialize(i, self.pool) {
             Some(m) => {
@@ -358,6 +373,9 @@ impl Egress<'_> {
         bump(&pc.forwarded, t.forwarded);
         bump(&pc.flooded, t.flooded);
         for (c, &n) in pc.drops.iter().zip(&t.drops) {
+            bump(c, n);
+        }
+        for (c, &n) in self.counters.zero_copy.iter().zip(&t.zero_copy) {
             bump(c, n);
         }
         for (c, n) in self.counters.paths.iter().zip(t.paths) {

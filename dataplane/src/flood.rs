@@ -25,6 +25,11 @@ impl PortSet {
     }
 
     #[inline]
+    pub fn contains(self, slot: u16) -> bool {
+        self.0 & (1 << slot) != 0
+    }
+
+    #[inline]
     pub fn is_empty(self) -> bool {
         self.0 == 0
     }

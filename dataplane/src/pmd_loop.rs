@@ -60,10 +60,10 @@ impl PmdPlan {
         PmdPlan::new(Arc::new(vec![None; MAX_PORTS]), Vec::new(), Vec::new())
     }
 
-    /// Interrupts copy-once guests are still owed.
-    fn retry_calls(&mut self) {
+    /// Interrupts copy-once guests are still owed; what NIC queues sent.
+    fn housekeep(&mut self) {
         self.rx.iter_mut().for_each(|s| s.port.retry_call());
-        self.tx.iter_mut().flatten().for_each(TxPort::retry_call);
+        self.tx.iter_mut().flatten().for_each(TxPort::housekeep);
     }
 }
 
@@ -127,7 +127,7 @@ pub fn run(ctx: PmdContext) -> i32 {
         if iterations.is_multiple_of(1024) {
             now = ctx.clock.load(Ordering::Relaxed);
             bump(&ctx.counters.iterations, 1024);
-            plan.retry_calls();
+            plan.housekeep();
             if let Some(n) = ctx.panic_after.filter(|&n| iterations >= n && !plan.rx.is_empty()) {
                 panic!("injected PMD panic after {n} iterations (VSWITCHD_TEST_PMD_PANIC_AFTER)");
             }
@@ -172,7 +172,7 @@ pub fn run(ctx: PmdContext) -> i32 {
             let us = idle.after(most);
             if us > 0 {
                 // Owed interrupts wait for no housekeeping round.
-                plan.retry_calls();
+                plan.housekeep();
                 let t0 = tsc();
                 std::thread::sleep(Duration::from_micros(us.into()));
                 bump(&ctx.counters.sleep_cycles, tsc() - t0);

@@ -91,10 +91,16 @@ impl TxPort {
         }
     }
 
-    /// Delivers an interrupt a copy-once guest is still owed.
-    pub fn retry_call(&mut self) {
-        if let TxPort::CopyOnce(r) = self {
-            r.retry_call();
+    /// Housekeeping: delivers an interrupt a copy-once guest is still owed;
+    /// frees what a NIC queue has sent (a guest's buffers among them: a
+    /// quiet NIC must not hold a guest's transmit ring).
+    pub fn housekeep(&mut self) {
+        match self {
+            TxPort::CopyOnce(r) => r.retry_call(),
+            TxPort::Eth(q) => {
+                q.reclaim();
+            }
+            TxPort::Vhost { .. } => {}
         }
     }
 }

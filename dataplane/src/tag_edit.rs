@@ -43,7 +43,7 @@ fn push(mut m: Mbuf, vid: u16, pool: &Mempool) -> Result<Mbuf, DropReason> {
     if m.data().len() < MACS {
         return Err(DropReason::Runt);
     }
-    if m.is_data_exclusive() && m.prepend(VLAN_HLEN as u16).is_some() {
+    if m.prepend(VLAN_HLEN as u16).is_some() {
         let d = m.data_mut().expect("exclusive");
         d.copy_within(VLAN_HLEN..VLAN_HLEN + MACS, 0);
         d[MACS..MACS + VLAN_HLEN].copy_from_slice(&tag(vid));

@@ -126,30 +126,23 @@ impl EthPort {
         Self::wrap(eal, id, false, Vec::new())
     }
 
-    /// A `net_ring` port named `name` whose rx queues read `rx` and tx queues
-    /// write `tx` (`rte_eth_from_rings`).
+    /// A `net_ring` port (device `net_ring_<name>`) whose rx queues read
+    /// `rx` and tx queues write `tx` (`rte_eth_from_rings`).
     #[cold]
     pub fn from_rings(eal: &Eal, name: &str, rx: &[Arc<Ring>], tx: &[Arc<Ring>]) -> Result<EthPort> {
-        let cname = cstring("port name", name)?;
-        let mut rxp: Vec<*mut ffi::rte_ring> = rx.iter().map(|r| r.as_ptr()).collect();
-        let mut txp: Vec<*mut ffi::rte_ring> = tx.iter().map(|r| r.as_ptr()).collect();
-        // SAFETY: the ring pointers are live and kept alive by the port (Arc);
-        // DPDK copies the arrays and the name.
-        let (ret, logged) = log::capture(|| unsafe {
-            ffi::rte_eth_from_rings(
-                cname.as_ptr(),
-                rxp.as_mut_ptr(),
-                rxp.len() as u32,
-                txp.as_mut_ptr(),
-                txp.len() as u32,
-                ffi::SOCKET_ID_ANY as u32,
-            )
-        });
-        if ret < 0 {
-            return Err(Error::dpdk("rte_eth_from_rings", crate::error::rte_errno(), &logged));
-        }
+        let id = ring_port(name, rx, tx)?;
         let rings = rx.iter().chain(tx).cloned().collect();
-        Self::wrap(eal, ret as u16, false, rings)
+        Self::wrap(eal, id, false, rings)
+    }
+
+    /// `from_rings`, not opened: whoever opens the device by the name
+    /// returned (`net_ring_<name>`, with `EthPort::open`) gets the port; a
+    /// test plays the wire from the rings' other ends (a switch's NIC that
+    /// holds what it is sent until the test frees it). Close that port
+    /// before dropping the rings.
+    #[cold]
+    pub fn ring_device(name: &str, rx: &[Arc<Ring>], tx: &[Arc<Ring>]) -> Result<String> {
+        ring_port(name, rx, tx).map(port_name)
     }
 
     /// One `EthPort` per port id: a second would hand out a second handle to
@@ -316,7 +309,7 @@ impl EthPort {
     pub fn tx_queue(&self, q: u16) -> Result<TxQueue> {
         take(&self.shared.tx_taken, q, "tx", self.name())?;
         let prepare = self.tx_offloads() & TX_PREPARE_OFFLOADS != 0;
-        Ok(TxQueue { shared: Arc::clone(&self.shared), queue: q, prepare })
+        Ok(TxQueue { shared: Arc::clone(&self.shared), queue: q, prepare, cleanup: true })
     }
 
     fn tx_offloads(&self) -> u64 {
@@ -447,6 +440,21 @@ fn device_has_ports(dev: *mut ffi::rte_device) -> bool {
     })
 }
 
+fn ring_port(name: &str, rx: &[Arc<Ring>], tx: &[Arc<Ring>]) -> Result<u16> {
+    let cname = cstring("port name", name)?;
+    let mut rxp: Vec<*mut ffi::rte_ring> = rx.iter().map(|r| r.as_ptr()).collect();
+    let mut txp: Vec<*mut ffi::rte_ring> = tx.iter().map(|r| r.as_ptr()).collect();
+    // SAFETY: the ring pointers are live (the caller keeps them so while the
+    // port exists); DPDK copies the arrays and the name.
+    let (ret, logged) = log::capture(|| unsafe {
+        ffi::rte_eth_from_rings(cname.as_ptr(), rxp.as_mut_ptr(), rxp.len() as u32, txp.as_mut_ptr(), txp.len() as u32, ffi::SOCKET_ID_ANY as u32)
+    });
+    if ret < 0 {
+        return Err(Error::dpdk("rte_eth_from_rings", crate::error::rte_errno(), &logged));
+    }
+    Ok(ret as u16)
+}
+
 fn port_by_name(name: &str) -> Option<u16> {
     let cname = cstring("port name", name).ok()?;
     let mut id = 0u16;
@@ -477,6 +485,9 @@ pub struct TxQueue {
     /// The device does checksums or TSO: packets go through
     /// rte_eth_tx_prepare first (the pseudo-header sums each NIC expects).
     prepare: bool,
+    /// Whether the driver may have rte_eth_tx_done_cleanup (until it says
+    /// it has not).
+    cleanup: bool,
 }
 
 /// Offloads whose requests `rte_eth_tx_prepare` checks and adjusts.
@@ -538,6 +549,21 @@ impl TxQueue {
         let n = unsafe { ffi::rte_eth_tx_burst(self.shared.id, self.queue, burst.as_raw(), len) } as usize;
         burst.consume_front(n);
         n
+    }
+
+    /// Frees the mbufs of packets the device has finished sending
+    /// (`rte_eth_tx_done_cleanup`): drivers free them lazily, when the
+    /// queue needs room, so a queue gone quiet would hold them for good.
+    /// Returns how many were freed; 0 once the driver said it cannot.
+    pub fn reclaim(&mut self) -> u32 {
+        if !self.cleanup {
+            return 0;
+        }
+        // SAFETY: this handle is the only user of (port, queue), so nothing
+        // sends on it meanwhile; 0 asks for everything done.
+        let r = unsafe { ffi::rte_eth_tx_done_cleanup(self.shared.id, self.queue, 0) };
+        self.cleanup = r != -libc::ENOTSUP;
+        r.max(0) as u32
     }
 }
 

@@ -45,6 +45,9 @@ pub struct GuestMemory {
     id: u64,
     regions: Vec<Region>,
     log: Option<DirtyLog>,
+    /// Devices this memory is mapped for (`dma`); dropped before the
+    /// backing, so unmapped from them before it may be unmapped.
+    pub(crate) dma: std::sync::Mutex<crate::dma::DmaState>,
     _backing: Backing,
 }
 
@@ -112,7 +115,7 @@ impl GuestMemory {
             .zip(bufs.iter_mut())
             .map(|(&(gpa, len), b)| Region { gpa, len: len as u64, host: b.as_mut_ptr() })
             .collect();
-        GuestMemory { id: next_id(), regions, log: None, _backing: Backing::Owned(bufs) }
+        GuestMemory { id: next_id(), regions, log: None, dma: Default::default(), _backing: Backing::Owned(bufs) }
     }
 
     /// Like `new_owned`, with a dirty log of `bytes` bytes of our own.
@@ -141,7 +144,16 @@ impl GuestMemory {
     pub unsafe fn from_mapped(regions: &[(u64, u64, *mut u8)], log: Option<(*mut u8, u64)>, keepalive: Box<dyn std::any::Any + Send + Sync>) -> GuestMemory {
         let regions = regions.iter().map(|&(gpa, len, host)| Region { gpa, len, host }).collect();
         let log = log.filter(|&(base, bytes)| !base.is_null() && bytes > 0).map(|(base, bytes)| DirtyLog { base, bytes });
-        GuestMemory { id: next_id(), regions, log, _backing: Backing::Borrowed(keepalive) }
+        GuestMemory { id: next_id(), regions, log, dma: Default::default(), _backing: Backing::Borrowed(keepalive) }
+    }
+
+    /// The page-aligned host ranges a device must be able to reach: none
+    /// for memory of our own (tests), whose pages the heap shares.
+    pub(crate) fn dma_ranges(&self) -> Vec<(usize, usize)> {
+        match self._backing {
+            Backing::Owned(_) => Vec::new(),
+            Backing::Borrowed(_) => self.regions.iter().map(|r| crate::dma::page_range(r.host as usize, r.len as usize)).collect(),
+        }
     }
 
     /// Whether writes are being logged (a migration is under way).
@@ -305,6 +317,12 @@ impl GuestMemory {
         } else {
             Err(OutOfBounds { gpa: Gpa(s.gpa.0.wrapping_add(off as u64)), len: n as u64 })
         }
+    }
+
+    /// The host address of `n` bytes at `off` in `s` (checked as every
+    /// access is), for a device to read them where they are.
+    pub(crate) fn host_range(&self, s: &Span, off: usize, n: usize) -> Result<*mut u8, OutOfBounds> {
+        self.at(s, off, n)
     }
 
     /// Starts loading the cache line at `off` in `s` (a hint; nothing if

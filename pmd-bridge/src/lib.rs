@@ -4,9 +4,11 @@
 //! over them, and the rest of the workspace uses only those types.
 pub mod burst;
 pub mod cycles;
+pub mod dma;
 pub mod eal;
 pub mod error;
 pub mod ethdev;
+pub mod extbuf;
 pub mod ffi;
 pub mod guest_mem;
 pub mod lcore;

@@ -138,28 +138,18 @@ impl Mbuf {
 
     /// Whether, in addition, no other mbuf points at the data buffers (an
     /// indirect clone or an external buffer shared elsewhere), so the bytes
-    /// may be written.
+    /// may be written. Never for a segment over guest memory (`extbuf`).
     #[inline]
     pub fn is_data_exclusive(&self) -> bool {
-        self.is_exclusive()
-            && self.segs().all(|s| {
-                if s.ol_flags & IND_ATTACHED != 0 {
-                    // SAFETY: an indirect segment's buffer belongs to a live
-                    // direct mbuf placed just before it (rte_mbuf_from_indirect).
-                    let direct = unsafe {
-                        &*(s.buf_addr as *const u8)
-                            .sub(std::mem::size_of::<ffi::rte_mbuf>() + s.priv_size as usize)
-                            .cast::<ffi::rte_mbuf>()
-                    };
-                    refcnt(direct).load(Ordering::Acquire) == 1
-                } else if s.ol_flags & EXT_ATTACHED != 0 {
-                    // SAFETY: an external segment has a valid shared-info block,
-                    // whose count DPDK updates atomically.
-                    unsafe { AtomicU16::from_ptr(std::ptr::addr_of_mut!((*s.shinfo).refcnt)).load(Ordering::Acquire) == 1 }
-                } else {
-                    true
-                }
-            })
+        self.is_exclusive() && self.segs().all(data_exclusive)
+    }
+
+    /// `is_data_exclusive` for the first segment's bytes alone (what
+    /// `data_mut` and `prepend` write), the whole chain's metadata
+    /// exclusive: a private header in front of a payload that is not.
+    #[inline]
+    pub fn is_head_data_exclusive(&self) -> bool {
+        self.is_exclusive() && data_exclusive(self.raw())
     }
 
     /// Another reference to the same chain (reference count + 1 on every
@@ -180,7 +170,7 @@ impl Mbuf {
 
     /// The first segment's data, writable, if nothing else shares it.
     pub fn data_mut(&mut self) -> Option<&mut [u8]> {
-        if !self.is_data_exclusive() {
+        if !self.is_head_data_exclusive() {
             return None;
         }
         let m = self.raw();
@@ -197,7 +187,7 @@ impl Mbuf {
     /// Extends the data at the front by `n` bytes of headroom and returns
     /// them; None if shared or if the headroom is too small.
     pub fn prepend(&mut self, n: u16) -> Option<&mut [u8]> {
-        if !self.is_data_exclusive() {
+        if !self.is_head_data_exclusive() {
             return None;
         }
         let m = self.0.as_ptr();
@@ -365,6 +355,25 @@ impl Mbuf {
             (*m).ol_flags = ((*m).ol_flags & !tx_flags::ALL) | (o.flags & tx_flags::ALL);
             (*m).__bindgen_anon_3.tx_offload = t;
         }
+        true
+    }
+}
+
+/// Whether no other mbuf points at segment `s`'s data buffer, and it is not
+/// guest memory.
+fn data_exclusive(s: &ffi::rte_mbuf) -> bool {
+    if s.ol_flags & IND_ATTACHED != 0 {
+        // SAFETY: an indirect segment's buffer belongs to a live direct mbuf
+        // placed just before it (rte_mbuf_from_indirect).
+        let direct = unsafe { &*(s.buf_addr as *const u8).sub(std::mem::size_of::<ffi::rte_mbuf>() + s.priv_size as usize).cast::<ffi::rte_mbuf>() };
+        refcnt(direct).load(Ordering::Acquire) == 1
+    } else if s.ol_flags & EXT_ATTACHED != 0 {
+        // SAFETY: an external segment has a valid shared-info block, whose
+        // count DPDK updates atomically.
+        let info = unsafe { &*s.shinfo };
+        // SAFETY: as above.
+        !crate::extbuf::is_guest_buffer(info) && unsafe { AtomicU16::from_ptr(std::ptr::addr_of!(info.refcnt).cast_mut()) }.load(Ordering::Acquire) == 1
+    } else {
         true
     }
 }

@@ -197,3 +197,30 @@ fn one_handle_per_port_and_no_receive_into_a_full_burst() {
     drop(port);
     assert_eq!(pool.in_use_count(), 0);
 }
+
+#[test]
+fn a_ring_device_is_opened_by_name_and_its_wire_read_from_the_other_ends() {
+    let pool = Arc::new(pool("ringdev", 256));
+    let start = pool.free_count();
+    let ring = |n: &str| Arc::new(Ring::new(eal(), n, 64).unwrap());
+    let (out, inbound) = (ring("rd_out"), ring("rd_in"));
+    let name = EthPort::ring_device("rd", &[Arc::clone(&inbound)], &[Arc::clone(&out)]).unwrap();
+    assert_eq!(name, "net_ring_rd");
+    let mut port = EthPort::open(eal(), &name).unwrap();
+    port.configure(&PortConfig::default(), Arc::clone(&pool)).unwrap();
+    port.start().unwrap();
+    let mut wire = EthPort::from_rings(eal(), "rdw", &[Arc::clone(&out)], &[Arc::clone(&inbound)]).unwrap();
+    wire.configure(&PortConfig::default(), Arc::clone(&pool)).unwrap();
+    wire.start().unwrap();
+    let (mut ptx, mut prx, mut wtx, mut wrx) = (port.tx_queue(0).unwrap(), port.rx_queue(0).unwrap(), wire.tx_queue(0).unwrap(), wire.rx_queue(0).unwrap());
+    for (tx, rx, f) in [(&mut ptx, &mut wrx, frame(1, 100)), (&mut wtx, &mut prx, frame(2, 200))] {
+        let mut b = Burst::<32>::new();
+        b.push(pool.alloc_from(&f).unwrap()).unwrap();
+        assert_eq!(tx.tx_burst(&mut b), 1);
+        let mut got = Burst::<32>::new();
+        assert_eq!(rx.rx_burst(&mut got), 1);
+        assert_eq!(got.iter().next().unwrap().to_vec(), f);
+    }
+    drop((ptx, prx, wtx, wrx, port, wire));
+    assert_eq!(pool.free_count(), start);
+}

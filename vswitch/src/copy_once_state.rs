@@ -17,12 +17,25 @@
 //!   published are lost (their buffers are offered again, unread). Nothing
 //!   older is replayed and nothing is corrupted: a used entry is never
 //!   visible before its bytes.
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use dataplane::copy_once::{CopyOnceRx, CopyOnceTx, GuestFeatures, GuestRing, Interrupt};
+use dataplane::copy_once::{return_parked, CopyOnceRx, CopyOnceTx, GuestFeatures, GuestRing, Interrupt, ZeroCopy};
+use dataplane::flood::PortSet;
 use dataplane::virtq::{RingOps, Virtqueue};
+use pmd_bridge::extbuf::Lender;
 use pmd_bridge::guest_mem::GuestMemory;
 use pmd_bridge::{CallFd, VhostDevice};
+
+/// Zero copy to NICs for a plan's guest transmit rings.
+#[derive(Clone, Copy)]
+pub struct ZeroCopyPlan {
+    /// The NIC ports that can read this guest's memory.
+    pub targets: PortSet,
+    pub min_len: u32,
+    /// Chains in flight per ring; 0: half the ring.
+    pub in_flight: u16,
+}
 
 #[derive(Default)]
 pub struct CopyOnceState {
@@ -35,6 +48,12 @@ pub struct CopyOnceState {
     calls: Vec<Option<Arc<CallFd>>>,
     /// What the guest negotiated.
     features: u64,
+    /// Each transmit vring's lender, when not in a plan: chains NICs hold
+    /// stay out across plans, and go back to the guest from here while
+    /// the ring is in none (`reclaim`).
+    lenders: Vec<Option<Lender>>,
+    /// Each vring's chains in NICs, as the PMD thread holding it last saw.
+    gauges: Vec<Arc<AtomicU64>>,
 }
 
 impl CopyOnceState {
@@ -45,6 +64,8 @@ impl CopyOnceState {
         GuestFeatures::from_bits(self.features)?;
         self.queues = vec![None; dev.queue_pairs() as usize * 2];
         self.calls = (0..self.queues.len()).map(|_| None).collect();
+        self.lenders = (0..self.queues.len()).map(|_| None).collect();
+        self.gauges = (0..self.queues.len()).map(|_| Arc::default()).collect();
         self.remap(dev, true)
     }
 
@@ -98,7 +119,32 @@ impl CopyOnceState {
         self.mem = None;
     }
 
+    /// Chains NICs still hold, over every transmit ring (in a plan or not).
+    pub fn lent(&self) -> u64 {
+        let parked = |i: usize| self.lenders.get(i).and_then(Option::as_ref).map(|l| l.in_flight() as u64);
+        (0..self.gauges.len()).map(|i| parked(i).unwrap_or_else(|| self.gauges[i].load(Ordering::Relaxed))).sum()
+    }
+
+    /// Returns to the guest the chains NICs freed while their ring is in no
+    /// plan (its memory changing, the guest going): used entries written,
+    /// published, the guest interrupted if it asked.
+    pub fn reclaim(&mut self, dev: Option<&VhostDevice>) {
+        for (i, (l, q)) in self.lenders.iter_mut().zip(self.queues.iter_mut()).enumerate() {
+            let (Some(l), Some(q)) = (l.as_mut(), q.as_mut()) else { continue };
+            if return_parked(l, q) == Some(true) {
+                // A call that fails is not retried: the ring comes back into
+                // a plan interrupting its guest once (`GuestRing::new`).
+                let _ = match (self.calls[i].as_ref(), dev) {
+                    (Some(fd), _) => fd.signal(),
+                    (None, Some(d)) => d.call_nonblock(i as u16),
+                    (None, None) => false,
+                };
+            }
+        }
+    }
+
     /// The device goes: our indices back to rte_vhost, then forget it all.
+    /// Call it once `lent` is 0: a chain still out would never be returned.
     pub fn hand_back(&mut self, dev: &VhostDevice) {
         for (idx, q) in self.queues.iter().enumerate() {
             if let Some(q) = q {
@@ -119,9 +165,19 @@ impl CopyOnceState {
         Some(GuestRing::new(mem, q, interrupt, vring, GuestFeatures::from_bits(self.features).ok()?))
     }
 
-    /// The guest's transmit ring of pair `pair`, for the thread polling it.
-    pub fn rx_ring(&mut self, dev: &Arc<VhostDevice>, pair: u16) -> Option<CopyOnceRx> {
-        self.take(dev, pair * 2 + 1).map(CopyOnceRx::new)
+    /// The guest's transmit ring of pair `pair`, for the thread polling it,
+    /// lending frames bound for NICs as `zc` says.
+    pub fn rx_ring(&mut self, dev: &Arc<VhostDevice>, pair: u16, zc: Option<ZeroCopyPlan>) -> Option<CopyOnceRx> {
+        let vring = pair * 2 + 1;
+        let size = self.queues.get(vring as usize)?.as_ref()?.size();
+        let rx = CopyOnceRx::new(self.take(dev, vring)?);
+        // A lender with chains out goes along even if nothing is lent any
+        // more: only the ring's holder may return them.
+        let bound = |z: &ZeroCopyPlan| if z.in_flight == 0 { (size / 2).max(1) } else { z.in_flight };
+        let Some(lender) = self.lenders[vring as usize].take().or_else(|| zc.as_ref().map(|z| Lender::new(bound(z)))) else { return Some(rx) };
+        let (targets, min_len) = zc.map_or((PortSet::EMPTY, u32::MAX), |z| (z.targets, z.min_len));
+        let gauge = Arc::clone(&self.gauges[vring as usize]);
+        Some(rx.with_zero_copy(ZeroCopy::new(lender, targets, min_len, gauge)))
     }
 
     /// The guest's receive ring of pair `pair`, for its one writer, which
@@ -130,11 +186,14 @@ impl CopyOnceState {
         self.take(dev, pair * 2).map(|r| CopyOnceTx::new(r, retries))
     }
 
-    /// A ring back from a plan.
-    pub fn put_back(&mut self, ring: GuestRing) {
+    /// A ring back from a plan, with its lender if it lent.
+    pub fn put_back(&mut self, ring: GuestRing, lender: Option<Lender>) {
         let (vring, queue) = ring.into_queue();
         if let Some(slot) = self.queues.get_mut(vring as usize) {
             *slot = Some(queue);
+        }
+        if let (Some(l), Some(slot)) = (lender, self.lenders.get_mut(vring as usize)) {
+            *slot = Some(l);
         }
     }
 }

@@ -125,6 +125,9 @@ pub struct PortInfo {
     pub ingress_policing_rate: u32,
     #[serde(default)]
     pub ingress_policing_burst: u32,
+    /// A copy-once guest's transmit chains lent to NICs and not yet back.
+    #[serde(default)]
+    pub lent_to_nics: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -215,6 +218,11 @@ pub struct PathCopies {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CopiesInfo {
     pub paths: Vec<PathCopies>,
+    /// Copy-once guests' frames bound for NICs: "lent" (no payload copy),
+    /// or copied and why ("small", "in_flight_limit", "not_dma_mapped",
+    /// "other").
+    #[serde(default)]
+    pub zero_copy: std::collections::BTreeMap<String, u64>,
 }
 
 /// The switch's mbuf pool; cached mbufs count as free.

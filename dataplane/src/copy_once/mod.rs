@@ -32,9 +32,11 @@ use crate::virtq::{Refused, RingOps, Virtqueue};
 
 mod rx;
 mod tx;
+mod zero_copy;
 
 pub use rx::{CopyOnceRx, GuestBurst};
 pub use tx::CopyOnceTx;
+pub use zero_copy::{return_parked, ZeroCopy};
 
 /// Bytes of each frame copied to scratch: every header the switch reads
 /// (Ethernet, a tag and IP) in the common case...

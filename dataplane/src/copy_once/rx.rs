@@ -1,11 +1,12 @@
 //! A guest's transmit ring, which the switch receives from.
 use std::sync::atomic::AtomicU64;
 
+use pmd_bridge::extbuf::Lender;
 use pmd_bridge::{Mbuf, Mempool};
 
-use super::{CopyOnceTx, GuestPkt, GuestRing, HEAD, HEAD_PLAIN};
+use super::{CopyOnceTx, GuestPkt, GuestRing, ZeroCopy, HEAD, HEAD_PLAIN};
 use crate::copy_list::{CopiesDone, CopyList};
-use crate::counters::{count_bad_headers, DropReason};
+use crate::counters::{count_bad_headers, DropReason, ZeroCopy as Outcome};
 use crate::mbuf_offload;
 use crate::offload::{validate, Caps, HdrError, NetHdr, Offload};
 use crate::packet::PacketBuf;
@@ -17,7 +18,9 @@ pub struct CopyOnceRx {
     /// The chains of the burst in flight, by frame.
     chains: Vec<Chain>,
     /// Chains taken by `recv` and not yet returned (`GuestBurst::commit`).
-    in_flight: usize,
+    taken: usize,
+    /// Frames bound for NICs lent from guest memory (None: always copied).
+    zc: Option<ZeroCopy>,
     /// Frames refused for their virtio-net header, by `HdrError` index,
     /// since the PMD thread last counted them.
     bad_headers: [u32; HdrError::ALL.len()],
@@ -38,25 +41,45 @@ impl CopyOnceRx {
         CopyOnceRx {
             ring,
             chains: (0..pmd_bridge::BURST).map(|_| Chain::default()).collect(),
-            in_flight: 0,
+            taken: 0,
+            zc: None,
             bad_headers: [0; HdrError::ALL.len()],
             scratch: Vec::with_capacity(MAX_READ as usize),
         }
     }
 
-    pub fn into_ring(self) -> GuestRing {
-        self.ring
+    /// Lends frames bound for NICs (see `zero_copy`).
+    pub fn with_zero_copy(mut self, zc: ZeroCopy) -> CopyOnceRx {
+        self.zc = Some(zc);
+        self
+    }
+
+    /// The ring and, if it lends, its lender (with the chains still out),
+    /// back to the control thread.
+    pub fn into_parts(self) -> (GuestRing, Option<Lender>) {
+        (self.ring, self.zc.map(ZeroCopy::into_lender))
     }
 
     pub fn retry_call(&mut self) {
         self.ring.retry_call();
     }
 
+    /// Returns the chains NICs are done with to the guest.
+    fn reap(&mut self) {
+        let (Some(zc), ring) = (self.zc.as_mut(), &mut self.ring) else { return };
+        if zc.reap(|head| {
+            let _ = ring.queue.add_used(&ring.mem, head, 0);
+        }) > 0 {
+            ring.publish_returned();
+        }
+    }
+
     /// Takes up to `out.len()` frames the guest transmitted: headers into
     /// `out`, payloads left in place. Bad chains go back at once, counted
     /// in `drops`.
     pub fn recv<'a>(&'a mut self, out: &'a mut [GuestPkt], drops: &[AtomicU64; DropReason::COUNT]) -> Option<GuestBurst<'a>> {
-        debug_assert_eq!(self.in_flight, 0, "a burst not committed");
+        debug_assert_eq!(self.taken, 0, "a burst not committed");
+        self.reap();
         let n = self.take(out);
         self.ring.count_refused(drops);
         count_bad_headers(&mut self.bad_headers, drops);
@@ -129,7 +152,7 @@ impl CopyOnceRx {
             let _ = ring.queue.add_used(&ring.mem, self.chains[i].head, 0);
             bad += 1;
         }
-        self.in_flight = n;
+        self.taken = n;
         if bad > 0 && n == 0 {
             // Only chains never read from: nothing to wait for.
             ring.publish_returned();
@@ -138,13 +161,19 @@ impl CopyOnceRx {
     }
 
     /// Returns the burst's chains to the guest: every copy out of them has
-    /// run (`done`).
+    /// run (`done`). Those lent to NICs come back when the NICs free them.
     fn complete(&mut self, done: &CopiesDone) {
         let ring = &mut self.ring;
-        for c in &self.chains[..self.in_flight] {
-            let _ = ring.queue.add_used(&ring.mem, c.head, 0);
+        let n = std::mem::take(&mut self.taken);
+        for (i, c) in self.chains[..n].iter().enumerate() {
+            if !self.zc.as_ref().is_some_and(|z| z.is_lent(i)) {
+                let _ = ring.queue.add_used(&ring.mem, c.head, 0);
+            }
         }
-        if std::mem::take(&mut self.in_flight) > 0 {
+        if let Some(z) = self.zc.as_mut() {
+            z.end_burst();
+        }
+        if n > 0 {
             ring.publish(done);
         }
     }
@@ -185,6 +214,17 @@ impl<'a> GuestBurst<'a> {
             m.set_tx_offload(mbuf_offload::to_mbuf(&pkt.off, pkt.headers())).then_some(())?;
         }
         Some(m)
+    }
+
+    /// Frame `i` for NIC output `out` (which takes offloads `caps`) with no
+    /// payload copy: the header copy, then the guest's buffers (`flood`:
+    /// more outputs of it may follow). None: this ring never lends; Err:
+    /// copy it (`materialize`), and why.
+    #[inline]
+    pub fn lend(&mut self, i: usize, out: u16, caps: Caps, flood: bool, pool: &Mempool) -> Option<Result<Mbuf, Outcome>> {
+        let rx = &mut *self.rx;
+        let zc = rx.zc.as_mut()?;
+        Some(zc.lend(i, out, caps, flood, pool, &rx.ring.mem, &rx.chains[i], &self.pkts[i]))
     }
 
     /// Ends the burst: the chains go back to the guest, after every copy

@@ -239,6 +239,9 @@ fn print_table(cmd: &Command, v: Value) -> Result<(), serde_json::Error> {
                 if p.unlearned > 0 {
                     drops.push(format!("(unlearned={})", p.unlearned));
                 }
+                if p.lent_to_nics > 0 {
+                    drops.push(format!("(lent_to_nics={})", p.lent_to_nics));
+                }
                 println!(
                     "{:<12} {:<10} {:<8} {:<14} {:>5} {:>12} {:>12} {:>12} {:>12}  {}",
                     p.name, p.kind, p.state, p.vlan, p.mtu, p.rx_packets, p.tx_packets, p.forwarded, p.flooded,
@@ -283,6 +286,10 @@ fn print_table(cmd: &Command, v: Value) -> Result<(), serde_json::Error> {
             for p in c.paths {
                 let per = if p.packets == 0 { "-".to_string() } else { format!("{:.2}", p.payload_copies as f64 / p.packets as f64) };
                 println!("{:<8} {:>14} {:>16} {:>16} {:>12}", p.path, p.packets, p.payload_copies, p.bytes_copied, per);
+            }
+            if c.zero_copy.values().any(|&n| n > 0) {
+                let z: Vec<String> = c.zero_copy.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                println!("to NICs from copy-once guests: {}", z.join(" "));
             }
         }
         Command::ShowMempool => {

@@ -57,6 +57,16 @@ pub struct SwitchConfig {
     /// How the PMD threads sleep when idle and share the rx queues.
     #[serde(default)]
     pub pmd: PmdConfig,
+    /// A copy-once guest's frame bound for a NIC that can read guest memory
+    /// leaves from the guest's buffer, its payload not copied (README,
+    /// "Zero copy to NICs").
+    pub zero_copy: bool,
+    /// Frames shorter than this are copied even so: a copy costs less than
+    /// a loan.
+    pub zero_copy_min_bytes: u32,
+    /// Chains of one guest transmit ring lent to NICs at once (beyond it,
+    /// frames are copied); 0: half the ring.
+    pub zero_copy_in_flight: u16,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -230,6 +240,9 @@ struct RawSwitch {
     pmd_auto_lb_load_threshold: Option<i64>,
     pmd_auto_lb_improvement_threshold: Option<i64>,
     pmd_auto_lb_rebal_interval: Option<i64>,
+    zero_copy: Option<bool>,
+    zero_copy_min_bytes: Option<i64>,
+    zero_copy_in_flight: Option<i64>,
 }
 
 #[derive(Default, Deserialize)]
@@ -454,8 +467,14 @@ fn validate_switch(raw: RawSwitch, origin: &Path, cx: &Ctx) -> Res<SwitchConfig>
         vhost_retries: cx.opt("vhost_retries", raw.vhost_retries, 8, 0..=64)?,
         metrics: cx.text("metrics", raw.metrics)?.map(|a| listen_addr(cx, "metrics", &a)).transpose()?,
         pmd,
+        zero_copy: raw.zero_copy.unwrap_or(true),
+        zero_copy_min_bytes: cx.opt("zero_copy_min_bytes", raw.zero_copy_min_bytes, ZERO_COPY_MIN_BYTES, 0..=65535)?,
+        zero_copy_in_flight: cx.opt("zero_copy_in_flight", raw.zero_copy_in_flight, 0, 0..=32768)?,
     })
 }
+
+/// The default `zero_copy_min_bytes` (README, "Zero copy to NICs": measured).
+pub const ZERO_COPY_MIN_BYTES: u32 = 1024;
 
 /// An IP literal and a port (0: any free one): no name to resolve, so the
 /// address bound is the one written.

@@ -17,6 +17,9 @@ const FULL: &str = r#"
     pmd_auto_lb = true
     pmd_auto_lb_load_threshold = 70
     pmd_auto_lb_rebal_interval = 5
+    zero_copy = false
+    zero_copy_min_bytes = 1000
+    zero_copy_in_flight = 64
 
     [[port]]
     name = "uplink"
@@ -117,6 +120,9 @@ fn full_example_parses_with_defaults_filled() {
                 sleep_max_us: 500,
                 auto_lb: AutoLb { enabled: true, load_threshold: 70, improvement_threshold: 25, rebal_interval: std::time::Duration::from_secs(300) },
             },
+            zero_copy: false,
+            zero_copy_min_bytes: 1000,
+            zero_copy_in_flight: 64,
         },
         ports: vec![
             port(
@@ -147,6 +153,9 @@ fn full_example_parses_with_defaults_filled() {
         vhost_retries: 8,
         metrics: None,
         pmd: PmdConfig::default(),
+        zero_copy: true,
+        zero_copy_min_bytes: 1024,
+        zero_copy_in_flight: 0,
     };
     let ports = vec![];
     assert_eq!(
@@ -166,6 +175,9 @@ port = 3                                | port                    | invalid type
 [switch];fdb_size = 8                   | switch.fdb_size         | 8 is out of range 16..=1048576
 [switch];fdb_aging_secs = 0             | switch.fdb_aging_secs   | 0 is out of range 1..=1000000
 [switch];vhost_retries = 65             | switch.vhost_retries    | 65 is out of range 0..=64
+[switch];zero_copy = 1                  | switch.zero_copy        | invalid type: integer `1`, expected a boolean
+[switch];zero_copy_in_flight = 40000    | switch.zero_copy_in_flight | 40000 is out of range 0..=32768
+[switch];zero_copy_min_bytes = -1       | switch.zero_copy_min_bytes | -1 is out of range 0..=65535
 [switch];pmd_cores = []                 | switch.pmd_cores        | must list at least one core
 [switch];pmd_cores = [0]                | switch.pmd_cores        | core 0 is also main_core
 [switch];main_core = "0"                | switch.main_core        | invalid type: string "0", expected an integer

@@ -199,6 +199,7 @@ mod tests {
             pmds: vec![PmdInfo { index: 0, core: 3, lcore: 1, packets: 12, busy_cycles: 900, idle_cycles: 100, sleep_cycles: 50, ..Default::default() }],
             copies: CopiesInfo {
                 paths: vec![PathCopies { path: "vm-vm".into(), packets: 7, payload_copies: 14, bytes_copied: 896 }],
+                zero_copy: Default::default(),
             },
             mempool: MempoolInfo { size: 4095, free: 4000, in_use: 95 },
             fdb: vec![fdb("02:00:00:00:00:01", "vm1"), fdb("02:00:00:00:00:02", "vm1")],

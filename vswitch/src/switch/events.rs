@@ -222,9 +222,10 @@ impl Switch {
                 *enabled_pairs = 0;
                 let d = dev.take();
                 self.replan()?;
-                if let (Some(d), Some(PortState { cfg, io: PortIo::Vhost { own: Some(own), .. }, .. })) = (d.as_ref(), self.slots[slot].port.as_mut()) {
+                if let (Some(d), Some(PortState { cfg, io: PortIo::Vhost { own: Some(own), .. }, .. })) = (d, self.slots[slot].port.as_mut()) {
                     eprintln!("vswitchd: port {}: guest gone, rings (avail/used) {}", cfg.name, own.describe());
-                    own.hand_back(d);
+                    let (name, own) = (cfg.name.clone(), std::mem::take(own));
+                    self.depart(&name, d, own, None);
                 }
                 Ok(false)
             }

@@ -96,6 +96,9 @@ pub struct Switch {
     captures: Captures,
     /// Plans the PMD threads are done with (copy-once rings come back here).
     returns: Receiver<PmdPlan>,
+    zero_copy_base: [u64; dataplane::counters::ZeroCopy::COUNT],
+    /// Guests gone while NICs hold some of their buffers.
+    departing: Vec<zero_copy::Departing>,
 }
 
 impl Switch {
@@ -161,6 +164,8 @@ impl Switch {
             loads,
             captures: Captures::default(),
             returns,
+            zero_copy_base: Default::default(),
+            departing: Vec::new(),
         };
         let mut opened = Ok(());
         for pc in sw.cfg.ports.clone() {
@@ -259,6 +264,7 @@ impl Switch {
         }
         self.attach_held();
         self.auto_lb(Instant::now());
+        self.reclaim_lent();
     }
 
     fn port_totals(&self, slot: u16) -> PortTotals {
@@ -293,6 +299,7 @@ impl Switch {
                     p.base = PmdTotals::read(&p.counters);
                 }
                 self.copies_base = self.copies_now();
+                self.zero_copy_base = self.zero_copy_now();
                 Ok(serde_json::Value::Null)
             }
             Command::PortAdd { port } => return self.port_add(&port),
@@ -344,7 +351,14 @@ impl Switch {
             self.slots[slot].port = Some(st);
             return Response::err(e);
         }
-        close(st.io);
+        match st.io {
+            PortIo::Eth(port) => {
+                self.dma_unmap_port(port.id());
+                drop(port);
+            }
+            PortIo::Vhost { sock, dev: Some(dev), own: Some(own), .. } => self.depart(name, dev, own, Some(sock)),
+            io => close(io),
+        }
         self.fdb.flush_port(slot);
         self.end_captures(slot);
         self.cfg.ports.retain(|p| p.name != name);
@@ -365,12 +379,6 @@ impl Switch {
             Err(e) => Response::err(format!("changed, but the state file {} was not written: {e}", self.state_path.display())),
         }
     }
-
-
-
-
-
-
 
     /// Stops cleanly, in the one order that leaks nothing: the PMD threads
     /// stop (each flushes, hands its plan back and returns) and are joined;
@@ -401,6 +409,21 @@ impl Switch {
         while let Ok(plan) = self.returns.try_recv() {
             self.recover(plan);
         }
+        // NICs first: closing one frees what it holds of guests' buffers,
+        // which go back to their guests before those are let go.
+        for slot in 0..MAX_PORTS as u16 {
+            if let Some(PortState { io: PortIo::Eth(port), .. }) = &self.slots[slot].port {
+                self.dma_unmap_port(port.id());
+                close(self.slots[slot].port.take().expect("checked").io);
+            }
+        }
+        for slot in 0..MAX_PORTS as u16 {
+            let lent = matches!(&self.slots[slot].port, Some(PortState { io: PortIo::Vhost { dev: Some(_), own: Some(o), .. }, .. }) if o.lent() > 0);
+            if let Some(PortState { cfg, io: PortIo::Vhost { sock, dev: Some(dev), own: Some(own), .. }, .. }) = lent.then(|| self.slots[slot].port.take()).flatten() {
+                self.depart(&cfg.name, dev, own, Some(sock));
+            }
+        }
+        self.drain_departing(QUIESCE_TIMEOUT);
         for st in self.slots.take_all() {
             let path = match &st.cfg.kind {
                 config::PortKind::VhostUser { path, mode: config::VhostMode::Server, .. } => Some(path.clone()),
@@ -454,3 +477,4 @@ mod plans;
 mod rebalance;
 mod show;
 mod slots;
+mod zero_copy;

@@ -24,19 +24,20 @@ impl Default for PlanParts {
 }
 
 impl Switch {
-    /// Puts the copy-once rings of a finished plan back with their ports.
+    /// Puts the copy-once rings of a finished plan back with their ports
+    /// (a transmit ring's lender with it).
     pub(super) fn recover(&mut self, plan: PmdPlan) {
         let rings = plan.rx.into_iter().filter_map(|s| match s.port {
-            RxPort::CopyOnce(r) => Some((s.slot, r.into_ring())),
+            RxPort::CopyOnce(r) => Some((s.slot, r.into_parts())),
             _ => None,
         });
         let tx_rings = plan.tx.into_iter().enumerate().filter_map(|(slot, p)| match p {
-            Some(TxPort::CopyOnce(r)) => Some((slot as u16, r.into_ring())),
+            Some(TxPort::CopyOnce(r)) => Some((slot as u16, (r.into_ring(), None))),
             _ => None,
         });
-        for (slot, ring) in rings.chain(tx_rings) {
+        for (slot, (ring, lender)) in rings.chain(tx_rings) {
             if let Some(PortState { io: PortIo::Vhost { own: Some(own), .. }, .. }) = self.slots[slot].port.as_mut() {
-                own.put_back(ring);
+                own.put_back(ring, lender);
             }
         }
     }
@@ -68,6 +69,7 @@ impl Switch {
         self.placement.place(&rxqs, n);
         let mut plans: Vec<PlanParts> = (0..n).map(|_| PlanParts::default()).collect();
         let retries = self.cfg.switch.vhost_retries;
+        let zero_copy = self.zero_copy_plans();
         let placement = &self.placement;
         for st in self.slots.ports_mut() {
             let (slot, queues) = (st.slot, polled_queues(st));
@@ -85,7 +87,7 @@ impl Switch {
                 }
                 PortIo::Vhost { dev: Some(dev), own: Some(own), .. } => {
                     for q in 0..queues {
-                        if let Some(r) = own.rx_ring(dev, q) {
+                        if let Some(r) = own.rx_ring(dev, q, zero_copy[slot as usize]) {
                             plans[thread(q)].rx.push(RxSource { slot, queue: q, port: RxPort::CopyOnce(Box::new(r)) });
                         }
                     }

@@ -2,7 +2,7 @@
 //! counters (relaxed loads of single-writer counters) and the MAC table.
 use std::sync::atomic::Ordering;
 
-use dataplane::counters::{DropReason, Path, PmdTotals};
+use dataplane::counters::{DropReason, Path, PmdTotals, ZeroCopy};
 use pmd_bridge::cycles::tsc_hz;
 
 use super::{PortIo, Switch};
@@ -54,6 +54,10 @@ impl Switch {
                     features: st.feature_names(),
                     ingress_policing_rate: st.cfg.ingress_policing_rate,
                     ingress_policing_burst: st.cfg.ingress_policing_burst,
+                    lent_to_nics: match &st.io {
+                        PortIo::Vhost { own: Some(own), .. } => own.lent(),
+                        _ => 0,
+                    },
                 }
             })
             .collect()
@@ -113,9 +117,22 @@ impl Switch {
         t
     }
 
+    /// Copy-once frames bound for NICs by outcome, summed over threads.
+    pub(super) fn zero_copy_now(&self) -> [u64; ZeroCopy::COUNT] {
+        let mut t = [0u64; ZeroCopy::COUNT];
+        for p in &self.pmds {
+            for (acc, c) in t.iter_mut().zip(&p.counters.zero_copy) {
+                *acc += c.load(Ordering::Relaxed);
+            }
+        }
+        t
+    }
+
     pub(super) fn show_copies(&self) -> CopiesInfo {
         let now = self.copies_now();
+        let zc = self.zero_copy_now();
         CopiesInfo {
+            zero_copy: ZeroCopy::ALL.iter().map(|&o| (o.name().to_string(), zc[o as usize] - self.zero_copy_base[o as usize])).collect(),
             paths: Path::ALL
                 .iter()
                 .map(|&p| {

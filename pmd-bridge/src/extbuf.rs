@@ -1,0 +1,353 @@
+//! Zero-copy transmit out of guest memory: an mbuf chain whose first
+//! segment holds the switch's private copy of a frame's headers and whose
+//! further segments are external buffers over the payload where the guest
+//! left it (`rte_pktmbuf_attach_extbuf`, done here with field writes).
+//!
+//! A `Lender` belongs to one guest transmit ring and to the one thread that
+//! walks it. It has a fixed number of slots, one per chain that may be in
+//! flight; each slot holds the `rte_mbuf_ext_shared_info` every external
+//! segment of its chain points at (in switch memory: DPDK's init helper
+//! would write it into the buffer's tail, i.e. into the guest). Its
+//! reference count is the number of those segments; DPDK calls its free
+//! callback when the last one is freed, on whichever thread frees it (a NIC
+//! driver frees transmitted mbufs lazily, a ring hands them to another
+//! thread). The callback only sets the slot's bit in `Completions`, an
+//! atomic bitmap; the owner drains it (`Lender::reap`) and writes the used
+//! entries itself. No lock, no allocation per packet.
+//!
+//! While any chain is in flight the lender holds the guest memory it points
+//! into (an `Arc<GuestMemory>`: rte_vhost unmaps only after every one is
+//! dropped), and its slots outlive every callback: a lender dropped with
+//! chains in flight leaks both rather than free them under a NIC.
+use std::cell::UnsafeCell;
+use std::os::raw::c_void;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crate::guest_mem::{GuestMemory, Span};
+use crate::mbuf::Mbuf;
+use crate::mempool::Mempool;
+use crate::{ffi, Burst};
+
+/// Most external segments in one chain; a frame spread over more buffers is
+/// copied instead (a 64 KB segment from Linux takes about 19; NICs cap
+/// segments per packet, often at 8 to 40).
+pub const MAX_EXT_SEGS: usize = 32;
+
+/// One bit per slot, set on any thread when the slot's chain is freed, read
+/// and cleared by the owner.
+pub struct Completions {
+    words: Box<[AtomicU64]>,
+}
+
+impl Completions {
+    pub fn new(slots: usize) -> Completions {
+        Completions { words: (0..slots.div_ceil(64)).map(|_| AtomicU64::new(0)).collect() }
+    }
+
+    /// Slot `slot`'s chain is done. Release: whatever the freeing thread
+    /// (and the device before it) did with the buffers happens before the
+    /// owner sees the bit.
+    #[inline]
+    pub fn mark(&self, slot: u16) {
+        self.words[slot as usize / 64].fetch_or(1 << (slot % 64), Ordering::Release);
+    }
+
+    /// Calls `f` for each slot marked since the last drain, clearing it;
+    /// returns how many. A word with nothing set costs one load.
+    #[inline]
+    pub fn drain(&self, mut f: impl FnMut(u16)) -> usize {
+        let mut n = 0;
+        for (w, word) in self.words.iter().enumerate() {
+            if word.load(Ordering::Relaxed) == 0 {
+                continue;
+            }
+            let mut bits = word.swap(0, Ordering::Acquire);
+            while bits != 0 {
+                f((w * 64) as u16 + bits.trailing_zeros() as u16);
+                bits &= bits - 1;
+                n += 1;
+            }
+        }
+        n
+    }
+}
+
+/// One chain's shared info; the callback finds its bit from it.
+struct Slot {
+    shinfo: UnsafeCell<ffi::rte_mbuf_ext_shared_info>,
+    done: *const Completions,
+    index: u16,
+}
+
+struct Slots {
+    slots: Box<[Slot]>,
+    done: Completions,
+}
+
+// SAFETY: a slot's shared info is written only by the owner while the slot
+// is free (no chain points at it); once lent, DPDK updates its count
+// atomically and calls the callback once, which only marks `done` (atomic).
+unsafe impl Send for Slots {}
+// SAFETY: as above.
+unsafe impl Sync for Slots {}
+
+/// DPDK's free callback for our external segments: the last segment of a
+/// chain was freed, on any thread.
+unsafe extern "C" fn on_free(_addr: *mut c_void, opaque: *mut c_void) {
+    // SAFETY: `opaque` is the Slot that `lend` set for this shared info; the
+    // slots outlive every chain lent from them (see the module comment).
+    let slot = unsafe { &*(opaque as *const Slot) };
+    // SAFETY: `done` points at the Completions in the same allocation.
+    unsafe { &*slot.done }.mark(slot.index);
+}
+
+/// Whether `shinfo` is one of ours: a segment over guest memory, which no
+/// one may write through an mbuf.
+pub(crate) fn is_guest_buffer(shinfo: &ffi::rte_mbuf_ext_shared_info) -> bool {
+    shinfo.free_cb.is_some_and(|f| f as usize == on_free as *const () as usize)
+}
+
+/// Why a frame could not be lent (the caller copies it instead).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LendError {
+    /// Every slot is in flight: the ring's in-flight bound.
+    Full,
+    /// Chains of another memory (before a table change) are still out.
+    OtherMemory,
+    /// More than `MAX_EXT_SEGS` pieces, or bytes outside the spans.
+    Shape,
+    /// The pool is empty.
+    NoMbuf,
+}
+
+/// Bytes where a guest left them: `len` bytes after the first `skip` of
+/// `spans` (a descriptor chain's buffers).
+#[derive(Clone, Copy)]
+pub struct Payload<'a> {
+    pub spans: &'a [Span],
+    pub skip: u64,
+    pub len: u64,
+}
+
+/// The zero-copy side of one guest transmit ring (see the module comment).
+pub struct Lender {
+    shared: Arc<Slots>,
+    /// Slots not in flight.
+    free: Vec<u16>,
+    /// The caller's tag (a descriptor head) of each slot's chain.
+    tags: Box<[u16]>,
+    /// The memory the chains in flight point into.
+    mem: Option<Arc<GuestMemory>>,
+}
+
+impl Lender {
+    /// A lender for at most `slots` chains in flight (1 to 32768).
+    pub fn new(slots: u16) -> Lender {
+        let n = slots.clamp(1, 32768) as usize;
+        let mut shared = Arc::new(Slots {
+            slots: (0..n).map(|i| Slot { shinfo: UnsafeCell::new(Default::default()), done: std::ptr::null(), index: i as u16 }).collect(),
+            done: Completions::new(n),
+        });
+        let s = Arc::get_mut(&mut shared).expect("just made");
+        let done: *const Completions = &s.done;
+        s.slots.iter_mut().for_each(|slot| slot.done = done);
+        Lender { shared, free: (0..n as u16).rev().collect(), tags: vec![0; n].into_boxed_slice(), mem: None }
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.tags.len()
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.capacity() - self.free.len()
+    }
+
+    /// The memory the chains in flight point into (None: none is).
+    pub fn memory(&self) -> Option<&Arc<GuestMemory>> {
+        self.mem.as_ref()
+    }
+
+    /// A chain for one frame: `head` (the private header copy) in a segment
+    /// from `pool`, then `payload` (in `mem`) as external segments. `tag`
+    /// comes back from `reap` once every segment is freed, by anyone.
+    pub fn lend(&mut self, pool: &Mempool, mem: &Arc<GuestMemory>, tag: u16, head: &[u8], payload: Payload) -> Result<Mbuf, LendError> {
+        if self.mem.as_ref().is_some_and(|m| !Arc::ptr_eq(m, mem)) {
+            return Err(LendError::OtherMemory);
+        }
+        let &slot = self.free.last().ok_or(LendError::Full)?;
+        let mut pieces = [(std::ptr::null_mut::<u8>(), 0u16); MAX_EXT_SEGS];
+        let k = pieces_of(mem, &payload, &mut pieces).ok_or(LendError::Shape)?;
+        if k == 0 || head.len() > pool.data_room() as usize {
+            return Err(LendError::Shape);
+        }
+        let mut segs = Burst::<{ MAX_EXT_SEGS + 1 }>::new();
+        if !pool.alloc_bulk(&mut segs, k + 1) {
+            return Err(LendError::NoMbuf);
+        }
+        let s = &self.shared.slots[slot as usize];
+        // SAFETY: the slot is free, so no chain points at its shared info and
+        // no callback can read it; the chain made below is handed over only
+        // after these writes (a send publishes them to the freeing thread).
+        unsafe {
+            let info = s.shinfo.get();
+            (*info).free_cb = Some(on_free);
+            (*info).fcb_opaque = s as *const Slot as *mut c_void;
+            (*info).refcnt = k as u16;
+        }
+        let mut it = segs.drain();
+        let mut first = it.next().expect("k + 1 allocated");
+        first.fill(head).ok_or(LendError::Shape)?;
+        let first_raw = first.into_raw().as_ptr();
+        let mut last = first_raw;
+        for (m, &(addr, n)) in it.zip(&pieces[..k]) {
+            let m = m.into_raw().as_ptr();
+            // SAFETY: `m` is a fresh mbuf we own; these are
+            // rte_pktmbuf_attach_extbuf's writes (IOVA = VA) plus the data
+            // length, and link it after `last`, also ours alone. `addr..+n`
+            // lies in guest memory, kept mapped while the chain is out.
+            unsafe {
+                (*m).buf_addr = addr.cast();
+                (*m).buf_iova = addr as u64;
+                (*m).buf_len = n;
+                (*m).data_off = 0;
+                (*m).data_len = n;
+                (*m).ol_flags |= ffi::RTE_MBUF_F_EXTERNAL;
+                (*m).shinfo = s.shinfo.get();
+                (*last).next = m;
+                last = m;
+            }
+        }
+        // SAFETY: the head is ours alone (fresh); its counters now cover the
+        // external segments linked to it.
+        unsafe {
+            (*first_raw).nb_segs = k as u16 + 1;
+            (*first_raw).pkt_len = (head.len() as u64 + payload.len) as u32;
+        }
+        self.free.pop();
+        self.tags[slot as usize] = tag;
+        self.mem.get_or_insert_with(|| Arc::clone(mem));
+        // SAFETY: a whole chain we built and own, handed over once.
+        Ok(unsafe { Mbuf::from_raw(NonNull::new_unchecked(first_raw)) })
+    }
+
+    /// Takes the chains freed since the last call: `f(tag)` for each, in the
+    /// order found (not the order lent). The memory is let go once none is
+    /// in flight. Returns how many came back.
+    #[inline]
+    pub fn reap(&mut self, mut f: impl FnMut(u16)) -> usize {
+        if self.free.len() == self.tags.len() {
+            return 0;
+        }
+        let (free, tags) = (&mut self.free, &self.tags);
+        let n = self.shared.done.drain(|slot| {
+            free.push(slot);
+            f(tags[slot as usize]);
+        });
+        if self.free.len() == self.tags.len() {
+            self.mem = None;
+        }
+        n
+    }
+}
+
+impl Drop for Lender {
+    fn drop(&mut self) {
+        if self.in_flight() > 0 {
+            // A device may still read the buffers and free them later: keep
+            // the slots its callback will touch, and the memory it reads.
+            eprintln!("pmd-bridge: a guest ring's lender dropped with {} chain(s) in flight; its memory stays mapped", self.in_flight());
+            std::mem::forget(Arc::clone(&self.shared));
+            std::mem::forget(self.mem.take());
+        }
+    }
+}
+
+/// The host pieces of `p`, each at most
+/// 65535 bytes (an mbuf's buffer length is 16 bits); None past `MAX_EXT_SEGS`
+/// or outside the spans.
+fn pieces_of(mem: &GuestMemory, p: &Payload, out: &mut [(*mut u8, u16); MAX_EXT_SEGS]) -> Option<usize> {
+    let (mut k, mut left, mut skip) = (0, p.len, p.skip);
+    for s in p.spans {
+        if left == 0 {
+            break;
+        }
+        let sl = s.len() as u64;
+        if skip >= sl {
+            skip -= sl;
+            continue;
+        }
+        let mut off = skip;
+        skip = 0;
+        while off < sl && left > 0 {
+            let n = (sl - off).min(left).min(u16::MAX as u64);
+            let p = mem.host_range(s, off as usize, n as usize).ok()?;
+            *out.get_mut(k)? = (p, n as u16);
+            k += 1;
+            off += n;
+            left -= n;
+        }
+    }
+    (left == 0).then_some(k)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn completions_come_back_once_each_in_any_order_from_any_thread() {
+        let done = Arc::new(Completions::new(130));
+        let threads: Vec<_> = (0..4u16)
+            .map(|t| {
+                let done = Arc::clone(&done);
+                std::thread::spawn(move || (0..130u16).filter(|s| s % 4 == t).rev().for_each(|s| done.mark(s)))
+            })
+            .collect();
+        threads.into_iter().for_each(|t| t.join().unwrap());
+        let mut seen = Vec::new();
+        assert_eq!(done.drain(|s| seen.push(s)), 130);
+        seen.sort();
+        assert_eq!(seen, (0..130).collect::<Vec<_>>());
+        assert_eq!(done.drain(|_| panic!("drained twice")), 0);
+    }
+
+    #[test]
+    fn marks_racing_a_drain_are_never_lost() {
+        let done = Arc::new(Completions::new(64));
+        let marker = {
+            let done = Arc::clone(&done);
+            std::thread::spawn(move || {
+                for round in 0..300u32 {
+                    done.mark((round % 64) as u16);
+                    // Each slot is marked again only after the owner took it
+                    // (a slot is lent once at a time).
+                    while done.words[0].load(Ordering::Acquire) & (1 << (round % 64)) != 0 {
+                        std::hint::spin_loop();
+                    }
+                }
+            })
+        };
+        let mut got = 0;
+        while got < 300 {
+            got += done.drain(|_| ());
+        }
+        marker.join().unwrap();
+        assert_eq!(got, 300);
+    }
+
+    #[test]
+    fn pieces_split_at_span_ends_and_at_64_kb() {
+        let mem = GuestMemory::new_owned(&[(0, 0x30000)]);
+        let mut spans = Vec::new();
+        mem.translate(crate::guest_mem::Gpa(0x100), 100, |s| spans.push(s)).unwrap();
+        mem.translate(crate::guest_mem::Gpa(0x1000), 0x20000, |s| spans.push(s)).unwrap();
+        let mut out = [(std::ptr::null_mut(), 0); MAX_EXT_SEGS];
+        let p = |skip, len| Payload { spans: &spans, skip, len };
+        let k = pieces_of(&mem, &p(60, 40 + 0x20000), &mut out).unwrap();
+        assert_eq!(out[..k].iter().map(|p| p.1).collect::<Vec<_>>(), [40, 65535, 65535, 2]);
+        assert_eq!(pieces_of(&mem, &p(60, 41 + 0x20000), &mut out), None, "past the chain");
+        assert_eq!(pieces_of(&mem, &p(100, 10), &mut out), Some(1), "the first span skipped");
+    }
+}
