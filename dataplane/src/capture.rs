@@ -9,7 +9,7 @@
 //! forwarding goes on, never waiting for the reader. Without a session a
 //! plan's `Taps` is empty, and the loop tests that once per burst.
 //!
-//! The ring holds 8-byte words in atomics (no lock, no unsafe): a record is
+//! The ring holds 8-byte words in atomics (no lock, safe Rust only): a record is
 //! a timestamp word, a word of lengths and direction, then the frame's
 //! first `caplen` bytes. The writer publishes a record by storing its
 //! tail with release ordering after the words; the reader frees them by

@@ -203,10 +203,11 @@ impl Lender {
         let mut last = first_raw;
         for (m, &(addr, n)) in it.zip(&pieces[..k]) {
             let m = m.into_raw().as_ptr();
-            // SAFETY: `m` is a fresh mbuf we own; these are
-            // rte_pktmbuf_attach_extbuf's writes (IOVA = VA) plus the data
-            // length, and link it after `last`, also ours alone. `addr..+n`
-            // lies in guest memory, kept mapped while the chain is out.
+            // `m` is a fresh mbuf we own; these are rte_pktmbuf_attach_extbuf's
+            // writes (IOVA = VA) plus the data length, and link it after
+            // `last`, also ours alone; `addr..+n` lies in guest memory, kept
+            // mapped while the chain is out.
+            // SAFETY: fresh mbufs of ours only, over mapped guest memory.
             unsafe {
                 (*m).buf_addr = addr.cast();
                 (*m).buf_iova = addr as u64;

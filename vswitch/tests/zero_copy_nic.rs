@@ -20,6 +20,11 @@ use common::*;
 use vswitch::protocol::{Command, CopiesInfo};
 
 /// A packet socket on interface `iface`: every frame the kernel sees there.
+///
+/// SAFETY (why these calls live here): they are the test's own view of the
+/// kernel side of a tap device, plain libc socket calls with no DPDK in
+/// them; no production type needs a packet socket, so pmd-bridge (the home
+/// of the switch's `unsafe`) has none to offer. Each block says why it holds.
 struct Wire(OwnedFd);
 
 impl Wire {

@@ -106,6 +106,10 @@ fn refill(keep: &mut [Keep], stop: &EventFd) {
     }
 }
 
+/// SAFETY (why these calls live here): pinning and real-time priority for
+/// the test's own refill thread are libc scheduler calls with no DPDK in
+/// them, which no production code makes; pmd-bridge has no type for them.
+/// Each block says why it holds; so does the `poll` above.
 fn run_on_core0_at_rt_priority() {
     // SAFETY: an all-zero cpu_set_t is the empty set.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
