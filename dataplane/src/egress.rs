@@ -30,8 +30,12 @@ pub struct Outputs {
     paths: Vec<[Path; BURST]>,
     /// Slots whose batch holds packets.
     dirty: PortSet,
-    /// Copy-once outputs holding used entries not yet published.
+    /// Copy-once outputs holding used entries not yet published, or
+    /// counts not yet added (`guest_tx`).
     unpublished: PortSet,
+    /// Per copy-once output: frames and bytes delivered, frames dropped
+    /// for want of buffers, this burst (counted once at its end).
+    guest_tx: [[u64; 3]; MAX_PORTS],
     copies: CopyList,
     dropped: Burst,
     /// A frame's bytes while its offloads are done in software, and the
@@ -47,6 +51,7 @@ impl Default for Outputs {
             paths: vec![[Path::NicNic; BURST]; MAX_PORTS],
             dirty: PortSet::EMPTY,
             unpublished: PortSet::EMPTY,
+            guest_tx: [[0; 3]; MAX_PORTS],
             copies: CopyList::default(),
             dropped: Burst::new(),
             scratch: Vec::with_capacity(crate::offload::MAX_FRAME),
@@ -113,11 +118,13 @@ impl Egress<'_> {
 
     /// A burst of mbufs from `in_slot`.
     pub fn forward_mbufs(mut self, in_slot: u16, rx: &mut Burst) {
+        self.prefetch_rings(in_slot, rx.len());
         let mut decisions = [Decision::Drop(DropReason::Malformed); BURST];
         let Some(input) = self.classify(in_slot, rx.iter(), &mut decisions) else {
             rx.clear();
             return;
         };
+        self.prefetch_buffers(in_slot, &decisions[..rx.len()]);
         // An mbuf from a VM was copied out of it by rte_vhost.
         let copied_in = input.vm as u64;
         let input_vm = input.vm;
@@ -153,15 +160,14 @@ impl Egress<'_> {
     /// mbuf for any other port; the chains go back after every copy.
     pub fn forward_guest(mut self, in_slot: u16, burst: GuestBurst) {
         let pkts = burst.pkts();
+        self.prefetch_rings(in_slot, pkts.len());
         let mut decisions = [Decision::Drop(DropReason::Malformed); BURST];
         if self.classify(in_slot, pkts.iter(), &mut decisions).is_none() {
             let (done, _) = self.out.copies.run(None, |_| None);
             burst.commit(&done);
             return;
         }
-        for t in self.tx.iter().flatten().filter_map(TxPort::copy_once) {
-            t.prefetch(pkts.len());
-        }
+        self.prefetch_buffers(in_slot, &decisions[..pkts.len()]);
         let mut burst = burst;
         let mut t = Tally::default();
         for (i, d) in decisions.into_iter().enumerate().take(pkts.len()) {
@@ -186,6 +192,31 @@ impl Egress<'_> {
         burst.commit(&done);
     }
 
+    /// Starts loading the descriptors the copy-once outputs will deliver
+    /// into, before classification, and (`prefetch_buffers`) the buffers
+    /// they point at after it, when the descriptors have come in: the
+    /// deliveries then write lines already ours instead of waiting for the
+    /// guest's core to give up each one.
+    fn prefetch_rings(&self, in_slot: u16, n: usize) {
+        for (_, t) in self.tx.iter().enumerate().filter(|(s, _)| *s != in_slot as usize) {
+            t.as_ref().and_then(TxPort::copy_once).inspect(|t| t.prefetch(n));
+        }
+    }
+
+    fn prefetch_buffers(&self, in_slot: u16, decisions: &[Decision]) {
+        let mut want = [0u8; MAX_PORTS];
+        for d in decisions {
+            match *d {
+                Decision::Unicast { out, .. } => want[out as usize] += 1,
+                Decision::Flood { vlan, .. } => self.flood.targets(vlan, in_slot).for_each(|out| want[out as usize] += 1),
+                Decision::Drop(_) => {}
+            }
+        }
+        for (t, n) in self.tx.iter().zip(want).filter(|(_, n)| *n > 0) {
+            t.as_ref().and_then(TxPort::copy_once).inspect(|t| t.prefetch_buffers(n as usize));
+        }
+    }
+
     #[inline]
     fn is_vm(&self, out: u16) -> bool {
         self.ports[out as usize].as_ref().is_some_and(|p| p.vm)
@@ -206,21 +237,20 @@ impl Egress<'_> {
                 // A segment cut for this guest went out as `frames` frames,
                 // each with the headers again.
                 let bytes = p.frame_len() as u64 + p.offload().gso.map_or(0, |g| g.hdr_len() as u64 * frames.saturating_sub(1) as u64);
+                let n = &mut self.out.guest_tx[out as usize];
                 match d {
                     Delivery::Done { .. } => {
-                        bump(&c.tx_packets, frames as u64);
-                        bump(&c.tx_bytes, bytes);
+                        n[0] += frames as u64;
+                        n[1] += bytes;
                         t.copied(path, 1, bytes);
                     }
                     Delivery::NoBuffers => {
-                        bump(&c.tx_packets, frames as u64);
-                        bump(&c.drops[DropReason::TxFull as usize], 1);
+                        n[0] += frames as u64;
+                        n[2] += 1;
                     }
                     Delivery::BadChain(_) => {}
                 }
-                if d != Delivery::NoBuffers || frames > 0 {
-                    self.out.unpublished.insert(out);
-                }
+                self.out.unpublished.insert(out);
                 return;
             }
         }
@@ -364,9 +394,14 @@ impl Egress<'_> {
         let (done, copied) = self.out.copies.run(from, |out| tx.get(out as usize)?.as_ref()?.copy_once().map(|r| r.mem()));
         debug_assert!(copied.is_ok(), "a listed copy outside its guests: {copied:?}");
         for out in std::mem::take(&mut self.out.unpublished) {
+            let c = &self.counters.ports[out as usize];
+            let [packets, bytes, full] = std::mem::take(&mut self.out.guest_tx[out as usize]);
+            bump(&c.tx_packets, packets);
+            bump(&c.tx_bytes, bytes);
+            bump(&c.drops[DropReason::TxFull as usize], full);
             if let Some(TxPort::CopyOnce(r)) = tx[out as usize].as_mut() {
                 r.publish(&done);
-                r.count_refused(&self.counters.ports[out as usize].drops);
+                r.count_refused(&c.drops);
             }
         }
         let pc = &self.counters.ports[in_slot as usize];

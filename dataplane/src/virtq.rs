@@ -163,6 +163,10 @@ impl From<OutOfBounds> for RingError {
     }
 }
 
+/// How much of a receive buffer to take ahead: a virtio-net header and a
+/// small frame's headers.
+pub(crate) const PREFETCH_BYTES: u64 = 128;
+
 /// One descriptor, copied out of guest memory.
 #[derive(Clone, Copy, Debug)]
 struct Desc {
@@ -391,6 +395,28 @@ impl SplitQueue {
                 let head = u16::from_le_bytes(h);
                 if head < self.size {
                     mem.prefetch(&self.desc, head as usize * DESC_SIZE as usize);
+                }
+            }
+        }
+        // The used entries these chains will take (eight to a line).
+        let mask = self.size as usize - 1;
+        for k in (0..n.min(self.size as usize)).step_by(8).chain([n.saturating_sub(1)]) {
+            mem.prefetch_write_at(&self.used, 4 + 8 * ((self.next_used.0 as usize + k) & mask));
+        }
+    }
+
+    /// Starts taking, for writing, the first bytes of the buffers the next
+    /// `n` chains begin with (call it a while after `prefetch_next`, when
+    /// their descriptors have come in).
+    pub fn prefetch_buffers(&self, mem: &GuestMemory, n: usize) {
+        let known = (self.avail_seen - self.next_avail).0 as usize;
+        for k in 0..n.min(known) {
+            let slot = ((self.next_avail.0 as usize) + k) & (self.size as usize - 1);
+            let Ok(h) = mem.load::<2>(&self.avail, 4 + 2 * slot) else { return };
+            let head = u16::from_le_bytes(h);
+            if let Ok(d) = Desc::load(mem, &self.desc, head) {
+                if !d.has(VRING_DESC_F_INDIRECT) {
+                    mem.prefetch_write(Gpa(d.addr), (d.len as u64).min(PREFETCH_BYTES));
                 }
             }
         }

@@ -6,7 +6,7 @@
 mod common;
 
 use common::*;
-use vswitch::protocol::{Command, CopiesInfo, FdbInfo};
+use vswitch::protocol::{Command, CopiesInfo, FdbInfo, PortInfo};
 
 const PORTS: &str = r#"
 [[port]]
@@ -68,13 +68,15 @@ fn setup() -> Net {
 }
 
 impl Net {
-    /// Sends from VM `i` and waits until the switch has received it all.
+    /// Sends from VM `i` and waits until the switch has decided every frame
+    /// (forwarded, flooded or dropped: counted at the end of the burst,
+    /// after its outputs were sent; `rx_packets` is counted at its start).
     fn send(&mut self, i: usize, frames: &[Vec<u8>]) {
         let name = self.vms[i].name.clone();
-        let before = self.sw.port(&name).rx_packets;
+        let decided = |p: &PortInfo| p.forwarded + p.flooded + p.drops.values().sum::<u64>();
+        let want = decided(&self.sw.port(&name)) + frames.len() as u64;
         self.vms[i].send(frames);
-        let want = before + frames.len() as u64;
-        self.sw.wait_ports("the switch to take the frames", |ps| ps.iter().any(|p| p.name == name && p.rx_packets >= want));
+        self.sw.wait_ports("the switch to decide the frames", |ps| ps.iter().any(|p| p.name == name && decided(p) >= want));
     }
 
     fn drain_all(&mut self) -> Vec<Vec<Vec<u8>>> {

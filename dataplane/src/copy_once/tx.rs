@@ -53,6 +53,14 @@ impl CopyOnceTx {
         }
     }
 
+    /// Starts taking the first bytes of the next `n` receive buffers for
+    /// writing (after `prefetch`, once their descriptors have come in).
+    pub fn prefetch_buffers(&self, n: usize) {
+        if !self.ring.broken {
+            self.ring.queue.prefetch_buffers(&self.ring.mem, n);
+        }
+    }
+
     /// Publishes the used entries written since the last call, once their
     /// payload copies have run (`done`), and interrupts the guest once.
     pub fn publish(&mut self, done: &CopiesDone) {
@@ -192,7 +200,7 @@ fn deliver_retrying(
     chains: &mut [Chain],
     mut copies: Option<(&mut CopyList, u16)>,
     retries: u32,
-) -> Result<Delivery, crate::virtq::RingError> {
+) -> Result<Delivery, crate::virtio_net::RingBroken> {
     let mergeable = ring.features.mergeable;
     for _ in 0..retries {
         match deliver(&mut ring.queue, &ring.mem, frame, mergeable, chains, copies.as_mut().map(|(l, o)| (&mut **l, *o)))? {

@@ -361,9 +361,28 @@ impl PackedQueue {
     pub fn prefetch_next(&self, mem: &GuestMemory, n: usize) {
         let mut slot = self.next_avail.slot as usize;
         for k in 0..n.min(self.size as usize) {
-            // Four descriptors to a cache line.
+            // Four descriptors to a cache line, which their used entries
+            // overwrite later: taken for writing.
             if k == 0 || slot.is_multiple_of(4) {
-                mem.prefetch(&self.ring, slot * DESC_SIZE as usize);
+                mem.prefetch_write_at(&self.ring, slot * DESC_SIZE as usize);
+            }
+            slot += 1;
+            if slot == self.size as usize {
+                slot = 0;
+            }
+        }
+    }
+
+    /// Starts taking, for writing, the first bytes of the buffers the next
+    /// `n` slots point at (a hint: whether they are available is not
+    /// checked, and an indirect table's address is harmless to take).
+    pub fn prefetch_buffers(&self, mem: &GuestMemory, n: usize) {
+        let mut slot = self.next_avail.slot as usize;
+        for _ in 0..n.min(self.size as usize) {
+            if let Ok(raw) = mem.load::<16>(&self.ring, slot * DESC_SIZE as usize) {
+                let addr = u64::from_le_bytes(raw[0..8].try_into().expect("8 bytes"));
+                let len = u32::from_le_bytes(raw[8..12].try_into().expect("4 bytes"));
+                mem.prefetch_write(Gpa(addr), (len as u64).min(super::PREFETCH_BYTES));
             }
             slot += 1;
             if slot == self.size as usize {
