@@ -526,7 +526,7 @@ mod packed;
 mod queue;
 
 pub use chain::{copy_chain, pieces, Chain};
-pub use packed::{PackedQueue, PublishRecord, MAX_UNPOP, RING_EVENT_FLAGS_DESC, RING_EVENT_FLAGS_DISABLE, RING_EVENT_FLAGS_ENABLE, VIRTIO_F_RING_PACKED, VRING_PACKED_DESC_F_AVAIL, VRING_PACKED_DESC_F_USED};
+pub use packed::{KeptPosition, PackedQueue, PublishRecord, RingSession, MAX_UNPOP, RING_EVENT_FLAGS_DESC, RING_EVENT_FLAGS_DISABLE, RING_EVENT_FLAGS_ENABLE, VIRTIO_F_RING_PACKED, VRING_PACKED_DESC_F_AVAIL, VRING_PACKED_DESC_F_USED};
 pub use queue::{RingOps, Virtqueue};
 
 #[cfg(test)]

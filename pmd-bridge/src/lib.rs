@@ -15,6 +15,7 @@ pub mod lcore;
 pub mod log;
 pub mod mbuf;
 pub mod mempool;
+pub mod persist;
 pub mod ring;
 pub mod vhost;
 

@@ -17,14 +17,20 @@
 //!   published are lost (their buffers are offered again, unread). Nothing
 //!   older is replayed and nothing is corrupted: a used entry is never
 //!   visible before its bytes.
+//! - Packed rings: QEMU learns no position from a switch that went away
+//!   (graceful or not), so the switch keeps each ring's position in a file
+//!   beside the socket (`kept_positions`), and the next one resumes from
+//!   it for the same QEMU (`KeptPosition`), with the same effects as a
+//!   split ring after SIGKILL.
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use dataplane::copy_once::{return_parked, CopyOnceRx, CopyOnceTx, GuestFeatures, GuestRing, Interrupt, ZeroCopy};
 use dataplane::flood::PortSet;
-use dataplane::virtq::{RingOps, Virtqueue};
+use dataplane::virtq::{KeptPosition, RingOps, RingSession, Virtqueue};
 use pmd_bridge::extbuf::Lender;
 use pmd_bridge::guest_mem::GuestMemory;
+use pmd_bridge::persist::SharedWords;
 use pmd_bridge::{CallFd, VhostDevice};
 
 /// Zero copy to NICs for a plan's guest transmit rings.
@@ -54,13 +60,30 @@ pub struct CopyOnceState {
     lenders: Vec<Option<Lender>>,
     /// Each vring's chains in NICs, as the PMD thread holding it last saw.
     gauges: Vec<Arc<AtomicU64>>,
+    /// Where packed rings keep their positions, and the frontend's memory.
+    kept: Option<(Arc<SharedWords>, u64)>,
+}
+
+/// Vrings a positions file has room for (32 queue pairs).
+const KEPT_VRINGS: usize = 64;
+
+/// The file beside the socket at `socket` where its packed rings keep
+/// their positions across switch restarts.
+pub fn kept_positions(socket: &str) -> std::path::PathBuf {
+    let p = std::path::Path::new(socket);
+    let name = p.file_name().map_or("vhost".into(), |n| n.to_string_lossy());
+    p.with_file_name(format!(".{name}.rings"))
 }
 
 impl CopyOnceState {
     /// Takes the memory and every vring of a new device, and asks the guest
     /// not to kick (we poll). Takes no rte_vhost queue lock.
-    pub fn attach(&mut self, dev: &VhostDevice) -> Result<(), String> {
+    pub fn attach(&mut self, dev: &VhostDevice, kept: &std::path::Path) -> Result<(), String> {
         self.features = dev.negotiated_features().map_err(|e| e.to_string())?;
+        if self.features & dataplane::virtq::VIRTIO_F_RING_PACKED != 0 {
+            let words = SharedWords::open(kept, KEPT_VRINGS * KeptPosition::WORDS).map_err(|e| format!("{}: {e}", kept.display()))?;
+            self.kept = Some((Arc::new(words), dev.memory_id().map_err(|e| e.to_string())?));
+        }
         GuestFeatures::from_bits(self.features)?;
         self.queues = vec![None; dev.queue_pairs() as usize * 2];
         self.calls = (0..self.queues.len()).map(|_| None).collect();
@@ -80,12 +103,17 @@ impl CopyOnceState {
                 continue; // not set up by the guest (yet)
             }
             let gpa = |hva: u64| mem.gpa_of(hva).ok_or(format!("vring {idx} outside guest memory"));
-            let indices = match (fresh, slot.as_ref()) {
-                (false, Some(q)) => q.indices(),
+            let rings = [gpa(v.desc)?, gpa(v.avail)?, gpa(v.used)?];
+            let kept = self.kept.as_ref().filter(|_| idx < KEPT_VRINGS).map(|(w, id)| (KeptPosition::new(Arc::clone(w), idx), *id));
+            let indices = match (fresh, slot.as_ref(), kept.as_ref()) {
+                (false, Some(q), _) => q.indices(),
+                (_, _, Some((k, memory))) => k.resume(&mem, RingSession { desc: rings[0], size: v.size, base: (v.last_avail, v.last_used), memory: *memory }),
                 _ => (v.last_avail, v.last_used),
             };
-            let rings = [gpa(v.desc)?, gpa(v.avail)?, gpa(v.used)?];
-            let q = Virtqueue::new(self.features, v.size, rings, indices, &mem).map_err(|e| format!("vring {idx}: {e}"))?;
+            let mut q = Virtqueue::new(self.features, v.size, rings, indices, &mem).map_err(|e| format!("vring {idx}: {e}"))?;
+            if let (Some(p), Some((k, _))) = (q.packed_mut(), kept) {
+                p.keep_position(k);
+            }
             // Kicks off while we poll, written into the used ring ourselves:
             // rte_vhost_enable_guest_notification would take the queue lock,
             // which a message handler waiting on our memory may hold.
@@ -140,6 +168,14 @@ impl CopyOnceState {
                     (None, None) => false,
                 };
             }
+        }
+    }
+
+    /// The guest left while the switch runs: no position of its rings is
+    /// to be resumed.
+    pub fn forget_positions(&self) {
+        if let Some((w, _)) = &self.kept {
+            (0..KEPT_VRINGS).for_each(|i| KeptPosition::new(Arc::clone(w), i).forget());
         }
     }
 

@@ -16,8 +16,7 @@ use vswitch::protocol::{Command, CopiesInfo};
 fn port(name: &str, datapath: &str, vlan: u16) -> String {
     format!(
         "[[port]]\nname = \"{name}\"\ntype = \"vhost-user\"\nmode = \"server\"\npath = \"{name}.sock\"\nmtu = 9000\n\
-         datapath = \"{datapath}\"\nvlan = {vlan}\n{}",
-        if datapath == "copy-once" { "packed_rings = true\n" } else { "" }
+         datapath = \"{datapath}\"\nvlan = {vlan}\n"
     )
 }
 

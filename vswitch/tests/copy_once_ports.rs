@@ -16,11 +16,16 @@ fn port(name: &str, datapath: &str) -> String {
 #[test]
 fn copy_once_ports_switch_like_the_others() {
     let dir = tempfile::tempdir().unwrap();
-    let ports = port("vm1", "copy-once") + &port("vm2", "copy-once") + &port("vm3", "rte_vhost");
+    let ports = port("vm1", "copy-once") + &port("vm2", "copy-once") + &port("vm3", "rte_vhost") + &port("vm4", "copy-once") + "packed_rings = false\n";
     let sw = Switchd::start(dir.path(), "", &ports);
     let sock = |n: &str| dir.path().join(format!("{n}.sock"));
-    let mut vms: Vec<Vm> = ["vm1", "vm2", "vm3"].iter().map(|n| Vm::connect(n, &sock(n), false, 9000)).collect();
+    // vm1 and vm4 offer packed rings: vm1's port takes them (the default),
+    // vm4's refuses them, and vm4 runs on split rings.
+    let args = |n: &str| if ["vm1", "vm4"].contains(&n) { ",packed_vq=1" } else { "" };
+    let mut vms: Vec<Vm> = ["vm1", "vm2", "vm3", "vm4"].iter().map(|n| Vm::connect_args(n, &sock(n), false, 9000, 1, args(n))).collect();
     sw.wait_ports("guests up", |ps| ps.iter().all(|p| p.state == "up"));
+    let packed = |n: &str| sw.port(n).features.iter().any(|f| f == "ring_packed");
+    assert_eq!(["vm1", "vm2", "vm4"].map(packed), [true, false, false]);
     let idle = sw.mempool_in_use();
 
     // A broadcast from a copy-once guest reaches both other kinds of port.

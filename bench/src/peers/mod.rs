@@ -196,11 +196,9 @@ impl Running {
             self.dir().display()
         );
         for (i, sock) in self.sockets.iter().enumerate() {
-            // Packed rings are a copy-once port's to offer only when asked
-            // (no switch restarts under the bench's VMs).
-            let (datapath, extra) = if self.kind == SwitchKind::VswitchdCopyOnce { ("copy-once", "packed_rings = true\n") } else { ("rte_vhost", "") };
+            let datapath = if self.kind == SwitchKind::VswitchdCopyOnce { "copy-once" } else { "rte_vhost" };
             cfg.push_str(&format!(
-                "[[port]]\nname = \"vm{i}\"\ntype = \"vhost-user\"\nmode = \"client\"\npath = \"{}\"\ndatapath = \"{datapath}\"\nmtu = {}\n{extra}",
+                "[[port]]\nname = \"vm{i}\"\ntype = \"vhost-user\"\nmode = \"client\"\npath = \"{}\"\ndatapath = \"{datapath}\"\nmtu = {}\n",
                 sock.display(),
                 self.opts.mtu
             ));

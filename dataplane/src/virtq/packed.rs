@@ -45,7 +45,7 @@
 use pmd_bridge::guest_mem::{full_fence, GuestMemory, Gpa, OutOfBounds, Span};
 
 mod resume;
-pub use resume::PublishRecord;
+pub use resume::{KeptPosition, PublishRecord, RingSession};
 
 use super::{Chain, ChainError, Desc, Direction, Pop, RingError, RingFeatures, DESC_SIZE, MAX_DESCS, VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
 
@@ -189,6 +189,8 @@ pub struct PackedQueue {
     /// before the first), and slots used since, saturating.
     signalled: Option<Pos>,
     since: u32,
+    /// Where the position is kept across switch restarts (`resume`).
+    keep: Option<KeptPosition>,
 }
 
 impl PackedQueue {
@@ -231,6 +233,7 @@ impl PackedQueue {
             starved_at: None,
             signalled: None,
             since: 0,
+            keep: None,
         })
     }
 
@@ -466,6 +469,7 @@ impl PackedQueue {
     /// batch's chains again (see `resume`).
     pub fn publish(&mut self, mem: &GuestMemory) -> Result<(), RingError> {
         let Some(&(first, e)) = self.batch[..self.batch_n].first() else { return Ok(()) };
+        self.keep_record();
         for &(slot, rest) in &self.batch[1..self.batch_n] {
             mem.store(&self.ring, slot as usize * DESC_SIZE as usize + 8, rest)?;
         }

@@ -131,6 +131,14 @@ impl Virtqueue {
         })
     }
 
+    /// The packed queue, if this is one.
+    pub fn packed_mut(&mut self) -> Option<&mut PackedQueue> {
+        match self {
+            Virtqueue::Packed(q) => Some(q),
+            Virtqueue::Split(_) => None,
+        }
+    }
+
     pub fn is_packed(&self) -> bool {
         matches!(self, Virtqueue::Packed(_))
     }

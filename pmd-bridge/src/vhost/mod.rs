@@ -365,6 +365,34 @@ impl VhostDevice {
         }
     }
 
+    /// Which memory the frontend shares: the backing file (device, inode)
+    /// of its first region, folded into one word. A new QEMU process shares
+    /// new files, so this tells a guest that outlived a switch restart from
+    /// a new one on the same socket.
+    pub fn memory_id(&self) -> Result<u64> {
+        let mut mem: *mut ffi::rte_vhost_memory = std::ptr::null_mut();
+        // SAFETY: a live vid; rte_vhost mallocs a copy of its table into mem.
+        if unsafe { ffi::rte_vhost_get_mem_table(self.vid(), &mut mem) } != 0 || mem.is_null() {
+            return Err(Error::dpdk("rte_vhost_get_mem_table", libc::ENODEV, ""));
+        }
+        // SAFETY: mem points at nregions regions, malloc'd by rte_vhost and
+        // ours to free; a region's fd stays open while it is mapped.
+        let fd = unsafe {
+            let fd = (*mem).regions.as_slice((*mem).nregions as usize).first().map(|r| r.fd);
+            libc::free(mem.cast());
+            fd
+        };
+        let fd = fd.ok_or_else(|| Error::InvalidArgument("guest memory without regions".into()))?;
+        // SAFETY: a stat is plain integers, for which all zeros is a value.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: fstat writes only the buffer it is given; a bad fd is an
+        // error, never a fault.
+        if unsafe { libc::fstat(fd, &mut st) } != 0 {
+            return Err(Error::InvalidArgument(format!("fstat of a memory region's fd: {}", std::io::Error::last_os_error())));
+        }
+        Ok(st.st_dev.rotate_left(40) ^ st.st_ino)
+    }
+
     /// The dirty-page log QEMU set up for a live migration, while LOG_ALL is
     /// negotiated: (address, bytes). It is unmapped only by SET_LOG_BASE or
     /// with the device, and both wait for the memory token, like the memory.

@@ -97,12 +97,10 @@ pub struct PortConfig {
     /// the whole table for a NIC).
     #[serde(default)]
     pub mac_limit: Option<u32>,
-    /// Packed virtqueues offered to a copy-once guest (`packed_rings =
-    /// true`). Off by default: a packed ring's position is not in guest
-    /// memory, and QEMU does not keep it for a network device, so a guest
-    /// on packed rings loses its network when the switch restarts under it
-    /// (README: Copy-once ports).
-    #[serde(default)]
+    /// Packed virtqueues offered to a copy-once guest (default; off with
+    /// `packed_rings = false`). Their positions are kept across switch
+    /// restarts beside the socket (README: Copy-once ports).
+    #[serde(default = "offloads_default")]
     pub packed_rings: bool,
     /// Ingress policing, as OVS's interface columns: the rate in kbit/s
     /// (0: none) and the bucket in kbit (0: 8000).
@@ -125,6 +123,7 @@ fn socket_path(cx: &Ctx, key: &str, path: PathBuf) -> Res<PathBuf> {
     Ok(path)
 }
 
+/// `offloads` and `packed_rings`: on unless a port says otherwise.
 fn offloads_default() -> bool {
     true
 }

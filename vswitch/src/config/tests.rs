@@ -80,7 +80,7 @@ fn full_example_parses_with_defaults_filled() {
         rxq_pmd,
         offloads: true,
         mac_limit: None,
-        packed_rings: false,
+        packed_rings: true,
         ingress_policing_rate: 0,
         ingress_policing_burst: 0,
     };
@@ -265,7 +265,7 @@ fn port_from_json_shares_the_rules() {
         rxq_pmd,
         offloads: true,
         mac_limit: None,
-        packed_rings: false,
+        packed_rings: true,
         ingress_policing_rate: 0,
         ingress_policing_burst: 0,
     };

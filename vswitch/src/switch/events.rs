@@ -15,11 +15,11 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pmd_bridge::{VhostDevice, VhostEvent};
+use pmd_bridge::{VhostDevice, VhostSocket, VhostEvent};
 
 use super::slots::Slot;
 use super::{PortIo, PortState, Switch};
-use crate::copy_once_state::CopyOnceState;
+use crate::copy_once_state::{kept_positions, CopyOnceState};
 
 /// More device arrivals than this within `FLAP_WINDOW` back a port off.
 const FLAP_LIMIT: usize = 5;
@@ -90,12 +90,12 @@ impl Flaps {
 }
 
 /// Makes `d` the port's device; true (the plans must change).
-fn attach(name: &str, d: VhostDevice, dev: &mut Option<Arc<VhostDevice>>, own: &mut Option<CopyOnceState>) -> bool {
+fn attach(name: &str, sock: &VhostSocket, d: VhostDevice, dev: &mut Option<Arc<VhostDevice>>, own: &mut Option<CopyOnceState>) -> bool {
     let d = Arc::new(d);
     if let Some(own) = own.as_mut() {
         // A request may already be changing the rings again: then
         // they are mapped on its RingsChanged.
-        match own.attach(&d) {
+        match own.attach(&d, &kept_positions(sock.path())) {
             Ok(()) => eprintln!("vswitchd: port {name}: guest up, rings (avail/used) {}", own.describe()),
             Err(e) => eprintln!("vswitchd: port {name}: guest up, rings not mapped yet: {e}"),
         }
@@ -147,7 +147,7 @@ impl Switch {
             }
             if let Some(d) = sock.device(vid) {
                 eprintln!("vswitchd: port {}: back-off over; attaching its guest (vid {vid})", cfg.name);
-                changed |= attach(&cfg.name, d, dev, own);
+                changed |= attach(&cfg.name, sock, d, dev, own);
             }
         }
         if changed {
@@ -185,7 +185,7 @@ impl Switch {
                     Arrival::Attach => {
                         flaps.pending = None;
                         let d = sock.device(vid).ok_or("device already gone")?;
-                        Ok(attach(&cfg.name, d, dev, own))
+                        Ok(attach(&cfg.name, sock, d, dev, own))
                     }
                     Arrival::Hold => {
                         flaps.pending = Some(vid);
@@ -224,6 +224,7 @@ impl Switch {
                 self.replan()?;
                 if let (Some(d), Some(PortState { cfg, io: PortIo::Vhost { own: Some(own), .. }, .. })) = (d, self.slots[slot].port.as_mut()) {
                     eprintln!("vswitchd: port {}: guest gone, rings (avail/used) {}", cfg.name, own.describe());
+                    own.forget_positions();
                     let (name, own) = (cfg.name.clone(), std::mem::take(own));
                     self.depart(&name, d, own, None);
                 }

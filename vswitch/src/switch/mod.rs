@@ -356,7 +356,11 @@ impl Switch {
                 self.dma_unmap_port(port.id());
                 drop(port);
             }
-            PortIo::Vhost { sock, dev: Some(dev), own: Some(own), .. } => self.depart(name, dev, own, Some(sock)),
+            PortIo::Vhost { sock, dev: Some(dev), own: Some(own), .. } => {
+                own.forget_positions();
+                let _ = std::fs::remove_file(crate::copy_once_state::kept_positions(sock.path()));
+                self.depart(name, dev, own, Some(sock))
+            }
             io => close(io),
         }
         self.fdb.flush_port(slot);

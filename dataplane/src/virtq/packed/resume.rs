@@ -14,7 +14,18 @@
 //! available descriptor if the batch never became visible, and is used in
 //! that lap, or offered again in the next, if it did. Chains taken and
 //! not returned are taken again, as QEMU's resume of a split ring does.
+//!
+//! The position is kept in four words of a file (`KeptPosition`) with the
+//! session it belongs to: the ring's address and size, QEMU's memory, and
+//! the base QEMU gave when the session began, which it gives again after
+//! the switch died (it never learnt another). A guest that left while the
+//! switch ran has its position forgotten; so a kept position is used only
+//! for the same ring of the same QEMU, from a switch that went away under
+//! it.
+use std::sync::Arc;
+
 use pmd_bridge::guest_mem::{GuestMemory, Gpa};
+use pmd_bridge::persist::SharedWords;
 
 use super::{flags_at, is_avail, PackedQueue, Pos, DESC_SIZE};
 
@@ -26,7 +37,80 @@ pub struct PublishRecord {
     pub after: u16,
 }
 
+/// Which ring of which session a kept position belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RingSession {
+    pub desc: Gpa,
+    pub size: u16,
+    /// The vring base (avail, used) the frontend gave at the start.
+    pub base: (u16, u16),
+    /// The frontend's memory (`VhostDevice::memory_id`).
+    pub memory: u64,
+}
+
+/// One packed ring's four words in a `SharedWords` file: the ring's
+/// address, the memory's id, a header (tag, size, base; 0: nothing
+/// kept), and the last `PublishRecord`.
+#[derive(Clone, Debug)]
+pub struct KeptPosition {
+    words: Arc<SharedWords>,
+    at: usize,
+}
+
+const TAG: u64 = 0x7061 << 48;
+
+impl KeptPosition {
+    pub const WORDS: usize = 4;
+
+    /// Ring `ring`'s words of `words`.
+    pub fn new(words: Arc<SharedWords>, ring: usize) -> KeptPosition {
+        KeptPosition { words, at: ring * Self::WORDS }
+    }
+
+    /// Where to resume the ring of `s`: the kept position, if it was kept
+    /// for this very session and the ring agrees with it; else the base
+    /// the frontend gave. Keeps the position for `s` from then on.
+    pub fn resume(&self, mem: &GuestMemory, s: RingSession) -> (u16, u16) {
+        let w = |i| self.words.load(self.at + i);
+        let header = TAG | (s.size as u64) << 32 | (s.base.0 as u64) << 16 | s.base.1 as u64;
+        let kept = (w(2) == header && w(0) == s.desc.0 && w(1) == s.memory && w(3) >> 32 == 1)
+            .then(|| PublishRecord { before: w(3) as u16, after: (w(3) >> 16) as u16 })
+            .and_then(|rec| PackedQueue::resume_at(mem, s.desc, s.size, rec).ok());
+        let at = kept.map_or(s.base, |at| (at, at));
+        // The header last: a switch dying halfway leaves nothing kept.
+        self.words.store(self.at + 2, 0);
+        self.words.store(self.at, s.desc.0);
+        self.words.store(self.at + 1, s.memory);
+        self.record(PublishRecord { before: at.1, after: at.1 });
+        self.words.store(self.at + 2, header);
+        at
+    }
+
+    #[inline]
+    fn record(&self, rec: PublishRecord) {
+        self.words.store(self.at + 3, 1 << 32 | (rec.after as u64) << 16 | rec.before as u64);
+    }
+
+    /// The guest left while the switch ran: nothing to resume.
+    pub fn forget(&self) {
+        self.words.store(self.at + 2, 0);
+    }
+}
+
 impl PackedQueue {
+    /// Keeps this ring's position in `k` before each `publish` from now on.
+    pub fn keep_position(&mut self, k: KeptPosition) {
+        self.keep = Some(k);
+    }
+
+    /// Makes the batch's record kept, before `publish` shows the batch.
+    #[inline]
+    pub(super) fn keep_record(&self) {
+        if let (Some(k), Some(rec)) = (&self.keep, self.publish_record()) {
+            k.record(rec);
+        }
+    }
+
     /// What to keep, outside guest memory, before calling `publish`; None
     /// if there is nothing to make visible.
     pub fn publish_record(&self) -> Option<PublishRecord> {
@@ -140,6 +224,43 @@ mod tests {
         assert_eq!(g.used().map(|u| u.0), Some(0));
         let mut q = restart(&g, rec);
         assert_eq!(heads(&g, &mut q), [1, 2]);
+    }
+
+    #[test]
+    fn a_kept_position_serves_only_the_session_it_was_kept_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let words = Arc::new(SharedWords::open(&dir.path().join("rings"), 2 * KeptPosition::WORDS).unwrap());
+        let session = RingSession { desc: Gpa(DESC), size: SIZE, base: (0x8000, 0x8000), memory: 7 };
+        let mut g = PackedGuest::new(SIZE);
+        let kept = KeptPosition::new(Arc::clone(&words), 1);
+        assert_eq!(kept.resume(&g.mem, session), (0x8000, 0x8000), "nothing kept yet: the frontend's base");
+        let mut q = g.queue();
+        q.keep_position(kept.clone());
+        take(&mut g, &mut q, &[0, 1]);
+        for id in [0, 1] {
+            q.add_used(&g.mem, id, 0).unwrap();
+        }
+        q.publish(&g.mem).unwrap();
+        drop(q); // the switch dies; QEMU gives its old base again
+        let other = |f: fn(&mut RingSession)| {
+            let mut s = session;
+            f(&mut s);
+            s
+        };
+        for (s, why) in [
+            (other(|s| s.memory = 8), "another QEMU"),
+            (other(|s| s.base = (0x8002, 0x8002)), "a base QEMU learnt since"),
+            (other(|s| s.desc = Gpa(DESC + 0x100)), "another ring"),
+        ] {
+            let scratch = KeptPosition::new(Arc::new(SharedWords::open(&dir.path().join("copy"), 8).unwrap()), 1);
+            (0..KeptPosition::WORDS).for_each(|i| scratch.words.store(scratch.at + i, words.load(kept.at + i)));
+            assert_eq!(scratch.resume(&g.mem, s), s.base, "{why}");
+        }
+        let reopened = KeptPosition::new(Arc::new(SharedWords::open(&dir.path().join("rings"), 8).unwrap()), 1);
+        assert_eq!(reopened.resume(&g.mem, session), (0x8002, 0x8002), "the same session resumes past the batch");
+        reopened.forget();
+        assert_eq!(reopened.resume(&g.mem, session), session.base, "a guest that left is not resumed");
+        assert_eq!(KeptPosition::new(words, 0).resume(&g.mem, session), session.base, "another ring's words are its own");
     }
 
     #[test]
