@@ -64,7 +64,7 @@ pub fn deliver<Q: RingOps>(
     mergeable: bool,
     chains: &mut [Chain],
     mut copies: Option<(&mut CopyList, u16)>,
-) -> Result<Delivery, RingBroken> {
+) -> Result<Delivery, RingError> {
     let need = NET_HDR_LEN as u64 + frame.len();
     if q.starved(mem, need)? {
         return Ok(Delivery::NoBuffers);
@@ -135,7 +135,7 @@ pub fn deliver<Q: RingOps>(
                     }),
                     None => copy_chain(from, src, src_off + done, mem, &chains[i], off, k),
                 }
-                .map_err(RingError::Memory)?;
+                .map_err(RingError::from)?;
                 done += c;
                 at += c;
                 if c == 0 {
@@ -152,20 +152,6 @@ pub fn deliver<Q: RingOps>(
         before += c.len();
     }
     Ok(Delivery::Done { buffers: n as u16, guest_copies })
-}
-
-/// The receive queue's own state is invalid (a `RingError`): the port
-/// stops. Without the detail, which no caller uses, `deliver`'s result
-/// comes back in a register: a result returned through memory is read
-/// back before the deliveries' stores to guest memory have drained, and
-/// that load waited for all of them (40% of a 64-byte frame's cycles).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RingBroken;
-
-impl From<RingError> for RingBroken {
-    fn from(_: RingError) -> Self {
-        RingBroken
-    }
 }
 
 /// Which chain holds byte `at` of the concatenation, and where in it.

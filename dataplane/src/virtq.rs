@@ -144,22 +144,28 @@ impl Refused {
     }
 }
 
-/// Why the whole queue stops: its own state is invalid.
+/// Why the whole queue stops: its own state is invalid. Kept to 8 bytes,
+/// so that the queue operations' results come back in registers: one
+/// returned through memory is read back before the burst's stores into
+/// guest memory have drained, and waits for all of them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RingError {
     /// avail->idx ran more than the ring size ahead of what we consumed.
     AvailJump { avail: u16, consumed: u16 },
-    /// The rings themselves are not in guest memory.
-    Memory(OutOfBounds),
+    /// The rings themselves are not in guest memory (at this address,
+    /// truncated to 32 bits).
+    Memory { gpa: u32 },
     /// (Packed) the chain from `slot` leads to a descriptor not made
     /// available, or round the whole ring: where it ends, and so where the
     /// next one starts, cannot be known.
     BrokenChain { slot: u16 },
 }
 
+const _: () = assert!(std::mem::size_of::<Result<Pop, RingError>>() <= 8 && std::mem::size_of::<Result<crate::virtio_net::Delivery, RingError>>() <= 8);
+
 impl From<OutOfBounds> for RingError {
     fn from(e: OutOfBounds) -> Self {
-        RingError::Memory(e)
+        RingError::Memory { gpa: e.gpa.0 as u32 }
     }
 }
 

@@ -200,7 +200,7 @@ fn deliver_retrying(
     chains: &mut [Chain],
     mut copies: Option<(&mut CopyList, u16)>,
     retries: u32,
-) -> Result<Delivery, crate::virtio_net::RingBroken> {
+) -> Result<Delivery, crate::virtq::RingError> {
     let mergeable = ring.features.mergeable;
     for _ in 0..retries {
         match deliver(&mut ring.queue, &ring.mem, frame, mergeable, chains, copies.as_mut().map(|(l, o)| (&mut **l, *o)))? {
