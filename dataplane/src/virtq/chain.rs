@@ -134,11 +134,15 @@ impl Chain {
     }
 
     /// Copies `buf.len()` bytes of the chain from offset `off` into `buf`.
+    /// Inlined, as `write_at`: a result returned through memory is read
+    /// back before the burst's stores into guest memory have drained.
+    #[inline]
     pub fn read_at(&self, mem: &GuestMemory, off: u64, buf: &mut [u8]) -> Result<(), OutOfBounds> {
         self.for_range(off, buf.len(), |s, so, r| mem.read_span(s, so, &mut buf[r]))
     }
 
     /// Copies `bytes` into the chain from offset `off` on.
+    #[inline]
     pub fn write_at(&self, mem: &GuestMemory, off: u64, bytes: &[u8]) -> Result<(), OutOfBounds> {
         self.for_range(off, bytes.len(), |s, so, r| mem.write_span(s, so, &bytes[r]))
     }

@@ -126,8 +126,10 @@ fn is_avail(flags: u16, wrap: bool) -> bool {
 }
 
 /// A packed descriptor (addr, len, id, flags), copied out in one load, as
-/// a `Desc` (its `next` unused) and its id.
-#[inline]
+/// a `Desc` (its `next` unused) and its id. Always inlined: returned
+/// through memory, the result was read back before earlier stores into
+/// guest memory had drained, and waited for them.
+#[inline(always)]
 fn load(mem: &GuestMemory, table: &Span, i: u16) -> Result<(Desc, u16), OutOfBounds> {
     let raw: [u8; DESC_SIZE as usize] = mem.load(table, i as usize * DESC_SIZE as usize)?;
     let d = Desc {
