@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::fmt;
 
-use dataplane::counters::DropReason;
+use dataplane::counters::{DropReason, ZeroCopy};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{prometheus_text, DescriptorEncoder, EncodeGaugeValue, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
@@ -125,6 +125,9 @@ impl Collector for Snapshot {
         counters(&mut enc, "vswitch_path_packets", "Packets by path (vm-vm, vm-nic, nic-vm, nic-nic, flood).", paths.iter().map(|p| (path(p), p.packets)))?;
         counters(&mut enc, "vswitch_path_payload_copies", "Payload copies made for the path's packets.", paths.iter().map(|p| (path(p), p.payload_copies)))?;
         counters(&mut enc, "vswitch_path_copied_bytes", "Payload bytes copied for the path's packets.", paths.iter().map(|p| (path(p), p.bytes_copied)))?;
+        let zc = ZeroCopy::ALL.iter().map(|z| ([("outcome", z.name())], self.copies.zero_copy.get(z.name()).copied().unwrap_or(0)));
+        counters(&mut enc, "vswitch_zero_copy_frames", "Copy-once guests' frames bound for NICs: lent (no payload copy), or copied and why.", zc)?;
+        gauges(&mut enc, "vswitch_port_lent_to_nics_buffers", "A copy-once guest's transmit buffers lent to NICs and not yet back.", ports.iter().map(|p| (port(p), p.lent_to_nics)))?;
 
         let pmd = |p: &PmdInfo| [("pmd", p.index.to_string()), ("core", p.core.to_string())];
         for (name, help, value) in PMD_COUNTERS {
@@ -199,7 +202,7 @@ mod tests {
             pmds: vec![PmdInfo { index: 0, core: 3, lcore: 1, packets: 12, busy_cycles: 900, idle_cycles: 100, sleep_cycles: 50, ..Default::default() }],
             copies: CopiesInfo {
                 paths: vec![PathCopies { path: "vm-vm".into(), packets: 7, payload_copies: 14, bytes_copied: 896 }],
-                zero_copy: Default::default(),
+                zero_copy: [("lent".to_string(), 5), ("small".to_string(), 2)].into(),
             },
             mempool: MempoolInfo { size: 4095, free: 4000, in_use: 95 },
             fdb: vec![fdb("02:00:00:00:00:01", "vm1"), fdb("02:00:00:00:00:02", "vm1")],
@@ -238,6 +241,9 @@ mod tests {
             r#"vswitch_path_packets_total{path="vm-vm"} 7"#,
             r#"vswitch_path_payload_copies_total{path="vm-vm"} 14"#,
             r#"vswitch_path_copied_bytes_total{path="vm-vm"} 896"#,
+            r#"vswitch_zero_copy_frames_total{outcome="lent"} 5"#,
+            r#"vswitch_zero_copy_frames_total{outcome="in_flight_limit"} 0"#,
+            r#"vswitch_port_lent_to_nics_buffers{port="vm1"} 0"#,
             r#"vswitch_pmd_busy_cycles_total{pmd="0",core="3"} 900"#,
             r#"vswitch_pmd_idle_cycles_total{pmd="0",core="3"} 100"#,
             r#"vswitch_pmd_packets_total{pmd="0",core="3"} 12"#,
