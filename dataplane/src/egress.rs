@@ -42,6 +42,8 @@ pub struct Outputs {
     /// frames that makes (`mbuf_offload::fit`).
     scratch: Vec<u8>,
     made: Vec<Mbuf>,
+    /// The frames a copy-once frame is lent to a NIC as.
+    lent: Vec<Mbuf>,
 }
 
 impl Default for Outputs {
@@ -56,6 +58,7 @@ impl Default for Outputs {
             dropped: Burst::new(),
             scratch: Vec::with_capacity(crate::offload::MAX_FRAME),
             made: Vec::with_capacity(64),
+            lent: Vec::with_capacity(128),
         }
     }
 }
@@ -256,11 +259,17 @@ impl Egress<'_> {
         }
         // To a NIC: lent from guest memory, no payload copy, where it can be.
         if !port.vm {
-            match burst.lend(i, out, port.caps, path == Path::Flood, self.pool) {
-                Some(Ok(m)) => {
+            let mut lent = std::mem::take(&mut self.out.lent);
+            let outcome = burst.lend(i, out, port.caps, path == Path::Flood, self.pool, |m| lent.push(m));
+            let frames = lent.len();
+            for m in lent.drain(..) {
+                self.emit(out, m, vlan, tagged, path, t);
+            }
+            self.out.lent = lent;
+            match outcome {
+                Some(Ok(())) => {
                     t.zero_copy[ZeroCopy::Lent as usize] += 1;
-                    t.copied(path, 0, p.headers().len() as u64);
-                    self.emit(out, m, vlan, tagged, path, t);
+                    t.copied(path, 0, (p.headers().len() * frames) as u64);
                     return;
                 }
                 Some(Err(why)) => t.zero_copy[why as usize] += 1,

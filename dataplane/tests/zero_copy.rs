@@ -339,6 +339,109 @@ fn a_ring_parked_while_a_nic_holds_its_chains_returns_them_from_the_control_thre
     r.finish();
 }
 
+/// The Internet checksum of `bytes` (folded, not complemented).
+fn sum16(bytes: &[u8], mut acc: u32) -> u16 {
+    for c in bytes.chunks(2) {
+        acc += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
+    }
+    while acc > 0xffff {
+        acc = (acc & 0xffff) + (acc >> 16);
+    }
+    acc as u16
+}
+
+/// An IPv4 TCP segment of `payload` bytes from the guest to `dst`, with
+/// the virtio-net header a Linux guest sends it with (GSO TCPV4 at `mss`,
+/// NEEDS_CSUM, the pseudo-header sum in the TCP checksum field).
+fn tso_frame(dst: u8, payload: usize, mss: u16) -> ([u8; HDR], Vec<u8>) {
+    let mut f = vec![2, 0, 0, 0, 0, dst, 2, 0, 0, 0, 0, 0xa, 0x08, 0x00];
+    let total = (20 + 20 + payload) as u16;
+    f.extend([0x45, 0, (total >> 8) as u8, total as u8, 0x12, 0x34, 0x40, 0, 64, 6, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2]);
+    f.extend([0x30, 0x39, 0x00, 0x50, 0, 0, 0x10, 0, 0, 0, 0, 0, 0x50, 0x18, 0xff, 0xff, 0, 0, 0, 0]);
+    let ip_sum = !sum16(&f[14..34], 0);
+    f[24..26].copy_from_slice(&ip_sum.to_be_bytes());
+    f.extend((0..payload).map(|i| (i * 13 % 251) as u8));
+    let pseudo = sum16(&[10, 0, 0, 1, 10, 0, 0, 2, 0, 6], u32::from(total - 20));
+    f[50..52].copy_from_slice(&pseudo.to_be_bytes());
+    let mut h = [0u8; HDR];
+    h[0] = 1; // NEEDS_CSUM
+    h[1] = 1; // GSO_TCPV4
+    h[2..4].copy_from_slice(&54u16.to_le_bytes());
+    h[4..6].copy_from_slice(&mss.to_le_bytes());
+    h[6..8].copy_from_slice(&34u16.to_le_bytes());
+    h[8..10].copy_from_slice(&16u16.to_le_bytes());
+    (h, f)
+}
+
+#[test]
+fn a_tcp_segment_for_a_nic_without_tso_leaves_cut_over_guest_memory() {
+    const OFFLOADS: u64 = 1 << 32 | 1 << 15 | 1 | 1 << 11; // VERSION_1, MRG_RXBUF, CSUM, HOST_TSO4
+    let host = 0x50;
+    for nic_sums in [false, true] {
+        let mut r = Rig::new(if nic_sums { "zt1" } else { "zt0" }, 1, false, 32, 256, 0);
+        let caps = dataplane::offload::Caps { csum: nic_sums, ..dataplane::offload::Caps::NONE };
+        r.ports[1] = Some(PortView::new("nic", 1, 1, VlanMode::Access(1), 9000).with_caps(caps));
+        r.fdb.learn(1, [2, 0, 0, 0, 0, host], 1, 1, 1);
+        let q = Virtqueue::Split(SplitQueue::new(SIZE, Gpa(DESC), Gpa(AVAIL), Gpa(USED), (0, 0), &r.a.mem).unwrap());
+        let ring = GuestRing::new(Arc::clone(&r.a.mem), q, Interrupt::None, 1, GuestFeatures::from_bits(OFFLOADS).unwrap());
+        let mut targets = PortSet::EMPTY;
+        targets.insert(1);
+        r.rx = CopyOnceRx::new(ring).with_zero_copy(ZeroCopy::new(Lender::new(32), targets, 256, Arc::default()));
+        let (hdr, f) = tso_frame(host, 20000, 1448);
+        let (a, b) = (BUFS, BUFS + BUF * 8);
+        r.a.mem.write(Gpa(a), &hdr).unwrap();
+        r.a.mem.write(Gpa(b), &f).unwrap();
+        r.a.desc(0, a, HDR as u32, NEXT, 1);
+        r.a.desc(1, b, f.len() as u32, 0, 0);
+        r.a.offer(0);
+        assert_eq!(r.poll(), 1);
+        let held = r.take(0);
+        assert_eq!(held.len(), 20000usize.div_ceil(1448), "one frame per MSS");
+        assert_eq!(r.outcome(Outcome::Lent), 1);
+        assert_eq!(r.path(Path::VmNic)[1], 0, "no payload copy");
+        let mut payload = Vec::new();
+        for (k, m) in held.iter().enumerate() {
+            assert_eq!(m.nb_segs(), 2, "a header copy and a slice of the guest's buffer");
+            let g = m.to_vec();
+            let len = g.len() - 54;
+            assert!(len <= 1448);
+            assert_eq!(u16::from_be_bytes([g[16], g[17]]) as usize, 40 + len, "IPv4 total length");
+            assert_eq!(sum16(&g[14..34], 0), 0xffff, "IPv4 header checksum");
+            assert_eq!(u32::from_be_bytes(g[38..42].try_into().unwrap()) as usize, 0x1000 + k * 1448, "sequence");
+            let pseudo = sum16(&[10, 0, 0, 1, 10, 0, 0, 2, 0, 6], (20 + len) as u32);
+            if nic_sums {
+                assert_eq!(m.tx_offload().flags & pmd_bridge::tx_flags::TCP_CKSUM, pmd_bridge::tx_flags::TCP_CKSUM, "the NIC sums");
+                assert_eq!(u16::from_be_bytes([g[50], g[51]]), pseudo, "the pseudo-header sum, for the NIC");
+            } else {
+                assert_eq!(sum16(&g[34..], u32::from(pseudo)), 0xffff, "TCP checksum of segment {k}");
+            }
+            payload.extend_from_slice(&g[54..]);
+        }
+        assert_eq!(payload, f[54..], "the payload, in order, intact");
+        assert_eq!(r.a.used_idx(), 0, "the chain stays out while any frame is held");
+        drop(held);
+        r.poll();
+        assert_eq!((r.a.used_idx(), r.a.used_heads(0, 1)), (1, vec![0]), "back once every frame is freed");
+
+        // A partial checksum alone: lent whole, summed here if the NIC cannot.
+        let (mut hdr, f) = tso_frame(host, 1000, 1448);
+        hdr[1..6].fill(0); // no GSO
+        r.a.mem.write(Gpa(a), &hdr).unwrap();
+        r.a.mem.write(Gpa(b), &f).unwrap();
+        r.a.desc(1, b, f.len() as u32, 0, 0);
+        r.a.offer(0);
+        assert_eq!(r.poll(), 1);
+        let held = r.take(0);
+        assert_eq!((held.len(), held[0].nb_segs(), r.outcome(Outcome::Lent)), (1, 2, 2));
+        let g = held[0].to_vec();
+        let pseudo = sum16(&[10, 0, 0, 1, 10, 0, 0, 2, 0, 6], 1020);
+        assert_eq!(if nic_sums { u16::from_be_bytes([g[50], g[51]]) } else { sum16(&g[34..], u32::from(pseudo)) }, if nic_sums { pseudo } else { 0xffff });
+        assert_eq!(g[..50], f[..50]);
+        drop(held);
+        r.finish();
+    }
+}
+
 /// Not a test of speed (nothing is asserted): the switch's cycles per
 /// packet from a copy-once guest to a NIC that frees at once (net_null),
 /// copying against lending, per frame size, alternated and repeated; the

@@ -35,6 +35,13 @@ use crate::{ffi, Burst};
 /// segments per packet, often at 8 to 40).
 pub const MAX_EXT_SEGS: usize = 32;
 
+/// Most bytes of headers before a lent frame's payload.
+pub const MAX_HEAD: usize = 256;
+
+/// Most mbufs one chain's frames take: a 64 KB segment cut into 45 frames
+/// of 1448 bytes, each over one or two of the guest's pages.
+pub const MAX_LENT_MBUFS: usize = 192;
+
 /// One bit per slot, set on any thread when the slot's chain is freed, read
 /// and cleared by the owner.
 pub struct Completions {
@@ -173,64 +180,107 @@ impl Lender {
     /// from `pool`, then `payload` (in `mem`) as external segments. `tag`
     /// comes back from `reap` once every segment is freed, by anyone.
     pub fn lend(&mut self, pool: &Mempool, mem: &Arc<GuestMemory>, tag: u16, head: &[u8], payload: Payload) -> Result<Mbuf, LendError> {
+        if head.len() > MAX_HEAD {
+            return Err(LendError::Shape);
+        }
+        let mut lent = None;
+        self.lend_frames(pool, mem, tag, 1, |_, buf| {
+            buf[..head.len()].copy_from_slice(head);
+            (head.len(), payload)
+        }, |m| lent = Some(m))?;
+        lent.ok_or(LendError::Shape)
+    }
+
+    /// `n` frames over one guest chain (a TCP segment cut for a NIC without
+    /// TSO, as librte_gso cuts one): `frame(k, buf)` writes frame `k`'s
+    /// headers into `buf` (up to `MAX_HEAD` bytes) and says how many, and
+    /// which payload follows them. Each frame is its header copy followed
+    /// by external segments, given to `emit` in order; `tag` comes back from
+    /// `reap` once every segment of every frame is freed. All or nothing:
+    /// nothing is emitted unless every frame could be made.
+    pub fn lend_frames<'p>(
+        &mut self,
+        pool: &Mempool,
+        mem: &Arc<GuestMemory>,
+        tag: u16,
+        n: usize,
+        mut frame: impl FnMut(usize, &mut [u8; MAX_HEAD]) -> (usize, Payload<'p>),
+        mut emit: impl FnMut(Mbuf),
+    ) -> Result<(), LendError> {
         if self.mem.as_ref().is_some_and(|m| !Arc::ptr_eq(m, mem)) {
             return Err(LendError::OtherMemory);
         }
         let &slot = self.free.last().ok_or(LendError::Full)?;
+        let mut head = [0u8; MAX_HEAD];
         let mut pieces = [(std::ptr::null_mut::<u8>(), 0u16); MAX_EXT_SEGS];
-        let k = pieces_of(mem, &payload, &mut pieces).ok_or(LendError::Shape)?;
-        if k == 0 || head.len() > pool.data_room() as usize {
+        // Every external segment first: the shared count must hold them all
+        // before the first frame leaves, and no allocation may fail after.
+        let mut ext = 0;
+        for k in 0..n {
+            let (h, payload) = frame(k, &mut head);
+            match pieces_of(mem, &payload, &mut pieces) {
+                Some(p) if p > 0 && h <= (pool.data_room() as usize).min(MAX_HEAD) => ext += p,
+                _ => return Err(LendError::Shape),
+            }
+        }
+        let mut segs = Burst::<MAX_LENT_MBUFS>::new();
+        if n + ext > MAX_LENT_MBUFS || ext > u16::MAX as usize {
             return Err(LendError::Shape);
         }
-        let mut segs = Burst::<{ MAX_EXT_SEGS + 1 }>::new();
-        if !pool.alloc_bulk(&mut segs, k + 1) {
+        if !pool.alloc_bulk(&mut segs, n + ext) {
             return Err(LendError::NoMbuf);
         }
         let s = &self.shared.slots[slot as usize];
         // SAFETY: the slot is free, so no chain points at its shared info and
-        // no callback can read it; the chain made below is handed over only
+        // no callback can read it; the chains made below are handed over only
         // after these writes (a send publishes them to the freeing thread).
         unsafe {
             let info = s.shinfo.get();
             (*info).free_cb = Some(on_free);
             (*info).fcb_opaque = s as *const Slot as *mut c_void;
-            (*info).refcnt = k as u16;
+            (*info).refcnt = ext as u16;
         }
         let mut it = segs.drain();
-        let mut first = it.next().expect("k + 1 allocated");
-        first.fill(head).ok_or(LendError::Shape)?;
-        let first_raw = first.into_raw().as_ptr();
-        let mut last = first_raw;
-        for (m, &(addr, n)) in it.zip(&pieces[..k]) {
-            let m = m.into_raw().as_ptr();
-            // `m` is a fresh mbuf we own; these are rte_pktmbuf_attach_extbuf's
-            // writes (IOVA = VA) plus the data length, and link it after
-            // `last`, also ours alone; `addr..+n` lies in guest memory, kept
-            // mapped while the chain is out.
-            // SAFETY: fresh mbufs of ours only, over mapped guest memory.
-            unsafe {
-                (*m).buf_addr = addr.cast();
-                (*m).buf_iova = addr as u64;
-                (*m).buf_len = n;
-                (*m).data_off = 0;
-                (*m).data_len = n;
-                (*m).ol_flags |= ffi::RTE_MBUF_F_EXTERNAL;
-                (*m).shinfo = s.shinfo.get();
-                (*last).next = m;
-                last = m;
+        for k in 0..n {
+            let (h, payload) = frame(k, &mut head);
+            let p = pieces_of(mem, &payload, &mut pieces).expect("counted above");
+            let mut first = it.next().expect("n + ext allocated");
+            // A fresh mbuf takes `data_room` bytes (checked above).
+            first.fill(&head[..h]).expect("a fresh mbuf takes the headers");
+            let first_raw = first.into_raw().as_ptr();
+            let mut last = first_raw;
+            for (m, &(addr, len)) in it.by_ref().take(p).zip(&pieces[..p]) {
+                let m = m.into_raw().as_ptr();
+                // `m` is a fresh mbuf we own; these are rte_pktmbuf_attach_extbuf's
+                // writes (IOVA = VA) plus the data length, and link it after
+                // `last`, also ours alone; `addr..+len` lies in guest memory,
+                // kept mapped while the chain is out.
+                // SAFETY: fresh mbufs of ours only, over mapped guest memory.
+                unsafe {
+                    (*m).buf_addr = addr.cast();
+                    (*m).buf_iova = addr as u64;
+                    (*m).buf_len = len;
+                    (*m).data_off = 0;
+                    (*m).data_len = len;
+                    (*m).ol_flags |= ffi::RTE_MBUF_F_EXTERNAL;
+                    (*m).shinfo = s.shinfo.get();
+                    (*last).next = m;
+                    last = m;
+                }
             }
-        }
-        // SAFETY: the head is ours alone (fresh); its counters now cover the
-        // external segments linked to it.
-        unsafe {
-            (*first_raw).nb_segs = k as u16 + 1;
-            (*first_raw).pkt_len = (head.len() as u64 + payload.len) as u32;
+            // SAFETY: the head is ours alone (fresh); its counters now cover
+            // the external segments linked to it.
+            unsafe {
+                (*first_raw).nb_segs = p as u16 + 1;
+                (*first_raw).pkt_len = (h as u64 + payload.len) as u32;
+            }
+            // SAFETY: a whole chain we built and own, handed over once.
+            emit(unsafe { Mbuf::from_raw(NonNull::new_unchecked(first_raw)) });
         }
         self.free.pop();
         self.tags[slot as usize] = tag;
         self.mem.get_or_insert_with(|| Arc::clone(mem));
-        // SAFETY: a whole chain we built and own, handed over once.
-        Ok(unsafe { Mbuf::from_raw(NonNull::new_unchecked(first_raw)) })
+        Ok(())
     }
 
     /// Takes the chains freed since the last call: `f(tag)` for each, in the

@@ -12,7 +12,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use pmd_bridge::extbuf::{LendError, Lender, Payload};
+use pmd_bridge::extbuf::{LendError, Lender, Payload, MAX_HEAD};
 use pmd_bridge::guest_mem::GuestMemory;
 use pmd_bridge::{Mbuf, Mempool, BURST};
 
@@ -20,12 +20,31 @@ use super::GuestPkt;
 use crate::counters::ZeroCopy as Outcome;
 use crate::flood::PortSet;
 use crate::mbuf_offload;
-use crate::offload::{Caps, Offload};
+use crate::offload::{complete_partial, Caps, Checksum, Gso, Offload, Segmenter};
 use crate::packet::PacketBuf;
 use crate::virtio_net::NET_HDR_LEN;
 use crate::virtq::{Chain, RingOps, Virtqueue};
 
 const _: () = assert!(BURST <= 32, "`lent` has a bit per frame of a burst");
+
+/// Most frames a segment is cut into here (64 KB at an MSS of 536 is 123);
+/// more are copied.
+const MAX_CUT: usize = 128;
+
+/// The checksum of the frame's bytes `range` (after the virtio-net header),
+/// read where they lie through a small buffer: no copy of the frame.
+fn payload_sum(mem: &GuestMemory, chain: &Chain, range: std::ops::Range<usize>) -> Option<Checksum> {
+    let mut sum = Checksum::new();
+    let mut buf = [0u8; 512];
+    let mut at = range.start;
+    while at < range.end {
+        let n = (range.end - at).min(buf.len());
+        chain.read_at(mem, (NET_HDR_LEN + at) as u64, &mut buf[..n]).ok()?;
+        sum.add(&buf[..n]);
+        at += n;
+    }
+    Some(sum)
+}
 
 /// One ring's zero-copy state, kept between plans with its lender.
 pub struct ZeroCopy {
@@ -55,41 +74,117 @@ impl ZeroCopy {
     }
 
     /// Frame `i` (`pkt` in `chain` of `mem`) for NIC output `out` taking
-    /// offloads `caps`, from guest memory; `flood`: more outputs of the
+    /// offloads `caps`, from guest memory, given to `emit` as one frame or,
+    /// a TCP segment the NIC cannot cut, as its MSS-sized frames (each its
+    /// header copy followed by its slice of the guest's payload, as
+    /// librte_gso cuts one; checksums the NIC cannot fill are summed here,
+    /// reading the payload where it lies). `flood`: more outputs of the
     /// same frame may follow (they share it). Err: copy it, and why.
     #[allow(clippy::too_many_arguments)]
-    pub(super) fn lend(&mut self, i: usize, out: u16, caps: Caps, flood: bool, pool: &Mempool, mem: &Arc<GuestMemory>, chain: &Chain, pkt: &GuestPkt) -> Result<Mbuf, Outcome> {
+    pub(super) fn lend(&mut self, i: usize, out: u16, caps: Caps, flood: bool, pool: &Mempool, mem: &Arc<GuestMemory>, chain: &Chain, pkt: &GuestPkt, emit: impl FnMut(Mbuf)) -> Result<(), Outcome> {
         if !self.targets.contains(out) {
             return Err(Outcome::NotMapped);
-        }
-        // The NIC must do the offloads itself: the software fallback writes
-        // the frame (and would copy it anyway).
-        if !pkt.off.fits(caps) {
-            return Err(Outcome::Other);
         }
         let head = pkt.head_len as u32;
         if pkt.len < self.min_len || pkt.len == head {
             return Err(Outcome::Small);
         }
+        let fits = pkt.off.fits(caps);
+        // A flood shares one lent frame between its NIC outputs; one that
+        // would need cutting or summing differently per output is copied.
+        if flood && !fits {
+            return Err(Outcome::Other);
+        }
+        let mut emit = emit;
         if let Some((j, m)) = self.flood.as_ref().filter(|_| flood) {
             if *j == i {
-                return Ok(m.share());
+                emit(m.share());
+                return Ok(());
             }
         }
-        let payload = Payload { spans: chain.segments(), skip: (NET_HDR_LEN as u32 + head) as u64, len: (pkt.len - head) as u64 };
-        let mut m = self.lender.lend(pool, mem, chain.head, pkt.headers(), payload).map_err(|e| match e {
+        let lent = match pkt.off.gso {
+            Some(gso) if !fits => self.lend_cut(pool, mem, chain, pkt, gso, caps.csum, emit),
+            _ => self.lend_whole(pool, mem, chain, pkt, fits, flood.then_some(i), emit),
+        };
+        lent.map_err(|e| match e {
             LendError::Full => Outcome::InFlightLimit,
             LendError::OtherMemory | LendError::Shape | LendError::NoMbuf => Outcome::Other,
         })?;
-        // The header segment is fresh and ours: the flags always fit.
-        if pkt.off != Offload::NONE {
-            m.set_tx_offload(mbuf_offload::to_mbuf(&pkt.off, pkt.headers()));
-        }
         self.lent |= 1 << i;
-        if flood {
+        Ok(())
+    }
+
+    /// The frame as it is; a partial checksum the NIC cannot fill (`!fits`)
+    /// is finished in the header copy.
+    #[allow(clippy::too_many_arguments)]
+    fn lend_whole(&mut self, pool: &Mempool, mem: &Arc<GuestMemory>, chain: &Chain, pkt: &GuestPkt, fits: bool, flood: Option<usize>, mut emit: impl FnMut(Mbuf)) -> Result<(), LendError> {
+        let (h, len) = (pkt.head_len as usize, pkt.len as usize);
+        let payload = Payload { spans: chain.segments(), skip: (NET_HDR_LEN + h) as u64, len: (len - h) as u64 };
+        let mut headers = [0u8; MAX_HEAD];
+        headers[..h].copy_from_slice(pkt.headers());
+        let mut off = pkt.off;
+        if !fits {
+            let csum = off.csum.ok_or(LendError::Shape)?;
+            let rest = payload_sum(mem, chain, h..len).ok_or(LendError::Shape)?;
+            if !complete_partial(&mut headers[..h], csum, &rest) {
+                return Err(LendError::Shape);
+            }
+            off = Offload::NONE;
+        }
+        let mut m = self.lender.lend(pool, mem, chain.head, &headers[..h], payload)?;
+        // The header segment is fresh and ours: the flags always fit.
+        if off != Offload::NONE {
+            m.set_tx_offload(mbuf_offload::to_mbuf(&off, pkt.headers()));
+        }
+        if let Some(i) = flood {
             self.flood = Some((i, m.share()));
         }
-        Ok(m)
+        emit(m);
+        Ok(())
+    }
+
+    /// A TCP segment cut into frames of one MSS over the guest's payload;
+    /// the NIC fills their checksums if it can (`csum`), else they are
+    /// summed here.
+    #[allow(clippy::too_many_arguments)]
+    fn lend_cut(&mut self, pool: &Mempool, mem: &Arc<GuestMemory>, chain: &Chain, pkt: &GuestPkt, gso: Gso, csum: bool, mut emit: impl FnMut(Mbuf)) -> Result<(), LendError> {
+        let seg = Segmenter::try_new(&gso, pkt.headers(), pkt.len as usize).ok_or(LendError::Shape)?;
+        let hl = gso.hdr_len();
+        let tx = mbuf_offload::to_mbuf(&gso.segment_offload(), pkt.headers());
+        // Sums of each frame's payload, taken once (the frames are made
+        // twice: counted, then built).
+        let mut sums = [Checksum::new(); MAX_CUT];
+        if seg.count() > MAX_CUT {
+            return Err(LendError::Shape);
+        }
+        if !csum {
+            let mut scratch = [0u8; MAX_HEAD];
+            for (k, sum) in sums.iter_mut().enumerate().take(seg.count()) {
+                let range = seg.segment(k, &mut scratch[..hl], true);
+                *sum = payload_sum(mem, chain, range).ok_or(LendError::Shape)?;
+            }
+        }
+        let mut bad = false;
+        let spans = chain.segments();
+        self.lender.lend_frames(
+            pool,
+            mem,
+            chain.head,
+            seg.count(),
+            |k, buf| {
+                let range = seg.segment(k, &mut buf[..hl], true);
+                bad |= !csum && !complete_partial(&mut buf[..hl], gso.csum(), &sums[k]);
+                (hl, Payload { spans, skip: (NET_HDR_LEN + range.start) as u64, len: range.len() as u64 })
+            },
+            |mut m| {
+                if csum {
+                    m.set_tx_offload(tx);
+                }
+                emit(m)
+            },
+        )?;
+        debug_assert!(!bad, "a segment's checksum field lies in its headers");
+        Ok(())
     }
 
     /// Whether frame `i` of this burst was lent (its chain comes back later).
