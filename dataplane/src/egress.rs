@@ -261,15 +261,14 @@ impl Egress<'_> {
         if !port.vm {
             let mut lent = std::mem::take(&mut self.out.lent);
             let outcome = burst.lend(i, out, port.caps, path == Path::Flood, self.pool, |m| lent.push(m));
-            let frames = lent.len();
             for m in lent.drain(..) {
                 self.emit(out, m, vlan, tagged, path, t);
             }
             self.out.lent = lent;
             match outcome {
-                Some(Ok(())) => {
+                Some(Ok(headers)) => {
                     t.zero_copy[ZeroCopy::Lent as usize] += 1;
-                    t.copied(path, 0, (p.headers().len() * frames) as u64);
+                    t.copied(path, 0, headers as u64);
                     return;
                 }
                 Some(Err(why)) => t.zero_copy[why as usize] += 1,

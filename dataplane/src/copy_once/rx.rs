@@ -221,7 +221,7 @@ impl<'a> GuestBurst<'a> {
     /// more outputs of it may follow). None: this ring never lends; Err:
     /// copy it (`materialize`), and why.
     #[inline]
-    pub fn lend(&mut self, i: usize, out: u16, caps: Caps, flood: bool, pool: &Mempool, emit: impl FnMut(Mbuf)) -> Option<Result<(), Outcome>> {
+    pub fn lend(&mut self, i: usize, out: u16, caps: Caps, flood: bool, pool: &Mempool, emit: impl FnMut(Mbuf)) -> Option<Result<usize, Outcome>> {
         let rx = &mut *self.rx;
         let zc = rx.zc.as_mut()?;
         Some(zc.lend(i, out, caps, flood, pool, &rx.ring.mem, &rx.chains[i], &self.pkts[i], emit))

@@ -79,9 +79,10 @@ impl ZeroCopy {
     /// header copy followed by its slice of the guest's payload, as
     /// librte_gso cuts one; checksums the NIC cannot fill are summed here,
     /// reading the payload where it lies). `flood`: more outputs of the
-    /// same frame may follow (they share it). Err: copy it, and why.
+    /// same frame may follow (they share it). Ok: the header bytes copied;
+    /// Err: copy it, and why.
     #[allow(clippy::too_many_arguments)]
-    pub(super) fn lend(&mut self, i: usize, out: u16, caps: Caps, flood: bool, pool: &Mempool, mem: &Arc<GuestMemory>, chain: &Chain, pkt: &GuestPkt, emit: impl FnMut(Mbuf)) -> Result<(), Outcome> {
+    pub(super) fn lend(&mut self, i: usize, out: u16, caps: Caps, flood: bool, pool: &Mempool, mem: &Arc<GuestMemory>, chain: &Chain, pkt: &GuestPkt, emit: impl FnMut(Mbuf)) -> Result<usize, Outcome> {
         if !self.targets.contains(out) {
             return Err(Outcome::NotMapped);
         }
@@ -99,25 +100,25 @@ impl ZeroCopy {
         if let Some((j, m)) = self.flood.as_ref().filter(|_| flood) {
             if *j == i {
                 emit(m.share());
-                return Ok(());
+                return Ok(0);
             }
         }
         let lent = match pkt.off.gso {
             Some(gso) if !fits => self.lend_cut(pool, mem, chain, pkt, gso, caps.csum, emit),
             _ => self.lend_whole(pool, mem, chain, pkt, fits, flood.then_some(i), emit),
         };
-        lent.map_err(|e| match e {
+        let copied = lent.map_err(|e| match e {
             LendError::Full => Outcome::InFlightLimit,
             LendError::OtherMemory | LendError::Shape | LendError::NoMbuf => Outcome::Other,
         })?;
         self.lent |= 1 << i;
-        Ok(())
+        Ok(copied)
     }
 
     /// The frame as it is; a partial checksum the NIC cannot fill (`!fits`)
     /// is finished in the header copy.
     #[allow(clippy::too_many_arguments)]
-    fn lend_whole(&mut self, pool: &Mempool, mem: &Arc<GuestMemory>, chain: &Chain, pkt: &GuestPkt, fits: bool, flood: Option<usize>, mut emit: impl FnMut(Mbuf)) -> Result<(), LendError> {
+    fn lend_whole(&mut self, pool: &Mempool, mem: &Arc<GuestMemory>, chain: &Chain, pkt: &GuestPkt, fits: bool, flood: Option<usize>, mut emit: impl FnMut(Mbuf)) -> Result<usize, LendError> {
         let (h, len) = (pkt.head_len as usize, pkt.len as usize);
         let payload = Payload { spans: chain.segments(), skip: (NET_HDR_LEN + h) as u64, len: (len - h) as u64 };
         let mut headers = [0u8; MAX_HEAD];
@@ -140,14 +141,14 @@ impl ZeroCopy {
             self.flood = Some((i, m.share()));
         }
         emit(m);
-        Ok(())
+        Ok(h)
     }
 
     /// A TCP segment cut into frames of one MSS over the guest's payload;
     /// the NIC fills their checksums if it can (`csum`), else they are
     /// summed here.
     #[allow(clippy::too_many_arguments)]
-    fn lend_cut(&mut self, pool: &Mempool, mem: &Arc<GuestMemory>, chain: &Chain, pkt: &GuestPkt, gso: Gso, csum: bool, mut emit: impl FnMut(Mbuf)) -> Result<(), LendError> {
+    fn lend_cut(&mut self, pool: &Mempool, mem: &Arc<GuestMemory>, chain: &Chain, pkt: &GuestPkt, gso: Gso, csum: bool, mut emit: impl FnMut(Mbuf)) -> Result<usize, LendError> {
         let seg = Segmenter::try_new(&gso, pkt.headers(), pkt.len as usize).ok_or(LendError::Shape)?;
         let hl = gso.hdr_len();
         let tx = mbuf_offload::to_mbuf(&gso.segment_offload(), pkt.headers());
@@ -184,7 +185,7 @@ impl ZeroCopy {
             },
         )?;
         debug_assert!(!bad, "a segment's checksum field lies in its headers");
-        Ok(())
+        Ok(hl * seg.count())
     }
 
     /// Whether frame `i` of this burst was lent (its chain comes back later).
