@@ -1,0 +1,52 @@
+//! The switch's cycles per packet from a copy-once guest to a NIC that
+//! frees at once (net_null), copying against lending, per frame size,
+//! alternated and repeated; the ratios set `zero_copy_min_bytes`'s default
+//! (README). A benchmark, never a test: `cargo bench -p dataplane --bench
+//! lend` (needs root for DPDK).
+#[path = "../tests/common/zero_copy_rig.rs"]
+mod rig;
+
+use dataplane::counters::ZeroCopy as Outcome;
+use pmd_bridge::BURST;
+use rig::*;
+
+fn main() {
+    const POLLS: usize = 4000;
+    // An lcore id, as a PMD thread has: the pools' caches work.
+    eal();
+    let _lcore = pmd_bridge::lcore::current().is_none().then(|| pmd_bridge::lcore::register_thread().unwrap());
+    let host = 0x50;
+    let mut rigs: Vec<Rig> = [false, true].iter().map(|&lend| Rig::null(if lend { "mz1" } else { "mz0" }, lend, host)).collect();
+    println!("{:>6} {:>14} {:>14} {:>8}", "bytes", "copy cyc/pkt", "lend cyc/pkt", "ratio");
+    // At 64 bytes the header copy is the whole frame: copied either way.
+    for size in [64usize, 256, 512, 768, 1024, 1280, 1518, 4000, 9014] {
+        let f = frame(host, size, 0);
+        let mut samples = [Vec::new(), Vec::new()];
+        for _round in 0..9 {
+            for (k, r) in rigs.iter_mut().enumerate() {
+                let (mut cycles, mut pkts) = (0u64, 0usize);
+                for poll in 0..POLLS {
+                    // Alternate halves of the ring: a chain is offered again
+                    // only after it came back.
+                    let base = (poll % 2) as u16 * (SIZE / 2);
+                    for h in base..base + BURST as u16 {
+                        r.a.send_one(h, &f);
+                    }
+                    let t0 = pmd_bridge::cycles::tsc();
+                    pkts += r.poll();
+                    cycles += pmd_bridge::cycles::tsc() - t0;
+                }
+                samples[k].push(cycles as f64 / pkts as f64);
+            }
+        }
+        let median = |v: &mut Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        let (c, l) = (median(&mut samples[0]), median(&mut samples[1]));
+        println!("{size:>6} {c:>14.0} {l:>14.0} {:>8.2}", l / c);
+    }
+    assert_eq!(rigs[0].outcome(Outcome::Lent), 0, "the copying switch copies");
+    assert!(rigs[1].outcome(Outcome::Lent) > 0);
+    rigs.into_iter().for_each(Rig::finish);
+}
