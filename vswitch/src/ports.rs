@@ -7,14 +7,14 @@ use std::sync::Arc;
 
 use dataplane::fwd::PortView;
 use dataplane::offload::Caps;
-use dataplane::vlan::{VlanMode as DpVlan, VlanSet};
-use pmd_bridge::{Eal, EthPort, Mempool, TxOffloadCaps, PortConfig as EthConfig, VhostDevice, VhostMode as BridgeMode, VhostSocket};
+use pmd_bridge::{Eal, EthPort, Mempool, TxOffloadCaps, PortConfig as EthConfig, VhostDevice, VhostSocket};
 
-use crate::config::{Datapath, PortConfig, PortKind, VhostMode, VlanMode};
+use crate::config::{Datapath, PortConfig, PortKind, VhostMode};
 use crate::features;
 use crate::copy_once_state::CopyOnceState;
 
-/// A port's DPDK side.
+/// A port's DPDK side. Each kind's open, view, status and close are here;
+/// its queues are in `switch/plans.rs`.
 pub enum PortIo {
     Eth(EthPort),
     /// Fields drop in order: the device handle before its socket, whose
@@ -39,11 +39,7 @@ pub struct PortState {
 
 impl PortState {
     pub fn view(&self) -> PortView {
-        let vlan = match &self.cfg.vlan_mode {
-            VlanMode::Access(v) => DpVlan::Access(*v),
-            VlanMode::Trunk(vs) => DpVlan::Trunk(Box::new(VlanSet::new(vs))),
-        };
-        PortView::new(&self.cfg.name, self.slot, self.gen, vlan, self.cfg.mtu)
+        PortView::new(&self.cfg.name, self.slot, self.gen, self.cfg.vlan_mode.to_dataplane(), self.cfg.mtu)
             .with_vm(matches!(self.io, PortIo::Vhost { .. }))
             .with_caps(self.caps())
     }
@@ -73,10 +69,35 @@ impl PortState {
         }
     }
 
-    pub fn kind(&self) -> &'static str {
-        match self.io {
-            PortIo::Eth(_) => "dpdk",
-            PortIo::Vhost { .. } => "vhost-user",
+    /// For `show ports`: the port's state and what else there is to say.
+    pub fn status(&self) -> (String, String) {
+        match &self.io {
+            PortIo::Eth(p) => {
+                let hw = p.stats().map(|s| format!(", nic missed {} no_mbuf {} rx_errors {} tx_errors {}", s.rx_missed, s.rx_nombuf, s.rx_errors, s.tx_errors));
+                match p.link() {
+                    Ok(l) if l.up => ("up".to_string(), format!("{} Mbps{}", l.speed_mbps, hw.unwrap_or_default())),
+                    _ => ("down".to_string(), hw.unwrap_or_default()),
+                }
+            }
+            PortIo::Vhost { sock, dev: Some(d), .. } => ("up".to_string(), format!("{} vid {} queues {}", sock.path(), d.vid(), d.queue_pairs())),
+            PortIo::Vhost { sock, dev: None, .. } => ("waiting".to_string(), sock.path().to_string()),
+        }
+    }
+}
+
+impl PortIo {
+    /// Closes a port: the device handle before its socket (unregistering
+    /// runs destroy_device, which waits for every handle).
+    pub fn close(self) {
+        match self {
+            PortIo::Eth(port) => drop(port),
+            PortIo::Vhost { sock, dev, own, .. } => {
+                if let (Some(mut own), Some(d)) = (own, dev.as_ref()) {
+                    own.hand_back(d);
+                }
+                drop(dev);
+                drop(sock);
+            }
         }
     }
 }
@@ -125,15 +146,11 @@ pub fn open(eal: &Eal, cfg: &PortConfig, pool: &Arc<Mempool>, pmds: u16) -> Resu
             Ok(PortIo::Eth(port))
         }
         PortKind::VhostUser { mode, path, owner, group, permissions, datapath } => {
-            let bmode = match mode {
-                VhostMode::Server => BridgeMode::Server,
-                VhostMode::Client => BridgeMode::Client,
-            };
             if let Some(dir) = path.parent() {
                 std::fs::create_dir_all(dir).map_err(|e| format!("port {}: create {}: {e}", cfg.name, dir.display()))?;
             }
             let p = path.to_str().ok_or_else(|| format!("port {}: socket path is not UTF-8", cfg.name))?;
-            let sock = VhostSocket::register(eal, p, bmode).map_err(|e| format!("port {}: {e}", cfg.name))?;
+            let sock = VhostSocket::register(eal, p, *mode).map_err(|e| format!("port {}: {e}", cfg.name))?;
             let own = (*datapath == Datapath::CopyOnce).then(CopyOnceState::default);
             if own.is_some() {
                 sock.set_features(features::copy_once(cfg.offloads, cfg.packed_rings)).map_err(|e| format!("port {}: {e}", cfg.name))?;
@@ -151,6 +168,7 @@ pub fn open(eal: &Eal, cfg: &PortConfig, pool: &Arc<Mempool>, pmds: u16) -> Resu
             }
             Ok(PortIo::Vhost { sock, dev: None, own, enabled_pairs: 0 })
         }
+        PortKind::Vxlan { .. } => Err(format!("port {}: vxlan ports are not supported yet", cfg.name)),
     }
 }
 

@@ -357,7 +357,7 @@ impl Switch {
                 drop(port);
             }
             PortIo::Vhost { sock, dev: Some(dev), own: Some(own), .. } => self.depart(name, dev, own, Some(sock)),
-            io => close(io),
+            io => io.close(),
         }
         self.fdb.flush_port(slot);
         self.end_captures(slot);
@@ -414,7 +414,7 @@ impl Switch {
         for slot in 0..MAX_PORTS as u16 {
             if let Some(PortState { io: PortIo::Eth(port), .. }) = &self.slots[slot].port {
                 self.dma_unmap_port(port.id());
-                close(self.slots[slot].port.take().expect("checked").io);
+                self.slots[slot].port.take().expect("checked").io.close();
             }
         }
         for slot in 0..MAX_PORTS as u16 {
@@ -425,11 +425,8 @@ impl Switch {
         }
         self.drain_departing(QUIESCE_TIMEOUT);
         for st in self.slots.take_all() {
-            let path = match &st.cfg.kind {
-                config::PortKind::VhostUser { path, mode: config::VhostMode::Server, .. } => Some(path.clone()),
-                _ => None,
-            };
-            close(st.io);
+            let path = st.cfg.kind.server_socket().map(PathBuf::from);
+            st.io.close();
             if let Some(p) = path {
                 let _ = std::fs::remove_file(p);
             }
@@ -451,21 +448,6 @@ fn stop_launched(pmds: &mut [Pmd], quiesce: &Quiesce) {
             if let Some(job) = p.job.take() {
                 let _ = job.wait();
             }
-        }
-    }
-}
-
-/// Closes a port: the device handle before its socket (unregistering runs
-/// destroy_device, which waits for every handle).
-fn close(io: PortIo) {
-    match io {
-        PortIo::Eth(port) => drop(port),
-        PortIo::Vhost { sock, dev, own, .. } => {
-            if let (Some(mut own), Some(d)) = (own, dev.as_ref()) {
-                own.hand_back(d);
-            }
-            drop(dev);
-            drop(sock);
         }
     }
 }
