@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use dataplane::fwd::PortView;
 use dataplane::offload::Caps;
+use dataplane::vxlan::Vtep;
 use pmd_bridge::{Eal, EthPort, Mempool, TxOffloadCaps, PortConfig as EthConfig, VhostDevice, VhostSocket};
 
 use crate::config::{Datapath, PortConfig, PortKind, VhostMode};
@@ -28,6 +29,8 @@ pub enum PortIo {
         /// Queue pairs the guest enabled (vring state events).
         enabled_pairs: u16,
     },
+    /// A tunnel endpoint: what it learns outlives the plans.
+    Vxlan(Arc<Vtep>),
 }
 
 pub struct PortState {
@@ -53,7 +56,7 @@ impl PortState {
         match &self.io {
             PortIo::Eth(p) => nic_caps(p.tx_offload_caps()),
             PortIo::Vhost { dev: Some(d), .. } => d.negotiated_features().map(Caps::guest_rx).unwrap_or(Caps::NONE),
-            PortIo::Vhost { dev: None, .. } => Caps::NONE,
+            PortIo::Vhost { dev: None, .. } | PortIo::Vxlan(_) => Caps::NONE,
         }
     }
 
@@ -65,7 +68,7 @@ impl PortState {
                 [("tcp_csum", c.csum), ("tso4", c.tso4), ("tso6", c.tso6)].iter().filter(|f| f.1).map(|f| f.0.to_string()).collect()
             }
             PortIo::Vhost { dev: Some(d), .. } => d.negotiated_features().map(features::names).unwrap_or_default(),
-            PortIo::Vhost { dev: None, .. } => Vec::new(),
+            PortIo::Vhost { dev: None, .. } | PortIo::Vxlan(_) => Vec::new(),
         }
     }
 
@@ -81,6 +84,19 @@ impl PortState {
             }
             PortIo::Vhost { sock, dev: Some(d), .. } => ("up".to_string(), format!("{} vid {} queues {}", sock.path(), d.vid(), d.queue_pairs())),
             PortIo::Vhost { sock, dev: None, .. } => ("waiting".to_string(), sock.path().to_string()),
+            PortIo::Vxlan(v) => {
+                let underlay = match &self.cfg.kind {
+                    PortKind::Vxlan { underlay, .. } => underlay.as_str(),
+                    _ => "",
+                };
+                let remotes: Vec<String> = (0..v.remotes.len())
+                    .map(|i| match v.neighbour(i) {
+                        Some(mac) => format!("{} at {}", v.remotes[i], crate::protocol::format_mac(&mac)),
+                        None => format!("{} unresolved", v.remotes[i]),
+                    })
+                    .collect();
+                ("up".to_string(), format!("vni {} local {} over {underlay}; remotes {}", v.vni, v.local_ip, remotes.join(", ")))
+            }
         }
     }
 }
@@ -98,6 +114,7 @@ impl PortIo {
                 drop(dev);
                 drop(sock);
             }
+            PortIo::Vxlan(_) => {}
         }
     }
 }
@@ -168,7 +185,7 @@ pub fn open(eal: &Eal, cfg: &PortConfig, pool: &Arc<Mempool>, pmds: u16) -> Resu
             }
             Ok(PortIo::Vhost { sock, dev: None, own, enabled_pairs: 0 })
         }
-        PortKind::Vxlan { .. } => Err(format!("port {}: vxlan ports are not supported yet", cfg.name)),
+        PortKind::Vxlan { vni, local_ip, remote_ips, .. } => Ok(PortIo::Vxlan(Arc::new(Vtep::new(*vni, *local_ip, remote_ips.clone())))),
     }
 }
 

@@ -346,6 +346,12 @@ impl Switch {
 
     fn port_del(&mut self, name: &str) -> Response {
         let Some(slot) = self.slots.by_name(name) else { return Response::err(format!("no port named {name:?}")) };
+        // Not from under a port that needs it (a vxlan port's underlay).
+        let mut candidate = self.cfg.clone();
+        candidate.ports.retain(|p| p.name != name);
+        if let Err(e) = candidate.validate() {
+            return Response::err(format!("port {name:?} is in use: {e}"));
+        }
         let st = self.slots[slot].port.take().expect("slot in use");
         if let Err(e) = self.replan() {
             self.slots[slot].port = Some(st);
