@@ -144,7 +144,8 @@ fn a_vxlan_port_interoperates_with_the_linux_kernel() {
     // Learning: the kernel's inner MAC on the vxlan port, its VTEP's
     // link-layer address resolved.
     let fdb: Vec<FdbInfo> = serde_json::from_value(sw.ctl(Command::ShowFdb).result).unwrap();
-    assert!(fdb.iter().any(|e| e.port == "tun42" && e.vlan == 1), "{fdb:#?}");
+    let behind = |e: &FdbInfo| e.port == "tun42" && e.vlan == 1 && e.remote.as_deref() == Some("192.168.77.1");
+    assert!(fdb.iter().any(behind), "{fdb:#?}");
     let tun = sw.port("tun42");
     assert!(tun.detail.contains("192.168.77.1 at "), "{tun:?}");
     assert!(tun.rx_packets >= 4 && tun.tx_packets >= 4, "{tun:?}");

@@ -54,7 +54,11 @@ impl Switch {
             .into_iter()
             .filter_map(|e| {
                 let port = self.slots.port(e.slot).filter(|p| p.gen == e.gen)?;
-                Some(FdbInfo { vlan: e.vlan, mac: format_mac(&e.mac), port: port.cfg.name.clone(), age_secs: e.age_secs })
+                let remote = match &port.io {
+                    PortIo::Vxlan(v) => v.remote_of(e.mac).map(|i| v.remotes[i].to_string()),
+                    _ => None,
+                };
+                Some(FdbInfo { vlan: e.vlan, mac: format_mac(&e.mac), port: port.cfg.name.clone(), age_secs: e.age_secs, remote })
             })
             .collect()
     }
