@@ -69,12 +69,15 @@ impl VxlanTx {
                 Some(r) => self.encap(m, r, sport, q, pool, &mut d),
                 None => {
                     // Head-end replication: a header per remote, one payload.
-                    let n = self.vtep.remotes.len();
+                    let Some(last) = self.vtep.remotes.len().checked_sub(1) else {
+                        d.no_neighbour += 1;
+                        continue;
+                    };
                     let mut any = false;
-                    for r in 0..n - 1 {
+                    for r in 0..last {
                         any |= self.encap(m.share(), r, sport, q, pool, &mut d);
                     }
-                    self.encap(m, n - 1, sport, q, pool, &mut d) | any
+                    self.encap(m, last, sport, q, pool, &mut d) | any
                 }
             };
             sent += queued as usize;
