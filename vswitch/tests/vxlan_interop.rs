@@ -5,7 +5,8 @@
 //! switch answers ARP for 192.168.77.2 there. On the bridge side a
 //! `net_tap` port puts the host kernel (10.42.0.2) on the same segment:
 //! ping and TCP run between two real IP stacks, through the switch's
-//! encapsulation one way and its decapsulation the other.
+//! encapsulation one way and its decapsulation the other. A test VM on a
+//! copy-once vhost-user port (net_virtio_user) reaches the kernel's side too.
 mod common;
 
 use std::io::{Read, Write};
@@ -79,6 +80,11 @@ impl Drop for KernelSide {
 }
 
 /// busybox's ping (busybox-static is a dependency already).
+fn arp_request(src: [u8; 6], sender_ip: [u8; 4], target_ip: [u8; 4]) -> Vec<u8> {
+    let head = [&BCAST[..], &src, &[0x08, 0x06, 0, 1, 0x08, 0x00, 6, 4, 0, 1], &src, &sender_ip, &[0; 6], &target_ip].concat();
+    [head, vec![0; 60 - 42]].concat()
+}
+
 fn ping(args: &[&str]) -> bool {
     Cmd::new("busybox").args(["ping", "-q", "-c", "1", "-W", "1"]).args(args).output().unwrap().status.success()
 }
@@ -125,13 +131,15 @@ fn a_vxlan_port_interoperates_with_the_linux_kernel() {
     let ports = format!(
         "[[port]]\nname = \"uplink\"\ntype = \"dpdk\"\ndevargs = \"net_af_packet_vx,iface={}\"\nvlan = 4000\n\
          [[port]]\nname = \"tun42\"\ntype = \"vxlan\"\nvni = 42\nlocal_ip = \"192.168.77.2\"\nremote_ips = [\"192.168.77.1\"]\nunderlay = \"uplink\"\n\
-         [[port]]\nname = \"host\"\ntype = \"dpdk\"\ndevargs = \"net_tap_vx,iface={tap}\"\n",
-        kernel.veth
+         [[port]]\nname = \"host\"\ntype = \"dpdk\"\ndevargs = \"net_tap_vx,iface={tap}\"\n{}",
+        kernel.veth,
+        server_port("vm1", "copy-once")
     );
     let sw = Switchd::start(dir.path(), "", &ports);
     run("ip", &["addr", "add", "10.42.0.2/24", "dev", &tap]);
     run("ethtool", &["-K", &tap, "tx", "off", "tso", "off", "gso", "off"]);
     run("ip", &["link", "set", &tap, "up"]);
+    let mut vm = Vm::connect("vm1", &dir.path().join("vm1.sock"), false, 1500);
     sw.wait_ports("ports up", |ps| ps.iter().all(|p| p.state == "up"));
 
     // The first frames wait on ARP both ways (the kernel's for the
@@ -140,6 +148,20 @@ fn a_vxlan_port_interoperates_with_the_linux_kernel() {
     for _ in 0..3 {
         assert!(ping(&["10.42.0.1"]), "once up, every ping: {:#?}", sw.ports());
     }
+
+    // A VM on a vhost-user port (copy-once) reaches the kernel's VXLAN
+    // device too: its ARP request for 10.42.0.1 is answered.
+    let me = mac(0x42);
+    let start = Instant::now();
+    let reply = loop {
+        vm.send(&[arp_request(me, [10, 42, 0, 3], [10, 42, 0, 1])]);
+        let got = vm.recv(1);
+        if let Some(r) = got.into_iter().find(|f| f[12..14] == [0x08, 0x06] && f[20..22] == [0, 2] && f[28..32] == [10, 42, 0, 1]) {
+            break r;
+        }
+        assert!(start.elapsed() < DEADLINE, "no ARP reply through the tunnel: {:#?}", sw.ports());
+    };
+    assert_eq!(reply[0..6], me, "unicast back to the VM");
 
     // Learning: the kernel's inner MAC on the vxlan port, its VTEP's
     // link-layer address resolved.
