@@ -219,13 +219,16 @@ fn bad_packets_and_big_frames_are_counted_by_reason() {
 
 /// Not a test of speed (nothing is asserted): the cost of encapsulation
 /// and decapsulation against plain NIC-to-NIC forwarding on the same
-/// thread, same pool and same `net_null` outputs, the input mbufs made
-/// alike for every row. `cargo test --release -p dataplane --test vxlan
+/// thread (an lcore, as a PMD thread is), same pool and same `net_null`
+/// outputs, the input mbufs made alike for every row. `cargo test --release -p dataplane --test vxlan
 /// -- --ignored --nocapture`.
 #[test]
 #[ignore]
 fn measure_encap_and_decap_against_plain_forwarding() {
-    let pool = Arc::new(Mempool::new(eal(), "vxm", 8191, 0, 2048).unwrap());
+    // An lcore id, for the pool's per-thread cache, as a PMD thread has.
+    let _ = eal();
+    let _lcore = pmd_bridge::lcore::current().is_none().then(|| pmd_bridge::lcore::register_thread().unwrap());
+    let pool = Arc::new(Mempool::new(eal(), "vxm", 8191, 256, 2048).unwrap());
     let vtep = Arc::new(Vtep::new(42, LOCAL, REMOTES[..1].to_vec()));
     vtep.learn_neighbour(0, HOP[0]);
     let null = |i: u16| {
