@@ -53,9 +53,16 @@ drop_reasons! {
     VlanFiltered = "vlan_filtered", rx: "Tag not allowed on the input port (or a tag on an access port).";
     SamePort = "same_port", rx: "Unicast to a MAC learned on the input port itself.";
     Policed = "policed", rx: "Over the input port's ingress policing rate (its token bucket empty).";
+    VxlanShort = "vxlan_short", rx: "Underlay: VXLAN shorter than its headers say, or with no inner Ethernet header.";
+    VxlanFlags = "vxlan_flags", rx: "Underlay: VXLAN without the I flag, or with a flag RFC 7348 does not define.";
+    VxlanBadIp = "vxlan_bad_ip", rx: "Underlay: VXLAN in an IP fragment or under a bad IPv4 header checksum.";
+    VxlanUnknownVni = "vxlan_unknown_vni", rx: "Underlay: VXLAN to a local address with a VNI no vxlan port has.";
+    VxlanUnknownRemote = "vxlan_unknown_remote", rx: "Underlay: VXLAN from an address not in the port's remote_ips.";
     NoMbuf = "no_mbuf", tx: "No mbuf for a VLAN header or copy on output.";
     TxFull = "tx_full", tx: "Output queue (or guest receive ring) full after the retries.";
     PortDown = "port_down", tx: "Output port has no queue to send on (guest not connected).";
+    UnderlayMtu = "underlay_mtu", tx: "vxlan port: the frame encapsulated would not fit the underlay's MTU (never fragmented).";
+    NoNeighbour = "no_neighbour", tx: "vxlan port: the remote's link-layer address is not known yet (asked by ARP).";
     BadHead = "bad_head", tx: "Copy-once guest: the avail ring names a head beyond the descriptor table.";
     BadNext = "bad_next", tx: "Copy-once guest: a descriptor's next index beyond the table.";
     ChainTooLong = "chain_too_long", tx: "Copy-once guest: a chain longer than the ring (a next loop), 64 buffers or its descriptor cap.";
@@ -112,6 +119,37 @@ impl DropReason {
     }
 }
 
+/// One count per drop reason: an array longer than std's `Default` goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PerReason<T>(pub [T; DropReason::COUNT]);
+
+impl<T: Default> Default for PerReason<T> {
+    fn default() -> Self {
+        PerReason(std::array::from_fn(|_| T::default()))
+    }
+}
+
+impl<T> std::ops::Deref for PerReason<T> {
+    type Target = [T; DropReason::COUNT];
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl<T> std::ops::DerefMut for PerReason<T> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl<'a, T> IntoIterator for &'a PerReason<T> {
+    type Item = &'a T;
+    type IntoIter = std::slice::Iter<'a, T>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
 /// One port's counters within one PMD thread's block.
 #[derive(Default)]
 pub struct PortCounters {
@@ -124,7 +162,7 @@ pub struct PortCounters {
     /// Frames forwarded whose source MAC could not be learned (table,
     /// bucket or the port's `mac_limit` full): not a disposition.
     pub unlearned: AtomicU64,
-    pub drops: [AtomicU64; DropReason::COUNT],
+    pub drops: PerReason<AtomicU64>,
 }
 
 /// Where a packet went, for copy accounting.
@@ -284,7 +322,7 @@ pub struct PortTotals {
     pub forwarded: u64,
     pub flooded: u64,
     pub unlearned: u64,
-    pub drops: [u64; DropReason::COUNT],
+    pub drops: PerReason<u64>,
 }
 
 impl PortTotals {
@@ -311,7 +349,7 @@ impl PortTotals {
             forwarded: self.forwarded - base.forwarded,
             flooded: self.flooded - base.flooded,
             unlearned: self.unlearned - base.unlearned,
-            drops: self.drops,
+            drops: self.drops.clone(),
         };
         for (x, b) in d.drops.iter_mut().zip(&base.drops) {
             *x -= b;

@@ -81,7 +81,7 @@ pub struct Egress<'a> {
 struct Tally {
     forwarded: u64,
     flooded: u64,
-    drops: [u64; DropReason::COUNT],
+    drops: crate::counters::PerReason<u64>,
     /// Per path: packets, payload copies, bytes copied.
     paths: [[u64; 3]; 5],
     /// Copy-once frames bound for NICs, by outcome.
@@ -119,8 +119,21 @@ impl Egress<'_> {
         Some(input)
     }
 
+    /// The same borrows for a burst within this one (a tunnel's frames).
+    pub(crate) fn reborrow(&mut self) -> Egress<'_> {
+        let Egress { ports, flood, pool, fdb, counters, now, taps, .. } = *self;
+        Egress { ports, flood, tx: &mut *self.tx, out: &mut *self.out, pool, fdb, counters, now, taps }
+    }
+
     /// A burst of mbufs from `in_slot`.
     pub fn forward_mbufs(mut self, in_slot: u16, rx: &mut Burst) {
+        let ports = self.ports;
+        if let Some(u) = ports[in_slot as usize].as_ref().and_then(|p| p.underlay.as_deref()) {
+            self.tunnels_in(in_slot, rx, u);
+            if rx.is_empty() {
+                return;
+            }
+        }
         self.prefetch_rings(in_slot, rx.len());
         let mut decisions = [Decision::Drop(DropReason::Malformed); BURST];
         let Some(input) = self.classify(in_slot, rx.iter(), &mut decisions) else {
@@ -361,11 +374,11 @@ impl Egress<'_> {
             return;
         }
         let c = &self.counters.ports[out as usize];
-        let Some(tx) = self.tx[out as usize].as_mut() else {
+        if self.tx[out as usize].is_none() {
             bump(&c.drops[DropReason::PortDown as usize], batch.len() as u64);
             batch.clear();
             return;
-        };
+        }
         let mut lens = [0u64; BURST];
         for (l, m) in lens.iter_mut().zip(batch.iter()) {
             *l = m.len() as u64;
@@ -373,10 +386,16 @@ impl Egress<'_> {
         if !self.taps.is_empty() {
             self.taps.mbufs(out, true, batch);
         }
-        let sent = tx.send(batch);
-        if tx.copy_once().is_some() {
-            self.out.unpublished.insert(out);
-        }
+        let sent = match crate::vxlan::tx::with_underlay(self.tx, out as usize) {
+            Some((v, q)) => v.send(batch, q, self.pool, &c.drops),
+            None => {
+                let tx = self.tx[out as usize].as_mut().expect("checked above");
+                if tx.copy_once().is_some() {
+                    self.out.unpublished.insert(out);
+                }
+                tx.send(batch)
+            }
+        };
         bump(&c.tx_packets, sent as u64);
         bump(&c.tx_bytes, lens[..sent].iter().sum());
         bump(&c.drops[DropReason::TxFull as usize], batch.len() as u64);

@@ -12,6 +12,7 @@ use crate::packet::PacketBuf;
 use crate::parse::{is_multicast, EthHeader, ETH_HLEN, VLAN_HLEN};
 use crate::police::Policer;
 use crate::vlan::VlanMode;
+use crate::vxlan::Underlay;
 
 /// What a PMD thread knows of one port: immutable, swapped as a whole.
 #[derive(Clone, Debug)]
@@ -34,12 +35,14 @@ pub struct PortView {
     pub caps: Caps,
     /// Ingress policing: the port's token bucket, shared by its rx queues.
     pub policer: Option<Arc<Policer>>,
+    /// An underlay port's VXLAN tunnels (`vxlan::rx`).
+    pub underlay: Option<Arc<Underlay>>,
 }
 
 impl PortView {
     pub fn new(name: &str, slot: u16, gen: u16, vlan: VlanMode, mtu: u16) -> PortView {
         let max_frame = mtu as usize + ETH_HLEN + VLAN_HLEN;
-        PortView { name: name.to_string(), slot, gen, vlan, max_frame, mtu: mtu as usize, vm: false, caps: Caps::NONE, policer: None }
+        PortView { name: name.to_string(), slot, gen, vlan, max_frame, mtu: mtu as usize, vm: false, caps: Caps::NONE, policer: None, underlay: None }
     }
 
     pub fn with_policer(mut self, policer: Option<Arc<Policer>>) -> PortView {
@@ -49,6 +52,11 @@ impl PortView {
 
     pub fn with_caps(mut self, caps: Caps) -> PortView {
         self.caps = caps;
+        self
+    }
+
+    pub fn with_underlay(mut self, underlay: Option<Arc<Underlay>>) -> PortView {
+        self.underlay = underlay;
         self
     }
 

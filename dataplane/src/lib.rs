@@ -24,3 +24,4 @@ mod test_rng;
 pub mod virtio_net;
 pub mod virtq;
 pub mod vlan;
+pub mod vxlan;

@@ -10,6 +10,7 @@ use pmd_bridge::{Burst, Mempool, RxQueue, TxQueue, VhostRxQueue, VhostTxQueue};
 
 use crate::copy_once::{CopyOnceRx, CopyOnceTx, GuestBurst, GuestPkt};
 use crate::counters::DropReason;
+use crate::vxlan::tx::VxlanTx;
 
 pub enum RxPort {
     Eth(RxQueue),
@@ -27,6 +28,9 @@ pub enum TxPort {
     Vhost { q: VhostTxQueue, retries: u32 },
     /// A copy-once port: this thread's guest receive ring, walked by us.
     CopyOnce(Box<CopyOnceTx>),
+    /// A vxlan port: encapsulates onto its underlay's queue, which the
+    /// underlay's own entry owns (`vxlan::tx::with_underlay`).
+    Vxlan(Box<VxlanTx>),
 }
 
 /// What one receive call brought.
@@ -71,6 +75,8 @@ impl TxPort {
         match self {
             TxPort::Eth(q) => q.tx_burst(burst),
             TxPort::CopyOnce(r) => r.send(burst),
+            // Sent with the underlay's queue, never alone.
+            TxPort::Vxlan(_) => 0,
             TxPort::Vhost { q, retries } => {
                 let mut sent = q.enqueue_burst(burst);
                 let mut tries = 0;
@@ -100,7 +106,7 @@ impl TxPort {
             TxPort::Eth(q) => {
                 q.reclaim();
             }
-            TxPort::Vhost { .. } => {}
+            TxPort::Vhost { .. } | TxPort::Vxlan(_) => {}
         }
     }
 }

@@ -60,16 +60,7 @@ pub fn pool_size(cfg: &Config) -> (u32, String) {
     let pmds = cfg.switch.pmd_cores.len() as u32;
     let max_mtu = cfg.ports.iter().map(|p| p.mtu as u32).max().unwrap_or(1500);
     let segs = (max_mtu + 18).div_ceil(MBUF_DATA_ROOM as u32);
-    let mut rings = 0u32;
-    for p in &cfg.ports {
-        match &p.kind {
-            PortKind::Dpdk { rx_desc, tx_desc, .. } => {
-                rings += p.rx_queues as u32 * *rx_desc as u32 + pmds * *tx_desc as u32;
-            }
-            // rte_vhost copies: no mbuf waits in a guest's ring, only in flight.
-            PortKind::VhostUser { .. } => rings += p.rx_queues as u32 * BURST as u32,
-        }
-    }
+    let rings: u32 = cfg.ports.iter().map(|p| p.ring_mbufs(pmds)).sum();
     let in_flight = pmds * (BURST as u32 * (MAX_PORTS as u32 + 1) + MEMPOOL_CACHE);
     let frames = rings + in_flight + 4096; // + control-plane and port churn headroom
     let n = (frames * segs).next_power_of_two() - 1;

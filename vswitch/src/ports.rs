@@ -7,14 +7,15 @@ use std::sync::Arc;
 
 use dataplane::fwd::PortView;
 use dataplane::offload::Caps;
-use dataplane::vlan::{VlanMode as DpVlan, VlanSet};
-use pmd_bridge::{Eal, EthPort, Mempool, TxOffloadCaps, PortConfig as EthConfig, VhostDevice, VhostMode as BridgeMode, VhostSocket};
+use dataplane::vxlan::Vtep;
+use pmd_bridge::{Eal, EthPort, Mempool, TxOffloadCaps, PortConfig as EthConfig, VhostDevice, VhostSocket};
 
-use crate::config::{Datapath, PortConfig, PortKind, VhostMode, VlanMode};
+use crate::config::{Datapath, PortConfig, PortKind, VhostMode};
 use crate::features;
 use crate::copy_once_state::CopyOnceState;
 
-/// A port's DPDK side.
+/// A port's DPDK side. Each kind's open, view, status and close are here;
+/// its queues are in `switch/plans.rs`.
 pub enum PortIo {
     Eth(EthPort),
     /// Fields drop in order: the device handle before its socket, whose
@@ -28,6 +29,8 @@ pub enum PortIo {
         /// Queue pairs the guest enabled (vring state events).
         enabled_pairs: u16,
     },
+    /// A tunnel endpoint: what it learns outlives the plans.
+    Vxlan(Arc<Vtep>),
 }
 
 pub struct PortState {
@@ -39,11 +42,7 @@ pub struct PortState {
 
 impl PortState {
     pub fn view(&self) -> PortView {
-        let vlan = match &self.cfg.vlan_mode {
-            VlanMode::Access(v) => DpVlan::Access(*v),
-            VlanMode::Trunk(vs) => DpVlan::Trunk(Box::new(VlanSet::new(vs))),
-        };
-        PortView::new(&self.cfg.name, self.slot, self.gen, vlan, self.cfg.mtu)
+        PortView::new(&self.cfg.name, self.slot, self.gen, self.cfg.vlan_mode.to_dataplane(), self.cfg.mtu)
             .with_vm(matches!(self.io, PortIo::Vhost { .. }))
             .with_caps(self.caps())
     }
@@ -57,7 +56,7 @@ impl PortState {
         match &self.io {
             PortIo::Eth(p) => nic_caps(p.tx_offload_caps()),
             PortIo::Vhost { dev: Some(d), .. } => d.negotiated_features().map(Caps::guest_rx).unwrap_or(Caps::NONE),
-            PortIo::Vhost { dev: None, .. } => Caps::NONE,
+            PortIo::Vhost { dev: None, .. } | PortIo::Vxlan(_) => Caps::NONE,
         }
     }
 
@@ -69,14 +68,53 @@ impl PortState {
                 [("tcp_csum", c.csum), ("tso4", c.tso4), ("tso6", c.tso6)].iter().filter(|f| f.1).map(|f| f.0.to_string()).collect()
             }
             PortIo::Vhost { dev: Some(d), .. } => d.negotiated_features().map(features::names).unwrap_or_default(),
-            PortIo::Vhost { dev: None, .. } => Vec::new(),
+            PortIo::Vhost { dev: None, .. } | PortIo::Vxlan(_) => Vec::new(),
         }
     }
 
-    pub fn kind(&self) -> &'static str {
-        match self.io {
-            PortIo::Eth(_) => "dpdk",
-            PortIo::Vhost { .. } => "vhost-user",
+    /// For `show ports`: the port's state and what else there is to say.
+    pub fn status(&self) -> (String, String) {
+        match &self.io {
+            PortIo::Eth(p) => {
+                let hw = p.stats().map(|s| format!(", nic missed {} no_mbuf {} rx_errors {} tx_errors {}", s.rx_missed, s.rx_nombuf, s.rx_errors, s.tx_errors));
+                match p.link() {
+                    Ok(l) if l.up => ("up".to_string(), format!("{} Mbps{}", l.speed_mbps, hw.unwrap_or_default())),
+                    _ => ("down".to_string(), hw.unwrap_or_default()),
+                }
+            }
+            PortIo::Vhost { sock, dev: Some(d), .. } => ("up".to_string(), format!("{} vid {} queues {}", sock.path(), d.vid(), d.queue_pairs())),
+            PortIo::Vhost { sock, dev: None, .. } => ("waiting".to_string(), sock.path().to_string()),
+            PortIo::Vxlan(v) => {
+                let underlay = match &self.cfg.kind {
+                    PortKind::Vxlan { underlay, .. } => underlay.as_str(),
+                    _ => "",
+                };
+                let remotes: Vec<String> = (0..v.remotes.len())
+                    .map(|i| match v.neighbour(i) {
+                        Some(mac) => format!("{} at {}", v.remotes[i], crate::protocol::format_mac(&mac)),
+                        None => format!("{} unresolved", v.remotes[i]),
+                    })
+                    .collect();
+                ("up".to_string(), format!("vni {} local {} over {underlay}; remotes {}", v.vni, v.local_ip, remotes.join(", ")))
+            }
+        }
+    }
+}
+
+impl PortIo {
+    /// Closes a port: the device handle before its socket (unregistering
+    /// runs destroy_device, which waits for every handle).
+    pub fn close(self) {
+        match self {
+            PortIo::Eth(port) => drop(port),
+            PortIo::Vhost { sock, dev, own, .. } => {
+                if let (Some(mut own), Some(d)) = (own, dev.as_ref()) {
+                    own.hand_back(d);
+                }
+                drop(dev);
+                drop(sock);
+            }
+            PortIo::Vxlan(_) => {}
         }
     }
 }
@@ -125,15 +163,11 @@ pub fn open(eal: &Eal, cfg: &PortConfig, pool: &Arc<Mempool>, pmds: u16) -> Resu
             Ok(PortIo::Eth(port))
         }
         PortKind::VhostUser { mode, path, owner, group, permissions, datapath } => {
-            let bmode = match mode {
-                VhostMode::Server => BridgeMode::Server,
-                VhostMode::Client => BridgeMode::Client,
-            };
             if let Some(dir) = path.parent() {
                 std::fs::create_dir_all(dir).map_err(|e| format!("port {}: create {}: {e}", cfg.name, dir.display()))?;
             }
             let p = path.to_str().ok_or_else(|| format!("port {}: socket path is not UTF-8", cfg.name))?;
-            let sock = VhostSocket::register(eal, p, bmode).map_err(|e| format!("port {}: {e}", cfg.name))?;
+            let sock = VhostSocket::register(eal, p, *mode).map_err(|e| format!("port {}: {e}", cfg.name))?;
             let own = (*datapath == Datapath::CopyOnce).then(CopyOnceState::default);
             if own.is_some() {
                 sock.set_features(features::copy_once(cfg.offloads, cfg.packed_rings)).map_err(|e| format!("port {}: {e}", cfg.name))?;
@@ -151,6 +185,7 @@ pub fn open(eal: &Eal, cfg: &PortConfig, pool: &Arc<Mempool>, pmds: u16) -> Resu
             }
             Ok(PortIo::Vhost { sock, dev: None, own, enabled_pairs: 0 })
         }
+        PortKind::Vxlan { vni, local_ip, remote_ips, .. } => Ok(PortIo::Vxlan(Arc::new(Vtep::new(*vni, *local_ip, remote_ips.clone())))),
     }
 }
 

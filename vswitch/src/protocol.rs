@@ -136,6 +136,9 @@ pub struct FdbInfo {
     pub mac: String,
     pub port: String,
     pub age_secs: u32,
+    /// On a vxlan port: the remote endpoint the station is behind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

@@ -82,7 +82,7 @@ fn regression_no_used_index_is_published_before_its_copies_run() {
     let frame: Vec<u8> = (0..1000u32).map(|i| (i * 7) as u8).collect();
     let (mut a, mut b, a_mem) = two_guests(&frame);
     let mut pkts = [GuestPkt::default(); 4];
-    let drops = Default::default();
+    let drops = crate::counters::PerReason::default();
     let burst = a.recv(&mut pkts, &drops).expect("one frame");
     let mut copies = CopyList::default();
     assert!(matches!(burst.deliver(0, &mut b, &mut copies, 7).0, Delivery::Done { .. }));

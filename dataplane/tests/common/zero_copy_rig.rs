@@ -182,7 +182,7 @@ impl Rig {
     /// One poll of guest `a`'s transmit ring, forwarded; how many frames.
     pub fn poll(&mut self) -> usize {
         let mut pkts = [GuestPkt::default(); BURST];
-        let drops = Default::default();
+        let drops = dataplane::counters::PerReason::default();
         let Some(burst) = self.rx.recv(&mut pkts, &drops) else { return 0 };
         let n = burst.pkts().len();
         let eg = Egress { ports: &self.ports, flood: &self.flood, tx: &mut self.tx, out: &mut self.out, pool: &self.pool, fdb: &self.fdb, counters: &self.counters, now: 1, taps: &Taps::default() };

@@ -72,11 +72,13 @@ enum Cmd {
     },
 }
 
+// Parsed once per run: the size of `Add` costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum PortOp {
     Add {
         name: String,
-        #[arg(long = "type", value_parser = ["vhost-user", "dpdk"])]
+        #[arg(long = "type", value_parser = ["vhost-user", "dpdk", "vxlan"])]
         kind: String,
         /// vhost-user: socket path (relative to the socket directory).
         #[arg(long)]
@@ -87,6 +89,19 @@ enum PortOp {
         /// dpdk: a PCI address or a vdev string.
         #[arg(long)]
         devargs: Option<String>,
+        /// vxlan: the VNI.
+        #[arg(long)]
+        vni: Option<u32>,
+        /// vxlan: the tunnel's own IPv4 address, on its underlay.
+        #[arg(long)]
+        local_ip: Option<String>,
+        /// vxlan: comma-separated remote endpoints (flooded to, the only
+        /// ones accepted).
+        #[arg(long, value_delimiter = ',')]
+        remote_ips: Option<Vec<String>>,
+        /// vxlan: the dpdk port carrying the tunnel's UDP/IP.
+        #[arg(long)]
+        underlay: Option<String>,
         #[arg(long)]
         vlan: Option<u16>,
         /// Comma-separated VLAN ids.
@@ -136,12 +151,16 @@ fn main() -> ExitCode {
             _ => Command::ShowPmdRxq,
         },
         Cmd::Port { op: PortOp::Del { name } } => Command::PortDel { name },
-        Cmd::Port { op: PortOp::Add { name, kind, path, mode, devargs, vlan, trunk, mtu, rx_queues, no_offloads, mac_limit, ingress_policing_rate, ingress_policing_burst } } => {
+        Cmd::Port { op: PortOp::Add { name, kind, path, mode, devargs, vni, local_ip, remote_ips, underlay, vlan, trunk, mtu, rx_queues, no_offloads, mac_limit, ingress_policing_rate, ingress_policing_burst } } => {
             let mut port = json!({ "name": name, "type": kind });
             let fields = [
                 ("path", path.map(Value::from)),
                 ("mode", mode.map(Value::from)),
                 ("devargs", devargs.map(Value::from)),
+                ("vni", vni.map(Value::from)),
+                ("local_ip", local_ip.map(Value::from)),
+                ("remote_ips", remote_ips.map(Value::from)),
+                ("underlay", underlay.map(Value::from)),
                 ("vlan", vlan.map(Value::from)),
                 ("trunk", trunk.map(Value::from)),
                 ("mtu", mtu.map(Value::from)),
@@ -261,9 +280,9 @@ fn print_table(cmd: &Command, v: Value) -> Result<(), serde_json::Error> {
         }
         Command::ShowFdb => {
             let entries: Vec<FdbInfo> = serde_json::from_value(v)?;
-            println!("{:>4}  {:<17}  {:<12} {:>5}", "vlan", "mac", "port", "age");
+            println!("{:>4}  {:<17}  {:<12} {:>5}  remote", "vlan", "mac", "port", "age");
             for e in &entries {
-                println!("{:>4}  {:<17}  {:<12} {:>5}", e.vlan, e.mac, e.port, e.age_secs);
+                println!("{:>4}  {:<17}  {:<12} {:>5}  {}", e.vlan, e.mac, e.port, e.age_secs, e.remote.as_deref().unwrap_or(""));
             }
             println!("{} entries", entries.len());
         }

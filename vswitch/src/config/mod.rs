@@ -10,13 +10,13 @@
 //!
 //! [[port]]
 //! name = "vm1"
-//! type = "vhost-user"         # or "dpdk" (with devargs = "0000:01:00.0")
+//! type = "vhost-user"         # or "dpdk" (with devargs = "0000:01:00.0"), "vxlan"
 //! path = "vm1.sock"
 //! vlan = 10                   # or trunk = [10, 20]; neither = VLAN 1
 //! ```
 //!
-//! Every key is optional except a port's `name`, `type`, and `path` or
-//! `devargs`. The file is read into private raw structs whose fields are all
+//! Every key is optional except a port's `name`, `type`, and its type's
+//! own required keys (`port.rs`). The file is read into private raw structs whose fields are all
 //! optional (and integers `i64`), then validated into the public types, so
 //! that every error names the file, the field and what is wrong with it.
 
@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use std::fmt::{self, Display};
 use std::fs;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 
@@ -83,7 +83,7 @@ pub struct PortConfig {
     pub name: String,
     pub kind: PortKind,
     pub mtu: u16,
-    pub vlan_mode: VlanMode,
+    pub vlan_mode: VlanConfig,
     pub rx_queues: u16,
     /// Core of rx queue i: `rx_queues` entries, each one of `pmd_cores`.
     pub rxq_pmd: Option<Vec<u32>>,
@@ -139,10 +139,25 @@ impl PortConfig {
         let table = u32::try_from(fdb_size).unwrap_or(u32::MAX);
         self.mac_limit.unwrap_or(match self.kind {
             PortKind::VhostUser { .. } => VM_MAC_LIMIT.min(table),
-            PortKind::Dpdk { .. } => table,
+            PortKind::Dpdk { .. } | PortKind::Vxlan { .. } => table,
         })
     }
+
+    /// Mbufs the port's rings can hold, for sizing the pool.
+    pub fn ring_mbufs(&self, pmds: u32) -> u32 {
+        match &self.kind {
+            PortKind::Dpdk { rx_desc, tx_desc, .. } => self.rx_queues as u32 * *rx_desc as u32 + pmds * *tx_desc as u32,
+            // rte_vhost copies: no mbuf waits in a guest's ring, only in flight.
+            PortKind::VhostUser { .. } => self.rx_queues as u32 * pmd_bridge::BURST as u32,
+            // Its frames wait in its underlay's rings, counted there.
+            PortKind::Vxlan { .. } => 0,
+        }
+    }
 }
+
+/// A port's type and the settings only that type has. Adding a type: its
+/// variant here, its keys and checks in `port.rs`, how it opens and shows
+/// in `ports.rs`, its queues in `switch/plans.rs`.
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "kebab-case")]
@@ -153,6 +168,7 @@ pub enum PortKind {
         tx_desc: u16,
     },
     VhostUser {
+        #[serde(with = "VhostModeDef")]
         mode: VhostMode,
         /// Absolute: a relative `path` is joined to `socket_dir`.
         path: PathBuf,
@@ -164,13 +180,53 @@ pub enum PortKind {
         permissions: Option<u32>,
         datapath: Datapath,
     },
+    /// A VXLAN tunnel endpoint (RFC 7348) for one VNI, over the UDP/IP of
+    /// a `dpdk` port (`underlay`); `remote_ips` are the endpoints it floods
+    /// to and the only ones it accepts frames from.
+    Vxlan {
+        vni: u32,
+        local_ip: Ipv4Addr,
+        remote_ips: Vec<Ipv4Addr>,
+        underlay: String,
+    },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum VhostMode {
-    Client,
+impl PortKind {
+    /// The `type` key's value.
+    pub fn name(&self) -> &'static str {
+        match self {
+            PortKind::Dpdk { .. } => "dpdk",
+            PortKind::VhostUser { .. } => "vhost-user",
+            PortKind::Vxlan { .. } => "vxlan",
+        }
+    }
+
+    /// The vhost-user socket the port uses, which no other port may.
+    pub fn socket(&self) -> Option<&Path> {
+        match self {
+            PortKind::VhostUser { path, .. } => Some(path),
+            _ => None,
+        }
+    }
+
+    /// A socket the switch created (server mode), to remove when it stops.
+    pub fn server_socket(&self) -> Option<&Path> {
+        match self {
+            PortKind::VhostUser { path, mode: VhostMode::Server, .. } => Some(path),
+            _ => None,
+        }
+    }
+}
+
+/// Which side of the socket the switch takes: pmd-bridge's own type, read
+/// and written as "client" or "server".
+pub use pmd_bridge::VhostMode;
+
+#[derive(Serialize, Deserialize)]
+#[serde(remote = "VhostMode", rename_all = "lowercase")]
+enum VhostModeDef {
     Server,
+    Client,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -181,12 +237,32 @@ pub enum Datapath {
     CopyOnce,
 }
 
+/// The `vlan` or `trunk` key; the data path's form is `dataplane::vlan::VlanMode`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum VlanMode {
+pub enum VlanConfig {
     /// Untagged frames belong to this VLAN (1 when neither key is set).
     Access(u16),
     Trunk(Vec<u16>),
+}
+
+impl VlanConfig {
+    pub fn to_dataplane(&self) -> dataplane::vlan::VlanMode {
+        use dataplane::vlan::{VlanMode, VlanSet};
+        match self {
+            VlanConfig::Access(v) => VlanMode::Access(*v),
+            VlanConfig::Trunk(vs) => VlanMode::Trunk(Box::new(VlanSet::new(vs))),
+        }
+    }
+}
+
+impl Display for VlanConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            VlanConfig::Access(v) => write!(f, "access {v}"),
+            VlanConfig::Trunk(vs) => write!(f, "trunk {}", vs.iter().map(u16::to_string).collect::<Vec<_>>().join(",")),
+        }
+    }
 }
 
 /// `origin: field: message`; `origin` is empty for control-socket requests
@@ -269,6 +345,10 @@ struct RawPort {
     packed_rings: Option<bool>,
     ingress_policing_rate: Option<i64>,
     ingress_policing_burst: Option<i64>,
+    vni: Option<i64>,
+    local_ip: Option<String>,
+    remote_ips: Option<Vec<String>>,
+    underlay: Option<String>,
 }
 
 // Lcore ids; DPDK's own limit (RTE_MAX_LCORE) is checked by the EAL.
@@ -414,10 +494,30 @@ pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
     let mut ports = Vec::new();
     for (i, map) in raw.port.unwrap_or_default().iter().enumerate() {
         let cx = Ctx::port(&o, &format!("port[{i}]"), map);
-        let port = validate_port(cx.decode(map)?, &switch, &cx)?;
+        let port = validate_port(map, &switch, &cx)?;
         push_unique(&mut ports, port, &cx)?;
     }
+    check_links(&ports, &o)?;
     Ok(Config { switch, ports })
+}
+
+/// What one port says of another: a vxlan port's `underlay` is a `dpdk`
+/// port, and no two vxlan ports on one underlay share a local IP and VNI.
+fn check_links(ports: &[PortConfig], origin: &str) -> Res<()> {
+    for (i, p) in ports.iter().enumerate() {
+        let PortKind::Vxlan { underlay, vni, local_ip, .. } = &p.kind else { continue };
+        let cx = Ctx::new(origin, format!("port[{i}] {:?}", p.name));
+        match ports.iter().find(|u| u.name == *underlay) {
+            Some(PortConfig { kind: PortKind::Dpdk { .. }, .. }) => {}
+            Some(u) => return Err(cx.err("underlay", format!("port {:?} is of type {:?}, not \"dpdk\"", u.name, u.kind.name()))),
+            None => return Err(cx.err("underlay", format!("no port named {underlay:?}"))),
+        }
+        let same = |o: &&PortConfig| matches!(&o.kind, PortKind::Vxlan { underlay: u, vni: v, local_ip: l, .. } if (u, v, l) == (underlay, vni, local_ip));
+        if let Some(o) = ports[..i].iter().find(same) {
+            return Err(cx.err("vni", format!("VNI {vni} on {local_ip} over {underlay:?} is also port {:?}'s", o.name)));
+        }
+    }
+    Ok(())
 }
 
 fn validate_switch(raw: RawSwitch, origin: &Path, cx: &Ctx) -> Res<SwitchConfig> {
@@ -482,15 +582,11 @@ fn listen_addr(cx: &Ctx, key: &str, text: &str) -> Res<SocketAddr> {
 }
 
 fn push_unique(ports: &mut Vec<PortConfig>, port: PortConfig, cx: &Ctx) -> Res<()> {
-    let socket = |p: &PortConfig| match &p.kind {
-        PortKind::VhostUser { path, .. } => Some(path.clone()),
-        PortKind::Dpdk { .. } => None,
-    };
     for other in ports.iter() {
         if other.name == port.name {
             return Err(cx.err("name", format!("duplicate port name {:?}", port.name)));
         }
-        if let Some(path) = socket(&port).filter(|p| Some(p) == socket(other).as_ref()) {
+        if let Some(path) = port.kind.socket().filter(|p| Some(*p) == other.kind.socket()) {
             let msg = format!(
                 "socket {} is also used by port {:?}",
                 path.display(),
@@ -521,6 +617,7 @@ impl Config {
             let cx = Ctx::new(&origin, format!("{label} {:?}", port.name));
             push_unique(&mut self.ports, port, &cx)?;
         }
+        check_links(&self.ports, &origin)?;
         Ok(self)
     }
 
@@ -534,7 +631,7 @@ impl Config {
             let port = port_from_json(&port_to_json(port), &self.switch, &label)?;
             push_unique(&mut ports, port, &cx)?;
         }
-        Ok(())
+        check_links(&ports, "")
     }
 
     /// Adds a port from `port_from_json` unless its name or socket is taken.
@@ -555,7 +652,7 @@ pub fn port_from_json(
         return Err(Ctx::new("", index_label).err("", "expected a JSON object"));
     };
     let cx = Ctx::port("", index_label, map);
-    validate_port(cx.decode(map)?, switch, &cx)
+    validate_port(map, switch, &cx)
 }
 
 mod pmd;

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::{ConfigError, Ctx, PortConfig, PortKind, VlanMode};
+use super::{ConfigError, Ctx, PortConfig, VlanConfig};
 
 /// Ports added and deleted at run time, replayed over the file on start.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -26,29 +26,15 @@ pub(super) fn port_to_json(p: &PortConfig) -> Value {
                         "offloads": p.offloads, "mac_limit": p.mac_limit,
                         "packed_rings": p.packed_rings,
                         "ingress_policing_rate": p.ingress_policing_rate, "ingress_policing_burst": p.ingress_policing_burst });
-    let kind = match &p.kind {
-        PortKind::Dpdk {
-            devargs,
-            rx_desc,
-            tx_desc,
-        } => {
-            json!({ "type": "dpdk", "devargs": devargs, "rx_desc": rx_desc, "tx_desc": tx_desc })
-        }
-        PortKind::VhostUser {
-            mode,
-            path,
-            owner,
-            group,
-            permissions,
-            datapath,
-        } => json!({
-            "type": "vhost-user", "mode": mode, "path": path.to_string_lossy(), "owner": owner,
-            "group": group, "permissions": permissions.map(|p| format!("{p:o}")), "datapath": datapath,
-        }),
-    };
+    // The kind as its serde form (the `type` tag and its keys), but for
+    // permissions: a number there, an octal string in a `[[port]]` table.
+    let mut kind = serde_json::to_value(&p.kind).expect("a port kind serializes");
+    if let Some(perm) = kind.get_mut("permissions").filter(|v| v.is_u64()) {
+        *perm = json!(format!("{:o}", perm.as_u64().unwrap_or_default()));
+    }
     let vlan = match &p.vlan_mode {
-        VlanMode::Access(vlan) => json!({ "vlan": vlan }),
-        VlanMode::Trunk(trunk) => json!({ "trunk": trunk }),
+        VlanConfig::Access(vlan) => json!({ "vlan": vlan }),
+        VlanConfig::Trunk(trunk) => json!({ "trunk": trunk }),
     };
     for extra in [kind, vlan] {
         if let (Value::Object(v), Value::Object(extra)) = (&mut v, extra) {

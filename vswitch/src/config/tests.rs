@@ -129,12 +129,12 @@ fn full_example_parses_with_defaults_filled() {
                 "uplink",
                 dpdk,
                 9000,
-                VlanMode::Trunk(vec![10, 20]),
+                VlanConfig::Trunk(vec![10, 20]),
                 2,
                 Some(vec![2, 3]),
             ),
-            port("vm1", vm1, 1500, VlanMode::Access(10), 1, None),
-            port("vm2", vm2, 1500, VlanMode::Access(1), 1, None),
+            port("vm1", vm1, 1500, VlanConfig::Access(10), 1, None),
+            port("vm2", vm2, 1500, VlanConfig::Access(1), 1, None),
         ],
     };
     assert_eq!(parse_x(FULL).unwrap(), expected);
@@ -255,7 +255,7 @@ fn port_from_json_shares_the_rules() {
     let v = json!({ "name": "vm9", "type": "vhost-user", "path": "vm9.sock", "rxq_pmd": [3] });
     let port = port_from_json(&v, &cfg.switch, "port add").unwrap();
     let kind = vhost(VhostMode::Client, "/tmp/vs/vm9.sock", Datapath::RteVhost);
-    let (vlan_mode, rxq_pmd) = (VlanMode::Access(1), Some(vec![3]));
+    let (vlan_mode, rxq_pmd) = (VlanConfig::Access(1), Some(vec![3]));
     let expected = PortConfig {
         name: "vm9".into(),
         kind,
@@ -358,7 +358,7 @@ fn example_configs_parse() {
     }).collect();
     assert_eq!(vm_datapaths, [Datapath::CopyOnce, Datapath::CopyOnce], "the default config runs copy-once VM ports");
     let nic = load(&Path::new(dir).join("nic-uplink.toml")).unwrap();
-    assert_eq!(nic.ports[0].vlan_mode, VlanMode::Trunk(vec![10, 20]));
+    assert_eq!(nic.ports[0].vlan_mode, VlanConfig::Trunk(vec![10, 20]));
     assert_eq!(nic.ports[0].rxq_pmd, Some(vec![1, 2]));
 }
 
@@ -397,4 +397,53 @@ fn metrics_address_must_be_an_ip_and_port() {
     }
     assert_err(parse_x("[switch]\nmetrics = 9478\n"), "configs/x.toml: switch.metrics: invalid type");
     assert_err(parse_x("[switch]\nmetrics = \"\"\n"), "configs/x.toml: switch.metrics: must not be empty");
+}
+
+const VXLAN: &str = r#"
+    [[port]]
+    name = "tun42"
+    type = "vxlan"
+    vni = 42
+    local_ip = "10.0.0.1"
+    remote_ips = ["10.0.0.2", "10.0.0.3"]
+    underlay = "uplink"
+    vlan = 10
+"#;
+
+#[test]
+fn vxlan_ports_name_a_dpdk_underlay() {
+    let cfg = parse_x(&format!("{FULL}{VXLAN}")).unwrap();
+    let tun = cfg.ports.last().unwrap();
+    let want = PortKind::Vxlan {
+        vni: 42,
+        local_ip: "10.0.0.1".parse().unwrap(),
+        remote_ips: vec!["10.0.0.2".parse().unwrap(), "10.0.0.3".parse().unwrap()],
+        underlay: "uplink".into(),
+    };
+    assert_eq!((&tun.kind, &tun.vlan_mode), (&want, &VlanConfig::Access(10)));
+    // Through the state file as through the config file.
+    let state = State { added: vec![tun.clone()], deleted: vec!["tun42".into()] };
+    let merged = cfg.clone().with_state(&state).unwrap();
+    assert_eq!(merged.ports.last(), Some(tun));
+    cfg.validate().unwrap();
+
+    let cases = [
+        ("vni = 42", "vni = 16777216", "\"tun42\".vni: 16777216 is out of range"),
+        ("vni = 42\n", "", "\"tun42\".vni: missing required field"),
+        ("\"10.0.0.1\"", "\"10.0.0.256\"", "\"tun42\".local_ip: \"10.0.0.256\" is not a unicast IPv4"),
+        ("\"10.0.0.3\"]", "\"224.0.0.1\"]", "\"tun42\".remote_ips: \"224.0.0.1\" is not a unicast IPv4"),
+        ("\"10.0.0.3\"]", "\"10.0.0.2\"]", "\"tun42\".remote_ips: 10.0.0.2 is listed twice"),
+        ("\"10.0.0.3\"]", "\"10.0.0.1\"]", "\"tun42\".remote_ips: 10.0.0.1 is the local_ip"),
+        ("[\"10.0.0.2\", \"10.0.0.3\"]", "[]", "\"tun42\".remote_ips: must list at least one"),
+        ("\"uplink\"", "\"vm1\"", "\"tun42\".underlay: port \"vm1\" is of type \"vhost-user\", not \"dpdk\""),
+        ("\"uplink\"", "\"nope\"", "\"tun42\".underlay: no port named \"nope\""),
+        ("vlan = 10", "path = \"p\"", "\"tun42\".path: not allowed for type = \"vxlan\""),
+    ];
+    for (from, to, want) in cases {
+        let text = format!("{FULL}{}", VXLAN.replacen(from, to, 1));
+        assert_err(parse_x(&text), &format!("configs/x.toml: port[3] {want}"));
+    }
+    let twice = format!("{FULL}{VXLAN}{}", VXLAN.replace("tun42", "tun43"));
+    assert_err(parse_x(&twice), "configs/x.toml: port[4] \"tun43\".vni: VNI 42 on 10.0.0.1 over \"uplink\" is also port \"tun42\"'s");
+    assert_err(parse_x(&format!("{FULL}{}", VXLAN.replace("vni", "devargs = \"x\"\nvni"))), "configs/x.toml: port[3] \"tun42\".devargs: not allowed for type = \"vxlan\"");
 }

@@ -196,7 +196,7 @@ mod tests {
         };
         // A name that needs escaping in a label value.
         let odd = PortInfo { name: "a\"b\\c".into(), kind: "dpdk".into(), state: "down".into(), vlan: "trunk 10,20".into(), ..Default::default() };
-        let fdb = |mac: &str, port: &str| FdbInfo { vlan: 10, mac: mac.into(), port: port.into(), age_secs: 1 };
+        let fdb = |mac: &str, port: &str| FdbInfo { vlan: 10, mac: mac.into(), port: port.into(), age_secs: 1, remote: None };
         Snapshot {
             ports: vec![vm1, odd],
             pmds: vec![PmdInfo { index: 0, core: 3, lcore: 1, packets: 12, busy_cycles: 900, idle_cycles: 100, sleep_cycles: 50, ..Default::default() }],

@@ -346,6 +346,12 @@ impl Switch {
 
     fn port_del(&mut self, name: &str) -> Response {
         let Some(slot) = self.slots.by_name(name) else { return Response::err(format!("no port named {name:?}")) };
+        // Not from under a port that needs it (a vxlan port's underlay).
+        let mut candidate = self.cfg.clone();
+        candidate.ports.retain(|p| p.name != name);
+        if let Err(e) = candidate.validate() {
+            return Response::err(format!("port {name:?} is in use: {e}"));
+        }
         let st = self.slots[slot].port.take().expect("slot in use");
         if let Err(e) = self.replan() {
             self.slots[slot].port = Some(st);
@@ -361,7 +367,7 @@ impl Switch {
                 let _ = std::fs::remove_file(crate::copy_once_state::kept_positions(sock.path()));
                 self.depart(name, dev, own, Some(sock))
             }
-            io => close(io),
+            io => io.close(),
         }
         self.fdb.flush_port(slot);
         self.end_captures(slot);
@@ -418,7 +424,7 @@ impl Switch {
         for slot in 0..MAX_PORTS as u16 {
             if let Some(PortState { io: PortIo::Eth(port), .. }) = &self.slots[slot].port {
                 self.dma_unmap_port(port.id());
-                close(self.slots[slot].port.take().expect("checked").io);
+                self.slots[slot].port.take().expect("checked").io.close();
             }
         }
         for slot in 0..MAX_PORTS as u16 {
@@ -429,11 +435,8 @@ impl Switch {
         }
         self.drain_departing(QUIESCE_TIMEOUT);
         for st in self.slots.take_all() {
-            let path = match &st.cfg.kind {
-                config::PortKind::VhostUser { path, mode: config::VhostMode::Server, .. } => Some(path.clone()),
-                _ => None,
-            };
-            close(st.io);
+            let path = st.cfg.kind.server_socket().map(PathBuf::from);
+            st.io.close();
             if let Some(p) = path {
                 let _ = std::fs::remove_file(p);
             }
@@ -455,21 +458,6 @@ fn stop_launched(pmds: &mut [Pmd], quiesce: &Quiesce) {
             if let Some(job) = p.job.take() {
                 let _ = job.wait();
             }
-        }
-    }
-}
-
-/// Closes a port: the device handle before its socket (unregistering runs
-/// destroy_device, which waits for every handle).
-fn close(io: PortIo) {
-    match io {
-        PortIo::Eth(port) => drop(port),
-        PortIo::Vhost { sock, dev, own, .. } => {
-            if let (Some(mut own), Some(d)) = (own, dev.as_ref()) {
-                own.hand_back(d);
-            }
-            drop(dev);
-            drop(sock);
         }
     }
 }

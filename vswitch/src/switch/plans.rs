@@ -6,10 +6,24 @@ use std::sync::Arc;
 use dataplane::counters::MAX_PORTS;
 use dataplane::pmd_loop::{PmdPlan, RxSource};
 use dataplane::port_io::{RxPort, TxPort};
+use dataplane::vxlan::tx::VxlanTx;
+use dataplane::vxlan::{Tunnel, Underlay};
+use pmd_bridge::cycles::tsc_hz;
 
 use super::placement::{Rxq, RxqKey};
 use super::Switch;
+use crate::config::PortKind;
 use crate::ports::{PortIo, PortState};
+
+/// A vxlan port and what its sender needs of its underlay.
+struct TunnelPlan {
+    slot: u16,
+    underlay: u16,
+    mac: [u8; 6],
+    mtu: u16,
+    ip_csum_offload: bool,
+    vtep: Arc<dataplane::vxlan::Vtep>,
+}
 
 /// A plan's queues while `build_plans` places them.
 struct PlanParts {
@@ -63,7 +77,14 @@ impl Switch {
     /// `placement` gives it, every thread able to send to every port.
     pub(super) fn build_plans(&mut self) -> Result<Vec<PmdPlan>, String> {
         let n = self.pmds.len();
-        let view = |slot| Some(self.slots.port(slot)?.view().with_policer(self.slots[slot].policer.clone()));
+        let tunnels = self.tunnels();
+        let underlay = |slot| {
+            let on = tunnels.iter().filter(|t| t.underlay == slot);
+            let tunnels: Vec<Tunnel> = on.clone().map(|t| Tunnel { slot: t.slot, vtep: Arc::clone(&t.vtep) }).collect();
+            let mac = on.map(|t| t.mac).next()?;
+            Some(Arc::new(Underlay { mac, tunnels }))
+        };
+        let view = |slot| Some(self.slots.port(slot)?.view().with_policer(self.slots[slot].policer.clone()).with_underlay(underlay(slot)));
         let table = Arc::new((0..MAX_PORTS as u16).map(view).collect::<Vec<_>>());
         let rxqs = self.rxqs();
         self.placement.place(&rxqs, n);
@@ -111,9 +132,31 @@ impl Switch {
                     }
                 }
                 PortIo::Vhost { dev: None, .. } => {}
+                PortIo::Vxlan(_) => {
+                    let Some(t) = tunnels.iter().find(|t| t.slot == slot) else { continue };
+                    for plan in plans.iter_mut() {
+                        let v = VxlanTx::new(Arc::clone(&t.vtep), t.underlay, t.mac, t.mtu, t.ip_csum_offload, tsc_hz());
+                        plan.tx[slot as usize] = Some(TxPort::Vxlan(Box::new(v)));
+                    }
+                }
             }
         }
         Ok(plans.into_iter().enumerate().map(|(i, p)| PmdPlan::new(Arc::clone(&table), p.rx, p.tx).with_taps(self.taps(i))).collect())
+    }
+
+    /// Every vxlan port whose underlay is open, with that underlay's
+    /// address, MTU and checksum offload.
+    fn tunnels(&self) -> Vec<TunnelPlan> {
+        let mut out = Vec::new();
+        for st in self.slots.ports() {
+            let (PortIo::Vxlan(vtep), PortKind::Vxlan { underlay, .. }) = (&st.io, &st.cfg.kind) else { continue };
+            let Some(u) = self.slots.by_name(underlay).and_then(|s| self.slots.port(s)) else { continue };
+            let PortIo::Eth(nic) = &u.io else { continue };
+            let Ok(mac) = nic.mac() else { continue };
+            let ip_csum_offload = u.cfg.offloads && nic.tx_offload_caps().ipv4_csum;
+            out.push(TunnelPlan { slot: st.slot, underlay: u.slot, mac, mtu: u.cfg.mtu, ip_csum_offload, vtep: Arc::clone(vtep) });
+        }
+        out
     }
 
 }
@@ -126,6 +169,6 @@ fn polled_queues(st: &PortState) -> u16 {
         // Rings being changed, or not taken yet.
         PortIo::Vhost { own: Some(own), .. } if own.mem.is_none() => 0,
         PortIo::Vhost { dev: Some(dev), enabled_pairs, .. } => dev.queue_pairs().min(st.cfg.rx_queues).min(*enabled_pairs).max(1),
-        PortIo::Vhost { dev: None, .. } => 0,
+        PortIo::Vhost { dev: None, .. } | PortIo::Vxlan(_) => 0,
     }
 }

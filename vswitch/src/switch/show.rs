@@ -6,7 +6,6 @@ use dataplane::counters::{DropReason, Path, PmdTotals, ZeroCopy};
 use pmd_bridge::cycles::tsc_hz;
 
 use super::{PortIo, Switch};
-use crate::config::VlanMode;
 use crate::protocol::{format_mac, CopiesInfo, FdbInfo, PathCopies, PmdInfo, PmdRxqInfo, PortInfo, RxqInfo};
 
 impl Switch {
@@ -15,29 +14,14 @@ impl Switch {
             .ports()
             .map(|st| {
                 let t = self.port_totals(st.slot).since(&self.slots[st.slot].base);
-                let (state, detail) = match &st.io {
-                    PortIo::Eth(p) => {
-                        let hw = p.stats().map(|s| format!(", nic missed {} no_mbuf {} rx_errors {} tx_errors {}", s.rx_missed, s.rx_nombuf, s.rx_errors, s.tx_errors));
-                        match p.link() {
-                            Ok(l) if l.up => ("up".to_string(), format!("{} Mbps{}", l.speed_mbps, hw.unwrap_or_default())),
-                            _ => ("down".to_string(), hw.unwrap_or_default()),
-                        }
-                    }
-                    PortIo::Vhost { sock, dev: Some(d), .. } => {
-                        ("up".to_string(), format!("{} vid {} queues {}", sock.path(), d.vid(), d.queue_pairs()))
-                    }
-                    PortIo::Vhost { sock, dev: None, .. } => ("waiting".to_string(), sock.path().to_string()),
-                };
+                let (state, detail) = st.status();
                 PortInfo {
                     name: st.cfg.name.clone(),
                     slot: st.slot,
-                    kind: st.kind().to_string(),
+                    kind: st.cfg.kind.name().to_string(),
                     state,
                     detail,
-                    vlan: match &st.cfg.vlan_mode {
-                        VlanMode::Access(v) => format!("access {v}"),
-                        VlanMode::Trunk(vs) => format!("trunk {}", vs.iter().map(u16::to_string).collect::<Vec<_>>().join(",")),
-                    },
+                    vlan: st.cfg.vlan_mode.to_string(),
                     mtu: st.cfg.mtu,
                     rx_packets: t.rx_packets,
                     rx_bytes: t.rx_bytes,
@@ -70,7 +54,11 @@ impl Switch {
             .into_iter()
             .filter_map(|e| {
                 let port = self.slots.port(e.slot).filter(|p| p.gen == e.gen)?;
-                Some(FdbInfo { vlan: e.vlan, mac: format_mac(&e.mac), port: port.cfg.name.clone(), age_secs: e.age_secs })
+                let remote = match &port.io {
+                    PortIo::Vxlan(v) => v.remote_of(e.mac).map(|i| v.remotes[i].to_string()),
+                    _ => None,
+                };
+                Some(FdbInfo { vlan: e.vlan, mac: format_mac(&e.mac), port: port.cfg.name.clone(), age_secs: e.age_secs, remote })
             })
             .collect()
     }
