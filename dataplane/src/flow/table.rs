@@ -137,7 +137,7 @@ impl FlowTable {
     /// Flows of equal priority keep the order given (OpenFlow leaves
     /// overlapping ones of one priority undefined).
     pub fn new(mut flows: Vec<FlowEntry>) -> FlowTable {
-        flows.sort_by(|a, b| b.priority.cmp(&a.priority));
+        flows.sort_by_key(|f| std::cmp::Reverse(f.priority));
         FlowTable { flows, misses: AtomicU64::new(0) }
     }
 

@@ -113,7 +113,7 @@ impl Switch {
                 PortIo::Vhost { dev: None, .. } => {}
             }
         }
-        Ok(plans.into_iter().enumerate().map(|(i, p)| PmdPlan::new(Arc::clone(&table), p.rx, p.tx).with_taps(self.taps(i))).collect())
+        Ok(plans.into_iter().enumerate().map(|(i, p)| PmdPlan::new(Arc::clone(&table), p.rx, p.tx).with_taps(self.taps(i)).with_flows(self.pmd_flows(i))).collect())
     }
 
 }
