@@ -3,7 +3,8 @@
 SHELL := /bin/bash
 
 DEB_PACKAGES   := libdpdk-dev dpdk-dev dpdk clang libclang-dev pkg-config \
-                  qemu-system-x86 cpio busybox-static tcpdump
+                  qemu-system-x86 cpio busybox-static tcpdump \
+                  openvswitch-common
 BENCH_PACKAGES := openvswitch-switch-dpdk fonts-dejavu-core
 SUDO           := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 CARGO          ?= cargo

@@ -12,7 +12,7 @@ use dataplane::flow::{Action, FlowTable, PacketIn as DpPacketIn, FROM_CONTROLLER
 
 use super::action::OFPP_CONTROLLER;
 use super::conn::{self, ConnId, Event, Peer};
-use super::flows::{Flow, Flows, REMOVED_DELETE};
+use super::flows::{Flow, Flows, MAX_FLOWS, REMOVED_DELETE};
 use super::msg::{self, FlowRemoved, Header, Msg, MpReply, MpRequest, PacketIn, PortDesc, PortStats, FLAG_SEND_FLOW_REM, NO_BUFFER, VERSION};
 use super::multipart::{flow_size, split};
 use super::wire::{err, OfError};
@@ -296,6 +296,7 @@ impl Agent {
                 let stats: Vec<_> = dp.of_ports().into_iter().map(|(_, s)| s).filter(|s| *port_no == super::action::OFPP_ANY || s.port_no == *port_no).collect();
                 split(&stats, |_| 112, MpReply::PortStats)
             }
+            MpRequest::TableFeatures => one(MpReply::TableFeatures { name: "classifier".into(), max_entries: MAX_FLOWS as u32 }),
             MpRequest::PortDesc => {
                 let ports: Vec<_> = dp.of_ports().into_iter().map(|(d, _)| d).collect();
                 split(&ports, |_| 64, MpReply::PortDesc)

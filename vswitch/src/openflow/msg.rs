@@ -40,6 +40,7 @@ pub mod mp {
     pub const AGGREGATE: u16 = 2;
     pub const TABLE: u16 = 3;
     pub const PORT_STATS: u16 = 4;
+    pub const TABLE_FEATURES: u16 = 12;
     pub const PORT_DESC: u16 = 13;
 }
 
@@ -105,6 +106,8 @@ pub enum MpRequest {
     Aggregate(FlowFilter),
     Table,
     PortStats { port_no: u32 },
+    /// A query only (a body that sets features is refused).
+    TableFeatures,
     PortDesc,
 }
 
@@ -152,6 +155,9 @@ pub enum MpReply {
     /// Table 0: active flows, lookups, matches.
     Table { active: u32, lookups: u64, matched: u64 },
     PortStats(Vec<PortStats>),
+    /// Table 0's name and size, with no properties (OVS reads them as
+    /// optional).
+    TableFeatures { name: String, max_entries: u32 },
     PortDesc(Vec<PortDesc>),
 }
 
@@ -279,6 +285,8 @@ pub fn decode(kind: u8, body: &[u8]) -> Res<Msg> {
                 mp::TABLE => MpRequest::Table,
                 mp::PORT_STATS => MpRequest::PortStats { port_no: r.u32()? },
                 mp::PORT_DESC => MpRequest::PortDesc,
+                mp::TABLE_FEATURES if r.is_empty() => MpRequest::TableFeatures,
+                mp::TABLE_FEATURES => return Err(err::TABLE_FEATURES_EPERM),
                 _ => return Err(err::BAD_MULTIPART),
             };
             Msg::MultipartRequest { flags, body }
@@ -404,6 +412,7 @@ pub fn encode(m: &Msg, xid: u32) -> Vec<u8> {
                 MpRequest::Aggregate(_) => mp::AGGREGATE,
                 MpRequest::Table => mp::TABLE,
                 MpRequest::PortStats { .. } => mp::PORT_STATS,
+                MpRequest::TableFeatures => mp::TABLE_FEATURES,
                 MpRequest::PortDesc => mp::PORT_DESC,
             };
             w.u16(kind).u16(*flags).zeros(4);

@@ -59,6 +59,7 @@ pub(super) fn encode_reply(w: &mut Writer, more: bool, body: &MpReply) {
         MpReply::Aggregate { .. } => mp::AGGREGATE,
         MpReply::Table { .. } => mp::TABLE,
         MpReply::PortStats(_) => mp::PORT_STATS,
+        MpReply::TableFeatures { .. } => mp::TABLE_FEATURES,
         MpReply::PortDesc(_) => mp::PORT_DESC,
     };
     w.u16(kind).u16(if more { REPLY_MORE } else { 0 }).zeros(4);
@@ -74,8 +75,64 @@ pub(super) fn encode_reply(w: &mut Writer, more: bool, body: &MpReply) {
             w.u8(0).zeros(3).u32(*active).u64(*lookups).u64(*matched);
         }
         MpReply::PortStats(ports) => ports.iter().for_each(|p| write_port_stats(w, p)),
+        MpReply::TableFeatures { name, max_entries } => {
+            let start = w.len();
+            w.u16(0).u8(0).zeros(5).text(name, 32).u64(0).u64(0).u32(0).u32(*max_entries);
+            table_properties(w);
+            let len = w.len() - start;
+            w.patch_u16(start, len as u16);
+        }
         MpReply::PortDesc(ports) => ports.iter().for_each(|p| write_port(w, p)),
     }
+}
+
+/// What table 0 can do, as the properties OVS requires of a table:
+/// instructions, next tables (none), write actions (none), apply
+/// actions, match fields (maskable ones flagged), wildcards, write
+/// set-fields (none), apply set-fields.
+fn table_properties(w: &mut Writer) {
+    use super::oxm::*;
+    const FIELDS: [(u8, u8, bool); 14] = [
+        (IN_PORT, 4, false),
+        (ETH_DST, 6, true),
+        (ETH_SRC, 6, true),
+        (ETH_TYPE, 2, false),
+        (VLAN_VID, 2, true),
+        (IP_PROTO, 1, false),
+        (IPV4_SRC, 4, true),
+        (IPV4_DST, 4, true),
+        (TCP_SRC, 2, false),
+        (TCP_DST, 2, false),
+        (UDP_SRC, 2, false),
+        (UDP_DST, 2, false),
+        (IPV6_SRC, 16, true),
+        (IPV6_DST, 16, true),
+    ];
+    let prop = |w: &mut Writer, kind: u16, body: &dyn Fn(&mut Writer)| {
+        let start = w.len();
+        w.u16(kind).u16(0);
+        body(w);
+        let len = w.len() - start;
+        w.patch_u16(start + 2, len as u16);
+        w.pad8(start);
+    };
+    let oxm = |w: &mut Writer, field: u8, len: u8, mask: bool| {
+        w.u16(0x8000).u8(field << 1 | u8::from(mask)).u8(if mask { 2 * len } else { len });
+    };
+    prop(w, 0, &|w| {
+        w.u16(4).u16(4).u16(5).u16(4);
+    });
+    prop(w, 2, &|_| {});
+    prop(w, 4, &|_| {});
+    prop(w, 6, &|w| {
+        for a in [0u16, 17, 18, 25] {
+            w.u16(a).u16(4);
+        }
+    });
+    prop(w, 8, &|w| FIELDS.iter().for_each(|&(f, l, m)| oxm(w, f, l, m)));
+    prop(w, 10, &|w| FIELDS.iter().for_each(|&(f, l, _)| oxm(w, f, l, false)));
+    prop(w, 12, &|_| {});
+    prop(w, 14, &|w| [(ETH_DST, 6), (ETH_SRC, 6), (VLAN_VID, 2)].iter().for_each(|&(f, l)| oxm(w, f, l, false)));
 }
 
 /// Entries to the end of the body.
@@ -100,6 +157,14 @@ pub(super) fn decode_reply(r: &mut Reader) -> Res<Msg> {
         }
         mp::PORT_STATS => MpReply::PortStats(list(r, read_port_stats)?),
         mp::PORT_DESC => MpReply::PortDesc(list(r, read_port)?),
+        mp::TABLE_FEATURES => {
+            let len = r.u16()? as usize;
+            let mut t = r.sub(len.checked_sub(2).ok_or(err::BAD_LEN)?)?;
+            t.skip(6)?;
+            let name = text(&mut t, 32)?;
+            t.skip(20)?;
+            MpReply::TableFeatures { name, max_entries: t.u32()? }
+        }
         _ => return Err(err::BAD_MULTIPART),
     };
     Ok(Msg::MultipartReply { more: flags & REPLY_MORE != 0, body })

@@ -71,6 +71,8 @@ fn every_message_round_trips() {
         Msg::MultipartRequest { flags: 0, body: MpRequest::Table },
         Msg::MultipartRequest { flags: 0, body: MpRequest::PortStats { port_no: 0xffff_ffff } },
         Msg::MultipartRequest { flags: 0, body: MpRequest::PortDesc },
+        Msg::MultipartRequest { flags: 0, body: MpRequest::TableFeatures },
+        Msg::MultipartReply { more: false, body: MpReply::TableFeatures { name: "classifier".into(), max_entries: 65536 } },
         Msg::MultipartReply { more: false, body: MpReply::Desc { mfr: "m".into(), hw: "h".into(), sw: "s".into(), serial: "1".into(), dp: "br0".into() } },
         Msg::MultipartReply { more: true, body: MpReply::Flow(vec![flow_stat(1), flow_stat(2)]) },
         Msg::MultipartReply { more: false, body: MpReply::Aggregate { packets: 1, bytes: 2, flows: 3 } },
@@ -136,7 +138,8 @@ fn truncated_bodies_are_errors_never_panics() {
 fn unknown_and_unsupported_requests_are_errors() {
     assert_eq!(decode(15, &[]), Err(err::BAD_TYPE), "GROUP_MOD");
     assert_eq!(decode(200, &[]), Err(err::BAD_TYPE));
-    assert_eq!(decode(ty::MULTIPART_REQUEST, &[0, 12, 0, 0, 0, 0, 0, 0]), Err(err::BAD_MULTIPART), "TABLE_FEATURES");
+    assert_eq!(decode(ty::MULTIPART_REQUEST, &[0, 12, 0, 0, 0, 0, 0, 0, 0, 64]), Err(err::TABLE_FEATURES_EPERM), "setting table features");
+    assert_eq!(decode(ty::MULTIPART_REQUEST, &[0, 7, 0, 0, 0, 0, 0, 0]), Err(err::BAD_MULTIPART), "GROUP_DESC");
     assert_eq!(decode(ty::FEATURES_REQUEST, &[0]), Err(err::BAD_LEN));
     let mut fm = encode(&Msg::FlowMod(FlowMod::default()), 1);
     fm[25] = 9;

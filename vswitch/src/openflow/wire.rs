@@ -41,6 +41,7 @@ pub mod err {
     pub const OVERLAP: OfError = OfError { kind: 5, code: 3 };
     pub const BAD_COMMAND: OfError = OfError { kind: 5, code: 6 };
     pub const BAD_FLAGS: OfError = OfError { kind: 5, code: 7 };
+    pub const TABLE_FEATURES_EPERM: OfError = OfError { kind: 13, code: 5 };
 }
 
 pub type Res<T> = Result<T, OfError>;
