@@ -47,13 +47,19 @@ fn flows(sw: &Switchd) -> FlowsInfo {
     serde_json::from_value(sw.ctl(Command::ShowFlows).result).unwrap()
 }
 
-#[test]
-fn ovs_ofctl_programs_the_flow_table_and_traffic_follows() {
+/// The switch, its three VMs connected, and its management socket.
+fn setup() -> (tempfile::TempDir, Switchd, Vec<Vm>, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let sw = Switchd::start(dir.path(), "", PORTS);
-    let mut vms: Vec<Vm> = ["vm1", "vm2", "vm3"].iter().map(|n| Vm::connect(n, &dir.path().join(format!("{n}.sock")), false, 1500)).collect();
+    let vms: Vec<Vm> = ["vm1", "vm2", "vm3"].iter().map(|n| Vm::connect(n, &dir.path().join(format!("{n}.sock")), false, 1500)).collect();
     sw.wait_ports("every guest connected", |ps| ps.iter().all(|p| p.state == "up"));
     let sock = dir.path().join("br0.mgmt");
+    (dir, sw, vms, sock)
+}
+
+#[test]
+fn ovs_ofctl_programs_the_flow_table_and_traffic_follows() {
+    let (_dir, sw, mut vms, sock) = setup();
     let (a, b, c) = (mac(0xa), mac(0xb), mac(0xc));
     let send = |vms: &mut Vec<Vm>, f: &[u8]| {
         let before = sw.port("vm1").rx_packets;
@@ -118,4 +124,21 @@ fn ovs_ofctl_programs_the_flow_table_and_traffic_follows() {
     let stats = ofctl(&sock, "dump-ports", &[]);
     assert!(stats.contains("port  1: rx pkts=") || stats.contains("port  \"vm1\""), "{stats}");
     assert!(ofctl(&sock, "dump-tables", &[]).contains("table 0"), "table stats");
+}
+
+/// A PACKET_OUT whose input is the controller's port (no port of the
+/// switch) killed the PMD thread that ran it: it looked its input up by
+/// slot.
+#[test]
+fn regression_packet_out_from_the_controller_port() {
+    let (_dir, mut sw, mut vms, sock) = setup();
+    let f = frame(mac(0xb), mac(0xc), None, 64, 1);
+    let hex: String = f.iter().map(|x| format!("{x:02x}")).collect();
+    ofctl(&sock, "packet-out", &[&format!("in_port=CONTROLLER,packet={hex},actions=output:2")]);
+    assert_eq!(vms[1].recv(1), [f.clone()]);
+    ofctl(&sock, "packet-out", &[&format!("in_port=CONTROLLER,packet={hex},actions=NORMAL,FLOOD")]);
+    assert_eq!(vms[1].recv(1), [f.clone()], "FLOOD reaches every port; NORMAL has no input to learn from");
+    assert_eq!(vms[2].recv(1), [f.clone()]);
+    assert_eq!(vms[0].recv(1), [f], "the controller's port is none of the switch's");
+    assert!(sw.proc.try_wait().is_none(), "vswitchd (and its PMD thread) alive");
 }

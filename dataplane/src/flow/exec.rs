@@ -73,7 +73,8 @@ impl Egress<'_> {
     /// Runs `actions` (`self.flows` is out meanwhile: `f`).
     #[allow(clippy::too_many_arguments)]
     fn run_actions(&mut self, f: &PmdFlows, in_slot: u16, mut m: Mbuf, actions: &[Action], reason: Reason, cookie: u64, t: &mut Tally) {
-        let input_vm = self.is_vm(in_slot);
+        // A PACKET_OUT may come from the controller: no input port.
+        let input_vm = self.ports.get(in_slot as usize).and_then(Option::as_ref).is_some_and(|p| p.vm);
         let mut sent = false;
         for &a in actions {
             let edited = match a {

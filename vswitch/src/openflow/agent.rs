@@ -61,7 +61,8 @@ pub struct Agent {
     want_table: bool,
     installed: bool,
     miss_send_len: u16,
-    ports: BTreeMap<u32, PortDesc>,
+    /// The ports at the last scan (None before the first).
+    ports: Option<BTreeMap<u32, PortDesc>>,
     last_ports: Instant,
     last_expire: Instant,
     packet_ins: u64,
@@ -89,7 +90,7 @@ impl Agent {
             want_table: false,
             installed: false,
             miss_send_len: 128,
-            ports: BTreeMap::new(),
+            ports: None,
             last_ports: now,
             last_expire: now,
             packet_ins: 0,
@@ -315,8 +316,10 @@ impl Agent {
     /// PORT_STATUS for each port added, deleted or changed since the last scan.
     fn scan_ports(&mut self, dp: &dyn Datapath) {
         let now: BTreeMap<u32, PortDesc> = dp.of_ports().into_iter().map(|(d, _)| (d.port_no, d)).collect();
+        // The first scan only learns what is there.
+        let Some(before) = self.ports.replace(now.clone()) else { return };
         let mut changes = Vec::new();
-        for (no, old) in &self.ports {
+        for (no, old) in &before {
             match now.get(no) {
                 None => changes.push((PORT_DELETE, old.clone())),
                 Some(new) if new.name != old.name => {
@@ -327,14 +330,9 @@ impl Agent {
                 Some(_) => {}
             }
         }
-        changes.extend(now.iter().filter(|(no, _)| !self.ports.contains_key(no)).map(|(_, d)| (PORT_ADD, d.clone())));
-        // The first scan only learns what is there.
-        let first = self.ports.is_empty() && self.packet_ins == 0 && !self.conns.values().any(|c| c.controller);
-        self.ports = now;
-        if !first {
-            for (reason, port) in changes {
-                self.async_msg(&Msg::PortStatus { reason, port });
-            }
+        changes.extend(now.into_iter().filter(|(no, _)| !before.contains_key(no)).map(|(_, d)| (PORT_ADD, d)));
+        for (reason, port) in changes {
+            self.async_msg(&Msg::PortStatus { reason, port });
         }
     }
 
