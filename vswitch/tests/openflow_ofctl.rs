@@ -135,10 +135,10 @@ fn regression_packet_out_from_the_controller_port() {
     let f = frame(mac(0xb), mac(0xc), None, 64, 1);
     let hex: String = f.iter().map(|x| format!("{x:02x}")).collect();
     ofctl(&sock, "packet-out", &[&format!("in_port=CONTROLLER,packet={hex},actions=output:2")]);
-    assert_eq!(vms[1].recv(1), [f.clone()]);
+    assert_eq!(vms[1].recv(1), std::slice::from_ref(&f));
     ofctl(&sock, "packet-out", &[&format!("in_port=CONTROLLER,packet={hex},actions=NORMAL,FLOOD")]);
-    assert_eq!(vms[1].recv(1), [f.clone()], "FLOOD reaches every port; NORMAL has no input to learn from");
-    assert_eq!(vms[2].recv(1), [f.clone()]);
+    assert_eq!(vms[1].recv(1), std::slice::from_ref(&f), "FLOOD reaches every port; NORMAL has no input to learn from");
+    assert_eq!(vms[2].recv(1), std::slice::from_ref(&f));
     assert_eq!(vms[0].recv(1), [f], "the controller's port is none of the switch's");
     assert!(sw.proc.try_wait().is_none(), "vswitchd (and its PMD thread) alive");
 }
