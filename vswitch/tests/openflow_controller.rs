@@ -15,19 +15,6 @@ use common::*;
 use testbed::{wait_until, Proc};
 use vswitch::protocol::{Command, FlowsInfo};
 
-const PORTS: &str = r#"
-[[port]]
-name = "vm1"
-type = "vhost-user"
-mode = "server"
-path = "vm1.sock"
-
-[[port]]
-name = "vm2"
-type = "vhost-user"
-mode = "server"
-path = "vm2.sock"
-"#;
 
 fn venv_python() -> PathBuf {
     let bin = testbed::target_dir().join("venv/bin/python");
@@ -56,7 +43,7 @@ fn flows(sw: &Switchd) -> FlowsInfo {
 fn os_ken_simple_switch_connects_two_vms() {
     let (ctl, addr) = start_controller();
     let dir = tempfile::tempdir().unwrap();
-    let sw = Switchd::start(dir.path(), &format!("controller = \"tcp:{addr}\""), PORTS);
+    let sw = Switchd::start(dir.path(), &format!("controller = \"tcp:{addr}\""), &plain_ports(&["vm1", "vm2"]));
     let mut vms: Vec<Vm> = ["vm1", "vm2"].iter().map(|n| Vm::connect(n, &dir.path().join(format!("{n}.sock")), false, 1500)).collect();
     sw.wait_ports("both guests connected", |ps| ps.iter().all(|p| p.state == "up"));
     // simple_switch_13 installs its table-miss flow once it has the features.

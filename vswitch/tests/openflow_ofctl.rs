@@ -10,25 +10,6 @@ use std::process::Command as Cmd;
 use common::*;
 use vswitch::protocol::{Command, FlowsInfo};
 
-const PORTS: &str = r#"
-[[port]]
-name = "vm1"
-type = "vhost-user"
-mode = "server"
-path = "vm1.sock"
-
-[[port]]
-name = "vm2"
-type = "vhost-user"
-mode = "server"
-path = "vm2.sock"
-
-[[port]]
-name = "vm3"
-type = "vhost-user"
-mode = "server"
-path = "vm3.sock"
-"#;
 
 /// Runs `ovs-ofctl -O OpenFlow13 <args> unix:<socket> [extra]`; its stdout.
 fn ofctl(sock: &Path, cmd: &str, extra: &[&str]) -> String {
@@ -50,7 +31,7 @@ fn flows(sw: &Switchd) -> FlowsInfo {
 /// The switch, its three VMs connected, and its management socket.
 fn setup() -> (tempfile::TempDir, Switchd, Vec<Vm>, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
-    let sw = Switchd::start(dir.path(), "", PORTS);
+    let sw = Switchd::start(dir.path(), "", &plain_ports(&["vm1", "vm2", "vm3"]));
     let vms: Vec<Vm> = ["vm1", "vm2", "vm3"].iter().map(|n| Vm::connect(n, &dir.path().join(format!("{n}.sock")), false, 1500)).collect();
     sw.wait_ports("every guest connected", |ps| ps.iter().all(|p| p.state == "up"));
     let sock = dir.path().join("br0.mgmt");

@@ -58,16 +58,22 @@ fn set_field(body: &[u8]) -> Res<Action> {
     })
 }
 
+/// The next action or instruction: its type, whole length and body. A
+/// length under 8, not a multiple of 8, or past the end is `bad_len`.
+fn next<'a>(r: &mut Reader<'a>, bad_len: OfError) -> Res<(u16, usize, Reader<'a>)> {
+    let kind = r.u16().map_err(|_| bad_len)?;
+    let len = r.u16().map_err(|_| bad_len)? as usize;
+    if len < 8 || !len.is_multiple_of(8) {
+        return Err(bad_len);
+    }
+    Ok((kind, len, Reader::with_short(r.bytes(len - 4).map_err(|_| bad_len)?, bad_len)))
+}
+
 /// An action list (what fills `r`).
 pub fn read_actions(r: &mut Reader) -> Res<Vec<Action>> {
     let mut out = Vec::new();
     while !r.is_empty() {
-        let kind = r.u16().map_err(|_| err::BAD_ACTION_LEN)?;
-        let len = r.u16().map_err(|_| err::BAD_ACTION_LEN)? as usize;
-        if len < 8 || !len.is_multiple_of(8) {
-            return Err(err::BAD_ACTION_LEN);
-        }
-        let mut body = Reader::with_short(r.bytes(len - 4).map_err(|_| err::BAD_ACTION_LEN)?, err::BAD_ACTION_LEN);
+        let (kind, len, mut body) = next(r, err::BAD_ACTION_LEN)?;
         let a = match kind {
             OUTPUT if len == 16 => output(body.u32()?, body.u16()?)?,
             PUSH_VLAN if len == 8 => match body.u16()? {
@@ -132,12 +138,7 @@ fn set_field_tlv(w: &mut Writer, field: u8, v: &[u8]) {
 pub fn read_instructions(r: &mut Reader) -> Res<Vec<Action>> {
     let mut out = Vec::new();
     while !r.is_empty() {
-        let kind = r.u16().map_err(|_| err::BAD_INST_LEN)?;
-        let len = r.u16().map_err(|_| err::BAD_INST_LEN)? as usize;
-        if len < 8 || !len.is_multiple_of(8) {
-            return Err(err::BAD_INST_LEN);
-        }
-        let mut body = Reader::with_short(r.bytes(len - 4).map_err(|_| err::BAD_INST_LEN)?, err::BAD_INST_LEN);
+        let (kind, _, mut body) = next(r, err::BAD_INST_LEN)?;
         match kind {
             INST_APPLY => {
                 body.skip(4)?;

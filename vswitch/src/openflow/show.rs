@@ -4,6 +4,8 @@
 use dataplane::flow::key::{IPPROTO_UDP, VID_PRESENT};
 use dataplane::flow::{Action, Match};
 
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
 use crate::protocol::format_mac;
 
 fn masked_mac(name: &str, (v, m): ([u8; 6], [u8; 6])) -> String {
@@ -14,22 +16,22 @@ fn masked_mac(name: &str, (v, m): ([u8; 6], [u8; 6])) -> String {
     }
 }
 
-fn v4(name: &str, (v, m): (u32, u32)) -> String {
-    let ip = std::net::Ipv4Addr::from(v);
-    match m {
-        u32::MAX => format!("{name}={ip}"),
-        m if m.leading_ones() + m.trailing_zeros() == 32 => format!("{name}={ip}/{}", m.leading_ones()),
-        m => format!("{name}={ip}/{}", std::net::Ipv4Addr::from(m)),
+/// An address and its mask: none when exact, a prefix length when it is
+/// one, else the mask.
+fn ip(name: &str, v: IpAddr, m: IpAddr, (ones, zeros, bits): (u32, u32, u32)) -> String {
+    match ones {
+        _ if ones == bits => format!("{name}={v}"),
+        _ if ones + zeros == bits => format!("{name}={v}/{ones}"),
+        _ => format!("{name}={v}/{m}"),
     }
 }
 
+fn v4(name: &str, (v, m): (u32, u32)) -> String {
+    ip(name, Ipv4Addr::from(v).into(), Ipv4Addr::from(m).into(), (m.leading_ones(), m.trailing_zeros(), 32))
+}
+
 fn v6(name: &str, (v, m): (u128, u128)) -> String {
-    let ip = std::net::Ipv6Addr::from(v);
-    match m {
-        u128::MAX => format!("{name}={ip}"),
-        m if m.leading_ones() + m.trailing_zeros() == 128 => format!("{name}={ip}/{}", m.leading_ones()),
-        m => format!("{name}={ip}/{}", std::net::Ipv6Addr::from(m)),
-    }
+    ip(name, Ipv6Addr::from(v).into(), Ipv6Addr::from(m).into(), (m.leading_ones(), m.trailing_zeros(), 128))
 }
 
 pub fn fmt_match(m: &Match) -> String {
