@@ -19,6 +19,9 @@ use super::wire::{err, OfError};
 use super::{decode, encode};
 use crate::protocol::{FlowInfo, FlowsInfo};
 
+/// A PACKET_IN's frame at most: the whole message must stay under 64 KiB
+/// (a TSO segment for the controller is cut here).
+const MAX_PACKET_IN_DATA: usize = 65_000;
 /// Messages taken per poll at most: the control loop has other work.
 const PER_POLL: usize = 512;
 const PORT_SCAN: Duration = Duration::from_millis(200);
@@ -122,7 +125,9 @@ impl Agent {
         self.sync(dp);
         let mut ins = Vec::new();
         dp.packet_ins(&mut |p| {
-            ins.push(PacketIn { total_len: p.total_len as u16, reason: p.reason as u8, table_id: 0, cookie: p.cookie, in_port: p.in_port, data: p.data.to_vec() })
+            let data = p.data[..p.data.len().min(MAX_PACKET_IN_DATA)].to_vec();
+            let total_len = p.total_len.min(u16::MAX.into()) as u16;
+            ins.push(PacketIn { total_len, reason: p.reason as u8, table_id: 0, cookie: p.cookie, in_port: p.in_port, data })
         });
         for p in ins {
             self.packet_ins += 1;

@@ -215,3 +215,15 @@ fn packet_ins_and_port_changes_go_to_the_controller_only() {
     assert_eq!(got, [(PORT_DELETE, 1), (PORT_ADD, 3)]);
     assert!(tool.take().is_empty());
 }
+
+/// A TSO segment sent to the controller whole made a PACKET_IN over 64 KiB,
+/// which the encoder refuses: the control thread died.
+#[test]
+fn regression_a_packet_in_over_64k_is_cut() {
+    let mut b = Bench::new();
+    let ctl = b.connect(1, true);
+    b.dp.ins.push((1, vec![0xcd; 65_600]));
+    b.agent.poll(&mut b.dp);
+    let got = ctl.take();
+    assert!(matches!(&got[..], [(_, Msg::PacketIn(p))] if p.total_len == u16::MAX && p.data.len() == MAX_PACKET_IN_DATA));
+}
