@@ -3,7 +3,8 @@
 SHELL := /bin/bash
 
 DEB_PACKAGES   := libdpdk-dev dpdk-dev dpdk clang libclang-dev pkg-config \
-                  qemu-system-x86 cpio busybox-static tcpdump ethtool iproute2
+                  qemu-system-x86 cpio busybox-static tcpdump ethtool iproute2 \
+                  openvswitch-common python3-venv
 BENCH_PACKAGES := openvswitch-switch-dpdk fonts-dejavu-core
 SUDO           := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 CARGO          ?= cargo
@@ -31,8 +32,14 @@ define install_missing
 	fi
 endef
 
+# The OpenFlow controller the scenario tests run: os-ken 1.4.1, the last
+# release that ships its simple_switch_13 app.
+VENV := target/venv
+
 deps:
 	$(call install_missing,$(DEB_PACKAGES))
+	@ls $(VENV)/lib/python3*/site-packages/os_ken/app/simple_switch_13.py >/dev/null 2>&1 || \
+	  { python3 -m venv $(VENV) && $(VENV)/bin/pip install -q 'os-ken==1.4.1'; }
 
 deps-bench: deps
 	$(call install_missing,$(BENCH_PACKAGES))

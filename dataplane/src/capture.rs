@@ -112,6 +112,12 @@ impl CaptureRing {
         true
     }
 
+    /// Nothing written that the reader has not read (the reader's).
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.tail.load(Acquire) == self.head.load(Relaxed)
+    }
+
     /// Reads every frame written so far, in order, into `f` (the frame's
     /// bytes in `scratch`), and frees their words. The reader's only.
     pub fn drain(&self, scratch: &mut Vec<u8>, mut f: impl FnMut(Record)) {

@@ -82,6 +82,7 @@ drop_reasons! {
     HdrGsoNotTcp = "hdr_gso_not_tcp", tx: "Copy-once guest: a TCP GSO type on a frame that is not TCP over that IP version.";
     HdrBadHeaders = "hdr_bad_headers", tx: "Copy-once guest: offload on truncated or malformed headers, a fragment, or an IP length that is not the frame's.";
     HdrGsoSizeTooLarge = "hdr_gso_size_too_large", tx: "Copy-once guest: an MSS whose segment would not fit an IP packet.";
+    FlowDrop = "flow_drop", rx: "Matched an OpenFlow flow with no output (`actions=drop`).";
 }
 
 impl DropReason {

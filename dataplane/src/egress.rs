@@ -14,8 +14,10 @@ use crate::copy_once::GuestBurst;
 use crate::counters::{bump, DropReason, Path, PmdCounters, ZeroCopy, MAX_PORTS};
 use crate::fdb::Fdb;
 use crate::flood::{FloodSets, PortSet};
+use crate::flow::PmdFlows;
 use crate::fwd::{decide, Decision, PortView};
 use crate::mbuf_offload;
+use crate::offload::Caps;
 use crate::packet::PacketBuf;
 use crate::port_io::TxPort;
 use crate::tag_edit;
@@ -39,8 +41,8 @@ pub struct Outputs {
     copies: CopyList,
     dropped: Burst,
     /// A frame's bytes while its offloads are done in software, and the
-    /// frames that makes (`mbuf_offload::fit`).
-    scratch: Vec<u8>,
+    /// frames that makes (`mbuf_offload::fit`); PACKET_OUTs read.
+    pub(crate) scratch: Vec<u8>,
     made: Vec<Mbuf>,
     /// The frames a copy-once frame is lent to a NIC as.
     lent: Vec<Mbuf>,
@@ -74,16 +76,18 @@ pub struct Egress<'a> {
     pub counters: &'a PmdCounters,
     pub now: u32,
     pub taps: &'a Taps,
+    /// The OpenFlow table, if it holds flows (`flow`).
+    pub flows: Option<&'a mut PmdFlows>,
 }
 
 /// One burst's tallies, published once at its end.
 #[derive(Default)]
-struct Tally {
-    forwarded: u64,
+pub(crate) struct Tally {
+    pub(crate) forwarded: u64,
     flooded: u64,
-    drops: crate::counters::PerReason<u64>,
+    pub(crate) drops: crate::counters::PerReason<u64>,
     /// Per path: packets, payload copies, bytes copied.
-    paths: [[u64; 3]; 5],
+    pub(crate) paths: [[u64; 3]; 5],
     /// Copy-once frames bound for NICs, by outcome.
     zero_copy: [u64; ZeroCopy::COUNT],
 }
@@ -97,23 +101,31 @@ impl Tally {
     }
 }
 
-impl Egress<'_> {
+impl<'a> Egress<'a> {
     /// Pass 1 over a burst of any kind of packet from `in_slot`: counts it
     /// in and decides each packet (None: the port is gone, all dropped).
-    fn classify<'p, P: PacketBuf + 'p>(&self, in_slot: u16, pkts: impl Iterator<Item = &'p P> + Clone, decisions: &mut [Decision; BURST]) -> Option<&PortView> {
+    fn classify<'p, P: PacketBuf + 'p>(&mut self, in_slot: u16, pkts: impl Iterator<Item = &'p P> + Clone, decisions: &mut [Decision; BURST]) -> Option<&'a PortView> {
         let pc = &self.counters.ports[in_slot as usize];
         let (n, bytes) = pkts.clone().fold((0, 0), |(n, b), p| (n + 1, b + p.frame_len() as u64));
         bump(&pc.rx_packets, n);
         bump(&pc.rx_bytes, bytes);
-        let Some(input) = self.ports[in_slot as usize].as_ref() else {
+        let ports = self.ports;
+        let Some(input) = ports[in_slot as usize].as_ref() else {
             // The port was removed under a queue still in this plan.
             bump(&pc.drops[DropReason::PortDown as usize], n);
             return None;
         };
         let pass = input.policer.as_ref().map_or(u64::MAX, |p| p.admit(pkts.clone().map(PacketBuf::frame_len), tsc()));
         let mut unlearned = 0;
-        for (i, (d, p)) in decisions.iter_mut().zip(pkts).enumerate() {
-            *d = if pass & 1 << i != 0 { decide(p, input, self.ports, self.fdb, self.now, &mut unlearned) } else { Decision::Drop(DropReason::Policed) };
+        // Without flows, this one branch is all the flow table costs.
+        if let Some(f) = self.flows.as_deref_mut() {
+            for (i, (d, p)) in decisions.iter_mut().zip(pkts).enumerate() {
+                *d = if pass & 1 << i != 0 { f.decide(p, input, ports, self.fdb, self.now, &mut unlearned) } else { Decision::Drop(DropReason::Policed) };
+            }
+        } else {
+            for (i, (d, p)) in decisions.iter_mut().zip(pkts).enumerate() {
+                *d = if pass & 1 << i != 0 { decide(p, input, ports, self.fdb, self.now, &mut unlearned) } else { Decision::Drop(DropReason::Policed) };
+            }
         }
         bump(&pc.unlearned, unlearned);
         Some(input)
@@ -122,7 +134,7 @@ impl Egress<'_> {
     /// The same borrows for a burst within this one (a tunnel's frames).
     pub(crate) fn reborrow(&mut self) -> Egress<'_> {
         let Egress { ports, flood, pool, fdb, counters, now, taps, .. } = *self;
-        Egress { ports, flood, tx: &mut *self.tx, out: &mut *self.out, pool, fdb, counters, now, taps }
+        Egress { ports, flood, tx: &mut *self.tx, out: &mut *self.out, pool, fdb, counters, now, taps, flows: self.flows.as_deref_mut() }
     }
 
     /// A burst of mbufs from `in_slot`.
@@ -164,6 +176,10 @@ impl Egress<'_> {
                     self.flood(in_slot, m, vlan, tagged, &mut t);
                     Path::Flood
                 }
+                Decision::Flow(i) => {
+                    self.run_flow(in_slot, m, i, &mut t);
+                    continue;
+                }
             };
             t.paths[path as usize][0] += 1;
             t.copied(path, copied_in, copied_in * len);
@@ -202,6 +218,11 @@ impl Egress<'_> {
                         self.emit_guest(&mut burst, i, out, vlan, tagged, Path::Flood, &mut t);
                     }
                 }
+                // A flow's actions work on an mbuf: the frame copied once.
+                Decision::Flow(f) => match burst.materialize(i, self.pool) {
+                    Some(m) => self.run_flow(in_slot, m, f, &mut t),
+                    None => t.drops[DropReason::NoMbuf as usize] += 1,
+                },
             }
         }
         let done = self.finish(Some(burst.mem()), in_slot, t);
@@ -225,7 +246,8 @@ impl Egress<'_> {
             match *d {
                 Decision::Unicast { out, .. } => want[out as usize] += 1,
                 Decision::Flood { vlan, .. } => self.flood.targets(vlan, in_slot).for_each(|out| want[out as usize] += 1),
-                Decision::Drop(_) => {}
+                // A flow's outputs are known only as its actions run.
+                Decision::Drop(_) | Decision::Flow(_) => {}
             }
         }
         for (t, n) in self.tx.iter().zip(want).filter(|(_, n)| *n > 0) {
@@ -234,7 +256,7 @@ impl Egress<'_> {
     }
 
     #[inline]
-    fn is_vm(&self, out: u16) -> bool {
+    pub(crate) fn is_vm(&self, out: u16) -> bool {
         self.ports[out as usize].as_ref().is_some_and(|p| p.vm)
     }
 
@@ -302,7 +324,7 @@ impl Egress<'_> {
 impl Egress<'_> {
     /// Frees `m` with the burst's other drops, in one call.
     #[inline]
-    fn discard(&mut self, m: Mbuf) {
+    pub(crate) fn discard(&mut self, m: Mbuf) {
         if let Err(m) = self.out.dropped.push(m) {
             self.out.dropped.clear();
             let _ = self.out.dropped.push(m);
@@ -312,7 +334,7 @@ impl Egress<'_> {
     /// Sends one reference of `m` to every flood target; the last output
     /// takes `m` itself, so N outputs cost N-1 reference increments.
     #[inline]
-    fn flood(&mut self, in_slot: u16, m: Mbuf, vlan: u16, tagged: bool, t: &mut Tally) {
+    pub(crate) fn flood(&mut self, in_slot: u16, m: Mbuf, vlan: u16, tagged: bool, t: &mut Tally) {
         let mut targets = self.flood.targets(vlan, in_slot);
         let Some(mut prev) = targets.next() else {
             self.discard(m);
@@ -326,7 +348,7 @@ impl Egress<'_> {
     }
 
     #[inline]
-    fn emit(&mut self, out: u16, m: Mbuf, vlan: u16, tagged: bool, path: Path, t: &mut Tally) {
+    pub(crate) fn emit(&mut self, out: u16, m: Mbuf, vlan: u16, tagged: bool, path: Path, t: &mut Tally) {
         let Some(port) = self.ports[out as usize].as_ref() else {
             self.discard(m);
             return;
@@ -338,13 +360,19 @@ impl Egress<'_> {
                 return;
             }
         };
+        self.send_to(out, port.caps, m, path, t);
+    }
+
+    /// To output `out` (which takes `caps`) as `m` is.
+    #[inline]
+    pub(crate) fn send_to(&mut self, out: u16, caps: Caps, m: Mbuf, path: Path, t: &mut Tally) {
         if m.tx_offload().flags == 0 {
             self.enqueue(out, m, path, t);
             return;
         }
         // Offloads the port cannot take are done here, in software.
         let mut made = std::mem::take(&mut self.out.made);
-        if let Err(r) = mbuf_offload::fit(m, port.caps, self.pool, &mut self.out.scratch, |seg| made.push(seg)) {
+        if let Err(r) = mbuf_offload::fit(m, caps, self.pool, &mut self.out.scratch, |seg| made.push(seg)) {
             bump(&self.counters.ports[out as usize].drops[r as usize], 1);
         }
         for seg in made.drain(..) {
@@ -412,7 +440,7 @@ impl Egress<'_> {
     /// burst): sends every batch, runs the listed copies, publishes every
     /// copy-once guest written to, then the counts. The proof returned is
     /// what gives the sender's chains back.
-    fn finish(&mut self, from: Option<&GuestMemory>, in_slot: u16, mut t: Tally) -> CopiesDone<'_> {
+    pub(crate) fn finish(&mut self, from: Option<&GuestMemory>, in_slot: u16, mut t: Tally) -> CopiesDone<'_> {
         for out in std::mem::take(&mut self.out.dirty) {
             self.flush_one(out, &mut t);
         }

@@ -75,6 +75,8 @@ pub enum Decision {
     Drop(DropReason),
     Unicast { out: u16, vlan: u16, tagged: bool },
     Flood { vlan: u16, tagged: bool },
+    /// An OpenFlow flow's actions (`flow`), by its index in the table.
+    Flow(u32),
 }
 
 /// Decides one packet from `input`. A source the MAC table cannot take

@@ -8,6 +8,7 @@ pub mod counters;
 pub mod egress;
 pub mod fdb;
 pub mod flood;
+pub mod flow;
 pub mod fwd;
 pub mod idle;
 pub mod mbuf_offload;

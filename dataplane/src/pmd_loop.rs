@@ -19,6 +19,7 @@ use crate::counters::{bump, PmdCounters, MAX_PORTS};
 use crate::egress::{Egress, Outputs};
 use crate::fdb::Fdb;
 use crate::flood::FloodSets;
+use crate::flow::PmdFlows;
 use crate::fwd::PortTable;
 use crate::idle::IdleSleep;
 use crate::port_io::{Received, RxPort, TxPort};
@@ -41,6 +42,8 @@ pub struct PmdPlan {
     flood: FloodSets,
     /// Packet captures running (`capture`).
     taps: Taps,
+    /// The OpenFlow table, when it holds flows (`flow`).
+    flows: Option<Box<PmdFlows>>,
 }
 
 impl PmdPlan {
@@ -49,11 +52,15 @@ impl PmdPlan {
         tx.resize_with(MAX_PORTS, || None);
         // A vhost port without a guest has no queue: not part of a flood.
         let flood = FloodSets::new(&ports, |slot| tx[slot as usize].is_some());
-        PmdPlan { ports, rx, tx, flood, taps: Taps::default() }
+        PmdPlan { ports, rx, tx, flood, taps: Taps::default(), flows: None }
     }
 
     pub fn with_taps(self, taps: Taps) -> PmdPlan {
         PmdPlan { taps, ..self }
+    }
+
+    pub fn with_flows(self, flows: Option<Box<PmdFlows>>) -> PmdPlan {
+        PmdPlan { flows, ..self }
     }
 
     pub fn empty() -> PmdPlan {
@@ -132,13 +139,13 @@ pub fn run(ctx: PmdContext) -> i32 {
                 panic!("injected PMD panic after {n} iterations (VSWITCHD_TEST_PMD_PANIC_AFTER)");
             }
         }
-        let PmdPlan { ports, rx: sources, tx, flood, taps } = &mut plan;
+        let PmdPlan { ports, rx: sources, tx, flood, taps, flows } = &mut plan;
         let mut most = 0;
         for src in sources.iter_mut() {
             let t0 = tsc();
             let drops = &ctx.counters.ports[src.slot as usize].drops;
             let received = src.port.recv(&ctx.pool, &mut mbufs, &mut guest, drops);
-            let eg = Egress { ports, flood, tx, out: &mut out, pool: &ctx.pool, fdb: &ctx.fdb, counters: &ctx.counters, now, taps };
+            let eg = Egress { ports, flood, tx, out: &mut out, pool: &ctx.pool, fdb: &ctx.fdb, counters: &ctx.counters, now, taps, flows: flows.as_deref_mut() };
             let n = match received {
                 Received::Nothing => {
                     bump(&ctx.counters.idle_cycles, tsc() - t0);
@@ -167,6 +174,9 @@ pub fn run(ctx: PmdContext) -> i32 {
             bump(&c.packets, n as u64);
             bump(&c.bursts, 1);
             most = most.max(n);
+        }
+        if flows.is_some() {
+            Egress { ports, flood, tx, out: &mut out, pool: &ctx.pool, fdb: &ctx.fdb, counters: &ctx.counters, now, taps, flows: flows.as_deref_mut() }.forward_injected();
         }
         if idle.enabled() {
             let us = idle.after(most);

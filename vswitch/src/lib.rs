@@ -8,6 +8,7 @@ pub mod eal_setup;
 pub mod features;
 pub mod copy_once_state;
 pub mod metrics;
+pub mod openflow;
 pub mod ports;
 pub mod protocol;
 pub mod switch;

@@ -18,6 +18,8 @@ pub enum Command {
     ShowMempool,
     /// Packets, payload copies and bytes copied per path.
     ShowCopies,
+    /// The OpenFlow flow table with its counters.
+    ShowFlows,
     /// Fields as in a `[[port]]` table of the config file.
     PortAdd { port: serde_json::Value },
     PortDel { name: String },
@@ -234,6 +236,34 @@ pub struct MempoolInfo {
     pub size: u32,
     pub free: u32,
     pub in_use: u32,
+}
+
+/// One OpenFlow flow as `show flows` reports it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FlowInfo {
+    pub priority: u16,
+    pub cookie: u64,
+    /// In `ovs-ofctl`'s words (empty: every packet).
+    #[serde(rename = "match")]
+    pub matches: String,
+    pub actions: String,
+    pub packets: u64,
+    pub bytes: u64,
+    pub duration_secs: u32,
+    pub idle_timeout: u16,
+    pub hard_timeout: u16,
+}
+
+/// `show flows`: the flow table, highest priority first, and the
+/// controllers connected.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct FlowsInfo {
+    pub flows: Vec<FlowInfo>,
+    pub controllers: Vec<String>,
+    /// Frames sent to the controllers, and those dropped on the way (a
+    /// PMD thread's ring to the control thread full).
+    pub packet_ins: u64,
+    pub packet_in_dropped: u64,
 }
 
 pub fn format_mac(mac: &[u8; 6]) -> String {

@@ -89,7 +89,7 @@ impl Rig {
         for f in frames {
             b.push(self.pool.alloc_from(f).unwrap()).unwrap();
         }
-        let eg = Egress { ports: &self.ports, flood: &self.flood, tx: &mut self.tx, out: &mut self.out, pool: &self.pool, fdb: &self.fdb, counters: &self.counters, now: 1, taps: &Taps::default() };
+        let eg = Egress { ports: &self.ports, flood: &self.flood, tx: &mut self.tx, out: &mut self.out, pool: &self.pool, fdb: &self.fdb, counters: &self.counters, now: 1, taps: &Taps::default(), flows: None };
         eg.forward_mbufs(slot, &mut b);
     }
 

@@ -185,7 +185,7 @@ impl Rig {
         let drops = dataplane::counters::PerReason::default();
         let Some(burst) = self.rx.recv(&mut pkts, &drops) else { return 0 };
         let n = burst.pkts().len();
-        let eg = Egress { ports: &self.ports, flood: &self.flood, tx: &mut self.tx, out: &mut self.out, pool: &self.pool, fdb: &self.fdb, counters: &self.counters, now: 1, taps: &Taps::default() };
+        let eg = Egress { ports: &self.ports, flood: &self.flood, tx: &mut self.tx, out: &mut self.out, pool: &self.pool, fdb: &self.fdb, counters: &self.counters, now: 1, taps: &Taps::default(), flows: None };
         eg.forward_guest(0, burst);
         n
     }

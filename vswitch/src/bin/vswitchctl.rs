@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use vswitch::ctl_server::request;
 use dataplane::capture::MAX_SNAPLEN;
 use dataplane::police::DEFAULT_BURST_KBIT;
-use vswitch::protocol::{CaptureDirection, Command, CopiesInfo, FdbInfo, MempoolInfo, PmdInfo, PmdRxqInfo, PortInfo, RebalanceInfo};
+use vswitch::protocol::{CaptureDirection, Command, CopiesInfo, FdbInfo, FlowsInfo, MempoolInfo, PmdInfo, PmdRxqInfo, PortInfo, RebalanceInfo};
 
 #[derive(Parser)]
 #[command(version, about = "Control a running vswitchd")]
@@ -25,9 +25,10 @@ struct Args {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Show ports, the MAC table, PMD threads, or the rx queue placement.
+    /// Show ports, the MAC table, PMD threads, the rx queue placement, or
+    /// the OpenFlow flows.
     Show {
-        #[arg(value_parser = ["ports", "fdb", "pmd", "pmd-rxq", "mempool", "copies"])]
+        #[arg(value_parser = ["ports", "fdb", "pmd", "pmd-rxq", "mempool", "copies", "flows"])]
         what: String,
     },
     /// Add or delete a port at run time (kept across restarts).
@@ -148,6 +149,7 @@ fn main() -> ExitCode {
             "pmd" => Command::ShowPmd,
             "mempool" => Command::ShowMempool,
             "copies" => Command::ShowCopies,
+            "flows" => Command::ShowFlows,
             _ => Command::ShowPmdRxq,
         },
         Cmd::Port { op: PortOp::Del { name } } => Command::PortDel { name },
@@ -190,6 +192,7 @@ fn main() -> ExitCode {
             | Command::ShowPmdRxq
             | Command::ShowMempool
             | Command::ShowCopies
+            | Command::ShowFlows
             | Command::PmdRebalance
     );
     let which = command.clone();
@@ -310,6 +313,19 @@ fn print_table(cmd: &Command, v: Value) -> Result<(), serde_json::Error> {
                 let z: Vec<String> = c.zero_copy.iter().map(|(k, v)| format!("{k}={v}")).collect();
                 println!("to NICs from copy-once guests: {}", z.join(" "));
             }
+        }
+        Command::ShowFlows => {
+            let f: FlowsInfo = serde_json::from_value(v)?;
+            for c in &f.controllers {
+                println!("controller {c} connected");
+            }
+            println!("{:>8} {:>12} {:>14} {:>8}  flow", "priority", "packets", "bytes", "secs");
+            for e in &f.flows {
+                let m = if e.matches.is_empty() { String::new() } else { format!("{},", e.matches) };
+                let cookie = if e.cookie == 0 { String::new() } else { format!("cookie=0x{:x},", e.cookie) };
+                println!("{:>8} {:>12} {:>14} {:>8}  {cookie}{m}actions={}", e.priority, e.packets, e.bytes, e.duration_secs, e.actions);
+            }
+            println!("{} flows; {} packets to controllers, {} dropped (ring full)", f.flows.len(), f.packet_ins, f.packet_in_dropped);
         }
         Command::ShowMempool => {
             let m: MempoolInfo = serde_json::from_value(v)?;

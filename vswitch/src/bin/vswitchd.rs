@@ -83,6 +83,11 @@ fn run(args: Args) -> Result<(), Failure> {
     }
     std::fs::create_dir_all(&cfg.switch.socket_dir).map_err(|e| format!("create {}: {e}", cfg.switch.socket_dir.display()))?;
     claim_socket_path(&ctl, "control socket")?;
+    let of_socket = cfg.switch.openflow_socket.clone();
+    if let Some(dir) = of_socket.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+    }
+    claim_socket_path(&of_socket, "OpenFlow socket")?;
     let metrics = cfg.switch.metrics.map(metrics::bind).transpose()?;
     for p in &cfg.ports {
         if let PortKind::VhostUser { path, mode: VhostMode::Server, .. } = &p.kind {
@@ -102,7 +107,9 @@ fn run(args: Args) -> Result<(), Failure> {
         StartError::Failed(e) => Failure::Other(e),
         StartError::PmdDied(e) => Failure::PmdDied(e),
     })?;
-    let served = ctl_server::serve(&ctl, sw.capture_handoff()).and_then(|jobs| Ok((jobs, metrics.map(serve_metrics).transpose()?)));
+    let served = ctl_server::serve(&ctl, sw.capture_handoff())
+        .and_then(|jobs| Ok((jobs, metrics.map(serve_metrics).transpose()?)))
+        .and_then(|j| sw.start_openflow().map(|()| j));
     let (jobs, scrapes) = match served {
         Ok(j) => j,
         Err(e) => {
@@ -142,6 +149,7 @@ fn run(args: Args) -> Result<(), Failure> {
     sw.shutdown();
     drop(sw);
     let _ = std::fs::remove_file(&ctl);
+    let _ = std::fs::remove_file(&of_socket);
     println!("vswitchd: stopped");
     Ok(())
 }

@@ -54,6 +54,13 @@ pub struct SwitchConfig {
     /// Where `GET /metrics` is served (Prometheus text); none when absent.
     #[serde(default)]
     pub metrics: Option<SocketAddr>,
+    /// The bridge's OpenFlow management socket, for `ovs-ofctl -O
+    /// OpenFlow13 ... unix:PATH` (default: `br0.mgmt` in `socket_dir`).
+    #[serde(default)]
+    pub openflow_socket: PathBuf,
+    /// The OpenFlow controller to connect to (`tcp:IP:PORT`), if any.
+    #[serde(default)]
+    pub controller: Option<String>,
     /// How the PMD threads sleep when idle and share the rx queues.
     #[serde(default)]
     pub pmd: PmdConfig,
@@ -310,6 +317,8 @@ struct RawSwitch {
     fdb_aging_secs: Option<i64>,
     vhost_retries: Option<i64>,
     metrics: Option<String>,
+    openflow_socket: Option<String>,
+    controller: Option<String>,
     pmd_sleep_max_us: Option<i64>,
     pmd_auto_lb: Option<bool>,
     pmd_auto_lb_load_threshold: Option<i64>,
@@ -548,6 +557,12 @@ fn validate_switch(raw: RawSwitch, origin: &Path, cx: &Ctx) -> Res<SwitchConfig>
         ("on", Hugepages::On),
         ("off", Hugepages::Off),
     ];
+    let openflow_socket = cx.text("openflow_socket", raw.openflow_socket)?.map_or_else(|| socket_dir.join("br0.mgmt"), PathBuf::from);
+    let openflow_socket = socket_path(cx, "openflow_socket", openflow_socket)?;
+    let controller = cx.text("controller", raw.controller)?;
+    if let Some(Err(e)) = controller.as_deref().map(crate::openflow::conn::parse_target) {
+        return Err(cx.err("controller", e));
+    }
     Ok(SwitchConfig {
         pmd_cores,
         main_core,
@@ -565,6 +580,8 @@ fn validate_switch(raw: RawSwitch, origin: &Path, cx: &Ctx) -> Res<SwitchConfig>
         fdb_aging_secs: cx.opt("fdb_aging_secs", raw.fdb_aging_secs, 300, 1..=1_000_000)?,
         vhost_retries: cx.opt("vhost_retries", raw.vhost_retries, 8, 0..=64)?,
         metrics: cx.text("metrics", raw.metrics)?.map(|a| listen_addr(cx, "metrics", &a)).transpose()?,
+        openflow_socket,
+        controller,
         pmd,
         zero_copy: raw.zero_copy.unwrap_or(true),
         zero_copy_min_bytes: cx.opt("zero_copy_min_bytes", raw.zero_copy_min_bytes, ZERO_COPY_MIN_BYTES, 0..=65535)?,

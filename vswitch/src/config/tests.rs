@@ -20,6 +20,7 @@ const FULL: &str = r#"
     zero_copy = false
     zero_copy_min_bytes = 1000
     zero_copy_in_flight = 64
+    controller = "tcp:127.0.0.1:6653"
 
     [[port]]
     name = "uplink"
@@ -116,6 +117,8 @@ fn full_example_parses_with_defaults_filled() {
             fdb_aging_secs: 60,
             vhost_retries: 0,
             metrics: Some("127.0.0.1:9478".parse().unwrap()),
+            openflow_socket: "/tmp/vs/br0.mgmt".into(),
+            controller: Some("tcp:127.0.0.1:6653".into()),
             pmd: PmdConfig {
                 sleep_max_us: 500,
                 auto_lb: AutoLb { enabled: true, load_threshold: 70, improvement_threshold: 25, rebal_interval: std::time::Duration::from_secs(300) },
@@ -152,6 +155,8 @@ fn full_example_parses_with_defaults_filled() {
         fdb_aging_secs: 300,
         vhost_retries: 8,
         metrics: None,
+        openflow_socket: "/run/vswitch/br0.mgmt".into(),
+        controller: None,
         pmd: PmdConfig::default(),
         zero_copy: true,
         zero_copy_min_bytes: 1024,
@@ -183,6 +188,8 @@ port = 3                                | port                    | invalid type
 [switch];main_core = "0"                | switch.main_core        | invalid type: string "0", expected an integer
 [switch];hugepages = "yes"              | switch.hugepages        | "yes" is not one of "auto", "on", "off"
 [switch];socket_dir = "run"             | switch.socket_dir       | run is not an absolute path
+[switch];controller = "127.0.0.1:6653"  | switch.controller       | only tcp:IP:PORT controllers are supported
+[switch];controller = "tcp:ctl:6653"    | switch.controller       | not tcp:IP:PORT
 [switch];pmd_sleep_max_us = 10001       | switch.pmd_sleep_max_us | 10001 is out of range 0..=10000
 [switch];pmd_sleep_max_us = -1          | switch.pmd_sleep_max_us | -1 is out of range 0..=10000
 [switch];pmd_auto_lb = 1                | switch.pmd_auto_lb      | invalid type: integer `1`, expected a boolean

@@ -99,6 +99,7 @@ pub struct Switch {
     zero_copy_base: [u64; dataplane::counters::ZeroCopy::COUNT],
     /// Guests gone while NICs hold some of their buffers.
     departing: Vec<zero_copy::Departing>,
+    openflow: openflow::OpenFlow,
 }
 
 impl Switch {
@@ -166,6 +167,7 @@ impl Switch {
             returns,
             zero_copy_base: Default::default(),
             departing: Vec::new(),
+            openflow: openflow::OpenFlow::new(workers.len()),
         };
         let mut opened = Ok(());
         for pc in sw.cfg.ports.clone() {
@@ -265,6 +267,7 @@ impl Switch {
         self.attach_held();
         self.auto_lb(Instant::now());
         self.reclaim_lent();
+        self.poll_openflow();
     }
 
     fn port_totals(&self, slot: u16) -> PortTotals {
@@ -282,6 +285,7 @@ impl Switch {
             Command::ShowPmd => serde_json::to_value(self.show_pmd()),
             Command::ShowPmdRxq => serde_json::to_value(self.show_pmd_rxq()),
             Command::ShowCopies => serde_json::to_value(self.show_copies()),
+            Command::ShowFlows => serde_json::to_value(self.show_flows()),
             Command::ShowMempool => serde_json::to_value(MempoolInfo {
                 size: self.pool.size(),
                 free: self.pool.free_count(),
@@ -464,6 +468,7 @@ fn stop_launched(pmds: &mut [Pmd], quiesce: &Quiesce) {
 
 mod captures;
 mod events;
+mod openflow;
 mod placement;
 mod plans;
 mod rebalance;

@@ -141,7 +141,7 @@ impl Switch {
                 }
             }
         }
-        Ok(plans.into_iter().enumerate().map(|(i, p)| PmdPlan::new(Arc::clone(&table), p.rx, p.tx).with_taps(self.taps(i))).collect())
+        Ok(plans.into_iter().enumerate().map(|(i, p)| PmdPlan::new(Arc::clone(&table), p.rx, p.tx).with_taps(self.taps(i)).with_flows(self.pmd_flows(i))).collect())
     }
 
     /// Every vxlan port whose underlay is open, with that underlay's

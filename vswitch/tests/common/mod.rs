@@ -203,6 +203,11 @@ pub fn server_port(name: &str, datapath: &str) -> String {
     format!("[[port]]\nname = \"{name}\"\ntype = \"vhost-user\"\nmode = \"server\"\npath = \"{name}.sock\"\ndatapath = \"{datapath}\"\n")
 }
 
+/// vhost-user ports in server mode on `<name>.sock`, nothing else set.
+pub fn plain_ports(names: &[&str]) -> String {
+    names.iter().map(|n| format!("[[port]]\nname = \"{n}\"\ntype = \"vhost-user\"\nmode = \"server\"\npath = \"{n}.sock\"\n\n")).collect()
+}
+
 pub fn mac(n: u8) -> [u8; 6] {
     [0x02, 0, 0, 0, 0, n]
 }
