@@ -141,7 +141,7 @@ fn a_guest_and_the_host_exchange_through_the_tap_port() {
     sw.wait_ports("guest and host up", |ps| ps.iter().all(|p| p.state == "up"));
 
     // The host fetches from the guest: the guest's TCP segments leave
-    // through the tap port (whole where the tap takes TSO, cut otherwise).
+    // through the tap port (cut here: the tap PMD refuses full-sized TSO).
     a.run_ok("mkdir -p /www && dd if=/dev/urandom of=/www/f bs=1M count=16 2>/dev/null", CMD).unwrap();
     a.run_ok("pidof httpd || httpd -p 80 -h /www", CMD).unwrap();
     let fetch = "import hashlib, urllib.request; print(hashlib.md5(urllib.request.urlopen('http://10.0.0.1/f', timeout=120).read()).hexdigest())";
