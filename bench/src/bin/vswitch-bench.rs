@@ -154,7 +154,8 @@ struct GuestOpts {
     main_core: u32,
     #[arg(long, default_value_t = 512)]
     memory_mb: u32,
-    /// auto (if free hugepages), on, off.
+    /// auto (if --memory-mb of hugepages are free), on, off (OVS-DPDK
+    /// does not start without hugepages).
     #[arg(long, default_value = "auto")]
     hugepages: String,
     #[arg(long, default_value_t = 8)]
@@ -184,11 +185,11 @@ fn main() -> ExitCode {
     }
 }
 
-fn hugepages_free() -> bool {
+fn hugepages_free(pages: u64) -> bool {
     std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|m| m.lines().find(|l| l.starts_with("HugePages_Free:"))?.split_whitespace().nth(1)?.parse::<u64>().ok())
-        .is_some_and(|n| n >= 1024)
+        .is_some_and(|n| n >= pages)
 }
 
 fn vswitchd_path(given: Option<PathBuf>) -> Result<PathBuf, String> {
@@ -198,11 +199,12 @@ fn vswitchd_path(given: Option<PathBuf>) -> Result<PathBuf, String> {
     }
 }
 
-fn hugepages_opt(s: &str) -> bool {
+/// `auto`: whether `pages` 2 MB hugepages are free.
+fn hugepages_opt(s: &str, pages: u64) -> bool {
     match s {
         "on" => true,
         "off" => false,
-        _ => hugepages_free(),
+        _ => hugepages_free(pages),
     }
 }
 
@@ -220,7 +222,7 @@ fn guests(o: GuestOpts) -> Result<(), String> {
     let setup = Setup {
         pmd_core: o.pmd_core,
         main_core: o.main_core,
-        hugepages: hugepages_opt(&o.hugepages),
+        hugepages: hugepages_opt(&o.hugepages, u64::from(o.memory_mb / 2)),
         memory_mb: o.memory_mb,
         vhost_retries: o.retries,
         mac_table_size: 16,
@@ -310,7 +312,7 @@ fn run(mut o: Opts, mode: &str) -> Result<(), String> {
     if mode != "compare" && switches.len() != 1 {
         return Err(format!("{mode} measures one switch: give --switches NAME"));
     }
-    let hugepages = hugepages_opt(&o.hugepages);
+    let hugepages = hugepages_opt(&o.hugepages, 1024);
     let vswitchd = vswitchd_path(o.vswitchd.clone())?;
     let max_flows = o.flows.iter().copied().max().unwrap_or(1) as usize;
     let setup = Setup {
