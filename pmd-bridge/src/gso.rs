@@ -62,13 +62,11 @@ pub fn segment_tcp4(m: Mbuf, pool: &Mempool, mut emit: impl FnMut(Mbuf)) -> Resu
     };
     let mut out = [std::ptr::null_mut::<ffi::rte_mbuf>(); MAX_SEGMENTS];
     let head = m.into_raw();
-    // SAFETY: `head` is a live chain whose head is direct and ours alone
-    // (so its flags are ours to change); its headers were checked to lie in the first
-    // segment and to match the lengths librte_gso reads; `out` has room for
-    // MAX_SEGMENTS pointers, which bounds what it writes.
+    // The head is direct and ours alone (its flags are ours to change);
+    // the headers lie in it and match the lengths librte_gso reads (`check`).
+    // SAFETY: a live chain as above; `out` holds the MAX_SEGMENTS it may fill.
     let n = unsafe { ffi::rte_gso_segment(head.as_ptr(), &ctx, out.as_mut_ptr(), MAX_SEGMENTS as u16) };
-    // SAFETY: librte_gso never frees its input: our reference is still
-    // ours, and the segments hold their own on its buffers.
+    // SAFETY: librte_gso never frees its input; the segments hold their own references.
     drop(unsafe { Mbuf::from_raw(head) });
     let n = match n {
         n if n > 0 => n as usize,
@@ -80,8 +78,7 @@ pub fn segment_tcp4(m: Mbuf, pool: &Mempool, mut emit: impl FnMut(Mbuf)) -> Resu
     // leaves the pointers in `out`.
     let mut segs: [Option<Mbuf>; MAX_SEGMENTS] = [const { None }; MAX_SEGMENTS];
     for (slot, &p) in segs.iter_mut().zip(&out[..n]) {
-        // SAFETY: each of the first n entries is a new chain librte_gso
-        // made and hands to us, every segment of it ours alone.
+        // SAFETY: the first n entries are new chains librte_gso made for us alone.
         *slot = NonNull::new(p).map(|p| unsafe { drop_empty_segments(p) });
     }
     let (l3, l4) = (usize::from(t.l2_len), usize::from(t.l2_len) + usize::from(t.l3_len));
@@ -105,8 +102,9 @@ pub fn segment_tcp4(m: Mbuf, pool: &Mempool, mut emit: impl FnMut(Mbuf)) -> Resu
 unsafe fn drop_empty_segments(head: NonNull<ffi::rte_mbuf>) -> Mbuf {
     let h = head.as_ptr();
     let mut prev = h;
-    // SAFETY: the caller's chain, ours alone: its links and counts are
-    // ours to change, and an unlinked segment is freed as a chain of one.
+    // The chain's links and counts are ours to change; an unlinked
+    // segment is freed as a chain of one.
+    // SAFETY: the caller's chain, every segment ours alone (the contract).
     unsafe {
         let mut cur = (*h).next;
         while !cur.is_null() {
@@ -186,12 +184,10 @@ fn finish_checksums(seg: &mut Mbuf, l3: usize, l4: usize, not_first: bool) -> bo
     head[l3 + IPV4_CSUM..][..2].fill(0);
     head[l4 + TCP_CSUM..][..2].fill(0);
     let ip = head[l3..].as_ptr().cast::<ffi::rte_ipv4_hdr>();
-    // SAFETY: `ip` points at a whole IPv4 header inside the head's data
-    // (l3 + 20 <= l4 + 20 <= its length); the helper only reads it. Both
-    // sums come out in network order, as the fields hold them.
+    // Both sums come out in network order, as the fields hold them.
+    // SAFETY: `ip` is a whole IPv4 header in the head's data (l3 + 20 <= its length), only read.
     let ip_sum = unsafe { ffi::rte_ipv4_cksum(ip) };
-    // SAFETY: as above, and the helper reads the chain's l4 bytes onwards
-    // through the mbuf's own segment lengths.
+    // SAFETY: as above; the chain is read from l4 on through its own segment lengths.
     let tcp_sum = unsafe { ffi::rte_ipv4_udptcp_cksum_mbuf(seg.as_ptr(), ip, l4 as u16) };
     let Some(head) = seg.data_mut() else { return false };
     head[l3 + IPV4_CSUM..][..2].copy_from_slice(&ip_sum.to_ne_bytes());
