@@ -165,6 +165,13 @@ impl Mbuf {
         self.raw().ol_flags & (IND_ATTACHED | EXT_ATTACHED) == 0
     }
 
+    /// Whether any segment is attached to an external buffer (e.g. guest
+    /// memory lent by `extbuf`).
+    #[inline]
+    pub fn has_external_segment(&self) -> bool {
+        self.segs().any(|s| s.ol_flags & EXT_ATTACHED != 0)
+    }
+
     /// Another reference to the same chain (reference count + 1 on every
     /// segment). Neither handle can change the chain while both exist.
     #[inline]
