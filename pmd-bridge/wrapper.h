@@ -15,6 +15,8 @@
 #include <rte_mempool.h>
 #include <rte_mbuf.h>
 #include <rte_ether.h>
+#include <rte_ip.h>
+#include <rte_gso.h>
 #include <rte_ethdev.h>
 #include <rte_eth_ring.h>
 #include <rte_vhost.h>

@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 pub mod frame;
 pub mod gen;
+pub mod guests;
 pub mod harness;
 pub mod peers;
 pub mod plot;

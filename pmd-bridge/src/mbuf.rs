@@ -39,6 +39,12 @@ impl Mbuf {
         m
     }
 
+    /// For a C helper that reads the chain.
+    #[inline]
+    pub(crate) fn as_ptr(&self) -> *const ffi::rte_mbuf {
+        self.0.as_ptr()
+    }
+
     #[inline]
     fn raw(&self) -> &ffi::rte_mbuf {
         // SAFETY: we own a reference, so the mbuf is alive; the fields read
@@ -150,6 +156,20 @@ impl Mbuf {
     #[inline]
     pub fn is_head_data_exclusive(&self) -> bool {
         self.is_exclusive() && data_exclusive(self.raw())
+    }
+
+    /// Whether the first segment holds its own buffer (neither an indirect
+    /// clone nor attached to an external buffer).
+    #[inline]
+    pub fn head_is_direct(&self) -> bool {
+        self.raw().ol_flags & (IND_ATTACHED | EXT_ATTACHED) == 0
+    }
+
+    /// Whether any segment is attached to an external buffer (e.g. guest
+    /// memory lent by `extbuf`).
+    #[inline]
+    pub fn has_external_segment(&self) -> bool {
+        self.segs().any(|s| s.ol_flags & EXT_ATTACHED != 0)
     }
 
     /// Another reference to the same chain (reference count + 1 on every

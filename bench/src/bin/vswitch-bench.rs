@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bench::gen::{Generator, PortOpts, Ring, Size};
+use bench::guests::{self, GuestPlan, GuestSetup};
 use bench::harness::{cell, Cell, NotMeasured, Plan, Rate, Row, Scenario};
 use bench::peers::{Setup, SwitchKind};
 use bench::{plot, report};
@@ -28,6 +29,10 @@ enum Cmd {
     Throughput(Opts),
     /// One switch's latency at a fraction of its throughput.
     Latency(Opts),
+    /// Two real QEMU guests (TCG) transferring a file over TCP through each
+    /// setup, alternated and repeated; Mbit/s as the receiving guest timed
+    /// it. Not part of `compare` (about 4 minutes for the default setups).
+    Guests(GuestOpts),
     /// Draws the PNG again from a results JSON (its summary).
     Plot {
         json: PathBuf,
@@ -129,12 +134,46 @@ struct Opts {
     vswitchd: Option<PathBuf>,
 }
 
+#[derive(ClapArgs, Clone)]
+struct GuestOpts {
+    /// copy-once, copy-once-no-offloads, rte-vhost, ovs-dpdk-tso, ovs-dpdk.
+    #[arg(long, value_delimiter = ',', default_value = "copy-once,copy-once-no-offloads,ovs-dpdk-tso,ovs-dpdk")]
+    setups: Vec<String>,
+    #[arg(long, default_value_t = 3)]
+    repeats: usize,
+    /// Size of the file transferred.
+    #[arg(long, default_value_t = 64)]
+    megabytes: u32,
+    /// The guests' CPUs (a taskset list). Default: every CPU but the
+    /// switch's poll core.
+    #[arg(long)]
+    guest_cpus: Option<String>,
+    #[arg(long, default_value_t = 1)]
+    pmd_core: u32,
+    #[arg(long, default_value_t = 0)]
+    main_core: u32,
+    #[arg(long, default_value_t = 512)]
+    memory_mb: u32,
+    /// auto (if --memory-mb of hugepages are free), on, off (OVS-DPDK
+    /// does not start without hugepages).
+    #[arg(long, default_value = "auto")]
+    hugepages: String,
+    #[arg(long, default_value_t = 8)]
+    retries: u32,
+    #[arg(long, default_value = "bench/results")]
+    output: PathBuf,
+    /// The vswitchd binary (default: beside this one).
+    #[arg(long)]
+    vswitchd: Option<PathBuf>,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let done = match cli.cmd {
         Cmd::Compare(o) => run(o, "compare"),
         Cmd::Throughput(o) => run(o, "throughput"),
         Cmd::Latency(o) => run(o, "latency"),
+        Cmd::Guests(o) => guests(o),
         Cmd::Plot { json, png } => replot(&json, png),
     };
     match done {
@@ -146,11 +185,72 @@ fn main() -> ExitCode {
     }
 }
 
-fn hugepages_free() -> bool {
+fn hugepages_free(pages: u64) -> bool {
     std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|m| m.lines().find(|l| l.starts_with("HugePages_Free:"))?.split_whitespace().nth(1)?.parse::<u64>().ok())
-        .is_some_and(|n| n >= 1024)
+        .is_some_and(|n| n >= pages)
+}
+
+fn vswitchd_path(given: Option<PathBuf>) -> Result<PathBuf, String> {
+    match given {
+        Some(p) => Ok(p),
+        None => Ok(std::env::current_exe().map_err(|e| e.to_string())?.with_file_name("vswitchd")),
+    }
+}
+
+/// `auto`: whether `pages` 2 MB hugepages are free.
+fn hugepages_opt(s: &str, pages: u64) -> bool {
+    match s {
+        "on" => true,
+        "off" => false,
+        _ => hugepages_free(pages),
+    }
+}
+
+fn guests(o: GuestOpts) -> Result<(), String> {
+    let setups = parse_all("setup", &o.setups, GuestSetup::parse)?;
+    let cpus = match o.guest_cpus {
+        Some(c) => c,
+        None => {
+            let n = std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1);
+            let others: Vec<String> = (0..n).filter(|&c| c != o.pmd_core || n == 1).map(|c| c.to_string()).collect();
+            others.join(",")
+        }
+    };
+    let plan = GuestPlan { setups, repeats: o.repeats.max(1), megabytes: o.megabytes.max(1), cpus };
+    let setup = Setup {
+        pmd_core: o.pmd_core,
+        main_core: o.main_core,
+        hugepages: hugepages_opt(&o.hugepages, u64::from(o.memory_mb / 2)),
+        memory_mb: o.memory_mb,
+        vhost_retries: o.retries,
+        mac_table_size: 16,
+        vswitchd: vswitchd_path(o.vswitchd)?,
+        offloads: true,
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&stop)).map_err(|e| e.to_string())?;
+    }
+    let image = testbed::GuestImage::get()?;
+    let (rows, failed) = guests::run(&image, &setup, &plan, &|| stop.load(Ordering::Relaxed));
+    let sums = guests::summarize(&plan.setups, &rows);
+    println!("{}", guests::table(&sums, &failed, &plan));
+    std::fs::create_dir_all(&o.output).map_err(|e| format!("{}: {e}", o.output.display()))?;
+    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let json = o.output.join(format!("guests-{stamp}.json"));
+    let doc = serde_json::json!({
+        "mode": "guests",
+        "setup": { "pmd_core": setup.pmd_core, "guest_cpus": plan.cpus, "hugepages": setup.hugepages, "memory_mb": setup.memory_mb,
+                   "megabytes": plan.megabytes, "repeats": plan.repeats },
+        "summary": sums,
+        "failed": failed,
+        "rows": rows,
+    });
+    std::fs::write(&json, serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+    println!("results: {}", json.display());
+    Ok(())
 }
 
 fn replot(json: &std::path::Path, png: Option<PathBuf>) -> Result<(), String> {
@@ -212,15 +312,8 @@ fn run(mut o: Opts, mode: &str) -> Result<(), String> {
     if mode != "compare" && switches.len() != 1 {
         return Err(format!("{mode} measures one switch: give --switches NAME"));
     }
-    let hugepages = match o.hugepages.as_str() {
-        "on" => true,
-        "off" => false,
-        _ => hugepages_free(),
-    };
-    let vswitchd = match o.vswitchd.clone() {
-        Some(p) => p,
-        None => std::env::current_exe().map_err(|e| e.to_string())?.with_file_name("vswitchd"),
-    };
+    let hugepages = hugepages_opt(&o.hugepages, 1024);
+    let vswitchd = vswitchd_path(o.vswitchd.clone())?;
     let max_flows = o.flows.iter().copied().max().unwrap_or(1) as usize;
     let setup = Setup {
         pmd_core: o.pmd_core,
@@ -230,6 +323,7 @@ fn run(mut o: Opts, mode: &str) -> Result<(), String> {
         vhost_retries: o.retries,
         mac_table_size: (max_flows * 3 * 2).next_power_of_two(),
         vswitchd,
+        offloads: true,
     };
     let plan = Plan {
         switches: switches.clone(),

@@ -87,6 +87,9 @@ pub struct Setup {
     pub vhost_retries: u32,
     pub mac_table_size: usize,
     pub vswitchd: PathBuf,
+    /// vswitchd's per-port `offloads` key (false: it negotiates no checksum
+    /// or TSO offload with the VMs; the peers' TSO is `PortOpts::tso`).
+    pub offloads: bool,
 }
 
 /// What the switch itself says about a measured phase.
@@ -198,9 +201,10 @@ impl Running {
         for (i, sock) in self.sockets.iter().enumerate() {
             let datapath = if self.kind == SwitchKind::VswitchdCopyOnce { "copy-once" } else { "rte_vhost" };
             cfg.push_str(&format!(
-                "[[port]]\nname = \"vm{i}\"\ntype = \"vhost-user\"\nmode = \"client\"\npath = \"{}\"\ndatapath = \"{datapath}\"\nmtu = {}\n",
+                "[[port]]\nname = \"vm{i}\"\ntype = \"vhost-user\"\nmode = \"client\"\npath = \"{}\"\ndatapath = \"{datapath}\"\nmtu = {}\noffloads = {}\n",
                 sock.display(),
-                self.opts.mtu
+                self.opts.mtu,
+                s.offloads
             ));
         }
         let path = self.dir().join("vswitchd.toml");
@@ -251,6 +255,13 @@ impl Running {
     pub fn features(&self) -> Option<Vec<Vec<String>>> {
         let ports: Vec<PortInfo> = serde_json::from_value(self.ctl(Ctl::ShowPorts).ok()?).ok()?;
         Some(ports.into_iter().map(|p| p.features).collect())
+    }
+
+    /// vswitchd: each port's (tx_bytes, tx_packets), in the order of
+    /// `sockets` (None for a peer).
+    pub fn port_tx(&self) -> Option<Vec<(u64, u64)>> {
+        let ports: Vec<PortInfo> = serde_json::from_value(self.ctl(Ctl::ShowPorts).ok()?).ok()?;
+        (0..self.sockets.len()).map(|i| ports.iter().find(|p| p.name == format!("vm{i}")).map(|p| (p.tx_bytes, p.tx_packets))).collect()
     }
 
     /// Whether every port negotiated the ring layout the VMs offered:

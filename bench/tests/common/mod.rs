@@ -24,5 +24,6 @@ pub fn setup() -> Setup {
         vhost_retries: 8,
         mac_table_size: 4096,
         vswitchd: PathBuf::from(env!("CARGO_BIN_EXE_vswitch-bench")).with_file_name("vswitchd"),
+        offloads: true,
     }
 }
