@@ -31,7 +31,7 @@ enum Cmd {
     Latency(Opts),
     /// Two real QEMU guests (TCG) transferring a file over TCP through each
     /// setup, alternated and repeated; Mbit/s as the receiving guest timed
-    /// it. Not part of `compare` (about 4 minutes for the default setups).
+    /// it. Not part of `compare` (about 5 minutes for the default setups).
     Guests(GuestOpts),
     /// Draws the PNG again from a results JSON (its summary).
     Plot {
