@@ -1,10 +1,9 @@
 //! Ethernet ports (`rte_ethdev`): open, configure, start, and per-queue
 //! handles for the poll-mode threads.
 //!
-//! `EthPort` is the control handle. `RxQueue` and `TxQueue` are the data
-//! path's: one handle per queue exists at a time, so exactly one thread polls
-//! an rx queue or sends on a tx queue (DPDK's queues are not thread-safe).
-//! A port can only be stopped or closed when no queue handle is alive.
+//! `EthPort` is the control handle; `RxQueue` and `TxQueue`, the data path's,
+//! exist once per queue, so one thread polls or sends on each (DPDK's queues
+//! are not thread-safe). A port stops or closes only with no queue handle alive.
 use std::ffi::CStr;
 use std::os::raw::c_char;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -463,13 +462,9 @@ fn port_by_name(name: &str) -> Option<u16> {
 }
 
 /// Offloads a driver claims but refuses for the frames guests send, left
-/// to the switch. DPDK's tap PMD (22.11.11 here, still in 23.11; `pmd_tx_burst`) refuses
-/// a TSO packet whose MSS plus headers exceeds the MTU, comparing an L2
-/// length with an L3 limit: every full-sized segment (Linux's MSS 1448
-/// with timestamps at MTU 1500). That packet and the rest of its burst
-/// came back unsent, the guest's TCP saw each of its TSO packets lost and
-/// sent on at a few Mbit/s. Its checksum offload works (and it segments
-/// in software anyway, as the switch does).
+/// to the switch. DPDK's tap PMD (22.11.11, 23.11) refuses a TSO packet
+/// whose MSS plus headers (L2 included) exceeds the MTU, i.e. every full
+/// segment, with the rest of its burst: guests' TCP crawled.
 fn refused_offloads(info: &ffi::rte_eth_dev_info) -> u64 {
     // SAFETY: dev_info points driver_name at the driver's static name.
     let driver = (!info.driver_name.is_null()).then(|| unsafe { CStr::from_ptr(info.driver_name) });

@@ -81,8 +81,11 @@ impl CopyOnceState {
     pub fn attach(&mut self, dev: &VhostDevice, kept: &std::path::Path) -> Result<(), String> {
         self.features = dev.negotiated_features().map_err(|e| e.to_string())?;
         if self.features & dataplane::virtq::VIRTIO_F_RING_PACKED != 0 {
-            let words = SharedWords::open(kept, KEPT_VRINGS * KeptPosition::WORDS).map_err(|e| format!("{}: {e}", kept.display()))?;
-            self.kept = Some((Arc::new(words), dev.memory_id().map_err(|e| e.to_string())?));
+            // Without the file the rings still run; only a restart of the
+            // switch would lose their positions.
+            let words = SharedWords::open(kept, KEPT_VRINGS * KeptPosition::WORDS).map_err(|e| format!("{}: {e}", kept.display()));
+            let kept = words.and_then(|w| Ok((Arc::new(w), dev.memory_id().map_err(|e| e.to_string())?)));
+            self.kept = kept.map_err(|e| eprintln!("vswitchd: packed ring positions not kept across restarts: {e}")).ok();
         }
         GuestFeatures::from_bits(self.features)?;
         self.queues = vec![None; dev.queue_pairs() as usize * 2];
