@@ -18,6 +18,7 @@ pub mod mbuf;
 pub mod mempool;
 pub mod persist;
 pub mod ring;
+pub mod sys;
 pub mod vhost;
 
 pub use burst::{Burst, Drain, BURST};

@@ -12,7 +12,6 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream, UdpSocket};
-use std::os::fd::AsRawFd;
 use std::process::Command as Cmd;
 use std::sync::mpsc;
 use std::time::Instant;
@@ -63,11 +62,7 @@ impl KernelSide {
         let path = format!("/run/netns/{}", self.ns);
         std::thread::spawn(move || {
             let ns = std::fs::File::open(&path).unwrap();
-            // SAFETY: setns with a namespace file we hold open moves this
-            // thread alone (not the process) into that network namespace;
-            // a test-only call: std has no way to enter a namespace.
-            let r = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(r, 0, "setns: {}", std::io::Error::last_os_error());
+            pmd_bridge::sys::enter_net_namespace(&ns).unwrap_or_else(|e| panic!("setns: {e}"));
             f()
         })
     }

@@ -13,70 +13,35 @@
 //! that goes, or changes its memory, meanwhile) is `zero_copy_held.rs`.
 mod common;
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::process::Command as Cmd;
 use std::time::Instant;
 
 use common::*;
+use pmd_bridge::sys::PacketSocket;
 use vswitch::protocol::{Command, CopiesInfo};
 
 /// A packet socket on interface `iface`: every frame the kernel sees there.
-///
-/// SAFETY (why these calls live here): they are the test's own view of the
-/// kernel side of a tap device, plain libc socket calls with no DPDK in
-/// them; no production type needs a packet socket, so pmd-bridge (the home
-/// of the switch's `unsafe`) has none to offer. Each block says why it holds.
-struct Wire(OwnedFd);
+struct Wire(PacketSocket);
 
 impl Wire {
     fn open(iface: &str) -> Wire {
-        let all = (libc::ETH_P_ALL as u16).to_be();
-        // SAFETY: plain socket creation; the descriptor is owned below.
-        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, all as i32) };
-        assert!(fd >= 0, "packet socket: {}", std::io::Error::last_os_error());
-        // SAFETY: a fresh descriptor nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        let name = std::ffi::CString::new(iface).unwrap();
-        // SAFETY: a NUL-terminated name.
-        let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
-        assert!(index > 0, "no interface {iface}");
-        // SAFETY: a zeroed sockaddr_ll is valid; its fields are set below.
-        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        sll.sll_family = libc::AF_PACKET as u16;
-        sll.sll_protocol = all;
-        sll.sll_ifindex = index as i32;
-        let len = std::mem::size_of::<libc::sockaddr_ll>() as u32;
-        // SAFETY: binds our socket to a sockaddr_ll of the size given.
-        let r = unsafe { libc::bind(fd.as_raw_fd(), (&sll as *const libc::sockaddr_ll).cast(), len) };
-        assert_eq!(r, 0, "bind: {}", std::io::Error::last_os_error());
-        let tv = libc::timeval { tv_sec: 0, tv_usec: 100_000 };
-        // SAFETY: sets a receive timeout from a live timeval.
-        unsafe { libc::setsockopt(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVTIMEO, (&tv as *const libc::timeval).cast(), std::mem::size_of::<libc::timeval>() as u32) };
-        Wire(fd)
+        Wire(PacketSocket::open(iface, std::time::Duration::from_millis(100)).unwrap_or_else(|e| panic!("packet socket on {iface}: {e}")))
     }
 
     /// Sends `frame` out of the interface (into the switch's tap port).
     fn send(&self, frame: &[u8]) {
-        // SAFETY: writes `frame.len()` bytes from a live buffer.
-        let n = unsafe { libc::send(self.0.as_raw_fd(), frame.as_ptr().cast(), frame.len(), 0) };
-        assert_eq!(n, frame.len() as isize, "send: {}", std::io::Error::last_os_error());
+        assert_eq!(self.0.send(frame).unwrap(), frame.len());
     }
 
-    /// Frames of our EtherType seen until `n` arrived or the deadline.
+    /// Frames of our EtherType seen until `n` arrived or the deadline (our
+    /// own going out are not the switch's).
     fn recv(&self, n: usize) -> Vec<Vec<u8>> {
         let mut got = Vec::new();
         let mut buf = vec![0u8; 16384];
         let start = Instant::now();
         while got.len() < n && start.elapsed() < DEADLINE {
-            // SAFETY: a zeroed sockaddr_ll is valid for recvfrom to fill.
-            let mut from: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-            let mut len = std::mem::size_of::<libc::sockaddr_ll>() as u32;
-            // SAFETY: reads at most `buf.len()` bytes into a live buffer and
-            // the sender's address into `from`, of the size given.
-            let r = unsafe { libc::recvfrom(self.0.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0, (&mut from as *mut libc::sockaddr_ll).cast(), &mut len) };
-            // Our own frames going out show up too: not the switch's.
-            if r > 14 && buf[12..14] == [0x88, 0xb5] && from.sll_pkttype != libc::PACKET_OUTGOING {
-                got.push(buf[..r as usize].to_vec());
+            if let Some(r) = self.0.recv_incoming(&mut buf).filter(|&r| r > 14 && buf[12..14] == [0x88, 0xb5]) {
+                got.push(buf[..r].to_vec());
             }
         }
         got

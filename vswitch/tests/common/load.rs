@@ -90,11 +90,10 @@ fn refill(keep: &mut [Keep], stop: &EventFd) {
             continue;
         }
         let calls = keep.iter().filter(|k| k.wake).flat_map(|k| k.queues.iter().map(|&q| k.g.call(q)));
-        let mut fds: Vec<libc::pollfd> = calls.chain([stop]).map(|e| libc::pollfd { fd: e.as_raw_fd(), events: libc::POLLIN, revents: 0 }).collect();
+        let fds = calls.chain([stop]).map(|e| e.as_raw_fd());
         // The timeout covers a PMD thread descheduled for a while (nothing
         // used, nothing signalled): then the rings are looked at anyway.
-        // SAFETY: `fds` is an array of `fds.len()` pollfds, alive for the call.
-        unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 10) };
+        pmd_bridge::sys::poll_readable(fds, std::time::Duration::from_millis(10));
         if stop.read().is_ok() {
             return;
         }
@@ -106,20 +105,10 @@ fn refill(keep: &mut [Keep], stop: &EventFd) {
     }
 }
 
-/// SAFETY (why these calls live here): pinning and real-time priority for
-/// the test's own refill thread are libc scheduler calls with no DPDK in
-/// them, which no production code makes; pmd-bridge has no type for them.
-/// Each block says why it holds; so does the `poll` above.
+/// The refill thread on CPU 0 under SCHED_FIFO, so that it keeps the rings
+/// full however busy the machine is.
 fn run_on_core0_at_rt_priority() {
-    // SAFETY: an all-zero cpu_set_t is the empty set.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: CPU 0 lies inside the set.
-    unsafe { libc::CPU_SET(0, &mut set) };
-    // SAFETY: `set` is a valid cpu_set_t of the size given, alive for the call.
-    let pinned = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) } == 0;
-    let param = libc::sched_param { sched_priority: 1 };
-    // SAFETY: `param` is a valid sched_param, alive for the call.
-    let rt = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) } == 0;
+    let (pinned, rt) = (pmd_bridge::sys::pin_current_thread(0), pmd_bridge::sys::set_fifo_priority(1));
     if !(pinned && rt) {
         eprintln!("refill thread: pinned {pinned}, real-time {rt}: rings may run dry on a busy machine");
     }
