@@ -221,15 +221,34 @@ pub fn stamp_age(stamp: u32, now_tsc: u64) -> u64 {
     u64::from(((now_tsc >> STAMP_SHIFT) as u32).wrapping_sub(stamp)) << STAMP_SHIFT
 }
 
-fn sum16(b: &[u8]) -> u32 {
+pub(crate) fn sum16(b: &[u8]) -> u32 {
     b.chunks(2).map(|w| u16::from_be_bytes([w[0], *w.get(1).unwrap_or(&0)]) as u32).sum()
 }
 
-fn fold(mut sum: u32) -> u16 {
+pub(crate) fn fold(mut sum: u32) -> u16 {
     while sum > 0xffff {
         sum = (sum & 0xffff) + (sum >> 16);
     }
     sum as u16
+}
+
+/// A pcap file (microsecond stamps, Ethernet) holding `frames`.
+pub fn pcap(frames: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = Vec::new();
+    // Magic, version 2.4, zone, accuracy, snap length, link type.
+    out.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
+    out.extend_from_slice(&[2, 0, 4, 0]);
+    for w in [0u32, 0, 65535, 1] {
+        out.extend_from_slice(&w.to_le_bytes());
+    }
+    for f in frames {
+        let len = f.len() as u32;
+        for w in [0, 0, len, len] {
+            out.extend_from_slice(&w.to_le_bytes());
+        }
+        out.extend_from_slice(f);
+    }
+    out
 }
 
 /// IMIX (7:4:1 of 64, 570 and 1518 bytes), as the sizes of a 12-frame cycle.

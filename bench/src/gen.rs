@@ -23,16 +23,18 @@ use pmd_bridge::mbuf::{tx_flags, TxOffload};
 use pmd_bridge::{Burst, Eal, EthPort, Mempool, PortConfig, RxQueue, TxQueue};
 use serde::{Deserialize, Serialize};
 
-use crate::frame::{self, IMIX, TCP_HEADERS, TSO_MSS, TSO_PAYLOAD};
+use crate::frame::{self, TCP_HEADERS, TSO_MSS, TSO_PAYLOAD};
 use crate::sink::{Sink, SinkReport};
+use crate::tunnel::{self, Remote};
+pub use crate::size::Size;
 
 /// One VM's port.
 pub struct VmPort {
     pub name: String,
     /// Data room of its receive buffers.
     rx_room: u16,
-    rx: RxQueue,
-    tx: TxQueue,
+    pub(crate) rx: RxQueue,
+    pub(crate) tx: TxQueue,
     _port: EthPort,
 }
 
@@ -120,70 +122,6 @@ impl VmPort {
     }
 }
 
-/// Frame sizes of a trial.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Size {
-    Fixed(usize),
-    Imix,
-    /// 64 KB TCP segments (`frame::TSO_PAYLOAD` bytes of payload, MSS
-    /// `frame::TSO_MSS`) with TSO requested of the switch.
-    Tso,
-}
-
-impl Size {
-    /// 64..=9000 (bytes, FCS included), `imix` or `tso64k`.
-    pub fn parse(s: &str) -> Option<Size> {
-        match s {
-            "imix" => Some(Size::Imix),
-            "tso64k" | "tso" => Some(Size::Tso),
-            n => n.parse::<usize>().ok().filter(|n| (64..=9000).contains(n)).map(Size::Fixed),
-        }
-    }
-
-    pub fn label(&self) -> String {
-        match self {
-            Size::Fixed(n) => n.to_string(),
-            Size::Imix => "imix".into(),
-            Size::Tso => "tso64k".into(),
-        }
-    }
-
-    /// Mean frame size (for Gbps); a TSO segment counts as the one frame
-    /// the guest hands over.
-    pub fn mean(&self) -> f64 {
-        match self {
-            Size::Fixed(n) => *n as f64,
-            Size::Imix => IMIX.iter().sum::<usize>() as f64 / IMIX.len() as f64,
-            Size::Tso => (TCP_HEADERS + TSO_PAYLOAD + frame::FCS) as f64,
-        }
-    }
-
-    /// Bytes on an Ethernet wire per packet sent, preamble and gap
-    /// included; a TSO segment as the MSS-sized frames it becomes.
-    pub fn wire_bytes(&self) -> f64 {
-        match self {
-            Size::Tso => (TSO_PAYLOAD / TSO_MSS as usize * (TSO_MSS as usize + TCP_HEADERS + frame::FCS + 20)) as f64,
-            _ => self.mean() + 20.0,
-        }
-    }
-
-    /// TCP payload bytes per packet sent (0: not a TCP scenario).
-    pub fn tcp_payload(&self) -> u64 {
-        match self {
-            Size::Tso => TSO_PAYLOAD as u64,
-            _ => 0,
-        }
-    }
-
-    fn cycle(&self) -> Vec<usize> {
-        match self {
-            Size::Fixed(n) => vec![*n],
-            Size::Imix => IMIX.to_vec(),
-            Size::Tso => vec![TCP_HEADERS + TSO_PAYLOAD],
-        }
-    }
-}
-
 /// One trial's traffic.
 #[derive(Clone, Debug)]
 pub struct Trial {
@@ -198,6 +136,8 @@ pub struct Trial {
     /// Busy-waits this long after each burst sent: a deliberately slow
     /// generator, to check the bottleneck attribution.
     pub throttle: Duration,
+    /// The VM that is a remote VXLAN endpoint (its frames leave wrapped).
+    pub remote: Option<(usize, Remote)>,
 }
 
 /// What the generator did in a trial.
@@ -261,11 +201,14 @@ impl GenReport {
 /// destination IP, IP checksum for one frame size.
 struct FlowPatch {
     bytes: Vec<[u8; 22]>,
+    /// Where the frame starts (after a tunnel's outer headers).
+    at: usize,
 }
 
 impl FlowPatch {
-    fn new(src: usize, dst: usize, flows: u32, size: usize) -> FlowPatch {
+    fn new(src: usize, dst: usize, flows: u32, size: usize, at: usize) -> FlowPatch {
         FlowPatch {
+            at,
             bytes: (0..flows)
                 .map(|f| {
                     let t = frame::template(src as u8, dst as u8, f, size);
@@ -282,6 +225,7 @@ impl FlowPatch {
     #[inline(always)]
     fn apply(&self, flow: usize, f: &mut [u8]) {
         let p = &self.bytes[flow];
+        let f = &mut f[self.at..];
         f[..12].copy_from_slice(&p[..12]);
         f[26..34].copy_from_slice(&p[12..20]);
         f[24..26].copy_from_slice(&p[20..22]);
@@ -291,12 +235,17 @@ impl FlowPatch {
 /// Sends one announcement per flow from every VM (broadcast), so that a
 /// learning switch knows every address before the measured phase, and
 /// drains whatever comes back.
-pub fn learn(vms: &mut [VmPort], pool: &Mempool, flows: u32) -> Result<(), String> {
+pub fn learn(vms: &mut [VmPort], pool: &Mempool, flows: u32, remote: Option<(usize, Remote)>) -> Result<(), String> {
     let mut burst = Burst::<32>::new();
     for vm in 0..vms.len() {
         for chunk in (0..flows).collect::<Vec<_>>().chunks(32) {
             for &f in chunk {
-                let m = pool.alloc_from(&frame::announce(vm as u8, f)).ok_or("mbuf pool empty")?;
+                let a = frame::announce(vm as u8, f);
+                let a = match remote {
+                    Some((r, t)) if r == vm => t.wrap(&a),
+                    _ => a,
+                };
+                let m = pool.alloc_from(&a).ok_or("mbuf pool empty")?;
                 let _ = burst.push(m);
             }
             let start = Instant::now();
@@ -369,17 +318,23 @@ pub fn run(vms: &mut [VmPort], gen: &Generator, t: &Trial) -> Result<GenReport, 
     let tso = t.size == Size::Tso;
     let hz = tsc_hz();
     let sizes = t.size.cycle();
-    let pool = gen.pool_for(&sizes);
+    let outer = if t.remote.is_some() { tunnel::OUTER_LEN } else { 0 };
+    let pool = gen.pool_for(&sizes, outer);
     let n_streams = t.streams.len();
     let templates: Vec<Vec<Vec<u8>>> = if tso {
         Vec::new()
     } else {
-        t.streams.iter().map(|&(s, d)| sizes.iter().map(|&z| frame::template(s as u8, d as u8, 0, z)).collect()).collect()
+        let wrap = |s: usize, f: Vec<u8>| match t.remote {
+            Some((r, ref tun)) if r == s => tun.wrap(&f),
+            _ => f,
+        };
+        t.streams.iter().map(|&(s, d)| sizes.iter().map(|&z| wrap(s, frame::template(s as u8, d as u8, 0, z))).collect()).collect()
     };
     let patches: Vec<Vec<FlowPatch>> = if tso {
         Vec::new()
     } else {
-        t.streams.iter().map(|&(s, d)| sizes.iter().map(|&z| FlowPatch::new(s, d, t.flows.max(1), z)).collect()).collect()
+        let at = |s: usize| if t.remote.is_some_and(|(r, _)| r == s) { tunnel::OUTER_LEN } else { 0 };
+        t.streams.iter().map(|&(s, d)| sizes.iter().map(|&z| FlowPatch::new(s, d, t.flows.max(1), z, at(s))).collect()).collect()
     };
     let mut tso_streams: Vec<TsoStream> =
         if tso { t.streams.iter().enumerate().map(|(i, &(s, d))| TsoStream::new(s, d, i, t.flows.max(1))).collect() } else { Vec::new() };
@@ -509,11 +464,15 @@ pub fn run(vms: &mut [VmPort], gen: &Generator, t: &Trial) -> Result<GenReport, 
 #[inline]
 fn record(sink: &mut Sink, rx: &Burst<32>, now: u64) {
     for m in rx.iter() {
-        let trailer = if m.nb_segs() == 1 { frame::read(m.data()) } else { frame::read_split(m.data(), m.len(), &frame::tail(m.len(), m.segments())) };
+        // A VXLAN packet's inner frame (its outer headers in the first
+        // segment, its trailer at the end as any frame's).
+        let at = tunnel::inner_offset(m.data());
+        let head = &m.data()[at..];
+        let trailer = if m.nb_segs() == 1 { frame::read(head) } else { frame::read_split(head, m.len() - at, &frame::tail(m.len(), m.segments())) };
         match trailer {
             Some((seq, ts, stream)) => sink.record(seq, ts, now, stream),
             // A TCP frame's headers are all in its first segment.
-            None => match frame::read_tcp(m.data()) {
+            None => match frame::read_tcp(head) {
                 Some(p) => sink.record_bytes(p.stream, p.seq, p.len, frame::stamp_age(p.stamp, now)),
                 None => sink.other += 1,
             },
@@ -521,8 +480,9 @@ fn record(sink: &mut Sink, rx: &Burst<32>, now: u64) {
     }
 }
 
-/// Data room of the jumbo pool: the largest frame `Size::parse` takes.
-const JUMBO_ROOM: u16 = 9000;
+/// Data room of the jumbo pool: the largest frame `Size::parse` takes,
+/// inside a tunnel's outer headers.
+const JUMBO_ROOM: u16 = 9000 + tunnel::OUTER_LEN as u16;
 
 /// Data room of the VMs' receive buffers: 2 KB, or a page at a jumbo
 /// MTU, as a Linux guest sizes its mergeable buffers by the traffic (up to
@@ -567,8 +527,8 @@ impl Generator {
     }
 
     /// The pool whose buffers take every frame of a size cycle whole.
-    fn pool_for(&self, sizes: &[usize]) -> &Mempool {
-        let largest = sizes.iter().map(|&z| z.max(frame::MIN_SIZE) - frame::FCS).max().unwrap_or(0);
+    fn pool_for(&self, sizes: &[usize], outer: usize) -> &Mempool {
+        let largest = sizes.iter().map(|&z| z.max(frame::MIN_SIZE) - frame::FCS + outer).max().unwrap_or(0);
         if largest > self.pool.data_room() as usize {
             &self.jumbo_pool
         } else {
@@ -581,14 +541,14 @@ impl Generator {
     /// its own memory: with one shared pool, a guest-to-guest copy may run
     /// between buffers whose addresses alias, which no real pair of guests
     /// would show. The pools go with the VMs.
-    pub fn attach(&self, tag: &str, sockets: &[Attach], o: PortOpts) -> Result<Vec<VmPort>, String> {
-        sockets
+    pub fn attach(&self, tag: &str, ports: &[(Attach, PortOpts)]) -> Result<Vec<VmPort>, String> {
+        ports
             .iter()
             .enumerate()
-            .map(|(i, a)| {
+            .map(|(i, (a, o))| {
                 let name = format!("{tag}{i}");
                 let pool = Arc::new(Mempool::new(&self.eal, &format!("rx_{name}"), 8191, 256, rx_room(o.mtu)).map_err(|e| e.to_string())?);
-                VmPort::open(&self.eal, &pool, &name, a, o)
+                VmPort::open(&self.eal, &pool, &name, a, *o)
             })
             .collect()
     }

@@ -13,7 +13,7 @@ use testbed::{Guest, GuestImage, GuestNet, SocketRole};
 
 use crate::gen::{PortOpts, Ring};
 use crate::harness::median;
-use crate::peers::{Running, Setup, SwitchKind};
+use crate::peers::{Flavor, Running, Setup, SwitchKind};
 
 /// A switch set up for the guests.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,8 +49,8 @@ impl GuestSetup {
 
     fn kind(self) -> SwitchKind {
         match self {
-            GuestSetup::CopyOnce | GuestSetup::CopyOnceNoOffloads => SwitchKind::VswitchdCopyOnce,
-            GuestSetup::RteVhost => SwitchKind::Vswitchd,
+            GuestSetup::CopyOnce | GuestSetup::CopyOnceNoOffloads => SwitchKind::Vswitchd(Flavor::CopyOnce),
+            GuestSetup::RteVhost => SwitchKind::Vswitchd(Flavor::RteVhost),
             GuestSetup::OvsTso | GuestSetup::Ovs => SwitchKind::OvsNormal,
         }
     }
@@ -153,7 +153,7 @@ pub fn parse_timing(out: &str) -> Option<f64> {
 pub fn measure(image: &GuestImage, base: &Setup, plan: &GuestPlan, setup: GuestSetup, repeat: usize) -> Result<GuestRow, String> {
     let s = Setup { offloads: setup.offloads(), ..base.clone() };
     let opts = PortOpts { mtu: 1500, tso: setup.offloads(), ring: Ring::Split };
-    let mut sw = Running::start(setup.kind(), &s, 2, opts)?;
+    let mut sw = Running::start(setup.kind(), &s, 2, crate::harness::Topology::Vms, 1, opts)?;
     let res = transfer(image, &mut sw, plan, setup, repeat).map_err(|e| format!("{e}{}", sw.log_hint()));
     sw.stop();
     res

@@ -5,23 +5,60 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::gen::{self, Attach, GenReport, Generator, PortOpts, Ring, Size, Trial, VmPort};
-use crate::peers::{Running, Setup, SwitchKind, SwitchStats};
+use crate::peers::{Running, Setup, SwitchKind, SwitchStats, START};
+use crate::tunnel::{self, Remote};
 
-/// A topology: how many VMs and which sends to which.
+/// A topology: how many VMs, how they meet the switch, which sends to
+/// which.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Scenario {
     pub name: String,
     pub vms: usize,
     pub streams: Vec<(usize, usize)>,
+    #[serde(default)]
+    pub topology: Topology,
+}
+
+/// How the generator's VMs meet the switch.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Topology {
+    /// Every VM on a vhost-user port.
+    #[default]
+    Vms,
+    /// The last VM is cabled to a NIC port of the switch (DPDK's
+    /// `net_vhost` device: a NIC that copies, as a real one DMAs), the
+    /// others on vhost-user ports.
+    Nic,
+    /// As `Nic`, and that NIC is the underlay of a VXLAN port: the last VM
+    /// is the remote tunnel endpoint (another host).
+    Vxlan,
+    /// Every VM on a vhost-user port, and a NIC that sends infinitely fast
+    /// (`net_pcap` with nothing to write to: it frees what it is given)
+    /// and once received a frame from each of VM 1's addresses (no VM 1
+    /// runs), so that a learning switch knows them: what left through it
+    /// is what the switch counted.
+    DropNic,
 }
 
 impl Scenario {
     pub fn parse(s: &str) -> Option<Scenario> {
-        match s {
-            "2vm" => Some(Scenario { name: s.into(), vms: 2, streams: vec![(0, 1), (1, 0)] }),
-            "3vm-chain" => Some(Scenario { name: s.into(), vms: 3, streams: vec![(0, 1), (1, 2), (2, 0)] }),
-            _ => None,
-        }
+        let (vms, streams, topology) = match s {
+            "2vm" => (2, vec![(0, 1), (1, 0)], Topology::Vms),
+            "3vm-chain" => (3, vec![(0, 1), (1, 2), (2, 0)], Topology::Vms),
+            "vm-nic" => (2, vec![(0, 1)], Topology::Nic),
+            "nic-vm" => (2, vec![(1, 0)], Topology::Nic),
+            "vxlan-encap" => (2, vec![(0, 1)], Topology::Vxlan),
+            "vxlan-decap" => (2, vec![(1, 0)], Topology::Vxlan),
+            "vm-nic-drop" => (1, vec![(0, 1)], Topology::DropNic),
+            _ => return None,
+        };
+        Some(Scenario { name: s.into(), vms, streams, topology })
+    }
+
+    /// The VM that plays the remote tunnel endpoint.
+    fn remote_vm(&self) -> Option<usize> {
+        (self.topology == Topology::Vxlan).then_some(self.vms - 1)
     }
 }
 
@@ -52,7 +89,7 @@ pub struct Row {
     pub learned: Option<usize>,
     pub reordered: u64,
     pub duplicates: u64,
-    /// Payload copies per VM-to-VM packet (vswitchd's own counters).
+    /// Payload copies per packet on the path taken (vswitchd's own counters).
     pub copies_per_packet: Option<f64>,
     pub note: String,
 }
@@ -65,19 +102,31 @@ pub struct Session<'g> {
     scenario: Scenario,
     flows: u32,
     note: String,
+    remote: Option<(usize, Remote)>,
 }
 
 impl<'g> Session<'g> {
     /// The switch started for `opts` (MTU, TSO) and the VMs attached with
     /// them, addresses learned.
     pub fn open(gen: &'g Generator, kind: SwitchKind, setup: &Setup, scenario: &Scenario, flows: u32, tag: &str, opts: PortOpts) -> Result<Self, String> {
-        let switch = Running::start(kind, setup, scenario.vms, opts)?;
-        let attach: Vec<Attach> = switch.sockets.iter().map(|s| Attach::Vhost { socket: s.clone(), server: true }).collect();
-        let mut vms = gen.attach(tag, &attach, opts).map_err(|e| format!("{e}{}", switch.log_hint()))?;
+        let switch = Running::start(kind, setup, scenario.vms, scenario.topology, flows, opts)?;
+        let remote_vm = scenario.remote_vm();
+        let attach: Vec<(Attach, PortOpts)> = (switch.sockets.iter().enumerate())
+            .map(|(i, s)| {
+                // The remote endpoint's link carries the outer headers too.
+                let o = if Some(i) == remote_vm { PortOpts { mtu: opts.mtu + tunnel::OUTER_LEN as u16, ..opts } } else { opts };
+                (Attach::Vhost { socket: s.clone(), server: true }, o)
+            })
+            .collect();
+        let mut vms = gen.attach(tag, &attach).map_err(|e| format!("{e}{}", switch.log_hint()))?;
         switch.wait_connected()?;
+        let remote = match remote_vm {
+            Some(r) => Some((r, tunnel::resolve(&mut vms[r], &gen.pool, START).map_err(|e| format!("{e}{}", switch.log_hint()))?)),
+            None => None,
+        };
         let mut note = String::new();
         if kind.learns() {
-            gen::learn(&mut vms, &gen.pool, flows)?;
+            gen::learn(&mut vms, &gen.pool, flows, remote)?;
             let want = flows as usize * scenario.vms;
             if let Some(n) = switch.learned() {
                 if n < want {
@@ -85,15 +134,21 @@ impl<'g> Session<'g> {
                 }
             }
         }
-        Ok(Session { gen, switch, vms, scenario: scenario.clone(), flows, note })
+        Ok(Session { gen, switch, vms, scenario: scenario.clone(), flows, note, remote })
     }
 
     /// One measured phase at `rate_pps` per stream (None: full load).
     pub fn measure(&mut self, size: Size, rate_pps: Option<f64>, duration: Duration, throttle: Duration) -> Result<(GenReport, SwitchStats), String> {
-        let t = Trial { size, flows: self.flows, streams: self.scenario.streams.clone(), rate_pps, duration, throttle };
+        let t = Trial { size, flows: self.flows, streams: self.scenario.streams.clone(), rate_pps, duration, throttle, remote: self.remote };
         self.switch.begin()?;
-        let rep = gen::run(&mut self.vms, self.gen, &t)?;
-        Ok((rep, self.switch.end()))
+        let mut rep = gen::run(&mut self.vms, self.gen, &t)?;
+        let st = self.switch.end();
+        if self.scenario.topology == Topology::DropNic {
+            let got = st.nic_tx.ok_or("the switch did not say what its NIC sent")?;
+            rep.sink.received = got;
+            rep.sink.lost = rep.sent_total().saturating_sub(got);
+        }
+        Ok((rep, st))
     }
 
     /// Closes the VMs and the switch.
@@ -261,6 +316,9 @@ impl Rate {
 pub fn cell(gen: &Generator, setup: &Setup, plan: &Plan, c: &Cell, tag: &str) -> Vec<Result<Row, NotMeasured>> {
     let all = |unsupported: bool, reason: &str| c.sizes.iter().map(|&z| Err(c.missing(z, unsupported, reason))).collect();
     let Some(&first) = c.sizes.first() else { return Vec::new() };
+    if !c.kind.supports(c.scenario.topology) {
+        return all(true, &format!("{} has no VXLAN tunnel port", c.kind.name()));
+    }
     let mut s = match Session::open(gen, c.kind, setup, c.scenario, c.flows, tag, PortOpts::for_size(first, c.ring)) {
         Ok(s) => s,
         Err(e) => return all(false, &e),

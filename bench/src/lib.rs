@@ -9,3 +9,5 @@ pub mod peers;
 pub mod plot;
 pub mod report;
 pub mod sink;
+pub mod size;
+pub mod tunnel;

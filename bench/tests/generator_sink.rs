@@ -12,7 +12,7 @@ use std::time::Duration;
 use bench::frame;
 use bench::gen::{PortOpts, Ring, Size};
 use bench::harness::{cell, Cell, Plan, Rate, Scenario, Session};
-use bench::peers::SwitchKind;
+use bench::peers::{Flavor, SwitchKind};
 use common::{generator, setup};
 
 fn agree(kind: SwitchKind, tag: &str, scenario: &str, size: Size) {
@@ -31,18 +31,15 @@ fn agree_on(kind: SwitchKind, tag: &str, scenario: &str, size: Size, ring: Ring)
     let dropped = st.dropped.expect("the switch counts its drops");
     assert!(rep.sink.lost <= dropped, "{kind:?}: lost {} but the switch counted {dropped} drops: {rep:?}", rep.sink.lost);
     assert!(rep.sink.latency_p50_ns > 0.0);
-    match kind {
-        SwitchKind::Vswitchd | SwitchKind::VswitchdCopyOnce => {
-            assert_eq!(st.flooded, Some(0), "learned before measuring: no flooding");
-            assert!(st.cycles_per_packet.is_some());
-        }
-        _ => {}
+    if let SwitchKind::Vswitchd(_) = kind {
+        assert_eq!(st.flooded, Some(0), "learned before measuring: no flooding");
+        assert!(st.cycles_per_packet.is_some());
     }
     // rte_vhost copies out of one guest and into the other; copy-once goes
     // guest to guest. A packet dropped at the output was never copied in.
     let full = match kind {
-        SwitchKind::Vswitchd => 2.0,
-        SwitchKind::VswitchdCopyOnce => 1.0,
+        SwitchKind::Vswitchd(Flavor::RteVhost) => 2.0,
+        SwitchKind::Vswitchd(Flavor::CopyOnce) => 1.0,
         _ => return,
     };
     let cpp = st.copies_per_packet.expect("vswitchd counts copies");
@@ -55,14 +52,14 @@ fn agree_on(kind: SwitchKind, tag: &str, scenario: &str, size: Size, ring: Ring)
 
 #[test]
 fn through_vswitchd() {
-    agree(SwitchKind::Vswitchd, "vs", "2vm", Size::Fixed(64));
-    agree(SwitchKind::Vswitchd, "vc", "3vm-chain", Size::Imix);
+    agree(SwitchKind::Vswitchd(Flavor::RteVhost), "vs", "2vm", Size::Fixed(64));
+    agree(SwitchKind::Vswitchd(Flavor::RteVhost), "vc", "3vm-chain", Size::Imix);
 }
 
 #[test]
 fn through_vswitchd_copy_once() {
-    agree(SwitchKind::VswitchdCopyOnce, "cs", "2vm", Size::Fixed(64));
-    agree(SwitchKind::VswitchdCopyOnce, "cc", "3vm-chain", Size::Imix);
+    agree(SwitchKind::Vswitchd(Flavor::CopyOnce), "cs", "2vm", Size::Fixed(64));
+    agree(SwitchKind::Vswitchd(Flavor::CopyOnce), "cc", "3vm-chain", Size::Imix);
 }
 
 #[test]
@@ -74,8 +71,8 @@ fn through_testpmd() {
 /// VMs receive them into 2 KB buffers (mergeable), every switch at MTU 9000.
 #[test]
 fn jumbo_frames() {
-    agree(SwitchKind::Vswitchd, "vj", "2vm", Size::Fixed(9000));
-    agree(SwitchKind::VswitchdCopyOnce, "cj", "2vm", Size::Fixed(9000));
+    agree(SwitchKind::Vswitchd(Flavor::RteVhost), "vj", "2vm", Size::Fixed(9000));
+    agree(SwitchKind::Vswitchd(Flavor::CopyOnce), "cj", "2vm", Size::Fixed(9000));
     agree(SwitchKind::TestpmdIo, "tj", "2vm", Size::Fixed(9000));
 }
 
@@ -84,7 +81,7 @@ fn jumbo_frames() {
 #[test]
 fn packed_rings() {
     agree_on(SwitchKind::TestpmdIo, "tq", "2vm", Size::Fixed(64), Ring::Packed);
-    agree_on(SwitchKind::Vswitchd, "vq", "2vm", Size::Fixed(64), Ring::Packed);
+    agree_on(SwitchKind::Vswitchd(Flavor::RteVhost), "vq", "2vm", Size::Fixed(64), Ring::Packed);
 }
 
 /// A packed-ring cell on a switch that negotiates split rings is reported
@@ -93,7 +90,7 @@ fn packed_rings() {
 fn packed_cell_is_never_measured_on_split_rings() {
     let sc = Scenario::parse("2vm").unwrap();
     let plan = Plan {
-        switches: vec![SwitchKind::VswitchdCopyOnce],
+        switches: vec![SwitchKind::Vswitchd(Flavor::CopyOnce)],
         scenarios: vec![sc.clone()],
         sizes: vec![Size::Fixed(64)],
         flows: vec![1],
@@ -106,7 +103,7 @@ fn packed_cell_is_never_measured_on_split_rings() {
         throttle: Duration::ZERO,
         rate: Some(Rate::Pps(10_000.0)),
     };
-    let c = Cell { kind: SwitchKind::VswitchdCopyOnce, scenario: &sc, flows: 1, sizes: &plan.sizes, ring: Ring::Packed, repeat: 0 };
+    let c = Cell { kind: SwitchKind::Vswitchd(Flavor::CopyOnce), scenario: &sc, flows: 1, sizes: &plan.sizes, ring: Ring::Packed, repeat: 0 };
     let out = cell(generator(), &setup(), &plan, &c, "cq");
     assert_eq!(out.len(), 1);
     match &out[0] {
@@ -142,7 +139,7 @@ fn agree_tso(kind: SwitchKind, tag: &str) {
     // Cut at the MSS: 45 frames per segment's worth of payload.
     let segs = frame::TSO_PAYLOAD / frame::TSO_MSS as usize;
     match kind {
-        SwitchKind::VswitchdCopyOnce => {
+        SwitchKind::Vswitchd(Flavor::CopyOnce) => {
             // A segment goes into a guest whole or not at all (one count).
             assert_eq!(r.lost_bytes % payload, 0, "{rep:?}");
             assert!(r.lost <= dropped, "lost {} segments, the switch counted {dropped} drops: {rep:?} {st:?}", r.lost);
@@ -166,10 +163,10 @@ fn agree_tso(kind: SwitchKind, tag: &str) {
 
 #[test]
 fn tso_through_vswitchd_copy_once() {
-    agree_tso(SwitchKind::VswitchdCopyOnce, "ct");
+    agree_tso(SwitchKind::Vswitchd(Flavor::CopyOnce), "ct");
 }
 
 #[test]
 fn tso_through_vswitchd() {
-    agree_tso(SwitchKind::Vswitchd, "vt");
+    agree_tso(SwitchKind::Vswitchd(Flavor::RteVhost), "vt");
 }

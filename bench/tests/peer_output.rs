@@ -15,7 +15,7 @@ fn ovs_pmd_stats_show() {
 #[test]
 fn testpmd_forward_statistics() {
     let t = parse_fwd_stats(include_str!("fixtures/testpmd-exit.txt")).unwrap();
-    assert_eq!(t, FwdTotals { cycles: 8463451650, packets: 31135764, dropped: 11138 });
+    assert_eq!(t, FwdTotals { cycles: 8463451650, packets: 31135764, dropped: 11138, tx_packets: 31124626 });
     let s = t.since(&FwdTotals::default());
     assert!((s.cycles_per_packet.unwrap() - 271.82).abs() < 0.01, "{s:?}");
     assert_eq!(parse_fwd_stats("Bye\n"), None);

@@ -10,6 +10,8 @@ use testbed::{wait_until, FilePrefix, Proc};
 use vswitch::protocol::{Command as Ctl, PmdInfo, PortInfo};
 
 use crate::gen::{PortOpts, Ring};
+use crate::harness::Topology;
+use crate::tunnel;
 
 mod ovs;
 mod testpmd;
@@ -20,10 +22,8 @@ pub use testpmd::{parse_fwd_stats, FwdTotals};
 /// A switch setup compared by the harness.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum SwitchKind {
-    /// vswitchd, MAC learning, vhost through rte_vhost's enqueue/dequeue.
-    Vswitchd,
-    /// vswitchd, MAC learning, copy-once vhost ports (its own ring walking).
-    VswitchdCopyOnce,
+    /// vswitchd, MAC learning, set up as the flavour says.
+    Vswitchd(Flavor),
     /// OVS-DPDK, a NORMAL (learning) bridge.
     OvsNormal,
     /// OVS-DPDK, port-to-port OpenFlow rules.
@@ -32,14 +32,39 @@ pub enum SwitchKind {
     TestpmdIo,
 }
 
+/// How vswitchd is set up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Flavor {
+    /// vhost through rte_vhost's enqueue/dequeue.
+    RteVhost,
+    /// copy-once vhost ports (its own ring walking; zero copy to NICs).
+    CopyOnce,
+    /// copy-once with `zero_copy = false`: every frame to a NIC copied.
+    CopyOnceNoZeroCopy,
+    /// copy-once with `pmd_sleep_max_us` (sleeping when idle).
+    CopyOnceSleep,
+}
+
+/// The idle sleep of `Flavor::CopyOnceSleep` (the README's example).
+const SLEEP_MAX_US: u32 = 500;
+
 impl SwitchKind {
-    pub const ALL: [SwitchKind; 5] =
-        [SwitchKind::Vswitchd, SwitchKind::VswitchdCopyOnce, SwitchKind::OvsNormal, SwitchKind::OvsFlows, SwitchKind::TestpmdIo];
+    pub const ALL: [SwitchKind; 7] = [
+        SwitchKind::Vswitchd(Flavor::RteVhost),
+        SwitchKind::Vswitchd(Flavor::CopyOnce),
+        SwitchKind::Vswitchd(Flavor::CopyOnceNoZeroCopy),
+        SwitchKind::Vswitchd(Flavor::CopyOnceSleep),
+        SwitchKind::OvsNormal,
+        SwitchKind::OvsFlows,
+        SwitchKind::TestpmdIo,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
-            SwitchKind::Vswitchd => "vswitchd",
-            SwitchKind::VswitchdCopyOnce => "vswitchd-copy-once",
+            SwitchKind::Vswitchd(Flavor::RteVhost) => "vswitchd",
+            SwitchKind::Vswitchd(Flavor::CopyOnce) => "vswitchd-copy-once",
+            SwitchKind::Vswitchd(Flavor::CopyOnceNoZeroCopy) => "vswitchd-copy-once-no-zc",
+            SwitchKind::Vswitchd(Flavor::CopyOnceSleep) => "vswitchd-copy-once-sleep",
             SwitchKind::OvsNormal => "ovs-normal",
             SwitchKind::OvsFlows => "ovs-flows",
             SwitchKind::TestpmdIo => "testpmd-io",
@@ -50,16 +75,21 @@ impl SwitchKind {
         Self::ALL.into_iter().find(|k| k.name() == s)
     }
 
+    /// Whether it can be set up as `t` asks (testpmd io has no tunnels).
+    pub fn supports(self, t: Topology) -> bool {
+        !(self == SwitchKind::TestpmdIo && t == Topology::Vxlan)
+    }
+
     /// Whether it learns MACs (and so needs the learning phase).
     pub fn learns(self) -> bool {
-        matches!(self, SwitchKind::Vswitchd | SwitchKind::VswitchdCopyOnce | SwitchKind::OvsNormal)
+        matches!(self, SwitchKind::Vswitchd(_) | SwitchKind::OvsNormal)
     }
 
     /// What the switch does when a VM's receive ring is full, as it was
     /// started with `retries` asked: the setting and its value.
     pub fn retries(self, retries: u32) -> String {
         match self {
-            SwitchKind::Vswitchd | SwitchKind::VswitchdCopyOnce => format!("{retries} ([switch] vhost_retries)"),
+            SwitchKind::Vswitchd(_) => format!("{retries} ([switch] vhost_retries)"),
             SwitchKind::OvsNormal | SwitchKind::OvsFlows if retries <= OVS_MAX_RETRIES => format!("{retries} (tx-retries-max)"),
             // OVS takes an out-of-range value as its default, silently.
             SwitchKind::OvsNormal | SwitchKind::OvsFlows => {
@@ -100,10 +130,11 @@ pub struct SwitchStats {
     pub idle_fraction: Option<f64>,
     /// Packets flooded during the phase (None: the switch does not say).
     pub flooded: Option<u64>,
-    /// Payload copies per VM-to-VM packet, from the switch's own counters.
+    /// Payload copies per packet on the path the traffic took (VM to VM,
+    /// VM to NIC...), from the switch's own counters.
     #[serde(default)]
     pub copies_per_packet: Option<f64>,
-    /// Bytes copied per VM-to-VM packet (vswitchd's counters): the measure
+    /// Bytes copied per packet on that path (vswitchd's counters): the measure
     /// of copies when a packet is copied in pieces (a TSO segment cut into
     /// frames counts one copy per frame above).
     #[serde(default)]
@@ -116,6 +147,9 @@ pub struct SwitchStats {
     /// summed over its ports.
     #[serde(default)]
     pub drops_by_reason: std::collections::BTreeMap<String, u64>,
+    /// Packets sent through the NIC of `Topology::DropNic`.
+    #[serde(default)]
+    pub nic_tx: Option<u64>,
 }
 
 /// A running switch with `n` client ports on `sockets`.
@@ -126,14 +160,17 @@ pub struct Running {
     /// userspace-tso-enable, testpmd's vhost ports with `tso=1`; vswitchd
     /// offers TSO on every vhost port).
     pub opts: PortOpts,
+    pub topology: Topology,
     dir: tempfile::TempDir,
     procs: Vec<Proc>,
     _prefix: FilePrefix,
     /// testpmd's totals when the measured phase began.
     testpmd_base: FwdTotals,
+    /// OVS's count of packets sent through the dropping NIC then.
+    ovs_nic_base: u64,
 }
 
-const START: Duration = Duration::from_secs(60);
+pub const START: Duration = Duration::from_secs(60);
 
 fn run(cmd: &mut Command) -> Result<String, String> {
     let out = cmd.output().map_err(|e| format!("{:?}: {e}", cmd.get_program()))?;
@@ -149,13 +186,18 @@ impl Running {
     /// `other_config:userspace-tso-enable=true` before its ports exist;
     /// testpmd's net_vhost needs `tso=1`. `opts.mtu`: every port's MTU
     /// (vswitchd's `mtu`, OVS's `mtu_request`, testpmd's `--max-pkt-len`).
-    pub fn start(kind: SwitchKind, setup: &Setup, n: usize, opts: PortOpts) -> Result<Running, String> {
+    pub fn start(kind: SwitchKind, setup: &Setup, n: usize, topology: Topology, flows: u32, opts: PortOpts) -> Result<Running, String> {
         let dir = tempfile::Builder::new().prefix("vsw-bench-").tempdir().map_err(|e| e.to_string())?;
         let sockets: Vec<PathBuf> = (0..n).map(|i| dir.path().join(format!("vm{i}.sock"))).collect();
         let prefix = FilePrefix::new(kind.name());
-        let mut r = Running { kind, sockets, opts, dir, procs: Vec::new(), _prefix: prefix, testpmd_base: FwdTotals::default() };
+        if topology == Topology::DropNic {
+            // What the NIC received once: VM 1's addresses.
+            let frames: Vec<Vec<u8>> = (0..flows.max(1)).map(|f| crate::frame::announce(1, f)).collect();
+            std::fs::write(dir.path().join("nic-rx.pcap"), crate::frame::pcap(&frames)).map_err(|e| e.to_string())?;
+        }
+        let mut r = Running { kind, sockets, opts, topology, dir, procs: Vec::new(), _prefix: prefix, testpmd_base: FwdTotals::default(), ovs_nic_base: 0 };
         match kind {
-            SwitchKind::Vswitchd | SwitchKind::VswitchdCopyOnce => r.start_vswitchd(setup)?,
+            SwitchKind::Vswitchd(_) => r.start_vswitchd(setup)?,
             SwitchKind::TestpmdIo => r.start_testpmd(setup)?,
             SwitchKind::OvsNormal | SwitchKind::OvsFlows => r.start_ovs(setup)?,
         }
@@ -164,6 +206,30 @@ impl Running {
 
     fn dir(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// The VM cabled to a NIC port of the switch, if the topology has one.
+    fn nic_vm(&self) -> Option<usize> {
+        matches!(self.topology, Topology::Nic | Topology::Vxlan).then(|| self.sockets.len() - 1)
+    }
+
+    /// DPDK's vhost PMD as the switch's NIC, client of the VM's socket as
+    /// the switches' vhost-user ports are: every switch pays its dequeue
+    /// and enqueue alike.
+    fn nic_devargs(&self, i: usize) -> String {
+        format!("net_vhost{i},iface={},client=1,queues=1", self.sockets[i].display())
+    }
+
+    /// The NIC of `Topology::DropNic`: net_pcap with a file to read once
+    /// and nothing to write to, so it drops what it sends (net_null would
+    /// send as fast, but receives endless packets or none).
+    fn drop_nic(&self) -> Option<String> {
+        (self.topology == Topology::DropNic).then(|| format!("net_pcap_nic,rx_pcap={}", self.dir().join("nic-rx.pcap").display()))
+    }
+
+    /// The NIC's MTU: an underlay carries the tunnel's 50 bytes more.
+    fn nic_mtu(&self) -> u16 {
+        self.opts.mtu + if self.topology == Topology::Vxlan { tunnel::OUTER_LEN as u16 } else { 0 }
     }
 
     /// The end of each process's output (and OVS's log), for an error
@@ -198,13 +264,35 @@ impl Running {
             self.dir().join("ctl.sock").display(),
             self.dir().display()
         );
+        match self.kind {
+            SwitchKind::Vswitchd(Flavor::CopyOnceNoZeroCopy) => cfg.push_str("zero_copy = false\n"),
+            SwitchKind::Vswitchd(Flavor::CopyOnceSleep) => cfg.push_str(&format!("pmd_sleep_max_us = {SLEEP_MAX_US}\n")),
+            _ => {}
+        }
         for (i, sock) in self.sockets.iter().enumerate() {
-            let datapath = if self.kind == SwitchKind::VswitchdCopyOnce { "copy-once" } else { "rte_vhost" };
+            let datapath = if self.kind == SwitchKind::Vswitchd(Flavor::RteVhost) { "rte_vhost" } else { "copy-once" };
+            if Some(i) == self.nic_vm() {
+                cfg.push_str(&format!("[[port]]\nname = \"vm{i}\"\ntype = \"dpdk\"\ndevargs = \"{}\"\nmtu = {}\n", self.nic_devargs(i), self.nic_mtu()));
+                continue;
+            }
             cfg.push_str(&format!(
                 "[[port]]\nname = \"vm{i}\"\ntype = \"vhost-user\"\nmode = \"client\"\npath = \"{}\"\ndatapath = \"{datapath}\"\nmtu = {}\noffloads = {}\n",
                 sock.display(),
                 self.opts.mtu,
                 s.offloads
+            ));
+        }
+        if let Some(devargs) = self.drop_nic() {
+            cfg.push_str(&format!("[[port]]\nname = \"nic\"\ntype = \"dpdk\"\ndevargs = \"{devargs}\"\nmtu = {}\n", self.opts.mtu));
+        }
+        if self.topology == Topology::Vxlan {
+            let underlay = self.sockets.len() - 1;
+            cfg.push_str(&format!(
+                "[[port]]\nname = \"vx0\"\ntype = \"vxlan\"\nvni = {}\nlocal_ip = \"{}\"\nremote_ips = [\"{}\"]\nunderlay = \"vm{underlay}\"\nmtu = {}\n",
+                tunnel::VNI,
+                tunnel::SWITCH_IP,
+                tunnel::REMOTE_IP,
+                self.opts.mtu
             ));
         }
         let path = self.dir().join("vswitchd.toml");
@@ -220,7 +308,7 @@ impl Running {
     /// Waits until every port has its VM (the VMs are attached by now).
     pub fn wait_connected(&self) -> Result<(), String> {
         match self.kind {
-            SwitchKind::Vswitchd | SwitchKind::VswitchdCopyOnce => wait_until(START, "vswitchd ports up", || {
+            SwitchKind::Vswitchd(_) => wait_until(START, "vswitchd ports up", || {
                 let ports: Vec<PortInfo> = serde_json::from_value(self.ctl(Ctl::ShowPorts).ok()?).ok()?;
                 ports.iter().all(|p| p.state == "up").then_some(())
             }),
@@ -270,7 +358,7 @@ impl Running {
     /// log. Err when the switch does not say.
     pub fn ring_negotiated(&self) -> Result<Ring, String> {
         let features: Vec<u64> = match self.kind {
-            SwitchKind::Vswitchd | SwitchKind::VswitchdCopyOnce => {
+            SwitchKind::Vswitchd(_) => {
                 let ports = self.features().ok_or("vswitchd did not list its ports' features")?;
                 ports.iter().map(|f| if f.iter().any(|n| n == "ring_packed") { 1 << RING_PACKED_BIT } else { 0 }).collect()
             }
@@ -296,7 +384,7 @@ impl Running {
     /// How many MACs the switch has learned (None: it does not learn).
     pub fn learned(&self) -> Option<usize> {
         match self.kind {
-            SwitchKind::Vswitchd | SwitchKind::VswitchdCopyOnce => {
+            SwitchKind::Vswitchd(_) => {
                 self.ctl(Ctl::ShowFdb).ok().and_then(|v| v.as_array().map(Vec::len))
             }
             SwitchKind::OvsNormal => self.appctl(&["fdb/show", "br0"]).ok().map(|s| s.lines().count().saturating_sub(1)),
@@ -307,11 +395,14 @@ impl Running {
     /// Zeroes the switch's counters at the start of a measured phase.
     pub fn begin(&mut self) -> Result<(), String> {
         match self.kind {
-            SwitchKind::Vswitchd | SwitchKind::VswitchdCopyOnce => {
+            SwitchKind::Vswitchd(_) => {
                 self.ctl(Ctl::StatsClear)?;
             }
             SwitchKind::OvsNormal | SwitchKind::OvsFlows => {
                 self.appctl(&["dpif-netdev/pmd-stats-clear"])?;
+                if self.topology == Topology::DropNic {
+                    self.ovs_nic_base = self.ovs_nic_tx()?;
+                }
             }
             SwitchKind::TestpmdIo => self.testpmd_base = self.testpmd_totals()?,
         }
@@ -321,22 +412,24 @@ impl Running {
     /// The switch's own view of the measured phase.
     pub fn end(&mut self) -> SwitchStats {
         match self.kind {
-            SwitchKind::Vswitchd | SwitchKind::VswitchdCopyOnce => {
+            SwitchKind::Vswitchd(_) => {
                 let pmd: Option<Vec<PmdInfo>> = self.ctl(Ctl::ShowPmd).ok().and_then(|v| serde_json::from_value(v).ok());
                 let ports: Option<Vec<PortInfo>> = self.ctl(Ctl::ShowPorts).ok().and_then(|v| serde_json::from_value(v).ok());
                 let p = pmd.as_ref().and_then(|v| v.first());
                 let copies: Option<vswitch::protocol::CopiesInfo> = self.ctl(Ctl::ShowCopies).ok().and_then(|v| serde_json::from_value(v).ok());
-                let vm_vm = copies.and_then(|c| c.paths.into_iter().find(|p| p.path == "vm-vm"));
+                // The path the measured traffic took (vm-vm, vm-nic, nic-vm).
+                let path = copies.and_then(|c| c.paths.into_iter().max_by_key(|p| p.packets));
                 let mut drops_by_reason = std::collections::BTreeMap::new();
                 for (k, &v) in ports.iter().flatten().flat_map(|p| p.drops.iter()).filter(|(_, &v)| v > 0) {
                     *drops_by_reason.entry(k.clone()).or_insert(0) += v;
                 }
-                let vm_vm = vm_vm.filter(|p| p.packets > 0);
+                let path = path.filter(|p| p.packets > 0);
                 SwitchStats {
                     drops_by_reason,
-                    bytes_copied_per_packet: vm_vm.as_ref().map(|p| p.bytes_copied as f64 / p.packets as f64),
-                    copies_per_packet: vm_vm.map(|p| p.payload_copies as f64 / p.packets as f64),
+                    bytes_copied_per_packet: path.as_ref().map(|p| p.bytes_copied as f64 / p.packets as f64),
+                    copies_per_packet: path.map(|p| p.payload_copies as f64 / p.packets as f64),
                     cycles_per_packet: p.map(|p| p.cycles_per_packet),
+                    nic_tx: ports.as_ref().and_then(|ps| ps.iter().find(|p| p.name == "nic")).map(|p| p.tx_packets),
                     idle_fraction: p.map(|p| p.idle_cycles as f64 / (p.idle_cycles + p.busy_cycles).max(1) as f64),
                     flooded: ports.as_ref().map(|ps| ps.iter().map(|p| p.flooded).sum()),
                     dropped: ports.map(|ps| ps.iter().flat_map(|p| p.drops.values()).sum()),
@@ -346,7 +439,11 @@ impl Running {
                 let text = self.appctl(&["dpif-netdev/pmd-stats-show"]).unwrap_or_default();
                 keep_raw("ovs pmd-stats-show", &text);
                 let s = parse_ovs_pmd_stats(&text);
-                SwitchStats { flooded: None, ..s }
+                let nic_tx = match self.topology {
+                    Topology::DropNic => self.ovs_nic_tx().ok().map(|n| n.saturating_sub(self.ovs_nic_base)),
+                    _ => None,
+                };
+                SwitchStats { flooded: None, nic_tx, ..s }
             }
             SwitchKind::TestpmdIo => match self.testpmd_totals() {
                 Ok(t) => t.since(&self.testpmd_base),
@@ -369,6 +466,11 @@ impl Running {
         // ovs-vswitchd before ovsdb-server: reverse start order.
         while let Some(p) = self.procs.pop() {
             drop(p);
+        }
+        if matches!(self.kind, SwitchKind::OvsNormal | SwitchKind::OvsFlows) && self.topology == Topology::Vxlan {
+            // OVS's taps outlive it: this one holds a tunnel address and
+            // its route.
+            let _ = run(Command::new("ip").args(["link", "del", "br-phy"]));
         }
     }
 }

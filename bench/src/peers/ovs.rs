@@ -6,6 +6,8 @@ use std::process::Command;
 use testbed::{wait_until, Proc};
 
 use super::{run, Running, Setup, SwitchKind, SwitchStats, START};
+use crate::harness::Topology;
+use crate::tunnel;
 
 impl Running {
     pub(super) fn ovs_ctl(&self) -> PathBuf {
@@ -76,6 +78,10 @@ impl Running {
         ])?;
         for (i, sock) in self.sockets.clone().iter().enumerate() {
             let name = format!("vm{i}");
+            if Some(i) == self.nic_vm() {
+                self.add_nic(i)?;
+                continue;
+            }
             self.vsctl(&[
                 "add-port",
                 "br0",
@@ -91,9 +97,14 @@ impl Running {
                 &format!("ofport_request={}", i + 1),
             ])?;
         }
+        if let Some(devargs) = self.drop_nic() {
+            let n = self.sockets.len() + 1;
+            let (devargs, mtu, ofport) = (format!("options:dpdk-devargs={devargs}"), format!("mtu_request={}", self.opts.mtu), format!("ofport_request={n}"));
+            self.vsctl(&["add-port", "br0", "nic", "--", "set", "Interface", "nic", "type=dpdk", &devargs, &mtu, &ofport])?;
+        }
         if self.kind == SwitchKind::OvsFlows {
             run(Command::new("ovs-ofctl").arg("del-flows").arg(self.bridge_target()))?;
-            let n = self.sockets.len();
+            let n = self.sockets.len() + usize::from(self.drop_nic().is_some());
             for i in 0..n {
                 // Port to port, as the generator's streams go: i -> i+1 (a
                 // ring; with two VMs, both directions).
@@ -102,6 +113,49 @@ impl Running {
             }
         }
         Ok(())
+    }
+
+    /// The NIC port: on br0, or with a VXLAN topology on its own bridge
+    /// br-phy whose internal port holds the tunnel address (OVS's
+    /// userspace tunnelling: the kernel side of that port gives the route,
+    /// the neighbour is set as an operator would pin it), with the tunnel
+    /// port on br0 in the NIC's OpenFlow port number.
+    fn add_nic(&self, i: usize) -> Result<(), String> {
+        let (name, devargs, mtu) = (format!("vm{i}"), format!("options:dpdk-devargs={}", self.nic_devargs(i)), format!("mtu_request={}", self.nic_mtu()));
+        let ofport = format!("ofport_request={}", i + 1);
+        if self.topology != Topology::Vxlan {
+            return self.vsctl(&["add-port", "br0", &name, "--", "set", "Interface", &name, "type=dpdk", &devargs, &mtu, &ofport]).map(drop);
+        }
+        self.vsctl(&["add-br", "br-phy", "--", "set", "bridge", "br-phy", "datapath_type=netdev"])?;
+        self.vsctl(&["add-port", "br-phy", &name, "--", "set", "Interface", &name, "type=dpdk", &devargs, &mtu])?;
+        let (local, remote) = (tunnel::SWITCH_IP.to_string(), tunnel::REMOTE_IP.to_string());
+        self.vsctl(&[
+            "add-port",
+            "br0",
+            "vx0",
+            "--",
+            "set",
+            "Interface",
+            "vx0",
+            "type=vxlan",
+            &format!("options:remote_ip={remote}"),
+            &format!("options:local_ip={local}"),
+            &format!("options:key={}", tunnel::VNI),
+            &ofport,
+        ])?;
+        run(Command::new("ip").args(["addr", "replace", &format!("{local}/24"), "dev", "br-phy"]))?;
+        run(Command::new("ip").args(["link", "set", "br-phy", "up"]))?;
+        let mac = tunnel::REMOTE_MAC.map(|b| format!("{b:02x}")).join(":");
+        self.appctl(&["tnl/arp/set", "br-phy", &remote, &mac]).map(drop)
+    }
+
+    /// Packets OVS sent through the dropping NIC so far, as the datapath
+    /// counts them now (the database's statistics lag by seconds).
+    pub(super) fn ovs_nic_tx(&self) -> Result<u64, String> {
+        let port = (self.sockets.len() + 1).to_string();
+        let out = run(Command::new("ovs-ofctl").args(["-O", "OpenFlow13", "dump-ports"]).arg(self.bridge_target()).arg(&port))?;
+        let n = out.split_once("tx pkts=").and_then(|(_, r)| r.split(|c: char| !c.is_ascii_digit()).next()).and_then(|n| n.parse().ok());
+        n.ok_or_else(|| format!("no tx pkts in ovs-ofctl dump-ports: {out}"))
     }
 
     fn bridge_target(&self) -> String {

@@ -17,6 +17,8 @@ pub struct FwdTotals {
     pub packets: u64,
     /// RX-dropped plus TX-dropped over all ports.
     pub dropped: u64,
+    /// TX-packets over all ports.
+    pub tx_packets: u64,
 }
 
 impl FwdTotals {
@@ -26,6 +28,9 @@ impl FwdTotals {
         SwitchStats {
             cycles_per_packet: (packets > 0).then(|| self.cycles.saturating_sub(earlier.cycles) as f64 / packets as f64),
             dropped: Some(self.dropped.saturating_sub(earlier.dropped)),
+            // With a dropping NIC only the NIC sends (the VMs' ports get
+            // nothing to send): all ports' TX is the NIC's.
+            nic_tx: Some(self.tx_packets.saturating_sub(earlier.tx_packets)),
             ..Default::default()
         }
     }
@@ -45,7 +50,8 @@ pub fn parse_fwd_stats(text: &str) -> Option<FwdTotals> {
     let dropped = after(block, "RX-dropped:")? + after(block, "TX-dropped:")?;
     let cycles = after(block, "total cycles=").unwrap_or(0);
     let packets = block.split_once("total cycles=").and_then(|(_, rest)| after(rest, "packets=")).unwrap_or(0);
-    Some(FwdTotals { cycles, packets, dropped })
+    let tx_packets = after(block, "TX-packets:")?;
+    Some(FwdTotals { cycles, packets, dropped, tx_packets })
 }
 
 impl Running {
@@ -65,6 +71,9 @@ impl Running {
         let tso = if self.opts.tso { ",tso=1" } else { "" };
         for (i, sock) in self.sockets.iter().enumerate() {
             cmd.arg("--vdev").arg(format!("net_vhost{i},iface={},client=1,queues=1{tso}", sock.display()));
+        }
+        if let Some(devargs) = self.drop_nic() {
+            cmd.arg("--vdev").arg(devargs);
         }
         cmd.args(["--", "-i", "--forward-mode=io", "--port-topology=chained", "--nb-cores=1"])
             .args(["--total-num-mbufs=32768", "--record-core-cycles", "--rxd=1024", "--txd=1024"]);
@@ -128,9 +137,9 @@ mod tests {
              CPU cycles/packet=250.00 (total cycles=1000 / total io packets=4) at 2600 MHz Clock\ntestpmd> ",
         )
         .unwrap();
-        assert_eq!(end, FwdTotals { cycles: 1000, packets: 4, dropped: 3 });
+        assert_eq!(end, FwdTotals { cycles: 1000, packets: 4, dropped: 3, tx_packets: 2 });
         let s = end.since(&start);
-        assert_eq!((s.cycles_per_packet, s.dropped), (Some(250.0), Some(3)));
+        assert_eq!((s.cycles_per_packet, s.dropped, s.nic_tx), (Some(250.0), Some(3), Some(2)));
         assert_eq!(start.since(&start).cycles_per_packet, None);
         assert_eq!(parse_fwd_stats("testpmd> "), None);
     }
