@@ -113,6 +113,17 @@ impl Mbuf {
     /// is shared, or is too small.
     #[inline]
     pub fn fill(&mut self, bytes: &[u8]) -> Option<&mut [u8]> {
+        self.fill_to(bytes, bytes.len())
+    }
+
+    /// `fill` with room for `len` bytes, `bytes` the first of them: the
+    /// rest is left as the buffer held it, for the caller to write (a frame
+    /// copied straight from where it lies, headers from elsewhere).
+    #[inline]
+    pub fn fill_to(&mut self, bytes: &[u8], len: usize) -> Option<&mut [u8]> {
+        if len < bytes.len() {
+            return None;
+        }
         let m = self.0.as_ptr();
         // SAFETY: we own the mbuf; its fields are read and, when it is
         // exclusive, empty and unchained, written by us alone.
@@ -121,15 +132,15 @@ impl Mbuf {
                 || (*m).data_len != 0
                 || !(*m).next.is_null()
                 || (*m).ol_flags & (IND_ATTACHED | EXT_ATTACHED) != 0
-                || ((*m).buf_len as usize - (*m).data_off as usize) < bytes.len()
+                || ((*m).buf_len as usize - (*m).data_off as usize) < len
             {
                 return None;
             }
             let dst = ((*m).buf_addr as *mut u8).add((*m).data_off as usize);
             std::ptr::copy_nonoverlapping(bytes.as_ptr(), dst, bytes.len());
-            (*m).data_len = bytes.len() as u16;
-            (*m).pkt_len = bytes.len() as u32;
-            Some(std::slice::from_raw_parts_mut(dst, bytes.len()))
+            (*m).data_len = len as u16;
+            (*m).pkt_len = len as u32;
+            Some(std::slice::from_raw_parts_mut(dst, len))
         }
     }
 

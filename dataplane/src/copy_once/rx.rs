@@ -201,15 +201,27 @@ impl<'a> GuestBurst<'a> {
     /// requests in the mbuf's.
     pub fn materialize(&mut self, i: usize, pool: &Mempool) -> Option<Mbuf> {
         let (rx, pkt) = (&mut *self.rx, &self.pkts[i]);
-        rx.scratch.clear();
-        rx.scratch.extend_from_slice(pkt.headers());
-        let rest = pkt.len as u64 - pkt.head_len as u64;
-        if rest > 0 {
-            let start = rx.scratch.len();
-            rx.scratch.resize(start + rest as usize, 0);
-            rx.chains[i].read_at(&rx.ring.mem, (NET_HDR_LEN + pkt.head_len as usize) as u64, &mut rx.scratch[start..]).ok()?;
+        let (len, head) = (pkt.len as usize, pkt.head_len as usize);
+        let rest_at = (NET_HDR_LEN + head) as u64;
+        let mut m = pool.alloc()?;
+        // Straight from guest memory into the mbuf when one takes the frame;
+        // a longer one (jumbo, a TSO segment) is gathered, then spread over
+        // a chain.
+        let whole = match m.fill_to(pkt.headers(), len) {
+            Some(buf) => {
+                rx.chains[i].read_at(&rx.ring.mem, rest_at, &mut buf[head..]).ok()?;
+                true
+            }
+            None => false,
+        };
+        if !whole {
+            drop(m);
+            rx.scratch.clear();
+            rx.scratch.extend_from_slice(pkt.headers());
+            rx.scratch.resize(len, 0);
+            rx.chains[i].read_at(&rx.ring.mem, rest_at, &mut rx.scratch[head..]).ok()?;
+            m = pool.alloc_from(&rx.scratch)?;
         }
-        let mut m = pool.alloc_from(&rx.scratch)?;
         if pkt.off != Offload::NONE {
             m.set_tx_offload(mbuf_offload::to_mbuf(&pkt.off, pkt.headers())).then_some(())?;
         }
