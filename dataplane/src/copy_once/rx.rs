@@ -24,8 +24,6 @@ pub struct CopyOnceRx {
     /// Frames refused for their virtio-net header, by `HdrError` index,
     /// since the PMD thread last counted them.
     bad_headers: [u32; HdrError::ALL.len()],
-    /// A frame's bytes on their way into an mbuf.
-    scratch: Vec<u8>,
 }
 
 /// Frames taken from a guest's transmit ring: their headers in scratch,
@@ -44,7 +42,6 @@ impl CopyOnceRx {
             taken: 0,
             zc: None,
             bad_headers: [0; HdrError::ALL.len()],
-            scratch: Vec::with_capacity(MAX_READ as usize),
         }
     }
 
@@ -202,25 +199,22 @@ impl<'a> GuestBurst<'a> {
     pub fn materialize(&mut self, i: usize, pool: &Mempool) -> Option<Mbuf> {
         let (rx, pkt) = (&mut *self.rx, &self.pkts[i]);
         let (len, head) = (pkt.len as usize, pkt.head_len as usize);
-        let rest_at = (NET_HDR_LEN + head) as u64;
+        // Straight from guest memory into the mbufs: the headers from the
+        // switch's copy, then the rest, over a chain when one mbuf is too
+        // small (a jumbo frame, a TSO segment).
+        let room = usize::from(pool.data_room()).max(1);
         let mut m = pool.alloc()?;
-        // Straight from guest memory into the mbuf when one takes the frame;
-        // a longer one (jumbo, a TSO segment) is gathered, then spread over
-        // a chain.
-        let whole = match m.fill_to(pkt.headers(), len) {
-            Some(buf) => {
-                rx.chains[i].read_at(&rx.ring.mem, rest_at, &mut buf[head..]).ok()?;
-                true
-            }
-            None => false,
-        };
-        if !whole {
-            drop(m);
-            rx.scratch.clear();
-            rx.scratch.extend_from_slice(pkt.headers());
-            rx.scratch.resize(len, 0);
-            rx.chains[i].read_at(&rx.ring.mem, rest_at, &mut rx.scratch[head..]).ok()?;
-            m = pool.alloc_from(&rx.scratch)?;
+        let first = len.min(room);
+        let buf = m.fill_to(pkt.headers(), first)?;
+        rx.chains[i].read_at(&rx.ring.mem, (NET_HDR_LEN + head) as u64, &mut buf[head..]).ok()?;
+        let mut off = first;
+        while off < len {
+            let n = (len - off).min(room);
+            let mut seg = pool.alloc()?;
+            let buf = seg.fill_to(&[], n)?;
+            rx.chains[i].read_at(&rx.ring.mem, (NET_HDR_LEN + off) as u64, buf).ok()?;
+            m.chain(seg).ok()?;
+            off += n;
         }
         if pkt.off != Offload::NONE {
             m.set_tx_offload(mbuf_offload::to_mbuf(&pkt.off, pkt.headers())).then_some(())?;
