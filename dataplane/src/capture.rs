@@ -205,7 +205,7 @@ fn push_guest(t: &Tap, now: u64, tx: bool, burst: &mut GuestBurst, i: usize, poo
     let caplen = len.min(t.snaplen as usize);
     if caplen <= head.len() {
         t.ring.push(now, tx, len, caplen, std::iter::once(head));
-    } else if let Some(m) = burst.materialize(i, pool) {
+    } else if let Some(m) = burst.materialize(i, &mut crate::stock::Stock::default(), pool) {
         push_mbuf(t, now, tx, &m);
     } else {
         bump(&t.ring.dropped, 1);

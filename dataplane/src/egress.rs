@@ -20,6 +20,7 @@ use crate::mbuf_offload;
 use crate::offload::Caps;
 use crate::packet::PacketBuf;
 use crate::port_io::TxPort;
+use crate::stock::Stock;
 use crate::tag_edit;
 use crate::virtio_net::Delivery;
 use crate::vlan::TagEdit;
@@ -46,6 +47,8 @@ pub struct Outputs {
     made: Vec<Mbuf>,
     /// The frames a copy-once frame is lent to a NIC as.
     lent: Vec<Mbuf>,
+    /// Mbufs copy-once frames are copied into, this burst.
+    stock: Stock,
 }
 
 impl Default for Outputs {
@@ -61,6 +64,7 @@ impl Default for Outputs {
             scratch: Vec::with_capacity(crate::offload::MAX_FRAME),
             made: Vec::with_capacity(64),
             lent: Vec::with_capacity(128),
+            stock: Stock::default(),
         }
     }
 }
@@ -219,7 +223,7 @@ impl<'a> Egress<'a> {
                     }
                 }
                 // A flow's actions work on an mbuf: the frame copied once.
-                Decision::Flow(f) => match burst.materialize(i, self.pool) {
+                Decision::Flow(f) => match burst.materialize(i, &mut self.out.stock, self.pool) {
                     Some(m) => self.run_flow(in_slot, m, f, &mut t),
                     None => t.drops[DropReason::NoMbuf as usize] += 1,
                 },
@@ -311,7 +315,7 @@ impl<'a> Egress<'a> {
             }
         }
         // Any other port, or a tag change: the frame in an mbuf (one copy).
-        match burst.materialize(i, self.pool) {
+        match burst.materialize(i, &mut self.out.stock, self.pool) {
             Some(m) => {
                 t.copied(path, 1, p.frame_len() as u64);
                 self.emit(out, m, vlan, tagged, path, t);
@@ -445,6 +449,7 @@ impl Egress<'_> {
             self.flush_one(out, &mut t);
         }
         self.out.dropped.clear();
+        self.out.stock.settle();
         let tx = &mut *self.tx;
         let (done, copied) = self.out.copies.run(from, |out| tx.get(out as usize)?.as_ref()?.copy_once().map(|r| r.mem()));
         debug_assert!(copied.is_ok(), "a listed copy outside its guests: {copied:?}");

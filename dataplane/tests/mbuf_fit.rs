@@ -3,7 +3,8 @@
 //! TCP/IPv6 one by the switch's segmenter (DPDK 22.11's librte_gso has no
 //! IPv6), every segment's checksums verified by etherparse; a frame
 //! librte_gso must not be given is a counted drop; a flooded frame keeps
-//! its TSO request for the output that takes it.
+//! its TSO request for the output that takes it. A burst's stock of mbufs
+//! refills in steps and gives back what it did not hand out.
 use std::sync::OnceLock;
 
 use dataplane::counters::DropReason;
@@ -130,4 +131,18 @@ fn a_flooded_frame_keeps_its_tso_for_the_output_that_takes_it() {
     assert_eq!(whole[0].to_vec(), frame);
     drop((segs, whole));
     assert_eq!(pool.in_use_count(), 0);
+}
+
+#[test]
+fn a_stock_refills_in_steps_and_gives_back_the_rest() {
+    use dataplane::stock::{Stock, REFILL};
+    let pool = pool("stock");
+    let base = pool.in_use_count();
+    let mut s = Stock::default();
+    let taken: Vec<Mbuf> = (0..REFILL + 1).map(|_| s.take(&pool).unwrap()).collect();
+    assert_eq!(pool.in_use_count() - base, 2 * REFILL as u32, "two refills");
+    s.settle();
+    assert_eq!(pool.in_use_count() - base, REFILL as u32 + 1, "only what was taken");
+    drop(taken);
+    assert_eq!(pool.in_use_count(), base);
 }

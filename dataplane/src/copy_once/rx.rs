@@ -10,6 +10,7 @@ use crate::counters::{count_bad_headers, DropReason, ZeroCopy as Outcome};
 use crate::mbuf_offload;
 use crate::offload::{validate, Caps, HdrError, NetHdr, Offload};
 use crate::packet::PacketBuf;
+use crate::stock::Stock;
 use crate::virtio_net::{Delivery, NET_HDR_LEN};
 use crate::virtq::{Chain, ChainError, Direction, Pop, RingOps, MAX_READ};
 
@@ -196,21 +197,21 @@ impl<'a> GuestBurst<'a> {
     /// A copy of frame `i` in an mbuf (the one payload copy of a frame that
     /// leaves for a port that is not a copy-once guest), its offload
     /// requests in the mbuf's.
-    pub fn materialize(&mut self, i: usize, pool: &Mempool) -> Option<Mbuf> {
+    pub fn materialize(&mut self, i: usize, stock: &mut Stock, pool: &Mempool) -> Option<Mbuf> {
         let (rx, pkt) = (&mut *self.rx, &self.pkts[i]);
         let (len, head) = (pkt.len as usize, pkt.head_len as usize);
         // Straight from guest memory into the mbufs: the headers from the
         // switch's copy, then the rest, over a chain when one mbuf is too
         // small (a jumbo frame, a TSO segment).
         let room = usize::from(pool.data_room()).max(1);
-        let mut m = pool.alloc()?;
+        let mut m = stock.take(pool)?;
         let first = len.min(room);
         let buf = m.fill_to(pkt.headers(), first)?;
         rx.chains[i].read_at(&rx.ring.mem, (NET_HDR_LEN + head) as u64, &mut buf[head..]).ok()?;
         let mut off = first;
         while off < len {
             let n = (len - off).min(room);
-            let mut seg = pool.alloc()?;
+            let mut seg = stock.take(pool)?;
             let buf = seg.fill_to(&[], n)?;
             rx.chains[i].read_at(&rx.ring.mem, (NET_HDR_LEN + off) as u64, buf).ok()?;
             m.chain(seg).ok()?;

@@ -157,22 +157,27 @@ impl Encap {
 pub fn source_port(inner: &[u8]) -> u16 {
     let n = inner.len();
     let mut h: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut mix = |b: &[u8]| {
-        for c in b.chunks(8) {
-            let mut w = [0u8; 8];
-            w[..c.len()].copy_from_slice(c);
-            h = (h ^ u64::from_le_bytes(w)).wrapping_mul(0xff51_afd7_ed55_8ccd);
-            h ^= h >> 29;
-        }
+    let mut mix = |w: u64| {
+        h = (h ^ w).wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^= h >> 29;
     };
-    mix(&inner[..n.min(12)]);
+    // Little-endian words, a short one zero-extended; fixed-size loads
+    // rather than a copy per word (a call, then a stalled reload).
+    let word = |b: &[u8], at: usize, len: usize| b[at..at + len].iter().rev().fold(0u64, |w, &x| w << 8 | u64::from(x));
+    match n {
+        12.. => {
+            mix(word(inner, 0, 8));
+            mix(word(inner, 8, 4));
+        }
+        _ => inner.chunks(8).for_each(|c| mix(word(c, 0, c.len()))),
+    }
     if n >= ETH_HLEN + IPV4_HLEN && be16(inner, 12) == ETHERTYPE_IPV4 {
         let ip = &inner[ETH_HLEN..];
         let ihl = usize::from(ip[0] & 0x0f) * 4;
-        mix(&ip[12..20]);
+        mix(word(ip, 12, 8));
         // TCP and UDP ports, when the first fragment carries them.
         if matches!(ip[9], 6 | 17) && be16(ip, 6) & 0x1fff == 0 && ip.len() >= ihl + 4 {
-            mix(&ip[ihl..ihl + 4]);
+            mix(word(ip, ihl, 4));
         }
     }
     SPORT_BASE | (h >> 48) as u16 & 0x3fff
