@@ -5,6 +5,7 @@ pub mod frame;
 pub mod gen;
 pub mod guests;
 pub mod harness;
+pub mod idle;
 pub mod peers;
 pub mod plot;
 pub mod report;

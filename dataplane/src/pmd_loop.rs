@@ -109,6 +109,11 @@ pub fn run(ctx: PmdContext) -> i32 {
     let mut mbufs = Burst::new();
     let mut guest = [GuestPkt::default(); BURST];
     let mut idle = IdleSleep::new(ctx.sleep_max_us);
+    if idle.enabled() {
+        // A sleep of a few microseconds under load must not last the
+        // default slack's 50 more: the guests' rings would fill meanwhile.
+        pmd_bridge::sys::set_timer_slack(Duration::from_micros(1));
+    }
     loop {
         let epoch = ctx.quiesce.current();
         if epoch != seen {

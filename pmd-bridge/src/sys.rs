@@ -91,6 +91,14 @@ pub fn pin_current_thread(cpu: usize) -> bool {
     unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0 }
 }
 
+/// Sets the calling thread's timer slack (how much later than asked the
+/// kernel may end its sleeps, 50 us by default); whether it could.
+pub fn set_timer_slack(slack: std::time::Duration) -> bool {
+    let ns = slack.as_nanos().clamp(1, libc::c_ulong::MAX as u128) as libc::c_ulong;
+    // SAFETY: PR_SET_TIMERSLACK takes a number and touches no memory of ours.
+    unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, ns, 0 as libc::c_ulong, 0 as libc::c_ulong, 0 as libc::c_ulong) == 0 }
+}
+
 /// Runs the calling thread under SCHED_FIFO at `priority`; whether it could.
 pub fn set_fifo_priority(priority: i32) -> bool {
     let param = libc::sched_param { sched_priority: priority };

@@ -33,6 +33,9 @@ enum Cmd {
     /// setup, alternated and repeated; Mbit/s as the receiving guest timed
     /// it. Not part of `compare` (about 5 minutes for the default setups).
     Guests(GuestOpts),
+    /// Each switch idle (two VMs attached, silent): CPU time of its
+    /// processes over a window, alternated and repeated.
+    Idle(IdleOpts),
     /// Draws the PNG again from a results JSON (its summary).
     Plot {
         json: PathBuf,
@@ -169,6 +172,29 @@ struct GuestOpts {
     vswitchd: Option<PathBuf>,
 }
 
+#[derive(ClapArgs, Clone)]
+struct IdleOpts {
+    #[arg(long, value_delimiter = ',', default_value = "vswitchd-copy-once,vswitchd-copy-once-sleep")]
+    switches: Vec<String>,
+    #[arg(long, default_value_t = 3)]
+    repeats: usize,
+    /// Seconds measured per switch and repeat.
+    #[arg(long, default_value_t = 10.0)]
+    seconds: f64,
+    #[arg(long, default_value_t = 1)]
+    pmd_core: u32,
+    #[arg(long, default_value_t = 0)]
+    gen_core: u32,
+    #[arg(long, default_value_t = 1024)]
+    memory_mb: u32,
+    /// auto (if 1024 hugepages are free), on, off.
+    #[arg(long, default_value = "auto")]
+    hugepages: String,
+    /// The vswitchd binary (default: beside this one).
+    #[arg(long)]
+    vswitchd: Option<PathBuf>,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let done = match cli.cmd {
@@ -176,6 +202,7 @@ fn main() -> ExitCode {
         Cmd::Throughput(o) => run(o, "throughput"),
         Cmd::Latency(o) => run(o, "latency"),
         Cmd::Guests(o) => guests(o),
+        Cmd::Idle(o) => idle(o),
         Cmd::Plot { json, png } => replot(&json, png),
     };
     match done {
@@ -208,6 +235,36 @@ fn hugepages_opt(s: &str, pages: u64) -> bool {
         "off" => false,
         _ => hugepages_free(pages),
     }
+}
+
+fn idle(o: IdleOpts) -> Result<(), String> {
+    let kinds = parse_all("switch", &o.switches, SwitchKind::parse)?;
+    let hugepages = hugepages_opt(&o.hugepages, 1024);
+    let setup = Setup {
+        pmd_core: o.pmd_core,
+        main_core: o.gen_core,
+        hugepages,
+        memory_mb: o.memory_mb,
+        vhost_retries: 8,
+        mac_table_size: 16,
+        vswitchd: vswitchd_path(o.vswitchd)?,
+        offloads: true,
+    };
+    let prefix = testbed::FilePrefix::new("bench-gen");
+    let gen = Generator::init(o.gen_core, hugepages, prefix.as_str())?;
+    let out = bench::idle::measure(&gen, &setup, &kinds, o.repeats.max(1), Duration::from_secs_f64(o.seconds));
+    let mut rows = Vec::new();
+    for r in out {
+        match r {
+            Ok(r) => {
+                println!("{} repeat {}: {:.1}% of a core", r.switch, r.repeat + 1, r.cores * 100.0);
+                rows.push(r);
+            }
+            Err(e) => println!("not measured: {e}"),
+        }
+    }
+    print!("{}", bench::idle::table(&kinds, &rows));
+    Ok(())
 }
 
 fn guests(o: GuestOpts) -> Result<(), String> {

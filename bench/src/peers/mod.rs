@@ -26,6 +26,10 @@ pub enum SwitchKind {
     Vswitchd(Flavor),
     /// OVS-DPDK, a NORMAL (learning) bridge.
     OvsNormal,
+    /// The same with its PMD threads sleeping when idle (OVS 3.1's
+    /// `pmd-maxsleep`, `pmd-sleep-max` from 3.2), as long as
+    /// `Flavor::CopyOnceSleep`.
+    OvsNormalSleep,
     /// OVS-DPDK, port-to-port OpenFlow rules.
     OvsFlows,
     /// dpdk-testpmd, io forwarding: a switch that does no work.
@@ -46,15 +50,16 @@ pub enum Flavor {
 }
 
 /// The idle sleep of `Flavor::CopyOnceSleep` (the README's example).
-const SLEEP_MAX_US: u32 = 500;
+pub(crate) const SLEEP_MAX_US: u32 = 500;
 
 impl SwitchKind {
-    pub const ALL: [SwitchKind; 7] = [
+    pub const ALL: [SwitchKind; 8] = [
         SwitchKind::Vswitchd(Flavor::RteVhost),
         SwitchKind::Vswitchd(Flavor::CopyOnce),
         SwitchKind::Vswitchd(Flavor::CopyOnceNoZeroCopy),
         SwitchKind::Vswitchd(Flavor::CopyOnceSleep),
         SwitchKind::OvsNormal,
+        SwitchKind::OvsNormalSleep,
         SwitchKind::OvsFlows,
         SwitchKind::TestpmdIo,
     ];
@@ -66,6 +71,7 @@ impl SwitchKind {
             SwitchKind::Vswitchd(Flavor::CopyOnceNoZeroCopy) => "vswitchd-copy-once-no-zc",
             SwitchKind::Vswitchd(Flavor::CopyOnceSleep) => "vswitchd-copy-once-sleep",
             SwitchKind::OvsNormal => "ovs-normal",
+            SwitchKind::OvsNormalSleep => "ovs-normal-sleep",
             SwitchKind::OvsFlows => "ovs-flows",
             SwitchKind::TestpmdIo => "testpmd-io",
         }
@@ -82,7 +88,7 @@ impl SwitchKind {
 
     /// Whether it learns MACs (and so needs the learning phase).
     pub fn learns(self) -> bool {
-        matches!(self, SwitchKind::Vswitchd(_) | SwitchKind::OvsNormal)
+        matches!(self, SwitchKind::Vswitchd(_) | SwitchKind::OvsNormal | SwitchKind::OvsNormalSleep)
     }
 
     /// What the switch does when a VM's receive ring is full, as it was
@@ -90,9 +96,9 @@ impl SwitchKind {
     pub fn retries(self, retries: u32) -> String {
         match self {
             SwitchKind::Vswitchd(_) => format!("{retries} ([switch] vhost_retries)"),
-            SwitchKind::OvsNormal | SwitchKind::OvsFlows if retries <= OVS_MAX_RETRIES => format!("{retries} (tx-retries-max)"),
+            SwitchKind::OvsNormal | SwitchKind::OvsNormalSleep | SwitchKind::OvsFlows if retries <= OVS_MAX_RETRIES => format!("{retries} (tx-retries-max)"),
             // OVS takes an out-of-range value as its default, silently.
-            SwitchKind::OvsNormal | SwitchKind::OvsFlows => {
+            SwitchKind::OvsNormal | SwitchKind::OvsNormalSleep | SwitchKind::OvsFlows => {
                 format!("8 (tx-retries-max={retries} is over OVS's {OVS_MAX_RETRIES}: OVS's default applies)")
             }
             SwitchKind::TestpmdIo if retries == 0 => "0 (set fwd io)".into(),
@@ -199,7 +205,7 @@ impl Running {
         match kind {
             SwitchKind::Vswitchd(_) => r.start_vswitchd(setup)?,
             SwitchKind::TestpmdIo => r.start_testpmd(setup)?,
-            SwitchKind::OvsNormal | SwitchKind::OvsFlows => r.start_ovs(setup)?,
+            SwitchKind::OvsNormal | SwitchKind::OvsNormalSleep | SwitchKind::OvsFlows => r.start_ovs(setup)?,
         }
         Ok(r)
     }
@@ -312,7 +318,7 @@ impl Running {
                 let ports: Vec<PortInfo> = serde_json::from_value(self.ctl(Ctl::ShowPorts).ok()?).ok()?;
                 ports.iter().all(|p| p.state == "up").then_some(())
             }),
-            SwitchKind::OvsNormal | SwitchKind::OvsFlows => wait_until(START, "OVS ports up", || {
+            SwitchKind::OvsNormal | SwitchKind::OvsNormalSleep | SwitchKind::OvsFlows => wait_until(START, "OVS ports up", || {
                 (0..self.sockets.len())
                     .all(|i| self.vsctl(&["get", "Interface", &format!("vm{i}"), "link_state"]).is_ok_and(|s| s.trim() == "up"))
                     .then_some(())
@@ -362,7 +368,7 @@ impl Running {
                 let ports = self.features().ok_or("vswitchd did not list its ports' features")?;
                 ports.iter().map(|f| if f.iter().any(|n| n == "ring_packed") { 1 << RING_PACKED_BIT } else { 0 }).collect()
             }
-            SwitchKind::TestpmdIo | SwitchKind::OvsNormal | SwitchKind::OvsFlows => {
+            SwitchKind::TestpmdIo | SwitchKind::OvsNormal | SwitchKind::OvsNormalSleep | SwitchKind::OvsFlows => {
                 let log = match self.kind {
                     SwitchKind::TestpmdIo => self.procs.first().map(Proc::output).unwrap_or_default(),
                     _ => std::fs::read_to_string(self.dir().join("ovs-vswitchd.log")).unwrap_or_default(),
@@ -387,7 +393,7 @@ impl Running {
             SwitchKind::Vswitchd(_) => {
                 self.ctl(Ctl::ShowFdb).ok().and_then(|v| v.as_array().map(Vec::len))
             }
-            SwitchKind::OvsNormal => self.appctl(&["fdb/show", "br0"]).ok().map(|s| s.lines().count().saturating_sub(1)),
+            SwitchKind::OvsNormal | SwitchKind::OvsNormalSleep => self.appctl(&["fdb/show", "br0"]).ok().map(|s| s.lines().count().saturating_sub(1)),
             _ => None,
         }
     }
@@ -398,7 +404,7 @@ impl Running {
             SwitchKind::Vswitchd(_) => {
                 self.ctl(Ctl::StatsClear)?;
             }
-            SwitchKind::OvsNormal | SwitchKind::OvsFlows => {
+            SwitchKind::OvsNormal | SwitchKind::OvsNormalSleep | SwitchKind::OvsFlows => {
                 self.appctl(&["dpif-netdev/pmd-stats-clear"])?;
                 if self.topology == Topology::DropNic {
                     self.ovs_nic_base = self.ovs_nic_tx()?;
@@ -435,7 +441,7 @@ impl Running {
                     dropped: ports.map(|ps| ps.iter().flat_map(|p| p.drops.values()).sum()),
                 }
             }
-            SwitchKind::OvsNormal | SwitchKind::OvsFlows => {
+            SwitchKind::OvsNormal | SwitchKind::OvsNormalSleep | SwitchKind::OvsFlows => {
                 let text = self.appctl(&["dpif-netdev/pmd-stats-show"]).unwrap_or_default();
                 keep_raw("ovs pmd-stats-show", &text);
                 let s = parse_ovs_pmd_stats(&text);
@@ -455,6 +461,15 @@ impl Running {
         }
     }
 
+    /// Time the switch's processes have run on a CPU so far, in
+    /// nanoseconds: the scheduler's own count per thread
+    /// (/proc/PID/task/TID/schedstat), exact where /proc/PID/stat's
+    /// utime and stime are sampled at each timer tick, which overcounts a
+    /// thread that wakes from a timer (it runs as the tick lands).
+    pub fn cpu_ns(&self) -> Result<u64, String> {
+        self.procs.iter().map(|p| proc_cpu_ns(p.pid())).sum()
+    }
+
     /// Stops the switch, each process its own way.
     pub fn stop(mut self) {
         if self.kind == SwitchKind::TestpmdIo {
@@ -467,12 +482,26 @@ impl Running {
         while let Some(p) = self.procs.pop() {
             drop(p);
         }
-        if matches!(self.kind, SwitchKind::OvsNormal | SwitchKind::OvsFlows) && self.topology == Topology::Vxlan {
+        if matches!(self.kind, SwitchKind::OvsNormal | SwitchKind::OvsNormalSleep | SwitchKind::OvsFlows) && self.topology == Topology::Vxlan {
             // OVS's taps outlive it: this one holds a tunnel address and
             // its route.
             let _ = run(Command::new("ip").args(["link", "del", "br-phy"]));
         }
     }
+}
+
+/// The on-CPU time of every thread of a process (the first field of each
+/// thread's schedstat), in nanoseconds.
+fn proc_cpu_ns(pid: u32) -> Result<u64, String> {
+    let dir = format!("/proc/{pid}/task");
+    let tasks = std::fs::read_dir(&dir).map_err(|e| format!("{dir}: {e}"))?;
+    let mut ns = 0;
+    for t in tasks.flatten() {
+        // A thread that ended meanwhile has no file left: it counts 0.
+        let Ok(s) = std::fs::read_to_string(t.path().join("schedstat")) else { continue };
+        ns += s.split_whitespace().next().and_then(|x| x.parse::<u64>().ok()).ok_or(format!("{}: {s:?}", t.path().display()))?;
+    }
+    Ok(ns)
 }
 
 /// With `VSW_BENCH_RAW=FILE`, appends the peers' raw output there (how the

@@ -47,6 +47,9 @@ impl Running {
             format!("other_config:dpdk-lcore-mask={:#x}", 1u64 << s.main_core),
             format!("other_config:dpdk-extra=\"{extra}\""),
         ];
+        if self.kind == SwitchKind::OvsNormalSleep {
+            config.push(format!("other_config:pmd-maxsleep={}", super::SLEEP_MAX_US));
+        }
         if self.opts.tso {
             // Read once, at start: it must be there before the bridge and
             // its ports are.
