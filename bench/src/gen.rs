@@ -108,6 +108,9 @@ impl VmPort {
             mtu: Some(o.mtu),
             lsc_interrupt: matches!(attach, Attach::Vhost { server: true, .. }),
             tx_offloads: o.tso,
+            // A VM that sends TSO segments takes them whole too (GUEST_TSO4
+            // and GUEST_CSUM), as a Linux guest negotiates.
+            rx_lro: o.tso,
             ..Default::default()
         };
         port.configure(&cfg, Arc::clone(pool)).map_err(|e| format!("{name}: {e}"))?;
