@@ -147,6 +147,10 @@ pub struct Lender {
     tags: Box<[u16]>,
     /// The memory the chains in flight point into.
     mem: Option<Arc<GuestMemory>>,
+    /// One frame's headers, and its payload's host pieces (address,
+    /// length): scratch kept here, not zeroed on the stack per loan.
+    head: [u8; MAX_HEAD],
+    pieces: [(usize, u16); MAX_EXT_SEGS],
 }
 
 impl Lender {
@@ -160,7 +164,14 @@ impl Lender {
         let s = Arc::get_mut(&mut shared).expect("just made");
         let done: *const Completions = &s.done;
         s.slots.iter_mut().for_each(|slot| slot.done = done);
-        Lender { shared, free: (0..n as u16).rev().collect(), tags: vec![0; n].into_boxed_slice(), mem: None }
+        Lender {
+            shared,
+            free: (0..n as u16).rev().collect(),
+            tags: vec![0; n].into_boxed_slice(),
+            mem: None,
+            head: [0; MAX_HEAD],
+            pieces: [(0, 0); MAX_EXT_SEGS],
+        }
     }
 
     pub fn capacity(&self) -> usize {
@@ -211,14 +222,13 @@ impl Lender {
             return Err(LendError::OtherMemory);
         }
         let &slot = self.free.last().ok_or(LendError::Full)?;
-        let mut head = [0u8; MAX_HEAD];
-        let mut pieces = [(std::ptr::null_mut::<u8>(), 0u16); MAX_EXT_SEGS];
+        let (head, pieces) = (&mut self.head, &mut self.pieces);
         // Every external segment first: the shared count must hold them all
         // before the first frame leaves, and no allocation may fail after.
         let mut ext = 0;
         for k in 0..n {
-            let (h, payload) = frame(k, &mut head);
-            match pieces_of(mem, &payload, &mut pieces) {
+            let (h, payload) = frame(k, head);
+            match pieces_of(mem, &payload, pieces) {
                 Some(p) if p > 0 && h <= (pool.data_room() as usize).min(MAX_HEAD) => ext += p,
                 _ => return Err(LendError::Shape),
             }
@@ -242,8 +252,8 @@ impl Lender {
         }
         let mut it = segs.drain();
         for k in 0..n {
-            let (h, payload) = frame(k, &mut head);
-            let p = pieces_of(mem, &payload, &mut pieces).expect("counted above");
+            let (h, payload) = frame(k, head);
+            let p = pieces_of(mem, &payload, pieces).expect("counted above");
             let mut first = it.next().expect("n + ext allocated");
             // A fresh mbuf takes `data_room` bytes (checked above).
             first.fill(&head[..h]).expect("a fresh mbuf takes the headers");
@@ -257,7 +267,7 @@ impl Lender {
                 // kept mapped while the chain is out.
                 // SAFETY: fresh mbufs of ours only, over mapped guest memory.
                 unsafe {
-                    (*m).buf_addr = addr.cast();
+                    (*m).buf_addr = addr as *mut c_void;
                     (*m).buf_iova = addr as u64;
                     (*m).buf_len = len;
                     (*m).data_off = 0;
@@ -318,7 +328,7 @@ impl Drop for Lender {
 /// The host pieces of `p`, each at most
 /// 65535 bytes (an mbuf's buffer length is 16 bits); None past `MAX_EXT_SEGS`
 /// or outside the spans.
-fn pieces_of(mem: &GuestMemory, p: &Payload, out: &mut [(*mut u8, u16); MAX_EXT_SEGS]) -> Option<usize> {
+fn pieces_of(mem: &GuestMemory, p: &Payload, out: &mut [(usize, u16); MAX_EXT_SEGS]) -> Option<usize> {
     let (mut k, mut left, mut skip) = (0, p.len, p.skip);
     for s in p.spans {
         if left == 0 {
@@ -334,7 +344,7 @@ fn pieces_of(mem: &GuestMemory, p: &Payload, out: &mut [(*mut u8, u16); MAX_EXT_
         while off < sl && left > 0 {
             let n = (sl - off).min(left).min(u16::MAX as u64);
             let p = mem.host_range(s, off as usize, n as usize).ok()?;
-            *out.get_mut(k)? = (p, n as u16);
+            *out.get_mut(k)? = (p as usize, n as u16);
             k += 1;
             off += n;
             left -= n;
@@ -394,7 +404,7 @@ mod tests {
         let mut spans = Vec::new();
         mem.translate(crate::guest_mem::Gpa(0x100), 100, |s| spans.push(s)).unwrap();
         mem.translate(crate::guest_mem::Gpa(0x1000), 0x20000, |s| spans.push(s)).unwrap();
-        let mut out = [(std::ptr::null_mut(), 0); MAX_EXT_SEGS];
+        let mut out = [(0, 0); MAX_EXT_SEGS];
         let p = |skip, len| Payload { spans: &spans, skip, len };
         let k = pieces_of(&mem, &p(60, 40 + 0x20000), &mut out).unwrap();
         assert_eq!(out[..k].iter().map(|p| p.1).collect::<Vec<_>>(), [40, 65535, 65535, 2]);

@@ -490,7 +490,7 @@ fn validate_switch(raw: RawSwitch, origin: &Path, cx: &Ctx) -> Res<SwitchConfig>
 }
 
 /// The default `zero_copy_min_bytes` (README, "Zero copy to NICs": measured).
-pub const ZERO_COPY_MIN_BYTES: u32 = 1024;
+pub const ZERO_COPY_MIN_BYTES: u32 = 1500;
 
 /// An IP literal and a port (0: any free one): no name to resolve, so the
 /// address bound is the one written.

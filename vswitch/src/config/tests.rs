@@ -159,7 +159,7 @@ fn full_example_parses_with_defaults_filled() {
         controller: None,
         pmd: PmdConfig::default(),
         zero_copy: true,
-        zero_copy_min_bytes: 1024,
+        zero_copy_min_bytes: 1500,
         zero_copy_in_flight: 0,
     };
     let ports = vec![];
