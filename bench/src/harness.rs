@@ -318,6 +318,10 @@ pub fn cell(gen: &Generator, setup: &Setup, plan: &Plan, c: &Cell, tag: &str) ->
     if !c.kind.supports(c.scenario.topology) {
         return all(true, &format!("{} has no VXLAN tunnel port", c.kind.name()));
     }
+    if c.scenario.topology == Topology::Vxlan && c.sizes.contains(&Size::Tso) {
+        // The remote endpoint's segments would leave unwrapped.
+        return all(true, "the generator sends no TCP segments through a tunnel");
+    }
     let mut s = match Session::open(gen, c.kind, setup, c.scenario, c.flows, tag, PortOpts::for_size(first, c.ring)) {
         Ok(s) => s,
         Err(e) => return all(false, &e),

@@ -23,6 +23,7 @@ use pmd_bridge::{Burst, Mbuf, Mempool};
 use crate::copy_once::GuestBurst;
 use crate::counters::bump;
 use crate::packet::PacketBuf;
+use crate::stock::Stock;
 
 /// Words of each thread's ring: 8 MiB, 5000 full-size frames.
 pub const RING_WORDS: usize = 1 << 20;
@@ -175,21 +176,21 @@ impl Taps {
     /// Frames received from a copy-once guest on `slot`: their headers are
     /// in scratch, the rest is copied out of the guest (into an mbuf of
     /// `pool`, freed at once) only if the snap length reaches past them.
-    pub fn guest_rx(&self, slot: u16, burst: &mut GuestBurst, pool: &Mempool) {
+    pub fn guest_rx(&self, slot: u16, burst: &mut GuestBurst, stock: &mut Stock, pool: &Mempool) {
         let now = tsc();
         for t in self.on(slot, false) {
             for i in 0..burst.pkts().len() {
-                push_guest(t, now, false, burst, i, pool);
+                push_guest(t, now, false, burst, i, stock, pool);
             }
         }
     }
 
     /// Frame `i` of a copy-once guest's burst, delivered into the copy-once
     /// guest on `slot` without an mbuf.
-    pub fn guest_tx(&self, slot: u16, burst: &mut GuestBurst, i: usize, pool: &Mempool) {
+    pub fn guest_tx(&self, slot: u16, burst: &mut GuestBurst, i: usize, stock: &mut Stock, pool: &Mempool) {
         let now = tsc();
         for t in self.on(slot, true) {
-            push_guest(t, now, true, burst, i, pool);
+            push_guest(t, now, true, burst, i, stock, pool);
         }
     }
 }
@@ -199,13 +200,13 @@ fn push_mbuf(t: &Tap, now: u64, tx: bool, m: &Mbuf) {
     t.ring.push(now, tx, m.len(), caplen, m.segments());
 }
 
-fn push_guest(t: &Tap, now: u64, tx: bool, burst: &mut GuestBurst, i: usize, pool: &Mempool) {
+fn push_guest(t: &Tap, now: u64, tx: bool, burst: &mut GuestBurst, i: usize, stock: &mut Stock, pool: &Mempool) {
     let p = &burst.pkts()[i];
     let (len, head) = (p.frame_len(), p.headers());
     let caplen = len.min(t.snaplen as usize);
     if caplen <= head.len() {
         t.ring.push(now, tx, len, caplen, std::iter::once(head));
-    } else if let Some(m) = burst.materialize(i, &mut crate::stock::Stock::default(), pool) {
+    } else if let Some(m) = burst.materialize(i, stock, pool) {
         push_mbuf(t, now, tx, &m);
     } else {
         bump(&t.ring.dropped, 1);

@@ -47,8 +47,9 @@ pub struct Outputs {
     made: Vec<Mbuf>,
     /// The frames a copy-once frame is lent to a NIC as.
     lent: Vec<Mbuf>,
-    /// Mbufs copy-once frames are copied into, this burst.
-    stock: Stock,
+    /// Mbufs copy-once frames are copied into, this burst (captured ones
+    /// too).
+    pub(crate) stock: Stock,
 }
 
 impl Default for Outputs {
@@ -273,7 +274,7 @@ impl<'a> Egress<'a> {
         if port.vlan.egress_edit(vlan, tagged) == TagEdit::Keep {
             if let Some(TxPort::CopyOnce(dst)) = self.tx[out as usize].as_mut() {
                 if !self.taps.is_empty() {
-                    self.taps.guest_tx(out, burst, i, self.pool);
+                    self.taps.guest_tx(out, burst, i, &mut self.out.stock, self.pool);
                 }
                 let (d, frames) = burst.deliver(i, dst, &mut self.out.copies, out);
                 // A segment cut for this guest went out as `frames` frames,

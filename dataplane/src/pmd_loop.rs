@@ -165,7 +165,7 @@ pub fn run(ctx: PmdContext) -> i32 {
                 }
                 Received::Guest(mut burst) => {
                     if !taps.is_empty() {
-                        taps.guest_rx(src.slot, &mut burst, &ctx.pool);
+                        taps.guest_rx(src.slot, &mut burst, &mut eg.out.stock, &ctx.pool);
                     }
                     let n = burst.pkts().len();
                     eg.forward_guest(src.slot, burst);

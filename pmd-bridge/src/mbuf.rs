@@ -117,8 +117,9 @@ impl Mbuf {
     }
 
     /// `fill` with room for `len` bytes, `bytes` the first of them: the
-    /// rest is left as the buffer held it, for the caller to write (a frame
-    /// copied straight from where it lies, headers from elsewhere).
+    /// rest is left as the buffer held it (an earlier packet's bytes), for
+    /// the caller to overwrite before the mbuf goes anywhere (a frame copied
+    /// straight from where it lies, headers from elsewhere).
     #[inline]
     pub fn fill_to(&mut self, bytes: &[u8], len: usize) -> Option<&mut [u8]> {
         if len < bytes.len() {
@@ -126,7 +127,9 @@ impl Mbuf {
         }
         let m = self.0.as_ptr();
         // SAFETY: we own the mbuf; its fields are read and, when it is
-        // exclusive, empty and unchained, written by us alone.
+        // exclusive, empty and unchained, written by us alone. The slice
+        // returned is its own data room, initialised memory (the pool's,
+        // zeroed at creation and only written since), ours alone.
         unsafe {
             if refcnt(&*m).load(Ordering::Relaxed) != 1
                 || (*m).data_len != 0

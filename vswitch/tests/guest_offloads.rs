@@ -86,7 +86,10 @@ fn tcp_segments_cross_vm_to_vm_whole_with_one_copy() {
     assert!(vm2.tx_bytes / vm2.tx_packets.max(1) > 1514, "frames larger than the MTU reached vm2: {vm2:?}");
     let copies: CopiesInfo = serde_json::from_value(sw.ctl(Command::ShowCopies).result).unwrap();
     let vm_vm = copies.paths.iter().find(|p| p.path == "vm-vm").unwrap();
-    assert_eq!(vm_vm.payload_copies, vm_vm.packets, "one payload copy per frame: {copies:?}");
+    // A frame that met a full receive ring (the guest late to refill it) is
+    // dropped uncopied, and counted; every other one is copied once.
+    let full: u64 = ["vm1", "vm2"].iter().map(|n| sw.port(n).drops.get("tx_full").copied().unwrap_or(0)).sum();
+    assert_eq!(vm_vm.payload_copies + full, vm_vm.packets, "one payload copy per frame delivered: {copies:?}");
     // The frames' first bytes go through switch scratch; the rest is copied.
     assert!(vm_vm.bytes_copied > 60 << 20, "{copies:?}");
     drop((a, b));

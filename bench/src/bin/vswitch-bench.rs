@@ -47,11 +47,14 @@ enum Cmd {
 
 #[derive(ClapArgs, Clone)]
 struct Opts {
-    /// Switches: vswitchd, vswitchd-copy-once, ovs-normal, ovs-flows, testpmd-io.
+    /// Switches: vswitchd, vswitchd-copy-once, vswitchd-copy-once-no-zc
+    /// (zero_copy = false), vswitchd-copy-once-sleep (pmd_sleep_max_us =
+    /// 500), ovs-normal, ovs-normal-sleep (pmd-maxsleep=500), ovs-flows,
+    /// testpmd-io.
     #[arg(long, value_delimiter = ',', default_value = "vswitchd,vswitchd-copy-once,ovs-normal,ovs-flows,testpmd-io")]
     switches: Vec<String>,
     /// Scenarios: 2vm (both directions), 3vm-chain, vm-nic and nic-vm (a
-    /// VM and a NIC port), vxlan-encap and vxlan-decap (a VM and a remote
+    /// VM and a NIC port), vm-nic-drop (a NIC that drops), vxlan-encap and vxlan-decap (a VM and a remote
     /// VXLAN endpoint behind an underlay NIC).
     #[arg(long, value_delimiter = ',', default_value = "2vm")]
     scenarios: Vec<String>,

@@ -169,6 +169,9 @@ pub struct Running {
     pub topology: Topology,
     dir: tempfile::TempDir,
     procs: Vec<Proc>,
+    /// OVS's underlay bridge's tap, deleted after OVS stopped (fields
+    /// drop in order).
+    phy: Option<ovs::LinkGuard>,
     _prefix: FilePrefix,
     /// testpmd's totals when the measured phase began.
     testpmd_base: FwdTotals,
@@ -201,7 +204,7 @@ impl Running {
             let frames: Vec<Vec<u8>> = (0..flows.max(1)).map(|f| crate::frame::announce(1, f)).collect();
             std::fs::write(dir.path().join("nic-rx.pcap"), crate::frame::pcap(&frames)).map_err(|e| e.to_string())?;
         }
-        let mut r = Running { kind, sockets, opts, topology, dir, procs: Vec::new(), _prefix: prefix, testpmd_base: FwdTotals::default(), ovs_nic_base: 0 };
+        let mut r = Running { kind, sockets, opts, topology, dir, procs: Vec::new(), phy: None, _prefix: prefix, testpmd_base: FwdTotals::default(), ovs_nic_base: 0 };
         match kind {
             SwitchKind::Vswitchd(_) => r.start_vswitchd(setup)?,
             SwitchKind::TestpmdIo => r.start_testpmd(setup)?,
@@ -481,11 +484,6 @@ impl Running {
         // ovs-vswitchd before ovsdb-server: reverse start order.
         while let Some(p) = self.procs.pop() {
             drop(p);
-        }
-        if matches!(self.kind, SwitchKind::OvsNormal | SwitchKind::OvsNormalSleep | SwitchKind::OvsFlows) && self.topology == Topology::Vxlan {
-            // OVS's taps outlive it: this one holds a tunnel address and
-            // its route.
-            let _ = run(Command::new("ip").args(["link", "del", "br-phy"]));
         }
     }
 }

@@ -9,6 +9,20 @@ use super::{run, Running, Setup, SwitchKind, SwitchStats, START};
 use crate::harness::Topology;
 use crate::tunnel;
 
+/// The underlay bridge of the VXLAN topology: OVS's guides call it br-phy,
+/// which a host running OVS may well have; this name is the bench's own.
+const PHY_BRIDGE: &str = "vswb-phy";
+
+/// A kernel link OVS made for the run (a netdev bridge's internal port is
+/// a tap, which outlives OVS): deleted when the run ends, however it ends.
+pub(super) struct LinkGuard(&'static str);
+
+impl Drop for LinkGuard {
+    fn drop(&mut self) {
+        let _ = run(Command::new("ip").args(["link", "del", self.0]));
+    }
+}
+
 impl Running {
     pub(super) fn ovs_ctl(&self) -> PathBuf {
         self.dir().join("ovs-vswitchd.ctl")
@@ -119,18 +133,19 @@ impl Running {
     }
 
     /// The NIC port: on br0, or with a VXLAN topology on its own bridge
-    /// br-phy whose internal port holds the tunnel address (OVS's
+    /// `PHY_BRIDGE` whose internal port holds the tunnel address (OVS's
     /// userspace tunnelling: the kernel side of that port gives the route,
     /// the neighbour is set as an operator would pin it), with the tunnel
     /// port on br0 in the NIC's OpenFlow port number.
-    fn add_nic(&self, i: usize) -> Result<(), String> {
+    fn add_nic(&mut self, i: usize) -> Result<(), String> {
         let (name, devargs, mtu) = (format!("vm{i}"), format!("options:dpdk-devargs={}", self.nic_devargs(i)), format!("mtu_request={}", self.nic_mtu()));
         let ofport = format!("ofport_request={}", i + 1);
         if self.topology != Topology::Vxlan {
             return self.vsctl(&["add-port", "br0", &name, "--", "set", "Interface", &name, "type=dpdk", &devargs, &mtu, &ofport]).map(drop);
         }
-        self.vsctl(&["add-br", "br-phy", "--", "set", "bridge", "br-phy", "datapath_type=netdev"])?;
-        self.vsctl(&["add-port", "br-phy", &name, "--", "set", "Interface", &name, "type=dpdk", &devargs, &mtu])?;
+        self.vsctl(&["add-br", PHY_BRIDGE, "--", "set", "bridge", PHY_BRIDGE, "datapath_type=netdev"])?;
+        self.phy = Some(LinkGuard(PHY_BRIDGE));
+        self.vsctl(&["add-port", PHY_BRIDGE, &name, "--", "set", "Interface", &name, "type=dpdk", &devargs, &mtu])?;
         let (local, remote) = (tunnel::SWITCH_IP.to_string(), tunnel::REMOTE_IP.to_string());
         self.vsctl(&[
             "add-port",
@@ -146,10 +161,10 @@ impl Running {
             &format!("options:key={}", tunnel::VNI),
             &ofport,
         ])?;
-        run(Command::new("ip").args(["addr", "replace", &format!("{local}/24"), "dev", "br-phy"]))?;
-        run(Command::new("ip").args(["link", "set", "br-phy", "up"]))?;
+        run(Command::new("ip").args(["addr", "replace", &format!("{local}/24"), "dev", PHY_BRIDGE]))?;
+        run(Command::new("ip").args(["link", "set", PHY_BRIDGE, "up"]))?;
         let mac = tunnel::REMOTE_MAC.map(|b| format!("{b:02x}")).join(":");
-        self.appctl(&["tnl/arp/set", "br-phy", &remote, &mac]).map(drop)
+        self.appctl(&["tnl/arp/set", PHY_BRIDGE, &remote, &mac]).map(drop)
     }
 
     /// Packets OVS sent through the dropping NIC so far, as the datapath

@@ -17,9 +17,10 @@ use vswitch::{ctl_server, metrics};
 
 /// How often the control thread looks at guests' events, ages the MAC
 /// table, reclaims buffers lent to NICs and reads OpenFlow when no command
-/// wakes it: every wakeup costs an idle host CPU time (about 20 us here,
-/// mostly the kernel's), so not more often than this needs.
-const CONTROL_TICK: Duration = Duration::from_millis(20);
+/// wakes it. rte_vhost's event thread waits for this loop on some guest
+/// messages (a memory table, a departure), every guest's messages behind
+/// it: so not longer, though each wakeup costs an idle host CPU time.
+const CONTROL_TICK: Duration = Duration::from_millis(5);
 
 #[derive(Parser)]
 #[command(version, about = "Userspace virtual switch on DPDK")]
