@@ -13,7 +13,7 @@ use testbed::{Guest, GuestImage, GuestNet, SocketRole};
 
 use crate::gen::{PortOpts, Ring};
 use crate::harness::median;
-use crate::peers::{Flavor, Running, Setup, SwitchKind};
+use crate::peers::{Flavor, OvsFlavor, Running, Setup, SwitchKind};
 
 /// A switch set up for the guests.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,7 +51,7 @@ impl GuestSetup {
         match self {
             GuestSetup::CopyOnce | GuestSetup::CopyOnceNoOffloads => SwitchKind::Vswitchd(Flavor::CopyOnce),
             GuestSetup::RteVhost => SwitchKind::Vswitchd(Flavor::RteVhost),
-            GuestSetup::OvsTso | GuestSetup::Ovs => SwitchKind::OvsNormal,
+            GuestSetup::OvsTso | GuestSetup::Ovs => SwitchKind::Ovs(OvsFlavor::Normal),
         }
     }
 

@@ -126,10 +126,9 @@ impl Mbuf {
             return None;
         }
         let m = self.0.as_ptr();
-        // SAFETY: we own the mbuf; its fields are read and, when it is
-        // exclusive, empty and unchained, written by us alone. The slice
-        // returned is its own data room, initialised memory (the pool's,
-        // zeroed at creation and only written since), ours alone.
+        // The slice returned is the mbuf's own data room: initialised memory
+        // (the pool's, zeroed at creation and only written since).
+        // SAFETY: we own the mbuf; read, and written only when exclusive, empty and unchained.
         unsafe {
             if refcnt(&*m).load(Ordering::Relaxed) != 1
                 || (*m).data_len != 0

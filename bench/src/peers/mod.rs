@@ -24,16 +24,23 @@ pub use testpmd::{parse_fwd_stats, FwdTotals};
 pub enum SwitchKind {
     /// vswitchd, MAC learning, set up as the flavour says.
     Vswitchd(Flavor),
-    /// OVS-DPDK, a NORMAL (learning) bridge.
-    OvsNormal,
+    /// OVS-DPDK, set up as the flavour says.
+    Ovs(OvsFlavor),
+    /// dpdk-testpmd, io forwarding: a switch that does no work.
+    TestpmdIo,
+}
+
+/// How OVS-DPDK is set up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum OvsFlavor {
+    /// A NORMAL (learning) bridge.
+    Normal,
     /// The same with its PMD threads sleeping when idle (OVS 3.1's
     /// `pmd-maxsleep`, `pmd-sleep-max` from 3.2), as long as
     /// `Flavor::CopyOnceSleep`.
-    OvsNormalSleep,
-    /// OVS-DPDK, port-to-port OpenFlow rules.
-    OvsFlows,
-    /// dpdk-testpmd, io forwarding: a switch that does no work.
-    TestpmdIo,
+    NormalSleep,
+    /// Port-to-port OpenFlow rules.
+    Flows,
 }
 
 /// How vswitchd is set up.
@@ -58,9 +65,9 @@ impl SwitchKind {
         SwitchKind::Vswitchd(Flavor::CopyOnce),
         SwitchKind::Vswitchd(Flavor::CopyOnceNoZeroCopy),
         SwitchKind::Vswitchd(Flavor::CopyOnceSleep),
-        SwitchKind::OvsNormal,
-        SwitchKind::OvsNormalSleep,
-        SwitchKind::OvsFlows,
+        SwitchKind::Ovs(OvsFlavor::Normal),
+        SwitchKind::Ovs(OvsFlavor::NormalSleep),
+        SwitchKind::Ovs(OvsFlavor::Flows),
         SwitchKind::TestpmdIo,
     ];
 
@@ -70,9 +77,9 @@ impl SwitchKind {
             SwitchKind::Vswitchd(Flavor::CopyOnce) => "vswitchd-copy-once",
             SwitchKind::Vswitchd(Flavor::CopyOnceNoZeroCopy) => "vswitchd-copy-once-no-zc",
             SwitchKind::Vswitchd(Flavor::CopyOnceSleep) => "vswitchd-copy-once-sleep",
-            SwitchKind::OvsNormal => "ovs-normal",
-            SwitchKind::OvsNormalSleep => "ovs-normal-sleep",
-            SwitchKind::OvsFlows => "ovs-flows",
+            SwitchKind::Ovs(OvsFlavor::Normal) => "ovs-normal",
+            SwitchKind::Ovs(OvsFlavor::NormalSleep) => "ovs-normal-sleep",
+            SwitchKind::Ovs(OvsFlavor::Flows) => "ovs-flows",
             SwitchKind::TestpmdIo => "testpmd-io",
         }
     }
@@ -88,7 +95,7 @@ impl SwitchKind {
 
     /// Whether it learns MACs (and so needs the learning phase).
     pub fn learns(self) -> bool {
-        matches!(self, SwitchKind::Vswitchd(_) | SwitchKind::OvsNormal | SwitchKind::OvsNormalSleep)
+        matches!(self, SwitchKind::Vswitchd(_) | SwitchKind::Ovs(OvsFlavor::Normal | OvsFlavor::NormalSleep))
     }
 
     /// What the switch does when a VM's receive ring is full, as it was
@@ -96,9 +103,9 @@ impl SwitchKind {
     pub fn retries(self, retries: u32) -> String {
         match self {
             SwitchKind::Vswitchd(_) => format!("{retries} ([switch] vhost_retries)"),
-            SwitchKind::OvsNormal | SwitchKind::OvsNormalSleep | SwitchKind::OvsFlows if retries <= OVS_MAX_RETRIES => format!("{retries} (tx-retries-max)"),
+            SwitchKind::Ovs(_) if retries <= OVS_MAX_RETRIES => format!("{retries} (tx-retries-max)"),
             // OVS takes an out-of-range value as its default, silently.
-            SwitchKind::OvsNormal | SwitchKind::OvsNormalSleep | SwitchKind::OvsFlows => {
+            SwitchKind::Ovs(_) => {
                 format!("8 (tx-retries-max={retries} is over OVS's {OVS_MAX_RETRIES}: OVS's default applies)")
             }
             SwitchKind::TestpmdIo if retries == 0 => "0 (set fwd io)".into(),
@@ -208,7 +215,7 @@ impl Running {
         match kind {
             SwitchKind::Vswitchd(_) => r.start_vswitchd(setup)?,
             SwitchKind::TestpmdIo => r.start_testpmd(setup)?,
-            SwitchKind::OvsNormal | SwitchKind::OvsNormalSleep | SwitchKind::OvsFlows => r.start_ovs(setup)?,
+            SwitchKind::Ovs(_) => r.start_ovs(setup)?,
         }
         Ok(r)
     }
@@ -321,7 +328,7 @@ impl Running {
                 let ports: Vec<PortInfo> = serde_json::from_value(self.ctl(Ctl::ShowPorts).ok()?).ok()?;
                 ports.iter().all(|p| p.state == "up").then_some(())
             }),
-            SwitchKind::OvsNormal | SwitchKind::OvsNormalSleep | SwitchKind::OvsFlows => wait_until(START, "OVS ports up", || {
+            SwitchKind::Ovs(_) => wait_until(START, "OVS ports up", || {
                 (0..self.sockets.len())
                     .all(|i| self.vsctl(&["get", "Interface", &format!("vm{i}"), "link_state"]).is_ok_and(|s| s.trim() == "up"))
                     .then_some(())
@@ -371,7 +378,7 @@ impl Running {
                 let ports = self.features().ok_or("vswitchd did not list its ports' features")?;
                 ports.iter().map(|f| if f.iter().any(|n| n == "ring_packed") { 1 << RING_PACKED_BIT } else { 0 }).collect()
             }
-            SwitchKind::TestpmdIo | SwitchKind::OvsNormal | SwitchKind::OvsNormalSleep | SwitchKind::OvsFlows => {
+            SwitchKind::TestpmdIo | SwitchKind::Ovs(_) => {
                 let log = match self.kind {
                     SwitchKind::TestpmdIo => self.procs.first().map(Proc::output).unwrap_or_default(),
                     _ => std::fs::read_to_string(self.dir().join("ovs-vswitchd.log")).unwrap_or_default(),
@@ -396,7 +403,7 @@ impl Running {
             SwitchKind::Vswitchd(_) => {
                 self.ctl(Ctl::ShowFdb).ok().and_then(|v| v.as_array().map(Vec::len))
             }
-            SwitchKind::OvsNormal | SwitchKind::OvsNormalSleep => self.appctl(&["fdb/show", "br0"]).ok().map(|s| s.lines().count().saturating_sub(1)),
+            SwitchKind::Ovs(OvsFlavor::Normal | OvsFlavor::NormalSleep) => self.appctl(&["fdb/show", "br0"]).ok().map(|s| s.lines().count().saturating_sub(1)),
             _ => None,
         }
     }
@@ -407,7 +414,7 @@ impl Running {
             SwitchKind::Vswitchd(_) => {
                 self.ctl(Ctl::StatsClear)?;
             }
-            SwitchKind::OvsNormal | SwitchKind::OvsNormalSleep | SwitchKind::OvsFlows => {
+            SwitchKind::Ovs(_) => {
                 self.appctl(&["dpif-netdev/pmd-stats-clear"])?;
                 if self.topology == Topology::DropNic {
                     self.ovs_nic_base = self.ovs_nic_tx()?;
@@ -444,7 +451,7 @@ impl Running {
                     dropped: ports.map(|ps| ps.iter().flat_map(|p| p.drops.values()).sum()),
                 }
             }
-            SwitchKind::OvsNormal | SwitchKind::OvsNormalSleep | SwitchKind::OvsFlows => {
+            SwitchKind::Ovs(_) => {
                 let text = self.appctl(&["dpif-netdev/pmd-stats-show"]).unwrap_or_default();
                 keep_raw("ovs pmd-stats-show", &text);
                 let s = parse_ovs_pmd_stats(&text);

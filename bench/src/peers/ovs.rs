@@ -5,7 +5,7 @@ use std::process::Command;
 
 use testbed::{wait_until, Proc};
 
-use super::{run, Running, Setup, SwitchKind, SwitchStats, START};
+use super::{run, OvsFlavor, Running, Setup, SwitchKind, SwitchStats, START};
 use crate::harness::Topology;
 use crate::tunnel;
 
@@ -61,7 +61,7 @@ impl Running {
             format!("other_config:dpdk-lcore-mask={:#x}", 1u64 << s.main_core),
             format!("other_config:dpdk-extra=\"{extra}\""),
         ];
-        if self.kind == SwitchKind::OvsNormalSleep {
+        if self.kind == SwitchKind::Ovs(OvsFlavor::NormalSleep) {
             config.push(format!("other_config:pmd-maxsleep={}", super::SLEEP_MAX_US));
         }
         if self.opts.tso {
@@ -119,7 +119,7 @@ impl Running {
             let (devargs, mtu, ofport) = (format!("options:dpdk-devargs={devargs}"), format!("mtu_request={}", self.opts.mtu), format!("ofport_request={n}"));
             self.vsctl(&["add-port", "br0", "nic", "--", "set", "Interface", "nic", "type=dpdk", &devargs, &mtu, &ofport])?;
         }
-        if self.kind == SwitchKind::OvsFlows {
+        if self.kind == SwitchKind::Ovs(OvsFlavor::Flows) {
             run(Command::new("ovs-ofctl").arg("del-flows").arg(self.bridge_target()))?;
             let n = self.sockets.len() + usize::from(self.drop_nic().is_some());
             for i in 0..n {

@@ -199,24 +199,25 @@ impl<'a> GuestBurst<'a> {
     /// requests in the mbuf's.
     pub fn materialize(&mut self, i: usize, stock: &mut Stock, pool: &Mempool) -> Option<Mbuf> {
         let (rx, pkt) = (&mut *self.rx, &self.pkts[i]);
-        let (len, head) = (pkt.len as usize, pkt.head_len as usize);
+        let len = pkt.len as usize;
         // Straight from guest memory into the mbufs: the headers from the
         // switch's copy, then the rest, over a chain when one mbuf is too
         // small (a jumbo frame, a TSO segment).
         let room = usize::from(pool.data_room()).max(1);
-        let mut m = stock.take(pool)?;
-        let first = len.min(room);
-        let buf = m.fill_to(pkt.headers(), first)?;
-        rx.chains[i].read_at(&rx.ring.mem, (NET_HDR_LEN + head) as u64, &mut buf[head..]).ok()?;
-        let mut off = first;
+        let (mut chain, mut off): (Option<Mbuf>, usize) = (None, 0);
         while off < len {
-            let n = (len - off).min(room);
+            let copied = if off == 0 { pkt.headers() } else { &[] };
             let mut seg = stock.take(pool)?;
-            let buf = seg.fill_to(&[], n)?;
-            rx.chains[i].read_at(&rx.ring.mem, (NET_HDR_LEN + off) as u64, buf).ok()?;
-            m.chain(seg).ok()?;
+            let buf = seg.fill_to(copied, (len - off).min(room))?;
+            let n = buf.len();
+            rx.chains[i].read_at(&rx.ring.mem, (NET_HDR_LEN + off + copied.len()) as u64, &mut buf[copied.len()..]).ok()?;
+            match chain.as_mut() {
+                Some(m) => m.chain(seg).ok()?,
+                None => chain = Some(seg),
+            }
             off += n;
         }
+        let mut m = chain?;
         if pkt.off != Offload::NONE {
             m.set_tx_offload(mbuf_offload::to_mbuf(&pkt.off, pkt.headers())).then_some(())?;
         }
