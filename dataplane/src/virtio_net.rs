@@ -11,7 +11,7 @@ use pmd_bridge::guest_mem::GuestMemory;
 
 use crate::copy_list::CopyList;
 use crate::offload::NetHdr;
-use crate::virtq::{copy_chain, pieces, Chain, ChainError, Direction, Pop, RingError, RingOps, MAX_SEGS, MAX_UNPOP};
+use crate::virtq::{copy_chain, pieces, Chain, ChainError, Cursor, Direction, Pop, RingError, RingOps, MAX_SEGS, MAX_UNPOP};
 
 /// virtio-net header length with VERSION_1 or MRG_RXBUF.
 pub const NET_HDR_LEN: usize = 12;
@@ -102,67 +102,89 @@ pub fn deliver<Q: RingOps>(
     hdr[..NetHdr::LEN].copy_from_slice(&frame.net_hdr.to_bytes());
     hdr[10..12].copy_from_slice(&(n as u16).to_le_bytes());
     // Lay the header, the plain head and the guest tail over the n chains,
-    // in order from the start: `at` bytes are laid.
-    let mut at = 0u64; // offset in the concatenation of the n chains
-    let put = |bytes: &[u8], at: &mut u64| -> bool {
+    // in order from the start.
+    let chains = &chains[..n];
+    let mut fill = Fill::default();
+    let put = |bytes: &[u8], fill: &mut Fill| -> bool {
         let mut bytes = bytes;
         while !bytes.is_empty() {
-            let (i, off) = locate(&chains[..n], *at);
-            let k = ((chains[i].len() - off) as usize).min(bytes.len());
-            if chains[i].write_at(mem, off, &bytes[..k]).is_err() {
+            let Some((c, off)) = fill.next(chains) else { return false };
+            let k = ((c.len() - off) as usize).min(bytes.len());
+            if c.write_at(mem, off, &bytes[..k]).is_err() {
                 return false;
             }
             bytes = &bytes[k..];
-            *at += k as u64;
+            fill.advance(k as u64);
         }
         true
     };
-    let ok = put(&hdr, &mut at) && put(frame.head, &mut at);
+    let ok = put(&hdr, &mut fill) && put(frame.head, &mut fill);
     let mut guest_copies = 0;
     if ok {
         if let Some((from, src, src_off, len)) = frame.tail {
+            let mut s = Cursor::new(src, src_off);
             let mut done = 0u64;
             while done < len {
-                let (i, off) = locate(&chains[..n], at);
-                let k = (chains[i].len() - off).min(len - done);
-                let c = match copies.as_mut() {
-                    Some((list, out)) => pieces(src, src_off + done, &chains[i], off, k, |s, so, d, dof, n| {
+                let Some((c, off)) = fill.next(chains) else { break };
+                let k = (c.len() - off).min(len - done);
+                let copied = match copies.as_mut() {
+                    Some((list, out)) => pieces(&mut s, c, off, k, |s, so, d, dof, n| {
                         if list.push(*out, s, so, d, dof, n) {
                             Ok(())
                         } else {
                             GuestMemory::copy_span(from, s, so as usize, mem, d, dof as usize, n as usize)
                         }
                     }),
-                    None => copy_chain(from, src, src_off + done, mem, &chains[i], off, k),
+                    None => copy_chain(from, &mut s, mem, c, off, k),
                 }
                 .map_err(RingError::from)?;
-                done += c;
-                at += c;
-                if c == 0 {
+                done += copied;
+                fill.advance(copied);
+                if copied == 0 {
                     break;
                 }
             }
             guest_copies = 1;
         }
     }
+    let at = fill.at;
     // Each chain holds what of [0, at) falls in it.
     let mut before = 0u64;
-    for c in chains.iter().take(n) {
+    for c in chains {
         q.add_used(mem, c.head, at.saturating_sub(before).min(c.len()) as u32)?;
         before += c.len();
     }
     Ok(Delivery::Done { buffers: n as u16, guest_copies })
 }
 
-/// Which chain holds byte `at` of the concatenation, and where in it.
-fn locate(chains: &[Chain], mut at: u64) -> (usize, u64) {
-    for (i, c) in chains.iter().enumerate() {
-        if at < c.len() {
-            return (i, at);
+/// Where the next byte goes in the receive chains: chain `i` at offset
+/// `off`, after `at` bytes laid. It only moves forward, so no chain is
+/// sought from the first again (a 64 KB segment spans about 32 of them).
+#[derive(Default)]
+struct Fill {
+    i: usize,
+    off: u64,
+    at: u64,
+}
+
+impl Fill {
+    /// The chain the next byte goes in and the offset in it, past the
+    /// chains already full; None when all are.
+    fn next<'c>(&mut self, chains: &'c [Chain]) -> Option<(&'c Chain, u64)> {
+        while let Some(c) = chains.get(self.i) {
+            if self.off < c.len() {
+                return Some((c, self.off));
+            }
+            self.i += 1;
+            self.off = 0;
         }
-        at -= c.len();
+        None
     }
-    (chains.len() - 1, chains[chains.len() - 1].len())
+
+    fn advance(&mut self, n: u64) {
+        self.off += n;
+        self.at += n;
+    }
 }
 
 const _: () = assert!(MAX_BUFFERS <= MAX_SEGS && MAX_BUFFERS <= MAX_UNPOP);

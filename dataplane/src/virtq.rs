@@ -531,7 +531,7 @@ mod chain;
 mod packed;
 mod queue;
 
-pub use chain::{copy_chain, pieces, Chain};
+pub use chain::{copy_chain, pieces, Chain, Cursor};
 pub use packed::{KeptPosition, PackedQueue, PublishRecord, RingSession, MAX_UNPOP, RING_EVENT_FLAGS_DESC, RING_EVENT_FLAGS_DISABLE, RING_EVENT_FLAGS_ENABLE, VIRTIO_F_RING_PACKED, VRING_PACKED_DESC_F_AVAIL, VRING_PACKED_DESC_F_USED};
 pub use queue::{RingOps, Virtqueue};
 

@@ -72,8 +72,9 @@ struct Opts {
     /// userspace-tso-enable, testpmd's net_vhost with tso=1). A tso64k row
     /// reports TCP payload: Gbps is payload received, Mpps and loss count
     /// 64 KB segments' worth of payload (however the switch delivered
-    /// them: the receiving VMs have no receive offloads, so a switch that
-    /// follows the spec cuts each segment into 45 frames), cyc/pkt is the
+    /// them: the VMs negotiate GUEST_TSO4 as Linux guests do, so a
+    /// switch may hand a segment over whole; one that cuts it into 45
+    /// frames says so in the row's notes), cyc/pkt is the
     /// switch core's cycles per 64 KB segment taken in, cp/pkt the bytes
     /// vswitchd copied per segment over the segment's size.
     #[arg(long, value_delimiter = ',', default_value = "64,512,1518,9000,tso64k")]

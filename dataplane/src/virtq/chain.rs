@@ -175,34 +175,34 @@ impl Chain {
     }
 }
 
-/// Copies `len` bytes from offset `src_off` of chain `src` in guest memory
+/// Copies `len` bytes from the position `src` of a chain in guest memory
 /// `from` to offset `dst_off` of chain `dst` in `to`: the single copy of a
 /// VM-to-VM packet, done at once. Returns the bytes copied (less than `len`
-/// if `dst` is too short).
-pub fn copy_chain(from: &GuestMemory, src: &Chain, src_off: u64, to: &GuestMemory, dst: &Chain, dst_off: u64, len: u64) -> Result<u64, OutOfBounds> {
-    pieces(src, src_off, dst, dst_off, len, |s, so, d, dof, n| GuestMemory::copy_span(from, s, so as usize, to, d, dof as usize, n as usize))
+/// if `dst` is too short); `src` is left after them.
+pub fn copy_chain(from: &GuestMemory, src: &mut Cursor, to: &GuestMemory, dst: &Chain, dst_off: u64, len: u64) -> Result<u64, OutOfBounds> {
+    pieces(src, dst, dst_off, len, |s, so, d, dof, n| GuestMemory::copy_span(from, s, so as usize, to, d, dof as usize, n as usize))
 }
 
-/// Walks `len` bytes from offset `src_off` of chain `src` beside offset
+/// Walks `len` bytes from the position `src` of a chain beside offset
 /// `dst_off` of chain `dst`, calling `f(source span, offset, destination
 /// span, offset, bytes)` for each piece between the buffers' boundaries;
-/// returns the bytes covered (less than `len` if `dst` is too short).
+/// returns the bytes covered (less than `len` if `dst` is too short) and
+/// leaves `src` after them, so that a frame spread over many destination
+/// chains is not sought from its start for each.
 pub fn pieces(
-    src: &Chain,
-    src_off: u64,
+    src: &mut Cursor,
     dst: &Chain,
     dst_off: u64,
     len: u64,
     mut f: impl FnMut(&Span, u64, &Span, u64, u64) -> Result<(), OutOfBounds>,
 ) -> Result<u64, OutOfBounds> {
-    let mut s = Cursor::new(src, src_off);
     let mut d = Cursor::new(dst, dst_off);
     let mut done = 0;
     while done < len {
-        let (Some((ss, soff, sroom)), Some((ds, doff, droom))) = (s.here(), d.here()) else { break };
+        let (Some((ss, soff, sroom)), Some((ds, doff, droom))) = (src.here(), d.here()) else { break };
         let n = sroom.min(droom).min(len - done);
         f(ss, soff, ds, doff, n)?;
-        s.advance(n);
+        src.advance(n);
         d.advance(n);
         done += n;
     }
@@ -210,14 +210,14 @@ pub fn pieces(
 }
 
 /// A position inside a chain: segment and offset.
-struct Cursor<'a> {
+pub struct Cursor<'a> {
     segs: &'a [Span],
     seg: usize,
     off: u64,
 }
 
 impl<'a> Cursor<'a> {
-    fn new(c: &'a Chain, mut skip: u64) -> Cursor<'a> {
+    pub fn new(c: &'a Chain, mut skip: u64) -> Cursor<'a> {
         let segs = c.segments();
         let mut seg = 0;
         while seg < segs.len() && skip >= segs[seg].len() as u64 {

@@ -62,11 +62,11 @@ fn copy_between_chains_of_different_shapes() {
     let (_, cb) = pop(&b, &mut qb, Direction::DeviceWrites);
     let payload: Vec<u8> = (0..1000u32).map(|i| (i * 3) as u8).collect();
     ca.write(&a.mem, &[&[0; 12], &payload]).unwrap();
-    assert_eq!(copy_chain(&a.mem, &ca, 12 + 14, &b.mem, &cb, 12 + 14, 1000 - 14).unwrap(), 986);
+    assert_eq!(copy_chain(&a.mem, &mut Cursor::new(&ca, 12 + 14), &b.mem, &cb, 12 + 14, 1000 - 14).unwrap(), 986);
     let mut got = Vec::new();
     cb.read(&b.mem, 12 + 14, &mut got).unwrap();
     assert_eq!(got[..986], payload[14..]);
-    assert_eq!(copy_chain(&a.mem, &ca, 0, &b.mem, &cb, 1500, 500).unwrap(), 100, "as much as fits");
+    assert_eq!(copy_chain(&a.mem, &mut Cursor::new(&ca, 0), &b.mem, &cb, 1500, 500).unwrap(), 100, "as much as fits");
 }
 
 #[test]
