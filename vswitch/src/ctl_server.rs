@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::capture::{self, CaptureSummary, Handoff};
-use crate::protocol::{CaptureStopped, Command, Request, Response, VERSION};
+use crate::protocol::{CaptureFormat, CaptureStopped, Command, Request, Response, VERSION};
 
 /// A request and where its answer goes.
 pub type Job = (Command, Sender<Response>);
@@ -113,9 +113,9 @@ fn serve_one(conn: UnixStream, jobs: &Sender<Job>, captures: &Handoff) -> std::i
                 Response::err(format!("protocol version {} not supported; this vswitchd speaks {VERSION}", r.version))
             }
             Ok(r) => {
-                if let Command::CaptureStart { count, timeout_secs, .. } = r.command {
+                if let Command::CaptureStart { count, timeout_secs, format, .. } = r.command {
                     let started = ask(jobs, r.command);
-                    return serve_capture(writer, jobs, captures, started, count, timeout_secs);
+                    return serve_capture(writer, jobs, captures, started, (count, timeout_secs), format);
                 }
                 ask(jobs, r.command)
             }
@@ -136,13 +136,20 @@ fn ask(jobs: &Sender<Job>, command: Command) -> Response {
 
 /// Answers a `CaptureStart` (`started`), then writes the capture on the
 /// connection until it ends, stops it, and sends the summary.
-fn serve_capture(mut conn: UnixStream, jobs: &Sender<Job>, captures: &Handoff, started: Response, count: Option<u64>, timeout: Option<u64>) -> std::io::Result<()> {
+fn serve_capture(
+    mut conn: UnixStream,
+    jobs: &Sender<Job>,
+    captures: &Handoff,
+    started: Response,
+    (count, timeout): (Option<u64>, Option<u64>),
+    format: CaptureFormat,
+) -> std::io::Result<()> {
     let session = started.result.get("id").and_then(serde_json::Value::as_u64).and_then(|id| captures.take(id));
     answer(&mut conn, &started)?;
     let Some(s) = session else { return Ok(()) };
     let deadline = timeout.map(|t| std::time::Instant::now() + Duration::from_secs(t));
     let probe = conn.try_clone()?;
-    let written = capture::stream(&s, &mut conn, count, deadline, |wait| client_waits(&probe, wait));
+    let written = capture::stream(&s, format, &mut conn, count, deadline, |wait| client_waits(&probe, wait));
     let stopped = ask(jobs, Command::CaptureStop { id: s.id });
     let dropped = serde_json::from_value::<CaptureStopped>(stopped.result).map_or(0, |c| c.dropped);
     capture::finish(&mut conn, &CaptureSummary { port: s.port.clone(), captured: written?, dropped })
@@ -177,7 +184,7 @@ pub fn request(path: &Path, command: Command) -> Result<Response, String> {
     send(path, command, Some(Duration::from_secs(60))).map(|(r, _)| r)
 }
 
-/// A `CaptureStart`: the capture (pcap) into `out` until it ends, and its
+/// A `CaptureStart`: the capture (pcap or pcapng) into `out` until it ends, and its
 /// summary. It may be quiet for long: no read timeout.
 pub fn capture(path: &Path, command: Command, out: &mut impl Write) -> Result<CaptureSummary, String> {
     let (resp, mut reader) = send(path, command, None)?;

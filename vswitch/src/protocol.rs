@@ -38,6 +38,8 @@ pub enum Command {
         count: Option<u64>,
         #[serde(default)]
         timeout_secs: Option<u64>,
+        #[serde(default)]
+        format: CaptureFormat,
     },
     /// Stops a capture (its writer does, at its end).
     CaptureStop { id: u64 },
@@ -50,6 +52,17 @@ pub enum CaptureDirection {
     Rx,
     Tx,
     Both,
+}
+
+/// The file a capture becomes: pcap (microsecond timestamps, as tcpdump
+/// writes), or pcapng, which also names the port (its interface) and says
+/// of each frame whether the port received or was sent it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CaptureFormat {
+    #[default]
+    Pcap,
+    Pcapng,
 }
 
 /// A capture started: what `CaptureStop` takes.

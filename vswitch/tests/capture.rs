@@ -1,9 +1,10 @@
 //! Packet capture with `vswitchctl capture`, as an operator runs it: three
 //! captures at once (frames sent into a copy-once guest, into an rte_vhost
 //! guest, and received from a copy-once guest cut to 64 bytes on standard
-//! output) while a known stream flows; `tcpdump -r` reads each file and
-//! shows the stream, every byte matches what was sent, and no forwarding
-//! counter differs from what the stream alone makes.
+//! output, and both ways on the copy-once guest b as pcapng) while a known
+//! stream flows; `tcpdump -r` reads each file and shows the stream, every
+//! byte matches what was sent, and no forwarding counter differs from what
+//! the stream alone makes.
 mod common;
 
 use std::path::Path;
@@ -38,6 +39,38 @@ fn records(pcap: &[u8]) -> Vec<(Vec<u8>, u32)> {
         let (caplen, orig) = (word(2) as usize, word(3));
         out.push((pcap[at + 16..at + 16 + caplen].to_vec(), orig));
         at += 16 + caplen;
+    }
+    out
+}
+
+/// A pcapng file's packets: (interface name, bytes, original length,
+/// inbound), read block by block as the pcapng spec lays them out.
+fn pcapng_records(f: &[u8]) -> Vec<(String, Vec<u8>, u32, bool)> {
+    let word = |at: usize| u32::from_le_bytes(f[at..at + 4].try_into().unwrap());
+    assert_eq!((word(0), word(8)), (0x0a0d_0d0a, 0x1a2b_3c4d), "a little-endian pcapng section");
+    let (mut names, mut out, mut at) = (Vec::new(), Vec::new(), 0);
+    while at < f.len() {
+        let (kind, len) = (word(at), word(at + 4) as usize);
+        // Options: from after the fixed fields to the trailing length.
+        let options = |mut o: usize| {
+            let mut found = Vec::new();
+            while o < at + len - 4 {
+                let (code, n) = (u16::from_le_bytes([f[o], f[o + 1]]), u16::from_le_bytes([f[o + 2], f[o + 3]]) as usize);
+                found.push((code, f[o + 4..o + 4 + n].to_vec()));
+                o += 4 + n.next_multiple_of(4);
+            }
+            found
+        };
+        match kind {
+            1 => names.push(options(at + 16).into_iter().find(|o| o.0 == 2).map(|o| String::from_utf8(o.1).unwrap()).unwrap_or_default()),
+            6 => {
+                let (iface, caplen) = (word(at + 8) as usize, word(at + 20) as usize);
+                let flags = options(at + 28 + caplen.next_multiple_of(4)).into_iter().find(|o| o.0 == 2).expect("epb_flags").1;
+                out.push((names[iface].clone(), f[at + 28..at + 28 + caplen].to_vec(), word(at + 24), flags[0] & 3 == 1));
+            }
+            _ => {}
+        }
+        at += len;
     }
     out
 }
@@ -78,9 +111,10 @@ fn captures_read_by_tcpdump_show_the_stream_and_change_no_counter() {
         capture(&sw, &format!("b --direction tx -c {K}"), &file("b.pcap"), false),
         capture(&sw, &format!("c --direction tx -c {K}"), &file("c.pcap"), false),
         capture(&sw, &format!("a --direction rx --count {} -s 64", 2 * K), &file("a.pcap"), true),
+        capture(&sw, &format!("b -c {}", K + 1), &file("b.pcapng"), false),
     ];
     // A capture writes the file header as soon as it runs.
-    for n in ["b.pcap", "c.pcap", "a.pcap"] {
+    for n in ["b.pcap", "c.pcap", "a.pcap", "b.pcapng"] {
         wait_until(DEADLINE, n, || std::fs::metadata(file(n)).ok().filter(|m| m.len() >= 24)).unwrap();
     }
     let stream = |to: u8| -> Vec<Vec<u8>> { (0..K as u32).map(|i| frame(mac(to), mac(1), None, 60 + (i as usize * 7) % 1400, i)).collect() };
@@ -94,6 +128,11 @@ fn captures_read_by_tcpdump_show_the_stream_and_change_no_counter() {
     finished(&mut caps[0], &format!("{K} packets captured on b"));
     finished(&mut caps[1], &format!("{K} packets captured on c"));
     finished(&mut caps[2], &format!("{} packets captured on a", 2 * K));
+    // And one frame b sends, for the pcapng capture of both directions.
+    let reply = frame(mac(1), mac(2), None, 90, 0);
+    vms[1].send(std::slice::from_ref(&reply));
+    assert_eq!(vms[0].recv(1), [reply.clone()]);
+    finished(&mut caps[3], &format!("{} packets captured on b", K + 1));
 
     // Frames sent into the copy-once guest b and the rte_vhost guest c,
     // whole; those received from a, cut to 64 bytes.
@@ -112,6 +151,13 @@ fn captures_read_by_tcpdump_show_the_stream_and_change_no_counter() {
     assert!(lines[1].contains(&format!("length {}", to_b[1].len())), "{}", lines[1]);
     assert_eq!(tcpdump(&file("c.pcap"), mac(1), mac(3)).len(), K);
     assert_eq!(tcpdump(&file("a.pcap"), mac(1), mac(2)).len(), K);
+    // The pcapng file: the port's name on its interface, the stream sent
+    // to b outbound, b's reply inbound; tcpdump reads it too.
+    let got = pcapng_records(&std::fs::read(file("b.pcapng")).unwrap());
+    let want: Vec<_> = to_b.iter().map(|f| ("b".to_string(), f.clone(), f.len() as u32, false)).chain([("b".to_string(), reply.clone(), 90, true)]).collect();
+    assert_eq!(got, want);
+    assert_eq!(tcpdump(&file("b.pcapng"), mac(1), mac(2)).len(), K);
+    assert_eq!(tcpdump(&file("b.pcapng"), mac(2), mac(1)).len(), 1);
 
     // The counters are the stream's, capture or not.
     let after = sw.ports();
@@ -119,8 +165,8 @@ fn captures_read_by_tcpdump_show_the_stream_and_change_no_counter() {
         let (b, a) = (before.iter().find(|p| p.name == name).unwrap(), after.iter().find(|p| p.name == name).unwrap());
         (a.rx_packets - b.rx_packets, a.tx_packets - b.tx_packets, a.forwarded - b.forwarded, a.drops.values().sum::<u64>())
     };
-    assert_eq!(delta("a"), (2 * K as u64, 0, 2 * K as u64, 0));
-    assert_eq!(delta("b"), (0, K as u64, 0, 0));
+    assert_eq!(delta("a"), (2 * K as u64, 1, 2 * K as u64, 0));
+    assert_eq!(delta("b"), (1, K as u64, 1, 0));
     assert_eq!(delta("c"), (0, K as u64, 0, 0));
 }
 

@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use vswitch::ctl_server::request;
 use dataplane::capture::MAX_SNAPLEN;
 use dataplane::police::DEFAULT_BURST_KBIT;
-use vswitch::protocol::{CaptureDirection, Command, CopiesInfo, FdbInfo, FlowsInfo, MempoolInfo, PmdInfo, PmdRxqInfo, PortInfo, RebalanceInfo};
+use vswitch::protocol::{CaptureDirection, CaptureFormat, Command, CopiesInfo, FdbInfo, FlowsInfo, MempoolInfo, PmdInfo, PmdRxqInfo, PortInfo, RebalanceInfo};
 
 #[derive(Parser)]
 #[command(version, about = "Control a running vswitchd")]
@@ -52,7 +52,7 @@ enum Cmd {
         op: String,
     },
     /// Capture the frames a port receives and sends into a pcap file, as
-    /// tcpdump -w does (Ctrl-C ends it too).
+    /// tcpdump -w does (Ctrl-C ends it too), or a pcapng file.
     Capture {
         port: String,
         /// Frames received on the port (rx), sent to it (tx), or both.
@@ -70,6 +70,10 @@ enum Cmd {
         /// The pcap file to write ("-": standard output, e.g. into `tcpdump -r -`).
         #[arg(short = 'w', long = "write")]
         write: PathBuf,
+        /// pcap, or pcapng (the port's name on its interface, each frame's
+        /// direction); pcapng by default for a file named *.pcapng.
+        #[arg(short = 'F', long = "format", value_parser = ["pcap", "pcapng"])]
+        format: Option<String>,
     },
 }
 
@@ -132,14 +136,20 @@ enum PortOp {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    if let Cmd::Capture { port, direction, count, snaplen, timeout, write } = args.cmd {
+    if let Cmd::Capture { port, direction, count, snaplen, timeout, write, format } = args.cmd {
         let direction = match direction.as_str() {
             "rx" => CaptureDirection::Rx,
             "tx" => CaptureDirection::Tx,
             _ => CaptureDirection::Both,
         };
         let snaplen = if snaplen == 0 { MAX_SNAPLEN } else { snaplen };
-        let command = Command::CaptureStart { port, direction, snaplen, count, timeout_secs: timeout };
+        let named_pcapng = write.extension().is_some_and(|e| e == "pcapng");
+        let format = match format.as_deref() {
+            Some("pcapng") => CaptureFormat::Pcapng,
+            None if named_pcapng => CaptureFormat::Pcapng,
+            _ => CaptureFormat::Pcap,
+        };
+        let command = Command::CaptureStart { port, direction, snaplen, count, timeout_secs: timeout, format };
         return capture(&args.socket, command, &write, args.json);
     }
     let command = match args.cmd {
