@@ -187,13 +187,8 @@ impl Desc {
     /// rewrite it meanwhile, so every check is made on this copy.
     #[inline]
     fn load(mem: &GuestMemory, table: &Span, i: u16) -> Result<Desc, ChainError> {
-        let raw: [u8; DESC_SIZE as usize] = mem.load(table, i as usize * DESC_SIZE as usize).map_err(|_| ChainError::OutsideMemory)?;
-        Ok(Desc {
-            addr: u64::from_le_bytes(raw[0..8].try_into().expect("8 bytes")),
-            len: u32::from_le_bytes(raw[8..12].try_into().expect("4 bytes")),
-            flags: u16::from_le_bytes([raw[12], raw[13]]),
-            next: u16::from_le_bytes([raw[14], raw[15]]),
-        })
+        let [addr, w] = mem.load_words::<2>(table, i as usize * DESC_SIZE as usize).map_err(|_| ChainError::OutsideMemory)?;
+        Ok(Desc { addr, len: w as u32, flags: (w >> 32) as u16, next: (w >> 48) as u16 })
     }
 
     fn has(&self, flag: u16) -> bool {

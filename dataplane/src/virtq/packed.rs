@@ -131,14 +131,8 @@ fn is_avail(flags: u16, wrap: bool) -> bool {
 /// guest memory had drained, and waited for them.
 #[inline(always)]
 fn load(mem: &GuestMemory, table: &Span, i: u16) -> Result<(Desc, u16), OutOfBounds> {
-    let raw: [u8; DESC_SIZE as usize] = mem.load(table, i as usize * DESC_SIZE as usize)?;
-    let d = Desc {
-        addr: u64::from_le_bytes(raw[0..8].try_into().expect("8 bytes")),
-        len: u32::from_le_bytes(raw[8..12].try_into().expect("4 bytes")),
-        flags: u16::from_le_bytes([raw[14], raw[15]]),
-        next: 0,
-    };
-    Ok((d, u16::from_le_bytes([raw[12], raw[13]])))
+    let [addr, w] = mem.load_words::<2>(table, i as usize * DESC_SIZE as usize)?;
+    Ok((Desc { addr, len: w as u32, flags: (w >> 48) as u16, next: 0 }, (w >> 32) as u16))
 }
 
 /// What walking one chain found: the slots it took, its id, and the first
@@ -384,10 +378,8 @@ impl PackedQueue {
     pub fn prefetch_buffers(&self, mem: &GuestMemory, n: usize) {
         let mut slot = self.next_avail.slot as usize;
         for _ in 0..n.min(self.size as usize) {
-            if let Ok(raw) = mem.load::<16>(&self.ring, slot * DESC_SIZE as usize) {
-                let addr = u64::from_le_bytes(raw[0..8].try_into().expect("8 bytes"));
-                let len = u32::from_le_bytes(raw[8..12].try_into().expect("4 bytes"));
-                mem.prefetch_write(Gpa(addr), (len as u64).min(super::PREFETCH_BYTES));
+            if let Ok([addr, w]) = mem.load_words::<2>(&self.ring, slot * DESC_SIZE as usize) {
+                mem.prefetch_write(Gpa(addr), (w as u32 as u64).min(super::PREFETCH_BYTES));
             }
             slot += 1;
             if slot == self.size as usize {
