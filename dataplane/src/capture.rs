@@ -23,7 +23,7 @@ use pmd_bridge::{Burst, Mbuf, Mempool};
 use crate::copy_once::GuestBurst;
 use crate::counters::bump;
 use crate::packet::PacketBuf;
-use crate::stock::Stock;
+use pmd_bridge::Stock;
 
 /// Words of each thread's ring: 8 MiB, 5000 full-size frames.
 pub const RING_WORDS: usize = 1 << 20;

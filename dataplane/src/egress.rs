@@ -20,7 +20,7 @@ use crate::mbuf_offload;
 use crate::offload::Caps;
 use crate::packet::PacketBuf;
 use crate::port_io::TxPort;
-use crate::stock::Stock;
+use pmd_bridge::Stock;
 use crate::tag_edit;
 use crate::virtio_net::Delivery;
 use crate::vlan::TagEdit;

@@ -19,7 +19,6 @@ pub mod pmd_loop;
 pub mod police;
 pub mod port_io;
 pub mod quiesce;
-pub mod stock;
 pub mod tag_edit;
 #[cfg(test)]
 mod test_rng;

@@ -132,17 +132,3 @@ fn a_flooded_frame_keeps_its_tso_for_the_output_that_takes_it() {
     drop((segs, whole));
     assert_eq!(pool.in_use_count(), 0);
 }
-
-#[test]
-fn a_stock_refills_in_steps_and_gives_back_the_rest() {
-    use dataplane::stock::{Stock, REFILL};
-    let pool = pool("stock");
-    let base = pool.in_use_count();
-    let mut s = Stock::default();
-    let taken: Vec<Mbuf> = (0..REFILL + 1).map(|_| s.take(&pool).unwrap()).collect();
-    assert_eq!(pool.in_use_count() - base, 2 * REFILL as u32, "two refills");
-    s.settle();
-    assert_eq!(pool.in_use_count() - base, REFILL as u32 + 1, "only what was taken");
-    drop(taken);
-    assert_eq!(pool.in_use_count(), base);
-}

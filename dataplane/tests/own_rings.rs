@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use dataplane::virtq::{copy_chain, Chain, Direction, Pop, SplitQueue};
+use dataplane::virtq::{copy_chain, Chain, Cursor, Direction, Pop, SplitQueue};
 use pmd_bridge::guest_mem::GuestMemory;
 use pmd_bridge::{Burst, Eal, EthPort, Mempool, PortConfig, VhostDevice, VhostEvent, VhostMode, VhostSocket};
 use testbed::FilePrefix;
@@ -180,7 +180,7 @@ fn vm_to_vm_with_one_payload_copy() {
         hdr[10..12].copy_from_slice(&1u16.to_le_bytes());
         dst.write(&b.mem, &[&hdr, &scratch[HDR..]]).unwrap();
         let rest = frame_len - 14;
-        let n = copy_chain(&a.mem, &src, HDR as u64 + 14, &b.mem, &dst, HDR as u64 + 14, rest).unwrap();
+        let n = copy_chain(&a.mem, &mut Cursor::new(&src, HDR as u64 + 14), &b.mem, &dst, HDR as u64 + 14, rest).unwrap();
         assert_eq!(n, rest);
         payload_copies += 1;
         a.tx.add_used(&a.mem, src.head, 0).unwrap();

@@ -27,6 +27,6 @@ pub use error::{Error, Result};
 pub use gso::{segment_tcp4, GsoError};
 pub use ethdev::{EthPort, Link, PortConfig, PortStats, RxQueue, TxOffloadCaps, TxQueue};
 pub use mbuf::{tx_flags, Mbuf, TxOffload};
-pub use mempool::Mempool;
+pub use mempool::{Mempool, Stock};
 pub use ring::Ring;
 pub use vhost::{CallFd, VhostDevice, VhostEvent, VhostMode, VhostRxQueue, VhostSocket, VhostTxQueue};

@@ -15,6 +15,9 @@ pub const HEADROOM: u16 = ffi::RTE_PKTMBUF_HEADROOM as u16;
 /// registered with `lcore::register_thread`).
 pub struct Mempool {
     raw: NonNull<ffi::rte_mempool>,
+    /// Fixed at creation; asked per frame by the copy and lending paths,
+    /// so kept here rather than asked of C each time.
+    data_room: u16,
     _eal: Eal,
 }
 
@@ -38,7 +41,7 @@ impl Mempool {
             ffi::rte_pktmbuf_pool_create(cname.as_ptr(), n, cache, 0, room, ffi::SOCKET_ID_ANY)
         });
         let raw = NonNull::new(raw).ok_or_else(|| Error::dpdk("rte_pktmbuf_pool_create", rte_errno(), &logged))?;
-        Ok(Mempool { raw, _eal: eal.clone() })
+        Ok(Mempool { raw, data_room, _eal: eal.clone() })
     }
 
     pub(crate) fn as_ptr(&self) -> *mut ffi::rte_mempool {
@@ -87,9 +90,9 @@ impl Mempool {
     }
 
     /// Size of the data room of each mbuf (without headroom).
+    #[inline]
     pub fn data_room(&self) -> u16 {
-        // SAFETY: reads the private data of a valid pktmbuf pool.
-        unsafe { ffi::rte_pktmbuf_data_room_size(self.raw.as_ptr()) - HEADROOM }
+        self.data_room
     }
 
     /// Number of mbufs in the pool.
@@ -123,5 +126,41 @@ impl Drop for Mempool {
         }
         // SAFETY: no mbuf of this pool is alive, and no one else holds the pool.
         unsafe { ffi::rte_mempool_free(self.raw.as_ptr()) };
+    }
+}
+
+/// Mbufs taken per call: enough to cover most bursts in a call or a few,
+/// few enough that a burst needing one gives little back.
+pub const REFILL: usize = 8;
+
+/// Fresh mbufs for one burst's outputs (frames copied out of a guest or
+/// lent from it, tunnel headers): taken from the pool a few at a time, in
+/// one call, as they are needed, and what is left given back in one call
+/// when the burst ends, so that the hot path calls C per burst rather than
+/// per packet.
+#[derive(Default)]
+pub struct Stock {
+    left: crate::Burst<REFILL>,
+}
+
+impl Stock {
+    /// A fresh mbuf of `pool`: from the stock, refilled in one call when
+    /// empty (one by one if the pool is short).
+    #[inline]
+    pub fn take(&mut self, pool: &Mempool) -> Option<Mbuf> {
+        if let Some(m) = self.left.pop() {
+            return Some(m);
+        }
+        if pool.alloc_bulk(&mut self.left, REFILL) {
+            return self.left.pop();
+        }
+        pool.alloc()
+    }
+
+    /// The burst is over: what it did not take goes back to the pool (a
+    /// stock kept between bursts would hold mbufs while the switch idles).
+    #[inline]
+    pub fn settle(&mut self) {
+        self.left.clear();
     }
 }

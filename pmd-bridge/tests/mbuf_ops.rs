@@ -3,7 +3,7 @@
 mod common;
 
 use common::{eal, frame, pool};
-use pmd_bridge::{Burst, Error, EthPort};
+use pmd_bridge::{Burst, Error, EthPort, Stock};
 
 #[test]
 fn prepend_adj_trim_on_an_exclusive_mbuf() {
@@ -126,4 +126,18 @@ fn regression_chain_never_writes_a_shared_tail() {
     assert_eq!(&hdr.to_vec()[4..], &frame(5, 3000)[..]);
     drop((hdr, pkt));
     assert_eq!(pool.in_use_count(), 0);
+}
+
+#[test]
+fn a_stock_refills_in_steps_and_gives_back_the_rest() {
+    use pmd_bridge::mempool::REFILL;
+    let pool = pool("stock", 64);
+    let base = pool.in_use_count();
+    let mut s = Stock::default();
+    let taken: Vec<_> = (0..REFILL + 1).map(|_| s.take(&pool).unwrap()).collect();
+    assert_eq!(pool.in_use_count() - base, 2 * REFILL as u32, "two refills");
+    s.settle();
+    assert_eq!(pool.in_use_count() - base, REFILL as u32 + 1, "only what was taken");
+    drop(taken);
+    assert_eq!(pool.in_use_count(), base);
 }

@@ -10,7 +10,7 @@ use crate::counters::{count_bad_headers, DropReason, ZeroCopy as Outcome};
 use crate::mbuf_offload;
 use crate::offload::{validate, Caps, HdrError, NetHdr, Offload};
 use crate::packet::PacketBuf;
-use crate::stock::Stock;
+use pmd_bridge::Stock;
 use crate::virtio_net::{Delivery, NET_HDR_LEN};
 use crate::virtq::{Chain, ChainError, Direction, Pop, RingOps, MAX_READ};
 

@@ -15,7 +15,7 @@ use super::Vtep;
 use crate::counters::{bump, DropReason};
 use crate::parse::{is_multicast, Mac, ETH_HLEN};
 use crate::port_io::TxPort;
-use crate::stock::Stock;
+use pmd_bridge::Stock;
 
 /// One PMD thread's sender for one vxlan port.
 pub struct VxlanTx {
