@@ -27,7 +27,7 @@ use std::sync::Arc;
 
 use crate::guest_mem::{GuestMemory, Span};
 use crate::mbuf::Mbuf;
-use crate::mempool::Mempool;
+use crate::mempool::{Mempool, Stock};
 use crate::{ffi, Burst};
 
 /// Most external segments in one chain; a frame spread over more buffers is
@@ -188,14 +188,15 @@ impl Lender {
     }
 
     /// A chain for one frame: `head` (the private header copy) in a segment
-    /// from `pool`, then `payload` (in `mem`) as external segments. `tag`
+    /// from `pool` (through the burst's `stock`), then `payload` (in `mem`)
+    /// as external segments. `tag`
     /// comes back from `reap` once every segment is freed, by anyone.
-    pub fn lend(&mut self, pool: &Mempool, mem: &Arc<GuestMemory>, tag: u16, head: &[u8], payload: Payload) -> Result<Mbuf, LendError> {
+    pub fn lend(&mut self, pool: &Mempool, stock: &mut Stock, mem: &Arc<GuestMemory>, tag: u16, head: &[u8], payload: Payload) -> Result<Mbuf, LendError> {
         if head.len() > MAX_HEAD {
             return Err(LendError::Shape);
         }
         let mut lent = None;
-        self.lend_frames(pool, mem, tag, 1, |_, buf| {
+        self.lend_frames(pool, stock, mem, tag, 1, |_, buf| {
             buf[..head.len()].copy_from_slice(head);
             (head.len(), payload)
         }, |m| lent = Some(m))?;
@@ -212,6 +213,7 @@ impl Lender {
     pub fn lend_frames<'p>(
         &mut self,
         pool: &Mempool,
+        stock: &mut Stock,
         mem: &Arc<GuestMemory>,
         tag: u16,
         n: usize,
@@ -237,7 +239,7 @@ impl Lender {
         if n + ext > MAX_LENT_MBUFS || ext > u16::MAX as usize {
             return Err(LendError::Shape);
         }
-        if !pool.alloc_bulk(&mut segs, n + ext) {
+        if !stock.take_into(pool, n + ext, &mut segs) {
             return Err(LendError::NoMbuf);
         }
         let s = &self.shared.slots[slot as usize];

@@ -157,6 +157,15 @@ impl Stock {
         pool.alloc()
     }
 
+    /// `n` fresh mbufs of `pool` into the empty `into`, all or none.
+    pub fn take_into<const N: usize>(&mut self, pool: &Mempool, n: usize, into: &mut crate::Burst<N>) -> bool {
+        let all = n <= N && (0..n).all(|_| self.take(pool).is_some_and(|m| into.push(m).is_ok()));
+        if !all {
+            into.clear();
+        }
+        all
+    }
+
     /// The burst is over: what it did not take goes back to the pool (a
     /// stock kept between bursts would hold mbufs while the switch idles).
     #[inline]

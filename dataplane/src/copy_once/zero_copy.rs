@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use pmd_bridge::extbuf::{LendError, Lender, Payload, MAX_HEAD};
 use pmd_bridge::guest_mem::GuestMemory;
-use pmd_bridge::{Mbuf, Mempool, BURST};
+use pmd_bridge::{Mbuf, Mempool, Stock, BURST};
 
 use super::GuestPkt;
 use crate::counters::ZeroCopy as Outcome;
@@ -82,7 +82,7 @@ impl ZeroCopy {
     /// same frame may follow (they share it). Ok: the header bytes copied;
     /// Err: copy it, and why.
     #[allow(clippy::too_many_arguments)]
-    pub(super) fn lend(&mut self, i: usize, out: u16, caps: Caps, flood: bool, pool: &Mempool, mem: &Arc<GuestMemory>, chain: &Chain, pkt: &GuestPkt, emit: impl FnMut(Mbuf)) -> Result<usize, Outcome> {
+    pub(super) fn lend(&mut self, i: usize, out: u16, caps: Caps, flood: bool, (pool, stock): (&Mempool, &mut Stock), mem: &Arc<GuestMemory>, chain: &Chain, pkt: &GuestPkt, emit: impl FnMut(Mbuf)) -> Result<usize, Outcome> {
         if !self.targets.contains(out) {
             return Err(Outcome::NotMapped);
         }
@@ -104,8 +104,8 @@ impl ZeroCopy {
             }
         }
         let lent = match pkt.off.gso {
-            Some(gso) if !fits => self.lend_cut(pool, mem, chain, pkt, gso, caps.csum, emit),
-            _ => self.lend_whole(pool, mem, chain, pkt, fits, flood.then_some(i), emit),
+            Some(gso) if !fits => self.lend_cut((pool, stock), mem, chain, pkt, gso, caps.csum, emit),
+            _ => self.lend_whole((pool, stock), mem, chain, pkt, fits, flood.then_some(i), emit),
         };
         let copied = lent.map_err(|e| match e {
             LendError::Full => Outcome::InFlightLimit,
@@ -118,7 +118,7 @@ impl ZeroCopy {
     /// The frame as it is; a partial checksum the NIC cannot fill (`!fits`)
     /// is finished in the header copy.
     #[allow(clippy::too_many_arguments)]
-    fn lend_whole(&mut self, pool: &Mempool, mem: &Arc<GuestMemory>, chain: &Chain, pkt: &GuestPkt, fits: bool, flood: Option<usize>, mut emit: impl FnMut(Mbuf)) -> Result<usize, LendError> {
+    fn lend_whole(&mut self, (pool, stock): (&Mempool, &mut Stock), mem: &Arc<GuestMemory>, chain: &Chain, pkt: &GuestPkt, fits: bool, flood: Option<usize>, mut emit: impl FnMut(Mbuf)) -> Result<usize, LendError> {
         let (h, len) = (pkt.head_len as usize, pkt.len as usize);
         let payload = Payload { spans: chain.segments(), skip: (NET_HDR_LEN + h) as u64, len: (len - h) as u64 };
         let mut headers = [0u8; MAX_HEAD];
@@ -132,7 +132,7 @@ impl ZeroCopy {
             }
             off = Offload::NONE;
         }
-        let mut m = self.lender.lend(pool, mem, chain.head, &headers[..h], payload)?;
+        let mut m = self.lender.lend(pool, stock, mem, chain.head, &headers[..h], payload)?;
         // The header segment is fresh and ours: the flags always fit.
         if off != Offload::NONE {
             m.set_tx_offload(mbuf_offload::to_mbuf(&off, pkt.headers()));
@@ -148,7 +148,7 @@ impl ZeroCopy {
     /// the NIC fills their checksums if it can (`csum`), else they are
     /// summed here.
     #[allow(clippy::too_many_arguments)]
-    fn lend_cut(&mut self, pool: &Mempool, mem: &Arc<GuestMemory>, chain: &Chain, pkt: &GuestPkt, gso: Gso, csum: bool, mut emit: impl FnMut(Mbuf)) -> Result<usize, LendError> {
+    fn lend_cut(&mut self, (pool, stock): (&Mempool, &mut Stock), mem: &Arc<GuestMemory>, chain: &Chain, pkt: &GuestPkt, gso: Gso, csum: bool, mut emit: impl FnMut(Mbuf)) -> Result<usize, LendError> {
         let seg = Segmenter::try_new(&gso, pkt.headers(), pkt.len as usize).ok_or(LendError::Shape)?;
         let hl = gso.hdr_len();
         let tx = mbuf_offload::to_mbuf(&gso.segment_offload(), pkt.headers());
@@ -169,6 +169,7 @@ impl ZeroCopy {
         let spans = chain.segments();
         self.lender.lend_frames(
             pool,
+            stock,
             mem,
             chain.head,
             seg.count(),
