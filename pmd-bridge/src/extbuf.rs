@@ -196,7 +196,7 @@ impl Lender {
             return Err(LendError::Shape);
         }
         let mut lent = None;
-        self.lend_frames(pool, stock, mem, tag, 1, |_, buf| {
+        self.lend_frames((pool, stock), mem, tag, 1, |_, buf| {
             buf[..head.len()].copy_from_slice(head);
             (head.len(), payload)
         }, |m| lent = Some(m))?;
@@ -212,8 +212,7 @@ impl Lender {
     /// nothing is emitted unless every frame could be made.
     pub fn lend_frames<'p>(
         &mut self,
-        pool: &Mempool,
-        stock: &mut Stock,
+        (pool, stock): (&Mempool, &mut Stock),
         mem: &Arc<GuestMemory>,
         tag: u16,
         n: usize,

@@ -131,7 +131,7 @@ fn captures_read_by_tcpdump_show_the_stream_and_change_no_counter() {
     // And one frame b sends, for the pcapng capture of both directions.
     let reply = frame(mac(1), mac(2), None, 90, 0);
     vms[1].send(std::slice::from_ref(&reply));
-    assert_eq!(vms[0].recv(1), [reply.clone()]);
+    assert_eq!(vms[0].recv(1), std::slice::from_ref(&reply));
     finished(&mut caps[3], &format!("{} packets captured on b", K + 1));
 
     // Frames sent into the copy-once guest b and the rte_vhost guest c,

@@ -80,7 +80,7 @@ fn third(sock: &Path, kind: Third) -> (Guest, &'static [usize]) {
     let mut g = Guest::connect(sock, shared_memory(&[(0, 2 << 20)]), setup);
     let (Third::Empty(n) | Third::Short(n)) = kind else { return (g, &[]) };
     // Chains of n: descriptors nk .. nk + n - 1, each leading to the next.
-    let next = |i: u16| if (i + 1) % n != 0 { NEXT } else { 0 };
+    let next = |i: u16| if !(i + 1).is_multiple_of(n) { NEXT } else { 0 };
     for i in 0..SIZE {
         g.desc(TX, i, (HEAP, 0, next(i), i + 1));
         match kind {

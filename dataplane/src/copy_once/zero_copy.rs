@@ -168,8 +168,7 @@ impl ZeroCopy {
         let mut bad = false;
         let spans = chain.segments();
         self.lender.lend_frames(
-            pool,
-            stock,
+            (pool, stock),
             mem,
             chain.head,
             seg.count(),
