@@ -18,12 +18,11 @@ use std::sync::atomic::{AtomicU64, Ordering::Acquire, Ordering::Relaxed, Orderin
 use std::sync::Arc;
 
 use pmd_bridge::cycles::tsc;
-use pmd_bridge::{Burst, Mbuf, Mempool};
+use pmd_bridge::{Burst, Mbuf, Mempool, Stock};
 
 use crate::copy_once::GuestBurst;
 use crate::counters::bump;
 use crate::packet::PacketBuf;
-use pmd_bridge::Stock;
 
 /// Words of each thread's ring: 8 MiB, 5000 full-size frames.
 pub const RING_WORDS: usize = 1 << 20;

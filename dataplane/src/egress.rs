@@ -6,7 +6,7 @@
 //! back for the sender's chains (`GuestBurst::commit`).
 use pmd_bridge::cycles::tsc;
 use pmd_bridge::guest_mem::GuestMemory;
-use pmd_bridge::{Burst, Mbuf, Mempool, BURST};
+use pmd_bridge::{Burst, Mbuf, Mempool, Stock, BURST};
 
 use crate::capture::Taps;
 use crate::copy_list::{CopiesDone, CopyList};
@@ -20,7 +20,6 @@ use crate::mbuf_offload;
 use crate::offload::Caps;
 use crate::packet::PacketBuf;
 use crate::port_io::TxPort;
-use pmd_bridge::Stock;
 use crate::tag_edit;
 use crate::virtio_net::Delivery;
 use crate::vlan::TagEdit;
@@ -47,8 +46,8 @@ pub struct Outputs {
     made: Vec<Mbuf>,
     /// The frames a copy-once frame is lent to a NIC as.
     lent: Vec<Mbuf>,
-    /// Mbufs copy-once frames are copied into, this burst (captured ones
-    /// too).
+    /// Fresh mbufs for this burst: copy-once frames copied into them
+    /// (captured ones too), lent frames' headers and external segments.
     pub(crate) stock: Stock,
 }
 

@@ -346,9 +346,11 @@ mod tests {
         }
     }
 
+    /// Copied at once or listed and run after: the sender's buffers (1000
+    /// and 2012 bytes) and the receiver's (1024) end at different places.
     #[test]
     fn payload_from_another_guest_is_copied_once() {
-        for packed in [false, true] {
+        for (packed, listed) in [(false, false), (true, false), (false, true), (true, true)] {
             let payload = frame(3000);
             let (a, src) = sent(&payload);
             let mut head = Vec::new();
@@ -358,9 +360,15 @@ mod tests {
             b.post(4, 1024);
             let mut qb = b.queue();
             let source = FrameSource { net_hdr: NetHdr::default(), head: &head, tail: Some((&a.mem, &src, NET_HDR_LEN as u64 + 14, 3000 - 14)) };
-            assert_eq!(deliver(&mut qb, b.mem(), &source, true, &mut chains(), None).unwrap(), Delivery::Done { buffers: 3, guest_copies: 1 });
+            let mut list = CopyList::default();
+            let copies = listed.then_some((&mut list, 3));
+            assert_eq!(deliver(&mut qb, b.mem(), &source, true, &mut chains(), copies).unwrap(), Delivery::Done { buffers: 3, guest_copies: 1 });
+            if listed {
+                assert_eq!(list.len(), 4, "pieces between both sides' buffer ends");
+                list.run(Some(&a.mem), |out| (out == 3).then_some(b.mem())).1.unwrap();
+            }
             let (_, bytes) = b.received(&mut qb);
-            assert_eq!(bytes[NET_HDR_LEN..], payload[..], "packed {packed}");
+            assert_eq!(bytes[NET_HDR_LEN..], payload[..], "packed {packed}, listed {listed}");
         }
     }
 

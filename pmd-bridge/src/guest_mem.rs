@@ -383,8 +383,8 @@ impl GuestMemory {
         Ok(())
     }
 
-    /// `N` bytes at `off` in `s`, read as one fixed-size load (a descriptor,
-    /// a ring entry): no call, no loop. Volatile, as rust-vmm reads memory
+    /// `N` bytes at `off` in `s`, read as one fixed-size load (a ring entry,
+    /// a flags word): no call, no loop. Volatile, as rust-vmm reads memory
     /// another party writes: the compiler may neither read the guest's
     /// bytes twice (a check and a use seeing different values) nor elide it.
     #[inline]

@@ -157,13 +157,24 @@ impl Stock {
         pool.alloc()
     }
 
-    /// `n` fresh mbufs of `pool` into the empty `into`, all or none.
+    /// `n` fresh mbufs into the empty `into`, all or none: what the stock
+    /// holds, the rest from `pool` in one call (a pool too short for them
+    /// is not emptied one mbuf at a time meanwhile).
     pub fn take_into<const N: usize>(&mut self, pool: &Mempool, n: usize, into: &mut crate::Burst<N>) -> bool {
-        let all = n <= N && (0..n).all(|_| self.take(pool).is_some_and(|m| into.push(m).is_ok()));
-        if !all {
-            into.clear();
+        debug_assert!(into.is_empty(), "take_into fills an empty burst");
+        if n > N {
+            return false;
         }
-        all
+        while into.len() < n {
+            let Some(m) = self.left.pop() else { break };
+            let _ = into.push(m);
+        }
+        let rest = n - into.len();
+        if rest == 0 || pool.alloc_bulk(into, rest) {
+            return true;
+        }
+        into.clear();
+        false
     }
 
     /// The burst is over: what it did not take goes back to the pool (a

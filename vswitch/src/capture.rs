@@ -1,5 +1,5 @@
-//! Packet capture, the control side: sessions, and the pcap stream they
-//! become on the control socket.
+//! Packet capture, the control side: sessions, and the pcap or pcapng
+//! stream they become on the control socket.
 //!
 //! `vswitchctl capture` sends `CaptureStart`: the control loop makes a
 //! `Session` (a ring per PMD thread, in every plan as a tap) and leaves it
@@ -171,7 +171,7 @@ fn pcapng_block(out: &mut Vec<u8>, kind: u32, body: &[u8], options: &[(u16, &[u8
         out.extend_from_slice(&code.to_le_bytes());
         out.extend_from_slice(&(value.len() as u16).to_le_bytes());
         out.extend_from_slice(value);
-        out.resize(out.len().next_multiple_of(4), 0);
+        out.extend(std::iter::repeat_n(0, value.len().next_multiple_of(4) - value.len()));
     }
     out.extend_from_slice(&[0; 4]);
     out.extend_from_slice(&total.to_le_bytes());

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::capture::{self, CaptureSummary, Handoff};
-use crate::protocol::{CaptureFormat, CaptureStopped, Command, Request, Response, VERSION};
+use crate::protocol::{CaptureFormat, CaptureStarted, CaptureStopped, Command, Request, Response, VERSION};
 
 /// A request and where its answer goes.
 pub type Job = (Command, Sender<Response>);
@@ -187,9 +187,19 @@ pub fn request(path: &Path, command: Command) -> Result<Response, String> {
 /// A `CaptureStart`: the capture (pcap or pcapng) into `out` until it ends, and its
 /// summary. It may be quiet for long: no read timeout.
 pub fn capture(path: &Path, command: Command, out: &mut impl Write) -> Result<CaptureSummary, String> {
+    let asked = match &command {
+        Command::CaptureStart { format, .. } => *format,
+        _ => CaptureFormat::Pcap,
+    };
     let (resp, mut reader) = send(path, command, None)?;
     if !resp.ok {
         return Err(resp.error.unwrap_or_default());
+    }
+    // A daemon that does not know the format would write pcap into a file
+    // named for pcapng: refused, not written.
+    let started: CaptureStarted = serde_json::from_value(resp.result).map_err(|e| format!("bad capture answer: {e}"))?;
+    if started.format != asked {
+        return Err(format!("this vswitchd writes {:?} captures only, not {asked:?}", started.format));
     }
     capture::receive(&mut reader, out)
 }

@@ -70,6 +70,9 @@ pub enum CaptureFormat {
 pub struct CaptureStarted {
     pub id: u64,
     pub snaplen: u32,
+    /// The format it writes: a daemon older than pcapng says nothing (pcap).
+    #[serde(default)]
+    pub format: CaptureFormat,
 }
 
 /// A capture stopped: frames the threads took, and those their rings had

@@ -2,7 +2,7 @@
 use std::sync::atomic::AtomicU64;
 
 use pmd_bridge::extbuf::Lender;
-use pmd_bridge::{Mbuf, Mempool};
+use pmd_bridge::{Mbuf, Mempool, Stock};
 
 use super::{CopyOnceTx, GuestPkt, GuestRing, ZeroCopy, HEAD, HEAD_PLAIN};
 use crate::copy_list::{CopiesDone, CopyList};
@@ -10,7 +10,6 @@ use crate::counters::{count_bad_headers, DropReason, ZeroCopy as Outcome};
 use crate::mbuf_offload;
 use crate::offload::{validate, Caps, HdrError, NetHdr, Offload};
 use crate::packet::PacketBuf;
-use pmd_bridge::Stock;
 use crate::virtio_net::{Delivery, NET_HDR_LEN};
 use crate::virtq::{Chain, ChainError, Direction, Pop, RingOps, MAX_READ};
 

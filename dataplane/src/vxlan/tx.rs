@@ -8,14 +8,13 @@ use std::sync::Arc;
 
 use pmd_bridge::cycles::tsc;
 use pmd_bridge::mbuf::tx_flags;
-use pmd_bridge::{Burst, Mbuf, Mempool, TxOffload, TxQueue};
+use pmd_bridge::{Burst, Mbuf, Mempool, Stock, TxOffload, TxQueue};
 
 use super::wire::{self, Arp, Encap, OUTER_L3_LEN, OUTER_LEN};
 use super::Vtep;
 use crate::counters::{bump, DropReason};
 use crate::parse::{is_multicast, Mac, ETH_HLEN};
 use crate::port_io::TxPort;
-use pmd_bridge::Stock;
 
 /// One PMD thread's sender for one vxlan port.
 pub struct VxlanTx {

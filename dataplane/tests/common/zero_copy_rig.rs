@@ -1,6 +1,7 @@
 //! A copy-once guest's transmit ring lending to NICs, played over plain
-//! memory and net_ring / net_null ports: shared by the zero-copy tests and
-//! the lend-against-copy benchmark (`benches/lend.rs`).
+//! memory and net_ring / net_null ports: shared by the zero-copy tests, the
+//! lend-against-copy benchmark (`benches/lend.rs`) and the guest-to-guest
+//! one (`benches/vm2vm.rs`).
 #![allow(dead_code)] // each user takes what it needs
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};

@@ -67,7 +67,7 @@ enum Cmd {
         /// Stop after this many seconds.
         #[arg(long)]
         timeout: Option<u64>,
-        /// The pcap file to write ("-": standard output, e.g. into `tcpdump -r -`).
+        /// The file to write ("-": standard output, e.g. into `tcpdump -r -`).
         #[arg(short = 'w', long = "write")]
         write: PathBuf,
         /// pcap, or pcapng (the port's name on its interface, each frame's

@@ -7,7 +7,7 @@ use dataplane::capture::{Taps, MAX_SNAPLEN};
 
 use super::Switch;
 use crate::capture::{Handoff, Session};
-use crate::protocol::{CaptureDirection, CaptureStarted, CaptureStopped};
+use crate::protocol::{CaptureDirection, CaptureFormat, CaptureStarted, CaptureStopped};
 
 /// Captures at once: each costs 8 MiB per PMD thread.
 const MAX_CAPTURES: usize = 4;
@@ -26,7 +26,7 @@ impl Switch {
         self.captures.handoff.clone()
     }
 
-    pub(super) fn capture_start(&mut self, port: &str, direction: CaptureDirection, snaplen: u32) -> Result<CaptureStarted, String> {
+    pub(super) fn capture_start(&mut self, port: &str, direction: CaptureDirection, snaplen: u32, format: CaptureFormat) -> Result<CaptureStarted, String> {
         let slot = self.slots.by_name(port).ok_or_else(|| format!("no port named {port:?}"))?;
         if !(1..=MAX_SNAPLEN).contains(&snaplen) {
             return Err(format!("snap length {snaplen} is out of range 1..={MAX_SNAPLEN}"));
@@ -44,7 +44,7 @@ impl Switch {
             return Err(e);
         }
         self.captures.handoff.put(s);
-        Ok(CaptureStarted { id, snaplen })
+        Ok(CaptureStarted { id, snaplen, format })
     }
 
     /// Takes the session's taps out of the plans: once this returns, no

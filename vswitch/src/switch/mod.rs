@@ -312,7 +312,7 @@ impl Switch {
                 Ok(r) => serde_json::to_value(r),
                 Err(e) => return Response::err(e),
             },
-            Command::CaptureStart { port, direction, snaplen, .. } => match self.capture_start(&port, direction, snaplen) {
+            Command::CaptureStart { port, direction, snaplen, format, .. } => match self.capture_start(&port, direction, snaplen, format) {
                 Ok(r) => serde_json::to_value(r),
                 Err(e) => return Response::err(e),
             },
