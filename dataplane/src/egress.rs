@@ -299,7 +299,7 @@ impl<'a> Egress<'a> {
         // To a NIC: lent from guest memory, no payload copy, where it can be.
         if !port.vm {
             let mut lent = std::mem::take(&mut self.out.lent);
-            let outcome = burst.lend(i, out, port.caps, path == Path::Flood, &mut self.out.stock, self.pool, |m| lent.push(m));
+            let outcome = burst.lend(i, out, port.caps, path == Path::Flood, (self.pool, &mut self.out.stock), |m| lent.push(m));
             for m in lent.drain(..) {
                 self.emit(out, m, vlan, tagged, path, t);
             }

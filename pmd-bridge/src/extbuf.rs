@@ -189,8 +189,8 @@ impl Lender {
 
     /// A chain for one frame: `head` (the private header copy) in a segment
     /// from `pool` (through the burst's `stock`), then `payload` (in `mem`)
-    /// as external segments. `tag`
-    /// comes back from `reap` once every segment is freed, by anyone.
+    /// as external segments. `tag` comes back from `reap` once every
+    /// segment is freed, by anyone.
     pub fn lend(&mut self, pool: &Mempool, stock: &mut Stock, mem: &Arc<GuestMemory>, tag: u16, head: &[u8], payload: Payload) -> Result<Mbuf, LendError> {
         if head.len() > MAX_HEAD {
             return Err(LendError::Shape);

@@ -228,11 +228,10 @@ impl<'a> GuestBurst<'a> {
     /// more outputs of it may follow). None: this ring never lends; Err:
     /// copy it (`materialize`), and why.
     #[inline]
-    #[allow(clippy::too_many_arguments)]
-    pub fn lend(&mut self, i: usize, out: u16, caps: Caps, flood: bool, stock: &mut Stock, pool: &Mempool, emit: impl FnMut(Mbuf)) -> Option<Result<usize, Outcome>> {
+    pub fn lend(&mut self, i: usize, out: u16, caps: Caps, flood: bool, fresh: (&Mempool, &mut Stock), emit: impl FnMut(Mbuf)) -> Option<Result<usize, Outcome>> {
         let rx = &mut *self.rx;
         let zc = rx.zc.as_mut()?;
-        Some(zc.lend(i, out, caps, flood, (pool, stock), &rx.ring.mem, &rx.chains[i], &self.pkts[i], emit))
+        Some(zc.lend(i, out, caps, flood, fresh, &rx.ring.mem, &rx.chains[i], &self.pkts[i], emit))
     }
 
     /// Ends the burst: the chains go back to the guest, after every copy
