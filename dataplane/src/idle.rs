@@ -8,7 +8,8 @@
 //! loaded thread never sleeps, an idle one wakes every `max` microseconds
 //! to poll (the latency a sleep can add is bounded by `max` plus the
 //! kernel's timer slack, set to 1 us for a sleeping thread), and a thread
-//! that sleeps with packets waiting finds a fuller burst on waking. A maximum of 0 is pure polling.
+//! that sleeps with packets waiting finds a fuller burst on waking. A
+//! maximum of 0 is pure polling.
 use pmd_bridge::BURST;
 
 /// The fullest burst of an iteration that still counts as light.

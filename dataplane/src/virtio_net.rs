@@ -147,24 +147,19 @@ pub fn deliver<Q: RingOps>(
             guest_copies = 1;
         }
     }
-    let at = fill.at;
-    // Each chain holds what of [0, at) falls in it.
-    let mut before = 0u64;
-    for c in chains {
-        q.add_used(mem, c.head, at.saturating_sub(before).min(c.len()) as u32)?;
-        before += c.len();
+    for (k, c) in chains.iter().enumerate() {
+        q.add_used(mem, c.head, fill.used(k, c) as u32)?;
     }
     Ok(Delivery::Done { buffers: n as u16, guest_copies })
 }
 
 /// Where the next byte goes in the receive chains: chain `i` at offset
-/// `off`, after `at` bytes laid. It only moves forward, so no chain is
-/// sought from the first again (a 64 KB segment spans about 32 of them).
+/// `off`. It only moves forward, so no chain is sought from the first
+/// again (a 64 KB segment spans about 32 of them).
 #[derive(Default)]
 struct Fill {
     i: usize,
     off: u64,
-    at: u64,
 }
 
 impl Fill {
@@ -183,7 +178,16 @@ impl Fill {
 
     fn advance(&mut self, n: u64) {
         self.off += n;
-        self.at += n;
+    }
+
+    /// The bytes laid in chain `k` (`c`): the chains before the position
+    /// are full, those after it empty.
+    fn used(&self, k: usize, c: &Chain) -> u64 {
+        match k.cmp(&self.i) {
+            std::cmp::Ordering::Less => c.len(),
+            std::cmp::Ordering::Equal => self.off,
+            std::cmp::Ordering::Greater => 0,
+        }
     }
 }
 

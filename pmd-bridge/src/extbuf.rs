@@ -191,12 +191,12 @@ impl Lender {
     /// from `pool` (through the burst's `stock`), then `payload` (in `mem`)
     /// as external segments. `tag` comes back from `reap` once every
     /// segment is freed, by anyone.
-    pub fn lend(&mut self, pool: &Mempool, stock: &mut Stock, mem: &Arc<GuestMemory>, tag: u16, head: &[u8], payload: Payload) -> Result<Mbuf, LendError> {
+    pub fn lend(&mut self, fresh: (&Mempool, &mut Stock), mem: &Arc<GuestMemory>, tag: u16, head: &[u8], payload: Payload) -> Result<Mbuf, LendError> {
         if head.len() > MAX_HEAD {
             return Err(LendError::Shape);
         }
         let mut lent = None;
-        self.lend_frames((pool, stock), mem, tag, 1, |_, buf| {
+        self.lend_frames(fresh, mem, tag, 1, |_, buf| {
             buf[..head.len()].copy_from_slice(head);
             (head.len(), payload)
         }, |m| lent = Some(m))?;

@@ -157,24 +157,26 @@ impl Stock {
         pool.alloc()
     }
 
-    /// `n` fresh mbufs into the empty `into`, all or none: what the stock
-    /// holds, the rest from `pool` in one call (a pool too short for them
-    /// is not emptied one mbuf at a time meanwhile).
+    /// `n` fresh mbufs into the empty `into`, all or none: from the stock,
+    /// refilled as `take` refills it; a pool too short for a refill gives
+    /// the rest in one call or none (never one mbuf at a time, which would
+    /// empty it meanwhile).
     pub fn take_into<const N: usize>(&mut self, pool: &Mempool, n: usize, into: &mut crate::Burst<N>) -> bool {
         debug_assert!(into.is_empty(), "take_into fills an empty burst");
         if n > N {
             return false;
         }
         while into.len() < n {
-            let Some(m) = self.left.pop() else { break };
-            let _ = into.push(m);
+            if self.left.is_empty() && !pool.alloc_bulk(&mut self.left, REFILL) {
+                if pool.alloc_bulk(into, n - into.len()) {
+                    return true;
+                }
+                into.clear();
+                return false;
+            }
+            let _ = into.push(self.left.pop().expect("refilled"));
         }
-        let rest = n - into.len();
-        if rest == 0 || pool.alloc_bulk(into, rest) {
-            return true;
-        }
-        into.clear();
-        false
+        true
     }
 
     /// The burst is over: what it did not take goes back to the pool (a

@@ -44,7 +44,7 @@ fn a_lent_chain_carries_the_private_header_and_the_guest_payload_in_place() {
     let mut l = Lender::new(4);
     let mut head = f[..64].to_vec();
     head[0] = 0xaa; // the switch's decision, not the guest's byte
-    let m = l.lend(&pool, &mut Stock::default(), &mem, 7, &head, p(&spans, 64, 1500 - 64)).unwrap();
+    let m = l.lend((&pool, &mut Stock::default()), &mem, 7, &head, p(&spans, 64, 1500 - 64)).unwrap();
     assert_eq!(m.len(), 1500);
     assert_eq!(m.nb_segs(), 4, "header + the three buffers' pieces");
     let mut want = f.clone();
@@ -75,7 +75,7 @@ fn completions_come_back_from_other_threads_in_any_order_and_floods_wait_for_eve
     let f = frame(2, 9000);
     let (mem, spans) = guest(&f, 4096);
     let mut l = Lender::new(8);
-    let mut chains: Vec<Mbuf> = (0..5u16).map(|t| l.lend(&pool, &mut Stock::default(), &mem, 100 + t, &f[..60], p(&spans, 60, 9000 - 60)).unwrap()).collect();
+    let mut chains: Vec<Mbuf> = (0..5u16).map(|t| l.lend((&pool, &mut Stock::default()), &mem, 100 + t, &f[..60], p(&spans, 60, 9000 - 60)).unwrap()).collect();
     // A flood: one more reference to chain 0 (one per output).
     let copy = chains[0].share();
     // Freed on another thread, last first.
@@ -98,18 +98,18 @@ fn the_in_flight_bound_and_other_memories_refuse_a_loan() {
     let f = frame(3, 1000);
     let (mem, spans) = guest(&f, 1000);
     let mut l = Lender::new(2);
-    let a = l.lend(&pool, &mut Stock::default(), &mem, 1, &f[..64], p(&spans, 64, 936)).unwrap();
-    let b = l.lend(&pool, &mut Stock::default(), &mem, 2, &f[..64], p(&spans, 64, 936)).unwrap();
-    assert_eq!(l.lend(&pool, &mut Stock::default(), &mem, 3, &f[..64], p(&spans, 64, 936)).err(), Some(LendError::Full));
+    let a = l.lend((&pool, &mut Stock::default()), &mem, 1, &f[..64], p(&spans, 64, 936)).unwrap();
+    let b = l.lend((&pool, &mut Stock::default()), &mem, 2, &f[..64], p(&spans, 64, 936)).unwrap();
+    assert_eq!(l.lend((&pool, &mut Stock::default()), &mem, 3, &f[..64], p(&spans, 64, 936)).err(), Some(LendError::Full));
     drop(a);
     assert_eq!(reaped(&mut l), [1]);
     // A new memory table while a chain of the old one is out: copy.
     let (other, ospans) = guest(&f, 1000);
-    assert_eq!(l.lend(&pool, &mut Stock::default(), &other, 4, &f[..64], p(&ospans, 64, 936)).err(), Some(LendError::OtherMemory));
-    assert_eq!(l.lend(&pool, &mut Stock::default(), &mem, 4, &f[..64], p(&spans, 64, 937)).err(), Some(LendError::Shape), "past the chain");
+    assert_eq!(l.lend((&pool, &mut Stock::default()), &other, 4, &f[..64], p(&ospans, 64, 936)).err(), Some(LendError::OtherMemory));
+    assert_eq!(l.lend((&pool, &mut Stock::default()), &mem, 4, &f[..64], p(&spans, 64, 937)).err(), Some(LendError::Shape), "past the chain");
     drop(b);
     assert_eq!(reaped(&mut l), [2]);
-    let c = l.lend(&pool, &mut Stock::default(), &other, 5, &f[..64], p(&ospans, 64, 936)).unwrap();
+    let c = l.lend((&pool, &mut Stock::default()), &other, 5, &f[..64], p(&ospans, 64, 936)).unwrap();
     assert_eq!(Arc::strong_count(&mem), 1, "the old memory let go once its chains came back");
     assert_eq!(Arc::strong_count(&other), 2, "the new one held while its chain is out");
     drop(c);
@@ -135,7 +135,7 @@ fn a_ring_port_holds_lent_chains_until_its_reader_frees_them() {
         // Each frame from its own guest memory: one lender per memory.
         let mut own = Lender::new(1);
         let lender = if i == 0 { &mut l } else { &mut own };
-        b.push(lender.lend(&pool, &mut Stock::default(), mem, i as u16, &f[..64], p(spans, 64, f.len() as u64 - 64)).unwrap()).unwrap();
+        b.push(lender.lend((&pool, &mut Stock::default()), mem, i as u16, &f[..64], p(spans, 64, f.len() as u64 - 64)).unwrap()).unwrap();
         if i > 0 {
             // Sent, then its lender dropped with the chain out: it must leak,
             // not free, what the ring's reader frees later.
@@ -160,10 +160,10 @@ fn a_frame_in_too_many_pieces_or_an_empty_pool_is_refused() {
     let f = frame(4, 2000);
     let (mem, spans) = guest(&f, 50);
     let mut l = Lender::new(4);
-    assert_eq!(l.lend(&pool, &mut Stock::default(), &mem, 1, &f[..64], p(&spans, 64, 1936)).err(), Some(LendError::Shape), "39 pieces");
+    assert_eq!(l.lend((&pool, &mut Stock::default()), &mem, 1, &f[..64], p(&spans, 64, 1936)).err(), Some(LendError::Shape), "39 pieces");
     let (mem, spans) = guest(&f, 250);
     let held: Vec<Mbuf> = (0..6).map(|_| pool.alloc().unwrap()).collect();
-    assert_eq!(l.lend(&pool, &mut Stock::default(), &mem, 1, &f[..64], p(&spans, 64, 1936)).err(), Some(LendError::NoMbuf));
+    assert_eq!(l.lend((&pool, &mut Stock::default()), &mem, 1, &f[..64], p(&spans, 64, 1936)).err(), Some(LendError::NoMbuf));
     drop(held);
     assert_eq!(l.in_flight(), 0);
 }

@@ -175,7 +175,7 @@ fn a_chain_lent_over_guest_memory_is_cut_and_returned_once_all_are_freed() {
     let mut lender = Lender::new(4);
     // The private header holds the headers alone: librte_gso's first
     // payload piece of it is empty, and must not be sent.
-    let mut m = lender.lend(&pool, &mut pmd_bridge::Stock::default(), &mem, 7, &frame[..hdr], Payload { spans: &spans, skip: 0, len: spec.payload as u64 }).unwrap();
+    let mut m = lender.lend((&pool, &mut pmd_bridge::Stock::default()), &mem, 7, &frame[..hdr], Payload { spans: &spans, skip: 0, len: spec.payload as u64 }).unwrap();
     assert!(m.set_tx_offload(t));
     let mut segs = Vec::new();
     segment_tcp4(m, &pool, |s| segs.push(s)).unwrap();

@@ -6,8 +6,8 @@
 //! in the `Handoff` under its id; the control socket's thread serving that
 //! client takes it and becomes the writer: it drains the rings every few
 //! milliseconds, merges their frames by time, and sends them as a pcap
-//! or pcapng file in chunks (`u32` length, little-endian, then the bytes; a zero
-//! length ends it), then a JSON line with the counts. The capture ends at
+//! or pcapng file in chunks (`u32` length, little-endian, then the bytes;
+//! a zero length ends it), then a JSON line with the counts. The capture ends at
 //! `count` frames, at its timeout, when its port is deleted, or when the
 //! client goes away; the session is then stopped (`CaptureStop`), which
 //! takes the taps out of the plans.

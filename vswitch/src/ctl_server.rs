@@ -113,9 +113,9 @@ fn serve_one(conn: UnixStream, jobs: &Sender<Job>, captures: &Handoff) -> std::i
                 Response::err(format!("protocol version {} not supported; this vswitchd speaks {VERSION}", r.version))
             }
             Ok(r) => {
-                if let Command::CaptureStart { count, timeout_secs, format, .. } = r.command {
+                if let Command::CaptureStart { count, timeout_secs, .. } = r.command {
                     let started = ask(jobs, r.command);
-                    return serve_capture(writer, jobs, captures, started, (count, timeout_secs), format);
+                    return serve_capture(writer, jobs, captures, started, count, timeout_secs);
                 }
                 ask(jobs, r.command)
             }
@@ -134,19 +134,13 @@ fn ask(jobs: &Sender<Job>, command: Command) -> Response {
     }
 }
 
-/// Answers a `CaptureStart` (`started`), then writes the capture on the
-/// connection until it ends, stops it, and sends the summary.
-fn serve_capture(
-    mut conn: UnixStream,
-    jobs: &Sender<Job>,
-    captures: &Handoff,
-    started: Response,
-    (count, timeout): (Option<u64>, Option<u64>),
-    format: CaptureFormat,
-) -> std::io::Result<()> {
-    let session = started.result.get("id").and_then(serde_json::Value::as_u64).and_then(|id| captures.take(id));
+/// Answers a `CaptureStart` (`started`), then writes the capture, in the
+/// format the answer says, on the connection until it ends, stops it, and
+/// sends the summary.
+fn serve_capture(mut conn: UnixStream, jobs: &Sender<Job>, captures: &Handoff, started: Response, count: Option<u64>, timeout: Option<u64>) -> std::io::Result<()> {
+    let session = serde_json::from_value::<CaptureStarted>(started.result.clone()).ok().and_then(|c| Some((captures.take(c.id)?, c.format)));
     answer(&mut conn, &started)?;
-    let Some(s) = session else { return Ok(()) };
+    let Some((s, format)) = session else { return Ok(()) };
     let deadline = timeout.map(|t| std::time::Instant::now() + Duration::from_secs(t));
     let probe = conn.try_clone()?;
     let written = capture::stream(&s, format, &mut conn, count, deadline, |wait| client_waits(&probe, wait));
@@ -184,8 +178,8 @@ pub fn request(path: &Path, command: Command) -> Result<Response, String> {
     send(path, command, Some(Duration::from_secs(60))).map(|(r, _)| r)
 }
 
-/// A `CaptureStart`: the capture (pcap or pcapng) into `out` until it ends, and its
-/// summary. It may be quiet for long: no read timeout.
+/// A `CaptureStart`: the capture (pcap or pcapng) into `out` until it
+/// ends, and its summary. It may be quiet for long: no read timeout.
 pub fn capture(path: &Path, command: Command, out: &mut impl Write) -> Result<CaptureSummary, String> {
     let asked = match &command {
         Command::CaptureStart { format, .. } => *format,

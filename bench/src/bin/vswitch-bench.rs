@@ -54,8 +54,9 @@ struct Opts {
     #[arg(long, value_delimiter = ',', default_value = "vswitchd,vswitchd-copy-once,ovs-normal,ovs-flows,testpmd-io")]
     switches: Vec<String>,
     /// Scenarios: 2vm (both directions), 3vm-chain, vm-nic and nic-vm (a
-    /// VM and a NIC port), vm-nic-drop (a NIC that drops), vxlan-encap and vxlan-decap (a VM and a remote
-    /// VXLAN endpoint behind an underlay NIC).
+    /// VM and a NIC port), vm-nic-drop (a NIC that drops), vxlan-encap and
+    /// vxlan-decap (a VM and a remote VXLAN endpoint behind an underlay
+    /// NIC).
     #[arg(long, value_delimiter = ',', default_value = "2vm")]
     scenarios: Vec<String>,
     /// Those of --switches also measured with packed rings (the VMs offer

@@ -132,7 +132,7 @@ impl ZeroCopy {
             }
             off = Offload::NONE;
         }
-        let mut m = self.lender.lend(pool, stock, mem, chain.head, &headers[..h], payload)?;
+        let mut m = self.lender.lend((pool, stock), mem, chain.head, &headers[..h], payload)?;
         // The header segment is fresh and ours: the flags always fit.
         if off != Offload::NONE {
             m.set_tx_offload(mbuf_offload::to_mbuf(&off, pkt.headers()));
