@@ -10,13 +10,15 @@
 //! hands buffer addresses to another process that only knows the EAL's own
 //! memory: never lent to.
 //!
-//! The registration lives in the `GuestMemory` and goes with it: the last
-//! holder of a memory table (the control thread's, or a lender's while its
-//! chains are in flight) unmaps it from every device and unregisters it,
-//! before rte_vhost may unmap the table itself.
+//! What is registered and mapped is the switch's own mapping of the
+//! guest's memory (`lend_map`), the one lent frames point into, and the
+//! registration goes with it: its last holder (the `GuestMemory`, or a
+//! lender while its chains are in flight) unmaps it from every device and
+//! unregisters it before unmapping it.
 use std::ffi::CStr;
 use crate::error::{rte_errno, Error, Result};
 use crate::guest_mem::GuestMemory;
+use crate::lend_map::LendMap;
 use crate::{ffi, EthPort};
 
 /// How a device reaches the buffers of mbufs sent to it.
@@ -32,8 +34,8 @@ pub enum DmaKind {
 
 const PAGE: usize = 4096;
 
-/// A memory table's DMA registration: its regions (page-aligned), whether
-/// the EAL knows them, and the ports they are mapped for.
+/// A lend map's DMA registration: its regions (page-aligned), whether the
+/// EAL knows them, and the ports they are mapped for.
 #[derive(Default)]
 pub(crate) struct DmaState {
     ranges: Vec<(usize, usize)>,
@@ -71,23 +73,37 @@ fn device(port: u16) -> Option<*mut ffi::rte_device> {
 }
 
 impl GuestMemory {
-    /// Maps this memory for `port`'s device (registering it with the EAL
-    /// first, once). Ok for a device that reads by VA; an error says why a
-    /// device that needs a mapping has none (its frames are then copied).
+    /// Maps this memory as NICs read it for `port`'s device (registering it
+    /// with the EAL first, once). Ok for a device that reads by VA; an
+    /// error says why a device has no mapping (its frames are then copied).
     pub fn dma_map(&self, port: &EthPort) -> Result<()> {
         let kind = port.dma_kind();
         if kind == DmaKind::Never {
             return Err(Error::InvalidArgument(format!("{}: its driver cannot read guest memory", port.name())));
         }
+        let map = self.lend_map().ok_or_else(|| Error::InvalidArgument("guest memory the switch could not map for lending".into()))?;
+        map.dma_map(port.id(), kind)
+    }
+
+    /// Unmaps this memory from port `port` (before the port closes).
+    pub fn dma_unmap(&self, port: u16) {
+        if let Some(map) = self.lend_map() {
+            map.dma_unmap(port);
+        }
+    }
+}
+
+impl LendMap {
+    fn dma_map(&self, port: u16, kind: DmaKind) -> Result<()> {
         let mut st = self.dma.lock().unwrap_or_else(|e| e.into_inner());
         let mapped = (|| {
             if !st.registered {
                 st.ranges = self.dma_ranges();
                 st.register()?;
             }
-            if !st.ports.contains(&port.id()) {
-                st.map_device(port.id())?;
-                st.ports.push(port.id());
+            if !st.ports.contains(&port) {
+                st.map_device(port)?;
+                st.ports.push(port);
             }
             Ok(())
         })();
@@ -98,8 +114,7 @@ impl GuestMemory {
         mapped
     }
 
-    /// Unmaps this memory from port `port` (before the port closes).
-    pub fn dma_unmap(&self, port: u16) {
+    fn dma_unmap(&self, port: u16) {
         let mut st = self.dma.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(i) = st.ports.iter().position(|&p| p == port) {
             st.ports.swap_remove(i);
@@ -112,8 +127,8 @@ impl DmaState {
     /// `rte_extmem_register` for each range; all or none.
     fn register(&mut self) -> Result<()> {
         for (i, &(va, len)) in self.ranges.iter().enumerate() {
-            // SAFETY: a page-aligned range of guest memory mapped while its
-            // `GuestMemory` lives; the EAL only records it (no IOVA table).
+            // SAFETY: a page-aligned range of our mapping of guest memory,
+            // mapped while its `LendMap` lives; the EAL only records it.
             if unsafe { ffi::rte_extmem_register(va as *mut _, len, std::ptr::null_mut(), 0, PAGE) } != 0 {
                 let e = rte_errno();
                 for &(va, len) in &self.ranges[..i] {
@@ -159,15 +174,15 @@ impl DmaState {
 }
 
 impl Drop for DmaState {
-    /// The memory table goes: off every device, then out of the EAL, before
-    /// its mapping does.
+    /// The lend map goes: off every device, then out of the EAL, before its
+    /// mapping does.
     fn drop(&mut self) {
         for &port in &self.ports {
             self.unmap_device(port);
         }
         if self.registered {
             for &(va, len) in &self.ranges {
-                // SAFETY: registered by `register`, still mapped (the memory
+                // SAFETY: registered by `register`, still mapped (the map
                 // that owns this state is being dropped, not yet unmapped).
                 unsafe { ffi::rte_extmem_unregister(va as *mut _, len) };
             }

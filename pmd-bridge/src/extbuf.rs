@@ -15,10 +15,12 @@
 //! atomic bitmap; the owner drains it (`Lender::reap`) and writes the used
 //! entries itself. No lock, no allocation per packet.
 //!
-//! While any chain is in flight the lender holds the guest memory it points
-//! into (an `Arc<GuestMemory>`: rte_vhost unmaps only after every one is
-//! dropped), and its slots outlive every callback: a lender dropped with
-//! chains in flight leaks both rather than free them under a NIC.
+//! The external segments point into the switch's own mapping of the guest's
+//! memory (`LendMap`), never rte_vhost's: while any chain is in flight the
+//! lender holds that map, and its slots outlive every callback: a lender
+//! dropped with chains in flight leaks both rather than free them under a
+//! NIC. So a guest's memory table may change, or the guest go, while a NIC
+//! holds its buffers: the NIC reads on from pages nobody unmaps.
 use std::cell::UnsafeCell;
 use std::os::raw::c_void;
 use std::ptr::NonNull;
@@ -26,6 +28,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::guest_mem::{GuestMemory, Span};
+use crate::lend_map::LendMap;
 use crate::mbuf::Mbuf;
 use crate::mempool::{Mempool, Stock};
 use crate::{ffi, Burst};
@@ -123,6 +126,8 @@ pub enum LendError {
     Full,
     /// Chains of another memory (before a table change) are still out.
     OtherMemory,
+    /// The memory could not be mapped for lending.
+    NotMapped,
     /// More than `MAX_EXT_SEGS` pieces, or bytes outside the spans.
     Shape,
     /// The pool is empty.
@@ -145,8 +150,8 @@ pub struct Lender {
     free: Vec<u16>,
     /// The caller's tag (a descriptor head) of each slot's chain.
     tags: Box<[u16]>,
-    /// The memory the chains in flight point into.
-    mem: Option<Arc<GuestMemory>>,
+    /// The mapping the chains in flight point into.
+    map: Option<Arc<LendMap>>,
     /// One frame's headers, and its payload's host pieces (address,
     /// length): scratch kept here, not zeroed on the stack per loan.
     head: [u8; MAX_HEAD],
@@ -168,7 +173,7 @@ impl Lender {
             shared,
             free: (0..n as u16).rev().collect(),
             tags: vec![0; n].into_boxed_slice(),
-            mem: None,
+            map: None,
             head: [0; MAX_HEAD],
             pieces: [(0, 0); MAX_EXT_SEGS],
         }
@@ -182,16 +187,11 @@ impl Lender {
         self.capacity() - self.free.len()
     }
 
-    /// The memory the chains in flight point into (None: none is).
-    pub fn memory(&self) -> Option<&Arc<GuestMemory>> {
-        self.mem.as_ref()
-    }
-
     /// A chain for one frame: `head` (the private header copy) in a segment
     /// from `pool` (through the burst's `stock`), then `payload` (in `mem`)
     /// as external segments. `tag` comes back from `reap` once every
     /// segment is freed, by anyone.
-    pub fn lend(&mut self, fresh: (&Mempool, &mut Stock), mem: &Arc<GuestMemory>, tag: u16, head: &[u8], payload: Payload) -> Result<Mbuf, LendError> {
+    pub fn lend(&mut self, fresh: (&Mempool, &mut Stock), mem: &GuestMemory, tag: u16, head: &[u8], payload: Payload) -> Result<Mbuf, LendError> {
         if head.len() > MAX_HEAD {
             return Err(LendError::Shape);
         }
@@ -213,13 +213,14 @@ impl Lender {
     pub fn lend_frames<'p>(
         &mut self,
         (pool, stock): (&Mempool, &mut Stock),
-        mem: &Arc<GuestMemory>,
+        mem: &GuestMemory,
         tag: u16,
         n: usize,
         mut frame: impl FnMut(usize, &mut [u8; MAX_HEAD]) -> (usize, Payload<'p>),
         mut emit: impl FnMut(Mbuf),
     ) -> Result<(), LendError> {
-        if self.mem.as_ref().is_some_and(|m| !Arc::ptr_eq(m, mem)) {
+        let map = mem.lend_map().ok_or(LendError::NotMapped)?;
+        if self.map.as_ref().is_some_and(|m| !Arc::ptr_eq(m, map)) {
             return Err(LendError::OtherMemory);
         }
         let &slot = self.free.last().ok_or(LendError::Full)?;
@@ -229,7 +230,7 @@ impl Lender {
         let mut ext = 0;
         for k in 0..n {
             let (h, payload) = frame(k, head);
-            match pieces_of(mem, &payload, pieces) {
+            match pieces_of(mem, map, &payload, pieces) {
                 Some(p) if p > 0 && h <= (pool.data_room() as usize).min(MAX_HEAD) => ext += p,
                 _ => return Err(LendError::Shape),
             }
@@ -254,7 +255,7 @@ impl Lender {
         let mut it = segs.drain();
         for k in 0..n {
             let (h, payload) = frame(k, head);
-            let p = pieces_of(mem, &payload, pieces).expect("counted above");
+            let p = pieces_of(mem, map, &payload, pieces).expect("counted above");
             let mut first = it.next().expect("n + ext allocated");
             // A fresh mbuf takes `data_room` bytes (checked above).
             first.fill(&head[..h]).expect("a fresh mbuf takes the headers");
@@ -264,7 +265,7 @@ impl Lender {
                 let m = m.into_raw().as_ptr();
                 // `m` is a fresh mbuf we own; these are rte_pktmbuf_attach_extbuf's
                 // writes (IOVA = VA) plus the data length, and link it after
-                // `last`, also ours alone; `addr..+len` lies in guest memory,
+                // `last`, also ours alone; `addr..+len` lies in our lend map,
                 // kept mapped while the chain is out.
                 // SAFETY: fresh mbufs of ours only, over mapped guest memory.
                 unsafe {
@@ -290,12 +291,12 @@ impl Lender {
         }
         self.free.pop();
         self.tags[slot as usize] = tag;
-        self.mem.get_or_insert_with(|| Arc::clone(mem));
+        self.map.get_or_insert_with(|| Arc::clone(map));
         Ok(())
     }
 
     /// Takes the chains freed since the last call: `f(tag)` for each, in the
-    /// order found (not the order lent). The memory is let go once none is
+    /// order found (not the order lent). The mapping is let go once none is
     /// in flight. Returns how many came back.
     #[inline]
     pub fn reap(&mut self, mut f: impl FnMut(u16)) -> usize {
@@ -308,9 +309,18 @@ impl Lender {
             f(tags[slot as usize]);
         });
         if self.free.len() == self.tags.len() {
-            self.mem = None;
+            self.map = None;
         }
         n
+    }
+
+    /// The tags of the chains still in flight, which NICs may go on reading
+    /// (the guest gets them back now, as it would after a crash of the
+    /// switch; their slots come back through `reap` as before).
+    pub fn in_flight_tags(&self) -> impl Iterator<Item = u16> + '_ {
+        let mut out = vec![true; self.tags.len()];
+        self.free.iter().for_each(|&s| out[s as usize] = false);
+        self.tags.iter().zip(out).filter(|&(_, o)| o).map(|(&t, _)| t)
     }
 }
 
@@ -321,15 +331,15 @@ impl Drop for Lender {
             // the slots its callback will touch, and the memory it reads.
             eprintln!("pmd-bridge: a guest ring's lender dropped with {} chain(s) in flight; its memory stays mapped", self.in_flight());
             std::mem::forget(Arc::clone(&self.shared));
-            std::mem::forget(self.mem.take());
+            std::mem::forget(self.map.take());
         }
     }
 }
 
-/// The host pieces of `p`, each at most
-/// 65535 bytes (an mbuf's buffer length is 16 bits); None past `MAX_EXT_SEGS`
-/// or outside the spans.
-fn pieces_of(mem: &GuestMemory, p: &Payload, out: &mut [(usize, u16); MAX_EXT_SEGS]) -> Option<usize> {
+/// The pieces of `p` in `map`, each at most 65535 bytes (an mbuf's buffer
+/// length is 16 bits); None past `MAX_EXT_SEGS`, outside the spans or
+/// outside the map.
+fn pieces_of(mem: &GuestMemory, map: &LendMap, p: &Payload, out: &mut [(usize, u16); MAX_EXT_SEGS]) -> Option<usize> {
     let (mut k, mut left, mut skip) = (0, p.len, p.skip);
     for s in p.spans {
         if left == 0 {
@@ -345,7 +355,7 @@ fn pieces_of(mem: &GuestMemory, p: &Payload, out: &mut [(usize, u16); MAX_EXT_SE
         while off < sl && left > 0 {
             let n = (sl - off).min(left).min(u16::MAX as u64);
             let p = mem.host_range(s, off as usize, n as usize).ok()?;
-            *out.get_mut(k)? = (p as usize, n as u16);
+            *out.get_mut(k)? = (map.own(p as usize, n as usize)?, n as u16);
             k += 1;
             off += n;
             left -= n;
@@ -407,9 +417,10 @@ mod tests {
         mem.translate(crate::guest_mem::Gpa(0x1000), 0x20000, |s| spans.push(s)).unwrap();
         let mut out = [(0, 0); MAX_EXT_SEGS];
         let p = |skip, len| Payload { spans: &spans, skip, len };
-        let k = pieces_of(&mem, &p(60, 40 + 0x20000), &mut out).unwrap();
+        let map = mem.lend_map().unwrap();
+        let k = pieces_of(&mem, map, &p(60, 40 + 0x20000), &mut out).unwrap();
         assert_eq!(out[..k].iter().map(|p| p.1).collect::<Vec<_>>(), [40, 65535, 65535, 2]);
-        assert_eq!(pieces_of(&mem, &p(60, 41 + 0x20000), &mut out), None, "past the chain");
-        assert_eq!(pieces_of(&mem, &p(100, 10), &mut out), Some(1), "the first span skipped");
+        assert_eq!(pieces_of(&mem, map, &p(60, 41 + 0x20000), &mut out), None, "past the chain");
+        assert_eq!(pieces_of(&mem, map, &p(100, 10), &mut out), Some(1), "the first span skipped");
     }
 }

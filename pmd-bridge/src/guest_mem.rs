@@ -14,6 +14,9 @@
 //! that made it (by a process-unique id), and only that one accepts it, so
 //! a span kept past a memory-table change is refused, never followed.
 use std::sync::atomic::{fence, AtomicU16, AtomicU64, AtomicU8, Ordering};
+use std::sync::Arc;
+
+use crate::lend_map::LendMap;
 
 /// A guest physical address.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -37,7 +40,7 @@ struct Region {
 /// token from whoever owns the mapping (a vhost device lease: rte_vhost
 /// unmaps a device's memory only after destroy_device, which waits for it).
 enum Backing {
-    Owned(#[allow(dead_code)] Vec<Box<[u8]>>),
+    Owned(#[allow(dead_code)] Arc<Vec<Box<[u8]>>>),
     Borrowed(#[allow(dead_code)] Box<dyn std::any::Any + Send + Sync>),
 }
 
@@ -45,9 +48,8 @@ pub struct GuestMemory {
     id: u64,
     regions: Vec<Region>,
     log: Option<DirtyLog>,
-    /// Devices this memory is mapped for (`dma`); dropped before the
-    /// backing, so unmapped from them before it may be unmapped.
-    pub(crate) dma: std::sync::Mutex<crate::dma::DmaState>,
+    /// The same memory as NICs read it (`lend_map`), if it can be lent.
+    lend: Option<Arc<LendMap>>,
     _backing: Backing,
 }
 
@@ -109,31 +111,25 @@ impl GuestMemory {
     /// Zeroed memory of our own at the given guest addresses: a guest's
     /// memory for tests and fuzzing, with the same access paths.
     pub fn new_owned(layout: &[(u64, usize)]) -> GuestMemory {
-        let mut bufs: Vec<Box<[u8]>> = layout.iter().map(|&(_, len)| vec![0u8; len].into_boxed_slice()).collect();
-        let regions = layout
-            .iter()
-            .zip(bufs.iter_mut())
-            .map(|(&(gpa, len), b)| Region { gpa, len: len as u64, host: b.as_mut_ptr() })
-            .collect();
-        GuestMemory { id: next_id(), regions, log: None, dma: Default::default(), _backing: Backing::Owned(bufs) }
+        Self::new_owned_logged(layout, 0)
     }
 
-    /// Like `new_owned`, with a dirty log of `bytes` bytes of our own.
+    /// Like `new_owned`, with a dirty log of `bytes` bytes of our own (none
+    /// if 0). Its frames are lent where they are.
     pub fn new_owned_logged(layout: &[(u64, usize)], bytes: usize) -> GuestMemory {
-        let mut m = Self::new_owned(layout);
-        let mut log = vec![0u8; bytes].into_boxed_slice();
-        m.log = Some(DirtyLog { base: log.as_mut_ptr(), bytes: bytes as u64 });
-        if let Backing::Owned(bufs) = &mut m._backing {
-            bufs.push(log);
-        }
-        m
+        let mut bufs: Vec<Box<[u8]>> = layout.iter().map(|&(_, len)| len).chain([bytes]).map(|len| vec![0u8; len].into_boxed_slice()).collect();
+        let regions: Vec<Region> = layout.iter().zip(bufs.iter_mut()).map(|(&(gpa, len), b)| Region { gpa, len: len as u64, host: b.as_mut_ptr() }).collect();
+        let log = bufs.last_mut().filter(|_| bytes > 0).map(|l| DirtyLog { base: l.as_mut_ptr(), bytes: bytes as u64 });
+        let bufs = Arc::new(bufs);
+        let lend = LendMap::shared(regions.iter().map(|r| (r.host as usize, r.len as usize)), bufs.clone());
+        GuestMemory { id: next_id(), regions, log, lend: Some(Arc::new(lend)), _backing: Backing::Owned(bufs) }
     }
 
     /// Memory mapped by someone else (rte_vhost's copy of the guest's table),
     /// kept mapped while `keepalive` lives.
     ///
     /// `log`, while the guest is being migrated: the dirty bitmap's address
-    /// and size in bytes.
+    /// and size in bytes. `lend`: the same memory as NICs read it.
     ///
     /// # Safety
     /// Each `(gpa, len, host)` must describe `len` bytes mapped at `host`,
@@ -141,19 +137,15 @@ impl GuestMemory {
     /// `keepalive` is alive.
     // SAFETY: nothing is dereferenced here; the caller's contract above is
     // what makes every later span access sound.
-    pub unsafe fn from_mapped(regions: &[(u64, u64, *mut u8)], log: Option<(*mut u8, u64)>, keepalive: Box<dyn std::any::Any + Send + Sync>) -> GuestMemory {
+    pub unsafe fn from_mapped(regions: &[(u64, u64, *mut u8)], log: Option<(*mut u8, u64)>, lend: Option<LendMap>, keepalive: Box<dyn std::any::Any + Send + Sync>) -> GuestMemory {
         let regions = regions.iter().map(|&(gpa, len, host)| Region { gpa, len, host }).collect();
         let log = log.filter(|&(base, bytes)| !base.is_null() && bytes > 0).map(|(base, bytes)| DirtyLog { base, bytes });
-        GuestMemory { id: next_id(), regions, log, dma: Default::default(), _backing: Backing::Borrowed(keepalive) }
+        GuestMemory { id: next_id(), regions, log, lend: lend.map(Arc::new), _backing: Backing::Borrowed(keepalive) }
     }
 
-    /// The page-aligned host ranges a device must be able to reach: none
-    /// for memory of our own (tests), whose pages the heap shares.
-    pub(crate) fn dma_ranges(&self) -> Vec<(usize, usize)> {
-        match self._backing {
-            Backing::Owned(_) => Vec::new(),
-            Backing::Borrowed(_) => self.regions.iter().map(|r| crate::dma::page_range(r.host as usize, r.len as usize)).collect(),
-        }
+    /// This memory as NICs read it (None: it cannot be lent).
+    pub fn lend_map(&self) -> Option<&Arc<LendMap>> {
+        self.lend.as_ref()
     }
 
     /// Whether writes are being logged (a migration is under way).

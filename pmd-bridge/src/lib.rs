@@ -13,6 +13,7 @@ pub mod ffi;
 pub mod gso;
 pub mod guest_mem;
 pub mod lcore;
+pub mod lend_map;
 pub mod log;
 pub mod mbuf;
 pub mod mempool;

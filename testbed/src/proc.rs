@@ -16,6 +16,8 @@ pub struct Proc {
     child: Child,
     stdin: Option<ChildStdin>,
     output: Arc<Mutex<String>>,
+    /// The threads collecting stdout and stderr: done at their EOF.
+    readers: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Proc {
@@ -44,10 +46,11 @@ impl Proc {
             Box::new(child.stdout.take().expect("piped stdout")),
             Box::new(child.stderr.take().expect("piped stderr")),
         ];
+        let mut threads = Vec::new();
         for mut r in readers {
             let out = Arc::clone(&output);
             let tag = name.to_string();
-            std::thread::spawn(move || {
+            threads.push(std::thread::spawn(move || {
                 let mut buf = [0u8; 4096];
                 while let Ok(n) = r.read(&mut buf) {
                     if n == 0 {
@@ -59,10 +62,10 @@ impl Proc {
                     }
                     out.lock().unwrap().push_str(&text);
                 }
-            });
+            }));
         }
         let stdin = child.stdin.take();
-        Ok(Proc { name: name.to_string(), child, stdin, output })
+        Ok(Proc { name: name.to_string(), child, stdin, output, readers: threads })
     }
 
     pub fn name(&self) -> &str {
@@ -141,9 +144,13 @@ impl Proc {
             .map_err(|e| format!("write to {}: {e}", self.name))
     }
 
-    /// Has the child exited? Returns its status if so.
+    /// Has the child exited? Returns its status if so, once its output is
+    /// all in `output` (what is still in the pipes when it exits is read
+    /// after; a grandchild that keeps them open is waited for 5 s at most).
     pub fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
-        self.child.try_wait().ok().flatten()
+        let status = self.child.try_wait().ok().flatten()?;
+        let _ = wait_until(Duration::from_secs(5), "the child's last output", || self.readers.iter().all(|r| r.is_finished()).then_some(()));
+        Some(status)
     }
 
     /// Sends `sig` to the child and waits up to `timeout` for it to exit.
@@ -177,3 +184,4 @@ impl Drop for Proc {
         self.kill();
     }
 }
+

@@ -157,21 +157,40 @@ impl CopyOnceState {
     }
 
     /// Returns to the guest the chains NICs freed while their ring is in no
-    /// plan (its memory changing, the guest going): used entries written,
-    /// published, the guest interrupted if it asked.
+    /// plan (between plans, the guest going): used entries written,
+    /// published, the guest interrupted if it asked. Not while rte_vhost
+    /// changes the memory or rings: they come back after, into the new ones.
     pub fn reclaim(&mut self, dev: Option<&VhostDevice>) {
+        let Some(mem) = self.mem.clone() else { return };
         for (i, (l, q)) in self.lenders.iter_mut().zip(self.queues.iter_mut()).enumerate() {
             let (Some(l), Some(q)) = (l.as_mut(), q.as_mut()) else { continue };
-            if return_parked(l, q) == Some(true) {
-                // A call that fails is not retried: the ring comes back into
-                // a plan interrupting its guest once (`GuestRing::new`).
-                let _ = match (self.calls[i].as_ref(), dev) {
-                    (Some(fd), _) => fd.signal(),
-                    (None, Some(d)) => d.call_nonblock(i as u16),
-                    (None, None) => false,
-                };
+            if return_parked(l, q, &mem) == Some(true) {
+                interrupt(self.calls[i].as_deref(), dev, i as u16);
             }
         }
+    }
+
+    /// The guest goes and NICs still hold some of its chains: gives them
+    /// back to it now, unsent as far as it knows (used entries written and
+    /// published, as after a crash of the switch), so that its device can
+    /// go. Returns the lenders with chains out: their slots, and the
+    /// mapping NICs read the buffers from, must stay until NICs free them.
+    pub fn give_up_lent(&mut self, dev: &VhostDevice) -> Vec<Lender> {
+        self.reclaim(Some(dev));
+        let mut out = Vec::new();
+        for (i, (l, q)) in self.lenders.iter_mut().zip(self.queues.iter_mut()).enumerate() {
+            let Some(l) = l.take().filter(|l| l.in_flight() > 0) else { continue };
+            if let (Some(mem), Some(q)) = (self.mem.as_deref(), q.as_mut()) {
+                l.in_flight_tags().for_each(|head| {
+                    let _ = q.add_used(mem, head, 0);
+                });
+                if q.publish(mem).is_ok() && q.needs_interrupt(mem) {
+                    interrupt(self.calls[i].as_deref(), Some(dev), i as u16);
+                }
+            }
+            out.push(l);
+        }
+        out
     }
 
     /// The guest left while the switch runs: no position of its rings is
@@ -235,4 +254,15 @@ impl CopyOnceState {
             *slot = Some(l);
         }
     }
+}
+
+/// Interrupts the guest on vring `vring` for chains returned from the
+/// control thread. A call that fails is not retried: the ring comes back
+/// into a plan interrupting its guest once (`GuestRing::new`).
+fn interrupt(call: Option<&CallFd>, dev: Option<&VhostDevice>, vring: u16) {
+    let _ = match (call, dev) {
+        (Some(fd), _) => fd.signal(),
+        (None, Some(d)) => d.call_nonblock(vring),
+        (None, None) => false,
+    };
 }

@@ -82,7 +82,7 @@ impl ZeroCopy {
     /// same frame may follow (they share it). Ok: the header bytes copied;
     /// Err: copy it, and why.
     #[allow(clippy::too_many_arguments)]
-    pub(super) fn lend(&mut self, i: usize, out: u16, caps: Caps, flood: bool, (pool, stock): (&Mempool, &mut Stock), mem: &Arc<GuestMemory>, chain: &Chain, pkt: &GuestPkt, emit: impl FnMut(Mbuf)) -> Result<usize, Outcome> {
+    pub(super) fn lend(&mut self, i: usize, out: u16, caps: Caps, flood: bool, (pool, stock): (&Mempool, &mut Stock), mem: &GuestMemory, chain: &Chain, pkt: &GuestPkt, emit: impl FnMut(Mbuf)) -> Result<usize, Outcome> {
         if !self.targets.contains(out) {
             return Err(Outcome::NotMapped);
         }
@@ -109,6 +109,7 @@ impl ZeroCopy {
         };
         let copied = lent.map_err(|e| match e {
             LendError::Full => Outcome::InFlightLimit,
+            LendError::NotMapped => Outcome::NotMapped,
             LendError::OtherMemory | LendError::Shape | LendError::NoMbuf => Outcome::Other,
         })?;
         self.lent |= 1 << i;
@@ -118,7 +119,7 @@ impl ZeroCopy {
     /// The frame as it is; a partial checksum the NIC cannot fill (`!fits`)
     /// is finished in the header copy.
     #[allow(clippy::too_many_arguments)]
-    fn lend_whole(&mut self, (pool, stock): (&Mempool, &mut Stock), mem: &Arc<GuestMemory>, chain: &Chain, pkt: &GuestPkt, fits: bool, flood: Option<usize>, mut emit: impl FnMut(Mbuf)) -> Result<usize, LendError> {
+    fn lend_whole(&mut self, (pool, stock): (&Mempool, &mut Stock), mem: &GuestMemory, chain: &Chain, pkt: &GuestPkt, fits: bool, flood: Option<usize>, mut emit: impl FnMut(Mbuf)) -> Result<usize, LendError> {
         let (h, len) = (pkt.head_len as usize, pkt.len as usize);
         let payload = Payload { spans: chain.segments(), skip: (NET_HDR_LEN + h) as u64, len: (len - h) as u64 };
         let mut headers = [0u8; MAX_HEAD];
@@ -148,7 +149,7 @@ impl ZeroCopy {
     /// the NIC fills their checksums if it can (`csum`), else they are
     /// summed here.
     #[allow(clippy::too_many_arguments)]
-    fn lend_cut(&mut self, (pool, stock): (&Mempool, &mut Stock), mem: &Arc<GuestMemory>, chain: &Chain, pkt: &GuestPkt, gso: Gso, csum: bool, mut emit: impl FnMut(Mbuf)) -> Result<usize, LendError> {
+    fn lend_cut(&mut self, (pool, stock): (&Mempool, &mut Stock), mem: &GuestMemory, chain: &Chain, pkt: &GuestPkt, gso: Gso, csum: bool, mut emit: impl FnMut(Mbuf)) -> Result<usize, LendError> {
         let seg = Segmenter::try_new(&gso, pkt.headers(), pkt.len as usize).ok_or(LendError::Shape)?;
         let hl = gso.hdr_len();
         let tx = mbuf_offload::to_mbuf(&gso.segment_offload(), pkt.headers());
@@ -214,17 +215,16 @@ impl ZeroCopy {
     }
 }
 
-/// For a ring in no plan (a guest going, its memory changing): writes the
+/// For a ring in no plan (a guest going, or between plans): writes the
 /// used entries of the chains NICs freed since the last call and publishes
-/// them, in the memory they came from. Returns whether the guest should be
+/// them, in the guest's memory `mem`. Returns whether the guest should be
 /// interrupted; None if nothing came back (or the ring cannot be written).
-pub fn return_parked(lender: &mut Lender, queue: &mut Virtqueue) -> Option<bool> {
-    let mem = Arc::clone(lender.memory()?);
+pub fn return_parked(lender: &mut Lender, queue: &mut Virtqueue, mem: &GuestMemory) -> Option<bool> {
     if lender.reap(|head| {
-        let _ = queue.add_used(&mem, head, 0);
+        let _ = queue.add_used(mem, head, 0);
     }) == 0 {
         return None;
     }
-    queue.publish(&mem).ok()?;
-    Some(queue.needs_interrupt(&mem))
+    queue.publish(mem).ok()?;
+    Some(queue.needs_interrupt(mem))
 }

@@ -33,6 +33,9 @@
 //!   request must not map what this one is replacing). The queue locks are
 //!   held meanwhile, which is why the own-ring datapath may only ever try
 //!   them (`call_nonblock`).
+//! - Frames lent to NICs point into a mapping of the switch's own
+//!   (`lend_map`), not rte_vhost's: neither wait above depends on a NIC,
+//!   which may hold buffers for as long as its link is down.
 //! - Handles are obtained from the socket by vid after a `NewDevice` event;
 //!   a vid whose device is gone gives none, so a stale (or reused) vid is
 //!   never used.
@@ -45,6 +48,7 @@ use std::time::Duration;
 
 use crate::burst::Burst;
 use crate::guest_mem::GuestMemory;
+use crate::lend_map::{LendMap, MappedRegion};
 use crate::error::{cstring, Error, Result};
 use crate::mempool::Mempool;
 use crate::{ffi, log, Eal};
@@ -349,19 +353,20 @@ impl VhostDevice {
             return Err(Error::dpdk("rte_vhost_get_mem_table", libc::ENODEV, ""));
         }
         // SAFETY: mem points at nregions regions (malloc'd by rte_vhost, ours
-        // to free); the mappings they name stay until destroy_device, which
-        // waits for the lease the GuestMemory keeps.
+        // to free); the mappings and fds they name stay until destroy_device
+        // or a table change, both of which wait for the token taken above.
         unsafe {
             let n = (*mem).nregions as usize;
-            let regions: Vec<(u64, u64, *mut u8)> = (*mem)
-                .regions
-                .as_slice(n)
+            let table = (*mem).regions.as_slice(n);
+            let regions: Vec<(u64, u64, *mut u8)> = table.iter().map(|r| (r.guest_phys_addr, r.size, r.host_user_addr as *mut u8)).collect();
+            let mapped: Vec<MappedRegion> = table
                 .iter()
-                .map(|r| (r.guest_phys_addr, r.size, r.host_user_addr as *mut u8))
+                .map(|r| MappedRegion { host: r.host_user_addr as usize, len: r.size as usize, mmap_addr: r.mmap_addr as usize, mmap_size: r.mmap_size as usize, fd: r.fd })
                 .collect();
             libc::free(mem.cast());
+            let lend = LendMap::map(&mapped).map_err(|e| eprintln!("pmd-bridge: vhost device {}: its memory is copied, never lent: mapping it: {e}", self.vid()));
             let keep = (Arc::clone(&self.lease), token);
-            Ok(GuestMemory::from_mapped(&regions, self.dirty_log(), Box::new(keep)))
+            Ok(GuestMemory::from_mapped(&regions, self.dirty_log(), lend.ok(), Box::new(keep)))
         }
     }
 

@@ -216,9 +216,8 @@ impl Switch {
                 // rte_vhost waits in destroy_device until every handle is
                 // dropped: take the device out of the plans first (copy-once
                 // rings come back), hand our ring indices back, then let go.
-                if let Some(own) = own.as_mut() {
-                    own.release();
-                }
+                // The memory stays ours meanwhile: chains NICs still hold
+                // go back into its rings (`depart`).
                 *enabled_pairs = 0;
                 let d = dev.take();
                 self.replan()?;

@@ -3,42 +3,80 @@
 //! NICs still hold when a guest's rings are in no plan, and guests that go
 //! while NICs hold their buffers.
 //!
-//! A guest's memory stays mapped while any of its buffers is in a NIC: each
-//! chain out holds the memory (`GuestMemory`), and rte_vhost unmaps only
-//! once every holder let go (its memory-change hook and destroy_device
-//! wait for them, up to their deadline). Meanwhile the PMD threads' NIC
-//! queues keep running and reclaiming (`TxQueue::reclaim`), and the chains
-//! that come back are returned to the guest from here (`reclaim`). A guest
-//! that goes is handed its ring indices back only once nothing of it is
-//! out (`Departing`).
+//! A NIC reads lent buffers through the switch's own mapping of the guest's
+//! memory (`LendMap`), which each chain out holds: rte_vhost may change or
+//! unmap its own mapping meanwhile without waiting for any NIC. Chains the
+//! NICs free while their ring is in no plan are returned to the guest from
+//! here (`reclaim`). A guest that goes is handed its ring indices back once
+//! nothing of it is out, or after `DEPART_DEADLINE` with what is still out
+//! given back to it unsent (`Departing`): rte_vhost's destroy_device waits
+//! for the device, and ends the process if it waits too long (a NIC whose
+//! link is down may hold buffers for good).
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dataplane::counters::MAX_PORTS;
 use dataplane::flood::PortSet;
 use pmd_bridge::dma::DmaKind;
+use pmd_bridge::extbuf::Lender;
 use pmd_bridge::{VhostDevice, VhostSocket};
 
 use super::{PortIo, PortState, Switch};
 use crate::copy_once_state::{CopyOnceState, ZeroCopyPlan};
 
 /// How long a departing guest waits for NICs to give its buffers back
-/// before it is said to be stuck (rte_vhost's own wait ends the process at
-/// 10 s: see pmd_bridge's vhost module).
-const DEPART_WARN: Duration = Duration::from_secs(5);
+/// before they are given back to it unsent: well inside rte_vhost's own
+/// wait for the device (10 s: see pmd_bridge's vhost module).
+pub(super) const DEPART_DEADLINE: Duration = Duration::from_secs(5);
 
 /// A guest gone (its device destroyed, or its port deleted) while NICs
-/// held some of its buffers: kept until they are all back. Fields drop in
-/// order: the device and its memory before the socket, whose unregistering
-/// waits for them.
+/// held some of its buffers.
 pub(super) struct Departing {
     name: String,
+    /// Until its chains are all back or the deadline passes.
+    guest: Option<Gone>,
+    /// Lenders whose chains the guest was given back unsent: kept, with the
+    /// mapping NICs read, until the NICs free them.
+    orphans: Vec<Lender>,
+    since: Instant,
+}
+
+/// Fields drop in order: the device and its memory before the socket, whose
+/// unregistering waits for them.
+struct Gone {
     dev: Arc<VhostDevice>,
     own: CopyOnceState,
     /// A deleted port's socket, unregistered only after the device is let go.
     _sock: Option<VhostSocket>,
-    since: Instant,
-    warned: bool,
+}
+
+impl Departing {
+    /// Returns what NICs freed; lets the guest go once nothing of it is out
+    /// or at the deadline. Whether anything is left to wait for.
+    fn reclaim(&mut self) -> bool {
+        if let Some(g) = &mut self.guest {
+            g.own.reclaim(Some(&g.dev));
+            let lent = g.own.lent();
+            if lent == 0 {
+                eprintln!("vswitchd: port {}: every buffer back from the NICs; guest let go", self.name);
+            } else if self.since.elapsed() >= DEPART_DEADLINE {
+                self.orphans = g.own.give_up_lent(&g.dev);
+                eprintln!(
+                    "vswitchd: port {}: NICs held {lent} of the departed guest's buffers for {DEPART_DEADLINE:?}: given back to it unsent; the NICs read them from the switch's own mapping until they free them",
+                    self.name
+                );
+            }
+            if lent == 0 || !self.orphans.is_empty() {
+                g.own.hand_back(&g.dev);
+                self.guest = None;
+            }
+        }
+        self.orphans.retain_mut(|l| {
+            l.reap(|_| ());
+            l.in_flight() > 0
+        });
+        self.guest.is_some() || !self.orphans.is_empty()
+    }
 }
 
 impl Switch {
@@ -86,20 +124,7 @@ impl Switch {
                 own.reclaim(dev.as_deref());
             }
         }
-        self.departing.retain_mut(|d| {
-            d.own.reclaim(Some(&d.dev));
-            let lent = d.own.lent();
-            if lent == 0 {
-                eprintln!("vswitchd: port {}: every buffer back from the NICs; guest let go", d.name);
-                d.own.hand_back(&d.dev);
-                return false;
-            }
-            if !d.warned && d.since.elapsed() > DEPART_WARN {
-                d.warned = true;
-                eprintln!("vswitchd: port {}: NICs still hold {lent} of the departed guest's buffers; its memory stays mapped", d.name);
-            }
-            true
-        });
+        self.departing.retain_mut(Departing::reclaim);
     }
 
     /// A guest that goes: handed its indices back now, or once NICs have
@@ -114,7 +139,8 @@ impl Switch {
             return;
         }
         eprintln!("vswitchd: port {name}: guest gone while NICs hold {} of its buffers; waiting for them", own.lent());
-        self.departing.push(Departing { name: name.to_string(), dev, own, _sock: sock, since: Instant::now(), warned: false });
+        let guest = Some(Gone { dev, own, _sock: sock });
+        self.departing.push(Departing { name: name.to_string(), guest, orphans: Vec::new(), since: Instant::now() });
     }
 
     /// At a stop: waits (up to `deadline`) for departing guests' buffers.
