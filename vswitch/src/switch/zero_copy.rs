@@ -27,7 +27,7 @@ use crate::copy_once_state::{CopyOnceState, ZeroCopyPlan};
 /// How long a departing guest waits for NICs to give its buffers back
 /// before they are given back to it unsent: well inside rte_vhost's own
 /// wait for the device (10 s: see pmd_bridge's vhost module).
-pub(super) const DEPART_DEADLINE: Duration = Duration::from_secs(5);
+const DEPART_DEADLINE: Duration = Duration::from_secs(5);
 
 /// A guest gone (its device destroyed, or its port deleted) while NICs
 /// held some of its buffers.
