@@ -147,6 +147,14 @@ impl<'g> Session<'g> {
             let got = st.nic_tx.ok_or("the switch did not say what its NIC sent")?;
             rep.sink.received = got;
             rep.sink.lost = rep.sent_total().saturating_sub(got);
+            if rep.payload > 0 {
+                // Segments leave whole or cut: their payload is the NIC's
+                // bytes less each frame's headers.
+                let bytes = st.nic_tx_bytes.ok_or("the switch did not say how many bytes its NIC sent")?;
+                rep.sink.frames = got;
+                rep.sink.payload_bytes = bytes.saturating_sub(got * crate::frame::TCP_HEADERS as u64);
+                rep.sink.lost_bytes = (rep.sent_total() * rep.payload).saturating_sub(rep.sink.payload_bytes);
+            }
         }
         Ok((rep, st))
     }
@@ -212,11 +220,12 @@ pub fn row(c: &Cell, size: Size, rep: &GenReport, st: &SwitchStats, note: &str) 
     let mut add = |n: String| note = if note.is_empty() { n } else { format!("{note}; {n}") };
     if let Some(f) = rep.frames_per_segment() {
         // Whole, as the VMs negotiated GUEST_TSO4, or cut by the switch
-        // all the same (45 frames at MSS 1448).
+        // all the same (45 frames at MSS 1448); the NIC here has no TSO.
+        let to = if sc.topology == Topology::DropNic { "to a NIC without TSO" } else { "to VMs with GUEST_TSO4" };
         add(if f < 1.5 {
-            format!("TCP segments delivered whole ({f:.1} frames per 64 KB segment)")
+            format!("TCP segments delivered whole ({f:.1} frames per 64 KB segment) {to}")
         } else {
-            format!("TCP segments delivered cut, {f:.1} frames per 64 KB segment to VMs with GUEST_TSO4")
+            format!("TCP segments delivered cut, {f:.1} frames per 64 KB segment {to}")
         });
     }
     if rep.sent_total() > 0 && rep.sink.received == 0 && rep.sink.payload_bytes == 0 {

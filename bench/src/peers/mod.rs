@@ -160,9 +160,12 @@ pub struct SwitchStats {
     /// summed over its ports.
     #[serde(default)]
     pub drops_by_reason: std::collections::BTreeMap<String, u64>,
-    /// Packets sent through the NIC of `Topology::DropNic`.
+    /// Packets sent through the NIC of `Topology::DropNic`, and their bytes
+    /// (a TSO row's payload, since a segment may leave whole or cut).
     #[serde(default)]
     pub nic_tx: Option<u64>,
+    #[serde(default)]
+    pub nic_tx_bytes: Option<u64>,
 }
 
 /// A running switch with `n` client ports on `sockets`.
@@ -183,7 +186,8 @@ pub struct Running {
     /// testpmd's totals when the measured phase began.
     testpmd_base: FwdTotals,
     /// OVS's count of packets sent through the dropping NIC then.
-    ovs_nic_base: u64,
+    /// The dropping NIC's (packets, bytes) at `begin` (OVS, testpmd).
+    nic_base: (u64, u64),
 }
 
 pub const START: Duration = Duration::from_secs(60);
@@ -211,7 +215,7 @@ impl Running {
             let frames: Vec<Vec<u8>> = (0..flows.max(1)).map(|f| crate::frame::announce(1, f)).collect();
             std::fs::write(dir.path().join("nic-rx.pcap"), crate::frame::pcap(&frames)).map_err(|e| e.to_string())?;
         }
-        let mut r = Running { kind, sockets, opts, topology, dir, procs: Vec::new(), phy: None, _prefix: prefix, testpmd_base: FwdTotals::default(), ovs_nic_base: 0 };
+        let mut r = Running { kind, sockets, opts, topology, dir, procs: Vec::new(), phy: None, _prefix: prefix, testpmd_base: FwdTotals::default(), nic_base: (0, 0) };
         match kind {
             SwitchKind::Vswitchd(_) => r.start_vswitchd(setup)?,
             SwitchKind::TestpmdIo => r.start_testpmd(setup)?,
@@ -417,10 +421,15 @@ impl Running {
             SwitchKind::Ovs(_) => {
                 self.appctl(&["dpif-netdev/pmd-stats-clear"])?;
                 if self.topology == Topology::DropNic {
-                    self.ovs_nic_base = self.ovs_nic_tx()?;
+                    self.nic_base = self.ovs_nic_tx()?;
                 }
             }
-            SwitchKind::TestpmdIo => self.testpmd_base = self.testpmd_totals()?,
+            SwitchKind::TestpmdIo => {
+                self.testpmd_base = self.testpmd_totals()?;
+                if self.topology == Topology::DropNic {
+                    self.nic_base = self.testpmd_nic_tx()?;
+                }
+            }
         }
         Ok(())
     }
@@ -446,6 +455,7 @@ impl Running {
                     copies_per_packet: path.map(|p| p.payload_copies as f64 / p.packets as f64),
                     cycles_per_packet: p.map(|p| p.cycles_per_packet),
                     nic_tx: ports.as_ref().and_then(|ps| ps.iter().find(|p| p.name == "nic")).map(|p| p.tx_packets),
+                    nic_tx_bytes: ports.as_ref().and_then(|ps| ps.iter().find(|p| p.name == "nic")).map(|p| p.tx_bytes),
                     idle_fraction: p.map(|p| p.idle_cycles as f64 / (p.idle_cycles + p.busy_cycles).max(1) as f64),
                     flooded: ports.as_ref().map(|ps| ps.iter().map(|p| p.flooded).sum()),
                     dropped: ports.map(|ps| ps.iter().flat_map(|p| p.drops.values()).sum()),
@@ -455,14 +465,17 @@ impl Running {
                 let text = self.appctl(&["dpif-netdev/pmd-stats-show"]).unwrap_or_default();
                 keep_raw("ovs pmd-stats-show", &text);
                 let s = parse_ovs_pmd_stats(&text);
-                let nic_tx = match self.topology {
-                    Topology::DropNic => self.ovs_nic_tx().ok().map(|n| n.saturating_sub(self.ovs_nic_base)),
+                let nic = match self.topology {
+                    Topology::DropNic => self.ovs_nic_tx().ok().map(|n| self.since_begin(n)),
                     _ => None,
                 };
-                SwitchStats { flooded: None, nic_tx, ..s }
+                SwitchStats { flooded: None, nic_tx: nic.map(|n| n.0), nic_tx_bytes: nic.map(|n| n.1), ..s }
             }
             SwitchKind::TestpmdIo => match self.testpmd_totals() {
-                Ok(t) => t.since(&self.testpmd_base),
+                Ok(t) => {
+                    let nic = (self.topology == Topology::DropNic).then(|| self.testpmd_nic_tx().ok()).flatten().map(|n| self.since_begin(n));
+                    SwitchStats { nic_tx_bytes: nic.map(|n| n.1), ..t.since(&self.testpmd_base) }
+                }
                 Err(e) => {
                     eprintln!("vswitch-bench: {e}");
                     SwitchStats::default()
@@ -478,6 +491,11 @@ impl Running {
     /// thread that wakes from a timer (it runs as the tick lands).
     pub fn cpu_ns(&self) -> Result<u64, String> {
         self.procs.iter().map(|p| proc_cpu_ns(p.pid())).sum()
+    }
+
+    /// The dropping NIC's (packets, bytes) since `begin`.
+    fn since_begin(&self, (pkts, bytes): (u64, u64)) -> (u64, u64) {
+        (pkts.saturating_sub(self.nic_base.0), bytes.saturating_sub(self.nic_base.1))
     }
 
     /// Stops the switch, each process its own way.

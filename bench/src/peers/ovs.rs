@@ -167,18 +167,24 @@ impl Running {
         self.appctl(&["tnl/arp/set", PHY_BRIDGE, &remote, &mac]).map(drop)
     }
 
-    /// Packets OVS sent through the dropping NIC so far, as the datapath
-    /// counts them now (the database's statistics lag by seconds).
-    pub(super) fn ovs_nic_tx(&self) -> Result<u64, String> {
+    /// (Packets, bytes) OVS sent through the dropping NIC so far, as the
+    /// datapath counts them now (the database's statistics lag by seconds).
+    pub(super) fn ovs_nic_tx(&self) -> Result<(u64, u64), String> {
         let port = (self.sockets.len() + 1).to_string();
         let out = run(Command::new("ovs-ofctl").args(["-O", "OpenFlow13", "dump-ports"]).arg(self.bridge_target()).arg(&port))?;
-        let n = out.split_once("tx pkts=").and_then(|(_, r)| r.split(|c: char| !c.is_ascii_digit()).next()).and_then(|n| n.parse().ok());
-        n.ok_or_else(|| format!("no tx pkts in ovs-ofctl dump-ports: {out}"))
+        parse_dump_ports_tx(&out).ok_or_else(|| format!("no tx pkts and bytes in ovs-ofctl dump-ports: {out}"))
     }
 
     fn bridge_target(&self) -> String {
         format!("unix:{}", self.dir().join("br0.mgmt").display())
     }
+}
+
+/// The tx line of `ovs-ofctl dump-ports`: "tx pkts=N, bytes=M, ...".
+fn parse_dump_ports_tx(out: &str) -> Option<(u64, u64)> {
+    let num = |r: &str| r.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok();
+    let (_, tx) = out.split_once("tx pkts=")?;
+    Some((num(tx)?, num(tx.split_once("bytes=")?.1)?))
 }
 
 /// Reads `dpif-netdev/pmd-stats-show`: cycles per packet and idle share.
@@ -199,4 +205,14 @@ pub fn parse_ovs_pmd_stats(text: &str) -> SwitchStats {
         s.idle_fraction = Some(i / (i + b).max(1.0));
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_tx_counters_of_dump_ports() {
+        let out = "OFPST_PORT reply (OF1.3) (xid=0x2): 1 ports\n  port  3: rx pkts=7, bytes=420, drop=0, errs=0, frame=0, over=0, crc=0\n           tx pkts=1234, bytes=80470276, drop=0, errs=0, coll=0\n           duration=12.345s\n";
+        assert_eq!(super::parse_dump_ports_tx(out), Some((1234, 80470276)));
+        assert_eq!(super::parse_dump_ports_tx("rx pkts=1, bytes=2"), None);
+    }
 }

@@ -54,6 +54,12 @@ pub fn parse_fwd_stats(text: &str) -> Option<FwdTotals> {
     Some(FwdTotals { cycles, packets, dropped, tx_packets })
 }
 
+/// "TX-packets: N TX-errors: E TX-bytes: B" of `show port stats`.
+fn parse_port_tx(text: &str) -> Option<(u64, u64)> {
+    let after = |name: &str| -> Option<u64> { text.rsplit_once(name)?.1.split_whitespace().next()?.parse().ok() };
+    Some((after("TX-packets:")?, after("TX-bytes:")?))
+}
+
 impl Running {
     pub(super) fn start_testpmd(&mut self, s: &Setup) -> Result<(), String> {
         // Line-buffered: its statistics reach the pipe as each is printed,
@@ -108,6 +114,18 @@ impl Running {
         parse_fwd_stats(&text).ok_or_else(|| format!("testpmd printed no forward statistics:\n{text}"))
     }
 
+    /// (TX-packets, TX-bytes) of the dropping NIC, the port after the
+    /// vhost ones (`show port stats`).
+    pub(super) fn testpmd_nic_tx(&mut self) -> Result<(u64, u64), String> {
+        let nic = self.sockets.len();
+        let p = self.procs.first_mut().ok_or("testpmd is not running")?;
+        let mark = p.output_len();
+        p.write_stdin(&format!("show port stats {nic}\n"))?;
+        let text = p.wait_for_after(mark, "TX-bytes:", Duration::from_secs(10))?;
+        let rest = p.wait_for_after(mark + text.len(), "\n", Duration::from_secs(10))?;
+        parse_port_tx(&(text + &rest)).ok_or_else(|| format!("testpmd printed no port statistics for port {nic}"))
+    }
+
     /// Asks testpmd to stop forwarding and quit.
     pub(super) fn quit_testpmd(&mut self) {
         if let Some(p) = self.procs.first_mut() {
@@ -142,5 +160,14 @@ mod tests {
         assert_eq!((s.cycles_per_packet, s.dropped, s.nic_tx), (Some(250.0), Some(3), Some(2)));
         assert_eq!(start.since(&start).cycles_per_packet, None);
         assert_eq!(parse_fwd_stats("testpmd> "), None);
+    }
+
+    #[test]
+    fn a_ports_tx_counters_are_read_from_show_port_stats() {
+        let text = "  ######################## NIC statistics for port 2  ########################\n  \
+                    RX-packets: 0          RX-missed: 0          RX-bytes:  0\n  RX-errors: 0\n  RX-nombuf:  0\n  \
+                    TX-packets: 1234       TX-errors: 0          TX-bytes:  80470276\n";
+        assert_eq!(parse_port_tx(text), Some((1234, 80470276)));
+        assert_eq!(parse_port_tx("testpmd> "), None);
     }
 }
