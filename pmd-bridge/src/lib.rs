@@ -12,6 +12,7 @@ pub mod extbuf;
 pub mod ffi;
 pub mod gso;
 pub mod guest_mem;
+mod guest_words;
 pub mod lcore;
 pub mod lend_map;
 pub mod log;

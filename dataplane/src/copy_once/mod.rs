@@ -26,13 +26,28 @@ use pmd_bridge::guest_mem::GuestMemory;
 use pmd_bridge::{CallFd, VhostDevice};
 
 use crate::copy_list::CopiesDone;
-use crate::offload::{Caps, Offload};
+use crate::offload::{self, Caps, Offload};
 use crate::packet::PacketBuf;
-use crate::virtq::{Refused, RingOps, Virtqueue};
+use crate::virtq::{self, Refused, RingOps, Virtqueue};
+use crate::virtio_net;
 
 mod rx;
 mod tx;
 mod zero_copy;
+
+/// The checksum of the frame's bytes `range` (after the virtio-net header)
+/// in `chain` of `mem`, read where they lie, a word at a time: no copy.
+fn payload_sum(mem: &GuestMemory, chain: &virtq::Chain, range: std::ops::Range<usize>) -> Option<offload::Checksum> {
+    let mut sum = offload::Checksum::new();
+    let at = (virtio_net::NET_HDR_LEN + range.start) as u64;
+    chain
+        .for_range(at, range.len(), |s, off, piece| {
+            sum.append_words(mem.fold_words(s, off, piece.len(), offload::WordSum::default(), offload::WordSum::push)?, piece.len());
+            Ok(())
+        })
+        .ok()?;
+    Some(sum)
+}
 
 pub use rx::{CopyOnceRx, GuestBurst};
 pub use tx::CopyOnceTx;

@@ -2,10 +2,10 @@
 use pmd_bridge::guest_mem::GuestMemory;
 use pmd_bridge::Burst;
 
-use super::{GuestPkt, GuestRing, HEAD};
+use super::{payload_sum, GuestPkt, GuestRing, HEAD};
 use crate::copy_list::{CopiesDone, CopyList};
 use crate::mbuf_offload;
-use crate::offload::{complete_partial, Checksum, NetHdr, Segmenter};
+use crate::offload::{complete_partial, NetHdr, Segmenter};
 use crate::packet::PacketBuf;
 use crate::virtio_net::{deliver, Delivery, FrameSource, NET_HDR_LEN};
 use crate::virtq::{Chain, RingOps, MAX_READ};
@@ -89,20 +89,12 @@ impl CopyOnceTx {
             let frame = FrameSource { net_hdr: pkt.off.to_hdr(), head: pkt.headers(), tail: tail(h, pkt.len as usize - h) };
             return (self.deliver_one(&frame, Some((copies, out))), 1);
         }
-        let payload_sum = |scratch: &mut Vec<u8>, range: std::ops::Range<usize>| -> Option<Checksum> {
-            scratch.clear();
-            scratch.resize(range.len(), 0);
-            chain.read_at(src, (NET_HDR_LEN + range.start) as u64, scratch).ok()?;
-            let mut sum = Checksum::new();
-            sum.add(scratch);
-            Some(sum)
-        };
         let Some(gso) = pkt.off.gso else {
             // A partial checksum this guest cannot finish: finish it here,
             // over the header copy and the sender's bytes past it.
             let mut head = pkt.head;
             let Some(csum) = pkt.off.csum else { return (Delivery::NoBuffers, 0) };
-            let Some(rest) = payload_sum(&mut self.scratch, h..pkt.len as usize) else { return (Delivery::NoBuffers, 0) };
+            let Some(rest) = payload_sum(src, chain, h..pkt.len as usize) else { return (Delivery::NoBuffers, 0) };
             if !complete_partial(&mut head[..h], csum, &rest) {
                 return (Delivery::NoBuffers, 0);
             }
@@ -119,7 +111,7 @@ impl CopyOnceTx {
             let net_hdr = if partial {
                 gso.segment_offload().to_hdr()
             } else {
-                let Some(sum) = payload_sum(&mut self.scratch, range.clone()) else { return (Delivery::NoBuffers, frames) };
+                let Some(sum) = payload_sum(src, chain, range.clone()) else { return (Delivery::NoBuffers, frames) };
                 if !complete_partial(&mut head[..hl], gso.csum(), &sum) {
                     return (Delivery::NoBuffers, frames);
                 }

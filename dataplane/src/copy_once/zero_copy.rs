@@ -16,7 +16,7 @@ use pmd_bridge::extbuf::{LendError, Lender, Payload, MAX_HEAD};
 use pmd_bridge::guest_mem::GuestMemory;
 use pmd_bridge::{Mbuf, Mempool, Stock, BURST};
 
-use super::GuestPkt;
+use super::{payload_sum, GuestPkt};
 use crate::counters::ZeroCopy as Outcome;
 use crate::flood::PortSet;
 use crate::mbuf_offload;
@@ -30,21 +30,6 @@ const _: () = assert!(BURST <= 32, "`lent` has a bit per frame of a burst");
 /// Most frames a segment is cut into here (64 KB at an MSS of 536 is 123);
 /// more are copied.
 const MAX_CUT: usize = 128;
-
-/// The checksum of the frame's bytes `range` (after the virtio-net header),
-/// read where they lie through a small buffer: no copy of the frame.
-fn payload_sum(mem: &GuestMemory, chain: &Chain, range: std::ops::Range<usize>) -> Option<Checksum> {
-    let mut sum = Checksum::new();
-    let mut buf = [0u8; 512];
-    let mut at = range.start;
-    while at < range.end {
-        let n = (range.end - at).min(buf.len());
-        chain.read_at(mem, (NET_HDR_LEN + at) as u64, &mut buf[..n]).ok()?;
-        sum.add(&buf[..n]);
-        at += n;
-    }
-    Some(sum)
-}
 
 /// One ring's zero-copy state, kept between plans with its lender.
 pub struct ZeroCopy {
@@ -160,10 +145,8 @@ impl ZeroCopy {
             return Err(LendError::Shape);
         }
         if !csum {
-            let mut scratch = [0u8; MAX_HEAD];
             for (k, sum) in sums.iter_mut().enumerate().take(seg.count()) {
-                let range = seg.segment(k, &mut scratch[..hl], true);
-                *sum = payload_sum(mem, chain, range).ok_or(LendError::Shape)?;
+                *sum = payload_sum(mem, chain, seg.payload(k)).ok_or(LendError::Shape)?;
             }
         }
         let mut bad = false;

@@ -17,7 +17,7 @@ pub mod validate;
 #[cfg(test)]
 pub(crate) mod testutil;
 
-pub use csum::{complete_partial, finish, Checksum};
+pub use csum::{complete_partial, finish, Checksum, WordSum};
 pub use hdr::*;
 pub use seg::{Segmenter, MAX_HDR};
 pub use validate::{validate, HdrError, MAX_FRAME, MIN_MSS};

@@ -81,12 +81,22 @@ impl Segmenter {
         }
     }
 
+    /// The range of the original frame that segment `k`'s payload is
+    /// (empty if there is no segment `k`).
+    pub fn payload(&self, k: usize) -> Range<usize> {
+        if k >= self.count {
+            return 0..0;
+        }
+        let (n, mss) = (self.gso.hdr_len(), usize::from(self.gso.mss));
+        let at = k * mss;
+        n + at..n + at + mss.min(self.payload - at)
+    }
+
     fn write(&self, k: usize, out: &mut [u8], partial_csum: bool) -> Range<usize> {
         let n = self.gso.hdr_len();
         out.copy_from_slice(&self.hdr[..n]);
-        let mss = usize::from(self.gso.mss);
-        let at = k * mss;
-        let len = mss.min(self.payload - at);
+        let range = self.payload(k);
+        let (at, len) = (range.start - n, range.len());
         self.set_ip(out, k, len);
         let tcp = &mut out[self.l4_start()..];
         let seq = u32::from_be_bytes(bytes(tcp, TCP_SEQ));
@@ -94,7 +104,7 @@ impl Segmenter {
         tcp[TCP_FLAGS] &= self.flags_kept(k);
         let field = if partial_csum { self.pseudo(out, usize::from(self.gso.l4_len) + len).fold() } else { 0 };
         put16(out, self.l4_start() + TCP_CSUM, field);
-        n + at..n + at + len
+        range
     }
 
     /// Finishes the TCP checksum of a segment whose headers `segment` wrote
@@ -209,6 +219,7 @@ mod tests {
         let cut_one = |k| {
             let mut full = [0u8; MAX_HDR];
             let range = seg.segment(k, &mut full, false);
+            assert_eq!(seg.payload(k), range, "segment {k}'s payload, without its headers");
             let mut sum = Checksum::new();
             sum.add(&f[range.clone()]);
             assert!(seg.finish_tcp(&mut full, &sum));
@@ -353,6 +364,7 @@ mod tests {
         let mut out = [0xaa_u8; MAX_HDR];
         assert_eq!(seg.segment(seg.count(), &mut out, false), 0..0);
         assert_eq!(seg.segment(usize::MAX, &mut out, true), 0..0);
+        assert_eq!(seg.payload(seg.count()), 0..0);
         assert_eq!(seg.segment(0, &mut out[..s.hdr_len() - 1], false), 0..0);
         assert_eq!(out, [0xaa; MAX_HDR]);
         assert!(!seg.finish_tcp(&mut out[..s.hdr_len() - 1], &Checksum::new()));

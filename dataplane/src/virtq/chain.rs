@@ -108,7 +108,7 @@ impl Chain {
     /// Calls `f(span, offset in it, range of the caller's buffer)` for each
     /// piece of the chain's bytes `[off, off+len)`; fails (calling nothing)
     /// if the chain is shorter.
-    fn for_range(&self, mut off: u64, len: usize, mut f: impl FnMut(&Span, usize, std::ops::Range<usize>) -> Result<(), OutOfBounds>) -> Result<(), OutOfBounds> {
+    pub(crate) fn for_range(&self, mut off: u64, len: usize, mut f: impl FnMut(&Span, usize, std::ops::Range<usize>) -> Result<(), OutOfBounds>) -> Result<(), OutOfBounds> {
         if len == 0 {
             return Ok(());
         }

@@ -28,6 +28,8 @@ pub const AVAIL: u64 = 0x2000;
 pub const USED: u64 = 0x3000;
 pub const BUFS: u64 = 0x10000;
 pub const BUF: u64 = 0x4000;
+/// Where `Guest::send_tso` keeps its one segment, past the buffers.
+pub const TSO_BUF: u64 = 0x120000;
 pub const NEXT: u16 = 1;
 pub const WRITE: u16 = 2;
 
@@ -44,11 +46,14 @@ pub fn eal() -> &'static Eal {
 pub struct Guest {
     pub mem: Arc<GuestMemory>,
     pub avail: u16,
+    /// What its rings negotiated (`queue`).
+    pub features: u64,
 }
 
 impl Guest {
     pub fn new() -> Guest {
-        Guest { mem: Arc::new(GuestMemory::new_owned(&[(0, 0x120000)])), avail: 0 }
+        const FEATURES: u64 = 1 << 32 | 1 << 15; // VERSION_1, MRG_RXBUF
+        Guest { mem: Arc::new(GuestMemory::new_owned(&[(0, TSO_BUF as usize + 0x11000)])), avail: 0, features: FEATURES }
     }
 
     pub fn desc(&self, i: u16, addr: u64, len: u32, flags: u16, next: u16) {
@@ -101,9 +106,8 @@ impl Guest {
     }
 
     pub fn queue(&self, vring: u16) -> GuestRing {
-        const FEATURES: u64 = 1 << 32 | 1 << 15; // VERSION_1, MRG_RXBUF
         let q = Virtqueue::Split(SplitQueue::new(SIZE, Gpa(DESC), Gpa(AVAIL), Gpa(USED), (0, 0), &self.mem).unwrap());
-        GuestRing::new(Arc::clone(&self.mem), q, Interrupt::None, vring, GuestFeatures::from_bits(FEATURES).unwrap())
+        GuestRing::new(Arc::clone(&self.mem), q, Interrupt::None, vring, GuestFeatures::from_bits(self.features).unwrap())
     }
 }
 
@@ -237,10 +241,12 @@ impl Guest {
 }
 
 impl Rig {
-    /// Guest `a` unicast to a net_null NIC (slot 1, host `host` learned
-    /// there), lending (`lend`, any size) or always copying.
-    pub fn null(tag: &str, lend: bool, host: u8) -> Rig {
+    /// Guest `a` (which negotiated `features`) unicast to a net_null NIC
+    /// (slot 1, host `host` learned there; no offloads), lending (`lend`,
+    /// any size) or always copying.
+    pub fn null(tag: &str, lend: bool, host: u8, features: u64) -> Rig {
         let mut r = Rig::new(tag, 0, false, 32, 0, 256);
+        r.a.features = features;
         let mut port = EthPort::open(eal(), &format!("net_null_{tag}")).unwrap();
         port.configure(&PortConfig { mtu: Some(9000), ..Default::default() }, Arc::clone(&r.pool)).unwrap();
         port.start().unwrap();
@@ -256,5 +262,45 @@ impl Rig {
             r.rx = CopyOnceRx::new(r.a.queue(1)).with_zero_copy(ZeroCopy::new(Lender::new(32), targets, 0, Arc::default()));
         }
         r
+    }
+}
+
+/// MSS of `Guest::send_tso`'s segments.
+pub const TSO_MSS: u16 = 1448;
+
+impl Guest {
+    /// Writes a 64 KB TCP/IPv4 segment to `dst` at `TSO_BUF`, its
+    /// virtio-net header asking for TSO (MSS `TSO_MSS`) and the checksum,
+    /// as a Linux guest with TSO sends one; `send_tso` offers it.
+    pub fn write_tso(&mut self, dst: u8) -> usize {
+        const PAYLOAD: usize = 65160;
+        let (l2, l3, l4) = (14usize, 20usize, 20usize);
+        let mut f = vec![2, 0, 0, 0, 0, dst, 2, 0, 0, 0, 0, 0xa, 0x08, 0x00];
+        let ip_len = (l3 + l4 + PAYLOAD) as u16;
+        f.extend([0x45, 0, (ip_len >> 8) as u8, ip_len as u8, 0, 1, 0x40, 0, 64, 6, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2]);
+        // Ports, sequence, ack, data offset 5, ACK|PSH, window; the checksum
+        // field holds the pseudo-header's sum, as NEEDS_CSUM wants.
+        f.extend([0x30, 0x39, 0x1f, 0x90, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x18, 0xff, 0xff, 0, 0, 0, 0]);
+        let mut pseudo: u32 = 0x0a00 + 0x0001 + 0x0a00 + 0x0002 + 6 + (l4 + PAYLOAD) as u32;
+        pseudo = (pseudo & 0xffff) + (pseudo >> 16);
+        f[l2 + l3 + 16..l2 + l3 + 18].copy_from_slice(&(pseudo as u16).to_be_bytes());
+        f.extend((0..PAYLOAD).map(|i| (i as u8).wrapping_mul(13)));
+        let hdr_len = (l2 + l3 + l4) as u16;
+        let mut h = [0u8; HDR];
+        h[0] = 1; // NEEDS_CSUM
+        h[1] = 1; // GSO_TCPV4
+        h[2..4].copy_from_slice(&hdr_len.to_le_bytes());
+        h[4..6].copy_from_slice(&TSO_MSS.to_le_bytes());
+        h[6..8].copy_from_slice(&((l2 + l3) as u16).to_le_bytes());
+        h[8..10].copy_from_slice(&16u16.to_le_bytes());
+        self.mem.write(Gpa(TSO_BUF), &h).unwrap();
+        self.mem.write(Gpa(TSO_BUF + HDR as u64), &f).unwrap();
+        f.len()
+    }
+
+    /// Offers the segment `write_tso` wrote (`len` bytes) in chain `head`.
+    pub fn send_tso(&mut self, head: u16, len: usize) {
+        self.desc(head, TSO_BUF, (HDR + len) as u32, 0, 0);
+        self.offer(head);
     }
 }
