@@ -11,8 +11,8 @@
 //!
 //! With `Size::Tso` each VM sends 64 KB TCP segments instead, as a Linux
 //! guest with TSO does: the port negotiates the device's transmit offloads
-//! (HOST_TSO4, CSUM), each segment is an mbuf chain of page-sized buffers
-//! marked for TCP segmentation, and the virtio PMD writes the virtio-net
+//! (HOST_TSO4, CSUM), each segment is an mbuf chain, its headers then
+//! page-sized buffers of payload, marked for TCP segmentation, and the virtio PMD writes the virtio-net
 //! header (NEEDS_CSUM, GSO_TCPV4, gso_size 1448) for the switch to honour.
 //! The sink counts TCP payload bytes, however the switch delivered them.
 use std::sync::Arc;
@@ -278,28 +278,33 @@ fn drain(vms: &mut [VmPort]) -> usize {
     n
 }
 
-/// Per-flow headers of a stream's TSO segments, and the frame each
-/// segment is copied from (its header rewritten per segment).
+/// Per-flow headers of a stream's TSO segments, and their payload: built
+/// once and shared by every segment in flight, as a guest's TCP stack
+/// hands its NIC headers apart from page fragments. A segment costs the
+/// generator its headers, not a 64 KB copy: what a run measures is the
+/// switch, and the generator's core also runs the sink.
 struct TsoStream {
     headers: Vec<[u8; TCP_HEADERS]>,
-    frame: Vec<u8>,
+    payload: pmd_bridge::Mbuf,
 }
 
 impl TsoStream {
-    fn new(src: usize, dst: usize, stream: usize, flows: u32) -> TsoStream {
+    fn new(pool: &Mempool, src: usize, dst: usize, stream: usize, flows: u32) -> Result<TsoStream, String> {
         let (src, dst, stream) = (src as u8, dst as u8, stream as u16);
-        TsoStream {
+        let frame = frame::tcp_template(src, dst, 0, stream, TSO_PAYLOAD);
+        Ok(TsoStream {
             headers: (0..flows).map(|f| frame::tcp_headers(src, dst, f, stream, TSO_PAYLOAD)).collect(),
-            frame: frame::tcp_template(src, dst, 0, stream, TSO_PAYLOAD),
-        }
+            payload: pool.alloc_from(&frame[TCP_HEADERS..]).ok_or("no mbufs for a TSO segment's payload")?,
+        })
     }
 
-    /// One segment as an mbuf chain from `pool`, marked for TSO.
+    /// One segment as an mbuf chain from `pool`, marked for TSO: its own
+    /// headers, then the shared payload.
     #[inline]
     fn segment(&mut self, pool: &Mempool, flow: usize, seq: u32, now: u64) -> Option<pmd_bridge::Mbuf> {
-        self.frame[..TCP_HEADERS].copy_from_slice(&self.headers[flow]);
-        frame::tcp_stamp(&mut self.frame, seq, now);
-        let mut m = pool.alloc_from(&self.frame)?;
+        let mut m = pool.alloc_from(&self.headers[flow])?;
+        frame::tcp_stamp(m.data_mut()?, seq, now);
+        m.chain(self.payload.share()).ok()?;
         let ok = m.set_tx_offload(TxOffload {
             flags: tx_flags::TCP_SEG | tx_flags::TCP_CKSUM | tx_flags::IPV4 | tx_flags::IP_CKSUM,
             l2_len: 14,
@@ -340,7 +345,7 @@ pub fn run(vms: &mut [VmPort], gen: &Generator, t: &Trial) -> Result<GenReport, 
         t.streams.iter().map(|&(s, d)| sizes.iter().map(|&z| FlowPatch::new(s, d, t.flows.max(1), z, at(s))).collect()).collect()
     };
     let mut tso_streams: Vec<TsoStream> =
-        if tso { t.streams.iter().enumerate().map(|(i, &(s, d))| TsoStream::new(s, d, i, t.flows.max(1))).collect() } else { Vec::new() };
+        if tso { t.streams.iter().enumerate().map(|(i, &(s, d))| TsoStream::new(&gen.tso_pool, s, d, i, t.flows.max(1))).collect::<Result<_, _>>()? } else { Vec::new() };
     let expected = t.rate_pps.map(|r| r * t.duration.as_secs_f64()).unwrap_or(50e6) as u64;
     let mut sink = if tso { Sink::for_bytes(n_streams, TSO_PAYLOAD as u64) } else { Sink::new(n_streams, expected) };
     let max_burst = if tso { TSO_BURST } else { 32 };
