@@ -258,9 +258,13 @@ pub struct PmdCounters {
     pub bursts: AtomicU64,
     /// Loop iterations.
     pub iterations: AtomicU64,
-    /// TSC cycles spent asleep (`pmd_sleep_max_us`), and the sleeps.
+    /// TSC cycles spent asleep (`pmd_sleep_max_us`), and the sleeps; of
+    /// those, the ones until a guest's kick (`idle`), and the ones a kick
+    /// ended.
     pub sleep_cycles: AtomicU64,
     pub sleeps: AtomicU64,
+    pub kick_sleeps: AtomicU64,
+    pub kicked: AtomicU64,
     /// Busy cycles per rx queue (by port slot, then queue): what rx queue
     /// placement weighs. A queue moved to another thread goes on counting
     /// in that thread's block; the reader sums the blocks.
@@ -280,6 +284,8 @@ impl Default for PmdCounters {
             iterations: AtomicU64::new(0),
             sleep_cycles: AtomicU64::new(0),
             sleeps: AtomicU64::new(0),
+            kick_sleeps: AtomicU64::new(0),
+            kicked: AtomicU64::new(0),
             rxq_cycles: (0..MAX_PORTS).map(|_| Default::default()).collect(),
         }
     }
@@ -379,6 +385,8 @@ pub struct PmdTotals {
     pub iterations: u64,
     pub sleep_cycles: u64,
     pub sleeps: u64,
+    pub kick_sleeps: u64,
+    pub kicked: u64,
 }
 
 impl PmdTotals {
@@ -391,6 +399,8 @@ impl PmdTotals {
             iterations: c.iterations.load(Relaxed),
             sleep_cycles: c.sleep_cycles.load(Relaxed),
             sleeps: c.sleeps.load(Relaxed),
+            kick_sleeps: c.kick_sleeps.load(Relaxed),
+            kicked: c.kicked.load(Relaxed),
         }
     }
 
@@ -403,6 +413,8 @@ impl PmdTotals {
             iterations: self.iterations - base.iterations,
             sleep_cycles: self.sleep_cycles - base.sleep_cycles,
             sleeps: self.sleeps - base.sleeps,
+            kick_sleeps: self.kick_sleeps - base.kick_sleeps,
+            kicked: self.kicked - base.kicked,
         }
     }
 

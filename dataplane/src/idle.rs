@@ -10,12 +10,26 @@
 //! kernel's timer slack, set to 1 us for a sleeping thread), and a thread
 //! that sleeps with packets waiting finds a fuller burst on waking. A
 //! maximum of 0 is pure polling.
+//!
+//! A thread whose sleeps reached the maximum and whose every rx queue is a
+//! copy-once guest's ring (which can kick) sleeps instead until a guest
+//! kicks, the control thread sends a plan, or `KICK_SLEEP` passes: an idle
+//! VM-only switch wakes ten times a second, not once per maximum, and a
+//! frame wakes it at once. Kicks are asked for only for that sleep: a busy
+//! guest never kicks. A ring with chains out in NICs, an interrupt still
+//! owed, or an OpenFlow table (packet-outs come without a kick) keep the
+//! timed sleep.
+use std::time::Duration;
+
 use pmd_bridge::BURST;
 
 /// The fullest burst of an iteration that still counts as light.
 pub const LIGHT_BELOW: usize = BURST / 2;
 /// How much longer each successive sleep is, in microseconds.
 pub const STEP_US: u32 = 1;
+/// The longest sleep until kicked: housekeeping (a NIC queue's sent mbufs,
+/// the MAC table's clock) runs at least this often.
+pub const KICK_SLEEP: Duration = Duration::from_millis(100);
 
 /// One thread's sleep state.
 pub struct IdleSleep {

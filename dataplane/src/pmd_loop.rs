@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pmd_bridge::cycles::tsc;
+use pmd_bridge::eventfd::Waiter;
 use pmd_bridge::{Burst, Mempool, BURST};
 
 use crate::capture::Taps;
@@ -21,7 +22,7 @@ use crate::fdb::Fdb;
 use crate::flood::FloodSets;
 use crate::flow::PmdFlows;
 use crate::fwd::PortTable;
-use crate::idle::IdleSleep;
+use crate::idle::{IdleSleep, KICK_SLEEP};
 use crate::port_io::{Received, RxPort, TxPort};
 use crate::quiesce::Quiesce;
 
@@ -68,9 +69,27 @@ impl PmdPlan {
     }
 
     /// Interrupts copy-once guests are still owed; what NIC queues sent.
-    fn housekeep(&mut self) {
-        self.rx.iter_mut().for_each(|s| s.port.retry_call());
-        self.tx.iter_mut().flatten().for_each(TxPort::housekeep);
+    /// Whether an interrupt is still owed.
+    fn housekeep(&mut self) -> bool {
+        let mut owed = false;
+        self.rx.iter_mut().for_each(|s| owed |= s.port.retry_call());
+        self.tx.iter_mut().flatten().for_each(|t| owed |= t.housekeep());
+        owed
+    }
+
+    /// Before a sleep until kicked: whether every rx queue can wake the
+    /// thread, each then armed and in `waiter`; if one cannot, none is.
+    fn sleep_on_kicks(&mut self, waiter: &mut Waiter) -> bool {
+        let all = self.flows.is_none() && self.rx.iter_mut().all(|s| s.port.sleep_on_kick(waiter));
+        if !all {
+            self.wake();
+            waiter.clear();
+        }
+        all
+    }
+
+    fn wake(&mut self) {
+        self.rx.iter_mut().for_each(|s| s.port.wake());
     }
 }
 
@@ -109,6 +128,7 @@ pub fn run(ctx: PmdContext) -> i32 {
     let mut mbufs = Burst::new();
     let mut guest = [GuestPkt::default(); BURST];
     let mut idle = IdleSleep::new(ctx.sleep_max_us);
+    let mut waiter = Waiter::default();
     if idle.enabled() {
         // A sleep of a few microseconds under load must not last the
         // default slack's 50 more: the guests' rings would fill meanwhile.
@@ -187,9 +207,23 @@ pub fn run(ctx: PmdContext) -> i32 {
             let us = idle.after(most);
             if us > 0 {
                 // Owed interrupts wait for no housekeeping round.
-                plan.housekeep();
+                let owed = plan.housekeep();
                 let t0 = tsc();
-                std::thread::sleep(Duration::from_micros(us.into()));
+                match ctx.quiesce.doorbell(ctx.index) {
+                    Some(bell) if us == ctx.sleep_max_us && !owed && plan.sleep_on_kicks(&mut waiter) => {
+                        let kicks = waiter.len();
+                        waiter.add(bell);
+                        waiter.wait(KICK_SLEEP);
+                        if (0..kicks).any(|i| waiter.fired(i)) {
+                            bump(&ctx.counters.kicked, 1);
+                        }
+                        waiter.clear();
+                        plan.wake();
+                        now = ctx.clock.load(Ordering::Relaxed);
+                        bump(&ctx.counters.kick_sleeps, 1);
+                    }
+                    _ => std::thread::sleep(Duration::from_micros(us.into())),
+                }
                 bump(&ctx.counters.sleep_cycles, tsc() - t0);
                 bump(&ctx.counters.sleeps, 1);
             }

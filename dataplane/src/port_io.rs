@@ -6,6 +6,7 @@
 //! guest's buffers.
 use std::sync::atomic::AtomicU64;
 
+use pmd_bridge::eventfd::Waiter;
 use pmd_bridge::{Burst, Mempool, RxQueue, TxQueue, VhostRxQueue, VhostTxQueue};
 
 use crate::copy_once::{CopyOnceRx, CopyOnceTx, GuestBurst, GuestPkt};
@@ -59,10 +60,28 @@ impl RxPort {
         }
     }
 
-    /// Delivers an interrupt a copy-once guest is still owed.
-    pub fn retry_call(&mut self) {
+    /// Delivers an interrupt a copy-once guest is still owed; whether one
+    /// still is.
+    pub fn retry_call(&mut self) -> bool {
+        match self {
+            RxPort::CopyOnce(r) => r.retry_call(),
+            _ => false,
+        }
+    }
+
+    /// Whether this queue can wake a sleeping thread, armed to (see
+    /// `CopyOnceRx::sleep_on_kick`): only a copy-once guest's ring can.
+    pub fn sleep_on_kick(&mut self, waiter: &mut Waiter) -> bool {
+        match self {
+            RxPort::CopyOnce(r) => r.sleep_on_kick(waiter),
+            _ => false,
+        }
+    }
+
+    /// Polled again after a sleep: no kicks.
+    pub fn wake(&mut self) {
         if let RxPort::CopyOnce(r) = self {
-            r.retry_call();
+            r.wake();
         }
     }
 }
@@ -99,14 +118,16 @@ impl TxPort {
 
     /// Housekeeping: delivers an interrupt a copy-once guest is still owed;
     /// frees what a NIC queue has sent (a guest's buffers among them: a
-    /// quiet NIC must not hold a guest's transmit ring).
-    pub fn housekeep(&mut self) {
+    /// quiet NIC must not hold a guest's transmit ring). Whether an
+    /// interrupt is still owed.
+    pub fn housekeep(&mut self) -> bool {
         match self {
             TxPort::CopyOnce(r) => r.retry_call(),
             TxPort::Eth(q) => {
                 q.reclaim();
+                false
             }
-            TxPort::Vhost { .. } | TxPort::Vxlan(_) => {}
+            TxPort::Vhost { .. } | TxPort::Vxlan(_) => false,
         }
     }
 }

@@ -7,17 +7,35 @@
 //! acknowledges the epoch. When every thread has acknowledged, no PMD thread
 //! uses anything from before: the control thread may then close ports,
 //! reuse slots, or let rte_vhost free a device.
+//!
+//! A thread asleep until a guest kicks (`idle`) also waits on its
+//! doorbell, which each bump rings: a new plan never waits for a kick.
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use pmd_bridge::eventfd::EventFd;
 
 pub struct Quiesce {
     epoch: AtomicU64,
     acks: Vec<AtomicU64>,
+    /// Per thread; None if no eventfd could be made (that thread then
+    /// never sleeps until kicked).
+    doorbells: Vec<Option<Arc<EventFd>>>,
 }
 
 impl Quiesce {
     pub fn new(threads: usize) -> Quiesce {
-        Quiesce { epoch: AtomicU64::new(0), acks: (0..threads).map(|_| AtomicU64::new(0)).collect() }
+        Quiesce {
+            epoch: AtomicU64::new(0),
+            acks: (0..threads).map(|_| AtomicU64::new(0)).collect(),
+            doorbells: (0..threads).map(|_| EventFd::new().ok().map(Arc::new)).collect(),
+        }
+    }
+
+    /// What thread `thread` sleeps on besides its guests' kicks.
+    pub fn doorbell(&self, thread: usize) -> Option<&Arc<EventFd>> {
+        self.doorbells.get(thread)?.as_ref()
     }
 
     /// Read by a PMD thread once per iteration. Acquire: pairs with the
@@ -34,9 +52,14 @@ impl Quiesce {
         self.acks[thread].store(epoch, Ordering::Release);
     }
 
-    /// Starts a new epoch (after sending the messages that belong to it).
+    /// Starts a new epoch (after sending the messages that belong to it),
+    /// waking the threads that sleep until kicked.
     pub fn bump(&self) -> u64 {
-        self.epoch.fetch_add(1, Ordering::AcqRel) + 1
+        let epoch = self.epoch.fetch_add(1, Ordering::AcqRel) + 1;
+        self.doorbells.iter().flatten().for_each(|d| {
+            d.signal();
+        });
+        epoch
     }
 
     /// Waits until every thread acknowledged `epoch`. The control thread

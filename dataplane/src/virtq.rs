@@ -512,6 +512,21 @@ impl SplitQueue {
         mem.store(&self.used, 0, VRING_USED_F_NO_NOTIFY.to_le_bytes())?;
         Ok(())
     }
+
+    /// Asks the guest to kick at its next entry (our thread is going to
+    /// sleep) and says whether the ring is empty. After the fence, an
+    /// entry the guest adds shows in the index read here or comes with a
+    /// kick: its side stores the index, then reads our flag or
+    /// `avail_event` (spec 2.7.10). `suppress_kicks` undoes it.
+    pub fn ask_for_kicks(&mut self, mem: &GuestMemory) -> Result<bool, RingError> {
+        if self.features.event_idx {
+            mem.span_u16_release(&self.used, 4 + 8 * self.size as usize, self.next_avail.0)?;
+        } else {
+            mem.store(&self.used, 0, 0u16.to_le_bytes())?;
+        }
+        full_fence();
+        Ok(self.available(mem)? == 0)
+    }
 }
 
 /// Whether the used index, going from `old` to `new`, passed the guest's

@@ -6,6 +6,7 @@ pub mod burst;
 pub mod cycles;
 pub mod dma;
 pub mod eal;
+pub mod eventfd;
 pub mod error;
 pub mod ethdev;
 pub mod extbuf;

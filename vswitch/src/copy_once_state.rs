@@ -28,6 +28,7 @@ use std::sync::Arc;
 use dataplane::copy_once::{return_parked, CopyOnceRx, CopyOnceTx, GuestFeatures, GuestRing, Interrupt, ZeroCopy};
 use dataplane::flood::PortSet;
 use dataplane::virtq::{KeptPosition, RingOps, RingSession, Virtqueue};
+use pmd_bridge::eventfd::EventFd;
 use pmd_bridge::extbuf::Lender;
 use pmd_bridge::guest_mem::GuestMemory;
 use pmd_bridge::persist::SharedWords;
@@ -43,6 +44,14 @@ pub struct ZeroCopyPlan {
     pub in_flight: u16,
 }
 
+/// A vring's eventfds: the one that interrupts the guest, and the one it
+/// kicks (which a PMD thread asleep until kicked waits on).
+#[derive(Default)]
+struct RingFds {
+    call: Option<Arc<CallFd>>,
+    kick: Option<Arc<EventFd>>,
+}
+
 #[derive(Default)]
 pub struct CopyOnceState {
     /// The guest's memory while rings may be walked (None while rte_vhost
@@ -50,8 +59,8 @@ pub struct CopyOnceState {
     pub mem: Option<Arc<GuestMemory>>,
     /// Our side of each vring, by virtio queue index, when not in a plan.
     queues: Vec<Option<Virtqueue>>,
-    /// Each vring's call eventfd, as of the last remap.
-    calls: Vec<Option<Arc<CallFd>>>,
+    /// Each vring's eventfds, as of the last remap.
+    fds: Vec<RingFds>,
     /// What the guest negotiated.
     features: u64,
     /// Each transmit vring's lender, when not in a plan: chains NICs hold
@@ -89,7 +98,7 @@ impl CopyOnceState {
         }
         GuestFeatures::from_bits(self.features)?;
         self.queues = vec![None; dev.queue_pairs() as usize * 2];
-        self.calls = (0..self.queues.len()).map(|_| None).collect();
+        self.fds = (0..self.queues.len()).map(|_| RingFds::default()).collect();
         self.lenders = (0..self.queues.len()).map(|_| None).collect();
         self.gauges = (0..self.queues.len()).map(|_| Arc::default()).collect();
         self.remap(dev, true)
@@ -99,9 +108,9 @@ impl CopyOnceState {
     /// rte_vhost, otherwise ours are kept.
     pub fn remap(&mut self, dev: &VhostDevice, fresh: bool) -> Result<(), String> {
         let mem = dev.guest_memory().map_err(|e| e.to_string())?;
-        for (idx, (slot, call)) in self.queues.iter_mut().zip(self.calls.iter_mut()).enumerate() {
+        for (idx, (slot, fds)) in self.queues.iter_mut().zip(self.fds.iter_mut()).enumerate() {
             let v = dev.vring(idx as u16).map_err(|e| e.to_string())?;
-            *call = v.call.map(Arc::new);
+            *fds = RingFds { call: v.call.map(Arc::new), kick: v.kick.map(Arc::new) };
             if v.desc == 0 {
                 continue; // not set up by the guest (yet)
             }
@@ -165,7 +174,7 @@ impl CopyOnceState {
         for (i, (l, q)) in self.lenders.iter_mut().zip(self.queues.iter_mut()).enumerate() {
             let (Some(l), Some(q)) = (l.as_mut(), q.as_mut()) else { continue };
             if return_parked(l, q, &mem) == Some(true) {
-                interrupt(self.calls[i].as_deref(), dev, i as u16);
+                interrupt(self.fds[i].call.as_deref(), dev, i as u16);
             }
         }
     }
@@ -185,7 +194,7 @@ impl CopyOnceState {
                     let _ = q.add_used(mem, head, 0);
                 });
                 if q.publish(mem).is_ok() && q.needs_interrupt(mem) {
-                    interrupt(self.calls[i].as_deref(), Some(dev), i as u16);
+                    interrupt(self.fds[i].call.as_deref(), Some(dev), i as u16);
                 }
             }
             out.push(l);
@@ -216,7 +225,7 @@ impl CopyOnceState {
     fn take(&mut self, dev: &Arc<VhostDevice>, vring: u16) -> Option<GuestRing> {
         let mem = Arc::clone(self.mem.as_ref()?);
         let q = self.queues.get_mut(vring as usize)?.take()?;
-        let interrupt = match self.calls.get(vring as usize).cloned().flatten() {
+        let interrupt = match self.fds.get(vring as usize).and_then(|f| f.call.clone()) {
             Some(fd) => Interrupt::Fd(fd),
             None => Interrupt::Vhost(Arc::clone(dev), vring),
         };
@@ -228,7 +237,10 @@ impl CopyOnceState {
     pub fn rx_ring(&mut self, dev: &Arc<VhostDevice>, pair: u16, zc: Option<ZeroCopyPlan>) -> Option<CopyOnceRx> {
         let vring = pair * 2 + 1;
         let size = self.queues.get(vring as usize)?.as_ref()?.size();
-        let rx = CopyOnceRx::new(self.take(dev, vring)?);
+        let mut rx = CopyOnceRx::new(self.take(dev, vring)?);
+        if let Some(kick) = self.fds.get(vring as usize).and_then(|f| f.kick.clone()) {
+            rx = rx.with_kick(kick);
+        }
         // A lender with chains out goes along even if nothing is lent any
         // more: only the ring's holder may return them.
         let bound = |z: &ZeroCopyPlan| if z.in_flight == 0 { (size / 2).max(1) } else { z.in_flight };

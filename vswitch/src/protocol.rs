@@ -180,9 +180,15 @@ pub struct PmdInfo {
     pub sleep_us: u64,
     #[serde(default)]
     pub sleep_pct: f64,
-    /// Iterations that ended in a sleep.
+    /// Iterations that ended in a sleep; of those, sleeps until a guest's
+    /// kick (or the housekeeping timeout) rather than the clock, and the
+    /// ones a kick ended.
     #[serde(default)]
     pub sleeps: u64,
+    #[serde(default)]
+    pub kick_sleeps: u64,
+    #[serde(default)]
+    pub kicked: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

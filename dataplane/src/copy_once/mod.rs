@@ -214,10 +214,12 @@ impl GuestRing {
 
     /// Delivers an interrupt a failed call still owes the guest (the PMD
     /// loop calls this now and then, not per burst).
-    pub fn retry_call(&mut self) {
+    /// Whether one is still owed.
+    pub fn retry_call(&mut self) -> bool {
         if self.call_pending && !self.broken {
             self.call();
         }
+        self.call_pending && !self.broken
     }
 
     /// Moves the refused-chain counts into a port's drop counters.

@@ -1,6 +1,8 @@
 //! A guest's transmit ring, which the switch receives from.
 use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
 
+use pmd_bridge::eventfd::{EventFd, Waiter};
 use pmd_bridge::extbuf::Lender;
 use pmd_bridge::{Mbuf, Mempool, Stock};
 
@@ -24,6 +26,8 @@ pub struct CopyOnceRx {
     /// Frames refused for their virtio-net header, by `HdrError` index,
     /// since the PMD thread last counted them.
     bad_headers: [u32; HdrError::ALL.len()],
+    /// The guest's kick eventfd for this ring, when it gave one.
+    kick: Option<Arc<EventFd>>,
 }
 
 /// Frames taken from a guest's transmit ring: their headers in scratch,
@@ -42,6 +46,7 @@ impl CopyOnceRx {
             taken: 0,
             zc: None,
             bad_headers: [0; HdrError::ALL.len()],
+            kick: None,
         }
     }
 
@@ -57,8 +62,37 @@ impl CopyOnceRx {
         (self.ring, self.zc.map(ZeroCopy::into_lender))
     }
 
-    pub fn retry_call(&mut self) {
-        self.ring.retry_call();
+    /// Delivers an interrupt the guest is owed; whether one still is.
+    pub fn retry_call(&mut self) -> bool {
+        self.ring.retry_call()
+    }
+
+    /// Lets the guest wake a sleeping thread with `kick` (our duplicate of
+    /// its kick eventfd for this ring).
+    pub fn with_kick(mut self, kick: Arc<EventFd>) -> CopyOnceRx {
+        self.kick = Some(kick);
+        self
+    }
+
+    /// Before the thread sleeps until kicked: whether this ring can wake it
+    /// and nothing waits in it, kicks asked for and its eventfd added to
+    /// `waiter`. It cannot without a kick eventfd, nor with chains out in
+    /// NICs (they come back with no kick), nor broken. False: `wake`.
+    pub fn sleep_on_kick(&mut self, waiter: &mut Waiter) -> bool {
+        let Some(kick) = &self.kick else { return false };
+        if self.ring.broken || self.zc.as_ref().is_some_and(|z| z.in_flight() > 0) {
+            return false;
+        }
+        if !matches!(self.ring.queue.ask_for_kicks(&self.ring.mem), Ok(true)) {
+            return false;
+        }
+        waiter.add(kick);
+        true
+    }
+
+    /// After a sleep, or one not taken: the guest kicks no more, we poll.
+    pub fn wake(&mut self) {
+        let _ = self.ring.queue.suppress_kicks(&self.ring.mem);
     }
 
     /// Returns the chains NICs are done with to the guest.

@@ -37,8 +37,9 @@ impl CopyOnceTx {
         &self.ring.mem
     }
 
-    pub fn retry_call(&mut self) {
-        self.ring.retry_call();
+    /// Delivers an interrupt the guest is owed; whether one still is.
+    pub fn retry_call(&mut self) -> bool {
+        self.ring.retry_call()
     }
 
     pub fn count_refused(&mut self, drops: &[std::sync::atomic::AtomicU64; crate::counters::DropReason::COUNT]) {

@@ -172,6 +172,11 @@ impl ZeroCopy {
         Ok(hl * seg.count())
     }
 
+    /// Chains NICs hold now.
+    pub(super) fn in_flight(&self) -> usize {
+        self.lender.in_flight()
+    }
+
     /// Whether frame `i` of this burst was lent (its chain comes back later).
     #[inline]
     pub(super) fn is_lent(&self, i: usize) -> bool {

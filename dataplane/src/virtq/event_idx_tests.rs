@@ -122,3 +122,24 @@ fn event_idx_rings_are_two_bytes_longer_and_avail_event_left_alone() {
     assert_eq!(g.avail_event(), 0x1234, "we never ask for kicks");
     assert_eq!(g.mem.read_u16(Gpa(USED)).unwrap(), VRING_USED_F_NO_NOTIFY);
 }
+
+#[test]
+fn asking_for_kicks_names_the_next_entry_or_clears_the_flag_and_says_whether_one_waits() {
+    for event_idx in [false, true] {
+        let mut g = if event_idx { with_event_idx() } else { guest() };
+        let mut q = g.queue();
+        q.suppress_kicks(&g.mem).unwrap();
+        g.desc(0, DATA, 64, 0, 0);
+        g.offer(0);
+        assert_eq!(q.ask_for_kicks(&g.mem), Ok(false), "an entry waits: no sleep");
+        assert_eq!(pop(&g, &mut q, Direction::DeviceReads).0, Ok(Pop::Chain));
+        assert_eq!(q.ask_for_kicks(&g.mem), Ok(true), "empty: sleep until kicked");
+        if event_idx {
+            assert_eq!(g.avail_event(), 1, "a kick for the next entry");
+        } else {
+            assert_eq!(g.mem.read_u16(Gpa(USED)).unwrap(), 0, "kicks on");
+        }
+        q.suppress_kicks(&g.mem).unwrap();
+        assert_eq!(g.mem.read_u16(Gpa(USED)).unwrap(), VRING_USED_F_NO_NOTIFY, "and off again");
+    }
+}

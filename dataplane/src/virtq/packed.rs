@@ -514,4 +514,12 @@ impl PackedQueue {
         mem.store(&self.device, 2, RING_EVENT_FLAGS_DISABLE.to_le_bytes())?;
         Ok(())
     }
+
+    /// As the split ring's: ENABLE (a kick for every buffer, EVENT_IDX or
+    /// not), then whether the next descriptor is still not available.
+    pub fn ask_for_kicks(&mut self, mem: &GuestMemory) -> Result<bool, RingError> {
+        mem.store(&self.device, 2, RING_EVENT_FLAGS_ENABLE.to_le_bytes())?;
+        full_fence();
+        Ok(self.available(mem)? == 0)
+    }
 }

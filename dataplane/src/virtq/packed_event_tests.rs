@@ -131,3 +131,18 @@ fn every_check_moves_the_position_on() {
     use_chains(&mut g, &mut q, 1, 1);
     assert!(q.needs_interrupt(&g.mem));
 }
+
+#[test]
+fn asking_for_kicks_enables_them_and_says_whether_a_descriptor_waits() {
+    for event_idx in [false, true] {
+        let (mut g, mut q) = at(3, true, event_idx);
+        q.suppress_kicks(&g.mem).unwrap();
+        g.offer(0, &[(DATA, 64, 0)]);
+        assert_eq!(q.ask_for_kicks(&g.mem), Ok(false), "a descriptor waits: no sleep");
+        assert_eq!(pop(&g, &mut q, TX).0, Ok(Pop::Chain));
+        assert_eq!(q.ask_for_kicks(&g.mem), Ok(true), "none: sleep until kicked");
+        assert_eq!(g.device_flags(), RING_EVENT_FLAGS_ENABLE, "a kick for every buffer");
+        q.suppress_kicks(&g.mem).unwrap();
+        assert_eq!(g.device_flags(), RING_EVENT_FLAGS_DISABLE);
+    }
+}

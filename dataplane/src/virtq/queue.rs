@@ -34,6 +34,8 @@ pub trait RingOps {
     fn needs_interrupt(&mut self, mem: &GuestMemory) -> bool;
     fn guest_wants_interrupt(&self, mem: &GuestMemory) -> bool;
     fn suppress_kicks(&self, mem: &GuestMemory) -> Result<(), RingError>;
+    /// Kicks asked for, and whether the ring is empty (sleep on the kick).
+    fn ask_for_kicks(&mut self, mem: &GuestMemory) -> Result<bool, RingError>;
 }
 
 /// `RingOps` for a queue type, by its inherent methods (named by path, so
@@ -100,6 +102,10 @@ macro_rules! forward {
             #[inline]
             fn suppress_kicks(&self, mem: &GuestMemory) -> Result<(), RingError> {
                 <$t>::suppress_kicks(self, mem)
+            }
+            #[inline]
+            fn ask_for_kicks(&mut self, mem: &GuestMemory) -> Result<bool, RingError> {
+                <$t>::ask_for_kicks(self, mem)
             }
         }
     };
@@ -214,5 +220,9 @@ impl RingOps for Virtqueue {
     #[inline]
     fn suppress_kicks(&self, mem: &GuestMemory) -> Result<(), RingError> {
         each!(self, q => RingOps::suppress_kicks(q, mem))
+    }
+    #[inline]
+    fn ask_for_kicks(&mut self, mem: &GuestMemory) -> Result<bool, RingError> {
+        each!(self, q => RingOps::ask_for_kicks(q, mem))
     }
 }

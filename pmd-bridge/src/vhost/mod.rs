@@ -295,6 +295,9 @@ pub struct VringInfo {
     /// EVENT_IDX from ring indices only its datapath keeps, so a caller
     /// that walks the ring itself signals this directly.
     pub call: Option<CallFd>,
+    /// Our duplicate of the eventfd the guest kicks on this ring (its
+    /// SET_VRING_KICK), if it gave one: what a sleeping PMD thread waits on.
+    pub kick: Option<crate::eventfd::EventFd>,
 }
 
 /// Our own duplicate of a vring's call eventfd: it stays valid after
@@ -433,6 +436,7 @@ impl VhostDevice {
                 last_avail: la,
                 last_used: lu,
                 call: CallFd::dup(v.callfd),
+                kick: crate::eventfd::EventFd::dup(v.kickfd),
             })
         }
     }

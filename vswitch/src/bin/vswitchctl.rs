@@ -309,7 +309,7 @@ fn print_table(cmd: &Command, v: Value) -> Result<(), serde_json::Error> {
                 println!("  idle cycles: {}", p.idle_cycles);
                 println!("  avg. cycles per packet: {:.2}", p.cycles_per_packet);
                 println!("  iterations: {}", p.iterations);
-                println!("  sleep: {} us ({:.2}% of the time) in {} sleeps", p.sleep_us, p.sleep_pct, p.sleeps);
+                println!("  sleep: {} us ({:.2}% of the time) in {} sleeps, {} until a guest kicked ({} ended by a kick)", p.sleep_us, p.sleep_pct, p.sleeps, p.kick_sleeps, p.kicked);
             }
         }
         Command::ShowCopies => {

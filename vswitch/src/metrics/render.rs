@@ -54,7 +54,7 @@ const PORT_COUNTERS: [PortCounter; 7] = [
 
 type PmdCounter = (&'static str, &'static str, fn(&PmdInfo) -> u64);
 
-const PMD_COUNTERS: [PmdCounter; 7] = [
+const PMD_COUNTERS: [PmdCounter; 9] = [
     ("vswitch_pmd_packets", "Packets the PMD thread received.", |p| p.packets),
     ("vswitch_pmd_bursts", "Non-empty receive bursts of the PMD thread.", |p| p.bursts),
     ("vswitch_pmd_busy_cycles", "TSC cycles the PMD thread spent in iterations that received something.", |p| p.busy_cycles),
@@ -62,6 +62,8 @@ const PMD_COUNTERS: [PmdCounter; 7] = [
     ("vswitch_pmd_iterations", "Poll loop iterations of the PMD thread.", |p| p.iterations),
     ("vswitch_pmd_sleep_cycles", "TSC cycles the PMD thread spent asleep when idle (pmd_sleep_max_us).", |p| p.sleep_cycles),
     ("vswitch_pmd_sleeps", "Poll loop iterations of the PMD thread that ended in a sleep.", |p| p.sleeps),
+    ("vswitch_pmd_kick_sleeps", "Sleeps of the PMD thread until a guest's kick (every queue it polls a copy-once guest's).", |p| p.kick_sleeps),
+    ("vswitch_pmd_kicked", "Sleeps until a guest's kick that a kick ended (not the timeout or a new plan).", |p| p.kicked),
 ];
 
 impl Snapshot {

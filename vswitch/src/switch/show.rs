@@ -87,6 +87,8 @@ impl Switch {
                     sleep_us: (t.sleep_cycles as u128 * 1_000_000 / u128::from(tsc_hz().max(1))) as u64,
                     sleep_pct: 100.0 * t.sleep_cycles as f64 / all,
                     sleeps: t.sleeps,
+                    kick_sleeps: t.kick_sleeps,
+                    kicked: t.kicked,
                 }
             })
             .collect()
