@@ -1,48 +1,101 @@
 //! The switch's cycles per packet from one copy-once guest to another (the
-//! one copy), per frame size, on a thread with an lcore id as a PMD thread
-//! has: the rings in plain memory, so none of the machine's other load is
-//! in the figure but the thread's own. For A/B of the copy-once path
-//! (issue 13) where `vswitch-bench` swings too much between runs. A
-//! benchmark, never a test: `cargo bench -p dataplane --bench vm2vm`
-//! (needs root for DPDK).
+//! one copy), per frame size, and per 64 KB TSO segment delivered whole
+//! into 2 KB mergeable buffers (`tso64k`, issue 12's row), on a thread with
+//! an lcore id as a PMD thread has: the rings in plain memory, so none of
+//! the machine's other load is in the figure but the thread's own. For A/B
+//! of the copy-once path (issues 12 and 13) where `vswitch-bench` swings
+//! too much between runs. A benchmark, never a test: `cargo bench -p
+//! dataplane --bench vm2vm` (needs root for DPDK); `VM2VM_SIZES=64,tso64k`
+//! for some rows only (a profile of one).
 #[path = "../tests/common/zero_copy_rig.rs"]
 mod rig;
 
+use dataplane::copy_once::{CopyOnceRx, CopyOnceTx};
+use dataplane::offload::{F_CSUM, F_GUEST_CSUM, F_GUEST_TSO4, F_HOST_TSO4};
+use dataplane::port_io::TxPort;
 use pmd_bridge::BURST;
 use rig::*;
 
+const TO_B: u8 = 0xb;
+
 fn main() {
-    const POLLS: usize = 20_000;
     eal();
     let _lcore = pmd_bridge::lcore::current().is_none().then(|| pmd_bridge::lcore::register_thread().unwrap());
-    // Guest a (slot 0) to guest b (slot 1), b's MAC learned; nothing lent.
-    let mut r = Rig::new("vv", 0, true, 32, u32::MAX, 256);
-    let to_b = 0xb;
-    r.fdb.learn(1, [2, 0, 0, 0, 0, to_b], 1, 1, 1);
+    let rows = std::env::var("VM2VM_SIZES").unwrap_or_else(|_| "64,512,1518,tso64k".into());
     println!("{:>6} {:>14} {:>8}", "bytes", "cyc/pkt", "min");
-    for size in [64usize, 512, 1518] {
-        let f = frame(to_b, size, 0);
-        let mut samples = Vec::new();
-        for _round in 0..9 {
-            let (mut cycles, mut pkts) = (0u64, 0usize);
-            for poll in 0..POLLS {
-                // Alternate halves of the rings: a chain is offered again
-                // only after it came back.
-                let base = (poll % 2) as u16 * (SIZE / 2);
-                let b = r.b.as_mut().expect("guest b");
-                for h in base..base + BURST as u16 {
-                    b.offer_rx(h);
-                    r.a.send_one(h, &f);
-                }
-                let t0 = pmd_bridge::cycles::tsc();
-                pkts += r.poll();
-                cycles += pmd_bridge::cycles::tsc() - t0;
-            }
-            samples.push(cycles as f64 / pkts as f64);
-        }
-        samples.sort_by(f64::total_cmp);
-        println!("{size:>6} {:>14.0} {:>8.0}", samples[samples.len() / 2], samples[0]);
+    for row in rows.split(',').map(str::trim) {
+        let (median, least) = match row {
+            "tso64k" => tso64k(),
+            n => frames(n.parse().expect("VM2VM_SIZES: sizes in bytes, or tso64k")),
+        };
+        println!("{row:>6} {median:>14.0} {least:>8.0}");
     }
+}
+
+/// Guest a (slot 0) to guest b (slot 1), b's MAC learned; nothing lent.
+fn rig(tag: &str) -> Rig {
+    let r = Rig::new(tag, 0, true, 32, u32::MAX, 256);
+    r.fdb.learn(1, [2, 0, 0, 0, 0, TO_B], 1, 1, 1);
+    r
+}
+
+/// Frames of `size` bytes, 32 a poll.
+fn frames(size: usize) -> (f64, f64) {
+    let mut r = rig(&format!("vv{size}"));
+    let f = frame(TO_B, size, 0);
+    let result = measure(&mut r, 20_000, |r, base| {
+        let b = r.b.as_mut().expect("guest b");
+        for h in base..base + BURST as u16 {
+            b.offer_rx(h);
+            r.a.send_one(h, &f);
+        }
+    });
+    check_and_finish(r);
+    result
+}
+
+/// A 64 KB TCP segment a poll, from a guest with CSUM and HOST_TSO4 to one
+/// with GUEST_CSUM and GUEST_TSO4: delivered whole, one copy, into 32
+/// receive buffers.
+fn tso64k() -> (f64, f64) {
+    let mut r = rig("vvtso");
+    r.a.features |= F_CSUM | F_HOST_TSO4;
+    r.rx = CopyOnceRx::new(r.a.queue(1));
+    let b = r.b.as_mut().expect("guest b");
+    b.features |= F_GUEST_CSUM | F_GUEST_TSO4;
+    r.tx[1] = Some(TxPort::CopyOnce(Box::new(CopyOnceTx::new(b.queue(0), 0))));
+    let len = r.a.write_tso(TO_B);
+    let result = measure(&mut r, 10_000, |r, base| {
+        let b = r.b.as_mut().expect("guest b");
+        (base..base + SIZE / 2).for_each(|h| b.offer_rx(h));
+        r.a.send_tso(base, len);
+    });
+    let got = r.counters.ports[1].tx_bytes.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(got > 0 && got.is_multiple_of(len as u64), "whole segments reached guest b: {got} bytes");
+    check_and_finish(r);
+    result
+}
+
+/// Median and least of 9 rounds of `polls` polls, each after `offer(rig,
+/// first head)`: the halves of the rings alternate, so a chain is offered
+/// again only after it came back.
+fn measure(r: &mut Rig, polls: usize, mut offer: impl FnMut(&mut Rig, u16)) -> (f64, f64) {
+    let mut samples = Vec::new();
+    for _round in 0..9 {
+        let (mut cycles, mut pkts) = (0u64, 0usize);
+        for poll in 0..polls {
+            offer(r, (poll % 2) as u16 * (SIZE / 2));
+            let t0 = pmd_bridge::cycles::tsc();
+            pkts += r.poll();
+            cycles += pmd_bridge::cycles::tsc() - t0;
+        }
+        samples.push(cycles as f64 / pkts as f64);
+    }
+    samples.sort_by(f64::total_cmp);
+    (samples[samples.len() / 2], samples[0])
+}
+
+fn check_and_finish(r: Rig) {
     let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
     let (sent, got) = (load(&r.counters.ports[0].rx_packets), load(&r.counters.ports[1].tx_packets));
     let drops: u64 = r.counters.ports.iter().flat_map(|p| p.drops.iter()).map(load).sum();

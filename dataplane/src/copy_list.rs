@@ -72,15 +72,26 @@ impl CopyList {
 
     fn copy_all<'m>(&self, from: &GuestMemory, to: impl Fn(u16) -> Option<&'m GuestMemory>) -> Result<(), OutOfBounds> {
         const AHEAD: usize = 2;
+        // Entries come in runs of one output (a segment's 32 buffers, a
+        // burst to one guest): its memory is looked up once a run.
+        let mut last: Option<(u16, Option<&'m GuestMemory>)> = None;
+        let mut mem_of = |out: u16| match last {
+            Some((o, m)) if o == out => m,
+            _ => {
+                let m = to(out);
+                last = Some((out, m));
+                m
+            }
+        };
         let mut result = Ok(());
         for (i, e) in self.entries.iter().enumerate() {
             if let Some(next) = self.entries.get(i + AHEAD) {
                 from.prefetch(&next.src, next.soff as usize);
-                if let Some(m) = to(next.out) {
+                if let Some(m) = mem_of(next.out) {
                     m.prefetch(&next.dst, next.doff as usize);
                 }
             }
-            let copied = match to(e.out) {
+            let copied = match mem_of(e.out) {
                 Some(dst_mem) => GuestMemory::copy_span(from, &e.src, e.soff as usize, dst_mem, &e.dst, e.doff as usize, e.len as usize),
                 None => Err(OutOfBounds { gpa: e.dst.gpa(), len: e.len as u64 }),
             };

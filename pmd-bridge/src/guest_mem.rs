@@ -217,6 +217,12 @@ impl GuestMemory {
     fn chunks(&self, gpa: Gpa, len: u64, mut f: impl FnMut(*mut u8, (usize, usize))) -> Result<(), OutOfBounds> {
         let err = OutOfBounds { gpa, len };
         gpa.0.checked_add(len).ok_or(err)?;
+        // Nearly every buffer lies in one region: one lookup.
+        let (p, room) = self.locate(gpa.0).ok_or(err)?;
+        if room >= len {
+            f(p, (0, len as usize));
+            return Ok(());
+        }
         // Check the whole range first, so a failure has no side effect.
         let mut at = gpa.0;
         let end = gpa.0 + len;
