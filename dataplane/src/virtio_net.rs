@@ -27,6 +27,13 @@ pub const MAX_BUFFERS: usize = 64;
 /// (`--bench vm2vm` tso64k: 5100 cycles per segment listed, 4590 copied at
 /// once).
 const LIST_BELOW: u64 = 4096;
+/// While a long tail is copied into one receive buffer, the buffer this
+/// many ahead is taken for writing, its first `PREFETCH_CHAIN` bytes: each
+/// is a new stream, whose first lines the hardware prefetcher does not
+/// fetch (tso64k, 6 alternated runs: median 5130 cycles per segment
+/// without, 4881 with 512 bytes, 5312 with the whole 2 KB).
+const PREFETCH_AHEAD: usize = 2;
+const PREFETCH_CHAIN: usize = 512;
 
 /// Where a frame's bytes are: `head` in plain memory, then `tail` bytes of
 /// another guest's chain starting at an offset; and the virtio-net header
@@ -144,6 +151,11 @@ pub fn deliver<Q: RingOps>(
             let mut done = 0u64;
             while done < len {
                 let Some((c, off)) = fill.next(chains) else { break };
+                if len >= LIST_BELOW && off == 0 {
+                    if let Some(ahead) = chains.get(fill.i + PREFETCH_AHEAD) {
+                        ahead.prefetch_write(mem, PREFETCH_CHAIN);
+                    }
+                }
                 let k = (c.len() - off).min(len - done);
                 let copied = match copies.as_mut().filter(|_| len < LIST_BELOW) {
                     Some((list, out)) => pieces(&mut s, c, off, k, |s, so, d, dof, n| {

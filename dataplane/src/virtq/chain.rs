@@ -96,6 +96,21 @@ impl Chain {
         Ok(())
     }
 
+    /// Starts taking the lines of the chain's first `bytes` bytes for
+    /// writing (a hint).
+    pub fn prefetch_write(&self, mem: &GuestMemory, bytes: usize) {
+        let mut left = bytes;
+        for s in self.segments() {
+            for off in (0..(s.len() as usize).min(left)).step_by(64) {
+                mem.prefetch_write_at(s, off);
+            }
+            left = left.saturating_sub(s.len() as usize);
+            if left == 0 {
+                break;
+            }
+        }
+    }
+
     /// Total bytes over every buffer.
     pub fn len(&self) -> u64 {
         self.total
