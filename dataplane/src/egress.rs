@@ -15,7 +15,7 @@ use crate::counters::{bump, DropReason, Path, PmdCounters, ZeroCopy, MAX_PORTS};
 use crate::fdb::Fdb;
 use crate::flood::{FloodSets, PortSet};
 use crate::flow::PmdFlows;
-use crate::fwd::{decide, Decision, PortView};
+use crate::fwd::{decide, BurstMemo, Decision, PortView};
 use crate::mbuf_offload;
 use crate::offload::Caps;
 use crate::packet::PacketBuf;
@@ -120,18 +120,18 @@ impl<'a> Egress<'a> {
             return None;
         };
         let pass = input.policer.as_ref().map_or(u64::MAX, |p| p.admit(pkts.clone().map(PacketBuf::frame_len), tsc()));
-        let mut unlearned = 0;
+        let mut memo = BurstMemo::default();
         // Without flows, this one branch is all the flow table costs.
         if let Some(f) = self.flows.as_deref_mut() {
             for (i, (d, p)) in decisions.iter_mut().zip(pkts).enumerate() {
-                *d = if pass & 1 << i != 0 { f.decide(p, input, ports, self.fdb, self.now, &mut unlearned) } else { Decision::Drop(DropReason::Policed) };
+                *d = if pass & 1 << i != 0 { f.decide(p, input, ports, self.fdb, self.now, &mut memo) } else { Decision::Drop(DropReason::Policed) };
             }
         } else {
             for (i, (d, p)) in decisions.iter_mut().zip(pkts).enumerate() {
-                *d = if pass & 1 << i != 0 { decide(p, input, ports, self.fdb, self.now, &mut unlearned) } else { Decision::Drop(DropReason::Policed) };
+                *d = if pass & 1 << i != 0 { decide(p, input, ports, self.fdb, self.now, &mut memo) } else { Decision::Drop(DropReason::Policed) };
             }
         }
-        bump(&pc.unlearned, unlearned);
+        bump(&pc.unlearned, memo.unlearned);
         Some(input)
     }
 

@@ -79,12 +79,66 @@ pub enum Decision {
     Flow(u32),
 }
 
-/// Decides one packet from `input`. A source the MAC table cannot take
-/// (full, or the port at its `mac_limit`) is counted in `unlearned` and the
-/// frame forwarded all the same: refusing it would let one port cut every
-/// new station off.
+/// What pass 1 keeps between the packets of one burst from one port: the
+/// sources the MAC table could not take, and the last source learned and
+/// destination looked up. A burst's frames are mostly of one flow and
+/// would repeat the same table work each (VPP's l2-learn and l2-fwd keep
+/// the same one-entry caches). A learn that stored or moved an entry
+/// forgets the lookup: the table changed under it. Other threads' changes
+/// show from the next burst on.
+#[derive(Default)]
+pub struct BurstMemo {
+    /// Frames whose source the MAC table could not take.
+    pub unlearned: u64,
+    /// (VLAN, source, input slot) last learned, and whether the table was
+    /// full for it.
+    learned: Option<(u16, [u8; 6], u16, bool)>,
+    /// (VLAN, destination) last looked up, and what the table said.
+    looked: Option<(u16, [u8; 6], Option<Station>)>,
+}
+
+/// Where the MAC table puts a station: (slot, generation).
+type Station = (u16, u16);
+
+impl BurstMemo {
+    /// Learns `src`, unless this burst just did; whether the table was full.
+    #[inline]
+    fn learn(&mut self, fdb: &Fdb, vlan: u16, src: [u8; 6], input: &PortView, now: u32) -> bool {
+        if let Some((v, m, slot, full)) = self.learned {
+            if v == vlan && m == src && slot == input.slot {
+                return full;
+            }
+        }
+        let r = fdb.learn(vlan, src, input.slot, input.gen, now);
+        if r != Learn::Known {
+            self.looked = None;
+        }
+        // A way another writer held: the next frame tries again.
+        self.learned = (r != Learn::Busy).then_some((vlan, src, input.slot, r == Learn::Full));
+        r == Learn::Full
+    }
+
+    /// Looks `dst` up, unless this burst just did (and learned nothing new
+    /// since).
+    #[inline]
+    fn lookup(&mut self, fdb: &Fdb, vlan: u16, dst: [u8; 6], now: u32) -> Option<Station> {
+        if let Some((v, m, found)) = self.looked {
+            if v == vlan && m == dst {
+                return found;
+            }
+        }
+        let found = fdb.lookup(vlan, dst, now);
+        self.looked = Some((vlan, dst, found));
+        found
+    }
+}
+
+/// Decides one packet from `input` (`memo`: this burst's so far). A source
+/// the MAC table cannot take (full, or the port at its `mac_limit`) is
+/// counted in `memo.unlearned` and the frame forwarded all the same:
+/// refusing it would let one port cut every new station off.
 #[inline]
-pub fn decide<P: PacketBuf + ?Sized>(pkt: &P, input: &PortView, ports: &[Option<PortView>], fdb: &Fdb, now: u32, unlearned: &mut u64) -> Decision {
+pub fn decide<P: PacketBuf + ?Sized>(pkt: &P, input: &PortView, ports: &[Option<PortView>], fdb: &Fdb, now: u32, memo: &mut BurstMemo) -> Decision {
     let hdr = match EthHeader::parse(pkt.headers()) {
         Ok(h) => h,
         Err(r) => return Decision::Drop(r),
@@ -103,13 +157,13 @@ pub fn decide<P: PacketBuf + ?Sized>(pkt: &P, input: &PortView, ports: &[Option<
         Err(r) => return Decision::Drop(r),
     };
     let tagged = hdr.vlan.is_some();
-    if let Learn::Full = fdb.learn(vlan, hdr.src, input.slot, input.gen, now) {
-        *unlearned += 1;
+    if memo.learn(fdb, vlan, hdr.src, input, now) {
+        memo.unlearned += 1;
     }
     if is_multicast(&hdr.dst) {
         return Decision::Flood { vlan, tagged };
     }
-    match fdb.lookup(vlan, hdr.dst, now) {
+    match memo.lookup(fdb, vlan, hdr.dst, now) {
         Some((slot, gen)) => match ports.get(slot as usize) {
             Some(Some(p)) if p.gen == gen && p.vlan.carries(vlan) => {
                 if slot == input.slot {
@@ -148,7 +202,7 @@ mod tests {
     const BCAST: [u8; 6] = [0xff; 6];
 
     fn decide(pkt: &[u8], input: &PortView, ports: &[Option<PortView>], fdb: &Fdb, now: u32) -> Decision {
-        super::decide(pkt, input, ports, fdb, now, &mut 0)
+        super::decide(pkt, input, ports, fdb, now, &mut BurstMemo::default())
     }
 
     fn ports() -> Vec<Option<PortView>> {
@@ -208,12 +262,16 @@ mod tests {
     fn a_full_table_forwards_new_sources_unlearned() {
         let (ports, fdb) = (ports(), Fdb::new(16, 300));
         let p = |i: usize| ports[i].as_ref().unwrap();
-        let mut unlearned = 0;
+        let mut memo = BurstMemo::default();
         for i in 0..64u8 {
-            let d = super::decide(&frame(BCAST, [2, 0, 0, 0, 1, i], None, 60)[..], p(0), &ports, &fdb, 1, &mut unlearned);
+            let d = super::decide(&frame(BCAST, [2, 0, 0, 0, 1, i], None, 60)[..], p(0), &ports, &fdb, 1, &mut memo);
             assert_eq!(d, Decision::Flood { vlan: 10, tagged: false }, "forwarded, learned or not");
         }
+        let unlearned = memo.unlearned;
         assert!(unlearned >= 64 - 16, "a 16-entry table fills: {unlearned}");
+        // The same refused source again, within the burst: counted again.
+        super::decide(&frame(BCAST, [2, 0, 0, 0, 1, 63], None, 60)[..], p(0), &ports, &fdb, 1, &mut memo);
+        assert_eq!(memo.unlearned, unlearned + 1, "each frame of a refused source is counted");
         assert_eq!(fdb.len(), 16);
     }
 
@@ -222,13 +280,29 @@ mod tests {
         let (ports, fdb) = (ports(), Fdb::new(64, 300));
         let p = |i: usize| ports[i].as_ref().unwrap();
         fdb.set_port_limit(0, 8);
-        let mut unlearned = 0;
+        let mut memo = BurstMemo::default();
         for i in 0..200u8 {
-            super::decide(&frame(BCAST, [2, 0, 0, 0, 1, i], None, 60)[..], p(0), &ports, &fdb, 1, &mut unlearned);
+            super::decide(&frame(BCAST, [2, 0, 0, 0, 1, i], None, 60)[..], p(0), &ports, &fdb, 1, &mut memo);
         }
-        assert_eq!((fdb.port_entries(0), unlearned), (8, 192), "port 0 holds its limit, the rest forwarded unlearned");
+        assert_eq!((fdb.port_entries(0), memo.unlearned), (8, 192), "port 0 holds its limit, the rest forwarded unlearned");
         // Another port still learns, and is reached by unicast.
-        super::decide(&frame(BCAST, B, None, 60)[..], p(1), &ports, &fdb, 1, &mut unlearned);
+        decide(&frame(BCAST, B, None, 60)[..], p(1), &ports, &fdb, 1);
         assert_eq!(decide(&frame(B, A, None, 60)[..], p(0), &ports, &fdb, 1), Decision::Unicast { out: 1, vlan: 10, tagged: false });
+    }
+    /// Within one burst: a flow's frames decide as without the memo, and a
+    /// source learned mid-burst is seen by the lookups after it.
+    #[test]
+    fn a_burst_remembers_its_flow_until_the_table_changes() {
+        let (ports, fdb) = (ports(), Fdb::new(64, 300));
+        let p = |i: usize| ports[i].as_ref().unwrap();
+        let mut memo = BurstMemo::default();
+        let mut burst = |f: Vec<u8>| super::decide(&f[..], p(0), &ports, &fdb, 1, &mut memo);
+        assert_eq!(burst(frame(B, A, None, 60)), Decision::Flood { vlan: 10, tagged: false }, "B unknown");
+        assert_eq!(burst(frame(B, A, None, 60)), Decision::Flood { vlan: 10, tagged: false });
+        // B appears behind this same port: the table changed, so A's next
+        // frame to B is dropped as a hairpin, not flooded from memory.
+        assert_eq!(burst(frame(BCAST, B, None, 60)), Decision::Flood { vlan: 10, tagged: false });
+        assert_eq!(burst(frame(B, A, None, 60)), Decision::Drop(DropReason::SamePort));
+        assert_eq!(fdb.lookup(10, A, 1), Some((0, 1)), "A learned once, as without the memo");
     }
 }

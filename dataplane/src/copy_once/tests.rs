@@ -29,7 +29,7 @@ fn regression_tso_segments_must_fit_the_mtu_untagged_or_tagged() {
         read_frame_head(&g.mem, &c, c.len() - NET_HDR_LEN as u64, Caps::ALL, &mut pkt).unwrap();
         let mode = if vlan { VlanMode::Trunk(Box::new(crate::vlan::VlanSet::new(&[1]))) } else { VlanMode::Access(1) };
         let port = PortView::new("p", 0, 1, mode, 1500);
-        let d = decide(&pkt, &port, &[Some(port.clone())], &Fdb::new(64, 300), 1, &mut 0);
+        let d = decide(&pkt, &port, &[Some(port.clone())], &Fdb::new(64, 300), 1, &mut crate::fwd::BurstMemo::default());
         assert_eq!(d == Decision::Drop(crate::counters::DropReason::Oversize), !fits, "mss {mss}, tagged {vlan}: {d:?}");
     }
 }

@@ -8,9 +8,9 @@ use std::sync::atomic::Ordering::Relaxed;
 use pmd_bridge::{Mbuf, Mempool};
 
 use super::{push_packet_in, Action, PmdFlows, Reason, FROM_CONTROLLER, MAX_INJECT_ACTIONS};
-use crate::counters::{DropReason, Path, MAX_PORTS};
+use crate::counters::{bump, DropReason, Path, MAX_PORTS};
 use crate::egress::{Egress, Tally};
-use crate::fwd::{decide, Decision};
+use crate::fwd::{decide, BurstMemo, Decision};
 use crate::parse::{Mac, ETHERTYPE_VLAN, ETH_HLEN, VLAN_HLEN};
 use crate::tag_edit;
 use crate::vlan::TagEdit;
@@ -154,8 +154,10 @@ impl Egress<'_> {
             self.discard(m);
             return;
         };
-        let mut unlearned = 0;
-        match decide(&m, input, self.ports, self.fdb, self.now, &mut unlearned) {
+        let mut memo = BurstMemo::default();
+        let d = decide(&m, input, self.ports, self.fdb, self.now, &mut memo);
+        bump(&self.counters.ports[in_slot as usize].unlearned, memo.unlearned);
+        match d {
             Decision::Unicast { out, vlan, tagged } => {
                 let path = Path::of(input.vm, self.is_vm(out));
                 t.paths[path as usize][0] += 1;

@@ -17,7 +17,7 @@ use pmd_bridge::Mbuf;
 use crate::capture::CaptureRing;
 use crate::counters::DropReason;
 use crate::fdb::Fdb;
-use crate::fwd::{decide, Decision, PortView};
+use crate::fwd::{decide, BurstMemo, Decision, PortView};
 use crate::packet::PacketBuf;
 use crate::parse::ETH_HLEN;
 
@@ -64,13 +64,13 @@ impl PmdFlows {
 
     /// `fwd::decide`, with the flow table in front.
     #[inline]
-    pub fn decide<P: PacketBuf + ?Sized>(&mut self, pkt: &P, input: &PortView, ports: &[Option<PortView>], fdb: &Fdb, now: u32, unlearned: &mut u64) -> Decision {
+    pub fn decide<P: PacketBuf + ?Sized>(&mut self, pkt: &P, input: &PortView, ports: &[Option<PortView>], fdb: &Fdb, now: u32, memo: &mut BurstMemo) -> Decision {
         if pkt.headers().len() < ETH_HLEN {
             return Decision::Drop(DropReason::Runt);
         }
         let k = FlowKey::extract(pkt.headers(), port_no(input.slot));
         match self.emc.classify(&self.table, &k, pkt.frame_len()) {
-            Hit::Normal => decide(pkt, input, ports, fdb, now, unlearned),
+            Hit::Normal => decide(pkt, input, ports, fdb, now, memo),
             Hit::Flow(i) => Decision::Flow(i),
         }
     }
