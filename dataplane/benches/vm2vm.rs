@@ -6,7 +6,7 @@
 //! of the copy-once path (issues 12 and 13) where `vswitch-bench` swings
 //! too much between runs. A benchmark, never a test: `cargo bench -p
 //! dataplane --bench vm2vm` (needs root for DPDK); `VM2VM_SIZES=64,tso64k`
-//! for some rows only (a profile of one).
+//! for some rows only (a profile of one); `64p`: 64 bytes on packed rings.
 #[path = "../tests/common/zero_copy_rig.rs"]
 mod rig;
 
@@ -21,27 +21,38 @@ const TO_B: u8 = 0xb;
 fn main() {
     eal();
     let _lcore = pmd_bridge::lcore::current().is_none().then(|| pmd_bridge::lcore::register_thread().unwrap());
-    let rows = std::env::var("VM2VM_SIZES").unwrap_or_else(|_| "64,512,1518,tso64k".into());
+    let rows = std::env::var("VM2VM_SIZES").unwrap_or_else(|_| "64,512,1518,64p,1518p,tso64k".into());
     println!("{:>6} {:>14} {:>8}", "bytes", "cyc/pkt", "min");
     for row in rows.split(',').map(str::trim) {
         let (median, least) = match row {
             "tso64k" => tso64k(),
-            n => frames(n.parse().expect("VM2VM_SIZES: sizes in bytes, or tso64k")),
+            n => match n.strip_suffix('p') {
+                Some(n) => frames(n.parse().expect("VM2VM_SIZES: sizes in bytes"), true),
+                None => frames(n.parse().expect("VM2VM_SIZES: sizes in bytes (a p after one: packed rings), or tso64k"), false),
+            },
         };
         println!("{row:>6} {median:>14.0} {least:>8.0}");
     }
 }
 
-/// Guest a (slot 0) to guest b (slot 1), b's MAC learned; nothing lent.
-fn rig(tag: &str) -> Rig {
-    let r = Rig::new(tag, 0, true, 32, u32::MAX, 256);
+/// Guest a (slot 0) to guest b (slot 1), b's MAC learned; nothing lent;
+/// both on packed rings if `packed`.
+fn rig(tag: &str, packed: bool) -> Rig {
+    let mut r = Rig::new(tag, 0, true, 32, u32::MAX, 256);
     r.fdb.learn(1, [2, 0, 0, 0, 0, TO_B], 1, 1, 1);
+    if packed {
+        r.a.use_packed_ring();
+        r.rx = CopyOnceRx::new(r.a.queue(1));
+        let b = r.b.as_mut().expect("guest b");
+        b.use_packed_ring();
+        r.tx[1] = Some(TxPort::CopyOnce(Box::new(CopyOnceTx::new(b.queue(0), 0))));
+    }
     r
 }
 
 /// Frames of `size` bytes, 32 a poll.
-fn frames(size: usize) -> (f64, f64) {
-    let mut r = rig(&format!("vv{size}"));
+fn frames(size: usize, packed: bool) -> (f64, f64) {
+    let mut r = rig(&format!("vv{size}{}", if packed { "p" } else { "" }), packed);
     let f = frame(TO_B, size, 0);
     let result = measure(&mut r, 20_000, |r, base| {
         let b = r.b.as_mut().expect("guest b");
@@ -58,7 +69,7 @@ fn frames(size: usize) -> (f64, f64) {
 /// with GUEST_CSUM and GUEST_TSO4: delivered whole, one copy, into 32
 /// receive buffers.
 fn tso64k() -> (f64, f64) {
-    let mut r = rig("vvtso");
+    let mut r = rig("vvtso", false);
     r.a.features |= F_CSUM | F_HOST_TSO4;
     r.rx = CopyOnceRx::new(r.a.queue(1));
     let b = r.b.as_mut().expect("guest b");

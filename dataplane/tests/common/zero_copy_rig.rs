@@ -14,7 +14,7 @@ use dataplane::flood::{FloodSets, PortSet};
 use dataplane::fwd::PortView;
 use dataplane::port_io::TxPort;
 use dataplane::capture::Taps;
-use dataplane::virtq::{SplitQueue, Virtqueue};
+use dataplane::virtq::{PackedQueue, RingFeatures, SplitQueue, Virtqueue};
 use dataplane::vlan::VlanMode;
 use pmd_bridge::extbuf::Lender;
 use pmd_bridge::guest_mem::{GuestMemory, Gpa};
@@ -42,18 +42,32 @@ pub fn eal() -> &'static Eal {
     })
 }
 
+/// Where a packed guest keeps the descriptors `desc` writes by index, for
+/// `offer` to put in the ring (one buffer a chain).
+const PACKED_TABLE: u64 = 0x5000;
+
 /// A guest's ring in plain memory, played by the test.
 pub struct Guest {
     pub mem: Arc<GuestMemory>,
     pub avail: u16,
     /// What its rings negotiated (`queue`).
     pub features: u64,
+    /// A packed ring's driver (`packed`): its next slot and wrap counter.
+    pub packed: Option<(u16, bool)>,
 }
 
 impl Guest {
     pub fn new() -> Guest {
         const FEATURES: u64 = 1 << 32 | 1 << 15; // VERSION_1, MRG_RXBUF
-        Guest { mem: Arc::new(GuestMemory::new_owned(&[(0, TSO_BUF as usize + 0x11000)])), avail: 0, features: FEATURES }
+        Guest { mem: Arc::new(GuestMemory::new_owned(&[(0, TSO_BUF as usize + 0x11000)])), avail: 0, features: FEATURES, packed: None }
+    }
+
+    /// Puts the guest on a packed ring (VIRTIO_F_RING_PACKED) from now on
+    /// (`queue`): the ring at `DESC`, the driver area at `AVAIL`, the
+    /// device area at `USED`; every chain one buffer.
+    pub fn use_packed_ring(&mut self) {
+        self.features |= dataplane::virtq::VIRTIO_F_RING_PACKED;
+        self.packed = Some((0, true));
     }
 
     pub fn desc(&self, i: u16, addr: u64, len: u32, flags: u16, next: u16) {
@@ -62,14 +76,33 @@ impl Guest {
         d[8..12].copy_from_slice(&len.to_le_bytes());
         d[12..14].copy_from_slice(&flags.to_le_bytes());
         d[14..16].copy_from_slice(&next.to_le_bytes());
-        self.mem.write(Gpa(DESC + 16 * i as u64), &d).unwrap();
+        let table = if self.packed.is_some() { PACKED_TABLE } else { DESC };
+        self.mem.write(Gpa(table + 16 * i as u64), &d).unwrap();
     }
 
     pub fn offer(&mut self, head: u16) {
+        if let Some((slot, wrap)) = self.packed {
+            return self.offer_packed(head, slot, wrap);
+        }
         let slot = (self.avail % SIZE) as u64;
         self.mem.write(Gpa(AVAIL + 4 + 2 * slot), &head.to_le_bytes()).unwrap();
         self.avail = self.avail.wrapping_add(1);
         self.mem.store_u16_release(Gpa(AVAIL + 2), self.avail).unwrap();
+    }
+
+    /// Descriptor `head` of `desc` made available in ring slot `slot` under
+    /// id `head`, its flags (with the lap's AVAIL and USED bits) stored
+    /// last, with release.
+    fn offer_packed(&mut self, head: u16, slot: u16, wrap: bool) {
+        let mut d = [0u8; 16];
+        self.mem.read(Gpa(PACKED_TABLE + 16 * head as u64), &mut d).unwrap();
+        let lap = if wrap { dataplane::virtq::VRING_PACKED_DESC_F_AVAIL } else { dataplane::virtq::VRING_PACKED_DESC_F_USED };
+        let flags = (u16::from_le_bytes([d[12], d[13]]) & WRITE) | lap;
+        d[12..14].copy_from_slice(&head.to_le_bytes());
+        let at = DESC + 16 * slot as u64;
+        self.mem.write(Gpa(at), &d[..14]).unwrap();
+        self.mem.store_u16_release(Gpa(at + 14), flags).unwrap();
+        self.packed = Some(if slot + 1 == SIZE { (0, !wrap) } else { (slot + 1, wrap) });
     }
 
     /// Transmits `frame` (after a zero virtio-net header) in chain `head`:
@@ -106,7 +139,11 @@ impl Guest {
     }
 
     pub fn queue(&self, vring: u16) -> GuestRing {
-        let q = Virtqueue::Split(SplitQueue::new(SIZE, Gpa(DESC), Gpa(AVAIL), Gpa(USED), (0, 0), &self.mem).unwrap());
+        let q = match self.packed {
+            // A fresh ring: slot 0 in the lap of wrap counter 1.
+            Some(_) => Virtqueue::Packed(PackedQueue::new(SIZE, Gpa(DESC), Gpa(AVAIL), Gpa(USED), (1 << 15, 1 << 15), &self.mem, RingFeatures::from_bits(self.features)).unwrap()),
+            None => Virtqueue::Split(SplitQueue::new(SIZE, Gpa(DESC), Gpa(AVAIL), Gpa(USED), (0, 0), &self.mem).unwrap()),
+        };
         GuestRing::new(Arc::clone(&self.mem), q, Interrupt::None, vring, GuestFeatures::from_bits(self.features).unwrap())
     }
 }
