@@ -289,6 +289,7 @@ mod tests {
         decide(&frame(BCAST, B, None, 60)[..], p(1), &ports, &fdb, 1);
         assert_eq!(decide(&frame(B, A, None, 60)[..], p(0), &ports, &fdb, 1), Decision::Unicast { out: 1, vlan: 10, tagged: false });
     }
+
     /// Within one burst: a flow's frames decide as without the memo, and a
     /// source learned mid-burst is seen by the lookups after it.
     #[test]
