@@ -210,7 +210,7 @@ pub fn run(ctx: PmdContext) -> i32 {
                 let owed = plan.housekeep();
                 let t0 = tsc();
                 match ctx.quiesce.doorbell(ctx.index) {
-                    Some(bell) if us == ctx.sleep_max_us && !owed && plan.sleep_on_kicks(&mut waiter) => {
+                    Some(bell) if idle.deep() && !owed && plan.sleep_on_kicks(&mut waiter) => {
                         let kicks = waiter.len();
                         waiter.add(bell);
                         waiter.wait(KICK_SLEEP);

@@ -44,6 +44,17 @@ impl EventFd {
         unsafe { libc::write(self.0.as_raw_fd(), one.as_ptr().cast(), 8) == 8 }
     }
 
+    /// Resets the count to 0 if it is not (a kick that came after the last
+    /// sleep, which would end the next one at once). Asks poll first, so
+    /// the read never blocks, whatever the descriptor's flags.
+    pub fn clear(&self) {
+        let mut p = libc::pollfd { fd: self.0.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        // SAFETY: one live pollfd, a zero timeout.
+        if unsafe { libc::poll(&mut p, 1, 0) } == 1 && p.revents & libc::POLLIN != 0 {
+            self.drain();
+        }
+    }
+
     /// Resets the count to 0; called only once poll said it is readable,
     /// so the read never blocks, whatever the descriptor's flags.
     fn drain(&self) {
@@ -131,5 +142,22 @@ mod tests {
         assert!(a.signal());
         assert!(w.wait(Duration::from_secs(10)), "a signal of the original wakes a waiter on the duplicate");
         assert!(EventFd::dup(-1).is_none());
+    }
+
+    /// A stale count is cleared before a sleep; clearing an empty one, even
+    /// on a blocking eventfd, returns at once.
+    #[test]
+    fn clear_resets_a_stale_count_and_never_blocks() {
+        // SAFETY: eventfd takes plain integers; the fd is ours to own.
+        let blocking = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
+        assert!(blocking >= 0);
+        // SAFETY: a fresh descriptor nothing else owns.
+        let b = Arc::new(EventFd(unsafe { OwnedFd::from_raw_fd(blocking) }));
+        b.clear();
+        assert!(b.signal());
+        b.clear();
+        let mut w = Waiter::default();
+        w.add(&b);
+        assert!(!w.wait(Duration::from_millis(20)), "the count was cleared");
     }
 }

@@ -74,15 +74,23 @@ impl CopyOnceRx {
         self
     }
 
-    /// Before the thread sleeps until kicked: whether this ring can wake it
-    /// and nothing waits in it, kicks asked for and its eventfd added to
-    /// `waiter`. It cannot without a kick eventfd, nor with chains out in
-    /// NICs (they come back with no kick), nor broken. False: `wake`.
+    /// Before the thread sleeps until kicked: whether this ring lets it
+    /// (nothing waits in it, kicks asked for and its eventfd added to
+    /// `waiter`; a broken ring, which gives nothing until the next plan,
+    /// needs neither). It cannot without a kick eventfd, nor with chains
+    /// out in NICs (they come back with no kick). False: `wake`.
     pub fn sleep_on_kick(&mut self, waiter: &mut Waiter) -> bool {
+        if self.ring.broken {
+            return true;
+        }
         let Some(kick) = &self.kick else { return false };
-        if self.ring.broken || self.zc.as_ref().is_some_and(|z| z.in_flight() > 0) {
+        if self.zc.as_ref().is_some_and(|z| z.in_flight() > 0) {
             return false;
         }
+        // A kick that came while we polled would end this sleep at once; one
+        // that comes from here on is for an entry the check below sees, or
+        // one after it.
+        kick.clear();
         if !matches!(self.ring.queue.ask_for_kicks(&self.ring.mem), Ok(true)) {
             return false;
         }

@@ -312,9 +312,9 @@ impl CallFd {
             return None;
         }
         // SAFETY: fd is rte_vhost's open eventfd for the device, alive for
-        // the duration of this call (the device lease is held); dup gives us
-        // an independent descriptor we own.
-        let d = unsafe { libc::dup(fd) };
+        // the duration of this call (the device lease is held); the
+        // duplicate is an independent descriptor we own, closed on exec.
+        let d = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
         // SAFETY: d is a fresh descriptor that nothing else owns.
         (d >= 0).then(|| CallFd(unsafe { std::os::fd::OwnedFd::from_raw_fd(d) }))
     }
