@@ -38,6 +38,7 @@ impl EventFd {
 
     /// Adds 1: wakes whoever waits on it. Never blocks (only a count of
     /// 2^64 - 1 would); false if the write failed.
+    #[inline]
     pub fn signal(&self) -> bool {
         let one = 1u64.to_ne_bytes();
         // SAFETY: writes 8 bytes from a live buffer to a descriptor we own.

@@ -98,16 +98,15 @@ impl Chain {
 
     /// Starts taking the lines of the chain's first `bytes` bytes for
     /// writing (a hint).
-    pub fn prefetch_write(&self, mem: &GuestMemory, bytes: usize) {
+    pub fn prefetch_write(&self, mem: &GuestMemory, bytes: u64) {
         let mut left = bytes;
         for s in self.segments() {
-            for off in (0..(s.len() as usize).min(left)).step_by(64) {
-                mem.prefetch_write_at(s, off);
-            }
-            left = left.saturating_sub(s.len() as usize);
             if left == 0 {
                 break;
             }
+            let n = left.min(s.len() as u64);
+            mem.prefetch_write(s.gpa(), n);
+            left -= n;
         }
     }
 

@@ -81,8 +81,8 @@ impl Guest {
     }
 
     pub fn offer(&mut self, head: u16) {
-        if let Some((slot, wrap)) = self.packed {
-            return self.offer_packed(head, slot, wrap);
+        if self.packed.is_some() {
+            return self.offer_packed(head);
         }
         let slot = (self.avail % SIZE) as u64;
         self.mem.write(Gpa(AVAIL + 4 + 2 * slot), &head.to_le_bytes()).unwrap();
@@ -90,10 +90,11 @@ impl Guest {
         self.mem.store_u16_release(Gpa(AVAIL + 2), self.avail).unwrap();
     }
 
-    /// Descriptor `head` of `desc` made available in ring slot `slot` under
-    /// id `head`, its flags (with the lap's AVAIL and USED bits) stored
-    /// last, with release.
-    fn offer_packed(&mut self, head: u16, slot: u16, wrap: bool) {
+    /// Descriptor `head` of `desc` made available in the driver's next
+    /// slot under id `head`, its flags (with the lap's AVAIL and USED bits)
+    /// stored last, with release.
+    fn offer_packed(&mut self, head: u16) {
+        let Some((slot, wrap)) = self.packed else { return };
         let mut d = [0u8; 16];
         self.mem.read(Gpa(PACKED_TABLE + 16 * head as u64), &mut d).unwrap();
         let lap = if wrap { dataplane::virtq::VRING_PACKED_DESC_F_AVAIL } else { dataplane::virtq::VRING_PACKED_DESC_F_USED };

@@ -40,7 +40,6 @@
 //!   a vid whose device is gone gives none, so a stale (or reused) vid is
 //!   never used.
 use std::collections::HashMap;
-use std::os::fd::{AsRawFd, FromRawFd};
 use std::sync::atomic::{fence, Ordering};
 use std::sync::mpsc::{channel, Receiver};
 use std::sync::{Arc, Mutex};
@@ -304,29 +303,15 @@ pub struct VringInfo {
 /// rte_vhost closes its copy (a new SET_VRING_CALL, the device going), when
 /// a signal on it reaches no one, harmlessly.
 #[derive(Debug)]
-pub struct CallFd(std::os::fd::OwnedFd);
+pub struct CallFd(crate::eventfd::EventFd);
 
 impl CallFd {
-    fn dup(fd: i32) -> Option<CallFd> {
-        if fd < 0 {
-            return None;
-        }
-        // SAFETY: fd is rte_vhost's open eventfd for the device, alive for
-        // the duration of this call (the device lease is held); the
-        // duplicate is an independent descriptor we own, closed on exec.
-        let d = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
-        // SAFETY: d is a fresh descriptor that nothing else owns.
-        (d >= 0).then(|| CallFd(unsafe { std::os::fd::OwnedFd::from_raw_fd(d) }))
-    }
-
     /// Interrupts the guest: adds 1 to the eventfd. Never blocks (an
     /// eventfd write blocks only at a count of 2^64-1, which a reader
     /// resets long before); false if the write failed.
     #[inline]
     pub fn signal(&self) -> bool {
-        let one = 1u64.to_ne_bytes();
-        // SAFETY: writes 8 bytes from a live buffer to a descriptor we own.
-        unsafe { libc::write(self.0.as_raw_fd(), one.as_ptr().cast(), 8) == 8 }
+        self.0.signal()
     }
 }
 
@@ -435,7 +420,7 @@ impl VhostDevice {
                 size: v.size,
                 last_avail: la,
                 last_used: lu,
-                call: CallFd::dup(v.callfd),
+                call: crate::eventfd::EventFd::dup(v.callfd).map(CallFd),
                 kick: crate::eventfd::EventFd::dup(v.kickfd),
             })
         }
