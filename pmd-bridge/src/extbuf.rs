@@ -227,13 +227,17 @@ impl Lender {
         let (head, pieces) = (&mut self.head, &mut self.pieces);
         // Every external segment first: the shared count must hold them all
         // before the first frame leaves, and no allocation may fail after.
+        // A single frame's headers and pieces stay in the scratch from the
+        // count to the build: made once.
         let mut ext = 0;
+        let mut only = None;
         for k in 0..n {
             let (h, payload) = frame(k, head);
             match pieces_of(mem, map, &payload, pieces) {
                 Some(p) if p > 0 && h <= (pool.data_room() as usize).min(MAX_HEAD) => ext += p,
                 _ => return Err(LendError::Shape),
             }
+            only = (n == 1).then_some((h, payload, ext));
         }
         let mut segs = Burst::<MAX_LENT_MBUFS>::new();
         if n + ext > MAX_LENT_MBUFS || ext > u16::MAX as usize {
@@ -254,8 +258,13 @@ impl Lender {
         }
         let mut it = segs.drain();
         for k in 0..n {
-            let (h, payload) = frame(k, head);
-            let p = pieces_of(mem, map, &payload, pieces).expect("counted above");
+            let (h, payload, p) = match only {
+                Some(made) => made,
+                None => {
+                    let (h, payload) = frame(k, head);
+                    (h, payload, pieces_of(mem, map, &payload, pieces).expect("counted above"))
+                }
+            };
             let mut first = it.next().expect("n + ext allocated");
             // A fresh mbuf takes `data_room` bytes (checked above).
             first.fill(&head[..h]).expect("a fresh mbuf takes the headers");

@@ -64,7 +64,9 @@ pub const HEAD: usize = 160;
 /// its offload requests as the switch validated them.
 #[derive(Clone, Copy)]
 pub struct GuestPkt {
-    head: [u8; HEAD],
+    /// The virtio-net header as the guest sent it, then the frame's first
+    /// `head_len` bytes: read from the chain in one copy.
+    raw: [u8; virtio_net::NET_HDR_LEN + HEAD],
     head_len: u8,
     len: u32,
     off: Offload,
@@ -72,7 +74,7 @@ pub struct GuestPkt {
 
 impl Default for GuestPkt {
     fn default() -> Self {
-        GuestPkt { head: [0; HEAD], head_len: 0, len: 0, off: Offload::NONE }
+        GuestPkt { raw: [0; virtio_net::NET_HDR_LEN + HEAD], head_len: 0, len: 0, off: Offload::NONE }
     }
 }
 
@@ -88,7 +90,7 @@ impl PacketBuf for GuestPkt {
     }
 
     fn headers(&self) -> &[u8] {
-        &self.head[..self.head_len as usize]
+        &self.raw[virtio_net::NET_HDR_LEN..virtio_net::NET_HDR_LEN + self.head_len as usize]
     }
 
     fn segment_ip_len(&self) -> Option<usize> {

@@ -288,12 +288,10 @@ impl<'a> GuestBurst<'a> {
 /// the frame's first bytes, as many as its offloads need. Err(None): the
 /// chain could not be read; Err(Some): the header is refused.
 pub(super) fn read_frame_head(mem: &pmd_bridge::guest_mem::GuestMemory, c: &Chain, len: u64, tx: Caps, pkt: &mut GuestPkt) -> Result<(), Option<HdrError>> {
-    let mut buf = [0u8; NET_HDR_LEN + HEAD_PLAIN];
     let h = (len as usize).min(HEAD_PLAIN);
-    c.read_at(mem, 0, &mut buf[..NET_HDR_LEN + h]).map_err(|_| None)?;
-    let hdr = NetHdr::from_bytes(buf[..NetHdr::LEN].try_into().expect("10 bytes"));
+    c.read_at(mem, 0, &mut pkt.raw[..NET_HDR_LEN + h]).map_err(|_| None)?;
+    let hdr = NetHdr::from_bytes(pkt.raw[..NetHdr::LEN].try_into().expect("10 bytes"));
     pkt.len = len as u32;
-    pkt.head[..h].copy_from_slice(&buf[NET_HDR_LEN..NET_HDR_LEN + h]);
     pkt.head_len = h as u8;
     pkt.off = Offload::NONE;
     if hdr.flags & crate::offload::NEEDS_CSUM == 0 && hdr.gso_type == crate::offload::GSO_NONE {
@@ -301,7 +299,7 @@ pub(super) fn read_frame_head(mem: &pmd_bridge::guest_mem::GuestMemory, c: &Chai
     }
     let h = (len as usize).min(HEAD);
     if h > HEAD_PLAIN {
-        c.read_at(mem, (NET_HDR_LEN + HEAD_PLAIN) as u64, &mut pkt.head[HEAD_PLAIN..h]).map_err(|_| None)?;
+        c.read_at(mem, (NET_HDR_LEN + HEAD_PLAIN) as u64, &mut pkt.raw[NET_HDR_LEN + HEAD_PLAIN..NET_HDR_LEN + h]).map_err(|_| None)?;
         pkt.head_len = h as u8;
     }
     pkt.off = validate(&hdr, pkt.headers(), len as usize, tx).map_err(Some)?;

@@ -93,7 +93,8 @@ impl CopyOnceTx {
         let Some(gso) = pkt.off.gso else {
             // A partial checksum this guest cannot finish: finish it here,
             // over the header copy and the sender's bytes past it.
-            let mut head = pkt.head;
+            let mut head = [0u8; HEAD];
+            head[..h].copy_from_slice(pkt.headers());
             let Some(csum) = pkt.off.csum else { return (Delivery::NoBuffers, 0) };
             let Some(rest) = payload_sum(src, chain, h..pkt.len as usize) else { return (Delivery::NoBuffers, 0) };
             if !complete_partial(&mut head[..h], csum, &rest) {

@@ -107,18 +107,21 @@ impl ZeroCopy {
     fn lend_whole(&mut self, (pool, stock): (&Mempool, &mut Stock), mem: &GuestMemory, chain: &Chain, pkt: &GuestPkt, fits: bool, flood: Option<usize>, mut emit: impl FnMut(Mbuf)) -> Result<usize, LendError> {
         let (h, len) = (pkt.head_len as usize, pkt.len as usize);
         let payload = Payload { spans: chain.segments(), skip: (NET_HDR_LEN + h) as u64, len: (len - h) as u64 };
-        let mut headers = [0u8; MAX_HEAD];
-        headers[..h].copy_from_slice(pkt.headers());
-        let mut off = pkt.off;
-        if !fits {
-            let csum = off.csum.ok_or(LendError::Shape)?;
+        // The headers as classified, or a copy that finishes their checksum.
+        let mut completed;
+        let (headers, off) = if fits {
+            (pkt.headers(), pkt.off)
+        } else {
+            completed = [0u8; MAX_HEAD];
+            completed[..h].copy_from_slice(pkt.headers());
+            let csum = pkt.off.csum.ok_or(LendError::Shape)?;
             let rest = payload_sum(mem, chain, h..len).ok_or(LendError::Shape)?;
-            if !complete_partial(&mut headers[..h], csum, &rest) {
+            if !complete_partial(&mut completed[..h], csum, &rest) {
                 return Err(LendError::Shape);
             }
-            off = Offload::NONE;
-        }
-        let mut m = self.lender.lend((pool, stock), mem, chain.head, &headers[..h], payload)?;
+            (&completed[..h], Offload::NONE)
+        };
+        let mut m = self.lender.lend((pool, stock), mem, chain.head, headers, payload)?;
         // The header segment is fresh and ours: the flags always fit.
         if off != Offload::NONE {
             m.set_tx_offload(mbuf_offload::to_mbuf(&off, pkt.headers()));
