@@ -15,10 +15,10 @@
 //! maximum and whose every rx queue is a copy-once guest's ring (which can
 //! kick) sleeps instead until a guest kicks, the control thread sends a
 //! plan, or `KICK_SLEEP` passes: an idle VM-only switch wakes ten times a
-//! second, not once per maximum, and a frame wakes it at once. Kicks are asked for only for that sleep: a busy
-//! guest never kicks. A ring with chains out in NICs, an interrupt still
-//! owed, or an OpenFlow table (packet-outs come without a kick) keep the
-//! timed sleep. So does a trickle of traffic: a frame every few hundred
+//! second, not once per maximum, and a frame wakes it at once. Kicks are
+//! asked for only for that sleep: a busy guest never kicks. A ring with
+//! chains out in NICs, an interrupt still owed, or an OpenFlow table
+//! (packet-outs come without a kick) keep the timed sleep. So does a trickle of traffic: a frame every few hundred
 //! microseconds would otherwise cost its guest a kick and the thread a
 //! wakeup each, where timed sleeps take them a few at a time.
 use std::time::Duration;
