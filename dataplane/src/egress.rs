@@ -21,8 +21,12 @@ use crate::offload::Caps;
 use crate::packet::PacketBuf;
 use crate::port_io::TxPort;
 use crate::tag_edit;
-use crate::virtio_net::Delivery;
+use crate::virtio_net::{Delivery, NET_HDR_LEN};
 use crate::vlan::TagEdit;
+
+/// Most bytes of a frame's receive buffer taken ahead (past its virtio-net
+/// header): a small frame, or a large one's headers.
+const PREFETCH_MAX: usize = 116;
 
 /// A PMD thread's output state, allocated once: one batch per port slot,
 /// the burst's listed copies, and scratch.
@@ -156,7 +160,7 @@ impl<'a> Egress<'a> {
             rx.clear();
             return;
         };
-        self.prefetch_buffers(in_slot, &decisions[..rx.len()]);
+        self.prefetch_buffers(in_slot, &decisions[..rx.len()], rx.iter().map(|m| m.len()));
         // An mbuf from a VM was copied out of it by rte_vhost.
         let copied_in = input.vm as u64;
         let input_vm = input.vm;
@@ -203,7 +207,7 @@ impl<'a> Egress<'a> {
             burst.commit(&done);
             return;
         }
-        self.prefetch_buffers(in_slot, &decisions[..pkts.len()]);
+        self.prefetch_buffers(in_slot, &decisions[..pkts.len()], pkts.iter().map(|p| p.headers().len()));
         let mut burst = burst;
         let mut t = Tally::default();
         for (i, d) in decisions.into_iter().enumerate().take(pkts.len()) {
@@ -244,18 +248,28 @@ impl<'a> Egress<'a> {
         }
     }
 
-    fn prefetch_buffers(&self, in_slot: u16, decisions: &[Decision]) {
-        let mut want = [0u8; MAX_PORTS];
-        for d in decisions {
+    /// `written`: each packet's bytes a delivery writes itself (the rest
+    /// are listed copies, whose pass takes their lines ahead); a receive
+    /// buffer is taken ahead for those and its virtio-net header, no more:
+    /// a line taken and never written is one more the guest's core gives
+    /// up, and one fill buffer less for the lines that are.
+    fn prefetch_buffers(&self, in_slot: u16, decisions: &[Decision], written: impl Iterator<Item = usize>) {
+        let mut want = [(0u8, 0u8); MAX_PORTS];
+        let mut add = |out: u16, bytes: usize| {
+            let w = &mut want[out as usize];
+            w.0 += 1;
+            w.1 = w.1.max(bytes.min(PREFETCH_MAX) as u8);
+        };
+        for (d, bytes) in decisions.iter().zip(written) {
             match *d {
-                Decision::Unicast { out, .. } => want[out as usize] += 1,
-                Decision::Flood { vlan, .. } => self.flood.targets(vlan, in_slot).for_each(|out| want[out as usize] += 1),
+                Decision::Unicast { out, .. } => add(out, bytes),
+                Decision::Flood { vlan, .. } => self.flood.targets(vlan, in_slot).for_each(|out| add(out, bytes)),
                 // A flow's outputs are known only as its actions run.
                 Decision::Drop(_) | Decision::Flow(_) => {}
             }
         }
-        for (t, n) in self.tx.iter().zip(want).filter(|(_, n)| *n > 0) {
-            t.as_ref().and_then(TxPort::copy_once).inspect(|t| t.prefetch_buffers(n as usize));
+        for (t, (n, bytes)) in self.tx.iter().zip(want).filter(|(_, (n, _))| *n > 0) {
+            t.as_ref().and_then(TxPort::copy_once).inspect(|t| t.prefetch_buffers(n as usize, (NET_HDR_LEN + bytes as usize) as u64));
         }
     }
 

@@ -169,10 +169,6 @@ impl From<OutOfBounds> for RingError {
     }
 }
 
-/// How much of a receive buffer to take ahead: a virtio-net header and a
-/// small frame's headers.
-pub(crate) const PREFETCH_BYTES: u64 = 128;
-
 /// One descriptor, copied out of guest memory.
 #[derive(Clone, Copy, Debug)]
 struct Desc {
@@ -406,10 +402,10 @@ impl SplitQueue {
         }
     }
 
-    /// Starts taking, for writing, the first bytes of the buffers the next
-    /// `n` chains begin with (call it a while after `prefetch_next`, when
-    /// their descriptors have come in).
-    pub fn prefetch_buffers(&self, mem: &GuestMemory, n: usize) {
+    /// Starts taking, for writing, the first `bytes` bytes of the buffers
+    /// the next `n` chains begin with (call it a while after
+    /// `prefetch_next`, when their descriptors have come in).
+    pub fn prefetch_buffers(&self, mem: &GuestMemory, n: usize, bytes: u64) {
         let known = (self.avail_seen - self.next_avail).0 as usize;
         for k in 0..n.min(known) {
             let slot = ((self.next_avail.0 as usize) + k) & (self.size as usize - 1);
@@ -417,7 +413,7 @@ impl SplitQueue {
             let head = u16::from_le_bytes(h);
             if let Ok(d) = Desc::load(mem, &self.desc, head) {
                 if !d.has(VRING_DESC_F_INDIRECT) {
-                    mem.prefetch_write(Gpa(d.addr), (d.len as u64).min(PREFETCH_BYTES));
+                    mem.prefetch_write(Gpa(d.addr), (d.len as u64).min(bytes));
                 }
             }
         }

@@ -54,11 +54,12 @@ impl CopyOnceTx {
         }
     }
 
-    /// Starts taking the first bytes of the next `n` receive buffers for
-    /// writing (after `prefetch`, once their descriptors have come in).
-    pub fn prefetch_buffers(&self, n: usize) {
+    /// Starts taking the first `bytes` bytes of the next `n` receive
+    /// buffers for writing (after `prefetch`, once their descriptors have
+    /// come in).
+    pub fn prefetch_buffers(&self, n: usize, bytes: u64) {
         if !self.ring.broken {
-            self.ring.queue.prefetch_buffers(&self.ring.mem, n);
+            self.ring.queue.prefetch_buffers(&self.ring.mem, n, bytes);
         }
     }
 

@@ -372,14 +372,14 @@ impl PackedQueue {
         }
     }
 
-    /// Starts taking, for writing, the first bytes of the buffers the next
-    /// `n` slots point at (a hint: whether they are available is not
-    /// checked, and an indirect table's address is harmless to take).
-    pub fn prefetch_buffers(&self, mem: &GuestMemory, n: usize) {
+    /// Starts taking, for writing, the first `bytes` bytes of the buffers
+    /// the next `n` slots point at (a hint: whether they are available is
+    /// not checked, and an indirect table's address is harmless to take).
+    pub fn prefetch_buffers(&self, mem: &GuestMemory, n: usize, bytes: u64) {
         let mut slot = self.next_avail.slot as usize;
         for _ in 0..n.min(self.size as usize) {
             if let Ok([addr, w]) = mem.load_words::<2>(&self.ring, slot * DESC_SIZE as usize) {
-                mem.prefetch_write(Gpa(addr), (w as u32 as u64).min(super::PREFETCH_BYTES));
+                mem.prefetch_write(Gpa(addr), (w as u32 as u64).min(bytes));
             }
             slot += 1;
             if slot == self.size as usize {

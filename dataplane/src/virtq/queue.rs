@@ -25,7 +25,7 @@ pub trait RingOps {
     fn available(&mut self, mem: &GuestMemory) -> Result<u16, RingError>;
     fn pop(&mut self, mem: &GuestMemory, dir: Direction, out: &mut Chain) -> Result<Pop, RingError>;
     fn prefetch_next(&self, mem: &GuestMemory, n: usize);
-    fn prefetch_buffers(&self, mem: &GuestMemory, n: usize);
+    fn prefetch_buffers(&self, mem: &GuestMemory, n: usize, bytes: u64);
     fn unpop(&mut self, n: u16);
     fn mark_starved(&mut self, need: u64);
     fn starved(&mut self, mem: &GuestMemory, need: u64) -> Result<bool, RingError>;
@@ -68,8 +68,8 @@ macro_rules! forward {
                 <$t>::prefetch_next(self, mem, n)
             }
             #[inline]
-            fn prefetch_buffers(&self, mem: &GuestMemory, n: usize) {
-                <$t>::prefetch_buffers(self, mem, n)
+            fn prefetch_buffers(&self, mem: &GuestMemory, n: usize, bytes: u64) {
+                <$t>::prefetch_buffers(self, mem, n, bytes)
             }
             #[inline]
             fn unpop(&mut self, n: u16) {
@@ -186,8 +186,8 @@ impl RingOps for Virtqueue {
         each!(self, q => RingOps::prefetch_next(q, mem, n))
     }
     #[inline]
-    fn prefetch_buffers(&self, mem: &GuestMemory, n: usize) {
-        each!(self, q => RingOps::prefetch_buffers(q, mem, n))
+    fn prefetch_buffers(&self, mem: &GuestMemory, n: usize, bytes: u64) {
+        each!(self, q => RingOps::prefetch_buffers(q, mem, n, bytes))
     }
     #[inline]
     fn unpop(&mut self, n: u16) {
