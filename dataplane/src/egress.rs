@@ -24,9 +24,9 @@ use crate::tag_edit;
 use crate::virtio_net::{Delivery, NET_HDR_LEN};
 use crate::vlan::TagEdit;
 
-/// Most bytes of a frame's receive buffer taken ahead (past its virtio-net
-/// header): a small frame, or a large one's headers.
-const PREFETCH_MAX: usize = 116;
+/// Most bytes of a receive buffer taken ahead: the virtio-net header and a
+/// small frame, or a large one's headers.
+const PREFETCH_MAX: usize = 128;
 
 /// A PMD thread's output state, allocated once: one batch per port slot,
 /// the burst's listed copies, and scratch.
@@ -258,7 +258,7 @@ impl<'a> Egress<'a> {
         let mut add = |out: u16, bytes: usize| {
             let w = &mut want[out as usize];
             w.0 += 1;
-            w.1 = w.1.max(bytes.min(PREFETCH_MAX) as u8);
+            w.1 = w.1.max((NET_HDR_LEN + bytes).min(PREFETCH_MAX) as u8);
         };
         for (d, bytes) in decisions.iter().zip(written) {
             match *d {
@@ -269,7 +269,7 @@ impl<'a> Egress<'a> {
             }
         }
         for (t, (n, bytes)) in self.tx.iter().zip(want).filter(|(_, (n, _))| *n > 0) {
-            t.as_ref().and_then(TxPort::copy_once).inspect(|t| t.prefetch_buffers(n as usize, (NET_HDR_LEN + bytes as usize) as u64));
+            t.as_ref().and_then(TxPort::copy_once).inspect(|t| t.prefetch_buffers(n as usize, bytes.into()));
         }
     }
 

@@ -18,9 +18,10 @@
 //! second, not once per maximum, and a frame wakes it at once. Kicks are
 //! asked for only for that sleep: a busy guest never kicks. A ring with
 //! chains out in NICs, an interrupt still owed, or an OpenFlow table
-//! (packet-outs come without a kick) keep the timed sleep. So does a trickle of traffic: a frame every few hundred
-//! microseconds would otherwise cost its guest a kick and the thread a
-//! wakeup each, where timed sleeps take them a few at a time.
+//! (packet-outs come without a kick) keep the timed sleep. So does a
+//! trickle of traffic: a frame every few hundred microseconds would
+//! otherwise cost its guest a kick and the thread a wakeup each, where
+//! timed sleeps take them a few at a time.
 use std::time::Duration;
 
 use pmd_bridge::BURST;
