@@ -10,7 +10,6 @@
 use pmd_bridge::guest_mem::GuestMemory;
 
 use crate::copy_list::CopyList;
-use crate::copy_once::HEAD;
 use crate::offload::NetHdr;
 use crate::virtq::{copy_chain, pieces, Chain, ChainError, Cursor, Direction, Pop, RingError, RingOps, MAX_SEGS, MAX_UNPOP};
 
@@ -37,10 +36,10 @@ const PREFETCH_CHAIN: u64 = 512;
 
 /// Where a frame's bytes are: `head` in plain memory, then `tail` bytes of
 /// another guest's chain starting at an offset; and the virtio-net header
-/// the receiving guest gets with it (its offloads; `num_buffers` is
-/// `deliver`'s).
+/// the receiving guest gets with it (its offloads, `NetHdr::to_bytes`;
+/// `num_buffers` is `deliver`'s).
 pub struct FrameSource<'a> {
-    pub net_hdr: NetHdr,
+    pub net_hdr: [u8; NetHdr::LEN],
     pub head: &'a [u8],
     pub tail: Option<(&'a GuestMemory, &'a Chain, u64, u64)>,
 }
@@ -114,18 +113,13 @@ pub fn deliver<Q: RingOps>(
             }
         }
     }
-    // The header and the plain head in one write (one bounds walk, one
-    // copy), when the head is one a burst's scratch holds.
-    let mut first = [0u8; NET_HDR_LEN + HEAD];
-    first[..NetHdr::LEN].copy_from_slice(&frame.net_hdr.to_bytes());
-    first[10..12].copy_from_slice(&(n as u16).to_le_bytes());
-    let (hdr, head) = match frame.head.len() {
-        h if h <= HEAD => {
-            first[NET_HDR_LEN..NET_HDR_LEN + h].copy_from_slice(frame.head);
-            (&first[..NET_HDR_LEN + h], &[][..])
-        }
-        _ => (&first[..NET_HDR_LEN], frame.head),
-    };
+    // Put together as the words `to_bytes` stored (see there).
+    let [a, b, c, d, e, f, g, h, i, j] = frame.net_hdr;
+    let lo = u64::from_le_bytes([a, b, c, d, e, f, g, h]);
+    let hi = u32::from(u16::from_le_bytes([i, j])) | (n as u32) << 16;
+    let mut hdr = [0u8; NET_HDR_LEN];
+    hdr[..8].copy_from_slice(&lo.to_le_bytes());
+    hdr[8..].copy_from_slice(&hi.to_le_bytes());
     // Lay the header, the plain head and the guest tail over the n chains,
     // in order from the start.
     let chains = &chains[..n];
@@ -143,7 +137,19 @@ pub fn deliver<Q: RingOps>(
         }
         true
     };
-    let ok = put(hdr, &mut fill) && put(head, &mut fill);
+    // The header as one store where the first buffer holds it (a guest's
+    // always does), then the head from the switch's copy: not staged
+    // together in scratch, whose copy out would load over the narrower
+    // stores just made there and wait for them (a store-forwarding stall a
+    // frame).
+    let first = chains[0].segments().first().filter(|s| s.len() as usize >= NET_HDR_LEN);
+    let ok = match first.map(|s| mem.store(s, 0, hdr)) {
+        Some(Ok(())) => {
+            fill.advance(NET_HDR_LEN as u64);
+            true
+        }
+        _ => put(&hdr, &mut fill),
+    } && put(frame.head, &mut fill);
     let mut guest_copies = 0;
     if ok {
         if let Some((from, src, src_off, len)) = frame.tail {
@@ -334,7 +340,7 @@ mod tests {
     }
 
     fn plain(head: &[u8]) -> FrameSource<'_> {
-        FrameSource { net_hdr: NetHdr::default(), head, tail: None }
+        FrameSource { net_hdr: [0; NetHdr::LEN], head, tail: None }
     }
 
     /// A transmitting split guest's chain: `payload` after a zero header,
@@ -367,6 +373,29 @@ mod tests {
         }
     }
 
+    /// A receive chain whose first buffer is shorter than the header: the
+    /// header goes over two buffers, byte for byte as over one.
+    #[test]
+    fn a_header_split_over_two_buffers_is_laid_in_order() {
+        let mut g = TestGuest::new(SIZE);
+        g.desc(0, DATA, 8, WRITE | VRING_DESC_F_NEXT, 1);
+        g.desc(1, DATA + 0x1000, 2048, WRITE, 0);
+        g.offer(0);
+        let mut q = Virtqueue::Split(g.queue());
+        let f = frame(64);
+        let net_hdr = NetHdr { flags: crate::offload::NEEDS_CSUM, csum_start: 34, csum_offset: 16, ..NetHdr::default() }.to_bytes();
+        let r = deliver(&mut q, &g.mem, &FrameSource { net_hdr, head: &f, tail: None }, true, &mut chains(), None).unwrap();
+        assert_eq!(r, Delivery::Done { buffers: 1, guest_copies: 0 });
+        q.publish(&g.mem).unwrap();
+        assert_eq!(g.used(0), (0, (NET_HDR_LEN + 64) as u32));
+        let mut got = [0u8; NET_HDR_LEN + 64];
+        g.mem.read(Gpa(DATA), &mut got[..8]).unwrap();
+        g.mem.read(Gpa(DATA + 0x1000), &mut got[8..]).unwrap();
+        assert_eq!(got[..NetHdr::LEN], net_hdr);
+        assert_eq!(u16::from_le_bytes([got[10], got[11]]), 1, "num_buffers");
+        assert_eq!(got[NET_HDR_LEN..], f[..]);
+    }
+
     #[test]
     fn too_few_buffers_leave_the_ring_as_it_was() {
         for packed in [false, true] {
@@ -394,7 +423,7 @@ mod tests {
             let mut b = Guest::new(packed);
             b.post(4, 1024);
             let mut qb = b.queue();
-            let source = FrameSource { net_hdr: NetHdr::default(), head: &head, tail: Some((&a.mem, &src, NET_HDR_LEN as u64 + 14, 3000 - 14)) };
+            let source = FrameSource { net_hdr: [0; NetHdr::LEN], head: &head, tail: Some((&a.mem, &src, NET_HDR_LEN as u64 + 14, 3000 - 14)) };
             let mut list = CopyList::default();
             let copies = listed.then_some((&mut list, 3));
             assert_eq!(deliver(&mut qb, b.mem(), &source, true, &mut chains(), copies).unwrap(), Delivery::Done { buffers: 3, guest_copies: 1 });
@@ -418,7 +447,7 @@ mod tests {
             b.post(6, 1024);
             let mut qb = b.queue();
             let tail = Some((&a.mem, &src, NET_HDR_LEN as u64 + 14, payload.len() as u64 - 14));
-            let source = FrameSource { net_hdr: NetHdr::default(), head: &payload[..14], tail };
+            let source = FrameSource { net_hdr: [0; NetHdr::LEN], head: &payload[..14], tail };
             let mut list = CopyList::default();
             assert_eq!(deliver(&mut qb, b.mem(), &source, true, &mut chains(), Some((&mut list, 3))).unwrap(), Delivery::Done { buffers: 5, guest_copies: 1 });
             assert!(list.is_empty(), "packed {packed}: nothing listed");
@@ -437,7 +466,7 @@ mod tests {
                 b.offer(i as u16, DATA + at, 2048, WRITE);
             }
             let mut qb = b.queue();
-            let source = FrameSource { net_hdr: NetHdr::default(), head: &[0u8; 14], tail: Some((&a.mem, &src, NET_HDR_LEN as u64, 1500)) };
+            let source = FrameSource { net_hdr: [0; NetHdr::LEN], head: &[0u8; 14], tail: Some((&a.mem, &src, NET_HDR_LEN as u64, 1500)) };
             // 12 + 3288 bytes: all of the first buffer, 1252 of the second
             // (past its page's end); then 12 + 14 + 1500 bytes copied from
             // guest A.

@@ -148,7 +148,7 @@ fn packed_rings_of_a_real_driver_both_ways_for_several_laps() {
         p.tx.publish(&p.mem).unwrap();
         // Switch -> guest, through the same code as the datapath's.
         for f in &frames {
-            let src = FrameSource { net_hdr: NetHdr::default(), head: f, tail: None };
+            let src = FrameSource { net_hdr: [0; NetHdr::LEN], head: f, tail: None };
             let start = Instant::now();
             loop {
                 match deliver(&mut p.rx, &p.mem, &src, true, &mut chains, None).unwrap() {

@@ -88,7 +88,7 @@ impl CopyOnceTx {
         let h = pkt.head_len as usize;
         let tail = |from: usize, len: usize| (len > 0).then_some((src, chain, (NET_HDR_LEN + from) as u64, len as u64));
         if pkt.off.fits(self.ring.features.rx) {
-            let frame = FrameSource { net_hdr: pkt.off.to_hdr(), head: pkt.headers(), tail: tail(h, pkt.len as usize - h) };
+            let frame = FrameSource { net_hdr: pkt.off.to_hdr().to_bytes(), head: pkt.headers(), tail: tail(h, pkt.len as usize - h) };
             return (self.deliver_one(&frame, Some((copies, out))), 1);
         }
         let Some(gso) = pkt.off.gso else {
@@ -101,7 +101,7 @@ impl CopyOnceTx {
             if !complete_partial(&mut head[..h], csum, &rest) {
                 return (Delivery::NoBuffers, 0);
             }
-            let frame = FrameSource { net_hdr: NetHdr::default(), head: &head[..h], tail: tail(h, pkt.len as usize - h) };
+            let frame = FrameSource { net_hdr: [0; NetHdr::LEN], head: &head[..h], tail: tail(h, pkt.len as usize - h) };
             return (self.deliver_one(&frame, Some((copies, out))), 1);
         };
         let seg = Segmenter::new(&gso, pkt.headers(), pkt.len as usize);
@@ -120,7 +120,7 @@ impl CopyOnceTx {
                 }
                 NetHdr::default()
             };
-            let frame = FrameSource { net_hdr, head: &head[..hl], tail: tail(range.start, range.len()) };
+            let frame = FrameSource { net_hdr: net_hdr.to_bytes(), head: &head[..hl], tail: tail(range.start, range.len()) };
             last = self.deliver_one(&frame, Some((&mut *copies, out)));
             if !matches!(last, Delivery::Done { .. }) {
                 break;
@@ -169,7 +169,7 @@ impl CopyOnceTx {
                 &scratch
             };
             // The egress stage made the mbuf fit this guest's offloads.
-            let frame = FrameSource { net_hdr: mbuf_offload::of_mbuf(m).to_hdr(), head, tail: None };
+            let frame = FrameSource { net_hdr: mbuf_offload::of_mbuf(m).to_hdr().to_bytes(), head, tail: None };
             match self.deliver_one(&frame, None) {
                 Delivery::Done { .. } => done += 1,
                 Delivery::BadChain(_) => {
