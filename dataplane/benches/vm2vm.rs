@@ -6,7 +6,9 @@
 //! of the copy-once path (issues 12 and 13) where `vswitch-bench` swings
 //! too much between runs. A benchmark, never a test: `cargo bench -p
 //! dataplane --bench vm2vm` (needs root for DPDK); `VM2VM_SIZES=64,tso64k`
-//! for some rows only (a profile of one); `64p`: 64 bytes on packed rings.
+//! for some rows only (a profile of one); `64p`: 64 bytes on packed rings;
+//! `VM2VM_POLLS=200` for a run short enough for `valgrind --tool=callgrind`
+//! (instructions per packet: steady where cycles swing).
 #[path = "../tests/common/zero_copy_rig.rs"]
 mod rig;
 
@@ -54,7 +56,7 @@ fn rig(tag: &str, packed: bool) -> Rig {
 fn frames(size: usize, packed: bool) -> (f64, f64) {
     let mut r = rig(&format!("vv{size}{}", if packed { "p" } else { "" }), packed);
     let f = frame(TO_B, size, 0);
-    let result = measure(&mut r, 20_000, |r, base| {
+    let result = measure(&mut r, std::env::var("VM2VM_POLLS").ok().and_then(|p| p.parse().ok()).unwrap_or(20_000), |r, base| {
         let b = r.b.as_mut().expect("guest b");
         for h in base..base + BURST as u16 {
             b.offer_rx(h);

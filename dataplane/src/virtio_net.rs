@@ -142,14 +142,20 @@ pub fn deliver<Q: RingOps>(
     // together in scratch, whose copy out would load over the narrower
     // stores just made there and wait for them (a store-forwarding stall a
     // frame).
-    let first = chains[0].segments().first().filter(|s| s.len() as usize >= NET_HDR_LEN);
-    let ok = match first.map(|s| mem.store(s, 0, hdr)) {
-        Some(Ok(())) => {
-            fill.advance(NET_HDR_LEN as u64);
-            true
+    let lead = NET_HDR_LEN + frame.head.len();
+    let ok = match chains[0].segments().first() {
+        // The head too (a 64-byte frame is all head): no walk at all.
+        Some(s) if s.len() as usize >= lead => {
+            let ok = mem.store(s, 0, hdr).is_ok() && mem.write_span(s, NET_HDR_LEN, frame.head).is_ok();
+            fill.advance(if ok { lead as u64 } else { 0 });
+            ok
         }
-        _ => put(&hdr, &mut fill),
-    } && put(frame.head, &mut fill);
+        Some(s) if s.len() as usize >= NET_HDR_LEN && mem.store(s, 0, hdr).is_ok() => {
+            fill.advance(NET_HDR_LEN as u64);
+            put(frame.head, &mut fill)
+        }
+        _ => put(&hdr, &mut fill) && put(frame.head, &mut fill),
+    };
     let mut guest_copies = 0;
     if ok {
         if let Some((from, src, src_off, len)) = frame.tail {

@@ -298,7 +298,9 @@ impl GuestMemory {
         self.chunks(gpa, len as u64, |p, (off, n)| f(Span { mem: self.id, host: p as usize, len: n as u32, gpa: Gpa(gpa.0 + off as u64) }))
     }
 
-    /// `[gpa, gpa+len)` as one span, if it lies in one region (a ring).
+    /// `[gpa, gpa+len)` as one span, if it lies in one region (a ring,
+    /// nearly every buffer).
+    #[inline]
     pub fn span(&self, gpa: Gpa, len: u32) -> Option<Span> {
         match self.locate(gpa.0) {
             Some((p, room)) if room >= len as u64 => Some(Span { mem: self.id, host: p as usize, len, gpa }),

@@ -132,6 +132,7 @@ impl CopyOnceTx {
 
     /// One frame into the guest: copied now without `copies`, listed with.
     /// The used entries wait for `publish` either way.
+    #[inline]
     pub(super) fn deliver_one(&mut self, frame: &FrameSource, copies: Option<(&mut CopyList, u16)>) -> Delivery {
         let ring = &mut self.ring;
         match deliver_retrying(ring, frame, &mut self.chains, copies, self.retries) {

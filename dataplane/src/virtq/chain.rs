@@ -80,6 +80,15 @@ impl Chain {
         if d.len == 0 {
             return Err(ChainError::BadLength);
         }
+        // Nearly every buffer lies in one region: one span, no walk.
+        if let Some(s) = mem.span(Gpa(d.addr), d.len) {
+            if self.n as usize == MAX_SEGS {
+                return Err(ChainError::TooLong);
+            }
+            self.push(s);
+            self.total += d.len as u64;
+            return Ok(());
+        }
         let mut too_long = false;
         mem.translate(Gpa(d.addr), d.len, |s| {
             if self.n as usize == MAX_SEGS {
@@ -125,6 +134,11 @@ impl Chain {
     pub(crate) fn for_range(&self, mut off: u64, len: usize, mut f: impl FnMut(&Span, usize, std::ops::Range<usize>) -> Result<(), OutOfBounds>) -> Result<(), OutOfBounds> {
         if len == 0 {
             return Ok(());
+        }
+        // Most reads and writes (a frame's headers, a small frame whole)
+        // lie in the first buffer: no walk.
+        if let Some(s) = self.segments().first().filter(|s| off.checked_add(len as u64).is_some_and(|end| end <= s.len() as u64)) {
+            return f(s, off as usize, 0..len);
         }
         if off.checked_add(len as u64).is_none_or(|end| end > self.len()) {
             return Err(OutOfBounds { gpa: self.segments().first().map_or(Gpa(0), |s| s.gpa()), len: len as u64 });
