@@ -137,14 +137,13 @@ pub fn deliver<Q: RingOps>(
         }
         true
     };
-    // The header as one store where the first buffer holds it (a guest's
-    // always does), then the head from the switch's copy: not staged
-    // together in scratch, whose copy out would load over the narrower
-    // stores just made there and wait for them (a store-forwarding stall a
-    // frame).
+    // The header as one store and the head from the switch's copy, straight
+    // into the first buffer (a guest's always holds the header, and a
+    // 64-byte frame whole): no walk, and no scratch staging them together,
+    // whose copy out would load over the narrower stores just made there
+    // and wait for them (a store-forwarding stall a frame).
     let lead = NET_HDR_LEN + frame.head.len();
     let ok = match chains[0].segments().first() {
-        // The head too (a 64-byte frame is all head): no walk at all.
         Some(s) if s.len() as usize >= lead => {
             let ok = mem.store(s, 0, hdr).is_ok() && mem.write_span(s, NET_HDR_LEN, frame.head).is_ok();
             fill.advance(if ok { lead as u64 } else { 0 });

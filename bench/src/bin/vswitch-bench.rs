@@ -446,8 +446,11 @@ fn run(mut o: Opts, mode: &str) -> Result<(), String> {
     let mut missing: Vec<NotMeasured> = Vec::new();
     let mut n = 0;
     'all: for sc in &plan.scenarios {
-        for (ring, kinds, flows, sizes) in &work {
-            for repeat in 0..plan.repeats {
+        // Every session once per repeat, split rings then packed: a packed
+        // row and its split row are measured minutes apart, not a whole
+        // run's half apart, on machines whose speed drifts between them.
+        for repeat in 0..plan.repeats {
+            for (ring, kinds, flows, sizes) in &work {
                 // A B C D, then B C D A...: each switch measured close in
                 // time to the others, in a different position each repeat.
                 let k = kinds.len();
