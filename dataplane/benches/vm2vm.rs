@@ -56,7 +56,8 @@ fn rig(tag: &str, packed: bool) -> Rig {
 fn frames(size: usize, packed: bool) -> (f64, f64) {
     let mut r = rig(&format!("vv{size}{}", if packed { "p" } else { "" }), packed);
     let f = frame(TO_B, size, 0);
-    let result = measure(&mut r, std::env::var("VM2VM_POLLS").ok().and_then(|p| p.parse().ok()).unwrap_or(20_000), |r, base| {
+    let polls = std::env::var("VM2VM_POLLS").ok().and_then(|p| p.parse().ok()).unwrap_or(20_000);
+    let result = measure(&mut r, polls, |r, base| {
         let b = r.b.as_mut().expect("guest b");
         for h in base..base + BURST as u16 {
             b.offer_rx(h);

@@ -137,23 +137,19 @@ pub fn deliver<Q: RingOps>(
         }
         true
     };
-    // The header as one store and the head from the switch's copy, straight
-    // into the first buffer (a guest's always holds the header, and a
-    // 64-byte frame whole): no walk, and no scratch staging them together,
-    // whose copy out would load over the narrower stores just made there
-    // and wait for them (a store-forwarding stall a frame).
+    // Where the first buffer holds header and head (a guest's 1.5 KB and
+    // 2 KB buffers do), the header as one store and the head from the
+    // switch's copy after it: no walk, and no scratch staging them
+    // together, whose copy out would load over the narrower stores just
+    // made there and wait for them (a store-forwarding stall a frame).
     let lead = NET_HDR_LEN + frame.head.len();
-    let ok = match chains[0].segments().first() {
-        Some(s) if s.len() as usize >= lead => {
+    let ok = match chains[0].segments().first().filter(|s| s.len() as usize >= lead) {
+        Some(s) => {
             let ok = mem.store(s, 0, hdr).is_ok() && mem.write_span(s, NET_HDR_LEN, frame.head).is_ok();
             fill.advance(if ok { lead as u64 } else { 0 });
             ok
         }
-        Some(s) if s.len() as usize >= NET_HDR_LEN && mem.store(s, 0, hdr).is_ok() => {
-            fill.advance(NET_HDR_LEN as u64);
-            put(frame.head, &mut fill)
-        }
-        _ => put(&hdr, &mut fill) && put(frame.head, &mut fill),
+        None => put(&hdr, &mut fill) && put(frame.head, &mut fill),
     };
     let mut guest_copies = 0;
     if ok {

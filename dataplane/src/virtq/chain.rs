@@ -80,24 +80,16 @@ impl Chain {
         if d.len == 0 {
             return Err(ChainError::BadLength);
         }
-        // Nearly every buffer lies in one region: one span, no walk.
-        if let Some(s) = mem.span(Gpa(d.addr), d.len) {
-            if self.n as usize == MAX_SEGS {
-                return Err(ChainError::TooLong);
-            }
-            self.push(s);
-            self.total += d.len as u64;
-            return Ok(());
-        }
         let mut too_long = false;
-        mem.translate(Gpa(d.addr), d.len, |s| {
-            if self.n as usize == MAX_SEGS {
-                too_long = true;
-            } else {
-                self.push(s);
-            }
-        })
-        .map_err(|_| ChainError::OutsideMemory)?;
+        let mut add = |s: Span| match self.n as usize {
+            MAX_SEGS => too_long = true,
+            _ => self.push(s),
+        };
+        // Nearly every buffer lies in one region: one span, no walk.
+        match mem.span(Gpa(d.addr), d.len) {
+            Some(s) => add(s),
+            None => mem.translate(Gpa(d.addr), d.len, add).map_err(|_| ChainError::OutsideMemory)?,
+        }
         if too_long {
             return Err(ChainError::TooLong);
         }
@@ -135,13 +127,13 @@ impl Chain {
         if len == 0 {
             return Ok(());
         }
+        let Some(end) = off.checked_add(len as u64).filter(|&end| end <= self.len()) else {
+            return Err(OutOfBounds { gpa: self.segments().first().map_or(Gpa(0), |s| s.gpa()), len: len as u64 });
+        };
         // Most reads and writes (a frame's headers, a small frame whole)
         // lie in the first buffer: no walk.
-        if let Some(s) = self.segments().first().filter(|s| off.checked_add(len as u64).is_some_and(|end| end <= s.len() as u64)) {
+        if let Some(s) = self.segments().first().filter(|s| end <= s.len() as u64) {
             return f(s, off as usize, 0..len);
-        }
-        if off.checked_add(len as u64).is_none_or(|end| end > self.len()) {
-            return Err(OutOfBounds { gpa: self.segments().first().map_or(Gpa(0), |s| s.gpa()), len: len as u64 });
         }
         let mut done = 0;
         for s in self.segments() {
