@@ -1,6 +1,7 @@
 //! Pass 1 and 2 of a burst, and its end: classify every packet, move each
 //! to its outputs (per-port batches of mbufs, or deliveries into copy-once
-//! guests with their payload copies listed), then finish: send the
+//! guests with their payload copies listed; a guest burst's unicast frames
+//! for one such guest delivered together, in one loop), then finish: send the
 //! batches, run the listed copies, publish the copy-once guests' used
 //! indices (which takes the proof that the copies ran) and hand the proof
 //! back for the sender's chains (`GuestBurst::commit`).
@@ -28,6 +29,8 @@ use crate::vlan::TagEdit;
 /// small frame, or a large one's headers.
 const PREFETCH_MAX: usize = 128;
 
+const NOT_HELD: u16 = u16::MAX;
+
 /// A PMD thread's output state, allocated once: one batch per port slot,
 /// the burst's listed copies, and scratch.
 pub struct Outputs {
@@ -43,6 +46,11 @@ pub struct Outputs {
     /// for want of buffers, this burst (counted once at its end).
     guest_tx: [[u64; 3]; MAX_PORTS],
     copies: CopyList,
+    /// Per frame of a guest burst: the copy-once output it is held for
+    /// (`NOT_HELD`: none), delivered with that output's others in one loop
+    /// (`deliver_held`); and the outputs holding any.
+    held: [u16; BURST],
+    holding: PortSet,
     dropped: Burst,
     /// A frame's bytes while its offloads are done in software, and the
     /// frames that makes (`mbuf_offload::fit`); PACKET_OUTs read.
@@ -64,6 +72,8 @@ impl Default for Outputs {
             unpublished: PortSet::EMPTY,
             guest_tx: [[0; 3]; MAX_PORTS],
             copies: CopyList::default(),
+            held: [NOT_HELD; BURST],
+            holding: PortSet::EMPTY,
             dropped: Burst::new(),
             scratch: Vec::with_capacity(crate::offload::MAX_FRAME),
             made: Vec::with_capacity(64),
@@ -217,7 +227,12 @@ impl<'a> Egress<'a> {
                     t.forwarded += 1;
                     let path = Path::of(true, self.is_vm(out));
                     t.paths[path as usize][0] += 1;
-                    self.emit_guest(&mut burst, i, out, vlan, tagged, path, &mut t);
+                    if self.holds(out, vlan, tagged) {
+                        self.out.held[i] = out;
+                        self.out.holding.insert(out);
+                    } else {
+                        self.emit_guest(&mut burst, i, out, vlan, tagged, path, &mut t);
+                    }
                 }
                 Decision::Flood { vlan, tagged } => {
                     t.flooded += 1;
@@ -233,8 +248,33 @@ impl<'a> Egress<'a> {
                 },
             }
         }
+        for out in std::mem::take(&mut self.out.holding) {
+            self.deliver_held(&burst, out, &mut t);
+        }
         let done = self.finish(Some(burst.mem()), in_slot, t);
         burst.commit(&done);
+    }
+
+    /// Whether a unicast frame for `out` is held for `deliver_held`: `out`
+    /// is a copy-once guest that takes it as it is (no tag change), and
+    /// nothing captures it.
+    #[inline]
+    fn holds(&self, out: u16, vlan: u16, tagged: bool) -> bool {
+        self.taps.is_empty()
+            && matches!(self.tx[out as usize], Some(TxPort::CopyOnce(_)))
+            && self.ports[out as usize].as_ref().is_some_and(|p| p.vlan.egress_edit(vlan, tagged) == TagEdit::Keep)
+    }
+
+    /// Delivers the frames held for copy-once output `out`, in order.
+    fn deliver_held(&mut self, burst: &GuestBurst, out: u16, t: &mut Tally) {
+        self.out.holding = self.out.holding.without(out);
+        let path = Path::of(true, self.is_vm(out));
+        let Some(TxPort::CopyOnce(dst)) = self.tx[out as usize].as_mut() else { return };
+        let (held, pkts) = (&mut self.out.held, burst.pkts());
+        let frames = (0..pkts.len()).filter(|&i| std::mem::replace(&mut held[i], NOT_HELD) == out);
+        let tx = &mut self.out.guest_tx[out as usize];
+        burst.deliver_all(frames, dst, &mut self.out.copies, out, |i, d, made| count_delivery(tx, t, path, &pkts[i], d, made));
+        self.out.unpublished.insert(out);
     }
 
     /// Starts loading the descriptors the copy-once outputs will deliver
@@ -285,27 +325,16 @@ impl<'a> Egress<'a> {
         let c = &self.counters.ports[out as usize];
         let p = &burst.pkts()[i];
         if port.vlan.egress_edit(vlan, tagged) == TagEdit::Keep {
+            // Frames held for it go first: a guest sees its frames in order.
+            if self.out.holding.contains(out) {
+                self.deliver_held(burst, out, t);
+            }
             if let Some(TxPort::CopyOnce(dst)) = self.tx[out as usize].as_mut() {
                 if !self.taps.is_empty() {
                     self.taps.guest_tx(out, burst, i, &mut self.out.stock, self.pool);
                 }
                 let (d, frames) = burst.deliver(i, dst, &mut self.out.copies, out);
-                // A segment cut for this guest went out as `frames` frames,
-                // each with the headers again.
-                let bytes = p.frame_len() as u64 + p.offload().gso.map_or(0, |g| g.hdr_len() as u64 * frames.saturating_sub(1) as u64);
-                let n = &mut self.out.guest_tx[out as usize];
-                match d {
-                    Delivery::Done { .. } => {
-                        n[0] += frames as u64;
-                        n[1] += bytes;
-                        t.copied(path, 1, bytes);
-                    }
-                    Delivery::NoBuffers => {
-                        n[0] += frames as u64;
-                        n[2] += 1;
-                    }
-                    Delivery::BadChain(_) => {}
-                }
+                count_delivery(&mut self.out.guest_tx[out as usize], t, path, p, d, frames);
                 self.out.unpublished.insert(out);
                 return;
             }
@@ -336,6 +365,27 @@ impl<'a> Egress<'a> {
             }
             None => bump(&c.drops[DropReason::NoMbuf as usize], 1),
         }
+    }
+}
+
+/// Counts one delivery of guest frame `p` into a copy-once output: its
+/// frames, bytes and drops for want of buffers in `tx`, its copy in `t`.
+#[inline]
+fn count_delivery(tx: &mut [u64; 3], t: &mut Tally, path: Path, p: &crate::copy_once::GuestPkt, d: Delivery, frames: u32) {
+    // A segment cut for this guest went out as `frames` frames, each with
+    // the headers again.
+    let bytes = p.frame_len() as u64 + p.offload().gso.map_or(0, |g| g.hdr_len() as u64 * frames.saturating_sub(1) as u64);
+    match d {
+        Delivery::Done { .. } => {
+            tx[0] += frames as u64;
+            tx[1] += bytes;
+            t.copied(path, 1, bytes);
+        }
+        Delivery::NoBuffers => {
+            tx[0] += frames as u64;
+            tx[2] += 1;
+        }
+        Delivery::BadChain(_) => {}
     }
 }
 

@@ -235,6 +235,13 @@ impl<'a> GuestBurst<'a> {
         dst.deliver_from(&self.rx.ring.mem, &self.rx.chains[i], &self.pkts[i], copies, out)
     }
 
+    /// Frames `frames` (in order) into copy-once guest `dst` (output port
+    /// `out`), in one loop; `each(i, delivery, frames made)`.
+    pub fn deliver_all(&self, frames: impl Iterator<Item = usize>, dst: &mut CopyOnceTx, copies: &mut CopyList, out: u16, each: impl FnMut(usize, Delivery, u32)) {
+        let (chains, pkts) = (&self.rx.chains, self.pkts);
+        dst.deliver_all(&self.rx.ring.mem, frames.map(|i| (i, &chains[i], &pkts[i])), copies, out, each);
+    }
+
     /// A copy of frame `i` in an mbuf (the one payload copy of a frame that
     /// leaves for a port that is not a copy-once guest), its offload
     /// requests in the mbuf's.

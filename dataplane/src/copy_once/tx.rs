@@ -7,7 +7,7 @@ use crate::copy_list::{CopiesDone, CopyList};
 use crate::mbuf_offload;
 use crate::offload::{complete_partial, NetHdr, Segmenter};
 use crate::packet::PacketBuf;
-use crate::virtio_net::{deliver, Delivery, FrameSource, NET_HDR_LEN};
+use crate::virtio_net::{deliver, deliver_short, Delivery, FrameSource, NET_HDR_LEN};
 use crate::virtq::{Chain, RingOps, MAX_READ};
 
 pub struct CopyOnceTx {
@@ -81,16 +81,40 @@ impl CopyOnceTx {
     /// one MSS, each still one copy guest to guest, and a partial checksum
     /// is finished from the sender's bytes. Returns the delivery and the
     /// frames it made (more than one for a segment cut here).
+    #[inline(always)]
     pub fn deliver_from(&mut self, src: &GuestMemory, chain: &Chain, pkt: &GuestPkt, copies: &mut CopyList, out: u16) -> (Delivery, u32) {
+        // Most frames go as they came, into one receive chain: the short way.
+        if !self.ring.broken && pkt.off.fits(self.ring.features.rx) {
+            let frame = plain(src, chain, pkt);
+            if let Some(r) = deliver_short(&mut self.ring.queue, &self.ring.mem, &frame, &mut self.chains[0], (&mut *copies, out)) {
+                return (self.settle(r), 1);
+            }
+        }
+        self.deliver_long(src, chain, pkt, copies, out)
+    }
+
+    /// Frames of a burst in guest memory `src` into this guest (output port
+    /// `out`), in order, each as `deliver_from` delivers it but in one loop:
+    /// `frames` gives each one's index, chain and headers; `each(i,
+    /// delivery, frames made)`.
+    pub fn deliver_all<'c>(&mut self, src: &GuestMemory, frames: impl Iterator<Item = (usize, &'c Chain, &'c GuestPkt)>, copies: &mut CopyList, out: u16, mut each: impl FnMut(usize, Delivery, u32)) {
+        for (i, chain, pkt) in frames {
+            let (d, n) = self.deliver_from(src, chain, pkt, copies, out);
+            each(i, d, n);
+        }
+    }
+
+    /// `deliver_from` the general way: over several receive chains, or
+    /// with offloads this guest does not take done here.
+    fn deliver_long(&mut self, src: &GuestMemory, chain: &Chain, pkt: &GuestPkt, copies: &mut CopyList, out: u16) -> (Delivery, u32) {
         if self.ring.broken {
             return (Delivery::NoBuffers, 0);
         }
+        if pkt.off.fits(self.ring.features.rx) {
+            return (self.deliver_one(&plain(src, chain, pkt), Some((copies, out))), 1);
+        }
         let h = pkt.head_len as usize;
         let tail = |from: usize, len: usize| (len > 0).then_some((src, chain, (NET_HDR_LEN + from) as u64, len as u64));
-        if pkt.off.fits(self.ring.features.rx) {
-            let frame = FrameSource { net_hdr: pkt.off.to_hdr().to_bytes(), head: pkt.headers(), tail: tail(h, pkt.len as usize - h) };
-            return (self.deliver_one(&frame, Some((copies, out))), 1);
-        }
         let Some(gso) = pkt.off.gso else {
             // A partial checksum this guest cannot finish: finish it here,
             // over the header copy and the sender's bytes past it.
@@ -134,8 +158,16 @@ impl CopyOnceTx {
     /// The used entries wait for `publish` either way.
     #[inline]
     pub(super) fn deliver_one(&mut self, frame: &FrameSource, copies: Option<(&mut CopyList, u16)>) -> Delivery {
+        let r = deliver_retrying(&mut self.ring, frame, &mut self.chains, copies, self.retries);
+        self.settle(r)
+    }
+
+    /// What a delivery did, counted: a bad chain refused, a broken ring
+    /// stopped.
+    #[inline]
+    fn settle(&mut self, r: Result<Delivery, crate::virtq::RingError>) -> Delivery {
         let ring = &mut self.ring;
-        match deliver_retrying(ring, frame, &mut self.chains, copies, self.retries) {
+        match r {
             Ok(d) => {
                 if let Delivery::BadChain(e) = d {
                     ring.refused.add(e);
@@ -184,6 +216,15 @@ impl CopyOnceTx {
         burst.free_front(done);
         done - bad
     }
+}
+
+/// Frame `pkt` (in `chain` of `src`) as it came: its offloads in the
+/// header, its headers from scratch, the rest from the sender's buffers.
+#[inline]
+fn plain<'a>(src: &'a GuestMemory, chain: &'a Chain, pkt: &'a GuestPkt) -> FrameSource<'a> {
+    let h = pkt.head_len as usize;
+    let tail = pkt.len as usize - h;
+    FrameSource { net_hdr: pkt.off.to_hdr().to_bytes(), head: pkt.headers(), tail: (tail > 0).then_some((src, chain, (NET_HDR_LEN + h) as u64, tail as u64)) }
 }
 
 /// `deliver`, tried again up to `retries` times while the guest has too
