@@ -192,13 +192,19 @@ pub fn deliver<Q: RingOps>(
 /// was (`deliver` it); a bad chain is returned as `deliver` returns it.
 #[inline(always)]
 pub fn deliver_short<Q: RingOps>(q: &mut Q, mem: &GuestMemory, frame: &FrameSource, chain: &mut Chain, (list, out): (&mut CopyList, u16)) -> Option<Result<Delivery, RingError>> {
+    let len = NET_HDR_LEN as u64 + frame.len();
+    // Chains found too few for as large a frame are not walked again.
+    match q.starved(mem, len) {
+        Ok(false) => {}
+        Ok(true) => return None,
+        Err(e) => return Some(Err(e)),
+    }
     match q.pop(mem, Direction::DeviceWrites, chain) {
         Ok(Pop::Chain) => {}
         Ok(Pop::Empty) => return None,
         Ok(Pop::Bad { head, err }) => return Some(q.add_used(mem, head, 0).map(|()| Delivery::BadChain(err))),
         Err(e) => return Some(Err(e)),
     }
-    let len = NET_HDR_LEN as u64 + frame.len();
     let lead = NET_HDR_LEN + frame.head.len();
     let Some(first) = chain.segments().first().filter(|s| s.len() as usize >= lead && chain.len() >= len) else {
         q.unpop(1);
