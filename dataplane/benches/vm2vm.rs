@@ -52,14 +52,16 @@ fn rig(tag: &str, packed: bool) -> Rig {
     r
 }
 
-/// Frames of `size` bytes, 32 a poll.
+/// Frames of `size` bytes, 32 a poll (`VM2VM_BURST`: fewer, as a switch
+/// that keeps up with its guests takes them).
 fn frames(size: usize, packed: bool) -> (f64, f64) {
     let mut r = rig(&format!("vv{size}{}", if packed { "p" } else { "" }), packed);
     let f = frame(TO_B, size, 0);
-    let polls = std::env::var("VM2VM_POLLS").ok().and_then(|p| p.parse().ok()).unwrap_or(20_000);
+    let env = |name: &str, default: usize| std::env::var(name).ok().and_then(|p| p.parse().ok()).unwrap_or(default);
+    let (polls, burst) = (env("VM2VM_POLLS", 20_000), env("VM2VM_BURST", BURST).clamp(1, BURST) as u16);
     let result = measure(&mut r, polls, |r, base| {
         let b = r.b.as_mut().expect("guest b");
-        for h in base..base + BURST as u16 {
+        for h in base..base + burst {
             b.offer_rx(h);
             r.a.send_one(h, &f);
         }

@@ -48,7 +48,7 @@ fn main() {
             for _ in 0..32 {
                 b.push(pool.alloc_from(f).unwrap()).unwrap();
             }
-            let eg = Egress { ports: &ports, flood: &flood, tx: &mut tx, out: &mut out, pool: &pool, fdb: &fdb, counters: &counters, now: 1, taps: &Taps::default(), flows: None };
+            let eg = Egress { ports: &ports, flood: &flood, guests: guest_outputs(&tx), tx: &mut tx, out: &mut out, pool: &pool, fdb: &fdb, counters: &counters, now: 1, taps: &Taps::default(), flows: None };
             eg.forward_mbufs(slot, &mut b);
         }
         N as f64 / start.elapsed().as_secs_f64() / 1e6

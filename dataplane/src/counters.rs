@@ -312,6 +312,9 @@ pub fn count_refused(refused: &mut crate::virtq::Refused, drops: &[AtomicU64; Dr
 /// Publishes and zeroes a copy-once ring's header refusals (`bad`, by
 /// `HdrError` index), once per burst.
 pub fn count_bad_headers(bad: &mut [u32], drops: &[AtomicU64; DropReason::COUNT]) {
+    if bad.iter().fold(0, |a, &n| a | n) == 0 {
+        return;
+    }
     for (&e, n) in HdrError::ALL.iter().zip(bad.iter_mut()) {
         if *n > 0 {
             bump(&drops[DropReason::bad_header(e) as usize], std::mem::take(n) as u64);

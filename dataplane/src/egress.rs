@@ -31,6 +31,15 @@ const PREFETCH_MAX: usize = 128;
 
 const NOT_HELD: u16 = u16::MAX;
 
+/// The slots of `tx` that are copy-once guests: the outputs a burst's
+/// prefetches visit, found once a plan rather than by a walk over every
+/// slot each burst.
+pub fn guest_outputs(tx: &[Option<TxPort>]) -> PortSet {
+    let mut set = PortSet::EMPTY;
+    tx.iter().enumerate().filter(|(_, t)| t.as_ref().and_then(TxPort::copy_once).is_some()).for_each(|(s, _)| set.insert(s as u16));
+    set
+}
+
 /// A PMD thread's output state, allocated once: one batch per port slot,
 /// the burst's listed copies, and scratch.
 pub struct Outputs {
@@ -88,6 +97,8 @@ pub struct Egress<'a> {
     pub ports: &'a [Option<PortView>],
     pub flood: &'a FloodSets,
     pub tx: &'a mut [Option<TxPort>],
+    /// The slots of `tx` that are copy-once guests (`guest_outputs`).
+    pub guests: PortSet,
     pub out: &'a mut Outputs,
     pub pool: &'a Mempool,
     pub fdb: &'a Fdb,
@@ -151,8 +162,8 @@ impl<'a> Egress<'a> {
 
     /// The same borrows for a burst within this one (a tunnel's frames).
     pub(crate) fn reborrow(&mut self) -> Egress<'_> {
-        let Egress { ports, flood, pool, fdb, counters, now, taps, .. } = *self;
-        Egress { ports, flood, tx: &mut *self.tx, out: &mut *self.out, pool, fdb, counters, now, taps, flows: self.flows.as_deref_mut() }
+        let Egress { ports, flood, guests, pool, fdb, counters, now, taps, .. } = *self;
+        Egress { ports, flood, tx: &mut *self.tx, guests, out: &mut *self.out, pool, fdb, counters, now, taps, flows: self.flows.as_deref_mut() }
     }
 
     /// A burst of mbufs from `in_slot`.
@@ -283,8 +294,8 @@ impl<'a> Egress<'a> {
     /// deliveries then write lines already ours instead of waiting for the
     /// guest's core to give up each one.
     fn prefetch_rings(&self, in_slot: u16, n: usize) {
-        for (_, t) in self.tx.iter().enumerate().filter(|(s, _)| *s != in_slot as usize) {
-            t.as_ref().and_then(TxPort::copy_once).inspect(|t| t.prefetch(n));
+        for out in self.guests.without(in_slot) {
+            self.tx[out as usize].as_ref().and_then(TxPort::copy_once).inspect(|t| t.prefetch(n));
         }
     }
 
@@ -308,8 +319,9 @@ impl<'a> Egress<'a> {
                 Decision::Drop(_) | Decision::Flow(_) => {}
             }
         }
-        for (t, (n, bytes)) in self.tx.iter().zip(want).filter(|(_, (n, _))| *n > 0) {
-            t.as_ref().and_then(TxPort::copy_once).inspect(|t| t.prefetch_buffers(n as usize, bytes.into()));
+        for out in self.guests.filter(|&out| want[out as usize].0 > 0) {
+            let (n, bytes) = want[out as usize];
+            self.tx[out as usize].as_ref().and_then(TxPort::copy_once).inspect(|t| t.prefetch_buffers(n as usize, bytes.into()));
         }
     }
 
@@ -366,6 +378,13 @@ impl<'a> Egress<'a> {
             None => bump(&c.drops[DropReason::NoMbuf as usize], 1),
         }
     }
+}
+
+/// Whether any count is not zero (one pass of ORs, which the compiler
+/// does a vector at a time).
+#[inline]
+fn any(counts: &[u64]) -> bool {
+    counts.iter().fold(0, |a, &n| a | n) != 0
 }
 
 /// Counts one delivery of guest frame `p` into a copy-once output: its
@@ -531,11 +550,18 @@ impl Egress<'_> {
         let pc = &self.counters.ports[in_slot as usize];
         bump(&pc.forwarded, t.forwarded);
         bump(&pc.flooded, t.flooded);
-        for (c, &n) in pc.drops.iter().zip(&t.drops) {
-            bump(c, n);
+        // Most bursts drop nothing and lend nothing: one test for each,
+        // not one a reason (a fixed cost the small bursts of a switch that
+        // keeps up would pay many times over).
+        if any(&t.drops.0) {
+            for (c, &n) in pc.drops.iter().zip(&t.drops) {
+                bump(c, n);
+            }
         }
-        for (c, &n) in self.counters.zero_copy.iter().zip(&t.zero_copy) {
-            bump(c, n);
+        if any(&t.zero_copy) {
+            for (c, &n) in self.counters.zero_copy.iter().zip(&t.zero_copy) {
+                bump(c, n);
+            }
         }
         for (c, n) in self.counters.paths.iter().zip(t.paths) {
             bump(&c.packets, n[0]);

@@ -17,9 +17,9 @@ use pmd_bridge::{Burst, Mempool, BURST};
 use crate::capture::Taps;
 use crate::copy_once::GuestPkt;
 use crate::counters::{bump, PmdCounters, MAX_PORTS};
-use crate::egress::{Egress, Outputs};
+use crate::egress::{guest_outputs, Egress, Outputs};
 use crate::fdb::Fdb;
-use crate::flood::FloodSets;
+use crate::flood::{FloodSets, PortSet};
 use crate::flow::PmdFlows;
 use crate::fwd::PortTable;
 use crate::idle::{IdleSleep, KICK_SLEEP};
@@ -41,6 +41,8 @@ pub struct PmdPlan {
     pub tx: Vec<Option<TxPort>>,
     /// Per VLAN, the ports this thread can flood to.
     flood: FloodSets,
+    /// The slots of `tx` that are copy-once guests.
+    guests: PortSet,
     /// Packet captures running (`capture`).
     taps: Taps,
     /// The OpenFlow table, when it holds flows (`flow`).
@@ -53,7 +55,8 @@ impl PmdPlan {
         tx.resize_with(MAX_PORTS, || None);
         // A vhost port without a guest has no queue: not part of a flood.
         let flood = FloodSets::new(&ports, |slot| tx[slot as usize].is_some());
-        PmdPlan { ports, rx, tx, flood, taps: Taps::default(), flows: None }
+        let guests = guest_outputs(&tx);
+        PmdPlan { ports, rx, tx, flood, guests, taps: Taps::default(), flows: None }
     }
 
     pub fn with_taps(self, taps: Taps) -> PmdPlan {
@@ -164,13 +167,13 @@ pub fn run(ctx: PmdContext) -> i32 {
                 panic!("injected PMD panic after {n} iterations (VSWITCHD_TEST_PMD_PANIC_AFTER)");
             }
         }
-        let PmdPlan { ports, rx: sources, tx, flood, taps, flows } = &mut plan;
+        let PmdPlan { ports, rx: sources, tx, flood, guests, taps, flows } = &mut plan;
         let mut most = 0;
         for src in sources.iter_mut() {
             let t0 = tsc();
             let drops = &ctx.counters.ports[src.slot as usize].drops;
             let received = src.port.recv(&ctx.pool, &mut mbufs, &mut guest, drops);
-            let eg = Egress { ports, flood, tx, out: &mut out, pool: &ctx.pool, fdb: &ctx.fdb, counters: &ctx.counters, now, taps, flows: flows.as_deref_mut() };
+            let eg = Egress { ports, flood, tx, guests: *guests, out: &mut out, pool: &ctx.pool, fdb: &ctx.fdb, counters: &ctx.counters, now, taps, flows: flows.as_deref_mut() };
             let n = match received {
                 Received::Nothing => {
                     bump(&ctx.counters.idle_cycles, tsc() - t0);
@@ -201,7 +204,7 @@ pub fn run(ctx: PmdContext) -> i32 {
             most = most.max(n);
         }
         if flows.is_some() {
-            Egress { ports, flood, tx, out: &mut out, pool: &ctx.pool, fdb: &ctx.fdb, counters: &ctx.counters, now, taps, flows: flows.as_deref_mut() }.forward_injected();
+            Egress { ports, flood, tx, guests: *guests, out: &mut out, pool: &ctx.pool, fdb: &ctx.fdb, counters: &ctx.counters, now, taps, flows: flows.as_deref_mut() }.forward_injected();
         }
         if idle.enabled() {
             let us = idle.after(most);

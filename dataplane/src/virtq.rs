@@ -396,9 +396,14 @@ impl SplitQueue {
             }
         }
         // The used entries these chains will take (eight to a line).
-        let mask = self.size as usize - 1;
-        for k in (0..n.min(self.size as usize)).step_by(8).chain([n.saturating_sub(1)]) {
+        let (mask, n) = (self.size as usize - 1, n.min(self.size as usize));
+        let mut k = 0;
+        while k < n {
             mem.prefetch_write_at(&self.used, 4 + 8 * ((self.next_used.0 as usize + k) & mask));
+            k += 8;
+        }
+        if n > 1 {
+            mem.prefetch_write_at(&self.used, 4 + 8 * ((self.next_used.0 as usize + n - 1) & mask));
         }
     }
 

@@ -6,7 +6,7 @@ pub use std::sync::{Arc, OnceLock};
 
 pub use dataplane::capture::Taps;
 pub use dataplane::counters::{DropReason, PmdCounters, MAX_PORTS};
-pub use dataplane::egress::{Egress, Outputs};
+pub use dataplane::egress::{guest_outputs, Egress, Outputs};
 pub use dataplane::fdb::Fdb;
 pub use dataplane::flood::FloodSets;
 pub use dataplane::fwd::PortView;
@@ -89,7 +89,7 @@ impl Rig {
         for f in frames {
             b.push(self.pool.alloc_from(f).unwrap()).unwrap();
         }
-        let eg = Egress { ports: &self.ports, flood: &self.flood, tx: &mut self.tx, out: &mut self.out, pool: &self.pool, fdb: &self.fdb, counters: &self.counters, now: 1, taps: &Taps::default(), flows: None };
+        let eg = Egress { ports: &self.ports, flood: &self.flood, guests: guest_outputs(&self.tx), tx: &mut self.tx, out: &mut self.out, pool: &self.pool, fdb: &self.fdb, counters: &self.counters, now: 1, taps: &Taps::default(), flows: None };
         eg.forward_mbufs(slot, &mut b);
     }
 

@@ -8,7 +8,7 @@ use std::sync::{Arc, OnceLock};
 
 use dataplane::copy_once::{CopyOnceRx, CopyOnceTx, GuestFeatures, GuestPkt, GuestRing, Interrupt, ZeroCopy};
 use dataplane::counters::{Path, PmdCounters, ZeroCopy as Outcome, MAX_PORTS};
-use dataplane::egress::{Egress, Outputs};
+use dataplane::egress::{guest_outputs, Egress, Outputs};
 use dataplane::fdb::Fdb;
 use dataplane::flood::{FloodSets, PortSet};
 use dataplane::fwd::PortView;
@@ -228,7 +228,7 @@ impl Rig {
         let drops = dataplane::counters::PerReason::default();
         let Some(burst) = self.rx.recv(&mut pkts, &drops) else { return 0 };
         let n = burst.pkts().len();
-        let eg = Egress { ports: &self.ports, flood: &self.flood, tx: &mut self.tx, out: &mut self.out, pool: &self.pool, fdb: &self.fdb, counters: &self.counters, now: 1, taps: &Taps::default(), flows: None };
+        let eg = Egress { ports: &self.ports, flood: &self.flood, guests: guest_outputs(&self.tx), tx: &mut self.tx, out: &mut self.out, pool: &self.pool, fdb: &self.fdb, counters: &self.counters, now: 1, taps: &Taps::default(), flows: None };
         eg.forward_guest(0, burst);
         n
     }
