@@ -186,7 +186,7 @@ impl<'a> Egress<'a> {
         let copied_in = input.vm as u64;
         let input_vm = input.vm;
         let mut t = Tally::default();
-        for (m, d) in rx.drain().zip(decisions) {
+        for (m, &d) in rx.drain().zip(&decisions) {
             let len = m.len() as u64;
             let path = match d {
                 Decision::Drop(r) => {
@@ -213,7 +213,7 @@ impl<'a> Egress<'a> {
             t.paths[path as usize][0] += 1;
             t.copied(path, copied_in, copied_in * len);
         }
-        let _ = self.finish(None, in_slot, t);
+        let _ = self.finish(None, in_slot, &mut t);
     }
 
     /// A burst still in a copy-once guest's transmit buffers: one payload
@@ -231,7 +231,7 @@ impl<'a> Egress<'a> {
         self.prefetch_buffers(in_slot, &decisions[..pkts.len()], pkts.iter().map(|p| p.headers().len()));
         let mut burst = burst;
         let mut t = Tally::default();
-        for (i, d) in decisions.into_iter().enumerate().take(pkts.len()) {
+        for (i, &d) in decisions[..pkts.len()].iter().enumerate() {
             match d {
                 Decision::Drop(r) => t.drops[r as usize] += 1,
                 Decision::Unicast { out, vlan, tagged } => {
@@ -262,7 +262,7 @@ impl<'a> Egress<'a> {
         for out in std::mem::take(&mut self.out.holding) {
             self.deliver_held(&burst, out, &mut t);
         }
-        let done = self.finish(Some(burst.mem()), in_slot, t);
+        let done = self.finish(Some(burst.mem()), in_slot, &mut t);
         burst.commit(&done);
     }
 
@@ -527,9 +527,9 @@ impl Egress<'_> {
     /// burst): sends every batch, runs the listed copies, publishes every
     /// copy-once guest written to, then the counts. The proof returned is
     /// what gives the sender's chains back.
-    pub(crate) fn finish(&mut self, from: Option<&GuestMemory>, in_slot: u16, mut t: Tally) -> CopiesDone<'_> {
+    pub(crate) fn finish(&mut self, from: Option<&GuestMemory>, in_slot: u16, t: &mut Tally) -> CopiesDone<'_> {
         for out in std::mem::take(&mut self.out.dirty) {
-            self.flush_one(out, &mut t);
+            self.flush_one(out, t);
         }
         self.out.dropped.clear();
         self.out.stock.settle();
@@ -563,7 +563,7 @@ impl Egress<'_> {
                 bump(c, n);
             }
         }
-        for (c, n) in self.counters.paths.iter().zip(t.paths) {
+        for (c, n) in self.counters.paths.iter().zip(&t.paths) {
             bump(&c.packets, n[0]);
             bump(&c.payload_copies, n[1]);
             bump(&c.bytes_copied, n[2]);

@@ -201,7 +201,7 @@ impl Egress<'_> {
         // dispositions is an input's.
         t.forwarded = 0;
         t.drops = Default::default();
-        let _ = self.finish(None, 0, t);
+        let _ = self.finish(None, 0, &mut t);
     }
 
     fn inject_one(&mut self, in_slot: u16, m: Mbuf, actions: &[Action], t: &mut Tally) {
