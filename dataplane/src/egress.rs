@@ -282,7 +282,14 @@ impl<'a> Egress<'a> {
         let path = Path::of(true, self.is_vm(out));
         let Some(TxPort::CopyOnce(dst)) = self.tx[out as usize].as_mut() else { return };
         let (held, pkts) = (&mut self.out.held, burst.pkts());
-        let frames = (0..pkts.len()).filter(|&i| std::mem::replace(&mut held[i], NOT_HELD) == out);
+        // Only this output's entries are cleared: the others' are still to come.
+        let frames = (0..pkts.len()).filter(|&i| {
+            let mine = held[i] == out;
+            if mine {
+                held[i] = NOT_HELD;
+            }
+            mine
+        });
         let tx = &mut self.out.guest_tx[out as usize];
         burst.deliver_all(frames, dst, &mut self.out.copies, out, |i, d, made| count_delivery(tx, t, path, &pkts[i], d, made));
         self.out.unpublished.insert(out);

@@ -130,6 +130,29 @@ fn frames_for_a_guest_keep_their_order_around_a_flood() {
     r.finish();
 }
 
+/// Frames of one burst held for two copy-once guests: each guest gets its
+/// own, none lost to the other's delivery.
+#[test]
+fn regression_frames_held_for_two_guests_all_arrive() {
+    let mut r = Rig::new("z2", 0, true, 8, 256, 0);
+    let mut c = Guest::new();
+    (0..8).for_each(|h| c.offer_rx(h));
+    r.ports[2] = Some(PortView::new("c", 2, 1, VlanMode::Access(1), 9000).with_vm(true));
+    r.tx[2] = Some(dataplane::port_io::TxPort::CopyOnce(Box::new(dataplane::copy_once::CopyOnceTx::new(c.queue(0), 0))));
+    r.flood = dataplane::flood::FloodSets::new(&r.ports, |s| r.tx[s as usize].is_some());
+    r.fdb.learn(1, [2, 0, 0, 0, 0, 0xb], 1, 1, 1);
+    r.fdb.learn(1, [2, 0, 0, 0, 0, 0xc], 2, 1, 1);
+    let sent = [frame(0xb, 100, 1), frame(0xc, 100, 2), frame(0xb, 100, 3), frame(0xc, 100, 4)];
+    for (h, f) in sent.iter().enumerate() {
+        r.a.send(h as u16, f);
+    }
+    assert_eq!(r.poll(), 4, "one burst");
+    let b = r.b.as_ref().unwrap();
+    assert_eq!((0..b.used_idx()).map(|h| b.received(h, 100)).collect::<Vec<_>>(), [sent[0].clone(), sent[2].clone()]);
+    assert_eq!((0..c.used_idx()).map(|h| c.received(h, 100)).collect::<Vec<_>>(), [sent[1].clone(), sent[3].clone()]);
+    r.finish();
+}
+
 #[test]
 fn a_ring_parked_while_a_nic_holds_its_chains_returns_them_from_the_control_thread() {
     let mut r = Rig::new("zp", 1, false, 8, 256, 0);
