@@ -12,7 +12,7 @@ use pmd_bridge::{Burst, Mbuf, Mempool, Stock, BURST};
 use crate::capture::Taps;
 use crate::copy_list::{CopiesDone, CopyList};
 use crate::copy_once::GuestBurst;
-use crate::counters::{bump, DropReason, Path, PmdCounters, ZeroCopy, MAX_PORTS};
+use crate::counters::{any, bump, DropReason, Path, PmdCounters, ZeroCopy, MAX_PORTS};
 use crate::fdb::Fdb;
 use crate::flood::{FloodSets, PortSet};
 use crate::flow::PmdFlows;
@@ -272,7 +272,7 @@ impl<'a> Egress<'a> {
     #[inline]
     fn holds(&self, out: u16, vlan: u16, tagged: bool) -> bool {
         self.taps.is_empty()
-            && matches!(self.tx[out as usize], Some(TxPort::CopyOnce(_)))
+            && self.guests.contains(out)
             && self.ports[out as usize].as_ref().is_some_and(|p| p.vlan.egress_edit(vlan, tagged) == TagEdit::Keep)
     }
 
@@ -385,13 +385,6 @@ impl<'a> Egress<'a> {
             None => bump(&c.drops[DropReason::NoMbuf as usize], 1),
         }
     }
-}
-
-/// Whether any count is not zero (one pass of ORs, which the compiler
-/// does a vector at a time).
-#[inline]
-fn any(counts: &[u64]) -> bool {
-    counts.iter().fold(0, |a, &n| a | n) != 0
 }
 
 /// Counts one delivery of guest frame `p` into a copy-once output: its
