@@ -253,34 +253,51 @@ impl<'a> Egress<'a> {
                     }
                 }
                 // A flow's actions work on an mbuf: the frame copied once.
-                Decision::Flow(f) => match burst.materialize(i, &mut self.out.stock, self.pool) {
-                    Some(m) => self.run_flow(in_slot, m, f, &mut t),
-                    None => t.drops[DropReason::NoMbuf as usize] += 1,
-                },
+                // The frames held so far go first: an output's batch that
+                // fills is sent at once.
+                Decision::Flow(f) => {
+                    self.deliver_all_held(&burst, &mut t);
+                    match burst.materialize(i, &mut self.out.stock, self.pool) {
+                        Some(m) => self.run_flow(in_slot, m, f, &mut t),
+                        None => t.drops[DropReason::NoMbuf as usize] += 1,
+                    }
+                }
             }
         }
-        for out in std::mem::take(&mut self.out.holding) {
-            self.deliver_held(&burst, out, &mut t);
-        }
+        self.deliver_all_held(&burst, &mut t);
         let done = self.finish(Some(burst.mem()), in_slot, &mut t);
         burst.commit(&done);
     }
 
     /// Whether a unicast frame for `out` is held for `deliver_held`: `out`
-    /// is a copy-once guest that takes it as it is (no tag change), and
-    /// nothing captures it.
+    /// is a copy-once guest that takes it as it is (no tag change), nothing
+    /// captures it, and no frame waits for it as an mbuf (a flow's output,
+    /// sent only at `finish`: held frames would overtake it).
     #[inline]
     fn holds(&self, out: u16, vlan: u16, tagged: bool) -> bool {
         self.taps.is_empty()
             && self.guests.contains(out)
+            && !self.out.dirty.contains(out)
             && self.ports[out as usize].as_ref().is_some_and(|p| p.vlan.egress_edit(vlan, tagged) == TagEdit::Keep)
+    }
+
+    fn deliver_all_held(&mut self, burst: &GuestBurst, t: &mut Tally) {
+        for out in std::mem::take(&mut self.out.holding) {
+            self.deliver_held(burst, out, t);
+        }
     }
 
     /// Delivers the frames held for copy-once output `out`, in order.
     fn deliver_held(&mut self, burst: &GuestBurst, out: u16, t: &mut Tally) {
         self.out.holding = self.out.holding.without(out);
         let path = Path::of(true, self.is_vm(out));
-        let Some(TxPort::CopyOnce(dst)) = self.tx[out as usize].as_mut() else { return };
+        let Some(TxPort::CopyOnce(dst)) = self.tx[out as usize].as_mut() else {
+            // Not reached (`guests`, which `holds` asks, is this `tx`'s):
+            // were it, its frames are dropped, not left held for the next burst.
+            let lost = self.out.held.iter_mut().filter(|h| **h == out).map(|h| *h = NOT_HELD).count();
+            bump(&self.counters.ports[out as usize].drops[DropReason::PortDown as usize], lost as u64);
+            return;
+        };
         let (held, pkts) = (&mut self.out.held, burst.pkts());
         // Only this output's entries are cleared: the others' are still to come.
         let frames = (0..pkts.len()).filter(|&i| {
@@ -344,9 +361,13 @@ impl<'a> Egress<'a> {
         let c = &self.counters.ports[out as usize];
         let p = &burst.pkts()[i];
         if port.vlan.egress_edit(vlan, tagged) == TagEdit::Keep {
-            // Frames held for it go first: a guest sees its frames in order.
+            // Frames held or batched for it go first: a guest sees its
+            // frames in order (only one of the two waits, see `holds`).
             if self.out.holding.contains(out) {
                 self.deliver_held(burst, out, t);
+            }
+            if self.out.dirty.contains(out) {
+                self.flush_one(out, t);
             }
             if let Some(TxPort::CopyOnce(dst)) = self.tx[out as usize].as_mut() {
                 if !self.taps.is_empty() {
@@ -484,6 +505,7 @@ impl Egress<'_> {
     /// One send call; what the port does not take is dropped and counted.
     /// A copy-once guest's entries wait for `finish` to be published.
     fn flush_one(&mut self, out: u16, t: &mut Tally) {
+        self.out.dirty = self.out.dirty.without(out);
         let batch = &mut self.out.batches[out as usize];
         if batch.is_empty() {
             return;

@@ -173,6 +173,8 @@ pub struct Rig {
     pub counters: PmdCounters,
     /// A NIC that frees at once (`measure`), kept open.
     pub _null: Option<EthPort>,
+    /// An OpenFlow table in front of the L2 path, if set.
+    pub flows: Option<dataplane::flow::PmdFlows>,
 }
 
 /// A ring port for the switch and one that reads its wire, for the test.
@@ -219,7 +221,7 @@ impl Rig {
         let zc = ZeroCopy::new(Lender::new(bound), targets, min_len, Arc::new(AtomicU64::new(0)));
         let rx = CopyOnceRx::new(a.queue(1)).with_zero_copy(zc);
         let flood = FloodSets::new(&ports, |s| tx[s as usize].is_some());
-        Rig { pool, a, rx, ports, tx, nics: rigs, b, flood, out: Outputs::default(), fdb: Fdb::new(64, 300), counters: PmdCounters::default(), _null: None }
+        Rig { pool, a, rx, ports, tx, nics: rigs, b, flood, out: Outputs::default(), fdb: Fdb::new(64, 300), counters: PmdCounters::default(), _null: None, flows: None }
     }
 
     /// One poll of guest `a`'s transmit ring, forwarded; how many frames.
@@ -228,7 +230,7 @@ impl Rig {
         let drops = dataplane::counters::PerReason::default();
         let Some(burst) = self.rx.recv(&mut pkts, &drops) else { return 0 };
         let n = burst.pkts().len();
-        let eg = Egress { ports: &self.ports, flood: &self.flood, guests: guest_outputs(&self.tx), tx: &mut self.tx, out: &mut self.out, pool: &self.pool, fdb: &self.fdb, counters: &self.counters, now: 1, taps: &Taps::default(), flows: None };
+        let eg = Egress { ports: &self.ports, flood: &self.flood, guests: guest_outputs(&self.tx), tx: &mut self.tx, out: &mut self.out, pool: &self.pool, fdb: &self.fdb, counters: &self.counters, now: 1, taps: &Taps::default(), flows: self.flows.as_mut() };
         eg.forward_guest(0, burst);
         n
     }
