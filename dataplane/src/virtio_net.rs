@@ -72,20 +72,27 @@ pub enum Delivery {
 /// chain table is too big to build per packet). With `copies` (the burst's
 /// list and this output's port), the guest-to-guest payload copy is listed
 /// for later (if shorter than `LIST_BELOW`); without, it is done now.
+/// `taken`: chains the short way already took for this frame, in
+/// `chains[..taken]` (0 or 1).
 pub fn deliver<Q: RingOps>(
     q: &mut Q,
     mem: &GuestMemory,
     frame: &FrameSource,
     mergeable: bool,
-    chains: &mut [Chain],
+    (chains, taken): (&mut [Chain], usize),
     mut copies: Option<(&mut CopyList, u16)>,
 ) -> Result<Delivery, RingError> {
     let need = NET_HDR_LEN as u64 + frame.len();
-    if q.starved(mem, need)? {
+    if taken == 0 && q.starved(mem, need)? {
         return Ok(Delivery::NoBuffers);
     }
     let chains = &mut chains[..MAX_BUFFERS];
-    let (mut n, mut room) = (0usize, 0u64);
+    // At most the short way's one: the bound lets the walk below go
+    // without an index check a chain.
+    let (mut n, mut room) = match taken {
+        0 => (0, 0),
+        _ => (1, chains[0].len()),
+    };
     while room < need {
         if n == MAX_BUFFERS || (!mergeable && n == 1) {
             q.unpop(n as u16);
@@ -188,27 +195,25 @@ pub fn deliver<Q: RingOps>(
 /// `deliver` the short way, for a frame that needs none of its generality:
 /// one receive chain takes the header and the whole frame, its first
 /// buffer the header and `head`; the tail is listed in `copies` (or copied
-/// now, if long or the list is full). None: not so, and the ring is as it
-/// was (`deliver` it); a bad chain is returned as `deliver` returns it.
+/// now, if long or the list is full). A bad chain is returned as `deliver`
+/// returns it.
 #[inline(always)]
-pub fn deliver_short<Q: RingOps>(q: &mut Q, mem: &GuestMemory, frame: &FrameSource, chain: &mut Chain, (list, out): (&mut CopyList, u16)) -> Option<Result<Delivery, RingError>> {
+pub fn deliver_short<Q: RingOps>(q: &mut Q, mem: &GuestMemory, frame: &FrameSource, chain: &mut Chain, (list, out): (&mut CopyList, u16)) -> Result<Short, RingError> {
     let len = NET_HDR_LEN as u64 + frame.len();
     // Chains found too few for as large a frame are not walked again.
-    match q.starved(mem, len) {
-        Ok(false) => {}
-        Ok(true) => return None,
-        Err(e) => return Some(Err(e)),
+    if q.starved(mem, len)? {
+        return Ok(Short::Long(0));
     }
-    match q.pop(mem, Direction::DeviceWrites, chain) {
-        Ok(Pop::Chain) => {}
-        Ok(Pop::Empty) => return None,
-        Ok(Pop::Bad { head, err }) => return Some(q.add_used(mem, head, 0).map(|()| Delivery::BadChain(err))),
-        Err(e) => return Some(Err(e)),
+    match q.pop(mem, Direction::DeviceWrites, chain)? {
+        Pop::Chain => {}
+        Pop::Empty => return Ok(Short::Long(0)),
+        Pop::Bad { head, err } => return q.add_used(mem, head, 0).map(|()| Short::Done(Delivery::BadChain(err))),
     }
     let lead = NET_HDR_LEN + frame.head.len();
+    // Not walked twice: a chain too short (a frame for mergeable buffers)
+    // or whose first buffer is (a header-only one) is `deliver`'s first.
     let Some(first) = chain.segments().first().filter(|s| s.len() as usize >= lead && chain.len() >= len) else {
-        q.unpop(1);
-        return None;
+        return Ok(Short::Long(1));
     };
     // A span of a validated chain: these writes cannot fail.
     let wrote = mem.store(first, 0, header(frame.net_hdr, 1)).is_ok() && mem.write_span(first, NET_HDR_LEN, frame.head).is_ok();
@@ -225,12 +230,19 @@ pub fn deliver_short<Q: RingOps>(q: &mut Q, mem: &GuestMemory, frame: &FrameSour
         } else {
             copy_chain(from, &mut Cursor::new(src, src_off), mem, chain, lead as u64, tail)
         };
-        if let Err(e) = copied {
-            return Some(Err(e.into()));
-        }
+        copied?;
         guest_copies = 1;
     }
-    Some(q.add_used(mem, chain.head, if wrote { len as u32 } else { 0 }).map(|()| Delivery::Done { buffers: 1, guest_copies }))
+    q.add_used(mem, chain.head, if wrote { len as u32 } else { 0 }).map(|()| Short::Done(Delivery::Done { buffers: 1, guest_copies }))
+}
+
+/// What the short way did with a frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Short {
+    Done(Delivery),
+    /// Not this way: `deliver` it, with the chains already taken for it
+    /// (0, or 1: the short way's `chain`).
+    Long(usize),
 }
 
 /// The virtio-net header a receiving guest gets: the offloads' 10 bytes

@@ -151,7 +151,7 @@ fn packed_rings_of_a_real_driver_both_ways_for_several_laps() {
             let src = FrameSource { net_hdr: [0; NetHdr::LEN], head: f, tail: None };
             let start = Instant::now();
             loop {
-                match deliver(&mut p.rx, &p.mem, &src, true, &mut chains, None).unwrap() {
+                match deliver(&mut p.rx, &p.mem, &src, true, (&mut chains, 0), None).unwrap() {
                     Delivery::Done { .. } => break,
                     Delivery::NoBuffers if start.elapsed() < DEADLINE => continue,
                     d => panic!("{d:?}"),

@@ -7,7 +7,7 @@ use crate::copy_list::{CopiesDone, CopyList};
 use crate::mbuf_offload;
 use crate::offload::{complete_partial, NetHdr, Segmenter};
 use crate::packet::PacketBuf;
-use crate::virtio_net::{deliver, deliver_short, Delivery, FrameSource, NET_HDR_LEN};
+use crate::virtio_net::{deliver, deliver_short, Delivery, FrameSource, Short, NET_HDR_LEN};
 use crate::virtq::{Chain, RingOps, MAX_READ};
 
 pub struct CopyOnceTx {
@@ -84,13 +84,16 @@ impl CopyOnceTx {
     #[inline(always)]
     pub fn deliver_from(&mut self, src: &GuestMemory, chain: &Chain, pkt: &GuestPkt, copies: &mut CopyList, out: u16) -> (Delivery, u32) {
         // Most frames go as they came, into one receive chain: the short way.
+        let mut taken = 0;
         if !self.ring.broken && pkt.off.fits(self.ring.features.rx) {
             let frame = plain(src, chain, pkt);
-            if let Some(r) = deliver_short(&mut self.ring.queue, &self.ring.mem, &frame, &mut self.chains[0], (&mut *copies, out)) {
-                return (self.settle(r), 1);
+            match deliver_short(&mut self.ring.queue, &self.ring.mem, &frame, &mut self.chains[0], (&mut *copies, out)) {
+                Ok(Short::Long(n)) => taken = n,
+                Ok(Short::Done(d)) => return (self.settle(Ok(d)), 1),
+                Err(e) => return (self.settle(Err(e)), 1),
             }
         }
-        self.deliver_long(src, chain, pkt, copies, out)
+        self.deliver_long(src, chain, pkt, copies, out, taken)
     }
 
     /// Frames of a burst in guest memory `src` into this guest (output port
@@ -104,15 +107,18 @@ impl CopyOnceTx {
         }
     }
 
-    /// `deliver_from` the general way: over several receive chains, or
-    /// with offloads this guest does not take done here.
-    fn deliver_long(&mut self, src: &GuestMemory, chain: &Chain, pkt: &GuestPkt, copies: &mut CopyList, out: u16) -> (Delivery, u32) {
+    /// `deliver_from` the general way: over several receive chains (the
+    /// first `taken` already, by the short way), or with offloads this
+    /// guest does not take done here.
+    fn deliver_long(&mut self, src: &GuestMemory, chain: &Chain, pkt: &GuestPkt, copies: &mut CopyList, out: u16, taken: usize) -> (Delivery, u32) {
         if self.ring.broken {
             return (Delivery::NoBuffers, 0);
         }
         if pkt.off.fits(self.ring.features.rx) {
-            return (self.deliver_one(&plain(src, chain, pkt), Some((copies, out))), 1);
+            let r = deliver_retrying(&mut self.ring, &plain(src, chain, pkt), (&mut self.chains, taken), Some((copies, out)), self.retries);
+            return (self.settle(r), 1);
         }
+        debug_assert_eq!(taken, 0, "the short way takes no chain for a frame whose offloads are done here");
         let h = pkt.head_len as usize;
         let tail = |from: usize, len: usize| (len > 0).then_some((src, chain, (NET_HDR_LEN + from) as u64, len as u64));
         let Some(gso) = pkt.off.gso else {
@@ -158,7 +164,7 @@ impl CopyOnceTx {
     /// The used entries wait for `publish` either way.
     #[inline]
     pub(super) fn deliver_one(&mut self, frame: &FrameSource, copies: Option<(&mut CopyList, u16)>) -> Delivery {
-        let r = deliver_retrying(&mut self.ring, frame, &mut self.chains, copies, self.retries);
+        let r = deliver_retrying(&mut self.ring, frame, (&mut self.chains, 0), copies, self.retries);
         self.settle(r)
     }
 
@@ -234,16 +240,17 @@ fn plain<'a>(src: &'a GuestMemory, chain: &'a Chain, pkt: &'a GuestPkt) -> Frame
 fn deliver_retrying(
     ring: &mut GuestRing,
     frame: &FrameSource,
-    chains: &mut [Chain],
+    (chains, mut taken): (&mut [Chain], usize),
     mut copies: Option<(&mut CopyList, u16)>,
     retries: u32,
 ) -> Result<Delivery, crate::virtq::RingError> {
     let mergeable = ring.features.mergeable;
+    // A delivery that finds too few buffers gives back those it took.
     for _ in 0..retries {
-        match deliver(&mut ring.queue, &ring.mem, frame, mergeable, chains, copies.as_mut().map(|(l, o)| (&mut **l, *o)))? {
+        match deliver(&mut ring.queue, &ring.mem, frame, mergeable, (chains, std::mem::take(&mut taken)), copies.as_mut().map(|(l, o)| (&mut **l, *o)))? {
             Delivery::NoBuffers => continue,
             d => return Ok(d),
         }
     }
-    deliver(&mut ring.queue, &ring.mem, frame, mergeable, chains, copies)
+    deliver(&mut ring.queue, &ring.mem, frame, mergeable, (chains, taken), copies)
 }

@@ -130,7 +130,7 @@ fn a_jumbo_frame_spreads_over_mergeable_buffers() {
         g.post(8, 2048);
         let mut q = g.queue();
         let f = frame(9000);
-        let r = deliver(&mut q, g.mem(), &plain(&f), true, &mut chains(), None).unwrap();
+        let r = deliver(&mut q, g.mem(), &plain(&f), true, (&mut chains(), 0), None).unwrap();
         assert_eq!(r, Delivery::Done { buffers: 5, guest_copies: 0 }, "packed {packed}");
         let (used, bytes) = g.received(&mut q);
         assert_eq!(used.iter().map(|u| u.1).sum::<u32>(), 9012);
@@ -151,7 +151,7 @@ fn a_header_split_over_two_buffers_is_laid_in_order() {
     let mut q = Virtqueue::Split(g.queue());
     let f = frame(64);
     let net_hdr = NetHdr { flags: crate::offload::NEEDS_CSUM, csum_start: 34, csum_offset: 16, ..NetHdr::default() }.to_bytes();
-    let r = deliver(&mut q, &g.mem, &FrameSource { net_hdr, head: &f, tail: None }, true, &mut chains(), None).unwrap();
+    let r = deliver(&mut q, &g.mem, &FrameSource { net_hdr, head: &f, tail: None }, true, (&mut chains(), 0), None).unwrap();
     assert_eq!(r, Delivery::Done { buffers: 1, guest_copies: 0 });
     q.publish(&g.mem).unwrap();
     assert_eq!(g.used(0), (0, (NET_HDR_LEN + 64) as u32));
@@ -170,10 +170,10 @@ fn too_few_buffers_leave_the_ring_as_it_was() {
         g.post(2, 2048);
         let mut q = g.queue();
         let f = frame(9000);
-        assert_eq!(deliver(&mut q, g.mem(), &plain(&f), true, &mut chains(), None).unwrap(), Delivery::NoBuffers);
+        assert_eq!(deliver(&mut q, g.mem(), &plain(&f), true, (&mut chains(), 0), None).unwrap(), Delivery::NoBuffers);
         assert_eq!(q.available(g.mem()).unwrap(), 2, "nothing consumed");
-        assert_eq!(deliver(&mut q, g.mem(), &plain(&f[..1500]), false, &mut chains(), None).unwrap(), Delivery::Done { buffers: 1, guest_copies: 0 });
-        assert_eq!(deliver(&mut q, g.mem(), &plain(&f[..3000]), false, &mut chains(), None).unwrap(), Delivery::NoBuffers, "without MRG_RXBUF one buffer must hold it");
+        assert_eq!(deliver(&mut q, g.mem(), &plain(&f[..1500]), false, (&mut chains(), 0), None).unwrap(), Delivery::Done { buffers: 1, guest_copies: 0 });
+        assert_eq!(deliver(&mut q, g.mem(), &plain(&f[..3000]), false, (&mut chains(), 0), None).unwrap(), Delivery::NoBuffers, "without MRG_RXBUF one buffer must hold it");
     }
 }
 
@@ -193,7 +193,7 @@ fn payload_from_another_guest_is_copied_once() {
         let source = FrameSource { net_hdr: [0; NetHdr::LEN], head: &head, tail: Some((&a.mem, &src, NET_HDR_LEN as u64 + 14, 3000 - 14)) };
         let mut list = CopyList::default();
         let copies = listed.then_some((&mut list, 3));
-        assert_eq!(deliver(&mut qb, b.mem(), &source, true, &mut chains(), copies).unwrap(), Delivery::Done { buffers: 3, guest_copies: 1 });
+        assert_eq!(deliver(&mut qb, b.mem(), &source, true, (&mut chains(), 0), copies).unwrap(), Delivery::Done { buffers: 3, guest_copies: 1 });
         if listed {
             assert_eq!(list.len(), 4, "pieces between both sides' buffer ends");
             list.run(Some(&a.mem), |out| (out == 3).then_some(b.mem())).1.unwrap();
@@ -216,7 +216,7 @@ fn a_long_tail_is_copied_at_once_even_with_a_list() {
         let tail = Some((&a.mem, &src, NET_HDR_LEN as u64 + 14, payload.len() as u64 - 14));
         let source = FrameSource { net_hdr: [0; NetHdr::LEN], head: &payload[..14], tail };
         let mut list = CopyList::default();
-        assert_eq!(deliver(&mut qb, b.mem(), &source, true, &mut chains(), Some((&mut list, 3))).unwrap(), Delivery::Done { buffers: 5, guest_copies: 1 });
+        assert_eq!(deliver(&mut qb, b.mem(), &source, true, (&mut chains(), 0), Some((&mut list, 3))).unwrap(), Delivery::Done { buffers: 5, guest_copies: 1 });
         assert!(list.is_empty(), "packed {packed}: nothing listed");
         let (_, bytes) = b.received(&mut qb);
         assert_eq!(bytes[NET_HDR_LEN..], payload[..], "packed {packed}");
@@ -237,8 +237,8 @@ fn during_a_migration_every_page_written_is_logged() {
         // 12 + 3288 bytes: all of the first buffer, 1252 of the second
         // (past its page's end); then 12 + 14 + 1500 bytes copied from
         // guest A.
-        assert_eq!(deliver(&mut qb, b.mem(), &plain(&frame(3288)), true, &mut chains(), None).unwrap(), Delivery::Done { buffers: 2, guest_copies: 0 });
-        assert_eq!(deliver(&mut qb, b.mem(), &source, true, &mut chains(), None).unwrap(), Delivery::Done { buffers: 1, guest_copies: 1 });
+        assert_eq!(deliver(&mut qb, b.mem(), &plain(&frame(3288)), true, (&mut chains(), 0), None).unwrap(), Delivery::Done { buffers: 2, guest_copies: 0 });
+        assert_eq!(deliver(&mut qb, b.mem(), &source, true, (&mut chains(), 0), None).unwrap(), Delivery::Done { buffers: 1, guest_copies: 1 });
         qb.publish(b.mem()).unwrap();
         let dirty = |gpa: u64| b.mem().is_dirty(Gpa(gpa));
         assert!(dirty(b.used_ring()), "the used ring (packed {packed})");
@@ -256,16 +256,16 @@ fn regression_a_starved_ring_is_not_walked_again_until_the_guest_offers_more() {
         g.post(2, 100);
         let mut q = g.queue();
         let f = frame(1000);
-        assert_eq!(deliver(&mut q, g.mem(), &plain(&f), true, &mut chains(), None).unwrap(), Delivery::NoBuffers);
+        assert_eq!(deliver(&mut q, g.mem(), &plain(&f), true, (&mut chains(), 0), None).unwrap(), Delivery::NoBuffers);
         // Were the same chains walked again, this broken one would say so;
         // by the short way too, or a guest of long receive chains too short
         // for a broadcast would cost a walk per frame flooded to it.
         g.spoil_first();
-        assert!(deliver_short(&mut q, g.mem(), &plain(&f), &mut Chain::default(), (&mut CopyList::default(), 0)).is_none(), "packed {packed}");
-        assert_eq!(deliver(&mut q, g.mem(), &plain(&f), true, &mut chains(), None).unwrap(), Delivery::NoBuffers, "not walked");
+        assert_eq!(deliver_short(&mut q, g.mem(), &plain(&f), &mut Chain::default(), (&mut CopyList::default(), 0)), Ok(Short::Long(0)), "packed {packed}");
+        assert_eq!(deliver(&mut q, g.mem(), &plain(&f), true, (&mut chains(), 0), None).unwrap(), Delivery::NoBuffers, "not walked");
         // New buffers: the ring is walked again (and the broken chain found).
         g.offer(2, DATA + 0x2000, 2048, WRITE);
-        assert_eq!(deliver(&mut q, g.mem(), &plain(&f), true, &mut chains(), None).unwrap(), Delivery::BadChain(ChainError::WrongDirection), "packed {packed}");
+        assert_eq!(deliver(&mut q, g.mem(), &plain(&f), true, (&mut chains(), 0), None).unwrap(), Delivery::BadChain(ChainError::WrongDirection), "packed {packed}");
     }
 }
 
@@ -277,7 +277,7 @@ fn a_bad_receive_chain_drops_the_frame_and_returns_buffers() {
         g.offer(1, DATA + 0x1000, 1024, 0); // not writable
         let mut q = g.queue();
         let f = frame(2000);
-        assert_eq!(deliver(&mut q, g.mem(), &plain(&f), true, &mut chains(), None).unwrap(), Delivery::BadChain(ChainError::WrongDirection));
+        assert_eq!(deliver(&mut q, g.mem(), &plain(&f), true, (&mut chains(), 0), None).unwrap(), Delivery::BadChain(ChainError::WrongDirection));
         let (used, _) = g.received(&mut q);
         assert_eq!(used, [(0, 0), (1, 0)], "packed {packed}");
     }
@@ -291,7 +291,7 @@ fn deliver_takes_a_plain_split_queue() {
     g.desc(0, DATA, 2048, WRITE, 0);
     g.offer(0);
     let mut q = g.queue();
-    assert_eq!(deliver(&mut q, &g.mem, &plain(&frame(100)), true, &mut chains(), None).unwrap(), Delivery::Done { buffers: 1, guest_copies: 0 });
+    assert_eq!(deliver(&mut q, &g.mem, &plain(&frame(100)), true, (&mut chains(), 0), None).unwrap(), Delivery::Done { buffers: 1, guest_copies: 0 });
     q.publish(&g.mem).unwrap();
     assert_eq!(g.used(0), (0, 112));
 }
@@ -308,8 +308,8 @@ fn a_frame_that_fits_one_chain_goes_the_short_way() {
         let mut q = g.queue();
         let (mut list, mut chain) = (CopyList::default(), Chain::default());
         let f = FrameSource { net_hdr: [0; NetHdr::LEN], head: &payload[..64], tail: Some((&a.mem, &src, (NET_HDR_LEN + 64) as u64, 936)) };
-        let r = deliver_short(&mut q, g.mem(), &f, &mut chain, (&mut list, 3)).expect("it fits").unwrap();
-        assert_eq!(r, Delivery::Done { buffers: 1, guest_copies: 1 }, "packed {packed}");
+        let r = deliver_short(&mut q, g.mem(), &f, &mut chain, (&mut list, 3));
+        assert_eq!(r, Ok(Short::Done(Delivery::Done { buffers: 1, guest_copies: 1 })), "packed {packed}");
         assert!(!list.is_empty(), "the tail listed, not copied");
         list.run(Some(&a.mem), |_| Some(g.mem())).1.unwrap();
         let (used, bytes) = g.received(&mut q);
@@ -319,11 +319,11 @@ fn a_frame_that_fits_one_chain_goes_the_short_way() {
     }
 }
 
-/// A frame the short way cannot take leaves the ring as it was, for
-/// `deliver`: a first buffer shorter than header and head, a chain shorter
-/// than the frame (it needs mergeable buffers).
+/// A frame the short way cannot take goes to `deliver` with the chain the
+/// short way took, not walked again: a first buffer shorter than header
+/// and head, a chain shorter than the frame (it needs mergeable buffers).
 #[test]
-fn a_frame_that_does_not_fit_one_chain_leaves_the_ring_for_deliver() {
+fn a_frame_that_does_not_fit_one_chain_goes_on_to_deliver_with_the_chain_taken() {
     for packed in [false, true] {
         for (first, frame_len) in [(40u32, 64usize), (1024, 1500)] {
             let mut g = Guest::new(packed);
@@ -333,8 +333,15 @@ fn a_frame_that_does_not_fit_one_chain_leaves_the_ring_for_deliver() {
             let payload = frame(frame_len);
             let (a, src) = sent(&frame(1500));
             let f = FrameSource { net_hdr: [0; NetHdr::LEN], head: &payload[..64], tail: (frame_len > 64).then_some((&a.mem, &src, (NET_HDR_LEN + 64) as u64, frame_len as u64 - 64)) };
-            assert!(deliver_short(&mut q, g.mem(), &f, &mut Chain::default(), (&mut CopyList::default(), 0)).is_none(), "packed {packed}, {first}");
-            assert_eq!(q.available(g.mem()).unwrap(), 2, "nothing consumed");
+            let mut chains = chains();
+            let r = deliver_short(&mut q, g.mem(), &f, &mut chains[0], (&mut CopyList::default(), 0));
+            assert_eq!(r, Ok(Short::Long(1)), "packed {packed}, {first}");
+            assert_eq!(q.available(g.mem()).unwrap(), 1, "one chain taken");
+            let r = deliver(&mut q, g.mem(), &f, true, (&mut chains, 1), None).unwrap();
+            assert_eq!(r, Delivery::Done { buffers: 2, guest_copies: (frame_len > 64) as u16 }, "packed {packed}, {first}");
+            let (used, bytes) = g.received(&mut q);
+            assert_eq!(used, [(0, first), (1, (NET_HDR_LEN + frame_len) as u32 - first)], "packed {packed}, {first}");
+            assert_eq!(bytes[NET_HDR_LEN..], payload[..]);
         }
     }
 }
@@ -346,8 +353,8 @@ fn a_bad_receive_chain_on_the_short_way_goes_back_empty() {
         g.post(2, 2048);
         g.spoil_first();
         let mut q = g.queue();
-        let r = deliver_short(&mut q, g.mem(), &plain(&frame(64)), &mut Chain::default(), (&mut CopyList::default(), 0)).expect("consumed");
-        assert_eq!(r.unwrap(), Delivery::BadChain(ChainError::WrongDirection), "packed {packed}");
+        let r = deliver_short(&mut q, g.mem(), &plain(&frame(64)), &mut Chain::default(), (&mut CopyList::default(), 0));
+        assert_eq!(r, Ok(Short::Done(Delivery::BadChain(ChainError::WrongDirection))), "packed {packed}");
         assert_eq!(g.received(&mut q).0, [(0, 0)]);
     }
 }
