@@ -119,10 +119,7 @@ fn frames_for_a_guest_keep_their_order_around_a_flood() {
     let mut r = Rig::new("zo", 0, true, 8, 256, 0);
     r.fdb.learn(1, [2, 0, 0, 0, 0, 0xb], 1, 1, 1);
     let sent = [frame(0xb, 100, 1), frame(0xff, 100, 2), frame(0xb, 100, 3), frame(0xff, 100, 4)];
-    for (h, f) in sent.iter().enumerate() {
-        r.a.send(h as u16, f);
-    }
-    assert_eq!(r.poll(), 4, "one burst");
+    r.poll_burst(&sent);
     let b = r.b.as_ref().unwrap();
     assert_eq!(b.used_heads(0, b.used_idx()), [0, 1, 2, 3]);
     let got: Vec<_> = (0..4).map(|h| b.received(h, 100)).collect();
@@ -144,10 +141,7 @@ fn regression_a_flows_output_keeps_its_place_among_held_frames() {
     let mut by_flow = frame(0xb, 100, 1);
     by_flow[11] = 0xc;
     let sent = [by_flow, frame(0xb, 100, 2), frame(0xb, 100, 3)];
-    for (h, f) in sent.iter().enumerate() {
-        r.a.send(h as u16, f);
-    }
-    assert_eq!(r.poll(), 3, "one burst");
+    r.poll_burst(&sent);
     let b = r.b.as_ref().unwrap();
     let got: Vec<_> = b.used_heads(0, b.used_idx()).into_iter().map(|h| b.received(h, 100)).collect();
     assert_eq!(got, sent, "in the order sent");
@@ -167,10 +161,7 @@ fn regression_frames_held_for_two_guests_all_arrive() {
     r.fdb.learn(1, [2, 0, 0, 0, 0, 0xb], 1, 1, 1);
     r.fdb.learn(1, [2, 0, 0, 0, 0, 0xc], 2, 1, 1);
     let sent = [frame(0xb, 100, 1), frame(0xc, 100, 2), frame(0xb, 100, 3), frame(0xc, 100, 4)];
-    for (h, f) in sent.iter().enumerate() {
-        r.a.send(h as u16, f);
-    }
-    assert_eq!(r.poll(), 4, "one burst");
+    r.poll_burst(&sent);
     let b = r.b.as_ref().unwrap();
     assert_eq!((0..b.used_idx()).map(|h| b.received(h, 100)).collect::<Vec<_>>(), [sent[0].clone(), sent[2].clone()]);
     assert_eq!((0..c.used_idx()).map(|h| c.received(h, 100)).collect::<Vec<_>>(), [sent[1].clone(), sent[3].clone()]);

@@ -235,6 +235,14 @@ impl Rig {
         n
     }
 
+    /// `frames` offered by guest `a` (heads 0..) and forwarded in one poll.
+    pub fn poll_burst(&mut self, frames: &[Vec<u8>]) {
+        for (h, f) in frames.iter().enumerate() {
+            self.a.send(h as u16, f);
+        }
+        assert_eq!(self.poll(), frames.len(), "one burst");
+    }
+
     /// What NIC `i` holds now, taken off its wire (still held by the test).
     pub fn take(&mut self, i: usize) -> Vec<Mbuf> {
         let mut b = Burst::<32>::new();

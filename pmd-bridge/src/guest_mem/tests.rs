@@ -1,0 +1,108 @@
+use super::*;
+
+fn mem() -> GuestMemory {
+    // Two regions with a hole between them, as guests have.
+    GuestMemory::new_owned(&[(0x1000, 0x1000), (0x2000, 0x1000), (0x10000, 0x100)])
+}
+
+#[test]
+fn reads_and_writes_split_across_adjacent_regions() {
+    let m = mem();
+    let data: Vec<u8> = (0..64).collect();
+    m.write(Gpa(0x1fe0), &data).unwrap();
+    let mut back = vec![0u8; 64];
+    m.read(Gpa(0x1fe0), &mut back).unwrap();
+    assert_eq!(back, data);
+    assert!(m.contains(Gpa(0x1000), 0x2000));
+}
+
+#[test]
+fn loads_read_the_same_bytes_aligned_or_not() {
+    let m = mem();
+    m.write(Gpa(0x1000), &(0..64).collect::<Vec<u8>>()).unwrap();
+    let s = m.span(Gpa(0x1000), 64).unwrap();
+    for off in 0..8 {
+        let want = |n: usize| (off as u8..(off + n) as u8).collect::<Vec<u8>>();
+        assert_eq!(m.load::<16>(&s, off).unwrap().to_vec(), want(16));
+        let words = m.load_words::<2>(&s, off).unwrap();
+        assert_eq!([words[0].to_le_bytes(), words[1].to_le_bytes()].concat(), want(16));
+        assert_eq!((m.load::<4>(&s, off).unwrap().to_vec(), m.load::<2>(&s, off).unwrap().to_vec()), (want(4), want(2)));
+    }
+}
+
+#[test]
+fn stores_write_their_bytes_and_no_others_aligned_or_not() {
+    let m = mem();
+    let s = m.span(Gpa(0x1000), 32).unwrap();
+    for off in 0..8 {
+        m.write(Gpa(0x1000), &[0xee; 32]).unwrap();
+        m.store(&s, off, std::array::from_fn::<u8, 12, _>(|i| i as u8)).unwrap();
+        m.store(&s, off + 16, [7u8; 7]).unwrap();
+        let mut want = [0xee; 32];
+        want[off..off + 12].copy_from_slice(&std::array::from_fn::<u8, 12, _>(|i| i as u8));
+        want[off + 16..off + 23].fill(7);
+        let mut got = [0; 32];
+        m.read_span(&s, 0, &mut got).unwrap();
+        assert_eq!(got, want, "at {off}");
+    }
+}
+
+#[test]
+fn nothing_outside_guest_memory_is_touched() {
+    let m = mem();
+    assert!(m.write(Gpa(0x2ff0), &[1; 32]).is_err(), "runs into the hole");
+    let mut b = [7u8; 16];
+    m.read(Gpa(0x2ff0), &mut b).unwrap();
+    assert_eq!(b, [0; 16], "a failed write writes nothing");
+    assert!(m.read(Gpa(0x500), &mut b).is_err());
+    assert!(m.read(Gpa(u64::MAX - 4), &mut b).is_err(), "no overflow");
+    assert!(!m.contains(Gpa(0x10000), 0x101));
+    let misaligned = m.span(Gpa(0x1001), 2).unwrap();
+    assert!(m.span_u16_acquire(&misaligned, 0).is_err(), "misaligned index");
+}
+
+#[test]
+fn every_write_marks_its_pages_while_logging() {
+    let m = GuestMemory::new_owned_logged(&[(0x1000, 0x3000)], 1);
+    let plain = mem();
+    plain.write(Gpa(0x1000), &[1]).unwrap();
+    assert!(!plain.logging() && !plain.is_dirty(Gpa(0x1000)), "no log, nothing marked");
+    assert!(m.logging());
+    m.write(Gpa(0x1ffe), &[1; 4]).unwrap();
+    assert!(m.is_dirty(Gpa(0x1000)) && m.is_dirty(Gpa(0x2000)), "a write across a page boundary marks both");
+    assert!(!m.is_dirty(Gpa(0x3000)));
+    let s = m.span(Gpa(0x3000), 0x10).unwrap();
+    m.store(&s, 8, [0u8; 8]).unwrap();
+    assert!(m.is_dirty(Gpa(0x3000)));
+    let mut reads = [0u8; 4];
+    m.read(Gpa(0x1000), &mut reads).unwrap();
+    let other = GuestMemory::new_owned_logged(&[(0x1000, 0x3000)], 1);
+    let dst = other.span(Gpa(0x1000), 4).unwrap();
+    GuestMemory::copy_span(&m, &s, 0, &other, &dst, 0, 4).unwrap();
+    assert!(other.is_dirty(Gpa(0x1000)), "the destination of a guest-to-guest copy");
+    assert!(!other.is_dirty(Gpa(0x2000)));
+}
+
+#[test]
+fn copy_between_guests_and_ring_indices() {
+    let (a, b) = (mem(), mem());
+    a.write(Gpa(0x1ff8), b"abcdefghijklmnop").unwrap();
+    let mut src = Vec::new();
+    a.translate(Gpa(0x1ff8), 16, |s| src.push(s)).unwrap();
+    assert_eq!(src.iter().map(|s| (s.gpa(), s.len())).collect::<Vec<_>>(), [(Gpa(0x1ff8), 8), (Gpa(0x2000), 8)], "split at the region edge");
+    let dst = b.span(Gpa(0x10010), 16).unwrap();
+    GuestMemory::copy_span(&a, &src[0], 0, &b, &dst, 0, 8).unwrap();
+    GuestMemory::copy_span(&a, &src[1], 0, &b, &dst, 8, 8).unwrap();
+    let mut out = [0u8; 16];
+    b.read(Gpa(0x10010), &mut out).unwrap();
+    assert_eq!(&out, b"abcdefghijklmnop");
+    assert!(GuestMemory::copy_span(&a, &src[0], 0, &b, &dst, 9, 8).is_err(), "past the span's end");
+    assert!(GuestMemory::copy_span(&b, &src[0], 0, &b, &dst, 0, 8).is_err(), "a span of another memory");
+    assert!(b.span(Gpa(0x100f8), 16).is_none(), "past the region");
+    b.store_u16_release(Gpa(0x2002), 513).unwrap();
+    let idx = b.span(Gpa(0x2000), 4).unwrap();
+    assert_eq!(b.span_u16_acquire(&idx, 2).unwrap(), 513);
+    assert_eq!(b.read_u16(Gpa(0x2002)).unwrap(), 513);
+    b.span_u16_release(&idx, 2, 7).unwrap();
+    assert_eq!(u16::from_le_bytes(b.load(&idx, 2).unwrap()), 7);
+}
