@@ -241,8 +241,11 @@ pub fn deliver_short<Q: RingOps>(q: &mut Q, mem: &GuestMemory, frame: &FrameSour
 pub enum Short {
     Done(Delivery),
     /// Not this way: `deliver` it, with the chains already taken for it
-    /// (0, or 1: the short way's `chain`).
-    Long(usize),
+    /// (0, or 1: the short way's `chain`). A `u8` keeps the whole result
+    /// in registers: with a `usize` it went through the stack as three
+    /// partial stores read back as one word, a failed store forwarding that
+    /// waited for every store before it (the receive buffer's) to land.
+    Long(u8),
 }
 
 /// The virtio-net header a receiving guest gets: the offloads' 10 bytes

@@ -88,7 +88,7 @@ impl CopyOnceTx {
         if !self.ring.broken && pkt.off.fits(self.ring.features.rx) {
             let frame = plain(src, chain, pkt);
             match deliver_short(&mut self.ring.queue, &self.ring.mem, &frame, &mut self.chains[0], (&mut *copies, out)) {
-                Ok(Short::Long(n)) => taken = n,
+                Ok(Short::Long(n)) => taken = usize::from(n),
                 Ok(Short::Done(d)) => return (self.settle(Ok(d)), 1),
                 Err(e) => return (self.settle(Err(e)), 1),
             }
@@ -172,17 +172,19 @@ impl CopyOnceTx {
     /// stopped.
     #[inline]
     fn settle(&mut self, r: Result<Delivery, crate::virtq::RingError>) -> Delivery {
-        let ring = &mut self.ring;
         match r {
+            Ok(Delivery::NoBuffers) => Delivery::NoBuffers,
+            Ok(Delivery::BadChain(e)) => {
+                self.ring.refused.add(e);
+                self.unpublished = true;
+                Delivery::BadChain(e)
+            }
             Ok(d) => {
-                if let Delivery::BadChain(e) = d {
-                    ring.refused.add(e);
-                }
-                self.unpublished |= d != Delivery::NoBuffers;
+                self.unpublished = true;
                 d
             }
             Err(_) => {
-                ring.broken = true;
+                self.ring.broken = true;
                 Delivery::NoBuffers
             }
         }
