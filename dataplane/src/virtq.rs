@@ -320,6 +320,7 @@ impl SplitQueue {
         })
     }
 
+    #[inline(always)]
     fn walk(&self, mem: &GuestMemory, dir: Direction, head: u16, out: &mut Chain) -> Result<(), ChainError> {
         out.clear(head);
         if head >= self.size {

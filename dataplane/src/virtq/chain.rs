@@ -39,6 +39,10 @@ impl Chain {
         }
     }
 
+    /// Always inlined: a call takes the span through the stack, written as
+    /// four fields and read back as two 16-byte words (a failed store
+    /// forwarding, which waits for the receive buffers' stores to land).
+    #[inline(always)]
     fn push(&mut self, s: Span) {
         let n = self.n as usize;
         if n < INLINE {
@@ -67,6 +71,7 @@ impl Chain {
 
     /// Adds the buffer of descriptor `d`, translated, once it has passed
     /// every check (count, direction, length, memory).
+    #[inline(always)]
     pub(super) fn take(&mut self, mem: &GuestMemory, dir: Direction, d: &Desc) -> Result<(), ChainError> {
         if self.descs as usize == MAX_DESCS {
             return Err(ChainError::TooLong);
