@@ -320,6 +320,7 @@ impl SplitQueue {
         })
     }
 
+    /// Always inlined into `pop`, with `Chain::take` (see `Chain::push`).
     #[inline(always)]
     fn walk(&self, mem: &GuestMemory, dir: Direction, head: u16, out: &mut Chain) -> Result<(), ChainError> {
         out.clear(head);

@@ -70,7 +70,8 @@ impl Chain {
     }
 
     /// Adds the buffer of descriptor `d`, translated, once it has passed
-    /// every check (count, direction, length, memory).
+    /// every check (count, direction, length, memory). Always inlined
+    /// into the walk, as `push` is into it (see there).
     #[inline(always)]
     pub(super) fn take(&mut self, mem: &GuestMemory, dir: Direction, d: &Desc) -> Result<(), ChainError> {
         if self.descs as usize == MAX_DESCS {
