@@ -103,7 +103,7 @@ fn regression_no_used_index_is_published_before_its_copies_run() {
 fn a_frame_copied_at_once_waits_for_the_bursts_publish_too() {
     let (_, mut b, _) = two_guests(b"unused");
     let frame = [0x5au8; 200];
-    let d = b.deliver_one(&FrameSource { net_hdr: [0; NetHdr::LEN], head: &frame, tail: None }, None);
+    let d = b.deliver_one(&FrameSource { net_hdr: [0; NetHdr::LEN], head: &frame, tail: None }, 0, None);
     assert!(matches!(d, Delivery::Done { .. }));
     assert_eq!(used_idx(b.mem()), 0, "an mbuf sent mid-burst must not publish entries listed before it");
     let mut copies = CopyList::default();

@@ -115,8 +115,7 @@ impl CopyOnceTx {
             return (Delivery::NoBuffers, 0);
         }
         if pkt.off.fits(self.ring.features.rx) {
-            let r = deliver_retrying(&mut self.ring, &plain(src, chain, pkt), (&mut self.chains, taken), Some((copies, out)), self.retries);
-            return (self.settle(r), 1);
+            return (self.deliver_one(&plain(src, chain, pkt), taken, Some((copies, out))), 1);
         }
         debug_assert_eq!(taken, 0, "the short way takes no chain for a frame whose offloads are done here");
         let h = pkt.head_len as usize;
@@ -132,7 +131,7 @@ impl CopyOnceTx {
                 return (Delivery::NoBuffers, 0);
             }
             let frame = FrameSource { net_hdr: [0; NetHdr::LEN], head: &head[..h], tail: tail(h, pkt.len as usize - h) };
-            return (self.deliver_one(&frame, Some((copies, out))), 1);
+            return (self.deliver_one(&frame, 0, Some((copies, out))), 1);
         };
         let seg = Segmenter::new(&gso, pkt.headers(), pkt.len as usize);
         let partial = self.ring.features.rx.csum;
@@ -151,7 +150,7 @@ impl CopyOnceTx {
                 NetHdr::default()
             };
             let frame = FrameSource { net_hdr: net_hdr.to_bytes(), head: &head[..hl], tail: tail(range.start, range.len()) };
-            last = self.deliver_one(&frame, Some((&mut *copies, out)));
+            last = self.deliver_one(&frame, 0, Some((&mut *copies, out)));
             if !matches!(last, Delivery::Done { .. }) {
                 break;
             }
@@ -160,11 +159,12 @@ impl CopyOnceTx {
         (last, frames)
     }
 
-    /// One frame into the guest: copied now without `copies`, listed with.
+    /// One frame into the guest: copied now without `copies`, listed with;
+    /// `taken`: receive chains the short way already took for it (0 or 1).
     /// The used entries wait for `publish` either way.
     #[inline]
-    pub(super) fn deliver_one(&mut self, frame: &FrameSource, copies: Option<(&mut CopyList, u16)>) -> Delivery {
-        let r = deliver_retrying(&mut self.ring, frame, (&mut self.chains, 0), copies, self.retries);
+    pub(super) fn deliver_one(&mut self, frame: &FrameSource, taken: usize, copies: Option<(&mut CopyList, u16)>) -> Delivery {
+        let r = deliver_retrying(&mut self.ring, frame, (&mut self.chains, taken), copies, self.retries);
         self.settle(r)
     }
 
@@ -211,7 +211,7 @@ impl CopyOnceTx {
             };
             // The egress stage made the mbuf fit this guest's offloads.
             let frame = FrameSource { net_hdr: mbuf_offload::of_mbuf(m).to_hdr().to_bytes(), head, tail: None };
-            match self.deliver_one(&frame, None) {
+            match self.deliver_one(&frame, 0, None) {
                 Delivery::Done { .. } => done += 1,
                 Delivery::BadChain(_) => {
                     done += 1;
