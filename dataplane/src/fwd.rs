@@ -263,16 +263,19 @@ mod tests {
         let (ports, fdb) = (ports(), Fdb::new(16, 300));
         let p = |i: usize| ports[i].as_ref().unwrap();
         let mut memo = BurstMemo::default();
+        let mac = |i: u8| [2, 0, 0, 0, 1, i];
         for i in 0..64u8 {
-            let d = super::decide(&frame(BCAST, [2, 0, 0, 0, 1, i], None, 60)[..], p(0), &ports, &fdb, 1, &mut memo);
+            let d = super::decide(&frame(BCAST, mac(i), None, 60)[..], p(0), &ports, &fdb, 1, &mut memo);
             assert_eq!(d, Decision::Flood { vlan: 10, tagged: false }, "forwarded, learned or not");
         }
-        let unlearned = memo.unlearned;
-        assert!(unlearned >= 64 - 16, "a 16-entry table fills: {unlearned}");
-        // The same refused source again, within the burst: counted again.
-        super::decide(&frame(BCAST, [2, 0, 0, 0, 1, 63], None, 60)[..], p(0), &ports, &fdb, 1, &mut memo);
+        // At most 16 learned; fewer when the sources' buckets fill first
+        // (the hash is keyed at random: about one run in 300).
+        let (learned, unlearned) = (fdb.len(), memo.unlearned);
+        assert!(learned <= 16 && unlearned == 64 - learned as u64, "{learned} learned, {unlearned} not");
+        // A refused source again, within the burst: counted again.
+        let refused = (0..64u8).find(|&i| fdb.lookup(10, mac(i), 1).is_none()).expect("a source refused");
+        super::decide(&frame(BCAST, mac(refused), None, 60)[..], p(0), &ports, &fdb, 1, &mut memo);
         assert_eq!(memo.unlearned, unlearned + 1, "each frame of a refused source is counted");
-        assert_eq!(fdb.len(), 16);
     }
 
     #[test]
