@@ -299,6 +299,7 @@ impl<'a> Egress<'a> {
             return;
         };
         let (held, pkts) = (&mut self.out.held, burst.pkts());
+        let count = held[..pkts.len()].iter().filter(|&&h| h == out).count();
         // Only this output's entries are cleared: the others' are still to come.
         let frames = (0..pkts.len()).filter(|&i| {
             let mine = held[i] == out;
@@ -308,7 +309,7 @@ impl<'a> Egress<'a> {
             mine
         });
         let tx = &mut self.out.guest_tx[out as usize];
-        burst.deliver_all(frames, dst, &mut self.out.copies, out, |i, d, made| count_delivery(tx, t, path, &pkts[i], d, made));
+        burst.deliver_all(frames, count, dst, &mut self.out.copies, out, |i, d, made| count_delivery(tx, t, path, &pkts[i], d, made));
         self.out.unpublished.insert(out);
     }
 

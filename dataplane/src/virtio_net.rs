@@ -195,20 +195,28 @@ pub fn deliver<Q: RingOps>(
 /// `deliver` the short way, for a frame that needs none of its generality:
 /// one receive chain takes the header and the whole frame, its first
 /// buffer the header and `head`; the tail is listed in `copies` (or copied
-/// now, if long or the list is full). A bad chain is returned as `deliver`
-/// returns it.
+/// now, if long or the list is full). This takes the chain for a frame of
+/// `len` bytes (header included) into `chain`: Err is how the short way
+/// ends without one (a bad chain is returned as `deliver` returns it);
+/// `fill_short` goes on.
 #[inline(always)]
-pub fn deliver_short<Q: RingOps>(q: &mut Q, mem: &GuestMemory, frame: &FrameSource, chain: &mut Chain, (list, out): (&mut CopyList, u16)) -> Result<Short, RingError> {
-    let len = NET_HDR_LEN as u64 + frame.len();
+pub fn take_short<Q: RingOps>(q: &mut Q, mem: &GuestMemory, len: u64, chain: &mut Chain) -> Result<Result<(), Short>, RingError> {
     // Chains found too few for as large a frame are not walked again.
     if q.starved(mem, len)? {
-        return Ok(Short::Long(0));
+        return Ok(Err(Short::Long(0)));
     }
     match q.pop(mem, Direction::DeviceWrites, chain)? {
-        Pop::Chain => {}
-        Pop::Empty => return Ok(Short::Long(0)),
-        Pop::Bad { head, err } => return q.add_used(mem, head, 0).map(|()| Short::Done(Delivery::BadChain(err))),
+        Pop::Chain => Ok(Ok(())),
+        Pop::Empty => Ok(Err(Short::Long(0))),
+        Pop::Bad { head, err } => q.add_used(mem, head, 0).map(|()| Err(Short::Done(Delivery::BadChain(err)))),
     }
+}
+
+/// The short way into `chain`, a receive chain already taken for the
+/// frame (by `take_short`, or ahead with others by `pop_singles`).
+#[inline(always)]
+pub fn fill_short<Q: RingOps>(q: &mut Q, mem: &GuestMemory, frame: &FrameSource, chain: &Chain, (list, out): (&mut CopyList, u16)) -> Result<Short, RingError> {
+    let len = NET_HDR_LEN as u64 + frame.len();
     let lead = NET_HDR_LEN + frame.head.len();
     // Not walked twice: a chain too short (a frame for mergeable buffers)
     // or whose first buffer is (a header-only one) is `deliver`'s first.

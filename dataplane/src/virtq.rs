@@ -31,7 +31,7 @@
 //! `Virtqueue` holds either kind.
 use std::num::Wrapping;
 
-use pmd_bridge::guest_mem::{full_fence, GuestMemory, Gpa, OutOfBounds, Span};
+use pmd_bridge::guest_mem::{full_fence, GuestMemory, Gpa, Span};
 
 pub const VRING_DESC_F_NEXT: u16 = 1;
 pub const VRING_DESC_F_WRITE: u16 = 2;
@@ -79,93 +79,6 @@ impl RingFeatures {
     /// The ring features among a device's negotiated feature bits.
     pub fn from_bits(negotiated: u64) -> RingFeatures {
         RingFeatures { indirect: negotiated & VIRTIO_RING_F_INDIRECT_DESC != 0, event_idx: negotiated & VIRTIO_RING_F_EVENT_IDX != 0 }
-    }
-}
-
-/// Why a chain was refused (it goes back to the guest with length 0).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum ChainError {
-    /// The avail ring names a head beyond the descriptor table; in a packed
-    /// ring, a buffer id beyond the ring or already in flight.
-    HeadOutOfRange,
-    /// A `next` index beyond the descriptor table.
-    NextOutOfRange,
-    /// Longer than the ring or an indirect table (a `next` loop), or than
-    /// `MAX_DESCS` descriptors or `MAX_SEGS` spans; or an indirect table of
-    /// more than `MAX_DESCS` entries.
-    TooLong,
-    /// A buffer not wholly inside guest memory.
-    OutsideMemory,
-    /// A WRITE flag that does not match the queue's direction.
-    WrongDirection,
-    /// An INDIRECT descriptor, indirect tables not being negotiated.
-    Indirect,
-    /// A zero-length buffer; or a transmit chain shorter than the
-    /// virtio-net header, or longer than any frame (`MAX_READ`).
-    BadLength,
-    /// A malformed indirect descriptor or table: a length that is zero or
-    /// not a multiple of 16, INDIRECT with NEXT, INDIRECT inside the table,
-    /// or a `next` beyond the table.
-    BadIndirect,
-}
-
-impl ChainError {
-    pub const ALL: [ChainError; 8] = [
-        ChainError::HeadOutOfRange,
-        ChainError::NextOutOfRange,
-        ChainError::TooLong,
-        ChainError::OutsideMemory,
-        ChainError::WrongDirection,
-        ChainError::Indirect,
-        ChainError::BadLength,
-        ChainError::BadIndirect,
-    ];
-}
-
-/// Chains refused since the counts were last taken, by reason (a PMD
-/// thread publishes them into its drop counters once per burst).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Refused(pub [u32; ChainError::ALL.len()]);
-
-impl Refused {
-    #[inline]
-    pub fn add(&mut self, e: ChainError) {
-        self.0[e as usize] += 1;
-    }
-
-    pub fn total(&self) -> u64 {
-        self.0.iter().map(|&n| n as u64).sum()
-    }
-
-    /// (reason, count) for each reason seen, and the counts zeroed.
-    pub fn take(&mut self) -> impl Iterator<Item = (ChainError, u32)> {
-        let counts = std::mem::take(&mut self.0);
-        ChainError::ALL.into_iter().zip(counts).filter(|&(_, n)| n > 0)
-    }
-}
-
-/// Why the whole queue stops: its own state is invalid. Kept to 8 bytes,
-/// so that the queue operations' results come back in registers: one
-/// returned through memory is read back before the burst's stores into
-/// guest memory have drained, and waits for all of them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RingError {
-    /// avail->idx ran more than the ring size ahead of what we consumed.
-    AvailJump { avail: u16, consumed: u16 },
-    /// The rings themselves are not in guest memory (at this address,
-    /// truncated to 32 bits).
-    Memory { gpa: u32 },
-    /// (Packed) the chain from `slot` leads to a descriptor not made
-    /// available, or round the whole ring: where it ends, and so where the
-    /// next one starts, cannot be known.
-    BrokenChain { slot: u16 },
-}
-
-const _: () = assert!(std::mem::size_of::<Result<Pop, RingError>>() <= 8 && std::mem::size_of::<Result<crate::virtio_net::Delivery, RingError>>() <= 8);
-
-impl From<OutOfBounds> for RingError {
-    fn from(e: OutOfBounds) -> Self {
-        RingError::Memory { gpa: e.gpa.0 as u32 }
     }
 }
 
@@ -318,6 +231,51 @@ impl SplitQueue {
             Ok(()) => Pop::Chain,
             Err(err) => Pop::Bad { head, err },
         })
+    }
+
+    /// Takes the run of one-buffer chains at the front of the ring (nearly
+    /// every chain a guest offers), up to `out.len()`, into `out`; returns
+    /// how many. It stops before the first other chain, or any error, and
+    /// leaves it to `pop`: the chains taken are the last popped, in a row,
+    /// so `unpop` can give them back. One call for many chains, none
+    /// walked: `--bench vm2vm` 64 B, a frame's two pops were 320 of its
+    /// 768 instructions.
+    pub fn pop_singles(&mut self, mem: &GuestMemory, dir: Direction, out: &mut [Chain]) -> usize {
+        // The index is read again when the entries known are too few.
+        if ((self.avail_seen - self.next_avail).0 as usize) < out.len() && self.available(mem).is_err() {
+            return 0;
+        }
+        let write = if dir == Direction::DeviceWrites { VRING_DESC_F_WRITE } else { 0 };
+        let mut n = 0;
+        while let Some(c) = out.get_mut(n) {
+            if self.next_avail == self.avail_seen {
+                break;
+            }
+            let slot = (self.next_avail.0 & (self.size - 1)) as usize;
+            let Ok(h) = mem.load(&self.avail, 4 + 2 * slot) else { break };
+            let head = u16::from_le_bytes(h);
+            let Some(s) = self.single(mem, head, write) else { break };
+            c.set_single(head, s);
+            self.next_avail += 1;
+            n += 1;
+        }
+        n
+    }
+
+    /// The buffer of chain `head` if it is one descriptor whose flags are
+    /// exactly `write` (no NEXT, no INDIRECT, the queue's direction), not
+    /// empty and in one region: every check the walk would make of it.
+    /// None sends the chain to the walk.
+    #[inline(always)]
+    fn single(&self, mem: &GuestMemory, head: u16, write: u16) -> Option<Span> {
+        if head >= self.size {
+            return None;
+        }
+        let d = Desc::load(mem, &self.desc, head).ok()?;
+        if d.flags != write || d.len == 0 {
+            return None;
+        }
+        mem.span(Gpa(d.addr), d.len)
     }
 
     /// Always inlined into `pop`, with `Chain::take` (see `Chain::push`).
@@ -541,10 +499,12 @@ fn vring_need_event(event: Wrapping<u16>, new: Wrapping<u16>, old: Wrapping<u16>
 }
 
 mod chain;
+mod errors;
 mod packed;
 mod queue;
 
 pub use chain::{copy_chain, pieces, Chain, Cursor};
+pub use errors::{ChainError, Refused, RingError};
 pub use packed::{KeptPosition, PackedQueue, PublishRecord, RingSession, MAX_UNPOP, RING_EVENT_FLAGS_DESC, RING_EVENT_FLAGS_DISABLE, RING_EVENT_FLAGS_ENABLE, VIRTIO_F_RING_PACKED, VRING_PACKED_DESC_F_AVAIL, VRING_PACKED_DESC_F_USED};
 pub use queue::{RingOps, Virtqueue};
 
@@ -566,3 +526,5 @@ mod packed_event_tests;
 mod packed_hostile_tests;
 #[cfg(test)]
 mod packed_property_tests;
+#[cfg(test)]
+mod batch_tests;

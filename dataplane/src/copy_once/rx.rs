@@ -13,7 +13,12 @@ use crate::mbuf_offload;
 use crate::offload::{validate, Caps, HdrError, NetHdr, Offload};
 use crate::packet::PacketBuf;
 use crate::virtio_net::{Delivery, NET_HDR_LEN};
-use crate::virtq::{Chain, ChainError, Direction, Pop, RingOps, MAX_READ};
+use crate::virtq::{Chain, ChainError, Direction, RingOps, MAX_READ};
+
+/// Chains pass 1 takes before it requests their buffers: taken a burst at
+/// once, the first buffers would wait for the last chain's walk to be
+/// requested.
+const PASS1_GROUP: usize = 8;
 
 pub struct CopyOnceRx {
     ring: GuestRing,
@@ -137,37 +142,42 @@ impl CopyOnceRx {
                 return 0;
             }
         };
-        // Pass 1: walk every chain and start loading its first buffer, so
+        // Pass 1: take every chain and start loading its first buffer, so
         // the header reads of pass 2 overlap instead of stalling one by one;
         // the burst's descriptors are requested together first, so the
-        // walks do not wait on them one by one either.
+        // walks do not wait on them one by one either. Chains are taken
+        // `PASS1_GROUP` at a time, each group's buffers requested at once.
         let want = avail.min(out.len());
         ring.queue.prefetch_next(&ring.mem, want);
-        let (mut k, mut bad) = (0usize, 0u64);
-        for _ in 0..want {
-            let err = match ring.queue.pop(&ring.mem, Direction::DeviceReads, &mut self.chains[k]) {
-                Ok(Pop::Chain) => {
-                    let c = &self.chains[k];
-                    if c.len() > NET_HDR_LEN as u64 && c.len() <= MAX_READ {
-                        let first = &c.segments()[0];
-                        ring.mem.prefetch(first, 0);
-                        ring.mem.prefetch(first, 64);
-                        k += 1;
-                        continue;
+        let refused = ring.refused;
+        let (mut got, mut k) = (0usize, 0usize);
+        while got < want {
+            let end = (got + PASS1_GROUP).min(want);
+            let n = ring.queue.pop_many(&ring.mem, Direction::DeviceReads, &mut self.chains[got..end], &mut ring.refused).unwrap_or_else(|_| {
+                ring.broken = true;
+                0
+            });
+            for i in got..got + n {
+                let c = &self.chains[i];
+                if c.len() > NET_HDR_LEN as u64 && c.len() <= MAX_READ {
+                    let first = &c.segments()[0];
+                    ring.mem.prefetch(first, 0);
+                    ring.mem.prefetch(first, 64);
+                    if i != k {
+                        self.chains.swap(i, k);
                     }
-                    (c.head, ChainError::BadLength)
+                    k += 1;
+                    continue;
                 }
-                Ok(Pop::Bad { head, err }) => (head, err),
-                Ok(Pop::Empty) => break,
-                Err(_) => {
-                    ring.broken = true;
-                    break;
-                }
-            };
-            let _ = ring.queue.add_used(&ring.mem, err.0, 0);
-            ring.refused.add(err.1);
-            bad += 1;
+                let _ = ring.queue.add_used(&ring.mem, c.head, 0);
+                ring.refused.add(ChainError::BadLength);
+            }
+            got += n;
+            if got < end {
+                break;
+            }
         }
+        let mut bad = (got - k) as u64 + (ring.refused != refused) as u64;
         // Pass 2: the virtio-net header and the frame's headers into
         // scratch (one read; the guest may rewrite its buffer meanwhile, so
         // every later decision is made on this copy).
@@ -237,9 +247,10 @@ impl<'a> GuestBurst<'a> {
 
     /// Frames `frames` (in order) into copy-once guest `dst` (output port
     /// `out`), in one loop; `each(i, delivery, frames made)`.
-    pub fn deliver_all(&self, frames: impl Iterator<Item = usize>, dst: &mut CopyOnceTx, copies: &mut CopyList, out: u16, each: impl FnMut(usize, Delivery, u32)) {
+    /// `count`: how many frames `frames` gives.
+    pub fn deliver_all(&self, frames: impl Iterator<Item = usize>, count: usize, dst: &mut CopyOnceTx, copies: &mut CopyList, out: u16, each: impl FnMut(usize, Delivery, u32)) {
         let (chains, pkts) = (&self.rx.chains, self.pkts);
-        dst.deliver_all(&self.rx.ring.mem, frames.map(|i| (i, &chains[i], &pkts[i])), copies, out, each);
+        dst.deliver_all(&self.rx.ring.mem, frames.map(|i| (i, &chains[i], &pkts[i])), count, copies, out, each);
     }
 
     /// A copy of frame `i` in an mbuf (the one payload copy of a frame that

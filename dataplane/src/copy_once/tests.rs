@@ -111,3 +111,87 @@ fn a_frame_copied_at_once_waits_for_the_bursts_publish_too() {
     b.publish(&done);
     assert_eq!((used_idx(b.mem()), received(b.mem(), 200)), (1, frame.to_vec()));
 }
+
+/// Guest `a` (which may send a partial checksum) transmits `frames`
+/// (virtio-net header and bytes), one chain each; guest `b` has the
+/// receive descriptors `descs` and offers `heads`, in order. Both with
+/// mergeable buffers, neither takes offloads.
+fn many_guests(frames: &[(NetHdr, Vec<u8>)], descs: &[(u64, u32, u16, u16)], heads: &[u16]) -> (CopyOnceRx, CopyOnceTx) {
+    use crate::virtq::test_guest::{TestGuest, DATA};
+    let base = (1 << 32) | (1 << 15);
+    let (fa, fb) = (GuestFeatures::from_bits(base | crate::offload::F_CSUM).unwrap(), GuestFeatures::from_bits(base).unwrap());
+    let (mut a, mut b) = (TestGuest::new(16), TestGuest::new(16));
+    for (k, (hdr, frame)) in frames.iter().enumerate() {
+        let at = DATA + 0x2000 * k as u64;
+        a.mem.write(Gpa(at), &hdr.to_bytes()).unwrap();
+        a.mem.write(Gpa(at + NET_HDR_LEN as u64), frame).unwrap();
+        a.desc(k as u16, at, (NET_HDR_LEN + frame.len()) as u32, 0, 0);
+        a.offer(k as u16);
+    }
+    for (i, &(addr, len, flags, next)) in descs.iter().enumerate() {
+        b.desc(i as u16, addr, len, flags, next);
+    }
+    for &h in heads {
+        b.offer(h);
+    }
+    let (qa, qb) = (Virtqueue::Split(a.queue()), Virtqueue::Split(b.queue()));
+    let rx = CopyOnceRx::new(GuestRing::new(Arc::new(a.mem), qa, Interrupt::None, 1, fa));
+    (rx, CopyOnceTx::new(GuestRing::new(Arc::new(b.mem), qb, Interrupt::None, 0, fb), 0))
+}
+
+/// Every frame of the burst through `deliver_all`, published: what each
+/// delivery did, and `b`'s used entries (head, length).
+fn deliver_burst(a: &mut CopyOnceRx, b: &mut CopyOnceTx, n: usize) -> (Vec<Delivery>, Vec<(u32, u32)>) {
+    let mut pkts = [GuestPkt::default(); 8];
+    let drops = crate::counters::PerReason::default();
+    let burst = a.recv(&mut pkts, &drops).expect("frames");
+    let (mut copies, mut got) = (CopyList::default(), Vec::new());
+    burst.deliver_all(0..n, n, b, &mut copies, 7, |_, d, _| got.push(d));
+    let (done, copied) = copies.run(Some(burst.mem()), |out| (out == 7).then_some(b.mem()));
+    copied.unwrap();
+    b.publish(&done);
+    burst.commit(&done);
+    let used = crate::virtq::test_guest::USED;
+    let entries = (0..used_idx(b.mem()) as u64).map(|i| (b.mem().read_u32(Gpa(used + 4 + 8 * i)).unwrap(), b.mem().read_u32(Gpa(used + 8 + 8 * i)).unwrap())).collect();
+    (got, entries)
+}
+
+/// Receive chains taken ahead for a burst: a frame whose checksum the
+/// switch finishes or that needs two of them (mergeable) goes the long
+/// way, which pops, so the rest go back first; a chain of two descriptors
+/// ends the run (it is popped in its turn). Each frame lands in order in
+/// the buffers a pop at a time would have given it.
+#[test]
+fn chains_taken_ahead_go_to_the_frames_in_ring_order() {
+    use crate::offload::testutil::Spec;
+    use crate::virtq::test_guest::DATA;
+    use crate::virtq::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
+    const W: u16 = VRING_DESC_F_WRITE;
+    let plain = |k: u8, n: usize| (NetHdr::default(), vec![k; n]);
+    // A TCP frame with its checksum left to the switch (b takes none).
+    let spec = Spec { payload: 100, ..Spec::V4 };
+    let partial = NetHdr { flags: crate::offload::NEEDS_CSUM, csum_start: (spec.l2() + spec.l3()) as u16, csum_offset: 16, ..NetHdr::default() };
+    let buf = |i: u64| DATA + 0x1000 * i;
+    // Heads 0 to 8 single 2 KB buffers; 9 a header buffer and a 2 KB one
+    // (10); 11 on single again.
+    let mut descs: Vec<_> = (0..9).map(|i| (buf(i), 2048, W, 0)).collect();
+    descs.extend([(buf(9), 12, W | VRING_DESC_F_NEXT, 10), (buf(10), 2048, W, 0)]);
+    descs.extend((11..14).map(|i| (buf(i), 2048, W, 0)));
+    let bursts = [vec![plain(1, 100), (partial, spec.frame()), plain(3, 100)], vec![plain(4, 100), plain(5, 3000), plain(6, 100), plain(7, 100)], vec![plain(8, 100), plain(9, 100), plain(10, 100)]];
+    let (_, mut b) = many_guests(&[], &descs, &[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 11, 12, 13]);
+    let mut used = Vec::new();
+    for frames in &bursts {
+        let (got, all) = deliver_burst(&mut many_guests(frames, &[], &[]).0, &mut b, frames.len());
+        assert!(got.iter().all(|d| matches!(d, Delivery::Done { .. })), "{got:?}");
+        used = all;
+    }
+    let len = |n: usize| (NET_HDR_LEN + n) as u32;
+    let short = len(100);
+    let want = [(0, short), (1, len(spec.frame_len())), (2, short), (3, short), (4, 2048), (5, len(3000) - 2048), (6, short), (7, short), (8, short), (9, short), (11, short)];
+    assert_eq!(used, want);
+    for (frame, head) in [(&bursts[0][2], 2), (&bursts[1][2], 6), (&bursts[2][2], 11)] {
+        let mut got = vec![0u8; frame.1.len()];
+        b.mem().read(Gpa(buf(head) + NET_HDR_LEN as u64), &mut got).unwrap();
+        assert_eq!(got, frame.1, "buffer {head}");
+    }
+}

@@ -7,16 +7,26 @@ use crate::copy_list::{CopiesDone, CopyList};
 use crate::mbuf_offload;
 use crate::offload::{complete_partial, NetHdr, Segmenter};
 use crate::packet::PacketBuf;
-use crate::virtio_net::{deliver, deliver_short, Delivery, FrameSource, Short, NET_HDR_LEN};
-use crate::virtq::{Chain, RingOps, MAX_READ};
+use crate::virtio_net::{deliver, fill_short, take_short, Delivery, FrameSource, Short, NET_HDR_LEN};
+use crate::virtq::{Chain, Direction, RingOps, MAX_READ};
 
 pub struct CopyOnceTx {
     ring: GuestRing,
     /// Deliveries tried again while the guest's receive ring is full
     /// (`[switch] vhost_retries`).
     retries: u32,
-    /// Receive chains of the frame being delivered (scratch).
+    /// Receive chains of the frame being delivered (scratch); in
+    /// `deliver_all`, those taken ahead for its frames.
     chains: Vec<Chain>,
+    /// `(at, end)`: the chains taken ahead and not yet used are
+    /// `chains[at..end]`; none outside `deliver_all`. They are the last
+    /// chains popped, so they go back with one `unpop`, before anything
+    /// else pops.
+    stock: (usize, usize),
+    /// The bytes of the first chain the last stock took: a burst whose
+    /// first frame would not fit one (a jumbo frame into 2 KB buffers)
+    /// takes none, which it would give back at that frame.
+    stock_room: u64,
     /// Used entries written and not yet published.
     unpublished: bool,
     /// A frame's bytes: a multi-segment mbuf's, or a sender's payload being
@@ -26,7 +36,7 @@ pub struct CopyOnceTx {
 
 impl CopyOnceTx {
     pub fn new(ring: GuestRing, retries: u32) -> CopyOnceTx {
-        CopyOnceTx { ring, retries, chains: vec![Chain::default(); crate::virtio_net::MAX_BUFFERS], unpublished: false, scratch: Vec::with_capacity(MAX_READ as usize) }
+        CopyOnceTx { ring, retries, chains: vec![Chain::default(); crate::virtio_net::MAX_BUFFERS], stock: (0, 0), stock_room: u64::MAX, unpublished: false, scratch: Vec::with_capacity(MAX_READ as usize) }
     }
 
     pub fn into_ring(self) -> GuestRing {
@@ -87,12 +97,32 @@ impl CopyOnceTx {
         let mut taken = 0;
         if !self.ring.broken && pkt.off.fits(self.ring.features.rx) {
             let frame = plain(src, chain, pkt);
-            match deliver_short(&mut self.ring.queue, &self.ring.mem, &frame, &mut self.chains[0], (&mut *copies, out)) {
-                Ok(Short::Long(n)) => taken = usize::from(n),
-                Ok(Short::Done(d)) => return (self.settle(Ok(d)), 1),
+            // A chain taken ahead, else one popped now (into `chains[0]`).
+            let chain_at = match self.stock {
+                (at, end) if at < end => {
+                    self.stock.0 += 1;
+                    Ok(Ok(at))
+                }
+                _ => take_short(&mut self.ring.queue, &self.ring.mem, NET_HDR_LEN as u64 + frame.len(), &mut self.chains[0]).map(|r| r.map(|()| 0)),
+            };
+            let short = match chain_at {
+                Ok(Ok(k)) => fill_short(&mut self.ring.queue, &self.ring.mem, &frame, &self.chains[k], (&mut *copies, out)).map(|s| (s, k)),
+                Ok(Err(s)) => Ok((s, 0)),
+                Err(e) => Err(e),
+            };
+            match short {
+                Ok((Short::Long(n), k)) => {
+                    taken = usize::from(n);
+                    // The long way takes it as its first.
+                    self.chains.swap(0, k);
+                }
+                Ok((Short::Done(d), _)) => return (self.settle(Ok(d)), 1),
                 Err(e) => return (self.settle(Err(e)), 1),
             }
         }
+        // The long way pops: the chains taken ahead after this frame's go
+        // back first.
+        self.give_back();
         self.deliver_long(src, chain, pkt, copies, out, taken)
     }
 
@@ -100,10 +130,41 @@ impl CopyOnceTx {
     /// `out`), in order, each as `deliver_from` delivers it but in one loop:
     /// `frames` gives each one's index, chain and headers; `each(i,
     /// delivery, frames made)`.
-    pub fn deliver_all<'c>(&mut self, src: &GuestMemory, frames: impl Iterator<Item = (usize, &'c Chain, &'c GuestPkt)>, copies: &mut CopyList, out: u16, mut each: impl FnMut(usize, Delivery, u32)) {
+    /// `count`: how many frames there are, for which receive chains are
+    /// taken ahead in one go (`pop_singles`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn deliver_all<'c>(
+        &mut self,
+        src: &GuestMemory,
+        frames: impl Iterator<Item = (usize, &'c Chain, &'c GuestPkt)>,
+        count: usize,
+        copies: &mut CopyList,
+        out: u16,
+        mut each: impl FnMut(usize, Delivery, u32),
+    ) {
+        let mut frames = frames.peekable();
+        let fits = frames.peek().is_some_and(|f| NET_HDR_LEN as u64 + u64::from(f.2.len) <= self.stock_room);
+        if fits && !self.ring.broken {
+            let n = count.min(self.chains.len());
+            let taken = self.ring.queue.pop_singles(&self.ring.mem, Direction::DeviceWrites, &mut self.chains[..n]);
+            if taken > 0 {
+                self.stock_room = self.chains[0].len();
+            }
+            self.stock = (0, taken);
+        }
         for (i, chain, pkt) in frames {
             let (d, n) = self.deliver_from(src, chain, pkt, copies, out);
             each(i, d, n);
+        }
+        self.give_back();
+    }
+
+    /// Gives back the chains taken ahead and not used.
+    #[inline]
+    fn give_back(&mut self) {
+        let (at, end) = std::mem::take(&mut self.stock);
+        if at < end {
+            self.ring.queue.unpop((end - at) as u16);
         }
     }
 
@@ -164,6 +225,7 @@ impl CopyOnceTx {
     /// The used entries wait for `publish` either way.
     #[inline]
     pub(super) fn deliver_one(&mut self, frame: &FrameSource, taken: usize, copies: Option<(&mut CopyList, u16)>) -> Delivery {
+        debug_assert_eq!(self.stock.0, self.stock.1, "chains taken ahead while the long way pops");
         let r = deliver_retrying(&mut self.ring, frame, (&mut self.chains, taken), copies, self.retries);
         self.settle(r)
     }

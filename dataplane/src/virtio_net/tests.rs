@@ -261,7 +261,7 @@ fn regression_a_starved_ring_is_not_walked_again_until_the_guest_offers_more() {
         // by the short way too, or a guest of long receive chains too short
         // for a broadcast would cost a walk per frame flooded to it.
         g.spoil_first();
-        assert_eq!(deliver_short(&mut q, g.mem(), &plain(&f), &mut Chain::default(), (&mut CopyList::default(), 0)), Ok(Short::Long(0)), "packed {packed}");
+        assert_eq!(short(&mut q, g.mem(), &plain(&f), &mut Chain::default(), (&mut CopyList::default(), 0)), Ok(Short::Long(0)), "packed {packed}");
         assert_eq!(deliver(&mut q, g.mem(), &plain(&f), true, (&mut chains(), 0), None).unwrap(), Delivery::NoBuffers, "not walked");
         // New buffers: the ring is walked again (and the broken chain found).
         g.offer(2, DATA + 0x2000, 2048, WRITE);
@@ -308,7 +308,7 @@ fn a_frame_that_fits_one_chain_goes_the_short_way() {
         let mut q = g.queue();
         let (mut list, mut chain) = (CopyList::default(), Chain::default());
         let f = FrameSource { net_hdr: [0; NetHdr::LEN], head: &payload[..64], tail: Some((&a.mem, &src, (NET_HDR_LEN + 64) as u64, 936)) };
-        let r = deliver_short(&mut q, g.mem(), &f, &mut chain, (&mut list, 3));
+        let r = short(&mut q, g.mem(), &f, &mut chain, (&mut list, 3));
         assert_eq!(r, Ok(Short::Done(Delivery::Done { buffers: 1, guest_copies: 1 })), "packed {packed}");
         assert!(!list.is_empty(), "the tail listed, not copied");
         list.run(Some(&a.mem), |_| Some(g.mem())).1.unwrap();
@@ -334,7 +334,7 @@ fn a_frame_that_does_not_fit_one_chain_goes_on_to_deliver_with_the_chain_taken()
             let (a, src) = sent(&frame(1500));
             let f = FrameSource { net_hdr: [0; NetHdr::LEN], head: &payload[..64], tail: (frame_len > 64).then_some((&a.mem, &src, (NET_HDR_LEN + 64) as u64, frame_len as u64 - 64)) };
             let mut chains = chains();
-            let r = deliver_short(&mut q, g.mem(), &f, &mut chains[0], (&mut CopyList::default(), 0));
+            let r = short(&mut q, g.mem(), &f, &mut chains[0], (&mut CopyList::default(), 0));
             assert_eq!(r, Ok(Short::Long(1)), "packed {packed}, {first}");
             assert_eq!(q.available(g.mem()).unwrap(), 1, "one chain taken");
             let r = deliver(&mut q, g.mem(), &f, true, (&mut chains, 1), None).unwrap();
@@ -353,8 +353,16 @@ fn a_bad_receive_chain_on_the_short_way_goes_back_empty() {
         g.post(2, 2048);
         g.spoil_first();
         let mut q = g.queue();
-        let r = deliver_short(&mut q, g.mem(), &plain(&frame(64)), &mut Chain::default(), (&mut CopyList::default(), 0));
+        let r = short(&mut q, g.mem(), &plain(&frame(64)), &mut Chain::default(), (&mut CopyList::default(), 0));
         assert_eq!(r, Ok(Short::Done(Delivery::BadChain(ChainError::WrongDirection))), "packed {packed}");
         assert_eq!(g.received(&mut q).0, [(0, 0)]);
+    }
+}
+
+/// The short way whole: a chain taken, then filled.
+fn short<Q: RingOps>(q: &mut Q, mem: &GuestMemory, frame: &FrameSource, chain: &mut Chain, copies: (&mut CopyList, u16)) -> Result<Short, RingError> {
+    match take_short(q, mem, NET_HDR_LEN as u64 + frame.len(), chain)? {
+        Ok(()) => fill_short(q, mem, frame, chain, copies),
+        Err(s) => Ok(s),
     }
 }

@@ -62,6 +62,16 @@ impl Chain {
         self.descs as usize
     }
 
+    /// The chain `head` as one buffer, `s`, that passed every check.
+    #[inline(always)]
+    pub(super) fn set_single(&mut self, head: u16, s: Span) {
+        self.head = head;
+        self.n = 1;
+        self.descs = 1;
+        self.total = s.len() as u64;
+        self.inline[0] = s;
+    }
+
     pub(super) fn clear(&mut self, head: u16) {
         self.head = head;
         self.n = 0;

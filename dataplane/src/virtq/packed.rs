@@ -276,8 +276,6 @@ impl PackedQueue {
             return Ok(Pop::Empty);
         }
         let w = self.walk(mem, dir, head, out)?;
-        self.next_avail.advance(w.slots, self.size);
-        self.seen = self.seen.saturating_sub(w.slots);
         let err = match self.in_flight.get_mut(w.id as usize) {
             Some(n) if *n == 0 => {
                 *n = w.slots;
@@ -285,15 +283,58 @@ impl PackedQueue {
             }
             _ => Some(ChainError::HeadOutOfRange),
         };
-        let kept = if err == Some(ChainError::HeadOutOfRange) { NO_ID } else { w.id };
-        self.recent[self.recent_at % MAX_UNPOP] = (w.slots, kept);
-        self.recent_at = self.recent_at.wrapping_add(1);
-        self.recent_n = self.recent_n.saturating_add(1);
+        self.consume(w.slots, if err == Some(ChainError::HeadOutOfRange) { NO_ID } else { w.id });
         out.head = w.id;
         Ok(match err {
             None => Pop::Chain,
             Some(err) => Pop::Bad { head: w.id, err },
         })
+    }
+
+    /// Moves past a chain of `slots` slots whose id is `kept` (NO_ID: none
+    /// of ours), remembering it for `unpop`.
+    #[inline(always)]
+    fn consume(&mut self, slots: u16, kept: u16) {
+        self.next_avail.advance(slots, self.size);
+        self.seen = self.seen.saturating_sub(slots);
+        self.recent[self.recent_at % MAX_UNPOP] = (slots, kept);
+        self.recent_at = self.recent_at.wrapping_add(1);
+        self.recent_n = self.recent_n.saturating_add(1);
+    }
+
+    /// The run of one-buffer chains at the front of the ring, as
+    /// `SplitQueue::pop_singles` takes it: those whose slots were seen
+    /// available (`available` looks for more when too few were).
+    pub fn pop_singles(&mut self, mem: &GuestMemory, dir: Direction, out: &mut [Chain]) -> usize {
+        if (self.seen as usize) < out.len() && self.available(mem).is_err() {
+            return 0;
+        }
+        let write = if dir == Direction::DeviceWrites { VRING_DESC_F_WRITE } else { 0 };
+        let mut n = 0;
+        while let Some(c) = out.get_mut(n) {
+            let Some((id, s)) = self.single(mem, write) else { break };
+            c.set_single(id, s);
+            self.in_flight[id as usize] = 1;
+            self.consume(1, id);
+            n += 1;
+        }
+        n
+    }
+
+    /// The id and buffer of the next chain if its slot is known available
+    /// (`seen`) and it is one descriptor whose flags, past AVAIL and USED,
+    /// are exactly `write`, not empty, in one region, under an id not in
+    /// flight: every check `pop` would make of it. None sends it to `pop`.
+    #[inline(always)]
+    fn single(&self, mem: &GuestMemory, write: u16) -> Option<(u16, Span)> {
+        if self.seen == 0 {
+            return None;
+        }
+        let (d, id) = load(mem, &self.ring, self.next_avail.slot).ok()?;
+        if d.flags & !(VRING_PACKED_DESC_F_AVAIL | VRING_PACKED_DESC_F_USED) != write || d.len == 0 || self.in_flight.get(id as usize) != Some(&0) {
+            return None;
+        }
+        Some((id, mem.span(Gpa(d.addr), d.len)?))
     }
 
     /// Follows the chain at `head` (known available) to its end, taking

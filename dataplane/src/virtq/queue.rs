@@ -10,7 +10,7 @@
 //! the trait forwards to.
 use pmd_bridge::guest_mem::{GuestMemory, Gpa};
 
-use super::{Chain, Direction, PackedQueue, Pop, RingError, RingFeatures, SplitQueue, VIRTIO_F_RING_PACKED};
+use super::{Chain, Direction, PackedQueue, Pop, Refused, RingError, RingFeatures, SplitQueue, VIRTIO_F_RING_PACKED};
 
 /// What the copy-once datapath does with a virtqueue; see `SplitQueue` and
 /// `PackedQueue` for what each means for its kind. A chain's `head` is
@@ -24,6 +24,42 @@ pub trait RingOps {
     /// packed: available descriptors, a few dozen at most).
     fn available(&mut self, mem: &GuestMemory) -> Result<u16, RingError>;
     fn pop(&mut self, mem: &GuestMemory, dir: Direction, out: &mut Chain) -> Result<Pop, RingError>;
+    /// The run of one-buffer chains at the front of the ring, up to
+    /// `out.len()`, into `out`: how many (see `SplitQueue::pop_singles`).
+    fn pop_singles(&mut self, mem: &GuestMemory, dir: Direction, out: &mut [Chain]) -> usize;
+    /// Up to `out.len()` chains into `out`, in ring order; a bad chain goes
+    /// back at once, with length 0, counted in `refused`. Returns how many
+    /// `out` holds. An error after some chains were taken ends the batch
+    /// with them: it is the ring's own state, which the next call meets.
+    #[inline]
+    fn pop_many(&mut self, mem: &GuestMemory, dir: Direction, out: &mut [Chain], refused: &mut Refused) -> Result<usize, RingError> {
+        let (mut n, mut singles) = (0, true);
+        let end = loop {
+            // A ring whose chains are not single buffers (Linux's TSO
+            // frames, a jumbo frame in 2 KB buffers) is walked a pop at a
+            // time, not looked at twice for each chain.
+            if singles {
+                let k = self.pop_singles(mem, dir, &mut out[n..]);
+                (n, singles) = (n + k, k > 0);
+            }
+            let Some(c) = out.get_mut(n) else { break Ok(()) };
+            match self.pop(mem, dir, c) {
+                Ok(Pop::Chain) => n += 1,
+                Ok(Pop::Empty) => break Ok(()),
+                Ok(Pop::Bad { head, err }) => {
+                    refused.add(err);
+                    if let Err(e) = self.add_used(mem, head, 0) {
+                        break Err(e);
+                    }
+                }
+                Err(e) => break Err(e),
+            }
+        };
+        match end {
+            Err(e) if n == 0 => Err(e),
+            _ => Ok(n),
+        }
+    }
     fn prefetch_next(&self, mem: &GuestMemory, n: usize);
     fn prefetch_buffers(&self, mem: &GuestMemory, n: usize, bytes: u64);
     fn unpop(&mut self, n: u16);
@@ -62,6 +98,10 @@ macro_rules! forward {
             #[inline]
             fn pop(&mut self, mem: &GuestMemory, dir: Direction, out: &mut Chain) -> Result<Pop, RingError> {
                 <$t>::pop(self, mem, dir, out)
+            }
+            #[inline]
+            fn pop_singles(&mut self, mem: &GuestMemory, dir: Direction, out: &mut [Chain]) -> usize {
+                <$t>::pop_singles(self, mem, dir, out)
             }
             #[inline]
             fn prefetch_next(&self, mem: &GuestMemory, n: usize) {
@@ -180,6 +220,14 @@ impl RingOps for Virtqueue {
     #[inline]
     fn pop(&mut self, mem: &GuestMemory, dir: Direction, out: &mut Chain) -> Result<Pop, RingError> {
         each!(self, q => RingOps::pop(q, mem, dir, out))
+    }
+    #[inline]
+    fn pop_singles(&mut self, mem: &GuestMemory, dir: Direction, out: &mut [Chain]) -> usize {
+        each!(self, q => RingOps::pop_singles(q, mem, dir, out))
+    }
+    #[inline]
+    fn pop_many(&mut self, mem: &GuestMemory, dir: Direction, out: &mut [Chain], refused: &mut Refused) -> Result<usize, RingError> {
+        each!(self, q => RingOps::pop_many(q, mem, dir, out, refused))
     }
     #[inline]
     fn prefetch_next(&self, mem: &GuestMemory, n: usize) {
