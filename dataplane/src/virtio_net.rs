@@ -196,9 +196,9 @@ pub fn deliver<Q: RingOps>(
 /// one receive chain takes the header and the whole frame, its first
 /// buffer the header and `head`; the tail is listed in `copies` (or copied
 /// now, if long or the list is full). This takes the chain for a frame of
-/// `len` bytes (header included) into `chain`: Err is how the short way
-/// ends without one (a bad chain is returned as `deliver` returns it);
-/// `fill_short` goes on.
+/// `len` bytes (header included) into `chain`, for `fill_short`; an inner
+/// Err is how the short way ends without one (none on offer, or a bad
+/// chain, returned as `deliver` returns it).
 #[inline(always)]
 pub fn take_short<Q: RingOps>(q: &mut Q, mem: &GuestMemory, len: u64, chain: &mut Chain) -> Result<Result<(), Short>, RingError> {
     // Chains found too few for as large a frame are not walked again.

@@ -177,7 +177,9 @@ impl CopyOnceRx {
                 break;
             }
         }
-        let mut bad = (got - k) as u64 + (ring.refused != refused) as u64;
+        // Chains returned already (refused, counted): published even if
+        // none is left to deliver.
+        let mut bad = (ring.refused != refused) as u64;
         // Pass 2: the virtio-net header and the frame's headers into
         // scratch (one read; the guest may rewrite its buffer meanwhile, so
         // every later decision is made on this copy).
