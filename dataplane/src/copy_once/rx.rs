@@ -310,13 +310,17 @@ impl<'a> GuestBurst<'a> {
 pub(super) fn read_frame_head(mem: &pmd_bridge::guest_mem::GuestMemory, c: &Chain, len: u64, tx: Caps, pkt: &mut GuestPkt) -> Result<(), Option<HdrError>> {
     let h = (len as usize).min(HEAD_PLAIN);
     c.read_at(mem, 0, &mut pkt.raw[..NET_HDR_LEN + h]).map_err(|_| None)?;
-    let hdr = NetHdr::from_bytes(pkt.raw[..NetHdr::LEN].try_into().expect("10 bytes"));
     pkt.len = len as u32;
     pkt.head_len = h as u8;
     pkt.off = Offload::NONE;
-    if hdr.flags & crate::offload::NEEDS_CSUM == 0 && hdr.gso_type == crate::offload::GSO_NONE {
+    // Only the two bytes that say whether there is more are read back
+    // before the copy above has landed: a wider load across its stores
+    // cannot be forwarded from them and waits for every older store (the
+    // last burst's, into another guest's lines) to drain.
+    if pkt.raw[0] & crate::offload::NEEDS_CSUM == 0 && pkt.raw[1] == crate::offload::GSO_NONE {
         return Ok(());
     }
+    let hdr = NetHdr::from_bytes(pkt.raw[..NetHdr::LEN].try_into().expect("10 bytes"));
     let h = (len as usize).min(HEAD);
     if h > HEAD_PLAIN {
         c.read_at(mem, (NET_HDR_LEN + HEAD_PLAIN) as u64, &mut pkt.raw[NET_HDR_LEN + HEAD_PLAIN..NET_HDR_LEN + h]).map_err(|_| None)?;
