@@ -43,6 +43,9 @@ pub const VRING_USED_F_NO_NOTIFY: u16 = 1;
 /// VIRTIO_RING_F_INDIRECT_DESC and VIRTIO_RING_F_EVENT_IDX, as feature bits.
 pub const VIRTIO_RING_F_INDIRECT_DESC: u64 = 1 << 28;
 pub const VIRTIO_RING_F_EVENT_IDX: u64 = 1 << 29;
+/// VIRTIO_F_IN_ORDER: the device uses buffers in the order they were made
+/// available (the driver may then skip reading which ones came back).
+pub const VIRTIO_F_IN_ORDER: u64 = 1 << 35;
 /// Most spans a chain keeps; more are refused (a 9000-byte frame in 2 KB
 /// buffers needs 5; a buffer across a region boundary takes two).
 pub const MAX_SEGS: usize = 64;
@@ -73,12 +76,15 @@ pub struct RingFeatures {
     /// VIRTIO_RING_F_EVENT_IDX: `used_event` and `avail_event` replace the
     /// rings' flags.
     pub event_idx: bool,
+    /// VIRTIO_F_IN_ORDER: chains go back in the order they were taken.
+    /// The rings do not enforce it; their users do (`CopyOnceRx`).
+    pub in_order: bool,
 }
 
 impl RingFeatures {
     /// The ring features among a device's negotiated feature bits.
     pub fn from_bits(negotiated: u64) -> RingFeatures {
-        RingFeatures { indirect: negotiated & VIRTIO_RING_F_INDIRECT_DESC != 0, event_idx: negotiated & VIRTIO_RING_F_EVENT_IDX != 0 }
+        RingFeatures { indirect: negotiated & VIRTIO_RING_F_INDIRECT_DESC != 0, event_idx: negotiated & VIRTIO_RING_F_EVENT_IDX != 0, in_order: negotiated & VIRTIO_F_IN_ORDER != 0 }
     }
 }
 

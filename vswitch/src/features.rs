@@ -51,6 +51,7 @@ pub const EVENT_IDX: u64 = 1 << 29;
 pub const PROTOCOL_FEATURES: u64 = 1 << 30;
 pub const VERSION_1: u64 = 1 << 32;
 pub const RING_PACKED: u64 = 1 << 34;
+pub const IN_ORDER: u64 = 1 << 35;
 
 /// Checksum and TCP segmentation both ways. UFO is not offered: the
 /// switch segments TCP only (and Linux no longer sends UFO).
@@ -60,15 +61,17 @@ pub const OFFLOADS: u64 = CSUM | GUEST_CSUM | GUEST_TSO4 | GUEST_TSO6 | GUEST_EC
 pub const UFO: u64 = GUEST_UFO | HOST_UFO;
 
 /// What a copy-once port offers: split rings, or packed ones too where
-/// the port asks (`packed_rings`); the rest (IN_ORDER, IOMMU, UFO) is
-/// refused rather than half-supported. LOG_ALL: every write into the guest
+/// the port asks (`packed_rings`), and IN_ORDER where it asks (`in_order`:
+/// DPDK's virtio driver then takes its in-order paths, and our chains go
+/// back in order anyway but for those lent to NICs, which such a guest's
+/// are not); the rest (IOMMU, UFO) is refused rather than half-supported. LOG_ALL: every write into the guest
 /// marks the dirty log QEMU shares during a migration (`GuestMemory`).
 /// GUEST_ANNOUNCE: after a migration the guest announces itself (QEMU's
 /// control queue), so the RARP rte_vhost would inject on our behalf is not
 /// needed. MTU: QEMU's `host_mtu` reaches the guest.
-pub fn copy_once(offloads: bool, packed: bool) -> u64 {
+pub fn copy_once(offloads: bool, packed: bool, in_order: bool) -> u64 {
     let base = VERSION_1 | MRG_RXBUF | ANY_LAYOUT | MQ | PROTOCOL_FEATURES | LOG_ALL | GUEST_ANNOUNCE | MTU | INDIRECT_DESC | EVENT_IDX;
-    base | if offloads { OFFLOADS } else { 0 } | if packed { RING_PACKED } else { 0 }
+    base | if offloads { OFFLOADS } else { 0 } | if packed { RING_PACKED } else { 0 } | if in_order { IN_ORDER } else { 0 }
 }
 
 /// The names of the bits set in `features`, lowest first; unknown bits as
@@ -90,7 +93,8 @@ mod tests {
     #[test]
     fn names_in_bit_order_and_unknown_bits_by_number() {
         assert_eq!(names(CSUM | VERSION_1 | 1 << 40), ["csum", "version_1", "bit40"]);
-        assert!(names(copy_once(false, false)).iter().all(|n| !n.contains("tso") && !n.contains("csum")));
-        assert_eq!(copy_once(true, true) & UFO, 0);
+        assert!(names(copy_once(false, false, false)).iter().all(|n| !n.contains("tso") && !n.contains("csum") && n != "in_order"));
+        assert_eq!(copy_once(true, true, true) & UFO, 0);
+        assert!(names(copy_once(false, false, true)).contains(&"in_order".to_string()));
     }
 }

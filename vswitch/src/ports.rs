@@ -170,7 +170,7 @@ pub fn open(eal: &Eal, cfg: &PortConfig, pool: &Arc<Mempool>, pmds: u16) -> Resu
             let sock = VhostSocket::register(eal, p, *mode).map_err(|e| format!("port {}: {e}", cfg.name))?;
             let own = (*datapath == Datapath::CopyOnce).then(CopyOnceState::default);
             if own.is_some() {
-                sock.set_features(features::copy_once(cfg.offloads, cfg.packed_rings)).map_err(|e| format!("port {}: {e}", cfg.name))?;
+                sock.set_features(features::copy_once(cfg.offloads, cfg.packed_rings, cfg.in_order)).map_err(|e| format!("port {}: {e}", cfg.name))?;
             } else {
                 // rte_vhost maps the header to mbuf offload flags (and back);
                 // the switch segments for outputs that cannot take them. UFO

@@ -82,6 +82,8 @@ fn differential(vm_args: &str) {
     sw.wait_ports("guests up", |ps| ps.iter().all(|p| p.state == "up"));
     let packed = !vm_args.is_empty();
     assert!(sw.ports().iter().all(|p| p.features.iter().any(|f| f == "ring_packed") == packed), "{:?}", sw.ports());
+    // net_virtio_user asks for IN_ORDER, and both datapaths take it.
+    assert!(sw.ports().iter().all(|p| p.features.iter().any(|f| f == "in_order")), "{:?}", sw.ports());
     let (c1, c2, r3, r1, r2, c3) = (0, 1, 2, 3, 4, 5);
 
     // Unknown destination: flooded, from a copy-once guest to a copy-once

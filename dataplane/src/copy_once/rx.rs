@@ -26,6 +26,10 @@ pub struct CopyOnceRx {
     chains: Vec<Chain>,
     /// Chains taken by `recv` and not yet returned (`GuestBurst::commit`).
     taken: usize,
+    /// For a guest that negotiated IN_ORDER: the heads of the chains `recv`
+    /// took, good and refused, in ring order. A refused chain then goes
+    /// back with the good ones, in its place, not ahead of those before it.
+    order: Vec<u16>,
     /// Frames bound for NICs lent from guest memory (None: always copied).
     zc: Option<ZeroCopy>,
     /// Frames refused for their virtio-net header, by `HdrError` index,
@@ -49,6 +53,7 @@ impl CopyOnceRx {
             ring,
             chains: (0..pmd_bridge::BURST).map(|_| Chain::default()).collect(),
             taken: 0,
+            order: Vec::with_capacity(pmd_bridge::BURST + 1),
             zc: None,
             bad_headers: [0; HdrError::ALL.len()],
             kick: None,
@@ -150,15 +155,28 @@ impl CopyOnceRx {
         let want = avail.min(out.len());
         ring.queue.prefetch_next(&ring.mem, want);
         let refused = ring.refused;
+        let in_order = ring.queue.features().in_order;
+        let order = &mut self.order;
+        order.clear();
+        // Returns a refused chain: at once, or in its place with the burst.
+        let refuse = |ring: &mut GuestRing, head: u16| {
+            if !in_order {
+                let _ = ring.queue.add_used(&ring.mem, head, 0);
+            }
+        };
         let (mut got, mut k) = (0usize, 0usize);
         while got < want {
             let end = (got + PASS1_GROUP).min(want);
-            let n = ring.queue.pop_many(&ring.mem, Direction::DeviceReads, &mut self.chains[got..end], &mut ring.refused).unwrap_or_else(|_| {
+            let mut held = None;
+            let n = ring.queue.pop_many(&ring.mem, Direction::DeviceReads, &mut self.chains[got..end], &mut ring.refused, in_order.then_some(&mut held)).unwrap_or_else(|_| {
                 ring.broken = true;
                 0
             });
             for i in got..got + n {
                 let c = &self.chains[i];
+                if in_order {
+                    order.push(c.head);
+                }
                 if c.len() > NET_HDR_LEN as u64 && c.len() <= MAX_READ {
                     let first = &c.segments()[0];
                     ring.mem.prefetch(first, 0);
@@ -169,10 +187,15 @@ impl CopyOnceRx {
                     k += 1;
                     continue;
                 }
-                let _ = ring.queue.add_used(&ring.mem, c.head, 0);
+                refuse(ring, c.head);
                 ring.refused.add(ChainError::BadLength);
             }
             got += n;
+            // A bad chain held after good ones ends the burst.
+            if let Some(head) = held {
+                order.push(head);
+                break;
+            }
             if got < end {
                 break;
             }
@@ -200,12 +223,15 @@ impl CopyOnceRx {
                 Err(None) => ring.refused.add(ChainError::BadLength),
                 Err(Some(e)) => self.bad_headers[e as usize] += 1,
             }
-            let _ = ring.queue.add_used(&ring.mem, self.chains[i].head, 0);
+            refuse(ring, self.chains[i].head);
             bad += 1;
         }
         self.taken = n;
         if bad > 0 && n == 0 {
             // Only chains never read from: nothing to wait for.
+            for &head in self.order.iter() {
+                let _ = ring.queue.add_used(&ring.mem, head, 0);
+            }
             ring.publish_returned();
         }
         n
@@ -216,9 +242,16 @@ impl CopyOnceRx {
     fn complete(&mut self, done: &CopiesDone) {
         let ring = &mut self.ring;
         let n = std::mem::take(&mut self.taken);
-        for (i, c) in self.chains[..n].iter().enumerate() {
-            if !self.zc.as_ref().is_some_and(|z| z.is_lent(i)) {
-                let _ = ring.queue.add_used(&ring.mem, c.head, 0);
+        if ring.queue.features().in_order {
+            // Nothing is lent from such a ring (see `zero_copy`).
+            for &head in self.order.iter() {
+                let _ = ring.queue.add_used(&ring.mem, head, 0);
+            }
+        } else {
+            for (i, c) in self.chains[..n].iter().enumerate() {
+                if !self.zc.as_ref().is_some_and(|z| z.is_lent(i)) {
+                    let _ = ring.queue.add_used(&ring.mem, c.head, 0);
+                }
             }
         }
         if let Some(z) = self.zc.as_mut() {
@@ -292,7 +325,8 @@ impl<'a> GuestBurst<'a> {
     #[inline]
     pub fn lend(&mut self, i: usize, out: u16, caps: Caps, flood: bool, fresh: (&Mempool, &mut Stock), emit: impl FnMut(Mbuf)) -> Option<Result<usize, Outcome>> {
         let rx = &mut *self.rx;
-        let zc = rx.zc.as_mut()?;
+        // A lent chain comes back when a NIC frees it, out of order.
+        let zc = rx.zc.as_mut().filter(|_| !rx.ring.queue.features().in_order)?;
         Some(zc.lend(i, out, caps, flood, fresh, &rx.ring.mem, &rx.chains[i], &self.pkts[i], emit))
     }
 

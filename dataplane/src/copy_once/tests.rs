@@ -195,3 +195,52 @@ fn chains_taken_ahead_go_to_the_frames_in_ring_order() {
         assert_eq!(got, frame.1, "buffer {head}");
     }
 }
+
+/// A guest that negotiated IN_ORDER gets its transmit chains back in the
+/// order it offered them, refused ones in their place: a chain too short
+/// for a header (refused after the pop) and one whose buffer lies outside
+/// its memory (refused by the pop) wait for the good chains before them,
+/// and the pop's refusal ends the burst. Without IN_ORDER both go back at
+/// once, ahead of the burst.
+#[test]
+fn regression_an_in_order_guest_gets_its_chains_back_in_order() {
+    use crate::virtq::test_guest::{TestGuest, DATA};
+    for in_order in [true, false] {
+        let f = GuestFeatures::from_bits((1 << 32) | (1 << 15)).unwrap();
+        let mut a = TestGuest::new(8);
+        a.features.in_order = in_order;
+        let frame = [0x11u8; 60];
+        for k in 0..5u16 {
+            let at = DATA + 0x1000 * k as u64;
+            a.mem.write(Gpa(at), &[0u8; NET_HDR_LEN]).unwrap();
+            a.mem.write(Gpa(at + NET_HDR_LEN as u64), &frame).unwrap();
+            let (addr, len) = match k {
+                1 => (at, NET_HDR_LEN as u32),
+                3 => (1 << 40, 72),
+                _ => (at, (NET_HDR_LEN + frame.len()) as u32),
+            };
+            a.desc(k, addr, len, 0, 0);
+            a.offer(k);
+        }
+        let q = Virtqueue::Split(a.queue());
+        let mem = Arc::new(a.mem);
+        let mut rx = CopyOnceRx::new(GuestRing::new(Arc::clone(&mem), q, Interrupt::None, 1, f));
+        let drops = crate::counters::PerReason::default();
+        let mut pkts = [GuestPkt::default(); 8];
+        let mut bursts = Vec::new();
+        while let Some(burst) = rx.recv(&mut pkts, &drops) {
+            bursts.push(burst.pkts().len());
+            let mut copies = CopyList::default();
+            let (done, _) = copies.run(None, |_| None);
+            burst.commit(&done);
+        }
+        let used: Vec<u32> = (0..used_idx(&mem) as u64).map(|i| mem.read_u32(Gpa(crate::virtq::test_guest::USED + 4 + 8 * i)).unwrap()).collect();
+        if in_order {
+            assert_eq!((bursts, used), (vec![2, 1], vec![0, 1, 2, 3, 4]), "in order, the refused in their places");
+        } else {
+            assert_eq!((bursts, used), (vec![3], vec![3, 1, 0, 2, 4]), "refused first, the burst after");
+        }
+        let refused: u64 = drops.0.iter().map(|d| d.load(std::sync::atomic::Ordering::Relaxed)).sum();
+        assert_eq!(refused, 2, "each refused chain counted once");
+    }
+}

@@ -1,8 +1,8 @@
 //! Zero copy to NICs from a guest's transmit ring: a frame bound for a NIC
 //! leaves as the switch's header copy followed by the guest's own buffers
 //! (`pmd_bridge::extbuf`), and its chain goes back to the guest only once
-//! the NIC has freed every mbuf pointing into it: out of order, which split
-//! rings allow (IN_ORDER is never offered).
+//! the NIC has freed every mbuf pointing into it: out of order, which the
+//! rings allow unless the guest negotiated IN_ORDER (then nothing is lent).
 //!
 //! The guest's ring would starve while NICs hold its buffers (they free
 //! transmitted mbufs lazily; DPDK's own dequeue zero-copy died of it), so a

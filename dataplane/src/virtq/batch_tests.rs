@@ -37,13 +37,22 @@ fn one_by_one<Q: RingOps>(q: &mut Q, mem: &GuestMemory, dir: Direction) -> Taken
     }
 }
 
-/// Every chain by `pop_many`, in batches of random sizes.
+/// Every chain by `pop_many`, in batches of random sizes; half the rings
+/// in order, a bad chain held after good ones given back after the batch
+/// (as `CopyOnceRx` returns it, after the batch's good chains).
 fn in_batches<Q: RingOps>(q: &mut Q, mem: &GuestMemory, dir: Direction, rng: &mut Rng) -> Taken {
     let (mut chains, mut refused) = (Vec::new(), Refused::default());
     let mut out = vec![Chain::default(); 10];
+    let in_order = rng.below(2) == 0;
     loop {
         let k = 1 + rng.below(out.len());
-        match q.pop_many(mem, dir, &mut out[..k], &mut refused) {
+        let mut held = None;
+        let got = q.pop_many(mem, dir, &mut out[..k], &mut refused, in_order.then_some(&mut held));
+        if let Some(head) = held {
+            assert!(matches!(got, Ok(n) if n > 0), "a bad chain is held only after good ones");
+            q.add_used(mem, head, 0).unwrap();
+        }
+        match got {
             Ok(0) => return (chains, refused, None),
             Ok(n) => chains.extend(out[..n].iter().map(shape)),
             Err(e) => return (chains, refused, Some(e)),

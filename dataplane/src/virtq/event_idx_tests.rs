@@ -100,7 +100,7 @@ fn without_event_idx_the_flag_decides() {
 #[test]
 fn event_idx_rings_are_two_bytes_longer_and_avail_event_left_alone() {
     let mut g = with_event_idx();
-    assert_eq!(g.queue().features(), RingFeatures { indirect: false, event_idx: true });
+    assert_eq!(g.queue().features(), RingFeatures { indirect: false, event_idx: true, in_order: false });
     assert_eq!(guest().queue().features(), RingFeatures::default());
     // Rings ending exactly at the end of memory: room for the plain layout,
     // not for used_event / avail_event.

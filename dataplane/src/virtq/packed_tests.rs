@@ -254,7 +254,7 @@ fn a_virtqueue_is_packed_when_the_guest_negotiated_it() {
     let features = VIRTIO_F_RING_PACKED | VIRTIO_RING_F_EVENT_IDX;
     let mut q = Virtqueue::new(features, SIZE, rings, (0x8000, 0x8000), &g.mem).unwrap();
     assert!(q.is_packed());
-    assert_eq!(q.features(), RingFeatures { indirect: false, event_idx: true });
+    assert_eq!(q.features(), RingFeatures { indirect: false, event_idx: true, in_order: false });
     let mut c = Chain::default();
     assert_eq!((q.pop(&g.mem, TX, &mut c), c.head), (Ok(Pop::Chain), 4));
     q.add_used(&g.mem, 4, 0).unwrap();

@@ -31,8 +31,11 @@ pub trait RingOps {
     /// back at once, with length 0, counted in `refused`. Returns how many
     /// `out` holds. An error after some chains were taken ends the batch
     /// with them: it is the ring's own state, which the next call meets.
+    /// `held`, for a ring whose chains go back in order: a bad chain after
+    /// good ones ends the batch instead, its head left there for the caller
+    /// to return after them (counted all the same).
     #[inline]
-    fn pop_many(&mut self, mem: &GuestMemory, dir: Direction, out: &mut [Chain], refused: &mut Refused) -> Result<usize, RingError> {
+    fn pop_many(&mut self, mem: &GuestMemory, dir: Direction, out: &mut [Chain], refused: &mut Refused, mut held: Option<&mut Option<u16>>) -> Result<usize, RingError> {
         let (mut n, mut singles) = (0, true);
         let end = loop {
             // A ring whose chains are not single buffers (Linux's TSO
@@ -48,6 +51,10 @@ pub trait RingOps {
                 Ok(Pop::Empty) => break Ok(()),
                 Ok(Pop::Bad { head, err }) => {
                     refused.add(err);
+                    if let Some(h) = held.as_deref_mut().filter(|_| n > 0) {
+                        *h = Some(head);
+                        break Ok(());
+                    }
                     if let Err(e) = self.add_used(mem, head, 0) {
                         break Err(e);
                     }
@@ -226,8 +233,8 @@ impl RingOps for Virtqueue {
         each!(self, q => RingOps::pop_singles(q, mem, dir, out))
     }
     #[inline]
-    fn pop_many(&mut self, mem: &GuestMemory, dir: Direction, out: &mut [Chain], refused: &mut Refused) -> Result<usize, RingError> {
-        each!(self, q => RingOps::pop_many(q, mem, dir, out, refused))
+    fn pop_many(&mut self, mem: &GuestMemory, dir: Direction, out: &mut [Chain], refused: &mut Refused, held: Option<&mut Option<u16>>) -> Result<usize, RingError> {
+        each!(self, q => RingOps::pop_many(q, mem, dir, out, refused, held))
     }
     #[inline]
     fn prefetch_next(&self, mem: &GuestMemory, n: usize) {

@@ -109,6 +109,12 @@ pub struct PortConfig {
     /// restarts beside the socket (README: Copy-once ports).
     #[serde(default = "offloads_default")]
     pub packed_rings: bool,
+    /// VIRTIO_F_IN_ORDER offered to a copy-once guest (default; off with
+    /// `in_order = false`): its chains go back in the order it offered
+    /// them, so its frames to NICs are copied, not lent (README: Zero copy
+    /// to NICs).
+    #[serde(default = "offloads_default")]
+    pub in_order: bool,
     /// Ingress policing, as OVS's interface columns: the rate in kbit/s
     /// (0: none) and the bucket in kbit (0: 8000).
     #[serde(default)]
@@ -130,7 +136,7 @@ fn socket_path(cx: &Ctx, key: &str, path: PathBuf) -> Res<PathBuf> {
     Ok(path)
 }
 
-/// `offloads` and `packed_rings`: on unless a port says otherwise.
+/// `offloads`, `packed_rings` and `in_order`: on unless a port says otherwise.
 fn offloads_default() -> bool {
     true
 }
@@ -352,6 +358,7 @@ struct RawPort {
     offloads: Option<bool>,
     mac_limit: Option<i64>,
     packed_rings: Option<bool>,
+    in_order: Option<bool>,
     ingress_policing_rate: Option<i64>,
     ingress_policing_burst: Option<i64>,
     vni: Option<i64>,

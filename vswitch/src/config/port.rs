@@ -68,6 +68,7 @@ pub(super) fn validate_port(map: &Map<String, Value>, sw: &SwitchConfig, cx: &Ct
         offloads: raw.offloads.unwrap_or(true),
         mac_limit: raw.mac_limit.map(|n| cx.int("mac_limit", n, 1..=1_048_576)).transpose()?,
         packed_rings: raw.packed_rings.unwrap_or(true),
+        in_order: raw.in_order.unwrap_or(true),
         ingress_policing_rate: cx.opt("ingress_policing_rate", raw.ingress_policing_rate, 0, POLICING)?,
         ingress_policing_burst: cx.opt("ingress_policing_burst", raw.ingress_policing_burst, 0, POLICING)?,
     })

@@ -24,7 +24,7 @@ pub struct State {
 pub(super) fn port_to_json(p: &PortConfig) -> Value {
     let mut v = json!({ "name": p.name, "mtu": p.mtu, "rx_queues": p.rx_queues, "rxq_pmd": p.rxq_pmd,
                         "offloads": p.offloads, "mac_limit": p.mac_limit,
-                        "packed_rings": p.packed_rings,
+                        "packed_rings": p.packed_rings, "in_order": p.in_order,
                         "ingress_policing_rate": p.ingress_policing_rate, "ingress_policing_burst": p.ingress_policing_burst });
     // The kind as its serde form (the `type` tag and its keys), but for
     // permissions: a number there, an octal string in a `[[port]]` table.

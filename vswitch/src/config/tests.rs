@@ -82,6 +82,7 @@ fn full_example_parses_with_defaults_filled() {
         offloads: true,
         mac_limit: None,
         packed_rings: true,
+        in_order: true,
         ingress_policing_rate: 0,
         ingress_policing_burst: 0,
     };
@@ -273,6 +274,7 @@ fn port_from_json_shares_the_rules() {
         offloads: true,
         mac_limit: None,
         packed_rings: true,
+        in_order: true,
         ingress_policing_rate: 0,
         ingress_policing_burst: 0,
     };
