@@ -191,8 +191,12 @@ impl CopyOnceRx {
                 ring.refused.add(ChainError::BadLength);
             }
             got += n;
-            // A bad chain held after good ones ends the burst.
+            // A bad chain held ends the burst, unless none came before it.
             if let Some(head) = held {
+                if order.is_empty() {
+                    let _ = ring.queue.add_used(&ring.mem, head, 0);
+                    continue;
+                }
                 order.push(head);
                 break;
             }

@@ -199,48 +199,68 @@ fn chains_taken_ahead_go_to_the_frames_in_ring_order() {
 /// A guest that negotiated IN_ORDER gets its transmit chains back in the
 /// order it offered them, refused ones in their place: a chain too short
 /// for a header (refused after the pop) and one whose buffer lies outside
-/// its memory (refused by the pop) wait for the good chains before them,
-/// and the pop's refusal ends the burst. Without IN_ORDER both go back at
-/// once, ahead of the burst.
+/// its memory (refused by the pop, in the middle of pass 1's first group
+/// of 8 or first in its second) wait for the good chains before them, and
+/// the pop's refusal ends the burst. Without IN_ORDER both go back at once,
+/// ahead of the burst. Split and packed rings alike.
 #[test]
 fn regression_an_in_order_guest_gets_its_chains_back_in_order() {
-    use crate::virtq::test_guest::{TestGuest, DATA};
-    for in_order in [true, false] {
-        let f = GuestFeatures::from_bits((1 << 32) | (1 << 15)).unwrap();
-        let mut a = TestGuest::new(8);
-        a.features.in_order = in_order;
-        let frame = [0x11u8; 60];
-        for k in 0..5u16 {
-            let at = DATA + 0x1000 * k as u64;
-            a.mem.write(Gpa(at), &[0u8; NET_HDR_LEN]).unwrap();
-            a.mem.write(Gpa(at + NET_HDR_LEN as u64), &frame).unwrap();
-            let (addr, len) = match k {
-                1 => (at, NET_HDR_LEN as u32),
-                3 => (1 << 40, 72),
-                _ => (at, (NET_HDR_LEN + frame.len()) as u32),
-            };
-            a.desc(k, addr, len, 0, 0);
-            a.offer(k);
-        }
-        let q = Virtqueue::Split(a.queue());
-        let mem = Arc::new(a.mem);
-        let mut rx = CopyOnceRx::new(GuestRing::new(Arc::clone(&mem), q, Interrupt::None, 1, f));
-        let drops = crate::counters::PerReason::default();
-        let mut pkts = [GuestPkt::default(); 8];
-        let mut bursts = Vec::new();
-        while let Some(burst) = rx.recv(&mut pkts, &drops) {
-            bursts.push(burst.pkts().len());
-            let mut copies = CopyList::default();
-            let (done, _) = copies.run(None, |_| None);
-            burst.commit(&done);
-        }
-        let used: Vec<u32> = (0..used_idx(&mem) as u64).map(|i| mem.read_u32(Gpa(crate::virtq::test_guest::USED + 4 + 8 * i)).unwrap()).collect();
-        if in_order {
-            assert_eq!((bursts, used), (vec![2, 1], vec![0, 1, 2, 3, 4]), "in order, the refused in their places");
-        } else {
-            assert_eq!((bursts, used), (vec![3], vec![3, 1, 0, 2, 4]), "refused first, the burst after");
-        }
-        let refused: u64 = drops.0.iter().map(|d| d.load(std::sync::atomic::Ordering::Relaxed)).sum();
-        assert_eq!(refused, 2, "each refused chain counted once");
+    let all: Vec<u16> = (0..10).collect();
+    for packed in [false, true] {
+        let case = |outside, in_order| chains_back(packed, in_order, outside);
+        assert_eq!(case(3, true), (vec![2, 6], all.clone()), "packed {packed}: in order, the refused in their places");
+        assert_eq!(case(8, true), (vec![7, 1], all.clone()), "packed {packed}: refused first in its group, still after the group before");
+        assert_eq!(case(3, false), (vec![8], vec![3, 1, 0, 2, 4, 5, 6, 7, 8, 9]), "packed {packed}: the refused first, the burst after");
+        assert_eq!(case(8, false), (vec![8], vec![1, 8, 0, 2, 3, 4, 5, 6, 7, 9]), "packed {packed}: the refused first, the burst after");
     }
+}
+
+/// Offers chains 0..10 (1 too short for a header, `outside` outside the
+/// guest's memory) on a guest transmit ring, takes bursts of up to 16
+/// (pass 1 takes them 8 at a time) and commits each: the bursts' sizes and the used entries' chains, in ring
+/// order. Each refusal must be counted once.
+fn chains_back(packed: bool, in_order: bool, outside: u16) -> (Vec<usize>, Vec<u16>) {
+    use crate::virtq::test_guest::{TestGuest, DATA};
+    use crate::virtq::test_packed::PackedGuest;
+    let f = GuestFeatures::from_bits((1 << 32) | (1 << 15)).unwrap();
+    let (mut split, mut pg) = (TestGuest::new(16), PackedGuest::new(16));
+    (split.features.in_order, pg.features.in_order) = (in_order, in_order);
+    let frame = [0x11u8; 60];
+    for k in 0..10u16 {
+        let at = DATA + 0x1000 * k as u64;
+        let (addr, len) = match k {
+            1 => (at, NET_HDR_LEN as u32),
+            k if k == outside => (1 << 40, 72),
+            _ => (at, (NET_HDR_LEN + frame.len()) as u32),
+        };
+        for mem in [&split.mem, &pg.mem] {
+            mem.write(Gpa(at), &[0u8; NET_HDR_LEN]).unwrap();
+            mem.write(Gpa(at + NET_HDR_LEN as u64), &frame).unwrap();
+        }
+        split.desc(k, addr, len, 0, 0);
+        split.offer(k);
+        pg.offer(k, &[(addr, len, 0)]);
+    }
+    let (q, mem, ring) = if packed { (Virtqueue::Packed(pg.queue()), pg.mem, pg.rings[0]) } else { (Virtqueue::Split(split.queue()), split.mem, 0) };
+    let mem = Arc::new(mem);
+    let mut rx = CopyOnceRx::new(GuestRing::new(Arc::clone(&mem), q, Interrupt::None, 1, f));
+    let drops = crate::counters::PerReason::default();
+    let mut pkts = [GuestPkt::default(); 16];
+    let mut bursts = Vec::new();
+    while let Some(burst) = rx.recv(&mut pkts, &drops) {
+        bursts.push(burst.pkts().len());
+        let mut copies = CopyList::default();
+        let (done, _) = copies.run(None, |_| None);
+        burst.commit(&done);
+    }
+    let refused: u64 = drops.0.iter().map(|d| d.load(std::sync::atomic::Ordering::Relaxed)).sum();
+    assert_eq!(refused, 2, "each refused chain counted once");
+    // A packed ring's used descriptors are written over its slots, one each
+    // here; a split ring's used entries after its used index.
+    let used = if packed {
+        (0..10).map(|slot| mem.read_u16(Gpa(ring + 16 * slot + 12)).unwrap()).collect()
+    } else {
+        (0..used_idx(&mem) as u64).map(|i| mem.read_u32(Gpa(crate::virtq::test_guest::USED + 4 + 8 * i)).unwrap() as u16).collect()
+    };
+    (bursts, used)
 }

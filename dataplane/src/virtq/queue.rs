@@ -31,9 +31,10 @@ pub trait RingOps {
     /// back at once, with length 0, counted in `refused`. Returns how many
     /// `out` holds. An error after some chains were taken ends the batch
     /// with them: it is the ring's own state, which the next call meets.
-    /// `held`, for a ring whose chains go back in order: a bad chain after
-    /// good ones ends the batch instead, its head left there for the caller
-    /// to return after them (counted all the same).
+    /// `held`, for a ring whose chains go back in order: a bad chain ends
+    /// the batch instead, its head left there for the caller to return
+    /// after the chains before it, this batch's or earlier ones' (counted
+    /// all the same).
     #[inline]
     fn pop_many(&mut self, mem: &GuestMemory, dir: Direction, out: &mut [Chain], refused: &mut Refused, mut held: Option<&mut Option<u16>>) -> Result<usize, RingError> {
         let (mut n, mut singles) = (0, true);
@@ -51,7 +52,7 @@ pub trait RingOps {
                 Ok(Pop::Empty) => break Ok(()),
                 Ok(Pop::Bad { head, err }) => {
                     refused.add(err);
-                    if let Some(h) = held.as_deref_mut().filter(|_| n > 0) {
+                    if let Some(h) = held.as_deref_mut() {
                         *h = Some(head);
                         break Ok(());
                     }
