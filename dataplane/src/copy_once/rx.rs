@@ -233,9 +233,7 @@ impl CopyOnceRx {
         self.taken = n;
         if bad > 0 && n == 0 {
             // Only chains never read from: nothing to wait for.
-            for &head in self.order.iter() {
-                let _ = ring.queue.add_used(&ring.mem, head, 0);
-            }
+            let _ = ring.queue.add_used_read(&ring.mem, self.order.iter().copied());
             ring.publish_returned();
         }
         n
@@ -246,18 +244,13 @@ impl CopyOnceRx {
     fn complete(&mut self, done: &CopiesDone) {
         let ring = &mut self.ring;
         let n = std::mem::take(&mut self.taken);
-        if ring.queue.features().in_order {
+        let _ = if ring.queue.features().in_order {
             // Nothing is lent from such a ring (see `zero_copy`).
-            for &head in self.order.iter() {
-                let _ = ring.queue.add_used(&ring.mem, head, 0);
-            }
+            ring.queue.add_used_read(&ring.mem, self.order.iter().copied())
         } else {
-            for (i, c) in self.chains[..n].iter().enumerate() {
-                if !self.zc.as_ref().is_some_and(|z| z.is_lent(i)) {
-                    let _ = ring.queue.add_used(&ring.mem, c.head, 0);
-                }
-            }
-        }
+            let zc = self.zc.as_ref();
+            ring.queue.add_used_read(&ring.mem, self.chains[..n].iter().enumerate().filter(|&(i, _)| !zc.is_some_and(|z| z.is_lent(i))).map(|(_, c)| c.head))
+        };
         if let Some(z) = self.zc.as_mut() {
             z.end_burst();
         }

@@ -74,6 +74,8 @@ pub trait RingOps {
     fn mark_starved(&mut self, need: u64);
     fn starved(&mut self, mem: &GuestMemory, need: u64) -> Result<bool, RingError>;
     fn add_used(&mut self, mem: &GuestMemory, head: u16, len: u32) -> Result<(), RingError>;
+    /// `add_used` of length 0 for each of `heads`, in order, in one pass.
+    fn add_used_read(&mut self, mem: &GuestMemory, heads: impl Iterator<Item = u16>) -> Result<(), RingError>;
     fn publish(&mut self, mem: &GuestMemory) -> Result<(), RingError>;
     fn needs_interrupt(&mut self, mem: &GuestMemory) -> bool;
     fn guest_wants_interrupt(&self, mem: &GuestMemory) -> bool;
@@ -134,6 +136,10 @@ macro_rules! forward {
             #[inline]
             fn add_used(&mut self, mem: &GuestMemory, head: u16, len: u32) -> Result<(), RingError> {
                 <$t>::add_used(self, mem, head, len)
+            }
+            #[inline]
+            fn add_used_read(&mut self, mem: &GuestMemory, heads: impl Iterator<Item = u16>) -> Result<(), RingError> {
+                <$t>::add_used_read(self, mem, heads)
             }
             #[inline]
             fn publish(&mut self, mem: &GuestMemory) -> Result<(), RingError> {
@@ -260,6 +266,10 @@ impl RingOps for Virtqueue {
     #[inline]
     fn add_used(&mut self, mem: &GuestMemory, head: u16, len: u32) -> Result<(), RingError> {
         each!(self, q => RingOps::add_used(q, mem, head, len))
+    }
+    #[inline]
+    fn add_used_read(&mut self, mem: &GuestMemory, heads: impl Iterator<Item = u16>) -> Result<(), RingError> {
+        each!(self, q => RingOps::add_used_read(q, mem, heads))
     }
     #[inline]
     fn publish(&mut self, mem: &GuestMemory) -> Result<(), RingError> {

@@ -240,3 +240,25 @@ fn regression_misaligned_rings_are_refused() {
     assert_eq!(q(DESC, AVAIL + 1, USED), Err("misaligned ring"));
     assert_eq!(q(DESC, AVAIL, USED + 2), Err("misaligned ring"));
 }
+
+#[test]
+fn a_run_of_used_entries_is_what_one_at_a_time_writes() {
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    for case in 0..300 {
+        let (ga, gb) = (guest(), guest());
+        let start = rng.below(1 << 16) as u16;
+        let (mut qa, mut qb) = (ga.queue_at((start, start)), gb.queue_at((start, start)));
+        let heads: Vec<u16> = (0..rng.below(2 * SIZE as usize + 1)).map(|_| rng.below(SIZE as usize) as u16).collect();
+        qa.add_used_read(&ga.mem, heads.iter().copied()).unwrap();
+        for &h in &heads {
+            qb.add_used(&gb.mem, h, 0).unwrap();
+        }
+        qa.publish(&ga.mem).unwrap();
+        qb.publish(&gb.mem).unwrap();
+        assert_eq!(qa.indices(), qb.indices(), "case {case}");
+        assert_eq!(ga.mem.read_u16(Gpa(USED + 2)), gb.mem.read_u16(Gpa(USED + 2)), "case {case}");
+        for i in 0..SIZE {
+            assert_eq!(ga.used(i), gb.used(i), "case {case}: entry {i}");
+        }
+    }
+}
