@@ -62,9 +62,9 @@ pub const UFO: u64 = GUEST_UFO | HOST_UFO;
 
 /// What a copy-once port offers: split rings, or packed ones too where
 /// the port asks (`packed_rings`), and IN_ORDER where it asks (`in_order`:
-/// DPDK's virtio driver then takes its in-order paths, and our chains go
-/// back in order anyway but for those lent to NICs, which such a guest's
-/// are not); the rest (IOMMU, UFO) is refused rather than half-supported. LOG_ALL: every write into the guest
+/// DPDK's virtio driver then takes its in-order paths; such a guest's
+/// chains go back in order, none lent to NICs); the rest (IOMMU, UFO) is
+/// refused rather than half-supported. LOG_ALL: every write into the guest
 /// marks the dirty log QEMU shares during a migration (`GuestMemory`).
 /// GUEST_ANNOUNCE: after a migration the guest announces itself (QEMU's
 /// control queue), so the RARP rte_vhost would inject on our behalf is not

@@ -473,14 +473,6 @@ impl PackedQueue {
     /// (not yet visible to the guest: see `publish`). An id with nothing
     /// of ours in flight (beyond the ring, already returned, or never
     /// popped) adds nothing.
-    /// `add_used` of length 0 for each of `ids`, in order.
-    pub fn add_used_read(&mut self, mem: &GuestMemory, ids: impl Iterator<Item = u16>) -> Result<(), RingError> {
-        for id in ids {
-            self.add_used(mem, id, 0)?;
-        }
-        Ok(())
-    }
-
     pub fn add_used(&mut self, mem: &GuestMemory, id: u16, len: u32) -> Result<(), RingError> {
         let Some(slots) = self.in_flight.get_mut(id as usize).map(std::mem::take).filter(|&n| n > 0) else {
             return Ok(());
@@ -502,6 +494,14 @@ impl PackedQueue {
         }
         self.next_used.advance(slots, self.size);
         self.since = self.since.saturating_add(slots as u32);
+        Ok(())
+    }
+
+    /// `add_used` of length 0 for each of `ids`, in order.
+    pub fn add_used_read(&mut self, mem: &GuestMemory, ids: impl Iterator<Item = u16>) -> Result<(), RingError> {
+        for id in ids {
+            self.add_used(mem, id, 0)?;
+        }
         Ok(())
     }
 
