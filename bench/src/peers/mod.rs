@@ -289,6 +289,9 @@ impl Running {
             SwitchKind::Vswitchd(Flavor::CopyOnceSleep) => cfg.push_str(&format!("pmd_sleep_max_us = {SLEEP_MAX_US}\n")),
             _ => {}
         }
+        // Guests whose frames go to a NIC refuse IN_ORDER (as QEMU does
+        // unless asked), so that those frames are lent, not copied.
+        let in_order = self.nic_vm().is_none() && self.drop_nic().is_none();
         for (i, sock) in self.sockets.iter().enumerate() {
             let datapath = if self.kind == SwitchKind::Vswitchd(Flavor::RteVhost) { "rte_vhost" } else { "copy-once" };
             if Some(i) == self.nic_vm() {
@@ -296,7 +299,7 @@ impl Running {
                 continue;
             }
             cfg.push_str(&format!(
-                "[[port]]\nname = \"vm{i}\"\ntype = \"vhost-user\"\nmode = \"client\"\npath = \"{}\"\ndatapath = \"{datapath}\"\nmtu = {}\noffloads = {}\n",
+                "[[port]]\nname = \"vm{i}\"\ntype = \"vhost-user\"\nmode = \"client\"\npath = \"{}\"\ndatapath = \"{datapath}\"\nmtu = {}\noffloads = {}\nin_order = {in_order}\n",
                 sock.display(),
                 self.opts.mtu,
                 s.offloads
