@@ -244,8 +244,6 @@ impl CopyOnceState {
         // A lender with chains out goes along even if nothing is lent any
         // more: only the ring's holder may return them.
         let bound = |z: &ZeroCopyPlan| if z.in_flight == 0 { (size / 2).max(1) } else { z.in_flight };
-        // A chain lent comes back out of order: an IN_ORDER guest's are not.
-        let zc = zc.filter(|_| self.features & dataplane::virtq::VIRTIO_F_IN_ORDER == 0);
         let Some(lender) = self.lenders[vring as usize].take().or_else(|| zc.as_ref().map(|z| Lender::new(bound(z)))) else { return Some(rx) };
         let (targets, min_len) = zc.map_or((PortSet::EMPTY, u32::MAX), |z| (z.targets, z.min_len));
         let gauge = Arc::clone(&self.gauges[vring as usize]);

@@ -206,7 +206,7 @@ impl CopyOnceRx {
         }
         // Chains returned already (refused, counted): published even if
         // none is left to deliver.
-        let mut bad = (ring.refused != refused) as u64;
+        let mut bad = ring.refused != refused;
         // Pass 2: the virtio-net header and the frame's headers into
         // scratch (one read; the guest may rewrite its buffer meanwhile, so
         // every later decision is made on this copy).
@@ -228,10 +228,10 @@ impl CopyOnceRx {
                 Err(Some(e)) => self.bad_headers[e as usize] += 1,
             }
             refuse(ring, self.chains[i].head);
-            bad += 1;
+            bad = true;
         }
         self.taken = n;
-        if bad > 0 && n == 0 {
+        if bad && n == 0 {
             // Only chains never read from: nothing to wait for.
             let _ = ring.queue.add_used_read(&ring.mem, self.order.iter().copied());
             ring.publish_returned();
