@@ -80,10 +80,10 @@ pub enum Decision {
 }
 
 /// What pass 1 keeps between the packets of one burst from one port: the
-/// sources the MAC table could not take, and the last source learned and
-/// destination looked up. A burst's frames are mostly of one flow and
-/// would repeat the same table work each (VPP's l2-learn and l2-fwd keep
-/// the same one-entry caches). A learn that stored or moved an entry
+/// sources the MAC table could not take, the last source learned and
+/// destination looked up, and the last frame's decision. A burst's frames
+/// are mostly of one flow and would repeat the same table work each (VPP's
+/// l2-learn and l2-fwd keep the same one-entry caches). A learn that stored or moved an entry
 /// forgets the lookup: the table changed under it. Other threads' changes
 /// show from the next burst on.
 #[derive(Default)]
@@ -186,8 +186,8 @@ fn decide_new(hdr: &EthHeader, key: FrameKey, input: &PortView, ports: &[Option<
     let before = memo.unlearned;
     let d = forward(hdr, input, ports, fdb, now, memo);
     // Not after a learn another writer held off: the next frame tries again.
-    let learned = memo.learned.is_some() || !matches!(d, Decision::Unicast { .. } | Decision::Flood { .. } | Decision::Drop(DropReason::SamePort));
-    if learned {
+    // (A frame dropped before any learn of its burst is decided again, cheaply.)
+    if memo.learned.is_some() {
         memo.last = Some((key, d, memo.unlearned != before));
     }
     d
