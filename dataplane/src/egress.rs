@@ -231,7 +231,17 @@ impl<'a> Egress<'a> {
         self.prefetch_buffers(in_slot, &decisions[..pkts.len()], pkts.iter().map(|p| p.headers().len()));
         let mut burst = burst;
         let mut t = Tally::default();
+        // The last frame held (its decision, output and path): a frame
+        // decided alike is held alike (holding one changes nothing `holds`
+        // asks).
+        let mut held_like: Option<(Decision, u16, Path)> = None;
         for (i, &d) in decisions[..pkts.len()].iter().enumerate() {
+            if let Some((_, out, path)) = held_like.filter(|&(h, ..)| h == d) {
+                t.forwarded += 1;
+                t.paths[path as usize][0] += 1;
+                self.out.held[i] = out;
+                continue;
+            }
             match d {
                 Decision::Drop(r) => t.drops[r as usize] += 1,
                 Decision::Unicast { out, vlan, tagged } => {
@@ -241,11 +251,14 @@ impl<'a> Egress<'a> {
                     if self.holds(out, vlan, tagged) {
                         self.out.held[i] = out;
                         self.out.holding.insert(out);
+                        held_like = Some((d, out, path));
                     } else {
+                        held_like = None;
                         self.emit_guest(&mut burst, i, out, vlan, tagged, path, &mut t);
                     }
                 }
                 Decision::Flood { vlan, tagged } => {
+                    held_like = None;
                     t.flooded += 1;
                     t.paths[Path::Flood as usize][0] += 1;
                     for out in self.flood.targets(vlan, in_slot) {
@@ -256,6 +269,7 @@ impl<'a> Egress<'a> {
                 // The frames held so far go first: an output's batch that
                 // fills is sent at once.
                 Decision::Flow(f) => {
+                    held_like = None;
                     self.deliver_all_held(&burst, &mut t);
                     match burst.materialize(i, &mut self.out.stock, self.pool) {
                         Some(m) => self.run_flow(in_slot, m, f, &mut t),

@@ -148,11 +148,10 @@ fn regression_a_flows_output_keeps_its_place_among_held_frames() {
     r.finish();
 }
 
-/// Frames of one burst held for two copy-once guests: each guest gets its
-/// own, none lost to the other's delivery.
-#[test]
-fn regression_frames_held_for_two_guests_all_arrive() {
-    let mut r = Rig::new("z2", 0, true, 8, 256, 0);
+/// A rig whose copy-once guest `b` (port 1) has a second, `c` (port 2),
+/// beside it; each one's address learned.
+fn two_guests(name: &str) -> (Rig, Guest) {
+    let mut r = Rig::new(name, 0, true, 8, 256, 0);
     let mut c = Guest::new();
     (0..8).for_each(|h| c.offer_rx(h));
     r.ports[2] = Some(PortView::new("c", 2, 1, VlanMode::Access(1), 9000).with_vm(true));
@@ -160,11 +159,37 @@ fn regression_frames_held_for_two_guests_all_arrive() {
     r.flood = dataplane::flood::FloodSets::new(&r.ports, |s| r.tx[s as usize].is_some());
     r.fdb.learn(1, [2, 0, 0, 0, 0, 0xb], 1, 1, 1);
     r.fdb.learn(1, [2, 0, 0, 0, 0, 0xc], 2, 1, 1);
+    (r, c)
+}
+
+/// Frames of one burst held for two copy-once guests: each guest gets its
+/// own, none lost to the other's delivery.
+#[test]
+fn regression_frames_held_for_two_guests_all_arrive() {
+    let (mut r, c) = two_guests("z2");
     let sent = [frame(0xb, 100, 1), frame(0xc, 100, 2), frame(0xb, 100, 3), frame(0xc, 100, 4)];
     r.poll_burst(&sent);
     let b = r.b.as_ref().unwrap();
     assert_eq!((0..b.used_idx()).map(|h| b.received(h, 100)).collect::<Vec<_>>(), [sent[0].clone(), sent[2].clone()]);
     assert_eq!((0..c.used_idx()).map(|h| c.received(h, 100)).collect::<Vec<_>>(), [sent[1].clone(), sent[3].clone()]);
+    r.finish();
+}
+
+/// Frames decided alike in a row are held alike, a drop between them
+/// changes nothing, and a run for one guest ends where another's begins:
+/// each guest gets its own frames in order, each counted once.
+#[test]
+fn frames_held_alike_in_a_row_all_arrive_in_order() {
+    let (mut r, c) = two_guests("z3");
+    let mut runt = frame(0xb, 100, 0);
+    runt.truncate(10);
+    let sent = [frame(0xb, 100, 1), frame(0xb, 100, 2), runt, frame(0xb, 100, 3), frame(0xc, 100, 4), frame(0xc, 100, 5), frame(0xb, 100, 6)];
+    r.poll_burst(&sent);
+    let b = r.b.as_ref().unwrap();
+    let to = |k: &[usize]| k.iter().map(|&i| sent[i].clone()).collect::<Vec<_>>();
+    assert_eq!((0..b.used_idx()).map(|h| b.received(h, 100)).collect::<Vec<_>>(), to(&[0, 1, 3, 6]));
+    assert_eq!((0..c.used_idx()).map(|h| c.received(h, 100)).collect::<Vec<_>>(), to(&[4, 5]));
+    assert_eq!(r.path(Path::VmVm), [6, 6, 600], "each counted once");
     r.finish();
 }
 

@@ -43,6 +43,39 @@ fn regression_a_legacy_guest_is_refused() {
     assert!(f.mergeable && f.rx == Caps::NONE);
 }
 
+/// A frame's header and first bytes read the same whether its first buffer
+/// holds all of them (one copy of a fixed size) or they span buffers, and
+/// for a frame shorter than the bytes the switch reads.
+#[test]
+fn a_frames_head_reads_alike_in_one_buffer_or_across_buffers() {
+    use crate::virtq::test_guest::{TestGuest, DATA};
+    use crate::virtq::VRING_DESC_F_NEXT;
+    for len in [14usize, 63, 64, 65, 200] {
+        let mut bytes = vec![0u8; NET_HDR_LEN];
+        bytes.extend((0..len).map(|i| (i * 13 + 5) as u8));
+        // 0: one buffer; else the first buffer ends `split` bytes in.
+        for split in [0, 1, NET_HDR_LEN, NET_HDR_LEN + 1, NET_HDR_LEN + 63, NET_HDR_LEN + 64, bytes.len() - 1] {
+            if split >= bytes.len() {
+                continue;
+            }
+            let mut g = TestGuest::new(8);
+            g.mem.write(Gpa(DATA), &bytes).unwrap();
+            if split == 0 {
+                g.desc(0, DATA, bytes.len() as u32, 0, 0);
+            } else {
+                g.desc(0, DATA, split as u32, VRING_DESC_F_NEXT, 1);
+                g.desc(1, DATA + split as u64, (bytes.len() - split) as u32, 0, 0);
+            }
+            g.offer(0);
+            let (mut q, mut c, mut pkt) = (g.queue(), Chain::default(), GuestPkt::default());
+            assert_eq!(q.pop(&g.mem, Direction::DeviceReads, &mut c), Ok(Pop::Chain));
+            read_frame_head(&g.mem, &c, len as u64, Caps::NONE, &mut pkt).unwrap();
+            let h = len.min(super::HEAD_PLAIN);
+            assert_eq!((pkt.frame_len(), pkt.headers()), (len, &bytes[NET_HDR_LEN..NET_HDR_LEN + h]), "{len} bytes, split at {split}");
+        }
+    }
+}
+
 /// Two guests in plain memory: `a` transmits `frame` in one chain, `b`
 /// offers one 2 KB receive buffer; and `a`'s memory.
 fn two_guests(frame: &[u8]) -> (CopyOnceRx, CopyOnceTx, Arc<GuestMemory>) {

@@ -5,7 +5,7 @@ use pmd_bridge::Burst;
 use super::{payload_sum, GuestPkt, GuestRing, HEAD};
 use crate::copy_list::{CopiesDone, CopyList};
 use crate::mbuf_offload;
-use crate::offload::{complete_partial, NetHdr, Segmenter};
+use crate::offload::{complete_partial, NetHdr, Offload, Segmenter};
 use crate::packet::PacketBuf;
 use crate::virtio_net::{deliver, fill_short, take_short, Delivery, FrameSource, Short, NET_HDR_LEN};
 use crate::virtq::{Chain, Direction, RingOps, MAX_READ};
@@ -294,7 +294,9 @@ impl CopyOnceTx {
 fn plain<'a>(src: &'a GuestMemory, chain: &'a Chain, pkt: &'a GuestPkt) -> FrameSource<'a> {
     let h = pkt.head_len as usize;
     let tail = pkt.len as usize - h;
-    FrameSource { net_hdr: pkt.off.to_hdr().to_bytes(), head: pkt.headers(), tail: (tail > 0).then_some((src, chain, (NET_HDR_LEN + h) as u64, tail as u64)) }
+    // Most frames ask for no offload: their header is zeros, not built.
+    let net_hdr = if pkt.off == Offload::NONE { [0; NetHdr::LEN] } else { pkt.off.to_hdr().to_bytes() };
+    FrameSource { net_hdr, head: pkt.headers(), tail: (tail > 0).then_some((src, chain, (NET_HDR_LEN + h) as u64, tail as u64)) }
 }
 
 /// `deliver`, tried again up to `retries` times while the guest has too
