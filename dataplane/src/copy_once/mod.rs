@@ -55,7 +55,7 @@ pub use zero_copy::{return_parked, ZeroCopy};
 
 /// Bytes of each frame copied to scratch: every header the switch reads
 /// (Ethernet, a tag and IP) in the common case...
-const HEAD_PLAIN: usize = 64;
+pub(crate) const HEAD_PLAIN: usize = 64;
 /// ...and every header a checksum or segmentation offload touches
 /// (Ethernet, a tag, IPv4 or IPv6 and TCP, options included).
 pub const HEAD: usize = 160;
