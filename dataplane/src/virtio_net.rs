@@ -229,7 +229,7 @@ pub fn fill_short<Q: RingOps>(q: &mut Q, mem: &GuestMemory, frame: &FrameSource,
     // size known when compiled.
     let wrote = mem.store(first, 0, header(frame.net_hdr, 1)).is_ok()
         && match <&[u8; HEAD_PLAIN]>::try_from(frame.head) {
-            Ok(h) => mem.write_span_n(first, NET_HDR_LEN, h),
+            Ok(h) => mem.write_span(first, NET_HDR_LEN, h),
             Err(_) => mem.write_span(first, NET_HDR_LEN, frame.head),
         }
         .is_ok();

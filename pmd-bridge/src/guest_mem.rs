@@ -373,25 +373,6 @@ impl GuestMemory {
         Ok(())
     }
 
-    /// `read_span` of a size known when compiled: copied inline, no call.
-    #[inline]
-    pub fn read_span_n<const N: usize>(&self, s: &Span, off: usize, buf: &mut [u8; N]) -> Result<(), OutOfBounds> {
-        let p = self.at(s, off, N)?;
-        // SAFETY: as in read_span.
-        unsafe { std::ptr::copy_nonoverlapping(p, buf.as_mut_ptr(), N) };
-        Ok(())
-    }
-
-    /// `write_span` of a size known when compiled: copied inline, no call.
-    #[inline]
-    pub fn write_span_n<const N: usize>(&self, s: &Span, off: usize, data: &[u8; N]) -> Result<(), OutOfBounds> {
-        let p = self.at(s, off, N)?;
-        // SAFETY: as in write_span.
-        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), p, N) };
-        self.log_write(s.gpa.0 + off as u64, N as u64);
-        Ok(())
-    }
-
     /// Copies `data` to `off` in `s`.
     #[inline]
     pub fn write_span(&self, s: &Span, off: usize, data: &[u8]) -> Result<(), OutOfBounds> {

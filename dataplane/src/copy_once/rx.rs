@@ -344,7 +344,7 @@ pub(super) fn read_frame_head(mem: &pmd_bridge::guest_mem::GuestMemory, c: &Chai
     // copy of a size known when compiled.
     let plain = c.segments().first().filter(|s| h == HEAD_PLAIN && s.len() as usize >= NET_HDR_LEN + HEAD_PLAIN);
     match (plain, pkt.raw.first_chunk_mut::<{ NET_HDR_LEN + HEAD_PLAIN }>()) {
-        (Some(s), Some(lead)) => mem.read_span_n(s, 0, lead),
+        (Some(s), Some(lead)) => mem.read_span(s, 0, lead),
         _ => c.read_at(mem, 0, &mut pkt.raw[..NET_HDR_LEN + h]),
     }
     .map_err(|_| None)?;

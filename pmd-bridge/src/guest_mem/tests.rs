@@ -51,11 +51,11 @@ fn stores_write_their_bytes_and_no_others_aligned_or_not() {
 fn fixed_size_copies_stay_inside_their_span() {
     let m = mem();
     let s = m.span(Gpa(0x1000), 80).unwrap();
-    m.write_span_n(&s, 12, &[9u8; 64]).unwrap();
+    m.write_span(&s, 12, &[9u8; 64]).unwrap();
     let mut got = [0u8; 76];
-    m.read_span_n(&s, 0, &mut got).unwrap();
+    m.read_span(&s, 0, &mut got).unwrap();
     assert_eq!((got[..12].to_vec(), got[12..].to_vec()), (vec![0; 12], vec![9; 64]));
-    assert!(m.write_span_n(&s, 17, &[1u8; 64]).is_err() && m.read_span_n(&s, 17, &mut [0u8; 64]).is_err(), "past the span's end");
+    assert!(m.write_span(&s, 17, &[1u8; 64]).is_err() && m.read_span(&s, 17, &mut [0u8; 64]).is_err(), "past the span's end");
     let mut after = [0u8; 4];
     m.read_span(&s, 76, &mut after).unwrap();
     assert_eq!(after, [0; 4], "a refused write writes nothing");
