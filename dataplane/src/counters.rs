@@ -248,9 +248,10 @@ pub struct PmdCounters {
     pub paths: [PathCounters; 5],
     /// Copy-once frames bound for NICs, by outcome (`ZeroCopy`).
     pub zero_copy: [AtomicU64; ZeroCopy::COUNT],
-    /// TSC cycles spent in iterations that received something.
+    /// TSC cycles of polls that received something (each poll from the end
+    /// of the one before it, the loop's own work between them included).
     pub busy_cycles: AtomicU64,
-    /// TSC cycles spent polling queues that had nothing.
+    /// TSC cycles of polls that had nothing (measured alike).
     pub idle_cycles: AtomicU64,
     /// Packets received.
     pub packets: AtomicU64,

@@ -132,6 +132,10 @@ pub fn run(ctx: PmdContext) -> i32 {
     let mut guest = [GuestPkt::default(); BURST];
     let mut idle = IdleSleep::new(ctx.sleep_max_us);
     let mut waiter = Waiter::default();
+    // One time-stamp a poll: each poll's cycles run from the stamp the
+    // poll before it took (so the loop's own work between polls counts
+    // with the next one), to busy or idle as it received or not.
+    let mut stamp = tsc();
     if idle.enabled() {
         // A sleep of a few microseconds under load must not last the
         // default slack's 50 more: the guests' rings would fill meanwhile.
@@ -170,13 +174,13 @@ pub fn run(ctx: PmdContext) -> i32 {
         let PmdPlan { ports, rx: sources, tx, flood, guests, taps, flows } = &mut plan;
         let mut most = 0;
         for src in sources.iter_mut() {
-            let t0 = tsc();
             let drops = &ctx.counters.ports[src.slot as usize].drops;
             let received = src.port.recv(&ctx.pool, &mut mbufs, &mut guest, drops);
             let eg = Egress { ports, flood, tx, guests: *guests, out: &mut out, pool: &ctx.pool, fdb: &ctx.fdb, counters: &ctx.counters, now, taps, flows: flows.as_deref_mut() };
             let n = match received {
                 Received::Nothing => {
-                    bump(&ctx.counters.idle_cycles, tsc() - t0);
+                    let t = tsc();
+                    bump(&ctx.counters.idle_cycles, t - std::mem::replace(&mut stamp, t));
                     continue;
                 }
                 Received::Mbufs(n) => {
@@ -196,7 +200,8 @@ pub fn run(ctx: PmdContext) -> i32 {
                 }
             };
             let c = &ctx.counters;
-            let busy = tsc() - t0;
+            let t = tsc();
+            let busy = t - std::mem::replace(&mut stamp, t);
             bump(&c.busy_cycles, busy);
             bump(&c.rxq_cycles[src.slot as usize][src.queue as usize], busy);
             bump(&c.packets, n as u64);
@@ -227,7 +232,8 @@ pub fn run(ctx: PmdContext) -> i32 {
                     }
                     _ => std::thread::sleep(Duration::from_micros(us.into())),
                 }
-                bump(&ctx.counters.sleep_cycles, tsc() - t0);
+                stamp = tsc();
+                bump(&ctx.counters.sleep_cycles, stamp - t0);
                 bump(&ctx.counters.sleeps, 1);
             }
         }

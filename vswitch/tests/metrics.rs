@@ -1,6 +1,7 @@
 //! `GET /metrics` of a running vswitchd, read by a Prometheus text-format
 //! parser, against `vswitchctl show ports --json` after a stream of known
-//! size: a copy-once and an rte_vhost port, played by net_virtio_user VMs.
+//! size: a copy-once and an rte_vhost port, played by net_virtio_user VMs;
+//! and the PMD thread's cycle counts, which the busy shares rest on.
 mod common;
 
 use std::collections::BTreeSet;
@@ -151,6 +152,25 @@ fn a_scrape_agrees_with_show_ports() {
     assert_eq!(status, "HTTP/1.1 404 Not Found");
     let (status, _) = http(&addr, "POST /metrics HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}");
     assert_eq!(status, "HTTP/1.1 405 Method Not Allowed");
+}
+
+/// Every cycle of the polling loop goes to one poll, busy or idle (or to a
+/// sleep): over a window they add up to the time stamps' own count. Time
+/// stamps taken around each poll left the loop's work between polls out
+/// (a third of an idle thread's cycles here), which `show pmd`'s busy share
+/// and the rebalancer's loads did not see.
+#[test]
+fn regression_pmd_cycles_count_the_whole_loop() {
+    let dir = tempfile::tempdir().unwrap();
+    let sw = Switchd::start(dir.path(), "", PORTS);
+    let _vms: Vec<Vm> = ["vm1", "vm2"].iter().map(|n| Vm::connect(n, &dir.path().join(format!("{n}.sock")), false, 1500)).collect();
+    sw.wait_ports("guests up", |ps| ps.iter().all(|p| p.state == "up"));
+    let show_pmd = || serde_json::from_value::<Vec<PmdInfo>>(sw.ctl(Command::ShowPmd).result).unwrap().remove(0);
+    let counted = |p: &PmdInfo| p.busy_cycles + p.idle_cycles + p.sleep_cycles;
+    let (first, t0) = (show_pmd(), pmd_bridge::cycles::tsc());
+    let last = wait_until(DEADLINE, "a million iterations", || Some(show_pmd()).filter(|p| p.iterations >= first.iterations + 1_000_000)).unwrap();
+    let (wall, counted) = (pmd_bridge::cycles::tsc() - t0, counted(&last) - counted(&first));
+    assert!((0.95..1.05).contains(&(counted as f64 / wall as f64)), "{counted} cycles counted in {wall}");
 }
 
 /// Starts vswitchd with `metrics` and waits for it to give up; its output.
