@@ -235,10 +235,14 @@ impl FlowPatch {
     }
 }
 
+/// How long a switch gets to learn the announcements (`learn`).
+const LEARN_DEADLINE: Duration = Duration::from_secs(10);
+
 /// Sends one announcement per flow from every VM (broadcast), so that a
 /// learning switch knows every address before the measured phase, and
-/// drains whatever comes back.
-pub fn learn(vms: &mut [VmPort], pool: &Mempool, flows: u32, remote: Option<(usize, Remote)>) -> Result<(), String> {
+/// drains whatever comes back, until `learned` says the switch knows them
+/// (within `LEARN_DEADLINE`).
+pub fn learn(vms: &mut [VmPort], pool: &Mempool, flows: u32, remote: Option<(usize, Remote)>, mut learned: impl FnMut() -> bool) -> Result<(), String> {
     let mut burst = Burst::<32>::new();
     for vm in 0..vms.len() {
         for chunk in (0..flows).collect::<Vec<_>>().chunks(32) {
@@ -261,8 +265,10 @@ pub fn learn(vms: &mut [VmPort], pool: &Mempool, flows: u32, remote: Option<(usi
             }
         }
     }
+    // The switch learns as its thread gets to the announcements, which
+    // a loaded machine can put off well past the drain.
     let start = Instant::now();
-    while start.elapsed() < Duration::from_millis(200) {
+    while start.elapsed() < Duration::from_millis(200) || (!learned() && start.elapsed() < LEARN_DEADLINE) {
         drain(vms);
     }
     Ok(())

@@ -126,8 +126,8 @@ impl<'g> Session<'g> {
         };
         let mut note = String::new();
         if kind.learns() {
-            gen::learn(&mut vms, &gen.pool, flows, remote)?;
             let want = flows as usize * scenario.vms;
+            gen::learn(&mut vms, &gen.pool, flows, remote, || switch.learned().is_none_or(|n| n >= want))?;
             if let Some(n) = switch.learned() {
                 if n < want {
                     note = format!("learned {n} of {want} MACs: some traffic flooded");
