@@ -216,7 +216,9 @@ pub fn run(ctx: PmdContext) -> i32 {
             if us > 0 {
                 // Owed interrupts wait for no housekeeping round.
                 let owed = plan.housekeep();
+                // The work since the last poll is an idle thread's too.
                 let t0 = tsc();
+                bump(&ctx.counters.idle_cycles, t0 - stamp);
                 match ctx.quiesce.doorbell(ctx.index) {
                     Some(bell) if idle.deep() && !owed && plan.sleep_on_kicks(&mut waiter) => {
                         let kicks = waiter.len();
