@@ -251,37 +251,30 @@ impl SplitQueue {
         if ((self.avail_seen - self.next_avail).0 as usize) < out.len() && self.available(mem).is_err() {
             return 0;
         }
+        // The rings checked once for the run; a table not aligned as the
+        // spec asks is left to `pop`.
+        let (Some(avail), Some(table)) = (mem.reader(&self.avail, 2), mem.reader(&self.desc, 8)) else { return 0 };
         let write = if dir == Direction::DeviceWrites { VRING_DESC_F_WRITE } else { 0 };
+        let known = ((self.avail_seen - self.next_avail).0 as usize).min(out.len());
+        let mask = self.size as usize - 1;
         let mut n = 0;
-        while let Some(c) = out.get_mut(n) {
-            if self.next_avail == self.avail_seen {
+        while n < known {
+            let slot = (self.next_avail.0 as usize + n) & mask;
+            let Some(head) = avail.u16_at(4 + 2 * slot).filter(|&h| h < self.size) else { break };
+            let Some([addr, w]) = table.words_at::<2>(head as usize * DESC_SIZE as usize) else { break };
+            // Every check the walk would make of a chain of one descriptor:
+            // flags exactly `write` (no NEXT, no INDIRECT, the queue's
+            // direction), not empty, in one region.
+            let (len, flags) = (w as u32, (w >> 32) as u16);
+            if flags != write || len == 0 {
                 break;
             }
-            let slot = (self.next_avail.0 & (self.size - 1)) as usize;
-            let Ok(h) = mem.load(&self.avail, 4 + 2 * slot) else { break };
-            let head = u16::from_le_bytes(h);
-            let Some(s) = self.single(mem, head, write) else { break };
-            c.set_single(head, s);
-            self.next_avail += 1;
+            let Some(s) = mem.span(Gpa(addr), len) else { break };
+            out[n].set_single(head, s);
             n += 1;
         }
+        self.next_avail += n as u16;
         n
-    }
-
-    /// The buffer of chain `head` if it is one descriptor whose flags are
-    /// exactly `write` (no NEXT, no INDIRECT, the queue's direction), not
-    /// empty and in one region: every check the walk would make of it.
-    /// None sends the chain to the walk.
-    #[inline(always)]
-    fn single(&self, mem: &GuestMemory, head: u16, write: u16) -> Option<Span> {
-        if head >= self.size {
-            return None;
-        }
-        let d = Desc::load(mem, &self.desc, head).ok()?;
-        if d.flags != write || d.len == 0 {
-            return None;
-        }
-        mem.span(Gpa(d.addr), d.len)
     }
 
     /// Always inlined into `pop`, with `Chain::take` (see `Chain::push`).

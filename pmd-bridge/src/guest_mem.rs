@@ -14,6 +14,7 @@
 //! that made it (by a process-unique id), and only that one accepts it, so
 //! a span kept past a memory-table change is refused, never followed.
 use std::sync::atomic::{fence, AtomicU16, AtomicU64, AtomicU8, Ordering};
+use std::marker::PhantomData;
 use std::sync::Arc;
 
 use crate::lend_map::LendMap;
@@ -405,6 +406,16 @@ impl GuestMemory {
         Ok(std::array::from_fn(|i| u64::from_le(if aligned { unsafe { std::ptr::read_volatile(word(i).cast::<u64>()) } } else { u64::from_ne_bytes(load_volatile(word(i))) })))
     }
 
+    /// `s` checked once for a pass of reads that each check only their
+    /// offset (a ring's entries and descriptors, taken many at a time), if
+    /// it is ours and its start is `align`-aligned (a power of two, at most
+    /// 8: its words are then read whole).
+    #[inline]
+    pub fn reader(&self, s: &Span, align: usize) -> Option<Reader<'_>> {
+        debug_assert!(align.is_power_of_two() && align <= 8);
+        (s.mem == self.id && s.host.is_multiple_of(align)).then_some(Reader { base: s.host as *const u8, len: s.len as usize, _mem: PhantomData })
+    }
+
     /// Stores `N` bytes at `off` in `s` in one go (volatile, as `load`).
     #[inline]
     pub fn store<const N: usize>(&self, s: &Span, off: usize, v: [u8; N]) -> Result<(), OutOfBounds> {
@@ -459,6 +470,44 @@ impl GuestMemory {
     fn holds(&self, p: *mut u8, n: usize) -> bool {
         let p = p as u64;
         self.regions.iter().any(|r| p >= r.host as u64 && p + n as u64 <= r.host as u64 + r.len)
+    }
+}
+
+/// A span of a live memory, checked once for many reads: what a span
+/// access checks each time, less the span's owner. It borrows the memory,
+/// which therefore stays mapped while it lives. The guest may write its
+/// bytes meanwhile: each read is one volatile load, never a reference.
+#[derive(Clone, Copy)]
+pub struct Reader<'m> {
+    base: *const u8,
+    len: usize,
+    _mem: PhantomData<&'m GuestMemory>,
+}
+
+impl Reader<'_> {
+    /// The little-endian u16 at `off`, if it lies inside and is aligned.
+    #[inline(always)]
+    pub fn u16_at(&self, off: usize) -> Option<u16> {
+        if off.is_multiple_of(2) && self.len >= 2 && off <= self.len - 2 {
+            // SAFETY: 2 bytes inside the span, aligned (its start is at least
+            // 2-aligned, `reader`), of memory the borrow keeps mapped.
+            Some(u16::from_le(unsafe { std::ptr::read_volatile(self.base.add(off).cast::<u16>()) }))
+        } else {
+            None
+        }
+    }
+
+    /// The `W` little-endian u64 words at `off` (a descriptor), if they lie
+    /// inside and are aligned.
+    #[inline(always)]
+    pub fn words_at<const W: usize>(&self, off: usize) -> Option<[u64; W]> {
+        if off.is_multiple_of(8) && self.len >= 8 * W && off <= self.len - 8 * W && (self.base as usize).is_multiple_of(8) {
+            // SAFETY: 8 * W bytes inside the span, each word aligned, of
+            // memory the borrow keeps mapped.
+            Some(std::array::from_fn(|i| u64::from_le(unsafe { std::ptr::read_volatile(self.base.add(off + 8 * i).cast::<u64>()) })))
+        } else {
+            None
+        }
     }
 }
 

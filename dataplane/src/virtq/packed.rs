@@ -42,7 +42,7 @@
 //! Events: the driver area tells us when to interrupt (ENABLE, DISABLE, or
 //! with EVENT_IDX a DESC position); we write DISABLE into the device area
 //! once (`suppress_kicks`), since we poll.
-use pmd_bridge::guest_mem::{full_fence, GuestMemory, Gpa, OutOfBounds, Span};
+use pmd_bridge::guest_mem::{full_fence, GuestMemory, Gpa, OutOfBounds, Reader, Span};
 
 mod resume;
 pub use resume::{KeptPosition, PublishRecord, RingSession};
@@ -309,10 +309,13 @@ impl PackedQueue {
         if (self.seen as usize) < out.len() && self.available(mem).is_err() {
             return 0;
         }
+        // The ring checked once for the run; one not aligned as the spec
+        // asks is left to `pop`.
+        let Some(ring) = mem.reader(&self.ring, 8) else { return 0 };
         let write = if dir == Direction::DeviceWrites { VRING_DESC_F_WRITE } else { 0 };
         let mut n = 0;
         while let Some(c) = out.get_mut(n) {
-            let Some((id, s)) = self.single(mem, write) else { break };
+            let Some((id, s)) = self.single(mem, &ring, write) else { break };
             c.set_single(id, s);
             self.in_flight[id as usize] = 1;
             self.consume(1, id);
@@ -326,15 +329,16 @@ impl PackedQueue {
     /// are exactly `write`, not empty, in one region, under an id not in
     /// flight: every check `pop` would make of it. None sends it to `pop`.
     #[inline(always)]
-    fn single(&self, mem: &GuestMemory, write: u16) -> Option<(u16, Span)> {
+    fn single(&self, mem: &GuestMemory, ring: &Reader, write: u16) -> Option<(u16, Span)> {
         if self.seen == 0 {
             return None;
         }
-        let (d, id) = load(mem, &self.ring, self.next_avail.slot).ok()?;
-        if d.flags & !(VRING_PACKED_DESC_F_AVAIL | VRING_PACKED_DESC_F_USED) != write || d.len == 0 || self.in_flight.get(id as usize) != Some(&0) {
+        let [addr, w] = ring.words_at::<2>(self.next_avail.slot as usize * DESC_SIZE as usize)?;
+        let (len, id, flags) = (w as u32, (w >> 32) as u16, (w >> 48) as u16);
+        if flags & !(VRING_PACKED_DESC_F_AVAIL | VRING_PACKED_DESC_F_USED) != write || len == 0 || self.in_flight.get(id as usize) != Some(&0) {
             return None;
         }
-        Some((id, mem.span(Gpa(d.addr), d.len)?))
+        Some((id, mem.span(Gpa(addr), len)?))
     }
 
     /// Follows the chain at `head` (known available) to its end, taking

@@ -120,3 +120,23 @@ fn copy_between_guests_and_ring_indices() {
     b.span_u16_release(&idx, 2, 7).unwrap();
     assert_eq!(u16::from_le_bytes(b.load(&idx, 2).unwrap()), 7);
 }
+
+#[test]
+fn a_reader_reads_what_span_loads_read_and_nothing_outside() {
+    let m = mem();
+    m.write(Gpa(0x1000), &(0..64).collect::<Vec<u8>>()).unwrap();
+    let s = m.span(Gpa(0x1000), 32).unwrap();
+    let r = m.reader(&s, 8).unwrap();
+    for off in (0..32).step_by(2) {
+        assert_eq!(r.u16_at(off), (off + 2 <= 32).then(|| u16::from_le_bytes(m.load(&s, off).unwrap())));
+    }
+    assert_eq!(r.words_at::<2>(16), Some(m.load_words::<2>(&s, 16).unwrap()));
+    assert_eq!((r.u16_at(31), r.u16_at(32), r.u16_at(usize::MAX - 1)), (None, None, None), "misaligned, past the end, overflowing");
+    assert_eq!((r.words_at::<2>(4), r.words_at::<2>(24), r.words_at::<1>(usize::MAX - 7)), (None, None, None));
+    // A span that starts off its alignment, or is another memory's, gives none.
+    let odd = m.span(Gpa(0x1002), 16).unwrap();
+    assert!(m.reader(&odd, 2).is_some() && m.reader(&odd, 8).is_none());
+    assert!(mem().reader(&s, 2).is_none(), "a span of another memory");
+    // Words read through a reader of 2-aligned start are refused, not split.
+    assert_eq!(m.reader(&odd, 2).unwrap().words_at::<1>(6), None);
+}
