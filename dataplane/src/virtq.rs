@@ -31,7 +31,7 @@
 //! `Virtqueue` holds either kind.
 use std::num::Wrapping;
 
-use pmd_bridge::guest_mem::{full_fence, GuestMemory, Gpa, Span};
+use pmd_bridge::guest_mem::{full_fence, GuestMemory, Gpa, Reader, Span};
 
 pub const VRING_DESC_F_NEXT: u16 = 1;
 pub const VRING_DESC_F_WRITE: u16 = 2;
@@ -344,14 +344,9 @@ impl SplitQueue {
     /// Starts loading the descriptors of the next `n` chains (of those the
     /// last avail->idx read showed): a hint, never a fault or an error.
     pub fn prefetch_next(&self, mem: &GuestMemory, n: usize) {
-        let known = (self.avail_seen - self.next_avail).0 as usize;
-        for k in 0..n.min(known) {
-            let slot = ((self.next_avail.0 as usize) + k) & (self.size as usize - 1);
-            if let Ok(h) = mem.load::<2>(&self.avail, 4 + 2 * slot) {
-                let head = u16::from_le_bytes(h);
-                if head < self.size {
-                    mem.prefetch(&self.desc, head as usize * DESC_SIZE as usize);
-                }
+        if let (Some(avail), Some(table)) = (mem.reader(&self.avail, 2), mem.reader(&self.desc, 8)) {
+            for head in self.known_heads(&avail, n) {
+                table.prefetch(head as usize * DESC_SIZE as usize);
             }
         }
         // The used entries these chains will take (eight to a line).
@@ -370,17 +365,23 @@ impl SplitQueue {
     /// the next `n` chains begin with (call it a while after
     /// `prefetch_next`, when their descriptors have come in).
     pub fn prefetch_buffers(&self, mem: &GuestMemory, n: usize, bytes: u64) {
-        let known = (self.avail_seen - self.next_avail).0 as usize;
-        for k in 0..n.min(known) {
-            let slot = ((self.next_avail.0 as usize) + k) & (self.size as usize - 1);
-            let Ok(h) = mem.load::<2>(&self.avail, 4 + 2 * slot) else { return };
-            let head = u16::from_le_bytes(h);
-            if let Ok(d) = Desc::load(mem, &self.desc, head) {
-                if !d.has(VRING_DESC_F_INDIRECT) {
-                    mem.prefetch_write(Gpa(d.addr), (d.len as u64).min(bytes));
+        let (Some(avail), Some(table)) = (mem.reader(&self.avail, 2), mem.reader(&self.desc, 8)) else { return };
+        for head in self.known_heads(&avail, n) {
+            if let Some([addr, w]) = table.words_at::<2>(head as usize * DESC_SIZE as usize) {
+                if (w >> 32) as u16 & VRING_DESC_F_INDIRECT == 0 {
+                    mem.prefetch_write(Gpa(addr), (w as u32 as u64).min(bytes));
                 }
             }
         }
+    }
+
+    /// The heads of the next `n` chains known available (up to the last
+    /// avail->idx read) that lie in the table, read through `avail`.
+    #[inline(always)]
+    fn known_heads<'r>(&self, avail: &'r Reader, n: usize) -> impl Iterator<Item = u16> + 'r {
+        let (at, mask, size) = (self.next_avail.0 as usize, self.size as usize - 1, self.size);
+        let known = (self.avail_seen - self.next_avail).0 as usize;
+        (0..n.min(known)).map_while(move |k| avail.u16_at(4 + 2 * ((at + k) & mask))).filter(move |&h| h < size)
     }
 
     /// Gives back the last `n` chains popped and not yet used: a packet that

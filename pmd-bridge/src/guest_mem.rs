@@ -497,6 +497,18 @@ impl Reader<'_> {
         }
     }
 
+    /// Starts loading the line at `off` (a hint; nothing past the end).
+    #[inline(always)]
+    pub fn prefetch(&self, off: usize) {
+        if off < self.len {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: a prefetch never faults; `off` lies inside the span.
+            unsafe {
+                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(self.base.add(off).cast())
+            };
+        }
+    }
+
     /// The `W` little-endian u64 words at `off` (a descriptor), if they lie
     /// inside and are aligned.
     #[inline(always)]
