@@ -13,6 +13,13 @@ use pmd_bridge::guest_mem::{GuestMemory, OutOfBounds, Span};
 /// guests. A full list does not stop delivery: the caller copies at once.
 pub const CAPACITY: usize = 512;
 
+/// Bytes of the entry two ahead that the pass starts taking before each
+/// copy, on both sides: the sender's lines to read, the receiver's for
+/// writing. Both are lines the guests' core holds, and a copy that meets
+/// them one by one waits for each; the rest of a longer entry the
+/// hardware prefetcher streams once the copy runs.
+const PREFETCH_MAX: usize = 1024;
+
 #[derive(Clone, Copy, Debug)]
 struct Entry {
     /// The output port whose guest memory `dst` lies in.
@@ -86,9 +93,10 @@ impl CopyList {
         let mut result = Ok(());
         for (i, e) in self.entries.iter().enumerate() {
             if let Some(next) = self.entries.get(i + AHEAD) {
-                from.prefetch(&next.src, next.soff as usize);
+                let n = (next.len as usize).min(PREFETCH_MAX);
+                from.prefetch_span(&next.src, next.soff as usize, n, false);
                 if let Some(m) = mem_of(next.out) {
-                    m.prefetch(&next.dst, next.doff as usize);
+                    m.prefetch_span(&next.dst, next.doff as usize, n, true);
                 }
             }
             let copied = match mem_of(e.out) {

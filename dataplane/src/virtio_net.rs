@@ -20,13 +20,12 @@ pub const NET_HDR_LEN: usize = 12;
 /// in the 1.5 KB buffers a Linux guest posts takes 44).
 pub const MAX_BUFFERS: usize = 64;
 
-/// Tails shorter than this are listed for the burst's copy pass; longer
-/// ones (a jumbo frame, a TSO segment over 32 buffers) are copied as they
-/// are laid out: the pass buys a prefetch of each copy's first line, which
-/// a copy of kilobytes does not need, and costs a list entry per buffer
-/// (`--bench vm2vm` tso64k: 5100 cycles per segment listed, 4590 copied at
-/// once).
-const LIST_BELOW: u64 = 4096;
+/// Tails shorter than this (a jumbo frame's too) are listed for the
+/// burst's copy pass, which takes the next copies' lines while it runs one;
+/// longer ones (a TSO segment over many buffers) are copied as they are
+/// laid out: an entry per buffer costs more than the pass saves them
+/// (`--bench vm2vm` tso64k: 6050 cycles per segment listed, 5100 at once).
+const LIST_BELOW: u64 = 16384;
 /// While a long tail is copied into one receive buffer, the buffer this
 /// many ahead is taken for writing, its first `PREFETCH_CHAIN` bytes: each
 /// is a new stream, whose first lines the hardware prefetcher does not

@@ -14,10 +14,12 @@
 //! that made it (by a process-unique id), and only that one accepts it, so
 //! a span kept past a memory-table change is refused, never followed.
 use std::sync::atomic::{fence, AtomicU16, AtomicU64, AtomicU8, Ordering};
-use std::marker::PhantomData;
 use std::sync::Arc;
 
 use crate::lend_map::LendMap;
+
+mod reader;
+pub use reader::Reader;
 
 /// A guest physical address.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -330,12 +332,8 @@ impl GuestMemory {
     /// the span is not ours).
     #[inline]
     pub fn prefetch(&self, s: &Span, off: usize) {
-        if let Ok(_p) = self.at(s, off, 1) {
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: a prefetch never faults, and `_p` lies in a live region.
-            unsafe {
-                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(_p as *const i8)
-            };
+        if let Ok(p) = self.at(s, off, 1) {
+            prefetchr(p as usize);
         }
     }
 
@@ -346,12 +344,21 @@ impl GuestMemory {
     /// burst takes its lines before it writes them.
     #[inline]
     pub fn prefetch_write(&self, gpa: Gpa, len: u64) {
-        let Some((p, room)) = self.locate(gpa.0) else { return };
-        let end = p as usize + len.min(room) as usize;
-        let mut line = p as usize & !63;
-        while line < end {
-            prefetchw(line);
-            line += 64;
+        if let Some((p, room)) = self.locate(gpa.0) {
+            prefetch_lines::<true>(p as usize, len.min(room) as usize);
+        }
+    }
+
+    /// Starts loading every line of `n` bytes at `off` in `s`, for
+    /// writing if `write` (a hint; nothing outside the span).
+    #[inline]
+    pub fn prefetch_span(&self, s: &Span, off: usize, n: usize, write: bool) {
+        if let Ok(p) = self.at(s, off, n) {
+            if write {
+                prefetch_lines::<true>(p as usize, n)
+            } else {
+                prefetch_lines::<false>(p as usize, n)
+            }
         }
     }
 
@@ -413,7 +420,7 @@ impl GuestMemory {
     #[inline]
     pub fn reader(&self, s: &Span, align: usize) -> Option<Reader<'_>> {
         debug_assert!(align.is_power_of_two() && align <= 8);
-        (s.mem == self.id && s.host.is_multiple_of(align)).then_some(Reader { base: s.host as *const u8, len: s.len as usize, _mem: PhantomData })
+        (s.mem == self.id && s.host.is_multiple_of(align)).then(|| Reader::new(self, s.host as *const u8, s.len as usize))
     }
 
     /// Stores `N` bytes at `off` in `s` in one go (volatile, as `load`).
@@ -473,56 +480,6 @@ impl GuestMemory {
     }
 }
 
-/// A span of a live memory, checked once for many reads: what a span
-/// access checks each time, less the span's owner. It borrows the memory,
-/// which therefore stays mapped while it lives. The guest may write its
-/// bytes meanwhile: each read is one volatile load, never a reference.
-#[derive(Clone, Copy)]
-pub struct Reader<'m> {
-    base: *const u8,
-    len: usize,
-    _mem: PhantomData<&'m GuestMemory>,
-}
-
-impl Reader<'_> {
-    /// The little-endian u16 at `off`, if it lies inside and is aligned.
-    #[inline(always)]
-    pub fn u16_at(&self, off: usize) -> Option<u16> {
-        if off.is_multiple_of(2) && self.len >= 2 && off <= self.len - 2 {
-            // SAFETY: 2 bytes inside the span, aligned (its start is at least
-            // 2-aligned, `reader`), of memory the borrow keeps mapped.
-            Some(u16::from_le(unsafe { std::ptr::read_volatile(self.base.add(off).cast::<u16>()) }))
-        } else {
-            None
-        }
-    }
-
-    /// Starts loading the line at `off` (a hint; nothing past the end).
-    #[inline(always)]
-    pub fn prefetch(&self, off: usize) {
-        if off < self.len {
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: a prefetch never faults; `off` lies inside the span.
-            unsafe {
-                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(self.base.add(off).cast())
-            };
-        }
-    }
-
-    /// The `W` little-endian u64 words at `off` (a descriptor), if they lie
-    /// inside and are aligned.
-    #[inline(always)]
-    pub fn words_at<const W: usize>(&self, off: usize) -> Option<[u64; W]> {
-        if off.is_multiple_of(8) && self.len >= 8 * W && off <= self.len - 8 * W && (self.base as usize).is_multiple_of(8) {
-            // SAFETY: 8 * W bytes inside the span, each word aligned, of
-            // memory the borrow keeps mapped.
-            Some(std::array::from_fn(|i| u64::from_le(unsafe { std::ptr::read_volatile(self.base.add(off + 8 * i).cast::<u64>()) })))
-        } else {
-            None
-        }
-    }
-}
-
 /// A full fence: orders our used-ring stores before reading whether the
 /// guest wants a notification (the race the virtio spec's 2.7.7.2 describes).
 #[inline]
@@ -571,6 +528,32 @@ fn store_volatile<const N: usize>(p: *mut u8, v: [u8; N]) {
             }
             at += k;
         }
+    }
+}
+
+/// Asks for the line at `addr` to read (into every cache level).
+#[inline(always)]
+fn prefetchr(addr: usize) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch never faults and writes nothing, whatever `addr`.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(addr as *const i8)
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = addr;
+}
+
+/// `prefetchw` (`WRITE`) or `prefetchr` of every line of `n` bytes at `p`.
+#[inline(always)]
+fn prefetch_lines<const WRITE: bool>(p: usize, n: usize) {
+    let mut line = p & !63;
+    while line < p + n {
+        if WRITE {
+            prefetchw(line)
+        } else {
+            prefetchr(line)
+        }
+        line += 64;
     }
 }
 

@@ -211,7 +211,7 @@ fn a_long_tail_is_copied_at_once_even_with_a_list() {
         let payload = frame(LIST_BELOW as usize + 100);
         let (a, src) = sent(&payload);
         let mut b = Guest::new(packed);
-        b.post(6, 1024);
+        b.post(6, LIST_BELOW as u32 / 4);
         let mut qb = b.queue();
         let tail = Some((&a.mem, &src, NET_HDR_LEN as u64 + 14, payload.len() as u64 - 14));
         let source = FrameSource { net_hdr: [0; NetHdr::LEN], head: &payload[..14], tail };
