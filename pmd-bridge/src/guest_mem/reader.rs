@@ -23,9 +23,11 @@ impl<'m> Reader<'m> {
     /// The little-endian u16 at `off`, if it lies inside and is aligned.
     #[inline(always)]
     pub fn u16_at(&self, off: usize) -> Option<u16> {
-        if off.is_multiple_of(2) && self.len >= 2 && off <= self.len - 2 {
-            // SAFETY: 2 bytes inside the span, aligned (its start is at least
-            // 2-aligned, `reader`), of memory the borrow keeps mapped.
+        // The address's own alignment, not the span's: sound however the
+        // reader was made.
+        if self.len >= 2 && off <= self.len - 2 && (self.base as usize + off).is_multiple_of(2) {
+            // SAFETY: 2 aligned bytes inside the span, of memory the borrow
+            // keeps mapped.
             Some(u16::from_le(unsafe { std::ptr::read_volatile(self.base.add(off).cast::<u16>()) }))
         } else {
             None
@@ -44,7 +46,7 @@ impl<'m> Reader<'m> {
     /// inside and are aligned.
     #[inline(always)]
     pub fn words_at<const W: usize>(&self, off: usize) -> Option<[u64; W]> {
-        if off.is_multiple_of(8) && self.len >= 8 * W && off <= self.len - 8 * W && (self.base as usize).is_multiple_of(8) {
+        if self.len >= 8 * W && off <= self.len - 8 * W && (self.base as usize + off).is_multiple_of(8) {
             // SAFETY: 8 * W bytes inside the span, each word aligned, of
             // memory the borrow keeps mapped.
             Some(std::array::from_fn(|i| u64::from_le(unsafe { std::ptr::read_volatile(self.base.add(off + 8 * i).cast::<u64>()) })))
