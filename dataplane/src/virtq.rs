@@ -102,8 +102,16 @@ impl Desc {
     /// rewrite it meanwhile, so every check is made on this copy.
     #[inline]
     fn load(mem: &GuestMemory, table: &Span, i: u16) -> Result<Desc, ChainError> {
-        let [addr, w] = mem.load_words::<2>(table, i as usize * DESC_SIZE as usize).map_err(|_| ChainError::OutsideMemory)?;
-        Ok(Desc { addr, len: w as u32, flags: (w >> 32) as u16, next: (w >> 48) as u16 })
+        // With `?`, not `.map(Desc::split)`: that form cost the walk inlined
+        // into delivery 30 instructions a frame (callgrind, vm2vm 64 B).
+        let words = mem.load_words::<2>(table, i as usize * DESC_SIZE as usize).map_err(|_| ChainError::OutsideMemory)?;
+        Ok(Desc::split(words))
+    }
+
+    /// A split ring's descriptor from its two little-endian words.
+    #[inline(always)]
+    fn split([addr, w]: [u64; 2]) -> Desc {
+        Desc { addr, len: w as u32, flags: (w >> 32) as u16, next: (w >> 48) as u16 }
     }
 
     fn has(&self, flag: u16) -> bool {
@@ -261,15 +269,14 @@ impl SplitQueue {
         while n < known {
             let slot = (self.next_avail.0 as usize + n) & mask;
             let Some(head) = avail.u16_at(4 + 2 * slot).filter(|&h| h < self.size) else { break };
-            let Some([addr, w]) = table.words_at::<2>(head as usize * DESC_SIZE as usize) else { break };
+            let Some(d) = table.words_at::<2>(head as usize * DESC_SIZE as usize).map(Desc::split) else { break };
             // Every check the walk would make of a chain of one descriptor:
             // flags exactly `write` (no NEXT, no INDIRECT, the queue's
             // direction), not empty, in one region.
-            let (len, flags) = (w as u32, (w >> 32) as u16);
-            if flags != write || len == 0 {
+            if d.flags != write || d.len == 0 {
                 break;
             }
-            let Some(s) = mem.span(Gpa(addr), len) else { break };
+            let Some(s) = mem.span(Gpa(d.addr), d.len) else { break };
             out[n].set_single(head, s);
             n += 1;
         }
@@ -367,9 +374,9 @@ impl SplitQueue {
     pub fn prefetch_buffers(&self, mem: &GuestMemory, n: usize, bytes: u64) {
         let (Some(avail), Some(table)) = (mem.reader(&self.avail, 2), mem.reader(&self.desc, 8)) else { return };
         for head in self.known_heads(&avail, n) {
-            if let Some([addr, w]) = table.words_at::<2>(head as usize * DESC_SIZE as usize) {
-                if (w >> 32) as u16 & VRING_DESC_F_INDIRECT == 0 {
-                    mem.prefetch_write(Gpa(addr), (w as u32 as u64).min(bytes));
+            if let Some(d) = table.words_at::<2>(head as usize * DESC_SIZE as usize).map(Desc::split) {
+                if !d.has(VRING_DESC_F_INDIRECT) {
+                    mem.prefetch_write(Gpa(d.addr), (d.len as u64).min(bytes));
                 }
             }
         }

@@ -131,8 +131,14 @@ fn is_avail(flags: u16, wrap: bool) -> bool {
 /// guest memory had drained, and waited for them.
 #[inline(always)]
 fn load(mem: &GuestMemory, table: &Span, i: u16) -> Result<(Desc, u16), OutOfBounds> {
-    let [addr, w] = mem.load_words::<2>(table, i as usize * DESC_SIZE as usize)?;
-    Ok((Desc { addr, len: w as u32, flags: (w >> 48) as u16, next: 0 }, (w >> 32) as u16))
+    let words = mem.load_words::<2>(table, i as usize * DESC_SIZE as usize)?;
+    Ok(packed_desc(words))
+}
+
+/// A packed descriptor and its id from its two little-endian words.
+#[inline(always)]
+fn packed_desc([addr, w]: [u64; 2]) -> (Desc, u16) {
+    (Desc { addr, len: w as u32, flags: (w >> 48) as u16, next: 0 }, (w >> 32) as u16)
 }
 
 /// What walking one chain found: the slots it took, its id, and the first
@@ -333,12 +339,11 @@ impl PackedQueue {
         if self.seen == 0 {
             return None;
         }
-        let [addr, w] = ring.words_at::<2>(self.next_avail.slot as usize * DESC_SIZE as usize)?;
-        let (len, id, flags) = (w as u32, (w >> 32) as u16, (w >> 48) as u16);
-        if flags & !(VRING_PACKED_DESC_F_AVAIL | VRING_PACKED_DESC_F_USED) != write || len == 0 || self.in_flight.get(id as usize) != Some(&0) {
+        let (d, id) = packed_desc(ring.words_at::<2>(self.next_avail.slot as usize * DESC_SIZE as usize)?);
+        if d.flags & !(VRING_PACKED_DESC_F_AVAIL | VRING_PACKED_DESC_F_USED) != write || d.len == 0 || self.in_flight.get(id as usize) != Some(&0) {
             return None;
         }
-        Some((id, mem.span(Gpa(addr), len)?))
+        Some((id, mem.span(Gpa(d.addr), d.len)?))
     }
 
     /// Follows the chain at `head` (known available) to its end, taking
