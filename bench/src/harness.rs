@@ -82,6 +82,9 @@ pub struct Row {
     pub latency_p999_us: f64,
     pub cycles_per_packet: Option<f64>,
     pub switch_idle: Option<f64>,
+    /// Packets per busy poll on the switch core (vswitchd only).
+    #[serde(default)]
+    pub switch_burst: Option<f64>,
     pub gen_idle: f64,
     pub gen_pushed_back: f64,
     pub generator_bound: bool,
@@ -253,6 +256,7 @@ pub fn row(c: &Cell, size: Size, rep: &GenReport, st: &SwitchStats, note: &str) 
         latency_p999_us: rep.sink.latency_p999_ns / 1e3,
         cycles_per_packet: st.cycles_per_packet,
         switch_idle: st.idle_fraction,
+        switch_burst: st.avg_burst,
         gen_idle: rep.idle_iterations as f64 / it,
         gen_pushed_back: rep.pushed_back as f64 / it,
         generator_bound: rep.generator_bound(),

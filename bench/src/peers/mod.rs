@@ -141,6 +141,10 @@ pub struct SwitchStats {
     pub cycles_per_packet: Option<f64>,
     /// Share of the poll core's cycles spent polling empty queues.
     pub idle_fraction: Option<f64>,
+    /// Packets per poll that received any (vswitchd's `show pmd`): small
+    /// bursts pay the per-burst work over few packets.
+    #[serde(default)]
+    pub avg_burst: Option<f64>,
     /// Packets flooded during the phase (None: the switch does not say).
     pub flooded: Option<u64>,
     /// Payload copies per packet on the path the traffic took (VM to VM,
@@ -460,6 +464,7 @@ impl Running {
                     nic_tx: ports.as_ref().and_then(|ps| ps.iter().find(|p| p.name == "nic")).map(|p| p.tx_packets),
                     nic_tx_bytes: ports.as_ref().and_then(|ps| ps.iter().find(|p| p.name == "nic")).map(|p| p.tx_bytes),
                     idle_fraction: p.map(|p| p.idle_cycles as f64 / (p.idle_cycles + p.busy_cycles).max(1) as f64),
+                    avg_burst: p.map(|p| p.avg_burst),
                     flooded: ports.as_ref().map(|ps| ps.iter().map(|p| p.flooded).sum()),
                     dropped: ports.map(|ps| ps.iter().flat_map(|p| p.drops.values()).sum()),
                 }
