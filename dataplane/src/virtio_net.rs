@@ -215,13 +215,24 @@ pub fn take_short<Q: RingOps>(q: &mut Q, mem: &GuestMemory, len: u64, chain: &mu
 /// The short way into `chain`, a receive chain already taken for the
 /// frame (by `take_short`, or ahead with others by `pop_singles`).
 #[inline(always)]
-pub fn fill_short<Q: RingOps>(q: &mut Q, mem: &GuestMemory, frame: &FrameSource, chain: &Chain, (list, out): (&mut CopyList, u16)) -> Result<Short, RingError> {
+pub fn fill_short<Q: RingOps>(q: &mut Q, mem: &GuestMemory, frame: &FrameSource, chain: &Chain, copies: (&mut CopyList, u16)) -> Result<Short, RingError> {
+    match write_short(mem, frame, chain, copies)? {
+        Some((len, guest_copies)) => q.add_used(mem, chain.head, len).map(|()| Short::Done(Delivery::Done { buffers: 1, guest_copies })),
+        None => Ok(Short::Long(1)),
+    }
+}
+
+/// `fill_short` but its used entry, which the caller adds: the bytes the
+/// entry says were written, and the copies from another guest (0 or 1).
+/// None: not the short way (`Short::Long(1)`).
+#[inline(always)]
+pub fn write_short(mem: &GuestMemory, frame: &FrameSource, chain: &Chain, (list, out): (&mut CopyList, u16)) -> Result<Option<(u32, u16)>, RingError> {
     let len = NET_HDR_LEN as u64 + frame.len();
     let lead = NET_HDR_LEN + frame.head.len();
     // Not walked twice: a chain too short (a frame for mergeable buffers)
     // or whose first buffer is (a header-only one) is `deliver`'s first.
     let Some(first) = chain.segments().first().filter(|s| s.len() as usize >= lead && chain.len() >= len) else {
-        return Ok(Short::Long(1));
+        return Ok(None);
     };
     // A span of a validated chain: these writes cannot fail.
     // Most frames' headers are the plain ones copy-once reads: a copy of a
@@ -248,7 +259,7 @@ pub fn fill_short<Q: RingOps>(q: &mut Q, mem: &GuestMemory, frame: &FrameSource,
         copied?;
         guest_copies = 1;
     }
-    q.add_used(mem, chain.head, if wrote { len as u32 } else { 0 }).map(|()| Short::Done(Delivery::Done { buffers: 1, guest_copies }))
+    Ok(Some((if wrote { len as u32 } else { 0 }, guest_copies)))
 }
 
 /// What the short way did with a frame.

@@ -432,18 +432,18 @@ impl SplitQueue {
         Ok(())
     }
 
-    /// `add_used` of length 0 (chains the device only read) for `heads`, in
-    /// order, the used index kept in a register: reloaded after each entry's
+    /// `add_used` for each of `entries` (head, bytes written), in order, the
+    /// used index kept in a register: reloaded after each entry's
     /// store (which may alias it, for all the compiler knows), a wider load
     /// over the narrower store of the last increment could not be forwarded
     /// from it and waited for every older store to drain (perf, vswitch-bench
     /// 2vm 64 B: a third of `GuestBurst::commit`'s samples).
-    pub fn add_used_read(&mut self, mem: &GuestMemory, heads: impl Iterator<Item = u16>) -> Result<(), RingError> {
+    pub fn add_used_all(&mut self, mem: &GuestMemory, entries: impl Iterator<Item = (u16, u32)>) -> Result<(), RingError> {
         let (mask, mut next, signalled) = (self.size - 1, self.next_used, self.signalled_used);
         let mut wrapped = false;
         let mut stored = Ok(());
-        for head in heads {
-            if let Err(e) = mem.store(&self.used, 4 + 8 * (next.0 & mask) as usize, (head as u64).to_le_bytes()) {
+        for (head, len) in entries {
+            if let Err(e) = mem.store(&self.used, 4 + 8 * (next.0 & mask) as usize, (head as u64 | (len as u64) << 32).to_le_bytes()) {
                 stored = Err(e.into());
                 break;
             }

@@ -7,7 +7,7 @@ use crate::copy_list::{CopiesDone, CopyList};
 use crate::mbuf_offload;
 use crate::offload::{complete_partial, NetHdr, Offload, Segmenter};
 use crate::packet::PacketBuf;
-use crate::virtio_net::{deliver, fill_short, take_short, Delivery, FrameSource, Short, NET_HDR_LEN};
+use crate::virtio_net::{deliver, fill_short, take_short, write_short, Delivery, FrameSource, Short, NET_HDR_LEN};
 use crate::virtq::{Chain, Direction, RingOps, MAX_READ};
 
 pub struct CopyOnceTx {
@@ -23,6 +23,9 @@ pub struct CopyOnceTx {
     /// chains popped, so they go back with one `unpop`, before anything
     /// else pops.
     stock: (usize, usize),
+    /// The bytes written into each chain taken ahead, by index in `chains`,
+    /// until their used entries are added together (`add_filled`).
+    filled: Vec<u32>,
     /// The bytes of the first chain the last stock took: a burst whose
     /// first frame would not fit one (a jumbo frame into 2 KB buffers)
     /// takes none, which it would give back at that frame.
@@ -36,7 +39,7 @@ pub struct CopyOnceTx {
 
 impl CopyOnceTx {
     pub fn new(ring: GuestRing, retries: u32) -> CopyOnceTx {
-        CopyOnceTx { ring, retries, chains: vec![Chain::default(); crate::virtio_net::MAX_BUFFERS], stock: (0, 0), stock_room: u64::MAX, unpublished: false, scratch: Vec::with_capacity(MAX_READ as usize) }
+        CopyOnceTx { ring, retries, chains: vec![Chain::default(); crate::virtio_net::MAX_BUFFERS], stock: (0, 0), filled: vec![0; crate::virtio_net::MAX_BUFFERS], stock_room: u64::MAX, unpublished: false, scratch: Vec::with_capacity(MAX_READ as usize) }
     }
 
     pub fn into_ring(self) -> GuestRing {
@@ -152,11 +155,48 @@ impl CopyOnceTx {
             }
             self.stock = (0, taken);
         }
+        // The chains taken ahead and filled from here on: their used
+        // entries are added together, in ring order, before anything else
+        // adds one (the long way, which may also swap `chains[0]` out).
+        let mut run = self.stock.0;
         for (i, chain, pkt) in frames {
+            let at = self.stock.0;
+            if at < self.stock.1 && !self.ring.broken && pkt.off.fits(self.ring.features.rx) {
+                match write_short(&self.ring.mem, &plain(src, chain, pkt), &self.chains[at], (&mut *copies, out)) {
+                    Ok(Some((len, guest_copies))) => {
+                        self.filled[at] = len;
+                        self.stock.0 += 1;
+                        each(i, Delivery::Done { buffers: 1, guest_copies }, 1);
+                        continue;
+                    }
+                    // The long way takes it, from the chain taken ahead.
+                    Ok(None) => {}
+                    Err(e) => {
+                        self.add_filled(run);
+                        each(i, self.settle(Err(e)), 1);
+                        run = self.stock.0;
+                        continue;
+                    }
+                }
+            }
+            self.add_filled(run);
             let (d, n) = self.deliver_from(src, chain, pkt, copies, out);
+            run = self.stock.0;
             each(i, d, n);
         }
+        self.add_filled(run);
         self.give_back();
+    }
+
+    /// Adds the used entries of the chains taken ahead and filled since
+    /// `chains[from]`, in one pass.
+    fn add_filled(&mut self, from: usize) {
+        let to = self.stock.0;
+        if from < to {
+            let entries = self.chains[from..to].iter().zip(&self.filled[from..to]).map(|(c, &len)| (c.head, len));
+            let added = self.ring.queue.add_used_all(&self.ring.mem, entries);
+            self.settle(added.map(|()| Delivery::Done { buffers: 1, guest_copies: 0 }));
+        }
     }
 
     /// Gives back the chains taken ahead and not used.

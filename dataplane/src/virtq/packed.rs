@@ -506,10 +506,10 @@ impl PackedQueue {
         Ok(())
     }
 
-    /// `add_used` of length 0 for each of `ids`, in order.
-    pub fn add_used_read(&mut self, mem: &GuestMemory, ids: impl Iterator<Item = u16>) -> Result<(), RingError> {
-        for id in ids {
-            self.add_used(mem, id, 0)?;
+    /// `add_used` for each of `entries` (id, bytes written), in order.
+    pub fn add_used_all(&mut self, mem: &GuestMemory, entries: impl Iterator<Item = (u16, u32)>) -> Result<(), RingError> {
+        for (id, len) in entries {
+            self.add_used(mem, id, len)?;
         }
         Ok(())
     }

@@ -74,8 +74,9 @@ pub trait RingOps {
     fn mark_starved(&mut self, need: u64);
     fn starved(&mut self, mem: &GuestMemory, need: u64) -> Result<bool, RingError>;
     fn add_used(&mut self, mem: &GuestMemory, head: u16, len: u32) -> Result<(), RingError>;
-    /// `add_used` of length 0 for each of `heads`, in order, in one pass.
-    fn add_used_read(&mut self, mem: &GuestMemory, heads: impl Iterator<Item = u16>) -> Result<(), RingError>;
+    /// `add_used` for each of `entries` (head, bytes written), in order,
+    /// in one pass.
+    fn add_used_all(&mut self, mem: &GuestMemory, entries: impl Iterator<Item = (u16, u32)>) -> Result<(), RingError>;
     fn publish(&mut self, mem: &GuestMemory) -> Result<(), RingError>;
     fn needs_interrupt(&mut self, mem: &GuestMemory) -> bool;
     fn guest_wants_interrupt(&self, mem: &GuestMemory) -> bool;
@@ -138,8 +139,8 @@ macro_rules! forward {
                 <$t>::add_used(self, mem, head, len)
             }
             #[inline]
-            fn add_used_read(&mut self, mem: &GuestMemory, heads: impl Iterator<Item = u16>) -> Result<(), RingError> {
-                <$t>::add_used_read(self, mem, heads)
+            fn add_used_all(&mut self, mem: &GuestMemory, entries: impl Iterator<Item = (u16, u32)>) -> Result<(), RingError> {
+                <$t>::add_used_all(self, mem, entries)
             }
             #[inline]
             fn publish(&mut self, mem: &GuestMemory) -> Result<(), RingError> {
@@ -268,8 +269,8 @@ impl RingOps for Virtqueue {
         each!(self, q => RingOps::add_used(q, mem, head, len))
     }
     #[inline]
-    fn add_used_read(&mut self, mem: &GuestMemory, heads: impl Iterator<Item = u16>) -> Result<(), RingError> {
-        each!(self, q => RingOps::add_used_read(q, mem, heads))
+    fn add_used_all(&mut self, mem: &GuestMemory, entries: impl Iterator<Item = (u16, u32)>) -> Result<(), RingError> {
+        each!(self, q => RingOps::add_used_all(q, mem, entries))
     }
     #[inline]
     fn publish(&mut self, mem: &GuestMemory) -> Result<(), RingError> {

@@ -249,7 +249,7 @@ fn a_run_of_used_entries_is_what_one_at_a_time_writes() {
         let start = rng.below(1 << 16) as u16;
         let (mut qa, mut qb) = (ga.queue_at((start, start)), gb.queue_at((start, start)));
         let heads: Vec<u16> = (0..rng.below(2 * SIZE as usize + 1)).map(|_| rng.below(SIZE as usize) as u16).collect();
-        qa.add_used_read(&ga.mem, heads.iter().copied()).unwrap();
+        qa.add_used_all(&ga.mem, heads.iter().map(|&h| (h, 0))).unwrap();
         for &h in &heads {
             qb.add_used(&gb.mem, h, 0).unwrap();
         }
