@@ -29,6 +29,17 @@ impl Egress<'_> {
         self.prefetch_buffers(in_slot, &decisions[..pkts.len()], pkts.iter().map(|p| p.headers().len()));
         let mut burst = burst;
         let mut t = Tally::default();
+        // Most bursts are one flow's, for one guest: delivered whole, with
+        // nothing held frame by frame.
+        if let Some(out) = self.one_output(&decisions[..pkts.len()]) {
+            let path = Path::of(true, self.is_vm(out));
+            t.forwarded += pkts.len() as u64;
+            t.paths[path as usize][0] += pkts.len() as u64;
+            self.deliver_frames(&burst, out, 0..pkts.len(), pkts.len(), &mut t);
+            let done = self.finish(Some(burst.mem()), in_slot, &mut t);
+            burst.commit(&done);
+            return;
+        }
         // The last frame held (its decision, output and path): a frame
         // decided alike is held alike (holding one changes nothing `holds`
         // asks).
@@ -93,6 +104,15 @@ impl Egress<'_> {
             && self.ports[out as usize].as_ref().is_some_and(|p| p.vlan.egress_edit(vlan, tagged) == TagEdit::Keep)
     }
 
+    /// The copy-once output that holds every frame of the burst, when the
+    /// burst is decided alike throughout (`holds`).
+    #[inline]
+    fn one_output(&self, decisions: &[Decision]) -> Option<u16> {
+        let (&first, rest) = decisions.split_first()?;
+        let Decision::Unicast { out, vlan, tagged } = first else { return None };
+        (rest.iter().all(|&d| d == first) && self.holds(out, vlan, tagged)).then_some(out)
+    }
+
     fn deliver_all_held(&mut self, burst: &GuestBurst, t: &mut Tally) {
         for out in std::mem::take(&mut self.out.holding) {
             self.deliver_held(burst, out, t);
@@ -102,24 +122,32 @@ impl Egress<'_> {
     /// Delivers the frames held for copy-once output `out`, in order.
     fn deliver_held(&mut self, burst: &GuestBurst, out: u16, t: &mut Tally) {
         self.out.holding = self.out.holding.without(out);
-        let path = Path::of(true, self.is_vm(out));
-        let Some(TxPort::CopyOnce(dst)) = self.tx[out as usize].as_mut() else {
-            // Not reached (`guests`, which `holds` asks, is this `tx`'s):
-            // were it, its frames are dropped, not left held for the next burst.
-            let lost = self.out.held.iter_mut().filter(|h| **h == out).map(|h| *h = NOT_HELD).count();
-            bump(&self.counters.ports[out as usize].drops[DropReason::PortDown as usize], lost as u64);
-            return;
-        };
-        let (held, pkts) = (&mut self.out.held, burst.pkts());
-        let count = held[..pkts.len()].iter().filter(|&&h| h == out).count();
+        let mut held = std::mem::take(&mut self.out.held);
+        let n = burst.pkts().len();
+        let count = held[..n].iter().filter(|&&h| h == out).count();
         // Only this output's entries are cleared: the others' are still to come.
-        let frames = (0..pkts.len()).filter(|&i| {
+        let frames = (0..n).filter(|&i| {
             let mine = held[i] == out;
             if mine {
                 held[i] = NOT_HELD;
             }
             mine
         });
+        self.deliver_frames(burst, out, frames, count, t);
+        self.out.held = held;
+    }
+
+    /// Delivers `frames` (`count` of them, in order) to copy-once output
+    /// `out`.
+    fn deliver_frames(&mut self, burst: &GuestBurst, out: u16, frames: impl Iterator<Item = usize>, count: usize, t: &mut Tally) {
+        let path = Path::of(true, self.is_vm(out));
+        let Some(TxPort::CopyOnce(dst)) = self.tx[out as usize].as_mut() else {
+            // Not reached (`guests`, which `holds` asks, is this `tx`'s):
+            // were it, its frames are dropped, not left for the next burst.
+            bump(&self.counters.ports[out as usize].drops[DropReason::PortDown as usize], frames.count() as u64);
+            return;
+        };
+        let pkts = burst.pkts();
         let tx = &mut self.out.guest_tx[out as usize];
         burst.deliver_all(frames, count, dst, &mut self.out.copies, out, |i, d, made| count_delivery(tx, t, path, &pkts[i], d, made));
         self.out.unpublished.insert(out);
