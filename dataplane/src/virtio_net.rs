@@ -10,7 +10,6 @@
 use pmd_bridge::guest_mem::GuestMemory;
 
 use crate::copy_list::CopyList;
-use crate::copy_once::HEAD_PLAIN;
 use crate::offload::NetHdr;
 use crate::virtq::{copy_chain, pieces, Chain, ChainError, Cursor, Direction, Pop, RingError, RingOps, MAX_SEGS, MAX_UNPOP};
 
@@ -235,14 +234,7 @@ pub fn write_short(mem: &GuestMemory, frame: &FrameSource, chain: &Chain, (list,
         return Ok(None);
     };
     // A span of a validated chain: these writes cannot fail.
-    // Most frames' headers are the plain ones copy-once reads: a copy of a
-    // size known when compiled.
-    let wrote = mem.store(first, 0, header(frame.net_hdr, 1)).is_ok()
-        && match <&[u8; HEAD_PLAIN]>::try_from(frame.head) {
-            Ok(h) => mem.write_span(first, NET_HDR_LEN, h),
-            Err(_) => mem.write_span(first, NET_HDR_LEN, frame.head),
-        }
-        .is_ok();
+    let wrote = mem.store(first, 0, header(frame.net_hdr, 1)).is_ok() && mem.write_span(first, NET_HDR_LEN, frame.head).is_ok();
     let mut guest_copies = 0;
     if let Some((from, src, src_off, tail)) = frame.tail.filter(|_| wrote) {
         let copied = if tail < LIST_BELOW {

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use crate::lend_map::LendMap;
 
 mod reader;
+mod small_copy;
 pub use reader::Reader;
 
 /// A guest physical address.
@@ -377,7 +378,7 @@ impl GuestMemory {
         // SAFETY: `at` checked the bytes lie in a span this live memory made
         // (inside one of its regions). The guest may write them meanwhile:
         // a byte copy, never a reference.
-        unsafe { std::ptr::copy_nonoverlapping(p, buf.as_mut_ptr(), buf.len()) };
+        unsafe { small_copy::copy(p, buf.as_mut_ptr(), buf.len()) };
         Ok(())
     }
 
@@ -386,7 +387,7 @@ impl GuestMemory {
     pub fn write_span(&self, s: &Span, off: usize, data: &[u8]) -> Result<(), OutOfBounds> {
         let p = self.at(s, off, data.len())?;
         // SAFETY: as in read_span, with guest memory as the destination.
-        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), p, data.len()) };
+        unsafe { small_copy::copy(data.as_ptr(), p, data.len()) };
         self.log_write(s.gpa.0 + off as u64, data.len() as u64);
         Ok(())
     }

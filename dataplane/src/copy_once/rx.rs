@@ -340,12 +340,11 @@ impl<'a> GuestBurst<'a> {
 /// chain could not be read; Err(Some): the header is refused.
 pub(super) fn read_frame_head(mem: &pmd_bridge::guest_mem::GuestMemory, c: &Chain, len: u64, tx: Caps, pkt: &mut GuestPkt) -> Result<(), Option<HdrError>> {
     let h = (len as usize).min(HEAD_PLAIN);
-    // Most frames fill the plain headers' bytes, in their first buffer: one
-    // copy of a size known when compiled.
-    let plain = c.segments().first().filter(|s| h == HEAD_PLAIN && s.len() as usize >= NET_HDR_LEN + HEAD_PLAIN);
-    match (plain, pkt.raw.first_chunk_mut::<{ NET_HDR_LEN + HEAD_PLAIN }>()) {
-        (Some(s), Some(lead)) => mem.read_span(s, 0, lead),
-        _ => c.read_at(mem, 0, &mut pkt.raw[..NET_HDR_LEN + h]),
+    // Most frames' headers lie in their first buffer: one copy, no walk.
+    let lead = &mut pkt.raw[..NET_HDR_LEN + h];
+    match c.segments().first().filter(|s| s.len() as usize >= lead.len()) {
+        Some(s) => mem.read_span(s, 0, lead),
+        None => c.read_at(mem, 0, lead),
     }
     .map_err(|_| None)?;
     pkt.len = len as u32;

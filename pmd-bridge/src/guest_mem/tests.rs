@@ -30,6 +30,29 @@ fn loads_read_the_same_bytes_aligned_or_not() {
     }
 }
 
+/// Span copies of every length up to 140 (those from 16 to 128 are two
+/// overlapping pieces, see `small_copy`), at every alignment: each reads
+/// and writes its bytes and no others.
+#[test]
+fn span_copies_of_any_length_move_their_bytes_and_no_others() {
+    let m = mem();
+    let s = m.span(Gpa(0x1000), 0x200).unwrap();
+    let data: Vec<u8> = (1..=150).collect();
+    for n in 0..=140 {
+        for off in 0..8 {
+            m.write(Gpa(0x1000), &[0xee; 0x200]).unwrap();
+            m.write_span(&s, off, &data[..n]).unwrap();
+            let mut all = vec![0u8; 0x200];
+            m.read(Gpa(0x1000), &mut all).unwrap();
+            assert_eq!(&all[off..off + n], &data[..n], "write {n} at {off}");
+            assert!(all[..off].iter().chain(&all[off + n..]).all(|&b| b == 0xee), "write {n} at {off}: bytes outside");
+            let mut back = vec![0xeeu8; n + 2];
+            m.read_span(&s, off, &mut back[1..=n]).unwrap();
+            assert_eq!((back[0], &back[1..=n], back[n + 1]), (0xee, &data[..n], 0xee), "read {n} at {off}");
+        }
+    }
+}
+
 #[test]
 fn stores_write_their_bytes_and_no_others_aligned_or_not() {
     let m = mem();
