@@ -1,5 +1,6 @@
 //! Reads of one span, checked once for a pass over many of its entries.
 use std::marker::PhantomData;
+use std::sync::atomic::{AtomicU16, Ordering};
 
 use super::{prefetchr, GuestMemory};
 
@@ -29,6 +30,19 @@ impl<'m> Reader<'m> {
             // SAFETY: 2 aligned bytes inside the span, of memory the borrow
             // keeps mapped.
             Some(u16::from_le(unsafe { std::ptr::read_volatile(self.base.add(off).cast::<u16>()) }))
+        } else {
+            None
+        }
+    }
+
+    /// `u16_at` with acquire ordering: a flags word the guest stores last,
+    /// with release, after what it covers.
+    #[inline(always)]
+    pub fn u16_acquire_at(&self, off: usize) -> Option<u16> {
+        if self.len >= 2 && off <= self.len - 2 && (self.base as usize + off).is_multiple_of(2) {
+            // SAFETY: as in `u16_at`; an atomic load, as the guest's own
+            // accesses to the word are.
+            Some(u16::from_le(unsafe { AtomicU16::from_ptr(self.base.add(off).cast_mut().cast()) }.load(Ordering::Acquire)))
         } else {
             None
         }

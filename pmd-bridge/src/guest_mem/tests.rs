@@ -163,9 +163,11 @@ fn a_reader_reads_what_span_loads_read_and_nothing_outside() {
     let r = m.reader(&s, 8).unwrap();
     for off in (0..32).step_by(2) {
         assert_eq!(r.u16_at(off), (off + 2 <= 32).then(|| u16::from_le_bytes(m.load(&s, off).unwrap())));
+        assert_eq!(r.u16_acquire_at(off), r.u16_at(off));
     }
     assert_eq!(r.words_at::<2>(16), Some(m.load_words::<2>(&s, 16).unwrap()));
     assert_eq!((r.u16_at(31), r.u16_at(32), r.u16_at(usize::MAX - 1)), (None, None, None), "misaligned, past the end, overflowing");
+    assert_eq!((r.u16_acquire_at(31), r.u16_acquire_at(32), r.u16_acquire_at(usize::MAX - 1)), (None, None, None));
     assert_eq!((r.words_at::<2>(4), r.words_at::<2>(24), r.words_at::<1>(usize::MAX - 7)), (None, None, None));
     // A span that starts off the alignment asked, or is another memory's, gives none.
     let odd = m.span(Gpa(0x1002), 16).unwrap();
@@ -180,6 +182,7 @@ fn regression_a_reader_of_any_alignment_reads_only_aligned_words() {
     let m = counted();
     let r = m.reader(&m.span(Gpa(0x1001), 32).unwrap(), 1).unwrap();
     assert_eq!((r.u16_at(0), r.u16_at(1)), (None, Some(u16::from_le_bytes([2, 3]))));
+    assert_eq!((r.u16_acquire_at(0), r.u16_acquire_at(1)), (None, Some(u16::from_le_bytes([2, 3]))));
     assert_eq!((r.words_at::<1>(0), r.words_at::<1>(7)), (None, Some(word_from(8))));
     let r = m.reader(&m.span(Gpa(0x1002), 16).unwrap(), 2).unwrap();
     assert_eq!((r.words_at::<1>(0), r.words_at::<1>(6)), (None, Some(word_from(8))));
