@@ -194,8 +194,11 @@ impl CopyOnceTx {
         let to = self.stock.0;
         if from < to {
             let entries = self.chains[from..to].iter().zip(&self.filled[from..to]).map(|(c, &len)| (c.head, len));
-            let added = self.ring.queue.add_used_all(&self.ring.mem, entries);
-            self.settle(added.map(|()| Delivery::Done { buffers: 1, guest_copies: 0 }));
+            // Those added before a store failed are published all the same.
+            self.unpublished = true;
+            if self.ring.queue.add_used_all(&self.ring.mem, entries).is_err() {
+                self.ring.broken = true;
+            }
         }
     }
 

@@ -31,20 +31,28 @@ impl Egress<'_> {
         let mut t = Tally::default();
         // Most bursts are one flow's, for one guest: delivered whole, with
         // nothing held frame by frame.
-        if let Some(out) = self.one_output(&decisions[..pkts.len()]) {
-            let path = Path::of(true, self.is_vm(out));
-            t.forwarded += pkts.len() as u64;
-            t.paths[path as usize][0] += pkts.len() as u64;
-            self.deliver_frames(&burst, out, 0..pkts.len(), pkts.len(), &mut t);
-            let done = self.finish(Some(burst.mem()), in_slot, &mut t);
-            burst.commit(&done);
-            return;
+        match self.one_output(&decisions[..pkts.len()]) {
+            Some(out) => {
+                let path = Path::of(true, self.is_vm(out));
+                t.forwarded += pkts.len() as u64;
+                t.paths[path as usize][0] += pkts.len() as u64;
+                self.deliver_frames(&burst, out, 0..pkts.len(), pkts.len(), &mut t);
+            }
+            None => self.route_each(in_slot, &mut burst, &decisions[..pkts.len()], &mut t),
         }
+        let done = self.finish(Some(burst.mem()), in_slot, &mut t);
+        burst.commit(&done);
+    }
+
+    /// Each frame of a guest burst to its outputs as decided: unicast frames
+    /// for a copy-once guest held and delivered together at the end, every
+    /// other output at once.
+    fn route_each(&mut self, in_slot: u16, burst: &mut GuestBurst, decisions: &[Decision], t: &mut Tally) {
         // The last frame held (its decision, output and path): a frame
         // decided alike is held alike (holding one changes nothing `holds`
         // asks).
         let mut held_like: Option<(Decision, u16, Path)> = None;
-        for (i, &d) in decisions[..pkts.len()].iter().enumerate() {
+        for (i, &d) in decisions.iter().enumerate() {
             if let Some((_, out, path)) = held_like.filter(|&(h, ..)| h == d) {
                 t.forwarded += 1;
                 t.paths[path as usize][0] += 1;
@@ -63,7 +71,7 @@ impl Egress<'_> {
                         held_like = Some((d, out, path));
                     } else {
                         held_like = None;
-                        self.emit_guest(&mut burst, i, out, vlan, tagged, path, &mut t);
+                        self.emit_guest(burst, i, out, vlan, tagged, path, t);
                     }
                 }
                 Decision::Flood { vlan, tagged } => {
@@ -71,7 +79,7 @@ impl Egress<'_> {
                     t.flooded += 1;
                     t.paths[Path::Flood as usize][0] += 1;
                     for out in self.flood.targets(vlan, in_slot) {
-                        self.emit_guest(&mut burst, i, out, vlan, tagged, Path::Flood, &mut t);
+                        self.emit_guest(burst, i, out, vlan, tagged, Path::Flood, t);
                     }
                 }
                 // A flow's actions work on an mbuf: the frame copied once.
@@ -79,17 +87,15 @@ impl Egress<'_> {
                 // fills is sent at once.
                 Decision::Flow(f) => {
                     held_like = None;
-                    self.deliver_all_held(&burst, &mut t);
+                    self.deliver_all_held(burst, t);
                     match burst.materialize(i, &mut self.out.stock, self.pool) {
-                        Some(m) => self.run_flow(in_slot, m, f, &mut t),
+                        Some(m) => self.run_flow(in_slot, m, f, t),
                         None => t.drops[DropReason::NoMbuf as usize] += 1,
                     }
                 }
             }
         }
-        self.deliver_all_held(&burst, &mut t);
-        let done = self.finish(Some(burst.mem()), in_slot, &mut t);
-        burst.commit(&done);
+        self.deliver_all_held(burst, t);
     }
 
     /// Whether a unicast frame for `out` is held for `deliver_held`: `out`
