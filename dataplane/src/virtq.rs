@@ -419,17 +419,7 @@ impl SplitQueue {
 
     /// Writes a used entry (not yet visible to the guest: see `publish`).
     pub fn add_used(&mut self, mem: &GuestMemory, head: u16, len: u32) -> Result<(), RingError> {
-        let slot = (self.next_used.0 & (self.size - 1)) as usize;
-        let e = (head as u64 | (len as u64) << 32).to_le_bytes();
-        mem.store(&self.used, 4 + 8 * slot, e)?;
-        self.next_used += 1;
-        // Gone all the way round since the last check: `signalled_used`
-        // would now look like nothing was published, and the guest would
-        // wait for an interrupt that never comes (as Linux vhost guards).
-        if self.next_used == self.signalled_used {
-            self.signalled_valid = false;
-        }
-        Ok(())
+        self.add_used_all(mem, std::iter::once((head, len)))
     }
 
     /// `add_used` for each of `entries` (head, bytes written), in order, the
@@ -451,7 +441,9 @@ impl SplitQueue {
             wrapped |= next == signalled;
         }
         self.next_used = next;
-        // As in add_used.
+        // Gone all the way round since the last check: `signalled_used`
+        // would now look like nothing was published, and the guest would
+        // wait for an interrupt that never comes (as Linux vhost guards).
         if wrapped {
             self.signalled_valid = false;
         }

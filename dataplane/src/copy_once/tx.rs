@@ -100,26 +100,16 @@ impl CopyOnceTx {
         let mut taken = 0;
         if !self.ring.broken && pkt.off.fits(self.ring.features.rx) {
             let frame = plain(src, chain, pkt);
-            // A chain taken ahead, else one popped now (into `chains[0]`).
-            let chain_at = match self.stock {
-                (at, end) if at < end => {
-                    self.stock.0 += 1;
-                    Ok(Ok(at))
-                }
-                _ => take_short(&mut self.ring.queue, &self.ring.mem, NET_HDR_LEN as u64 + frame.len(), &mut self.chains[0]).map(|r| r.map(|()| 0)),
-            };
-            let short = match chain_at {
-                Ok(Ok(k)) => fill_short(&mut self.ring.queue, &self.ring.mem, &frame, &self.chains[k], (&mut *copies, out)).map(|s| (s, k)),
-                Ok(Err(s)) => Ok((s, 0)),
+            // Chains taken ahead are `deliver_all`'s: one popped now, into
+            // `chains[0]`, which the long way takes as its first.
+            let short = match take_short(&mut self.ring.queue, &self.ring.mem, NET_HDR_LEN as u64 + frame.len(), &mut self.chains[0]) {
+                Ok(Ok(())) => fill_short(&mut self.ring.queue, &self.ring.mem, &frame, &self.chains[0], (&mut *copies, out)),
+                Ok(Err(s)) => Ok(s),
                 Err(e) => Err(e),
             };
             match short {
-                Ok((Short::Long(n), k)) => {
-                    taken = usize::from(n);
-                    // The long way takes it as its first.
-                    self.chains.swap(0, k);
-                }
-                Ok((Short::Done(d), _)) => return (self.settle(Ok(d)), 1),
+                Ok(Short::Long(n)) => taken = usize::from(n),
+                Ok(Short::Done(d)) => return (self.settle(Ok(d)), 1),
                 Err(e) => return (self.settle(Err(e)), 1),
             }
         }
@@ -169,8 +159,19 @@ impl CopyOnceTx {
                         each(i, Delivery::Done { buffers: 1, guest_copies }, 1);
                         continue;
                     }
-                    // The long way takes it, from the chain taken ahead.
-                    Ok(None) => {}
+                    // Not the short way: the long way takes it, the chain
+                    // taken ahead as its first (the run's entries added
+                    // before `chains[0]` is swapped out).
+                    Ok(None) => {
+                        self.add_filled(run);
+                        self.stock.0 += 1;
+                        self.chains.swap(0, at);
+                        self.give_back();
+                        let (d, n) = self.deliver_long(src, chain, pkt, copies, out, 1);
+                        run = self.stock.0;
+                        each(i, d, n);
+                        continue;
+                    }
                     Err(e) => {
                         self.add_filled(run);
                         each(i, self.settle(Err(e)), 1);

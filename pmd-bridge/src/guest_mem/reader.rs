@@ -40,8 +40,7 @@ impl<'m> Reader<'m> {
     #[inline(always)]
     pub fn u16_acquire_at(&self, off: usize) -> Option<u16> {
         if self.len >= 2 && off <= self.len - 2 && (self.base as usize + off).is_multiple_of(2) {
-            // SAFETY: as in `u16_at`; an atomic load, as the guest's own
-            // accesses to the word are.
+            // SAFETY: as in `u16_at`; atomic, as the guest's own accesses are.
             Some(u16::from_le(unsafe { AtomicU16::from_ptr(self.base.add(off).cast_mut().cast()) }.load(Ordering::Acquire)))
         } else {
             None

@@ -29,10 +29,9 @@ pub(super) unsafe fn copy(src: *const u8, dst: *mut u8, n: usize) {
 #[inline(always)]
 unsafe fn overlapping<const K: usize>(src: *const u8, dst: *mut u8, n: usize) {
     debug_assert!(K <= n);
-    // SAFETY: `K <= n`, so the pieces at 0 and at `n - K` lie inside the
-    // `n` bytes the caller vouches for; both are read before either is
-    // written (source and destination do not overlap); unaligned, as
-    // guests' buffers are.
+    // Both pieces are read before either is written; unaligned, as guests'
+    // buffers are.
+    // SAFETY: `K <= n`: the pieces at 0 and `n - K` lie in the caller's `n` bytes.
     unsafe {
         let (a, b) = (src.cast::<[u8; K]>().read_unaligned(), src.add(n - K).cast::<[u8; K]>().read_unaligned());
         dst.cast::<[u8; K]>().write_unaligned(a);
