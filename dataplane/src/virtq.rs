@@ -450,6 +450,24 @@ impl SplitQueue {
         stored
     }
 
+    /// Chains of a guest that negotiated IN_ORDER, taken in ring order and
+    /// going back with nothing written (a transmit ring's): one used entry,
+    /// the last chain's, in the batch's first slot, and the used index past
+    /// them all, as 2.7.9 lets a device return a batch. The guest reads one
+    /// entry where it would read `heads.len()` (DPDK's vhost does as much
+    /// for packed rings).
+    pub fn add_used_in_order(&mut self, mem: &GuestMemory, heads: &[u16]) -> Result<(), RingError> {
+        let Some(&last) = heads.last() else { return Ok(()) };
+        let n = heads.len() as u16;
+        mem.store(&self.used, 4 + 8 * (self.next_used.0 & (self.size - 1)) as usize, (last as u64).to_le_bytes())?;
+        // As in `add_used_all`: passing `signalled_used` voids it.
+        if (self.signalled_used - self.next_used - Wrapping(1)).0 < n {
+            self.signalled_valid = false;
+        }
+        self.next_used += n;
+        Ok(())
+    }
+
     /// Makes every used entry added so far visible (release store of
     /// used->idx: the entries and the data they describe come first).
     pub fn publish(&self, mem: &GuestMemory) -> Result<(), RingError> {

@@ -233,7 +233,7 @@ impl CopyOnceRx {
         self.taken = n;
         if bad && n == 0 {
             // Only chains never read from: nothing to wait for.
-            let _ = ring.queue.add_used_all(&ring.mem, self.order.iter().map(|&h| (h, 0)));
+            let _ = ring.queue.add_used_in_order(&ring.mem, &self.order);
             ring.publish_returned();
         }
         n
@@ -246,7 +246,7 @@ impl CopyOnceRx {
         let n = std::mem::take(&mut self.taken);
         let _ = if ring.queue.features().in_order {
             // Nothing is lent from such a ring (see `zero_copy`).
-            ring.queue.add_used_all(&ring.mem, self.order.iter().map(|&h| (h, 0)))
+            ring.queue.add_used_in_order(&ring.mem, &self.order)
         } else {
             let zc = self.zc.as_ref();
             ring.queue.add_used_all(&ring.mem, self.chains[..n].iter().enumerate().filter(|&(i, _)| !zc.is_some_and(|z| z.is_lent(i))).map(|(_, c)| (c.head, 0)))

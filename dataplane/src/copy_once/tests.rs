@@ -234,8 +234,9 @@ fn chains_taken_ahead_go_to_the_frames_in_ring_order() {
 /// for a header (refused after the pop) and one whose buffer lies outside
 /// its memory (refused by the pop, in the middle of pass 1's first group
 /// of 8 or first in its second) wait for the good chains before them, and
-/// the pop's refusal ends the burst. Without IN_ORDER both go back at once,
-/// ahead of the burst. Split and packed rings alike.
+/// the pop's refusal ends the burst; each burst goes back as one used
+/// entry. Without IN_ORDER both go back at once, ahead of the burst, an
+/// entry a chain. Split and packed rings alike.
 #[test]
 fn regression_an_in_order_guest_gets_its_chains_back_in_order() {
     let all: Vec<u16> = (0..10).collect();
@@ -288,12 +289,26 @@ fn chains_back(packed: bool, in_order: bool, outside: u16) -> (Vec<usize>, Vec<u
     }
     let refused: u64 = drops.0.iter().map(|d| d.load(std::sync::atomic::Ordering::Relaxed)).sum();
     assert_eq!(refused, 2, "each refused chain counted once");
-    // A packed ring's used descriptors are written over its slots, one each
-    // here; a split ring's used entries after its used index.
-    let used = if packed {
-        (0..10).map(|slot| mem.read_u16(Gpa(ring + 16 * slot + 12)).unwrap()).collect()
-    } else {
-        (0..used_idx(&mem) as u64).map(|i| mem.read_u32(Gpa(crate::virtq::test_guest::USED + 4 + 8 * i)).unwrap() as u16).collect()
+    // The used entries as the guest reads them, one where its position
+    // reaches (a packed ring's over its slots, a split ring's after its
+    // used index). An in-order guest's returns every chain up to the one
+    // it names (2.7.9; each chain here is one descriptor, offered in order
+    // under ids 0..10), and there is one a burst.
+    use crate::virtq::{VRING_PACKED_DESC_F_AVAIL as AVAIL, VRING_PACKED_DESC_F_USED as USED};
+    let entry = |p: u64| -> Option<u16> {
+        if packed {
+            (p < 10 && mem.read_u16(Gpa(ring + 16 * p + 14)).unwrap() & (AVAIL | USED) == AVAIL | USED).then(|| mem.read_u16(Gpa(ring + 16 * p + 12)).unwrap())
+        } else {
+            (p < used_idx(&mem) as u64).then(|| mem.read_u32(Gpa(crate::virtq::test_guest::USED + 4 + 8 * p)).unwrap() as u16)
+        }
     };
+    let (mut used, mut entries, mut p) = (Vec::new(), 0, 0);
+    while let Some(id) = entry(p) {
+        let first = if in_order { used.len() as u16 } else { id };
+        used.extend(first..=id);
+        p += u64::from(id - first + 1);
+        entries += 1;
+    }
+    assert_eq!(entries, if in_order { bursts.len() } else { 10 }, "packed {packed}, in order {in_order}: used entries");
     (bursts, used)
 }

@@ -51,7 +51,13 @@ fn event_idx_interrupts_exactly_when_used_event_is_passed() {
         assert_eq!(q.needs_interrupt(&g.mem), want, "{what}");
         assert!(!q.needs_interrupt(&g.mem), "{what}: nothing new since");
     }
-    // Every used_event around each step, against the plain rule.
+    around_every_step(|g, q, _, n| publish(g, q, n as u32));
+}
+
+/// Every used_event around each step: `add(guest, queue, used index, n)`
+/// adds `n` entries, which are published and must interrupt by the plain
+/// rule.
+fn around_every_step(add: impl Fn(&Guest, &mut SplitQueue, u16, u16)) {
     for old in [0u16, 100, 65530, 65535] {
         for n in 1..=8u16 {
             for d in 0..n + 6 {
@@ -60,7 +66,8 @@ fn event_idx_interrupts_exactly_when_used_event_is_passed() {
                 let mut q = g.queue_at((0, old));
                 q.needs_interrupt(&g.mem);
                 g.set_used_event(event);
-                publish(&g, &mut q, n as u32);
+                add(&g, &mut q, old, n);
+                q.publish(&g.mem).unwrap();
                 assert_eq!(q.needs_interrupt(&g.mem), passed(event, old, n), "old {old}, {n} published, used_event {event}");
             }
         }
@@ -142,4 +149,28 @@ fn asking_for_kicks_names_the_next_entry_or_clears_the_flag_and_says_whether_one
         q.suppress_kicks(&g.mem).unwrap();
         assert_eq!(g.mem.read_u16(Gpa(USED)).unwrap(), VRING_USED_F_NO_NOTIFY, "and off again");
     }
+}
+
+/// An in-order batch, one used entry for `n` chains (the last's, in the
+/// batch's first slot), moves the used index as `n` entries do and
+/// interrupts as they would, a full wrap of batches included.
+#[test]
+fn an_in_order_batch_moves_and_interrupts_as_its_chains_would() {
+    let heads: Vec<u16> = (0..8).collect();
+    around_every_step(|g, q, old, n| {
+        q.add_used_in_order(&g.mem, &heads[..n as usize]).unwrap();
+        q.publish(&g.mem).unwrap();
+        assert_eq!(g.mem.read_u16(Gpa(USED + 2)).unwrap(), old.wrapping_add(n), "old {old}, {n} chains");
+        assert_eq!(g.used(old % SIZE), (n as u32 - 1, 0), "old {old}, {n} chains: the last's id, in the first slot");
+    });
+    let g = with_event_idx();
+    let mut q = g.queue();
+    publish(&g, &mut q, 1);
+    q.needs_interrupt(&g.mem);
+    g.set_used_event(5);
+    for _ in 0..65536 / 8 {
+        q.add_used_in_order(&g.mem, &heads).unwrap();
+    }
+    q.publish(&g.mem).unwrap();
+    assert!(q.needs_interrupt(&g.mem), "back where it was after 65536 chains: not 'nothing published'");
 }

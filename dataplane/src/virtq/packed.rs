@@ -42,8 +42,9 @@
 //! Events: the driver area tells us when to interrupt (ENABLE, DISABLE, or
 //! with EVENT_IDX a DESC position); we write DISABLE into the device area
 //! once (`suppress_kicks`), since we poll.
-use pmd_bridge::guest_mem::{full_fence, GuestMemory, Gpa, OutOfBounds, Reader, Span};
+use pmd_bridge::guest_mem::{GuestMemory, Gpa, OutOfBounds, Reader, Span};
 
+mod notify;
 mod resume;
 pub use resume::{KeptPosition, PublishRecord, RingSession};
 
@@ -527,6 +528,22 @@ impl PackedQueue {
         stored
     }
 
+    /// `SplitQueue::add_used_in_order`: one used descriptor, the last
+    /// chain's, in the batch's first slot, the used position past every
+    /// slot of the batch's chains (those of ours in flight).
+    pub fn add_used_in_order(&mut self, mem: &GuestMemory, heads: &[u16]) -> Result<(), RingError> {
+        let (mut slots, mut last) = (0u16, None);
+        for &id in heads {
+            if let Some(n) = self.in_flight.get_mut(id as usize).map(std::mem::take).filter(|&n| n > 0) {
+                (slots, last) = (slots.saturating_add(n), Some(id));
+            }
+        }
+        let Some(id) = last else { return Ok(()) };
+        // Charged to the last chain: `add_used_all` takes it back whole.
+        self.in_flight[id as usize] = slots;
+        self.add_used_all(mem, std::iter::once((id, 0)))
+    }
+
     /// Makes every used descriptor added so far visible: the batch is
     /// written, its first descriptor's flags last, with release ordering
     /// (the rest, and the data they describe, come first). Until then the
@@ -544,53 +561,5 @@ impl PackedQueue {
         self.batch_n = 0;
         self.published = self.next_used;
         Ok(())
-    }
-
-    /// Whether to interrupt the guest for what has been published (call it
-    /// after `publish`). The driver area's flags decide: DISABLE no,
-    /// ENABLE yes; with EVENT_IDX, DESC asks for one once the used
-    /// position passes its offset and wrap counter, checked against the
-    /// position at the previous call (the first call says yes, as in
-    /// split rings; so does the reserved value 3).
-    pub fn needs_interrupt(&mut self, mem: &GuestMemory) -> bool {
-        // Orders our used flags store before the driver area loads; without
-        // it the guest could enable interrupts after our check and sleep
-        // on a ring we just filled.
-        full_fence();
-        let new = self.next_used;
-        let old = self.signalled.replace(new);
-        let since = std::mem::take(&mut self.since);
-        let Ok(flags) = mem.span_u16_acquire(&self.driver, 2) else { return true };
-        if !self.features.event_idx || flags != RING_EVENT_FLAGS_DESC {
-            return flags != RING_EVENT_FLAGS_DISABLE;
-        }
-        let (Some(old), Ok(off_wrap)) = (old, mem.span_u16_acquire(&self.driver, 0)) else { return true };
-        // The event is passed if it lies in [old, new), the `since` slots
-        // used meanwhile, counted round the cycle positions repeat over.
-        let cycle = 2 * self.size as u32;
-        let event = Pos::from_index(off_wrap).in_cycle(self.size);
-        since >= cycle || (event + cycle - old.in_cycle(self.size)) % cycle < since
-    }
-
-    /// Whether the driver area allows an interrupt at all (not DISABLE):
-    /// the rule without EVENT_IDX (`needs_interrupt` applies it then).
-    pub fn guest_wants_interrupt(&self, mem: &GuestMemory) -> bool {
-        full_fence();
-        mem.span_u16_acquire(&self.driver, 2).map(|f| f != RING_EVENT_FLAGS_DISABLE).unwrap_or(false)
-    }
-
-    /// Asks the guest never to kick us: we poll. With EVENT_IDX too, unlike
-    /// the split ring's flag: DISABLE means none at all.
-    pub fn suppress_kicks(&self, mem: &GuestMemory) -> Result<(), RingError> {
-        mem.store(&self.device, 2, RING_EVENT_FLAGS_DISABLE.to_le_bytes())?;
-        Ok(())
-    }
-
-    /// As the split ring's: ENABLE (a kick for every buffer, EVENT_IDX or
-    /// not), then whether the next descriptor is still not available.
-    pub fn ask_for_kicks(&mut self, mem: &GuestMemory) -> Result<bool, RingError> {
-        mem.store(&self.device, 2, RING_EVENT_FLAGS_ENABLE.to_le_bytes())?;
-        full_fence();
-        Ok(self.available(mem)? == 0)
     }
 }

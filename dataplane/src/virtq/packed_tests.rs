@@ -99,6 +99,48 @@ fn wrap_around_for_many_laps() {
     }
 }
 
+/// Chains of an in-order guest go back as one used descriptor a batch:
+/// the last chain's id in the batch's first slot, the rest of the batch's
+/// slots as the driver left them, and the used position past them all
+/// (where the driver, reading as 2.7.9 says, goes on), lap after lap.
+#[test]
+fn an_in_order_batch_goes_back_as_one_used_descriptor() {
+    let mut rng = Rng(0x5eed_0e0e_0001);
+    for size in [1u16, 2, 5, 8, 13] {
+        let mut g = PackedGuest::new(size);
+        let mut q = g.queue();
+        for round in 0..200 {
+            let (mut free, mut ids, mut slots) = (size, Vec::new(), 0);
+            while free > 0 && ids.len() < 4 {
+                let n = 1 + rng.below(3.min(free as usize)) as u16;
+                let id = (round * 4 + ids.len() as u16) % size;
+                if ids.contains(&id) {
+                    break;
+                }
+                g.offer(id, &(0..n).map(|k| (DATA + 0x1000 * k as u64, 100, 0)).collect::<Vec<_>>());
+                ids.push(id);
+                (free, slots) = (free - n, slots + n);
+            }
+            let (first, first_wrap) = (g.used_at, g.used_wrap);
+            for _ in &ids {
+                assert_eq!(pop(&g, &mut q, TX).0, Ok(Pop::Chain), "size {size} round {round}");
+            }
+            q.add_used_in_order(&g.mem, &ids).unwrap();
+            q.publish(&g.mem).unwrap();
+            let (_, len, id, flags) = g.read(first);
+            assert_eq!((id, len, flags & USED_1), (*ids.last().unwrap(), 0, if first_wrap { USED_1 } else { 0 }), "size {size} round {round}");
+            for k in 1..slots {
+                let (_, _, _, flags) = g.read((first + k) % size);
+                let lap = first_wrap != (first + k >= size);
+                assert_eq!(flags & USED_1, if lap { VRING_PACKED_DESC_F_AVAIL } else { VRING_PACKED_DESC_F_USED }, "size {size} round {round}: slot {k} of the batch left available");
+            }
+            (g.used_at, g.used_wrap) = (g.next, g.wrap);
+            let at = g.next | (g.wrap as u16) << 15;
+            assert_eq!(q.indices(), (at, at), "size {size} round {round}");
+        }
+    }
+}
+
 /// A batch is written at `publish`, its first used descriptor flagged
 /// last: until then the ring is as the guest left it.
 #[test]

@@ -77,6 +77,10 @@ pub trait RingOps {
     /// `add_used` for each of `entries` (head, bytes written), in order,
     /// in one pass.
     fn add_used_all(&mut self, mem: &GuestMemory, entries: impl Iterator<Item = (u16, u32)>) -> Result<(), RingError>;
+    /// Chains taken in ring order from a guest that negotiated IN_ORDER,
+    /// going back with nothing written, as one used entry (see
+    /// `SplitQueue::add_used_in_order`).
+    fn add_used_in_order(&mut self, mem: &GuestMemory, heads: &[u16]) -> Result<(), RingError>;
     fn publish(&mut self, mem: &GuestMemory) -> Result<(), RingError>;
     fn needs_interrupt(&mut self, mem: &GuestMemory) -> bool;
     fn guest_wants_interrupt(&self, mem: &GuestMemory) -> bool;
@@ -141,6 +145,10 @@ macro_rules! forward {
             #[inline]
             fn add_used_all(&mut self, mem: &GuestMemory, entries: impl Iterator<Item = (u16, u32)>) -> Result<(), RingError> {
                 <$t>::add_used_all(self, mem, entries)
+            }
+            #[inline]
+            fn add_used_in_order(&mut self, mem: &GuestMemory, heads: &[u16]) -> Result<(), RingError> {
+                <$t>::add_used_in_order(self, mem, heads)
             }
             #[inline]
             fn publish(&mut self, mem: &GuestMemory) -> Result<(), RingError> {
@@ -271,6 +279,10 @@ impl RingOps for Virtqueue {
     #[inline]
     fn add_used_all(&mut self, mem: &GuestMemory, entries: impl Iterator<Item = (u16, u32)>) -> Result<(), RingError> {
         each!(self, q => RingOps::add_used_all(q, mem, entries))
+    }
+    #[inline]
+    fn add_used_in_order(&mut self, mem: &GuestMemory, heads: &[u16]) -> Result<(), RingError> {
+        each!(self, q => RingOps::add_used_in_order(q, mem, heads))
     }
     #[inline]
     fn publish(&mut self, mem: &GuestMemory) -> Result<(), RingError> {
