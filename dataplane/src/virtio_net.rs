@@ -185,9 +185,7 @@ pub fn deliver<Q: RingOps>(
             guest_copies = 1;
         }
     }
-    for (k, c) in chains.iter().enumerate() {
-        q.add_used(mem, c.head, fill.used(k, c) as u32)?;
-    }
+    q.add_used_all(mem, chains.iter().enumerate().map(|(k, c)| (c.head, fill.used(k, c) as u32)))?;
     Ok(Delivery::Done { buffers: n as u16, guest_copies })
 }
 
