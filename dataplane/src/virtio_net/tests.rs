@@ -50,6 +50,20 @@ impl Guest {
         }
     }
 
+    /// Offers chain `id` of two buffers, laid end to end from its slot's
+    /// address (split: its second descriptor is `SIZE - 1`'s).
+    fn offer_two(&mut self, id: u16, lens: [u32; 2]) {
+        let addr = DATA + 0x1000 * id as u64;
+        match self {
+            Guest::Split(g) => {
+                g.desc(id, addr, lens[0], WRITE | VRING_DESC_F_NEXT, SIZE - 1);
+                g.desc(SIZE - 1, addr + lens[0] as u64, lens[1], WRITE, 0);
+                g.offer(id);
+            }
+            Guest::Packed(g) => _ = g.offer(id, &[(addr, lens[0], WRITE), (addr + lens[0] as u64, lens[1], WRITE)]),
+        }
+    }
+
     /// Offers `n` receive buffers of `len` bytes (ids 0..n).
     fn post(&mut self, n: u16, len: u32) {
         for i in 0..n {
@@ -137,6 +151,44 @@ fn a_jumbo_frame_spreads_over_mergeable_buffers() {
         assert_eq!(u16::from_le_bytes([bytes[10], bytes[11]]), 5, "num_buffers");
         assert_eq!(bytes[..10], [0; 10], "no offloads");
         assert_eq!(bytes[NET_HDR_LEN..], f[..]);
+    }
+}
+
+/// Receive chains of mixed sizes, one of two buffers among them: each
+/// frame takes as many as it needs, in ring order, and the next frame
+/// starts where it stopped (a short first chain, long ones after it).
+#[test]
+fn receive_buffers_of_mixed_sizes_are_taken_as_each_frame_needs_them() {
+    for packed in [false, true] {
+        let mut g = Guest::new(packed);
+        for (id, len) in [(0, 512), (1, 4096), (2, 4096)] {
+            g.offer(id, DATA + 0x1000 * id as u64, len, WRITE);
+        }
+        g.offer_two(3, [1024, 1024]);
+        for (id, len) in [(4, 2048), (5, 100), (6, 4096), (7, 4096), (8, 4096)] {
+            g.offer(id, DATA + 0x1000 * id as u64, len, WRITE);
+        }
+        let mut q = g.queue();
+        let f = frame(16300);
+        let mut laid = Vec::new();
+        for (at, len, buffers) in [(0, 5000, 3), (5000, 3000, 2), (8000, 300, 2), (8300, 8000, 2)] {
+            let r = deliver(&mut q, g.mem(), &plain(&f[at..at + len]), true, (&mut chains(), 0), None).unwrap();
+            assert_eq!(r, Delivery::Done { buffers, guest_copies: 0 }, "packed {packed}, the frame at {at}");
+            laid.extend_from_slice(&[0; NET_HDR_LEN]);
+            laid.extend_from_slice(&f[at..at + len]);
+        }
+        let (used, mut bytes) = g.received(&mut q);
+        let want = [(0, 512), (1, 4096), (2, 404), (3, 2048), (4, 964), (5, 100), (6, 212), (7, 4096), (8, 3916)];
+        assert_eq!(used, want, "packed {packed}");
+        let mut k = 0;
+        for (i, n) in [(0, 3), (1, 2), (2, 2), (3, 2)] {
+            let first = used[..k].iter().map(|e| e.1 as usize).sum::<usize>();
+            assert_eq!(u16::from_le_bytes([bytes[first + 10], bytes[first + 11]]), n, "packed {packed}: num_buffers of frame {i}");
+            bytes[first..first + NET_HDR_LEN].fill(0);
+            k += n as usize;
+        }
+        assert!(bytes == laid, "packed {packed}: the frames' bytes in order");
+        assert_eq!(q.available(g.mem()).unwrap(), 0, "every buffer taken, none twice");
     }
 }
 
