@@ -111,10 +111,7 @@ pub fn deliver<Q: RingOps>(
             Pop::Bad { head, err } => {
                 // The bad chain and the good ones taken before it all go
                 // back to the guest empty; the frame is dropped.
-                for c in chains.iter().take(n) {
-                    q.add_used(mem, c.head, 0)?;
-                }
-                q.add_used(mem, head, 0)?;
+                q.add_used_all(mem, chains[..n].iter().map(|c| c.head).chain([head]).map(|h| (h, 0)))?;
                 return Ok(Delivery::BadChain(err));
             }
         }
