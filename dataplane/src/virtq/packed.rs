@@ -123,7 +123,9 @@ fn flags_at(slot: u16) -> usize {
 /// Whether `flags` make a slot available in the lap whose counter is `wrap`.
 #[inline]
 fn is_avail(flags: u16, wrap: bool) -> bool {
-    (flags & VRING_PACKED_DESC_F_AVAIL != 0) == wrap && (flags & VRING_PACKED_DESC_F_USED != 0) != wrap
+    // AVAIL equal to the counter and USED not: one mask and one compare.
+    let want = if wrap { VRING_PACKED_DESC_F_AVAIL } else { VRING_PACKED_DESC_F_USED };
+    flags & (VRING_PACKED_DESC_F_AVAIL | VRING_PACKED_DESC_F_USED) == want
 }
 
 /// A packed descriptor (addr, len, id, flags), copied out in one load, as
@@ -266,11 +268,17 @@ impl PackedQueue {
         let outside = RingError::Memory { gpa: self.ring.gpa().0 as u32 };
         let ring = mem.reader(&self.ring, 2).ok_or(outside)?;
         while seen < limit {
-            if !is_avail(ring.u16_acquire_at(flags_at(at.slot)).ok_or(outside)?, at.wrap) {
+            // The slots up to the lap's end, the wrap not checked at each.
+            let run = (limit - seen).min(self.size - at.slot);
+            let mut k = 0;
+            while k < run && is_avail(ring.u16_acquire_at(flags_at(at.slot + k)).ok_or(outside)?, at.wrap) {
+                k += 1;
+            }
+            seen += k;
+            at.advance(k, self.size);
+            if k < run {
                 break;
             }
-            seen += 1;
-            at.advance(1, self.size);
         }
         self.seen = seen;
         Ok(seen.min(limit))
@@ -328,13 +336,22 @@ impl PackedQueue {
         // move it a chain at a time.
         let (mut at, known) = (self.next_avail, out.len().min(self.seen as usize));
         let mut n = 0;
-        while let Some(c) = out[..known].get_mut(n) {
-            let Some((id, s)) = self.single(mem, &ring, at, write) else { break };
-            c.set_single(id, s);
-            self.in_flight[id as usize] = 1;
-            self.recent[(self.recent_at + n) % MAX_UNPOP] = (1, id);
-            at.advance(1, self.size);
-            n += 1;
+        while n < known {
+            // The slots up to the lap's end, the wrap not checked at each.
+            let run = (known - n).min((self.size - at.slot) as usize);
+            let mut k = 0;
+            while let Some(c) = out[n..n + run].get_mut(k) {
+                let Some((id, s)) = self.single(mem, &ring, at.slot + k as u16, write) else { break };
+                c.set_single(id, s);
+                self.in_flight[id as usize] = 1;
+                self.recent[(self.recent_at + n + k) % MAX_UNPOP] = (1, id);
+                k += 1;
+            }
+            at.advance(k as u16, self.size);
+            n += k;
+            if k < run {
+                break;
+            }
         }
         self.next_avail = at;
         self.seen -= n as u16;
@@ -343,13 +360,13 @@ impl PackedQueue {
         n
     }
 
-    /// The id and buffer of the chain at `at` (known available) if it is one
+    /// The id and buffer of the chain in `slot` (known available) if it is one
     /// descriptor whose flags, past AVAIL and USED, are exactly `write`, not
     /// empty, in one region, under an id not in flight: every check `pop`
     /// would make of it. None sends it to `pop`.
     #[inline(always)]
-    fn single(&self, mem: &GuestMemory, ring: &Reader, at: Pos, write: u16) -> Option<(u16, Span)> {
-        let (d, id) = packed_desc(ring.words_at::<2>(at.slot as usize * DESC_SIZE as usize)?);
+    fn single(&self, mem: &GuestMemory, ring: &Reader, slot: u16, write: u16) -> Option<(u16, Span)> {
+        let (d, id) = packed_desc(ring.words_at::<2>(slot as usize * DESC_SIZE as usize)?);
         if d.flags & !(VRING_PACKED_DESC_F_AVAIL | VRING_PACKED_DESC_F_USED) != write || d.len == 0 || self.in_flight.get(id as usize) != Some(&0) {
             return None;
         }
