@@ -294,6 +294,15 @@ impl PackedQueue {
             self.reached = head;
             return Ok(Pop::Empty);
         }
+        // A chain of one descriptor, as nearly every one is: the checks
+        // `pop_singles` makes, and no walk.
+        let write = if dir == Direction::DeviceWrites { VRING_DESC_F_WRITE } else { 0 };
+        if let Some((id, s)) = mem.reader(&self.ring, 8).and_then(|ring| self.single(mem, &ring, head.slot, write)) {
+            out.set_single(id, s);
+            self.in_flight[id as usize] = 1;
+            self.consume(1, id);
+            return Ok(Pop::Chain);
+        }
         let w = self.walk(mem, dir, head, out)?;
         let err = match self.in_flight.get_mut(w.id as usize) {
             Some(n) if *n == 0 => {
