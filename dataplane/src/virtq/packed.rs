@@ -296,8 +296,7 @@ impl PackedQueue {
         }
         // A chain of one descriptor, as nearly every one is: the checks
         // `pop_singles` makes, and no walk.
-        let write = if dir == Direction::DeviceWrites { VRING_DESC_F_WRITE } else { 0 };
-        if let Some((id, s)) = mem.reader(&self.ring, 8).and_then(|ring| self.single(mem, &ring, head.slot, write)) {
+        if let Some((id, s)) = mem.reader(&self.ring, 8).and_then(|ring| self.single(mem, &ring, head.slot, dir)) {
             out.set_single(id, s);
             self.in_flight[id as usize] = 1;
             self.consume(1, id);
@@ -340,7 +339,6 @@ impl PackedQueue {
         // The ring checked once for the run; one not aligned as the spec
         // asks is left to `pop`.
         let Some(ring) = mem.reader(&self.ring, 8) else { return 0 };
-        let write = if dir == Direction::DeviceWrites { VRING_DESC_F_WRITE } else { 0 };
         // The position kept in registers for the run, as `consume` would
         // move it a chain at a time.
         let (mut at, known) = (self.next_avail, out.len().min(self.seen as usize));
@@ -350,7 +348,7 @@ impl PackedQueue {
             let run = (known - n).min((self.size - at.slot) as usize);
             let mut k = 0;
             while let Some(c) = out[n..n + run].get_mut(k) {
-                let Some((id, s)) = self.single(mem, &ring, at.slot + k as u16, write) else { break };
+                let Some((id, s)) = self.single(mem, &ring, at.slot + k as u16, dir) else { break };
                 c.set_single(id, s);
                 self.in_flight[id as usize] = 1;
                 self.recent[(self.recent_at + n + k) % MAX_UNPOP] = (1, id);
@@ -369,12 +367,14 @@ impl PackedQueue {
         n
     }
 
-    /// The id and buffer of the chain in `slot` (known available) if it is one
-    /// descriptor whose flags, past AVAIL and USED, are exactly `write`, not
-    /// empty, in one region, under an id not in flight: every check `pop`
-    /// would make of it. None sends it to `pop`.
+    /// The id and buffer of the chain in `slot` (known available) if it is
+    /// one descriptor whose flags, past AVAIL and USED, are exactly the
+    /// queue's direction (WRITE for `DeviceWrites`), not empty, in one
+    /// region, under an id not in flight: every check the walk would make
+    /// of it. None leaves it to the walk.
     #[inline(always)]
-    fn single(&self, mem: &GuestMemory, ring: &Reader, slot: u16, write: u16) -> Option<(u16, Span)> {
+    fn single(&self, mem: &GuestMemory, ring: &Reader, slot: u16, dir: Direction) -> Option<(u16, Span)> {
+        let write = if dir == Direction::DeviceWrites { VRING_DESC_F_WRITE } else { 0 };
         let (d, id) = packed_desc(ring.words_at::<2>(slot as usize * DESC_SIZE as usize)?);
         if d.flags & !(VRING_PACKED_DESC_F_AVAIL | VRING_PACKED_DESC_F_USED) != write || d.len == 0 || self.in_flight.get(id as usize) != Some(&0) {
             return None;
