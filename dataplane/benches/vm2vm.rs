@@ -70,8 +70,7 @@ fn frames(size: usize, packed: bool) -> (f64, f64) {
     let result = measure(&mut r, polls, |r, base| {
         let b = r.b.as_mut().expect("guest b");
         for h in base..base + burst * per {
-            b.desc(h, BUFS + BUF * h as u64, room as u32, WRITE, 0);
-            b.offer(h);
+            b.offer_rx_of(h, room as u32);
         }
         for h in base..base + burst {
             r.a.send_one(h, &f);

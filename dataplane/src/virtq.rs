@@ -67,6 +67,18 @@ pub enum Direction {
     DeviceWrites,
 }
 
+impl Direction {
+    /// The WRITE flag every descriptor of a queue this way carries.
+    #[inline(always)]
+    pub(crate) fn write_flag(self) -> u16 {
+        if self == Direction::DeviceWrites {
+            VRING_DESC_F_WRITE
+        } else {
+            0
+        }
+    }
+}
+
 /// The negotiated ring features that change how a queue is walked and
 /// notified (both off: the plain split ring).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -288,12 +300,11 @@ impl SplitQueue {
     /// region. None leaves it to the walk.
     #[inline(always)]
     fn single(&self, mem: &GuestMemory, table: &Reader, head: u16, dir: Direction) -> Option<Span> {
-        let write = if dir == Direction::DeviceWrites { VRING_DESC_F_WRITE } else { 0 };
         if head >= self.size {
             return None;
         }
         let d = table.words_at::<2>(head as usize * DESC_SIZE as usize).map(Desc::split)?;
-        if d.flags != write || d.len == 0 {
+        if d.flags != dir.write_flag() || d.len == 0 {
             return None;
         }
         mem.span(Gpa(d.addr), d.len)

@@ -374,9 +374,8 @@ impl PackedQueue {
     /// of it. None leaves it to the walk.
     #[inline(always)]
     fn single(&self, mem: &GuestMemory, ring: &Reader, slot: u16, dir: Direction) -> Option<(u16, Span)> {
-        let write = if dir == Direction::DeviceWrites { VRING_DESC_F_WRITE } else { 0 };
         let (d, id) = packed_desc(ring.words_at::<2>(slot as usize * DESC_SIZE as usize)?);
-        if d.flags & !(VRING_PACKED_DESC_F_AVAIL | VRING_PACKED_DESC_F_USED) != write || d.len == 0 || self.in_flight.get(id as usize) != Some(&0) {
+        if d.flags & !(VRING_PACKED_DESC_F_AVAIL | VRING_PACKED_DESC_F_USED) != dir.write_flag() || d.len == 0 || self.in_flight.get(id as usize) != Some(&0) {
             return None;
         }
         Some((id, mem.span(Gpa(d.addr), d.len)?))

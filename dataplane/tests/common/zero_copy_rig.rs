@@ -119,7 +119,12 @@ impl Guest {
 
     /// Offers receive buffer `head` (2 KB).
     pub fn offer_rx(&mut self, head: u16) {
-        self.desc(head, BUFS + BUF * head as u64, 2048, WRITE, 0);
+        self.offer_rx_of(head, 2048);
+    }
+
+    /// Offers receive buffer `head` of `len` bytes (at most `BUF`).
+    pub fn offer_rx_of(&mut self, head: u16, len: u32) {
+        self.desc(head, BUFS + BUF * head as u64, len, WRITE, 0);
         self.offer(head);
     }
 
