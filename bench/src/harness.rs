@@ -95,6 +95,11 @@ pub struct Row {
     /// Payload copies per packet on the path taken (vswitchd's own counters).
     pub copies_per_packet: Option<f64>,
     pub note: String,
+    /// TSC cycles a cache line's round trip between the switch's core and
+    /// the generator's took just before the cell (`probe`): how slow the
+    /// shared machine was then.
+    #[serde(default)]
+    pub line_round_trip: Option<f64>,
 }
 
 /// A switch with the generator's VMs attached and addresses learned.
@@ -271,6 +276,8 @@ pub fn row(c: &Cell, size: Size, rep: &GenReport, st: &SwitchStats, note: &str) 
             _ => st.copies_per_packet,
         },
         note,
+        // Measured before the cell (`probe`), by the caller.
+        line_round_trip: None,
     }
 }
 

@@ -8,6 +8,7 @@ pub mod harness;
 pub mod idle;
 pub mod peers;
 pub mod plot;
+pub mod probe;
 pub mod report;
 pub mod sink;
 pub mod size;

@@ -464,9 +464,14 @@ fn run(mut o: Opts, mode: &str) -> Result<(), String> {
                     let names: Vec<String> = sizes.iter().map(Size::label).collect();
                     eprint!("[{n}/{total}] {} {} ring, {} {flows} flows, {} B, repeat {} ...", kind.name(), ring.name(), sc.name, names.join("/"), repeat + 1);
                     let c = Cell { kind, scenario: sc, flows: *flows, sizes, ring: *ring, repeat };
+                    let rtt = bench::probe::line_round_trip(setup.pmd_core as usize, o.gen_core as usize);
+                    if let Some(rtt) = rtt {
+                        eprint!(" (line round trip {rtt:.0} cycles)");
+                    }
                     for (size, r) in sizes.iter().zip(cell(&gen, &setup, &plan, &c, &format!("r{n}v"))) {
                         match r {
-                            Ok(r) => {
+                            Ok(mut r) => {
+                                r.line_round_trip = rtt;
                                 let bound = if r.generator_bound { " (generator-bound)" } else { "" };
                                 let cyc = r.cycles_per_packet.map(|c| format!(", {c:.0} cyc/pkt")).unwrap_or_default();
                                 if *size == Size::Tso {
