@@ -42,6 +42,9 @@ pub struct Summary {
     pub cycles_vs_ovs: Option<f64>,
     pub cycles_vs_testpmd: Option<f64>,
     pub copies_per_packet: Option<f64>,
+    /// Median of the repeats' `Row::line_round_trip`: the machine's state.
+    #[serde(default)]
+    pub line_round_trip: Option<f64>,
     pub notes: Vec<String>,
 }
 
@@ -103,6 +106,7 @@ pub fn summarize(rows: &[Row]) -> Vec<Summary> {
             cycles_vs_ovs: ratio(cyc, ovs.and_then(|b| cycles(b))),
             cycles_vs_testpmd: ratio(cyc, tpmd.and_then(|b| cycles(b))),
             copies_per_packet: median(rs.iter().filter_map(|r| r.copies_per_packet).collect()),
+            line_round_trip: median(rs.iter().filter_map(|r| r.line_round_trip).collect()),
             notes,
         });
     }
@@ -135,12 +139,12 @@ pub fn table(sums: &[Summary], missing: &[NotMeasured], retries: &[(String, Stri
         s.push_str(&format!("\n  {sw}: {r}"));
     }
     s.push_str(&format!(
-        "\n{:<24} {:<6} {:<11} {:>5} {:>6} {:>8} {:>7} {:>7} {:>7} {:>7} {:>8} {:>7} {:>6} {:>5} | {:>6} {:>6} | {:>6} {:>6}\n",
-        "switch", "ring", "scenario", "flows", "size", "Mpps", "Gbps", "loss%", "p50 us", "p99 us", "p99.9 us", "cyc/pkt", "cp/pkt", "gen", "xOVS", "xtpmd", "cOVS", "ctpmd"
+        "\n{:<24} {:<6} {:<11} {:>5} {:>6} {:>8} {:>7} {:>7} {:>7} {:>7} {:>8} {:>7} {:>6} {:>5} {:>5} | {:>6} {:>6} | {:>6} {:>6}\n",
+        "switch", "ring", "scenario", "flows", "size", "Mpps", "Gbps", "loss%", "p50 us", "p99 us", "p99.9 us", "cyc/pkt", "cp/pkt", "rtt", "gen", "xOVS", "xtpmd", "cOVS", "ctpmd"
     ));
     for r in sums {
         s.push_str(&format!(
-            "{:<24} {:<6} {:<11} {:>5} {:>6} {:>8.3} {:>7.2} {:>7.3} {:>7.1} {:>7.1} {:>8.1} {:>7} {:>6} {:>5} | {:>6} {:>6} | {:>6} {:>6}\n",
+            "{:<24} {:<6} {:<11} {:>5} {:>6} {:>8.3} {:>7.2} {:>7.3} {:>7.1} {:>7.1} {:>8.1} {:>7} {:>6} {:>5} {:>5} | {:>6} {:>6} | {:>6} {:>6}\n",
             r.switch,
             r.ring.name(),
             r.scenario,
@@ -154,6 +158,7 @@ pub fn table(sums: &[Summary], missing: &[NotMeasured], retries: &[(String, Stri
             r.latency_p999_us,
             opt(r.cycles_per_packet, 0),
             opt(r.copies_per_packet, 2),
+            opt(r.line_round_trip, 0),
             if r.generator_bound { "BOUND" } else if r.counted < r.repeats { "some" } else { "ok" },
             opt(r.vs_ovs, 2),
             opt(r.vs_testpmd, 2),
@@ -166,7 +171,9 @@ pub fn table(sums: &[Summary], missing: &[NotMeasured], retries: &[(String, Stri
     }
     s.push_str(
         "xOVS, xtpmd: Mpps over ovs-normal's and testpmd-io's (same cell and ring; generator-bound repeats left out); \
-         cOVS, ctpmd: cycles per packet on the switch core over theirs (below 1: cheaper)\n",
+         cOVS, ctpmd: cycles per packet on the switch core over theirs (below 1: cheaper); \
+         rtt: cycles a cache line took to go round between the switch's core and the generator's before the cell \
+         (median of the repeats; higher: a slower period of this shared machine, every figure with it)\n",
     );
     if sums.iter().any(|r| r.size == "tso64k") {
         s.push_str(
@@ -233,6 +240,21 @@ mod tests {
         let t = table(&s, &[], &[("vswitchd".into(), "8 ([switch] vhost_retries)".into())]);
         assert!(t.contains("vswitchd: 8 ([switch] vhost_retries)"), "{t}");
         assert!(t.lines().any(|l| l.starts_with("vswitchd ") && l.contains("packed") && l.trim_end().ends_with("-   2.00")), "{t}");
+    }
+
+    #[test]
+    fn a_cells_round_trip_is_the_median_of_its_repeats_and_shown() {
+        let at = |rep: usize, rtt: Option<f64>| Row { line_round_trip: rtt, cycles_per_packet: Some(150.0), ..row("vswitchd-copy-once", rep, 1.0, false) };
+        let s = summarize(&[at(0, Some(240.0)), at(1, Some(480.0)), at(2, Some(260.0)), at(3, None)]);
+        assert_eq!(s[0].line_round_trip, Some(260.0), "the repeats that have one");
+        let t = table(&s, &[], &[]);
+        let header = t.lines().find(|l| l.starts_with("switch")).unwrap();
+        let line = t.lines().find(|l| l.starts_with("vswitchd-copy-once")).unwrap();
+        let col = |l: &str, i: usize| l.split_whitespace().nth(i).map(str::to_string);
+        let i = header.split_whitespace().position(|c| c == "rtt").expect("an rtt column");
+        // The header's "p50 us", "p99 us" and "p99.9 us" are two words each.
+        assert_eq!(col(line, i - 3).as_deref(), Some("260"), "{t}");
+        assert_eq!(summarize(&[at(0, None)])[0].line_round_trip, None, "none measured: none shown");
     }
 
     #[test]
