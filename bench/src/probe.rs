@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 use pmd_bridge::cycles::tsc;
 use pmd_bridge::sys::pin_current_thread;
 
+use crate::harness::median;
+
 /// Round trips a batch; the median of `BATCHES` batches is the answer.
 const TRIPS: u64 = 2_000;
 const BATCHES: usize = 9;
@@ -52,9 +54,7 @@ pub fn line_round_trip(a: usize, b: usize) -> Option<f64> {
             stop.store(true, Ordering::Relaxed);
             batches
         });
-        let mut b = initiator.join().ok()??;
-        b.sort_by(f64::total_cmp);
-        Some(b[b.len() / 2])
+        median(initiator.join().ok()??)
     })
 }
 
