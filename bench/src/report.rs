@@ -36,11 +36,18 @@ pub struct Summary {
     pub vs_ovs: Option<f64>,
     pub vs_testpmd: Option<f64>,
     /// Cycles per packet over OVS (NORMAL)'s, and over testpmd's: below 1
-    /// is cheaper. Every repeat counts (a switch's cost per packet does not
-    /// depend on who the bottleneck was), and cycles are far steadier than
-    /// Mpps on a shared machine.
+    /// is cheaper. The median of each repeat's ratio to the peer's row of
+    /// the same repeat, measured next to it, over the repeats where both
+    /// saw the machine in one state (`like_state`). Generator-bound repeats
+    /// count: a switch's cost per packet does not depend on who the
+    /// bottleneck was, and cycles are far steadier than Mpps here.
     pub cycles_vs_ovs: Option<f64>,
     pub cycles_vs_testpmd: Option<f64>,
+    /// The repeats behind each of the two ratios.
+    #[serde(default)]
+    pub cycles_pairs_ovs: usize,
+    #[serde(default)]
+    pub cycles_pairs_testpmd: usize,
     pub copies_per_packet: Option<f64>,
     /// Median of the repeats' `Row::line_round_trip`: the machine's state.
     #[serde(default)]
@@ -52,6 +59,35 @@ type Key = (String, u32, String, Ring, String);
 
 fn key(r: &Row) -> Key {
     (r.scenario.clone(), r.flows, r.size.clone(), r.ring, r.switch.clone())
+}
+
+/// Round trips at most this far apart show the machine in one state. On
+/// the shared machines here it moves between states (120 and 1100 cycles
+/// on one, minutes apart), and every switch's cost moves with it, though
+/// not by the same factor: only rows measured in one state compare.
+const LIKE_STATE: f64 = 1.5;
+
+fn like_state(a: Option<f64>, b: Option<f64>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => a.max(b) <= LIKE_STATE * a.min(b),
+        // Unmeasured (a row from before the probe, a core not pinned).
+        _ => true,
+    }
+}
+
+/// Cycles per packet of `rs` over `base`'s, repeat by repeat (see
+/// `Summary::cycles_vs_testpmd`), and how many repeats paired.
+fn paired_cycles(rs: &[&Row], base: Option<&Vec<&Row>>) -> (Option<f64>, usize) {
+    let Some(base) = base else { return (None, 0) };
+    let ratios: Vec<f64> = rs
+        .iter()
+        .filter_map(|r| {
+            let b = base.iter().find(|b| b.repeat == r.repeat && like_state(r.line_round_trip, b.line_round_trip))?;
+            Some(r.cycles_per_packet? / b.cycles_per_packet.filter(|&c| c > 0.0)?)
+        })
+        .collect();
+    let n = ratios.len();
+    (median(ratios), n)
 }
 
 /// Summaries in the order the rows were measured in (the plan's order of
@@ -77,6 +113,7 @@ pub fn summarize(rows: &[Row]) -> Vec<Summary> {
         let base = |name: &str| cells.get(&(sc.clone(), flows, size.clone(), ring, name.to_string()));
         let (mpps, cyc) = (counted_mpps(rs), cycles(rs));
         let (ovs, tpmd) = (base("ovs-normal"), base("testpmd-io"));
+        let ((cycles_vs_ovs, cycles_pairs_ovs), (cycles_vs_testpmd, cycles_pairs_testpmd)) = (paired_cycles(rs, ovs), paired_cycles(rs, tpmd));
         let cyc_all: Vec<f64> = rs.iter().filter_map(|r| r.cycles_per_packet).collect();
         let mut notes: Vec<String> = rs.iter().filter(|r| !r.note.is_empty()).map(|r| r.note.clone()).collect();
         notes.sort();
@@ -103,8 +140,10 @@ pub fn summarize(rows: &[Row]) -> Vec<Summary> {
             generator_bound: rs.iter().all(|r| r.generator_bound),
             vs_ovs: ratio(mpps, ovs.and_then(|b| counted_mpps(b))),
             vs_testpmd: ratio(mpps, tpmd.and_then(|b| counted_mpps(b))),
-            cycles_vs_ovs: ratio(cyc, ovs.and_then(|b| cycles(b))),
-            cycles_vs_testpmd: ratio(cyc, tpmd.and_then(|b| cycles(b))),
+            cycles_vs_ovs,
+            cycles_vs_testpmd,
+            cycles_pairs_ovs,
+            cycles_pairs_testpmd,
             copies_per_packet: median(rs.iter().filter_map(|r| r.copies_per_packet).collect()),
             line_round_trip: median(rs.iter().filter_map(|r| r.line_round_trip).collect()),
             notes,
@@ -115,6 +154,11 @@ pub fn summarize(rows: &[Row]) -> Vec<Summary> {
 
 fn opt(v: Option<f64>, prec: usize) -> String {
     v.map(|x| format!("{x:.prec$}")).unwrap_or_else(|| "-".into())
+}
+
+/// A paired ratio with the number of repeats behind it ("0.72/4").
+fn paired(v: Option<f64>, n: usize) -> String {
+    v.map(|x| format!("{x:.2}/{n}")).unwrap_or_else(|| "-".into())
 }
 
 /// Cells without a measurement, one line per cell and reason, with how
@@ -139,12 +183,12 @@ pub fn table(sums: &[Summary], missing: &[NotMeasured], retries: &[(String, Stri
         s.push_str(&format!("\n  {sw}: {r}"));
     }
     s.push_str(&format!(
-        "\n{:<24} {:<6} {:<11} {:>5} {:>6} {:>8} {:>7} {:>7} {:>7} {:>7} {:>8} {:>7} {:>6} {:>5} {:>5} | {:>6} {:>6} | {:>6} {:>6}\n",
+        "\n{:<24} {:<6} {:<11} {:>5} {:>6} {:>8} {:>7} {:>7} {:>7} {:>7} {:>8} {:>7} {:>6} {:>5} {:>5} | {:>6} {:>6} | {:>7} {:>7}\n",
         "switch", "ring", "scenario", "flows", "size", "Mpps", "Gbps", "loss%", "p50 us", "p99 us", "p99.9 us", "cyc/pkt", "cp/pkt", "rtt", "gen", "xOVS", "xtpmd", "cOVS", "ctpmd"
     ));
     for r in sums {
         s.push_str(&format!(
-            "{:<24} {:<6} {:<11} {:>5} {:>6} {:>8.3} {:>7.2} {:>7.3} {:>7.1} {:>7.1} {:>8.1} {:>7} {:>6} {:>5} {:>5} | {:>6} {:>6} | {:>6} {:>6}\n",
+            "{:<24} {:<6} {:<11} {:>5} {:>6} {:>8.3} {:>7.2} {:>7.3} {:>7.1} {:>7.1} {:>8.1} {:>7} {:>6} {:>5} {:>5} | {:>6} {:>6} | {:>7} {:>7}\n",
             r.switch,
             r.ring.name(),
             r.scenario,
@@ -162,8 +206,8 @@ pub fn table(sums: &[Summary], missing: &[NotMeasured], retries: &[(String, Stri
             if r.generator_bound { "BOUND" } else if r.counted < r.repeats { "some" } else { "ok" },
             opt(r.vs_ovs, 2),
             opt(r.vs_testpmd, 2),
-            opt(r.cycles_vs_ovs, 2),
-            opt(r.cycles_vs_testpmd, 2),
+            paired(r.cycles_vs_ovs, r.cycles_pairs_ovs),
+            paired(r.cycles_vs_testpmd, r.cycles_pairs_testpmd),
         ));
         for n in &r.notes {
             s.push_str(&format!("    note: {n}\n"));
@@ -171,7 +215,9 @@ pub fn table(sums: &[Summary], missing: &[NotMeasured], retries: &[(String, Stri
     }
     s.push_str(
         "xOVS, xtpmd: Mpps over ovs-normal's and testpmd-io's (same cell and ring; generator-bound repeats left out); \
-         cOVS, ctpmd: cycles per packet on the switch core over theirs (below 1: cheaper); \
+         cOVS, ctpmd: cycles per packet on the switch core over theirs (below 1: cheaper), the median of each repeat's \
+         ratio to theirs in the same repeat, counting only repeats whose rtt were within 1.5x of each other \
+         (/n: how many; -: none); \
          rtt: cycles a cache line took to go round between the switch's core and the generator's before the cell \
          (median of the repeats; higher: a slower period of this shared machine, every figure with it)\n",
     );
@@ -222,8 +268,11 @@ mod tests {
             cyc("vswitchd", Ring::Split, 0, 100.0, false),
             cyc("vswitchd", Ring::Split, 1, 140.0, true),
             cyc("vswitchd", Ring::Split, 2, 120.0, false),
-            cyc("ovs-normal", Ring::Split, 0, 240.0, false),
-            cyc("testpmd-io", Ring::Split, 0, 60.0, false),
+            cyc("ovs-normal", Ring::Split, 0, 200.0, false),
+            cyc("ovs-normal", Ring::Split, 1, 280.0, false),
+            cyc("ovs-normal", Ring::Split, 2, 240.0, false),
+            cyc("testpmd-io", Ring::Split, 0, 50.0, false),
+            cyc("testpmd-io", Ring::Split, 2, 60.0, false),
             cyc("vswitchd", Ring::Packed, 0, 90.0, false),
             cyc("testpmd-io", Ring::Packed, 0, 45.0, false),
         ];
@@ -232,6 +281,7 @@ mod tests {
         assert_eq!(v.cycles_per_packet, Some(120.0));
         assert_eq!((v.cycles_min, v.cycles_max), (Some(100.0), Some(140.0)));
         assert_eq!((v.cycles_vs_ovs, v.cycles_vs_testpmd), (Some(0.5), Some(2.0)));
+        assert_eq!((v.cycles_pairs_ovs, v.cycles_pairs_testpmd), (3, 2), "a repeat the peer lacks does not pair");
         let p = s.iter().find(|r| r.switch == "vswitchd" && r.ring == Ring::Packed).unwrap();
         assert_eq!((p.cycles_vs_ovs, p.cycles_vs_testpmd), (None, Some(2.0)), "packed rows compare with packed rows only");
         let order: Vec<(&str, Ring)> = s.iter().map(|r| (r.switch.as_str(), r.ring)).collect();
@@ -239,7 +289,32 @@ mod tests {
         assert_eq!(order[3], ("vswitchd", Ring::Packed));
         let t = table(&s, &[], &[("vswitchd".into(), "8 ([switch] vhost_retries)".into())]);
         assert!(t.contains("vswitchd: 8 ([switch] vhost_retries)"), "{t}");
-        assert!(t.lines().any(|l| l.starts_with("vswitchd ") && l.contains("packed") && l.trim_end().ends_with("-   2.00")), "{t}");
+        assert!(t.lines().any(|l| l.starts_with("vswitchd ") && l.contains("packed") && l.trim_end().ends_with("-  2.00/1")), "{t}");
+    }
+
+    #[test]
+    fn cycle_ratios_pair_repeats_measured_in_one_state_of_the_machine() {
+        let at = |sw: &str, rep: usize, c: f64, rtt: Option<f64>| Row { cycles_per_packet: Some(c), line_round_trip: rtt, ..row(sw, rep, 1.0, false) };
+        // Both switches cost three times as much when a line's round trip
+        // is 1100 cycles, and each met that state in a different repeat.
+        let rows = vec![
+            at("vswitchd-copy-once", 0, 100.0, Some(120.0)),
+            at("vswitchd-copy-once", 1, 300.0, Some(1100.0)),
+            at("vswitchd-copy-once", 2, 300.0, Some(1150.0)),
+            at("vswitchd-copy-once", 3, 100.0, None),
+            at("testpmd-io", 0, 150.0, Some(130.0)),
+            at("testpmd-io", 1, 150.0, Some(125.0)),
+            at("testpmd-io", 2, 450.0, Some(1080.0)),
+            at("testpmd-io", 3, 150.0, Some(118.0)),
+        ];
+        let s = summarize(&rows);
+        let co = s.iter().find(|r| r.switch == "vswitchd-copy-once").unwrap();
+        assert_eq!(co.cycles_pairs_testpmd, 3, "repeat 1 saw two states; an unmeasured repeat pairs");
+        let r = co.cycles_vs_testpmd.unwrap();
+        assert!((r - 2.0 / 3.0).abs() < 1e-9, "{r}: the ratio of the medians would say 1.33");
+        let alone = summarize(&rows[..2].iter().chain(&rows[5..6]).cloned().collect::<Vec<_>>());
+        assert_eq!((alone[0].cycles_vs_testpmd, alone[0].cycles_pairs_testpmd), (None, 0), "no repeat in one state: no ratio");
+        assert!(table(&alone, &[], &[]).lines().any(|l| l.starts_with("vswitchd-copy-once") && l.trim_end().ends_with("-       -")));
     }
 
     #[test]
