@@ -104,17 +104,16 @@ pub fn summarize(rows: &[Row]) -> Vec<Summary> {
     }
     let med = |rs: &[&Row], f: &dyn Fn(&Row) -> f64| median(rs.iter().map(|r| f(r)).collect()).unwrap_or(0.0);
     let counted_mpps = |rs: &[&Row]| median(rs.iter().filter(|r| !r.generator_bound).map(|r| r.rx_mpps).collect());
-    let cycles = |rs: &[&Row]| median(rs.iter().filter_map(|r| r.cycles_per_packet).collect());
     let ratio = |a: Option<f64>, b: Option<f64>| Some(a? / b.filter(|&b| b > 0.0)?);
     let mut out = Vec::new();
     for k in order {
         let rs = &cells[&k];
         let (sc, flows, size, ring, sw) = k.clone();
         let base = |name: &str| cells.get(&(sc.clone(), flows, size.clone(), ring, name.to_string()));
-        let (mpps, cyc) = (counted_mpps(rs), cycles(rs));
+        let cyc_all: Vec<f64> = rs.iter().filter_map(|r| r.cycles_per_packet).collect();
+        let (mpps, cyc) = (counted_mpps(rs), median(cyc_all.clone()));
         let (ovs, tpmd) = (base("ovs-normal"), base("testpmd-io"));
         let ((cycles_vs_ovs, cycles_pairs_ovs), (cycles_vs_testpmd, cycles_pairs_testpmd)) = (paired_cycles(rs, ovs), paired_cycles(rs, tpmd));
-        let cyc_all: Vec<f64> = rs.iter().filter_map(|r| r.cycles_per_packet).collect();
         let mut notes: Vec<String> = rs.iter().filter(|r| !r.note.is_empty()).map(|r| r.note.clone()).collect();
         notes.sort();
         notes.dedup();
