@@ -6,7 +6,9 @@
 //! of the copy-once path (issues 12 and 13) where `vswitch-bench` swings
 //! too much between runs. A benchmark, never a test: `cargo bench -p
 //! dataplane --bench vm2vm` (needs root for DPDK); `VM2VM_SIZES=60,tso64k`
-//! for some rows only (a profile of one); `60p`: 60 bytes on packed rings.
+//! for some rows only (a profile of one); `60p`: 60 bytes on packed rings;
+//! `60o`, `60po`: both guests negotiated IN_ORDER, as `vswitch-bench`'s
+//! net_virtio_user guests do (Linux's virtio-net does not).
 //! Each of several rows runs in a process of its own; a single row runs in
 //! this one (as `valgrind` wants).
 //! Sizes are the bytes in guest memory: the default rows are the frames
@@ -19,6 +21,7 @@ mod rig;
 use dataplane::copy_once::{CopyOnceRx, CopyOnceTx};
 use dataplane::offload::{F_CSUM, F_GUEST_CSUM, F_GUEST_TSO4, F_HOST_TSO4};
 use dataplane::port_io::TxPort;
+use dataplane::virtq::VIRTIO_F_IN_ORDER;
 use pmd_bridge::BURST;
 use rig::*;
 
@@ -54,24 +57,32 @@ fn main() {
     let row = rows[0];
     let (median, least) = match row {
         "tso64k" => tso64k(),
-        n => match n.strip_suffix('p') {
-            Some(n) => frames(n.parse().expect("VM2VM_SIZES: sizes in bytes"), true),
-            None => frames(n.parse().expect("VM2VM_SIZES: sizes in bytes (a p after one: packed rings), or tso64k"), false),
-        },
+        n => {
+            let (n, in_order) = n.strip_suffix('o').map_or((n, false), |n| (n, true));
+            let (n, packed) = n.strip_suffix('p').map_or((n, false), |n| (n, true));
+            frames(n.parse().expect("VM2VM_SIZES: sizes in bytes (p after one: packed rings; o after that: IN_ORDER), or tso64k"), packed, in_order)
+        }
     };
     println!("{row:>6} {median:>14.0} {least:>8.0}");
 }
 
 /// Guest a (slot 0) to guest b (slot 1), b's MAC learned; nothing lent;
-/// both on packed rings if `packed`.
-fn rig(tag: &str, packed: bool) -> Rig {
+/// both on packed rings if `packed`, both with IN_ORDER if `in_order`.
+fn rig(tag: &str, packed: bool, in_order: bool) -> Rig {
     let mut r = Rig::new(tag, 0, true, 32, u32::MAX, 256);
     r.fdb.learn(1, [2, 0, 0, 0, 0, TO_B], 1, 1, 1);
-    if packed {
-        r.a.use_packed_ring();
+    if packed || in_order {
+        let b = r.b.as_mut().expect("guest b");
+        for g in [&mut r.a, b] {
+            if packed {
+                g.use_packed_ring();
+            }
+            if in_order {
+                g.features |= VIRTIO_F_IN_ORDER;
+            }
+        }
         r.rx = CopyOnceRx::new(r.a.queue(1));
         let b = r.b.as_mut().expect("guest b");
-        b.use_packed_ring();
         r.tx[1] = Some(TxPort::CopyOnce(Box::new(CopyOnceTx::new(b.queue(0), 0))));
     }
     r
@@ -79,8 +90,8 @@ fn rig(tag: &str, packed: bool) -> Rig {
 
 /// Frames of `size` bytes, 32 a poll (`VM2VM_BURST`: fewer, as a switch
 /// that keeps up with its guests takes them).
-fn frames(size: usize, packed: bool) -> (f64, f64) {
-    let mut r = rig(&format!("vv{size}{}", if packed { "p" } else { "" }), packed);
+fn frames(size: usize, packed: bool, in_order: bool) -> (f64, f64) {
+    let mut r = rig(&format!("vv{size}{}{}", if packed { "p" } else { "" }, if in_order { "o" } else { "" }), packed, in_order);
     let f = frame(TO_B, size, 0);
     let env = |name: &str, default: usize| std::env::var(name).ok().and_then(|p| p.parse().ok()).unwrap_or(default);
     // Receive buffers as vswitch-bench's guests offer them (`rx_room`):
@@ -107,7 +118,7 @@ fn frames(size: usize, packed: bool) -> (f64, f64) {
 /// with GUEST_CSUM and GUEST_TSO4: delivered whole, one copy, into 32
 /// receive buffers.
 fn tso64k() -> (f64, f64) {
-    let mut r = rig("vvtso", false);
+    let mut r = rig("vvtso", false, false);
     r.a.features |= F_CSUM | F_HOST_TSO4;
     r.rx = CopyOnceRx::new(r.a.queue(1));
     let b = r.b.as_mut().expect("guest b");

@@ -20,7 +20,7 @@ use crate::lend_map::LendMap;
 
 mod reader;
 mod small_copy;
-pub use reader::Reader;
+pub use reader::{Reader, Writer};
 
 /// A guest physical address.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -421,6 +421,13 @@ impl GuestMemory {
     #[inline]
     pub fn reader(&self, s: &Span, align: usize) -> Option<Reader<'_>> {
         (s.mem == self.id && s.host.is_multiple_of(align)).then(|| Reader::new(self, s.host as *const u8, s.len as usize))
+    }
+
+    /// `s` checked once for a pass of stores that each check only their
+    /// offset (a batch of used descriptors), if it is ours.
+    #[inline]
+    pub fn writer(&self, s: &Span) -> Option<Writer<'_>> {
+        (s.mem == self.id).then(|| Writer::new(self, s))
     }
 
     /// Stores `N` bytes at `off` in `s` in one go (volatile, as `load`).

@@ -175,9 +175,9 @@ pub struct PackedQueue {
     /// The used position at the last `publish`: where the batch starts.
     published: Pos,
     /// The batch's used descriptors, kept until `publish`: slot, and bytes
-    /// 8..16 (len, id, flags). At most `MAX_BATCH` (more are written at
-    /// once, still unseen behind the first).
-    batch: Box<[(u16, [u8; 8])]>,
+    /// 8..16 (len, id, flags) as a little-endian word. At most `MAX_BATCH`
+    /// (more are written at once, still unseen behind the first).
+    batch: Box<[(u16, u64)]>,
     batch_n: usize,
     /// Ring slots the chain in flight under each id took; 0: none.
     in_flight: Box<[u16]>,
@@ -229,7 +229,7 @@ impl PackedQueue {
             seen: 0,
             reached: next_avail,
             published: next_used,
-            batch: vec![(0, [0; 8]); (size as usize).min(MAX_BATCH)].into_boxed_slice(),
+            batch: vec![(0, 0); (size as usize).min(MAX_BATCH)].into_boxed_slice(),
             batch_n: 0,
             in_flight: vec![0; size as usize].into_boxed_slice(),
             recent: Box::new([(0, NO_ID); MAX_UNPOP]),
@@ -268,12 +268,11 @@ impl PackedQueue {
         let outside = RingError::Memory { gpa: self.ring.gpa().0 as u32 };
         let ring = mem.reader(&self.ring, 2).ok_or(outside)?;
         while seen < limit {
-            // The slots up to the lap's end, the wrap not checked at each.
+            // The slots up to the lap's end, the wrap not checked at each
+            // and the range once.
             let run = (limit - seen).min(self.size - at.slot);
-            let mut k = 0;
-            while k < run && is_avail(ring.u16_acquire_at(flags_at(at.slot + k)).ok_or(outside)?, at.wrap) {
-                k += 1;
-            }
+            let wrap = at.wrap;
+            let k = ring.u16_acquire_run(flags_at(at.slot), DESC_SIZE as usize, run as usize, |f| is_avail(f, wrap)).ok_or(outside)? as u16;
             seen += k;
             at.advance(k, self.size);
             if k < run {
@@ -443,32 +442,31 @@ impl PackedQueue {
     /// Starts loading the ring slots the next `n` chains begin with (at
     /// least): a hint, never a fault or an error.
     pub fn prefetch_next(&self, mem: &GuestMemory, n: usize) {
-        let mut slot = self.next_avail.slot as usize;
-        for k in 0..n.min(self.size as usize) {
-            // Four descriptors to a cache line, which their used entries
-            // overwrite later: taken for writing.
-            if k == 0 || slot.is_multiple_of(4) {
-                mem.prefetch_write_at(&self.ring, slot * DESC_SIZE as usize);
-            }
-            slot += 1;
-            if slot == self.size as usize {
-                slot = 0;
-            }
+        // Their lines, which their used entries overwrite later, taken for
+        // writing: up to the lap's end, then from the ring's start.
+        let (slot, size, n) = (self.next_avail.slot as usize, self.size as usize, n.min(self.size as usize));
+        let first = n.min(size - slot);
+        mem.prefetch_span(&self.ring, slot * DESC_SIZE as usize, first * DESC_SIZE as usize, true);
+        if first < n {
+            mem.prefetch_span(&self.ring, 0, (n - first) * DESC_SIZE as usize, true);
         }
     }
 
     /// Starts taking, for writing, the first `bytes` bytes of the buffers
-    /// the next `n` slots point at (a hint: whether they are available is
-    /// not checked, and an indirect table's address is harmless to take).
+    /// the next `n` slots point at, of those the last look (`available`)
+    /// saw available, as a split ring takes those of the heads it knows:
+    /// a slot not yet available holds a buffer of the last lap, which the
+    /// guest may have freed. A hint: an indirect table's address is
+    /// harmless to take.
     pub fn prefetch_buffers(&self, mem: &GuestMemory, n: usize, bytes: u64) {
         let Some(ring) = mem.reader(&self.ring, 8) else { return };
-        let mut slot = self.next_avail.slot as usize;
-        for _ in 0..n.min(self.size as usize) {
+        let (mut slot, size) = (self.next_avail.slot as usize, self.size as usize);
+        for _ in 0..n.min(self.seen as usize) {
             if let Some([addr, w]) = ring.words_at::<2>(slot * DESC_SIZE as usize) {
                 mem.prefetch_write(Gpa(addr), (w as u32 as u64).min(bytes));
             }
             slot += 1;
-            if slot == self.size as usize {
+            if slot == size {
                 slot = 0;
             }
         }
@@ -538,11 +536,11 @@ impl PackedQueue {
                 flags |= VRING_DESC_F_WRITE;
             }
             // Bytes 8..16 of the descriptor: len, id, flags.
-            let e = (len as u64 | (id as u64) << 32 | (flags as u64) << 48).to_le_bytes();
+            let e = len as u64 | (id as u64) << 32 | (flags as u64) << 48;
             if let Some(b) = self.batch.get_mut(batch_n) {
                 *b = (at.slot, e);
                 batch_n += 1;
-            } else if let Err(e) = mem.store(&self.ring, at.slot as usize * DESC_SIZE as usize + 8, e) {
+            } else if let Err(e) = mem.store(&self.ring, at.slot as usize * DESC_SIZE as usize + 8, e.to_le_bytes()) {
                 stored = Err(e.into());
                 break;
             }
@@ -577,12 +575,15 @@ impl PackedQueue {
     pub fn publish(&mut self, mem: &GuestMemory) -> Result<(), RingError> {
         let Some(&(first, e)) = self.batch[..self.batch_n].first() else { return Ok(()) };
         self.keep_record();
+        // The ring checked once for the batch.
+        let outside = RingError::Memory { gpa: self.ring.gpa().0 as u32 };
+        let ring = mem.writer(&self.ring).ok_or(outside)?;
+        let at = |slot: u16| slot as usize * DESC_SIZE as usize + 8;
         for &(slot, rest) in &self.batch[1..self.batch_n] {
-            mem.store(&self.ring, slot as usize * DESC_SIZE as usize + 8, rest)?;
+            ring.store(at(slot), rest.to_le_bytes()).then_some(()).ok_or(outside)?;
         }
-        let head: [u8; 6] = e[..6].try_into().expect("6 bytes");
-        mem.store(&self.ring, first as usize * DESC_SIZE as usize + 8, head)?;
-        mem.span_u16_release(&self.ring, flags_at(first), u16::from_le_bytes([e[6], e[7]]))?;
+        let head: [u8; 6] = e.to_le_bytes()[..6].try_into().expect("6 bytes");
+        (ring.store(at(first), head) && ring.u16_release_at(flags_at(first), (e >> 48) as u16)).then_some(()).ok_or(outside)?;
         self.batch_n = 0;
         self.published = self.next_used;
         Ok(())

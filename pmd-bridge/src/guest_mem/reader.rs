@@ -1,8 +1,9 @@
-//! Reads of one span, checked once for a pass over many of its entries.
+//! Reads and writes of one span, checked once for a pass over many of its
+//! entries.
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU16, Ordering};
 
-use super::{prefetchr, GuestMemory};
+use super::{prefetchr, store_volatile, GuestMemory, Span};
 
 /// A span of a live memory, checked once for many reads: what a span
 /// access checks each time, less the span's owner. It borrows the memory,
@@ -47,6 +48,36 @@ impl<'m> Reader<'m> {
         }
     }
 
+    /// How many of the `n` u16s at `off`, `off + stride`, `off + 2 *
+    /// stride`..., read in order with acquire ordering, `keep` accepts
+    /// before the first it refuses: a ring's flags words, scanned with one
+    /// range check for the run. None if the run does not lie inside or its
+    /// words are misaligned (nothing is read then).
+    #[inline(always)]
+    pub fn u16_acquire_run(&self, off: usize, stride: usize, n: usize, keep: impl Fn(u16) -> bool) -> Option<usize> {
+        if n == 0 {
+            return Some(0);
+        }
+        let last = stride.checked_mul(n - 1).and_then(|d| d.checked_add(off))?;
+        if self.len < 2 || last > self.len - 2 || !(self.base as usize + off).is_multiple_of(2) || !stride.is_multiple_of(2) {
+            return None;
+        }
+        let p = self.base.wrapping_add(off);
+        // SAFETY: the k-th word (k < n) ends at or before the last, checked
+        // inside the span above, and is aligned (base + off and stride
+        // even); atomic, as the guest's own accesses are.
+        let load = |k: usize| u16::from_le(unsafe { AtomicU16::from_ptr(p.wrapping_add(k * stride).cast_mut().cast()) }.load(Ordering::Acquire));
+        let mut k = 0;
+        // Four at a time, one branch for them, while all four are kept.
+        while k + 4 <= n && keep(load(k)) & keep(load(k + 1)) & keep(load(k + 2)) & keep(load(k + 3)) {
+            k += 4;
+        }
+        while k < n && keep(load(k)) {
+            k += 1;
+        }
+        Some(k)
+    }
+
     /// Starts loading the line at `off` (a hint; nothing past the end).
     #[inline(always)]
     pub fn prefetch(&self, off: usize) {
@@ -66,5 +97,50 @@ impl<'m> Reader<'m> {
         } else {
             None
         }
+    }
+}
+
+/// A span of a live memory, checked once for many stores (a batch of used
+/// descriptors): each store checks only its offset, and marks its bytes
+/// dirty while a migration logs them, as every store into guest memory
+/// does.
+pub struct Writer<'m> {
+    mem: &'m GuestMemory,
+    base: *mut u8,
+    len: usize,
+    gpa: u64,
+}
+
+impl<'m> Writer<'m> {
+    /// Span `s`, inside a region of `mem` (the caller checked).
+    pub(super) fn new(mem: &'m GuestMemory, s: &Span) -> Writer<'m> {
+        Writer { mem, base: s.host as *mut u8, len: s.len as usize, gpa: s.gpa.0 }
+    }
+
+    /// Stores `v` at `off` in one go (volatile, as `GuestMemory::store`);
+    /// false, storing nothing, if it does not lie inside.
+    #[inline(always)]
+    pub fn store<const N: usize>(&self, off: usize, v: [u8; N]) -> bool {
+        if self.len < N || off > self.len - N {
+            return false;
+        }
+        store_volatile(self.base.wrapping_add(off), v);
+        self.mem.log_write(self.gpa + off as u64, N as u64);
+        true
+    }
+
+    /// Stores the little-endian u16 `v` at `off` with release ordering (a
+    /// flags word that makes what it covers visible); false, storing
+    /// nothing, if it does not lie inside or is misaligned.
+    #[inline(always)]
+    pub fn u16_release_at(&self, off: usize, v: u16) -> bool {
+        if self.len < 2 || off > self.len - 2 || !(self.base as usize + off).is_multiple_of(2) {
+            return false;
+        }
+        // SAFETY: 2 aligned bytes inside the span (checked above), of
+        // memory the borrow keeps mapped; atomic, as the guest's own are.
+        unsafe { AtomicU16::from_ptr(self.base.add(off).cast()) }.store(v.to_le(), Ordering::Release);
+        self.mem.log_write(self.gpa + off as u64, 2);
+        true
     }
 }

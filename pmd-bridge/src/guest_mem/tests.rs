@@ -187,3 +187,42 @@ fn regression_a_reader_of_any_alignment_reads_only_aligned_words() {
     let r = m.reader(&m.span(Gpa(0x1002), 16).unwrap(), 2).unwrap();
     assert_eq!((r.words_at::<1>(0), r.words_at::<1>(6)), (None, Some(word_from(8))));
 }
+
+#[test]
+fn a_run_of_flags_counts_what_it_keeps_and_reads_nothing_outside() {
+    // A 16-entry ring of 16-byte slots whose u16 at 14 is 1 in slots 0..11.
+    let m = mem();
+    let s = m.span(Gpa(0x1000), 256).unwrap();
+    for slot in 0..16 {
+        m.store(&s, slot * 16 + 14, u16::from(slot < 11).to_le_bytes()).unwrap();
+    }
+    let r = m.reader(&s, 8).unwrap();
+    let kept = |f: u16| f == 1;
+    // Every count from every start: the unrolled groups and the tail agree.
+    for first in 0..16 {
+        for n in 0..=16 - first {
+            let want = (first..first + n).take_while(|&k| k < 11).count();
+            assert_eq!(r.u16_acquire_run(first * 16 + 14, 16, n, kept), Some(want), "from slot {first}, {n} slots");
+        }
+    }
+    assert_eq!(r.u16_acquire_run(14, 16, 17, kept), None, "one slot past the span");
+    assert_eq!(r.u16_acquire_run(15, 16, 1, kept), None, "misaligned");
+    assert_eq!(r.u16_acquire_run(14, 15, 2, kept), None, "an odd stride");
+    assert_eq!(r.u16_acquire_run(14, usize::MAX / 2, 3, kept), None, "overflowing");
+    assert_eq!(r.u16_acquire_run(usize::MAX, 16, 0, kept), Some(0), "nothing asked, nothing read");
+}
+
+#[test]
+fn a_writer_stores_what_span_stores_store_marks_them_and_nothing_outside() {
+    let m = GuestMemory::new_owned_logged(&[(0x1000, 0x3000)], 1);
+    let s = m.span(Gpa(0x2ff0), 0x20).unwrap();
+    let w = m.writer(&s).unwrap();
+    assert!(w.store(8, 0x0807_0605_0403_0201u64.to_le_bytes()) && w.u16_release_at(0x1e, 0x0a09));
+    assert_eq!(m.load_words::<1>(&s, 8).unwrap(), [0x0807_0605_0403_0201]);
+    assert_eq!(m.span_u16_acquire(&s, 0x1e).unwrap(), 0x0a09);
+    assert!(m.is_dirty(Gpa(0x2000)) && m.is_dirty(Gpa(0x3000)), "each store's page");
+    assert!(!w.store(0x19, [0u8; 8]) && !w.store(usize::MAX - 2, [0u8; 8]), "past the end, overflowing");
+    assert!(!w.u16_release_at(0x20, 1) && !w.u16_release_at(0x1d, 1), "past the end, misaligned");
+    assert_eq!(m.span_u16_acquire(&s, 0x1c).unwrap(), 0, "nothing stored by a refused store");
+    assert!(mem().writer(&s).is_none(), "a span of another memory");
+}
