@@ -374,49 +374,6 @@ impl SplitQueue {
         Err(ChainError::TooLong)
     }
 
-    /// Starts loading the descriptors of the next `n` chains (of those the
-    /// last avail->idx read showed): a hint, never a fault or an error.
-    pub fn prefetch_next(&self, mem: &GuestMemory, n: usize) {
-        if let (Some(avail), Some(table)) = (mem.reader(&self.avail, 2), mem.reader(&self.desc, 8)) {
-            for head in self.known_heads(&avail, n) {
-                table.prefetch(head as usize * DESC_SIZE as usize);
-            }
-        }
-        // The used entries these chains will take (eight to a line).
-        let (mask, n) = (self.size as usize - 1, n.min(self.size as usize));
-        let mut k = 0;
-        while k < n {
-            mem.prefetch_write_at(&self.used, 4 + 8 * ((self.next_used.0 as usize + k) & mask));
-            k += 8;
-        }
-        if n > 1 {
-            mem.prefetch_write_at(&self.used, 4 + 8 * ((self.next_used.0 as usize + n - 1) & mask));
-        }
-    }
-
-    /// Starts taking, for writing, the first `bytes` bytes of the buffers
-    /// the next `n` chains begin with (call it a while after
-    /// `prefetch_next`, when their descriptors have come in).
-    pub fn prefetch_buffers(&self, mem: &GuestMemory, n: usize, bytes: u64) {
-        let (Some(avail), Some(table)) = (mem.reader(&self.avail, 2), mem.reader(&self.desc, 8)) else { return };
-        for head in self.known_heads(&avail, n) {
-            if let Some(d) = table.words_at::<2>(head as usize * DESC_SIZE as usize).map(Desc::split) {
-                if !d.has(VRING_DESC_F_INDIRECT) {
-                    mem.prefetch_write(Gpa(d.addr), (d.len as u64).min(bytes));
-                }
-            }
-        }
-    }
-
-    /// The heads of the next `n` chains known available (up to the last
-    /// avail->idx read) that lie in the table, read through `avail`.
-    #[inline(always)]
-    fn known_heads<'r>(&self, avail: &'r Reader, n: usize) -> impl Iterator<Item = u16> + 'r {
-        let (at, mask, size) = (self.next_avail.0 as usize, self.size as usize - 1, self.size);
-        let known = (self.avail_seen - self.next_avail).0 as usize;
-        (0..n.min(known)).map_while(move |k| avail.u16_at(4 + 2 * ((at + k) & mask))).filter(move |&h| h < size)
-    }
-
     /// Gives back the last `n` chains popped and not yet used: a packet that
     /// found too few receive buffers leaves the ring as it was.
     pub fn unpop(&mut self, n: u16) {
@@ -567,6 +524,7 @@ fn vring_need_event(event: Wrapping<u16>, new: Wrapping<u16>, old: Wrapping<u16>
     (new - event - Wrapping(1)).0 < (new - old).0
 }
 
+mod ahead;
 mod chain;
 mod errors;
 mod packed;

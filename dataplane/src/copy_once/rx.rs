@@ -140,8 +140,8 @@ impl CopyOnceRx {
         if ring.broken {
             return 0;
         }
-        let avail = match ring.queue.available(&ring.mem) {
-            Ok(n) => n as usize,
+        let want = match ring.queue.to_take(&ring.mem, out.len()) {
+            Ok(n) => n,
             Err(_) => {
                 ring.broken = true;
                 return 0;
@@ -152,7 +152,6 @@ impl CopyOnceRx {
         // the burst's descriptors are requested together first, so the
         // walks do not wait on them one by one either. Chains are taken
         // `PASS1_GROUP` at a time, each group's buffers requested at once.
-        let want = avail.min(out.len());
         ring.queue.prefetch_next(&ring.mem, want);
         let refused = ring.refused;
         let in_order = ring.queue.features().in_order;

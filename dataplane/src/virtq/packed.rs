@@ -44,6 +44,7 @@
 //! once (`suppress_kicks`), since we poll.
 use pmd_bridge::guest_mem::{GuestMemory, Gpa, OutOfBounds, Reader, Span};
 
+mod ahead;
 mod notify;
 mod resume;
 pub use resume::{KeptPosition, PublishRecord, RingSession};
@@ -295,7 +296,7 @@ impl PackedQueue {
         }
         // A chain of one descriptor, as nearly every one is: the checks
         // `pop_singles` makes, and no walk.
-        if let Some((id, s)) = mem.reader(&self.ring, 8).and_then(|ring| self.single(mem, &ring, head.slot, dir)) {
+        if let Some((id, s)) = mem.reader(&self.ring, 8).and_then(|ring| self.single(mem, &ring, head, dir)) {
             out.set_single(id, s);
             self.in_flight[id as usize] = 1;
             self.consume(1, id);
@@ -329,25 +330,24 @@ impl PackedQueue {
     }
 
     /// The run of one-buffer chains at the front of the ring, as
-    /// `SplitQueue::pop_singles` takes it: those whose slots were seen
-    /// available (`available` looks for more when too few were).
+    /// `SplitQueue::pop_singles` takes it: each slot's flags are read with
+    /// its descriptor, so no look at the ring goes first (`available`, a
+    /// pass over the same lines, cost 10 instructions a frame of `--bench
+    /// vm2vm` 60 B).
     pub fn pop_singles(&mut self, mem: &GuestMemory, dir: Direction, out: &mut [Chain]) -> usize {
-        if (self.seen as usize) < out.len() && self.available(mem).is_err() {
-            return 0;
-        }
         // The ring checked once for the run; one not aligned as the spec
         // asks is left to `pop`.
         let Some(ring) = mem.reader(&self.ring, 8) else { return 0 };
         // The position kept in registers for the run, as `consume` would
         // move it a chain at a time.
-        let (mut at, known) = (self.next_avail, out.len().min(self.seen as usize));
+        let mut at = self.next_avail;
         let mut n = 0;
-        while n < known {
+        while n < out.len() {
             // The slots up to the lap's end, the wrap not checked at each.
-            let run = (known - n).min((self.size - at.slot) as usize);
+            let run = (out.len() - n).min((self.size - at.slot) as usize);
             let mut k = 0;
             while let Some(c) = out[n..n + run].get_mut(k) {
-                let Some((id, s)) = self.single(mem, &ring, at.slot + k as u16, dir) else { break };
+                let Some((id, s)) = self.single(mem, &ring, Pos { slot: at.slot + k as u16, wrap: at.wrap }, dir) else { break };
                 c.set_single(id, s);
                 self.in_flight[id as usize] = 1;
                 self.recent[(self.recent_at + n + k) % MAX_UNPOP] = (1, id);
@@ -360,21 +360,24 @@ impl PackedQueue {
             }
         }
         self.next_avail = at;
-        self.seen -= n as u16;
+        self.seen = self.seen.saturating_sub(n as u16);
         self.recent_at = self.recent_at.wrapping_add(n);
         self.recent_n = self.recent_n.saturating_add(n);
         n
     }
 
-    /// The id and buffer of the chain in `slot` (known available) if it is
-    /// one descriptor whose flags, past AVAIL and USED, are exactly the
+    /// The id and buffer of the chain at `at` if it is available there and
+    /// is one descriptor whose flags, past AVAIL and USED, are exactly the
     /// queue's direction (WRITE for `DeviceWrites`), not empty, in one
     /// region, under an id not in flight: every check the walk would make
-    /// of it. None leaves it to the walk.
+    /// of it. None leaves it to `pop` and its walk.
     #[inline(always)]
-    fn single(&self, mem: &GuestMemory, ring: &Reader, slot: u16, dir: Direction) -> Option<(u16, Span)> {
-        let (d, id) = packed_desc(ring.words_at::<2>(slot as usize * DESC_SIZE as usize)?);
-        if d.flags & !(VRING_PACKED_DESC_F_AVAIL | VRING_PACKED_DESC_F_USED) != dir.write_flag() || d.len == 0 || self.in_flight.get(id as usize) != Some(&0) {
+    fn single(&self, mem: &GuestMemory, ring: &Reader, at: Pos, dir: Direction) -> Option<(u16, Span)> {
+        // The flags with acquire, before the address: see `pop`.
+        let (d, id) = packed_desc(ring.desc_acquire_at(at.slot as usize * DESC_SIZE as usize)?);
+        let avail = if at.wrap { VRING_PACKED_DESC_F_AVAIL } else { VRING_PACKED_DESC_F_USED };
+        // Available and of one buffer in the direction asked: one compare.
+        if d.flags != avail | dir.write_flag() || d.len == 0 || self.in_flight.get(id as usize) != Some(&0) {
             return None;
         }
         Some((id, mem.span(Gpa(d.addr), d.len)?))
@@ -437,39 +440,6 @@ impl PackedQueue {
             out.take(mem, dir, &Desc { flags, ..t })?;
         }
         Ok(())
-    }
-
-    /// Starts loading the ring slots the next `n` chains begin with (at
-    /// least): a hint, never a fault or an error.
-    pub fn prefetch_next(&self, mem: &GuestMemory, n: usize) {
-        // Their lines, which their used entries overwrite later, taken for
-        // writing: up to the lap's end, then from the ring's start.
-        let (slot, size, n) = (self.next_avail.slot as usize, self.size as usize, n.min(self.size as usize));
-        let first = n.min(size - slot);
-        mem.prefetch_span(&self.ring, slot * DESC_SIZE as usize, first * DESC_SIZE as usize, true);
-        if first < n {
-            mem.prefetch_span(&self.ring, 0, (n - first) * DESC_SIZE as usize, true);
-        }
-    }
-
-    /// Starts taking, for writing, the first `bytes` bytes of the buffers
-    /// the next `n` slots point at, of those the last look (`available`)
-    /// saw available, as a split ring takes those of the heads it knows:
-    /// a slot not yet available holds a buffer of the last lap, which the
-    /// guest may have freed. A hint: an indirect table's address is
-    /// harmless to take.
-    pub fn prefetch_buffers(&self, mem: &GuestMemory, n: usize, bytes: u64) {
-        let Some(ring) = mem.reader(&self.ring, 8) else { return };
-        let (mut slot, size) = (self.next_avail.slot as usize, self.size as usize);
-        for _ in 0..n.min(self.seen as usize) {
-            if let Some([addr, w]) = ring.words_at::<2>(slot * DESC_SIZE as usize) {
-                mem.prefetch_write(Gpa(addr), (w as u32 as u64).min(bytes));
-            }
-            slot += 1;
-            if slot == size {
-                slot = 0;
-            }
-        }
     }
 
     /// Gives back the last `n` chains popped and not yet used (at most

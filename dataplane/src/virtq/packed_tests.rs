@@ -1,7 +1,7 @@
 //! Packed rings: chains, wrap-around, batches, out-of-order completion,
 //! giving chains back, and what a queue accepts to be built on.
 use super::test_guest::{AVAIL, DATA, DESC, USED};
-use super::test_packed::PackedGuest;
+use super::test_packed::{avail_flags, PackedGuest};
 use super::*;
 use crate::test_rng::Rng;
 
@@ -359,4 +359,41 @@ fn a_batch_larger_than_kept_back_appears_at_once() {
     q.publish(&g.mem).unwrap();
     let back: Vec<u16> = std::iter::from_fn(|| g.used()).map(|u| u.0).collect();
     assert_eq!(back, (0..600).rev().collect::<Vec<_>>());
+}
+
+/// `pop_singles` reads each slot's flags with its descriptor, with no look
+/// at the ring first: it takes the singles on offer across the end of the
+/// ring into the next lap, and stops at the first slot not available in
+/// its lap (one flagged for the lap before) or not a single. `to_take`
+/// says only whether there is a first.
+#[test]
+fn pop_singles_reads_each_slots_flags_and_stops_at_the_first_not_available() {
+    let mut g = PackedGuest::new(SIZE);
+    let mut q = g.queue();
+    let mut out = vec![Chain::default(); 2 * SIZE as usize];
+    assert_eq!(q.to_take(&g.mem, 32), Ok(0), "nothing offered");
+    for id in 0..6 {
+        g.offer(id, &[(DATA + 0x100 * id as u64, 64, WRITE)]);
+    }
+    assert_eq!(q.to_take(&g.mem, 32), Ok(32), "a chain is there, however many");
+    assert_eq!(q.pop_singles(&g.mem, RX, &mut out), 6);
+    q.add_used_all(&g.mem, (0..6).map(|id| (id, 64))).unwrap();
+    q.publish(&g.mem).unwrap();
+    while g.used().is_some() {}
+    // Slots 6 and 7 in this lap, 0 and 1 in the next; slot 2 flagged for
+    // this lap, which in the next means not offered yet.
+    for id in 0..4 {
+        g.offer(id, &[(DATA + 0x100 * id as u64, 64, WRITE)]);
+    }
+    g.raw(2, (DATA, 64, 7, avail_flags(true) | WRITE));
+    assert_eq!(q.pop_singles(&g.mem, RX, &mut out), 4);
+    assert_eq!(out[..4].iter().map(|c| c.head).collect::<Vec<_>>(), [0, 1, 2, 3]);
+    assert_eq!(q.indices(), (0x0002, 0x8006), "in the next lap");
+    assert_eq!((q.pop_singles(&g.mem, RX, &mut out), q.to_take(&g.mem, 32)), (0, Ok(0)));
+    assert_eq!(pop(&g, &mut q, RX).0, Ok(Pop::Empty));
+    g.offer(4, &[(DATA, 64, WRITE), (DATA + 0x100, 64, WRITE)]);
+    assert_eq!(q.to_take(&g.mem, 32), Ok(32));
+    assert_eq!(q.pop_singles(&g.mem, RX, &mut out), 0, "a chain of two is pop's");
+    let (r, c) = pop(&g, &mut q, RX);
+    assert_eq!((r, c.head, c.descriptors()), (Ok(Pop::Chain), 4, 2));
 }

@@ -23,6 +23,10 @@ pub trait RingOps {
     /// More than 0 iff a chain can be popped (split: exactly how many;
     /// packed: available descriptors, a few dozen at most).
     fn available(&mut self, mem: &GuestMemory) -> Result<u16, RingError>;
+    /// How many chains, at most `max`, a burst should try to take: 0 iff
+    /// none can be (split: those available; packed: `max`, its pops
+    /// finding where the chains end).
+    fn to_take(&mut self, mem: &GuestMemory, max: usize) -> Result<usize, RingError>;
     fn pop(&mut self, mem: &GuestMemory, dir: Direction, out: &mut Chain) -> Result<Pop, RingError>;
     /// The run of one-buffer chains at the front of the ring, up to
     /// `out.len()`, into `out`: how many (see `SplitQueue::pop_singles`).
@@ -109,6 +113,10 @@ macro_rules! forward {
             #[inline]
             fn available(&mut self, mem: &GuestMemory) -> Result<u16, RingError> {
                 <$t>::available(self, mem)
+            }
+            #[inline]
+            fn to_take(&mut self, mem: &GuestMemory, max: usize) -> Result<usize, RingError> {
+                <$t>::to_take(self, mem, max)
             }
             #[inline]
             fn pop(&mut self, mem: &GuestMemory, dir: Direction, out: &mut Chain) -> Result<Pop, RingError> {
@@ -239,6 +247,10 @@ impl RingOps for Virtqueue {
     #[inline]
     fn available(&mut self, mem: &GuestMemory) -> Result<u16, RingError> {
         each!(self, q => RingOps::available(q, mem))
+    }
+    #[inline]
+    fn to_take(&mut self, mem: &GuestMemory, max: usize) -> Result<usize, RingError> {
+        each!(self, q => RingOps::to_take(q, mem, max))
     }
     #[inline]
     fn pop(&mut self, mem: &GuestMemory, dir: Direction, out: &mut Chain) -> Result<Pop, RingError> {

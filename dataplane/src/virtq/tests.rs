@@ -22,9 +22,10 @@ fn a_chain_of_three_and_the_used_ring() {
     g.desc(0, DATA, 12, VRING_DESC_F_NEXT, 5);
     g.desc(5, DATA + 0x100, 1000, VRING_DESC_F_NEXT, 2);
     g.desc(2, DATA + 0x800, 500, 0, 0);
-    g.offer(0);
     let mut q = g.queue();
-    assert_eq!(q.available(&g.mem), Ok(1));
+    assert_eq!(q.to_take(&g.mem, 32), Ok(0), "nothing offered");
+    g.offer(0);
+    assert_eq!((q.available(&g.mem), q.to_take(&g.mem, 32)), (Ok(1), Ok(1)), "those offered, up to the most asked");
     let (r, c) = pop(&g, &mut q, Direction::DeviceReads);
     assert_eq!(r, Ok(Pop::Chain));
     let segs: Vec<_> = c.segments().iter().map(|s| (s.gpa(), s.len())).collect();

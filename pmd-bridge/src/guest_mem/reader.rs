@@ -1,7 +1,7 @@
 //! Reads and writes of one span, checked once for a pass over many of its
 //! entries.
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 
 use super::{prefetchr, store_volatile, GuestMemory, Span};
 
@@ -46,6 +46,24 @@ impl<'m> Reader<'m> {
         } else {
             None
         }
+    }
+
+    /// The 16 bytes at `off` as two little-endian words, the second (a
+    /// packed descriptor's len, id and flags) read first, with acquire
+    /// ordering: when its flags are the guest's last store, what the guest
+    /// stored before them is seen in both. None unless they lie inside and
+    /// are 8-aligned.
+    #[inline(always)]
+    pub fn desc_acquire_at(&self, off: usize) -> Option<[u64; 2]> {
+        if self.len < 16 || off > self.len - 16 || !(self.base as usize + off).is_multiple_of(8) {
+            return None;
+        }
+        // SAFETY: an aligned u64 inside the span (checked above), of memory
+        // the borrow keeps mapped; atomic, as the guest's flags store is.
+        let second = unsafe { AtomicU64::from_ptr(self.base.add(off + 8).cast_mut().cast()) }.load(Ordering::Acquire);
+        // SAFETY: the aligned u64 before it, inside the span as well.
+        let first = unsafe { std::ptr::read_volatile(self.base.add(off).cast::<u64>()) };
+        Some([u64::from_le(first), u64::from_le(second)])
     }
 
     /// How many of the `n` u16s at `off`, `off + stride`, `off + 2 *
