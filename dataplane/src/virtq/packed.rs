@@ -373,7 +373,8 @@ impl PackedQueue {
     /// of it. None leaves it to `pop` and its walk.
     #[inline(always)]
     fn single(&self, mem: &GuestMemory, ring: &Reader, at: Pos, dir: Direction) -> Option<(u16, Span)> {
-        // The flags with acquire, before the address: see `pop`.
+        // Its flags with acquire, before its address: the guest stores
+        // them last, after the rest.
         let (d, id) = packed_desc(ring.desc_acquire_at(at.slot as usize * DESC_SIZE as usize)?);
         let avail = if at.wrap { VRING_PACKED_DESC_F_AVAIL } else { VRING_PACKED_DESC_F_USED };
         // Available and of one buffer in the direction asked: one compare.
