@@ -49,9 +49,7 @@ impl SplitQueue {
     /// avail->idx read) that lie in the table, read through `avail`. Not
     /// one more read of avail->idx for the hint: a demand load of a line
     /// the guest keeps writing, it cost `vswitch-bench` 2vm split 64 B a
-    /// third more cycles a packet (108 -> 143, medians of 11 near rounds),
-    /// though `--bench vm2vm`, whose guests offer just before the poll,
-    /// then takes no buffer ahead on split rings.
+    /// third more cycles a packet (108 -> 143, medians of 11 near rounds).
     #[inline(always)]
     fn known_heads<'r>(&self, avail: &'r Reader, n: usize) -> impl Iterator<Item = u16> + 'r {
         let (at, mask, size) = (self.next_avail.0 as usize, self.size as usize - 1, self.size);
