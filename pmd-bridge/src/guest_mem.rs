@@ -433,10 +433,10 @@ impl GuestMemory {
     /// Stores `N` bytes at `off` in `s` in one go (volatile, as `load`).
     #[inline]
     pub fn store<const N: usize>(&self, s: &Span, off: usize, v: [u8; N]) -> Result<(), OutOfBounds> {
-        let p = self.at(s, off, N)?;
-        store_volatile(p, v);
-        self.log_write(s.gpa.0 + off as u64, N as u64);
-        Ok(())
+        match self.writer(s) {
+            Some(w) if w.store(off, v) => Ok(()),
+            _ => Err(OutOfBounds { gpa: Gpa(s.gpa.0.wrapping_add(off as u64)), len: N as u64 }),
+        }
     }
 
     /// A ring index the other side publishes (`avail->idx`): an atomic load

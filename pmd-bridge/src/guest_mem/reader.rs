@@ -69,8 +69,10 @@ impl<'m> Reader<'m> {
     /// How many of the `n` u16s at `off`, `off + stride`, `off + 2 *
     /// stride`..., read in order with acquire ordering, `keep` accepts
     /// before the first it refuses: a ring's flags words, scanned with one
-    /// range check for the run. None if the run does not lie inside or its
-    /// words are misaligned (nothing is read then).
+    /// range check for the run (off the hot path since pops read each
+    /// slot's flags with its descriptor, so a plain loop). None if the run
+    /// does not lie inside or its words are misaligned (nothing is read
+    /// then).
     #[inline(always)]
     pub fn u16_acquire_run(&self, off: usize, stride: usize, n: usize, keep: impl Fn(u16) -> bool) -> Option<usize> {
         if n == 0 {
@@ -85,15 +87,7 @@ impl<'m> Reader<'m> {
         // inside the span above, and is aligned (base + off and stride
         // even); atomic, as the guest's own accesses are.
         let load = |k: usize| u16::from_le(unsafe { AtomicU16::from_ptr(p.wrapping_add(k * stride).cast_mut().cast()) }.load(Ordering::Acquire));
-        let mut k = 0;
-        // Four at a time, one branch for them, while all four are kept.
-        while k + 4 <= n && keep(load(k)) & keep(load(k + 1)) & keep(load(k + 2)) & keep(load(k + 3)) {
-            k += 4;
-        }
-        while k < n && keep(load(k)) {
-            k += 1;
-        }
-        Some(k)
+        Some((0..n).take_while(|&k| keep(load(k))).count())
     }
 
     /// Starts loading the line at `off` (a hint; nothing past the end).

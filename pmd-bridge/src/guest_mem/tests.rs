@@ -198,7 +198,7 @@ fn a_run_of_flags_counts_what_it_keeps_and_reads_nothing_outside() {
     }
     let r = m.reader(&s, 8).unwrap();
     let kept = |f: u16| f == 1;
-    // Every count from every start: the unrolled groups and the tail agree.
+    // Every count from every start.
     for first in 0..16 {
         for n in 0..=16 - first {
             let want = (first..first + n).take_while(|&k| k < 11).count();
