@@ -1,6 +1,7 @@
 //! Trials, sessions and the comparison: every switch through the same
 //! scenario, alternated and repeated, with the bottleneck of each row said.
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -81,6 +82,9 @@ pub struct Row {
     pub latency_p99_us: f64,
     pub latency_p999_us: f64,
     pub cycles_per_packet: Option<f64>,
+    /// The switch's busy cycles per packet over each second of the phase.
+    #[serde(default)]
+    pub cycles_by_second: Vec<f64>,
     pub switch_idle: Option<f64>,
     /// Packets per busy poll on the switch core (vswitchd only).
     #[serde(default)]
@@ -100,6 +104,31 @@ pub struct Row {
     /// shared machine was then.
     #[serde(default)]
     pub line_round_trip: Option<f64>,
+}
+
+/// The switch's (busy cycles, packets) each second until `stop`, the
+/// first at once; none if it does not say.
+fn sample_totals(switch: &mut Running, stop: &AtomicBool) -> Vec<(u64, u64)> {
+    let mut out = Vec::new();
+    let mut next = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        if Instant::now() >= next {
+            let Some(t) = switch.busy_totals() else { break };
+            out.push(t);
+            next += Duration::from_secs(1);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    out
+}
+
+/// Cycles per packet between consecutive totals (an interval in which
+/// nothing was forwarded has none).
+fn by_interval(totals: &[(u64, u64)]) -> Vec<f64> {
+    totals.windows(2).filter_map(|w| {
+        let (c, n) = (w[1].0.saturating_sub(w[0].0), w[1].1.saturating_sub(w[0].1));
+        (n > 0).then(|| c as f64 / n as f64)
+    }).collect()
 }
 
 /// A switch with the generator's VMs attached and addresses learned.
@@ -149,8 +178,19 @@ impl<'g> Session<'g> {
     pub fn measure(&mut self, size: Size, rate_pps: Option<f64>, duration: Duration, throttle: Duration) -> Result<(GenReport, SwitchStats), String> {
         let t = Trial { size, flows: self.flows, streams: self.scenario.streams.clone(), rate_pps, duration, throttle, remote: self.remote };
         self.switch.begin()?;
-        let mut rep = gen::run(&mut self.vms, self.gen, &t)?;
-        let st = self.switch.end();
+        // The switch's counters each second while the generator runs, read
+        // by a thread on the generator's core (it inherits the EAL's
+        // pinning of this one), so that the switch's core is left alone.
+        let stop = AtomicBool::new(false);
+        let (rep, totals) = std::thread::scope(|s| {
+            let (switch, stop) = (&mut self.switch, &stop);
+            let sampler = s.spawn(move || sample_totals(switch, stop));
+            let rep = gen::run(&mut self.vms, self.gen, &t);
+            stop.store(true, Ordering::Relaxed);
+            (rep, sampler.join().unwrap_or_default())
+        });
+        let mut rep = rep?;
+        let st = SwitchStats { cycles_by_second: by_interval(&totals), ..self.switch.end() };
         if self.scenario.topology == Topology::DropNic {
             let got = st.nic_tx.ok_or("the switch did not say what its NIC sent")?;
             rep.sink.received = got;
@@ -260,6 +300,7 @@ pub fn row(c: &Cell, size: Size, rep: &GenReport, st: &SwitchStats, note: &str) 
         latency_p99_us: rep.sink.latency_p99_ns / 1e3,
         latency_p999_us: rep.sink.latency_p999_ns / 1e3,
         cycles_per_packet: st.cycles_per_packet,
+        cycles_by_second: st.cycles_by_second.clone(),
         switch_idle: st.idle_fraction,
         switch_burst: st.avg_burst,
         gen_idle: rep.idle_iterations as f64 / it,
@@ -414,6 +455,17 @@ pub fn median(mut v: Vec<f64>) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cycles_by_second_are_each_intervals_own_and_skip_idle_ones() {
+        assert_eq!(by_interval(&[]), Vec::<f64>::new());
+        assert_eq!(by_interval(&[(100, 1)]), Vec::<f64>::new());
+        // 900 cycles over 9 packets, then nothing forwarded, then 4000
+        // over 20: the totals' own ratio (5000 / 30) is no second's.
+        assert_eq!(by_interval(&[(100, 1), (1000, 10), (1000, 10), (5000, 30)]), vec![100.0, 200.0]);
+        // Counters zeroed under the sampler: that interval says nothing.
+        assert_eq!(by_interval(&[(1000, 10), (0, 0), (300, 3)]), vec![100.0]);
+    }
 
     #[test]
     fn rates() {

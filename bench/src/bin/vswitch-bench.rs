@@ -330,6 +330,17 @@ fn replot(json: &std::path::Path, png: Option<PathBuf>) -> Result<(), String> {
     Ok(())
 }
 
+/// The lowest and highest of a row's cycles per packet by second, for its
+/// progress line: two states of the shared machine show as a twofold span.
+fn by_second(cycles: &[f64]) -> String {
+    let (lo, hi) = cycles.iter().fold((f64::INFINITY, 0.0f64), |(lo, hi), &c| (lo.min(c), hi.max(c)));
+    if cycles.is_empty() {
+        String::new()
+    } else {
+        format!(" (by second {lo:.0}-{hi:.0})")
+    }
+}
+
 fn plot_title(mode: &str, scenario: &str, repeats: usize) -> String {
     format!("vswitch-bench {mode}, {scenario} scenario: median of {repeats} repeat(s), whiskers lowest..highest")
 }
@@ -473,7 +484,7 @@ fn run(mut o: Opts, mode: &str) -> Result<(), String> {
                             Ok(mut r) => {
                                 r.line_round_trip = rtt;
                                 let bound = if r.generator_bound { " (generator-bound)" } else { "" };
-                                let cyc = r.cycles_per_packet.map(|c| format!(", {c:.0} cyc/pkt")).unwrap_or_default();
+                                let cyc = r.cycles_per_packet.map(|c| format!(", {c:.0} cyc/pkt{}", by_second(&r.cycles_by_second))).unwrap_or_default();
                                 if *size == Size::Tso {
                                     eprint!(" tso64k: {:.2} Gbit/s of TCP payload ({:.4} M segments/s), loss {:.3}%{cyc}{bound};", r.gbps, r.rx_mpps, r.loss * 100.0);
                                 } else {

@@ -139,6 +139,11 @@ pub struct Setup {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct SwitchStats {
     pub cycles_per_packet: Option<f64>,
+    /// Busy cycles per packet over each second of the phase, in order
+    /// (`busy_totals`; empty where the switch does not say): a phase whose
+    /// seconds differ twofold spans two states of the shared machine.
+    #[serde(default)]
+    pub cycles_by_second: Vec<f64>,
     /// Share of the poll core's cycles spent polling empty queues.
     pub idle_fraction: Option<f64>,
     /// Packets per poll that received any (vswitchd's `show pmd`): small
@@ -419,6 +424,20 @@ impl Running {
         }
     }
 
+    /// Busy cycles and packets the switch has counted so far (vswitchd's
+    /// PMD threads since `begin`; testpmd's forwarding totals), for the
+    /// phase's figures by second; None where it does not say (OVS).
+    pub fn busy_totals(&mut self) -> Option<(u64, u64)> {
+        match self.kind {
+            SwitchKind::Vswitchd(_) => {
+                let pmd: Vec<PmdInfo> = serde_json::from_value(self.ctl(Ctl::ShowPmd).ok()?).ok()?;
+                Some(pmd.iter().fold((0, 0), |(c, n), p| (c + p.busy_cycles, n + p.packets)))
+            }
+            SwitchKind::TestpmdIo => self.testpmd_totals().ok().map(|t| (t.cycles, t.packets)),
+            SwitchKind::Ovs(_) => None,
+        }
+    }
+
     /// Zeroes the switch's counters at the start of a measured phase.
     pub fn begin(&mut self) -> Result<(), String> {
         match self.kind {
@@ -467,6 +486,8 @@ impl Running {
                     avg_burst: p.map(|p| p.avg_burst),
                     flooded: ports.as_ref().map(|ps| ps.iter().map(|p| p.flooded).sum()),
                     dropped: ports.map(|ps| ps.iter().flat_map(|p| p.drops.values()).sum()),
+                    // The caller's, who reads them during the phase.
+                    cycles_by_second: Vec::new(),
                 }
             }
             SwitchKind::Ovs(_) => {
