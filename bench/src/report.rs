@@ -52,7 +52,38 @@ pub struct Summary {
     /// Median of the repeats' `Row::line_round_trip`: the machine's state.
     #[serde(default)]
     pub line_round_trip: Option<f64>,
+    /// The repeats' cycles by second split into the machine's two levels,
+    /// and each level over testpmd's same level in the same cell.
+    #[serde(default)]
+    pub levels: Option<Levels>,
+    #[serde(default)]
+    pub levels_vs_testpmd: (Option<f64>, Option<f64>),
     pub notes: Vec<String>,
+}
+
+/// A cell's seconds (`Row::cycles_by_second`, over its repeats) split at
+/// `LEVEL_SPLIT` times its quickest: the shared machine moves between two
+/// states, each held for seconds, and a 3-second phase may see either or
+/// both, whatever the round trip timed before it said. Within one level
+/// switches compare as the paired ratios cannot when a phase saw two.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Levels {
+    /// Median cycles per packet of the seconds in each level, and how many.
+    pub fast: f64,
+    pub fast_seconds: usize,
+    pub slow: Option<f64>,
+    pub slow_seconds: usize,
+}
+
+/// Seconds within this factor of a cell's quickest are its fast level (the
+/// two levels were 1.6 to 2.3 times apart on the machines measured).
+const LEVEL_SPLIT: f64 = 1.4;
+
+fn levels(rs: &[&Row]) -> Option<Levels> {
+    let all: Vec<f64> = rs.iter().flat_map(|r| r.cycles_by_second.iter().copied()).collect();
+    let lo = all.iter().copied().reduce(f64::min)?;
+    let (fast, slow): (Vec<f64>, Vec<f64>) = all.into_iter().partition(|&c| c <= LEVEL_SPLIT * lo);
+    Some(Levels { fast_seconds: fast.len(), fast: median(fast)?, slow_seconds: slow.len(), slow: median(slow) })
 }
 
 type Key = (String, u32, String, Ring, String);
@@ -114,6 +145,8 @@ pub fn summarize(rows: &[Row]) -> Vec<Summary> {
         let (mpps, cyc) = (counted_mpps(rs), median(cyc_all.clone()));
         let (ovs, tpmd) = (base("ovs-normal"), base("testpmd-io"));
         let ((cycles_vs_ovs, cycles_pairs_ovs), (cycles_vs_testpmd, cycles_pairs_testpmd)) = (paired_cycles(rs, ovs), paired_cycles(rs, tpmd));
+        let (lv, tlv) = (levels(rs), tpmd.and_then(|b| levels(b)));
+        let levels_vs_testpmd = (ratio(lv.map(|l| l.fast), tlv.map(|l| l.fast)), ratio(lv.and_then(|l| l.slow), tlv.and_then(|l| l.slow)));
         let mut notes: Vec<String> = rs.iter().filter(|r| !r.note.is_empty()).map(|r| r.note.clone()).collect();
         notes.sort();
         notes.dedup();
@@ -145,6 +178,8 @@ pub fn summarize(rows: &[Row]) -> Vec<Summary> {
             cycles_pairs_testpmd,
             copies_per_packet: median(rs.iter().filter_map(|r| r.copies_per_packet).collect()),
             line_round_trip: median(rs.iter().filter_map(|r| r.line_round_trip).collect()),
+            levels: lv,
+            levels_vs_testpmd,
             notes,
         });
     }
@@ -226,6 +261,19 @@ pub fn table(sums: &[Summary], missing: &[NotMeasured], retries: &[(String, Stri
              received, Mpps = million segments' worth of payload received per second, loss% = payload bytes lost, \
              cyc/pkt = switch core cycles per 64 KB segment taken in, cp/pkt = bytes copied per segment over its size\n",
         );
+    }
+    let by_level: Vec<&Summary> = sums.iter().filter(|r| r.levels.is_some()).collect();
+    if !by_level.is_empty() {
+        s.push_str("by level: each cell's seconds within 1.4x of its quickest (fast) and the rest (slow), median cycles per packet (seconds), and over testpmd-io's same level in the same cell\n");
+    }
+    for r in by_level {
+        let l = r.levels.unwrap_or_default();
+        let slow = l.slow.map_or("-".to_string(), |c| format!("{c:.0} ({} s)", l.slow_seconds));
+        let vs = match r.levels_vs_testpmd {
+            (None, None) => String::new(),
+            (f, sl) => format!(" | ctpmd fast {} slow {}", opt(f, 2), opt(sl, 2)),
+        };
+        s.push_str(&format!("  {} {} {} {} {}: fast {:.0} ({} s) slow {slow}{vs}\n", r.switch, r.ring.name(), r.scenario, r.flows, r.size, l.fast, l.fast_seconds));
     }
     for line in not_measured(missing) {
         s.push_str(&format!("not measured: {line}\n"));
@@ -314,6 +362,30 @@ mod tests {
         let alone = summarize(&rows[..2].iter().chain(&rows[5..6]).cloned().collect::<Vec<_>>());
         assert_eq!((alone[0].cycles_vs_testpmd, alone[0].cycles_pairs_testpmd), (None, 0), "no repeat in one state: no ratio");
         assert!(table(&alone, &[], &[]).lines().any(|l| l.starts_with("vswitchd-copy-once") && l.trim_end().ends_with("-       -")));
+    }
+
+    #[test]
+    fn levels_split_a_cells_seconds_and_compare_each_with_testpmds_same_level() {
+        let at = |sw: &str, rep: usize, secs: &[f64]| Row { cycles_by_second: secs.to_vec(), ..row(sw, rep, 1.0, false) };
+        // Copy-once saw the slow level for most of its seconds, testpmd for
+        // few: their phase figures would compare the two levels.
+        let rows = vec![
+            at("vswitchd-copy-once", 0, &[90.0, 200.0, 210.0]),
+            at("vswitchd-copy-once", 1, &[200.0, 92.0, 94.0]),
+            at("testpmd-io", 0, &[120.0, 118.0, 122.0]),
+            at("testpmd-io", 1, &[250.0, 120.0, 120.0]),
+            at("ovs-normal", 0, &[]),
+        ];
+        let s = summarize(&rows);
+        let co = s.iter().find(|r| r.switch == "vswitchd-copy-once").unwrap();
+        assert_eq!(co.levels, Some(Levels { fast: 92.0, fast_seconds: 3, slow: Some(200.0), slow_seconds: 3 }));
+        let (f, sl) = co.levels_vs_testpmd;
+        assert!((f.unwrap() - 92.0 / 120.0).abs() < 1e-9 && (sl.unwrap() - 200.0 / 250.0).abs() < 1e-9, "{f:?} {sl:?}");
+        let tp = s.iter().find(|r| r.switch == "testpmd-io").unwrap();
+        assert_eq!(tp.levels.map(|l| (l.fast_seconds, l.slow_seconds)), Some((5, 1)));
+        assert_eq!(s.iter().find(|r| r.switch == "ovs-normal").unwrap().levels, None, "no figures by second: no levels");
+        let t = table(&s, &[], &[]);
+        assert!(t.contains("vswitchd-copy-once split 2vm 1 64: fast 92 (3 s) slow 200 (3 s) | ctpmd fast 0.77 slow 0.80"), "{t}");
     }
 
     #[test]
