@@ -262,12 +262,11 @@ pub fn table(sums: &[Summary], missing: &[NotMeasured], retries: &[(String, Stri
              cyc/pkt = switch core cycles per 64 KB segment taken in, cp/pkt = bytes copied per segment over its size\n",
         );
     }
-    let by_level: Vec<&Summary> = sums.iter().filter(|r| r.levels.is_some()).collect();
+    let by_level: Vec<(&Summary, Levels)> = sums.iter().filter_map(|r| Some((r, r.levels?))).collect();
     if !by_level.is_empty() {
-        s.push_str("by level: each cell's seconds within 1.4x of its quickest (fast) and the rest (slow), median cycles per packet (seconds), and over testpmd-io's same level in the same cell\n");
+        s.push_str(&format!("by level: each cell's seconds within {LEVEL_SPLIT}x of its quickest (fast) and the rest (slow), median cycles per packet (seconds), and over testpmd-io's same level in the same cell\n"));
     }
-    for r in by_level {
-        let l = r.levels.unwrap_or_default();
+    for (r, l) in by_level {
         let slow = l.slow.map_or("-".to_string(), |c| format!("{c:.0} ({} s)", l.slow_seconds));
         let vs = match r.levels_vs_testpmd {
             (None, None) => String::new(),

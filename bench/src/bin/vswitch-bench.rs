@@ -333,12 +333,8 @@ fn replot(json: &std::path::Path, png: Option<PathBuf>) -> Result<(), String> {
 /// The lowest and highest of a row's cycles per packet by second, for its
 /// progress line: two states of the shared machine show as a twofold span.
 fn by_second(cycles: &[f64]) -> String {
-    let (lo, hi) = cycles.iter().fold((f64::INFINITY, 0.0f64), |(lo, hi), &c| (lo.min(c), hi.max(c)));
-    if cycles.is_empty() {
-        String::new()
-    } else {
-        format!(" (by second {lo:.0}-{hi:.0})")
-    }
+    let (Some(lo), Some(hi)) = (cycles.iter().copied().reduce(f64::min), cycles.iter().copied().reduce(f64::max)) else { return String::new() };
+    format!(" (by second {lo:.0}-{hi:.0})")
 }
 
 fn plot_title(mode: &str, scenario: &str, repeats: usize) -> String {
