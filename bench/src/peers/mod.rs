@@ -424,14 +424,18 @@ impl Running {
         }
     }
 
+    /// vswitchd's PMD threads and their counters.
+    fn show_pmd(&self) -> Option<Vec<PmdInfo>> {
+        serde_json::from_value(self.ctl(Ctl::ShowPmd).ok()?).ok()
+    }
+
     /// Busy cycles and packets the switch has counted so far (vswitchd's
     /// PMD threads since `begin`; testpmd's forwarding totals), for the
     /// phase's figures by second; None where it does not say (OVS).
     pub fn busy_totals(&mut self) -> Option<(u64, u64)> {
         match self.kind {
             SwitchKind::Vswitchd(_) => {
-                let pmd: Vec<PmdInfo> = serde_json::from_value(self.ctl(Ctl::ShowPmd).ok()?).ok()?;
-                Some(pmd.iter().fold((0, 0), |(c, n), p| (c + p.busy_cycles, n + p.packets)))
+                Some(self.show_pmd()?.iter().fold((0, 0), |(c, n), p| (c + p.busy_cycles, n + p.packets)))
             }
             SwitchKind::TestpmdIo => self.testpmd_totals().ok().map(|t| (t.cycles, t.packets)),
             SwitchKind::Ovs(_) => None,
@@ -464,7 +468,7 @@ impl Running {
     pub fn end(&mut self) -> SwitchStats {
         match self.kind {
             SwitchKind::Vswitchd(_) => {
-                let pmd: Option<Vec<PmdInfo>> = self.ctl(Ctl::ShowPmd).ok().and_then(|v| serde_json::from_value(v).ok());
+                let pmd = self.show_pmd();
                 let ports: Option<Vec<PortInfo>> = self.ctl(Ctl::ShowPorts).ok().and_then(|v| serde_json::from_value(v).ok());
                 let p = pmd.as_ref().and_then(|v| v.first());
                 let copies: Option<vswitch::protocol::CopiesInfo> = self.ctl(Ctl::ShowCopies).ok().and_then(|v| serde_json::from_value(v).ok());
