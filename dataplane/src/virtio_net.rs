@@ -11,7 +11,7 @@ use pmd_bridge::guest_mem::GuestMemory;
 
 use crate::copy_list::CopyList;
 use crate::offload::NetHdr;
-use crate::virtq::{copy_chain, pieces, Chain, ChainError, Cursor, Direction, Pop, RingError, RingOps, MAX_SEGS, MAX_UNPOP};
+use crate::virtq::{copy_chain, pieces, Chain, ChainError, Cursor, Direction, Pop, RingError, RingOps, MAX_SEGS};
 
 /// virtio-net header length with VERSION_1 or MRG_RXBUF.
 pub const NET_HDR_LEN: usize = 12;
@@ -94,7 +94,7 @@ pub fn deliver<Q: RingOps>(
     };
     while room < need {
         if n == MAX_BUFFERS || (!mergeable && n == 1) {
-            q.unpop(n as u16);
+            q.unpop(&chains[..n]);
             q.mark_starved(need);
             return Ok(Delivery::NoBuffers);
         }
@@ -104,7 +104,7 @@ pub fn deliver<Q: RingOps>(
                 n += 1;
             }
             Pop::Empty => {
-                q.unpop(n as u16);
+                q.unpop(&chains[..n]);
                 q.mark_starved(need);
                 return Ok(Delivery::NoBuffers);
             }
@@ -313,7 +313,7 @@ impl Fill {
     }
 }
 
-const _: () = assert!(MAX_BUFFERS <= MAX_SEGS && MAX_BUFFERS <= MAX_UNPOP);
+const _: () = assert!(MAX_BUFFERS <= MAX_SEGS);
 
 #[cfg(test)]
 mod tests;

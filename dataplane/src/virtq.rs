@@ -374,10 +374,10 @@ impl SplitQueue {
         Err(ChainError::TooLong)
     }
 
-    /// Gives back the last `n` chains popped and not yet used: a packet that
-    /// found too few receive buffers leaves the ring as it was.
-    pub fn unpop(&mut self, n: u16) {
-        self.next_avail -= n;
+    /// Gives back `chains`, the last popped and not yet used: a packet
+    /// that found too few receive buffers leaves the ring as it was.
+    pub fn unpop(&mut self, chains: &[Chain]) {
+        self.next_avail -= chains.len() as u16;
     }
 
     /// Records that the chains offered could not take `need` bytes (see
@@ -532,7 +532,7 @@ mod queue;
 
 pub use chain::{copy_chain, pieces, Chain, Cursor};
 pub use errors::{ChainError, Refused, RingError};
-pub use packed::{KeptPosition, PackedQueue, PublishRecord, RingSession, MAX_UNPOP, RING_EVENT_FLAGS_DESC, RING_EVENT_FLAGS_DISABLE, RING_EVENT_FLAGS_ENABLE, VIRTIO_F_RING_PACKED, VRING_PACKED_DESC_F_AVAIL, VRING_PACKED_DESC_F_USED};
+pub use packed::{KeptPosition, PackedQueue, PublishRecord, RingSession, RING_EVENT_FLAGS_DESC, RING_EVENT_FLAGS_DISABLE, RING_EVENT_FLAGS_ENABLE, VIRTIO_F_RING_PACKED, VRING_PACKED_DESC_F_AVAIL, VRING_PACKED_DESC_F_USED};
 pub use queue::{RingOps, Virtqueue};
 
 #[cfg(test)]

@@ -207,8 +207,8 @@ impl CopyOnceTx {
     #[inline]
     fn give_back(&mut self) {
         let (at, end) = std::mem::take(&mut self.stock);
-        if at < end {
-            self.ring.queue.unpop((end - at) as u16);
+        if let Some(back) = self.chains.get(at..end).filter(|b| !b.is_empty()) {
+            self.ring.queue.unpop(back);
         }
     }
 

@@ -71,7 +71,7 @@ fn singles_go_back<Q: RingOps + Clone>(q: &Q, mem: &GuestMemory, dir: Direction,
         assert_eq!(b.pop(mem, dir, &mut c), Ok(Pop::Chain), "case {case}: chain {i} of the run");
         assert_eq!(shape(got), shape(&c), "case {case}: chain {i} of the run");
     }
-    a.unpop(n as u16);
+    a.unpop(&out[..n]);
     assert_eq!(a.indices(), q.indices(), "case {case}: given back");
     let mut c2 = Chain::default();
     let mut fresh = q.clone();

@@ -59,13 +59,9 @@ pub const VRING_PACKED_DESC_F_USED: u16 = 1 << 15;
 pub const RING_EVENT_FLAGS_ENABLE: u16 = 0;
 pub const RING_EVENT_FLAGS_DISABLE: u16 = 1;
 pub const RING_EVENT_FLAGS_DESC: u16 = 2;
-/// Most chains `unpop` can give back at once (a frame's receive buffers).
-pub const MAX_UNPOP: usize = 64;
 /// Most descriptors `available` looks at: enough for a burst, and their
 /// loads are independent, so they overlap.
 const AVAIL_SCAN: u16 = 64;
-/// The id recorded for a popped chain that is not in flight under it.
-const NO_ID: u16 = u16::MAX;
 /// Most used descriptors a batch keeps back until `publish` (a burst's
 /// frames in a few buffers each).
 const MAX_BATCH: usize = 512;
@@ -189,14 +185,9 @@ pub struct PackedQueue {
     /// (more are written at once, still unseen behind the first).
     batch: Box<[(u16, u64)]>,
     batch_n: usize,
-    /// Ring slots the chain in flight under each id took; 0: none.
+    /// Ring slots the chain in flight under each id took; 0: none. Also
+    /// how far `unpop` moves back for a chain given back.
     in_flight: Box<[u16]>,
-    /// The last pops (slots, id or NO_ID), the newest at `recent_at - 1`
-    /// (modulo `MAX_UNPOP`), `recent_n` of them, for `unpop` (boxed: a
-    /// queue moves between threads' plans).
-    recent: Box<[(u16, u16); MAX_UNPOP]>,
-    recent_at: usize,
-    recent_n: usize,
     /// Where the chains on offer ran out for a frame, and its bytes (see
     /// `starved`).
     starved_at: Option<(Pos, u64)>,
@@ -242,9 +233,6 @@ impl PackedQueue {
             batch: vec![(0, 0); (size as usize).min(MAX_BATCH)].into_boxed_slice(),
             batch_n: 0,
             in_flight: vec![0; size as usize].into_boxed_slice(),
-            recent: Box::new([(0, NO_ID); MAX_UNPOP]),
-            recent_at: 0,
-            recent_n: 0,
             starved_at: None,
             signalled: None,
             since: 0,
@@ -308,7 +296,7 @@ impl PackedQueue {
         if let Some((id, s)) = mem.reader(&self.ring, 8).and_then(|ring| self.single(mem, &ring, head, dir)) {
             out.set_single(id, s);
             self.in_flight[id as usize] = 1;
-            self.consume(1, id);
+            self.consume(1);
             return Ok(Pop::Chain);
         }
         let w = self.walk(mem, dir, head, out)?;
@@ -319,7 +307,7 @@ impl PackedQueue {
             }
             _ => Some(ChainError::HeadOutOfRange),
         };
-        self.consume(w.slots, if err == Some(ChainError::HeadOutOfRange) { NO_ID } else { w.id });
+        self.consume(w.slots);
         out.head = w.id;
         Ok(match err {
             None => Pop::Chain,
@@ -327,15 +315,11 @@ impl PackedQueue {
         })
     }
 
-    /// Moves past a chain of `slots` slots whose id is `kept` (NO_ID: none
-    /// of ours), remembering it for `unpop`.
+    /// Moves past a chain of `slots` slots.
     #[inline(always)]
-    fn consume(&mut self, slots: u16, kept: u16) {
+    fn consume(&mut self, slots: u16) {
         self.next_avail.advance(slots, self.size);
         self.seen = self.seen.saturating_sub(slots);
-        self.recent[self.recent_at % MAX_UNPOP] = (slots, kept);
-        self.recent_at = self.recent_at.wrapping_add(1);
-        self.recent_n = self.recent_n.saturating_add(1);
     }
 
     /// The run of one-buffer chains at the front of the ring, as
@@ -359,7 +343,6 @@ impl PackedQueue {
                 let Some((id, s)) = self.single(mem, &ring, Pos { slot: at.slot + k as u16, wrap: at.wrap }, dir) else { break };
                 c.set_single(id, s);
                 self.in_flight[id as usize] = 1;
-                self.recent[(self.recent_at + n + k) % MAX_UNPOP] = (1, id);
                 k += 1;
             }
             at.advance(k as u16, self.size);
@@ -370,8 +353,6 @@ impl PackedQueue {
         }
         self.next_avail = at;
         self.seen = self.seen.saturating_sub(n as u16);
-        self.recent_at = self.recent_at.wrapping_add(n);
-        self.recent_n = self.recent_n.saturating_add(n);
         n
     }
 
@@ -452,23 +433,20 @@ impl PackedQueue {
         Ok(())
     }
 
-    /// Gives back the last `n` chains popped and not yet used (at most
-    /// `MAX_UNPOP`): a packet that found too few receive buffers leaves
-    /// the ring as it was.
-    pub fn unpop(&mut self, n: u16) {
-        debug_assert!(n as usize <= self.recent_n.min(MAX_UNPOP), "unpop of more chains than were popped");
-        if n > 0 {
+    /// Gives back `chains`, the last popped and not yet used, each under
+    /// its id (a chain refused as `HeadOutOfRange` is not, and cannot go
+    /// back): a packet that found too few receive buffers leaves the ring
+    /// as it was. Each moves the position back by the slots its id holds,
+    /// so no pop records anything for this.
+    pub fn unpop(&mut self, chains: &[Chain]) {
+        if !chains.is_empty() {
             self.reached = self.next_avail;
         }
-        for _ in 0..(n as usize).min(self.recent_n).min(MAX_UNPOP) {
-            self.recent_at = self.recent_at.wrapping_sub(1);
-            self.recent_n -= 1;
-            let (slots, id) = self.recent[self.recent_at % MAX_UNPOP];
+        for c in chains {
+            let slots = self.in_flight.get_mut(c.head as usize).map_or(0, std::mem::take);
+            debug_assert!(slots > 0, "unpop of a chain not in flight");
             self.next_avail.back(slots, self.size);
             self.seen = self.seen.saturating_add(slots);
-            if let Some(s) = self.in_flight.get_mut(id as usize) {
-                *s = 0;
-            }
         }
     }
 

@@ -295,8 +295,19 @@ fn property_random_packed_rings_against_a_model() {
                 popped.push(Popped { id, held, len });
                 k += 1;
                 if k == offers.len() && !unpopped && rng.below(4) == 0 {
-                    let n = rng.below(k.min(MAX_UNPOP) + 1);
-                    q.unpop(n as u16);
+                    // Only chains held under their id can go back, as the
+                    // datapath gives back only those it took.
+                    let run = popped[popped.len() - k..].iter().rev().take_while(|p| p.held).count();
+                    let n = rng.below(run + 1);
+                    let back: Vec<Chain> = popped[popped.len() - n..]
+                        .iter()
+                        .map(|p| {
+                            let mut c = Chain::default();
+                            c.head = p.id;
+                            c
+                        })
+                        .collect();
+                    q.unpop(&back);
                     for p in popped.drain(popped.len() - n..) {
                         if p.held {
                             in_flight.remove(&p.id);

@@ -220,10 +220,14 @@ fn unpop_gives_the_last_chains_back() {
     g.offer(1, &[(DATA + 0x200, 64, WRITE)]);
     g.offer(2, &[(DATA + 0x300, 64, WRITE), (DATA + 0x400, 64, WRITE), (DATA + 0x500, 64, WRITE)]);
     let mut q = g.queue();
-    for _ in 0..3 {
-        assert_eq!(pop(&g, &mut q, RX).0, Ok(Pop::Chain));
-    }
-    q.unpop(2);
+    let popped: Vec<Chain> = (0..3)
+        .map(|_| {
+            let (r, c) = pop(&g, &mut q, RX);
+            assert_eq!(r, Ok(Pop::Chain));
+            c
+        })
+        .collect();
+    q.unpop(&popped[1..]);
     assert_eq!(q.indices(), (0x8002, 0x8000));
     // Neither id reads as still in flight when taken again.
     assert_eq!(pop(&g, &mut q, RX).1.head, 1);
@@ -237,9 +241,10 @@ fn unpop_gives_the_last_chains_back() {
     q.publish(&g.mem).unwrap();
     while g.used().is_some() {}
     g.offer(3, &[(DATA, 64, WRITE), (DATA + 0x100, 64, WRITE), (DATA + 0x200, 64, WRITE), (DATA + 0x300, 64, WRITE)]);
-    assert_eq!(pop(&g, &mut q, RX).0, Ok(Pop::Chain));
+    let (r, c) = pop(&g, &mut q, RX);
+    assert_eq!(r, Ok(Pop::Chain));
     assert_eq!(q.indices(), (0x0002, 0x8006));
-    q.unpop(1);
+    q.unpop(&[c]);
     assert_eq!(q.indices(), (0x8006, 0x8006));
     assert_eq!(pop(&g, &mut q, RX).1.head, 3);
 }
@@ -251,9 +256,10 @@ fn a_starved_ring_is_not_walked_again_until_the_guest_offers_more() {
     let mut g = PackedGuest::new(SIZE);
     g.offer(0, &[(DATA, 100, WRITE)]);
     let mut q = g.queue();
-    assert_eq!(pop(&g, &mut q, RX).0, Ok(Pop::Chain));
+    let (r, c) = pop(&g, &mut q, RX);
+    assert_eq!(r, Ok(Pop::Chain));
     assert_eq!(pop(&g, &mut q, RX).0, Ok(Pop::Empty));
-    q.unpop(1);
+    q.unpop(&[c]);
     q.mark_starved(1000);
     assert_eq!(q.starved(&g.mem, 1000), Ok(true));
     assert_eq!(q.starved(&g.mem, 999), Ok(false), "a smaller frame may fit");

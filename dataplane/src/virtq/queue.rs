@@ -74,7 +74,7 @@ pub trait RingOps {
     }
     fn prefetch_next(&self, mem: &GuestMemory, n: usize);
     fn prefetch_buffers(&self, mem: &GuestMemory, n: usize, bytes: u64);
-    fn unpop(&mut self, n: u16);
+    fn unpop(&mut self, chains: &[Chain]);
     fn mark_starved(&mut self, need: u64);
     fn starved(&mut self, mem: &GuestMemory, need: u64) -> Result<bool, RingError>;
     fn add_used(&mut self, mem: &GuestMemory, head: u16, len: u32) -> Result<(), RingError>;
@@ -135,8 +135,8 @@ macro_rules! forward {
                 <$t>::prefetch_buffers(self, mem, n, bytes)
             }
             #[inline]
-            fn unpop(&mut self, n: u16) {
-                <$t>::unpop(self, n)
+            fn unpop(&mut self, chains: &[Chain]) {
+                <$t>::unpop(self, chains)
             }
             #[inline]
             fn mark_starved(&mut self, need: u64) {
@@ -273,8 +273,8 @@ impl RingOps for Virtqueue {
         each!(self, q => RingOps::prefetch_buffers(q, mem, n, bytes))
     }
     #[inline]
-    fn unpop(&mut self, n: u16) {
-        each!(self, q => RingOps::unpop(q, n))
+    fn unpop(&mut self, chains: &[Chain]) {
+        each!(self, q => RingOps::unpop(q, chains))
     }
     #[inline]
     fn mark_starved(&mut self, need: u64) {
