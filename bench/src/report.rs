@@ -58,6 +58,11 @@ pub struct Summary {
     pub levels: Option<Levels>,
     #[serde(default)]
     pub levels_vs_testpmd: (Option<f64>, Option<f64>),
+    /// A packed ring's levels over the same switch's split ring's in the
+    /// same cell (whose repeats alternate with them): the packed ring's
+    /// target is to cost no more.
+    #[serde(default)]
+    pub levels_vs_split: (Option<f64>, Option<f64>),
     pub notes: Vec<String>,
 }
 
@@ -145,8 +150,13 @@ pub fn summarize(rows: &[Row]) -> Vec<Summary> {
         let (mpps, cyc) = (counted_mpps(rs), median(cyc_all.clone()));
         let (ovs, tpmd) = (base("ovs-normal"), base("testpmd-io"));
         let ((cycles_vs_ovs, cycles_pairs_ovs), (cycles_vs_testpmd, cycles_pairs_testpmd)) = (paired_cycles(rs, ovs), paired_cycles(rs, tpmd));
-        let (lv, tlv) = (levels(rs), tpmd.and_then(|b| levels(b)));
-        let levels_vs_testpmd = (ratio(lv.map(|l| l.fast), tlv.map(|l| l.fast)), ratio(lv.and_then(|l| l.slow), tlv.and_then(|l| l.slow)));
+        let lv = levels(rs);
+        let by_level = |peer: Option<&Vec<&Row>>| {
+            let p = peer.and_then(|b| levels(b));
+            (ratio(lv.map(|l| l.fast), p.map(|l| l.fast)), ratio(lv.and_then(|l| l.slow), p.and_then(|l| l.slow)))
+        };
+        let split = (ring == Ring::Packed).then(|| cells.get(&(sc.clone(), flows, size.clone(), Ring::Split, sw.clone()))).flatten();
+        let (levels_vs_testpmd, levels_vs_split) = (by_level(tpmd), by_level(split));
         let mut notes: Vec<String> = rs.iter().filter(|r| !r.note.is_empty()).map(|r| r.note.clone()).collect();
         notes.sort();
         notes.dedup();
@@ -180,6 +190,7 @@ pub fn summarize(rows: &[Row]) -> Vec<Summary> {
             line_round_trip: median(rs.iter().filter_map(|r| r.line_round_trip).collect()),
             levels: lv,
             levels_vs_testpmd,
+            levels_vs_split,
             notes,
         });
     }
@@ -264,14 +275,18 @@ pub fn table(sums: &[Summary], missing: &[NotMeasured], retries: &[(String, Stri
     }
     let by_level: Vec<(&Summary, Levels)> = sums.iter().filter_map(|r| Some((r, r.levels?))).collect();
     if !by_level.is_empty() {
-        s.push_str(&format!("by level: each cell's seconds within {LEVEL_SPLIT}x of its quickest (fast) and the rest (slow), median cycles per packet (seconds), and over testpmd-io's same level in the same cell\n"));
+        s.push_str(&format!(
+            "by level: each cell's seconds within {LEVEL_SPLIT}x of its quickest (fast) and the rest (slow), median cycles per packet (seconds), and over testpmd-io's \
+             same level in the same cell (ctpmd) and, for a packed ring, over the same switch's split ring's (csplit)\n"
+        ));
     }
     for (r, l) in by_level {
         let slow = l.slow.map_or("-".to_string(), |c| format!("{c:.0} ({} s)", l.slow_seconds));
-        let vs = match r.levels_vs_testpmd {
+        let vs = |name: &str, v: (Option<f64>, Option<f64>)| match v {
             (None, None) => String::new(),
-            (f, sl) => format!(" | ctpmd fast {} slow {}", opt(f, 2), opt(sl, 2)),
+            (f, sl) => format!(" | {name} fast {} slow {}", opt(f, 2), opt(sl, 2)),
         };
+        let vs = vs("ctpmd", r.levels_vs_testpmd) + &vs("csplit", r.levels_vs_split);
         s.push_str(&format!("  {} {} {} {} {}: fast {:.0} ({} s) slow {slow}{vs}\n", r.switch, r.ring.name(), r.scenario, r.flows, r.size, l.fast, l.fast_seconds));
     }
     for line in not_measured(missing) {
@@ -385,6 +400,24 @@ mod tests {
         assert_eq!(s.iter().find(|r| r.switch == "ovs-normal").unwrap().levels, None, "no figures by second: no levels");
         let t = table(&s, &[], &[]);
         assert!(t.contains("vswitchd-copy-once split 2vm 1 64: fast 92 (3 s) slow 200 (3 s) | ctpmd fast 0.77 slow 0.80"), "{t}");
+    }
+
+    #[test]
+    fn a_packed_rings_levels_are_compared_with_the_same_switchs_split_ring() {
+        let at = |ring: Ring, rep: usize, secs: &[f64]| Row { ring, cycles_by_second: secs.to_vec(), ..row("vswitchd-copy-once", rep, 1.0, false) };
+        let rows = vec![
+            at(Ring::Split, 0, &[90.0, 200.0]),
+            at(Ring::Packed, 0, &[91.0, 93.0, 150.0]),
+            at(Ring::Split, 1, &[88.0, 190.0]),
+            Row { ring: Ring::Packed, ..row("testpmd-io", 0, 1.0, false) },
+        ];
+        let s = summarize(&rows);
+        let packed = s.iter().find(|r| r.switch == "vswitchd-copy-once" && r.ring == Ring::Packed).unwrap();
+        let (f, sl) = packed.levels_vs_split;
+        assert!((f.unwrap() - 92.0 / 89.0).abs() < 1e-9 && (sl.unwrap() - 150.0 / 195.0).abs() < 1e-9, "{f:?} {sl:?}");
+        assert_eq!(s[0].levels_vs_split, (None, None), "a split ring is not compared with itself");
+        let t = table(&s, &[], &[]);
+        assert!(t.contains("vswitchd-copy-once packed 2vm 1 64: fast 92 (2 s) slow 150 (1 s) | csplit fast 1.03 slow 0.77"), "{t}");
     }
 
     #[test]
