@@ -285,19 +285,20 @@ impl PackedQueue {
     /// id).
     pub fn pop(&mut self, mem: &GuestMemory, dir: Direction, out: &mut Chain) -> Result<Pop, RingError> {
         let head = self.next_avail;
-        // Acquire: the descriptors the guest wrote before the head's flags
-        // are visible once we see them (it makes the head available last).
-        if self.seen == 0 && !is_avail(mem.span_u16_acquire(&self.ring, flags_at(head.slot))?, head.wrap) {
-            self.reached = head;
-            return Ok(Pop::Empty);
-        }
         // A chain of one descriptor, as nearly every one is: the checks
-        // `pop_singles` makes, and no walk.
+        // `pop_singles` makes, its flags among them (with acquire), and no
+        // walk. First, so the head's flags are not loaded twice.
         if let Some((id, s)) = mem.reader(&self.ring, 8).and_then(|ring| self.single(mem, &ring, head, dir)) {
             out.set_single(id, s);
             self.in_flight[id as usize] = 1;
             self.consume(1);
             return Ok(Pop::Chain);
+        }
+        // Acquire: the descriptors the guest wrote before the head's flags
+        // are visible once we see them (it makes the head available last).
+        if self.seen == 0 && !is_avail(mem.span_u16_acquire(&self.ring, flags_at(head.slot))?, head.wrap) {
+            self.reached = head;
+            return Ok(Pop::Empty);
         }
         let w = self.walk(mem, dir, head, out)?;
         let err = match self.in_flight.get_mut(w.id as usize) {
