@@ -2,7 +2,7 @@
 //! delivered and run together afterwards (VPP's model). Delivering a frame
 //! into a copy-once guest takes its receive buffers and writes their used
 //! entries at once, but the payload copy is only listed; after the burst the
-//! list runs in one pass, prefetching the next entries while it copies, and
+//! list runs in one pass, loading the entries ahead while it copies, and
 //! only then are the guests' used indices published and the senders' chains
 //! returned, each of which takes the `CopiesDone` that running the list
 //! makes: no guest sees an entry before its bytes, and no sender gets a
@@ -13,12 +13,28 @@ use pmd_bridge::guest_mem::{GuestMemory, OutOfBounds, Span};
 /// guests. A full list does not stop delivery: the caller copies at once.
 pub const CAPACITY: usize = 512;
 
-/// Bytes of the entry two ahead that the pass starts taking before each
-/// copy, on both sides: the sender's lines to read, the receiver's for
-/// writing. Both are lines the guests' core holds, and a copy that meets
-/// them one by one waits for each; the rest of a longer entry the
-/// hardware prefetcher streams once the copy runs.
-const PREFETCH_MAX: usize = 1024;
+/// How far ahead of the copy the pass keeps the sender's bytes loading.
+/// A copy that meets the sender's lines one by one waits for each (they
+/// are in the sender's core, or in memory: at 9000 B the bench's sender
+/// cycles through 78 MB of buffers), and the hardware prefetcher, which
+/// starts over at every 4 KB page, does not run far enough ahead of a
+/// long copy to hide that. `vswitch-bench`, copy-once, alternated runs:
+/// 9000 B 1271 -> 1039 cycles a packet (12 KB ahead: 1043), 1518 B 212 ->
+/// 205, 64 B level. Lines already in our cache pay a request each: +6% at
+/// 1514 and 9000 B in `--bench vm2vm`, where sender and switch share a core.
+const SOURCE_AHEAD: usize = 6 * 1024;
+
+/// The most one request of the sender's bytes covers, so that an entry
+/// longer than `SOURCE_AHEAD` is loaded in steps, never all at once.
+const SOURCE_STEP: usize = 1024;
+
+/// Bytes of the entry `DEST_AHEAD` ahead that the pass takes for writing
+/// before each copy: the receiver's lines, which its guest's core holds.
+/// The rest of a longer entry the hardware prefetcher streams once the
+/// copy runs (taking whole entries ahead for writing cost more than it
+/// saved).
+const DEST_PREFETCH: usize = 1024;
+const DEST_AHEAD: usize = 2;
 
 #[derive(Clone, Copy, Debug)]
 struct Entry {
@@ -78,7 +94,6 @@ impl CopyList {
     }
 
     fn copy_all<'m>(&self, from: &GuestMemory, to: impl Fn(u16) -> Option<&'m GuestMemory>) -> Result<(), OutOfBounds> {
-        const AHEAD: usize = 2;
         // Entries come in runs of one output (a segment's 32 buffers, a
         // burst to one guest): its memory is looked up once a run.
         let mut last: Option<(u16, Option<&'m GuestMemory>)> = None;
@@ -91,12 +106,12 @@ impl CopyList {
             }
         };
         let mut result = Ok(());
+        let mut source = SourceAhead::default();
         for (i, e) in self.entries.iter().enumerate() {
-            if let Some(next) = self.entries.get(i + AHEAD) {
-                let n = (next.len as usize).min(PREFETCH_MAX);
-                from.prefetch_span(&next.src, next.soff as usize, n, false);
+            source.reach(&self.entries, |c, off, n| from.prefetch_span(&c.src, c.soff as usize + off, n, false));
+            if let Some(next) = self.entries.get(i + DEST_AHEAD) {
                 if let Some(m) = mem_of(next.out) {
-                    m.prefetch_span(&next.dst, next.doff as usize, n, true);
+                    m.prefetch_span(&next.dst, next.doff as usize, (next.len as usize).min(DEST_PREFETCH), true);
                 }
             }
             let copied = match mem_of(e.out) {
@@ -104,8 +119,50 @@ impl CopyList {
                 None => Err(OutOfBounds { gpa: e.dst.gpa(), len: e.len as u64 }),
             };
             result = result.and(copied);
+            source.copied(i, e.len as usize);
         }
         result
+    }
+}
+
+/// How far the loading of the senders' bytes has got: `off` bytes into
+/// entry `at`, `ahead` bytes past the start of the entry being copied.
+#[derive(Default)]
+struct SourceAhead {
+    at: usize,
+    off: usize,
+    ahead: usize,
+}
+
+impl SourceAhead {
+    /// Asks `load` for the next steps of the entries' sources (an entry,
+    /// an offset in it, a length) until `SOURCE_AHEAD` bytes past the
+    /// start of the entry about to be copied are asked for, or none are left.
+    #[inline]
+    fn reach(&mut self, entries: &[Entry], mut load: impl FnMut(&Entry, usize, usize)) {
+        while self.ahead < SOURCE_AHEAD {
+            let Some(e) = entries.get(self.at) else { return };
+            let n = (e.len as usize - self.off).min(SOURCE_STEP);
+            load(e, self.off, n);
+            self.ahead += n;
+            self.off += n;
+            if self.off == e.len as usize {
+                self.at += 1;
+                self.off = 0;
+            }
+        }
+    }
+
+    /// Entry `i`, of `len` bytes, has been copied. If the loading had not
+    /// got past it (an entry longer than `SOURCE_AHEAD`), it goes on from
+    /// the next one: the copy has read the rest.
+    #[inline]
+    fn copied(&mut self, i: usize, len: usize) {
+        if self.at > i {
+            self.ahead -= len;
+        } else {
+            *self = SourceAhead { at: i + 1, off: 0, ahead: 0 };
+        }
     }
 }
 
@@ -142,5 +199,30 @@ mod tests {
         assert!(!list.push(3, &s, 0, &d, 0, 1), "full");
         assert!(list.run(Some(&a), |_| Some(&a)).1.is_err(), "a span of another memory is refused");
         assert!(list.is_empty());
+    }
+
+    #[test]
+    fn each_source_byte_is_loaded_once_in_order_and_far_enough_ahead_of_its_copy() {
+        let a = GuestMemory::new_owned(&[(0, 0x1000)]);
+        let s = a.span(Gpa(0), 1).unwrap();
+        let lens = [76, 4032, 4108, 792, 0, 60, 3 * SOURCE_AHEAD as u32 + 5, 1514, 9000, 64, 12];
+        let entries: Vec<Entry> = (0..lens.len()).map(|i| Entry { out: i as u16, src: s, soff: 0, dst: s, doff: 0, len: lens[i] }).collect();
+        let mut loaded = [0usize; 11];
+        let mut source = SourceAhead::default();
+        for (i, e) in entries.iter().enumerate() {
+            source.reach(&entries, |c, off, n| {
+                let k = c.out as usize;
+                assert!(k >= i, "entry {k} loaded after it was copied");
+                assert_eq!(off, loaded[k], "entry {k}: its bytes in order, each once");
+                assert!(n <= SOURCE_STEP && off + n <= c.len as usize);
+                loaded[k] += n;
+            });
+            let rest: usize = lens[i..].iter().map(|&l| l as usize).sum();
+            let past: usize = loaded[i..].iter().sum();
+            assert!(past >= SOURCE_AHEAD.min(rest), "entry {i}: {past} bytes loaded ahead of its copy");
+            source.copied(i, e.len as usize);
+        }
+        assert!(loaded[6] < lens[6] as usize, "the rest of a long entry is left to its copy");
+        assert!(loaded.iter().zip(lens).all(|(&l, n)| n as usize > SOURCE_AHEAD || l == n as usize), "every shorter entry loaded whole");
     }
 }
