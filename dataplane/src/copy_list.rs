@@ -207,7 +207,7 @@ mod tests {
         let s = a.span(Gpa(0), 1).unwrap();
         let lens = [76, 4032, 4108, 792, 0, 60, 3 * SOURCE_AHEAD as u32 + 5, 1514, 9000, 64, 12];
         let entries: Vec<Entry> = (0..lens.len()).map(|i| Entry { out: i as u16, src: s, soff: 0, dst: s, doff: 0, len: lens[i] }).collect();
-        let mut loaded = [0usize; 11];
+        let mut loaded = vec![0usize; lens.len()];
         let mut source = SourceAhead::default();
         for (i, e) in entries.iter().enumerate() {
             source.reach(&entries, |c, off, n| {
