@@ -67,6 +67,19 @@ pub enum Direction {
     DeviceWrites,
 }
 
+/// The used entries a burst will write for the chains it takes, which
+/// `prefetch_next` takes lines for writing for: a line taken for writing
+/// and never written is one the guest's core must take back to go on
+/// writing its descriptors (packed rings) there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UsedAhead {
+    /// One a chain.
+    Each,
+    /// One for the burst, in its first place (`add_used_in_order`: a
+    /// transmit ring of a guest that negotiated IN_ORDER).
+    One,
+}
+
 impl Direction {
     /// The WRITE flag every descriptor of a queue this way carries.
     #[inline(always)]

@@ -13,7 +13,7 @@ use crate::mbuf_offload;
 use crate::offload::{validate, Caps, HdrError, NetHdr, Offload};
 use crate::packet::PacketBuf;
 use crate::virtio_net::{Delivery, NET_HDR_LEN};
-use crate::virtq::{Chain, ChainError, Direction, RingOps, MAX_READ};
+use crate::virtq::{Chain, ChainError, Direction, RingOps, UsedAhead, MAX_READ};
 
 /// Chains pass 1 takes before it requests their buffers: taken a burst at
 /// once, the first buffers would wait for the last chain's walk to be
@@ -152,9 +152,9 @@ impl CopyOnceRx {
         // the burst's descriptors are requested together first, so the
         // walks do not wait on them one by one either. Chains are taken
         // `PASS1_GROUP` at a time, each group's buffers requested at once.
-        ring.queue.prefetch_next(&ring.mem, want);
-        let refused = ring.refused;
         let in_order = ring.queue.features().in_order;
+        ring.queue.prefetch_next(&ring.mem, want, if in_order { UsedAhead::One } else { UsedAhead::Each });
+        let refused = ring.refused;
         let order = &mut self.order;
         order.clear();
         // Returns a refused chain: at once, or in its place with the burst.

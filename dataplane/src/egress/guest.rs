@@ -19,14 +19,14 @@ impl Egress<'_> {
     /// mbuf for any other port; the chains go back after every copy.
     pub fn forward_guest(mut self, in_slot: u16, burst: GuestBurst) {
         let pkts = burst.pkts();
-        self.prefetch_rings(in_slot, pkts.len());
+        self.prefetch_rings(in_slot, pkts.len(), pkts.iter().map(|p| p.frame_len() as u64).sum());
         let mut decisions = [Decision::Drop(DropReason::Malformed); BURST];
         if self.classify(in_slot, pkts.iter(), &mut decisions).is_none() {
             let (done, _) = self.out.copies.run(None, |_| None);
             burst.commit(&done);
             return;
         }
-        self.prefetch_buffers(in_slot, &decisions[..pkts.len()], pkts.iter().map(|p| p.headers().len()));
+        self.prefetch_buffers(in_slot, &decisions[..pkts.len()], pkts.iter().map(|p| (p.headers().len(), p.frame_len())));
         let mut burst = burst;
         let mut t = Tally::default();
         // Most bursts are one flow's, for one guest: delivered whole, with

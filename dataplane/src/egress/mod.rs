@@ -175,13 +175,13 @@ impl<'a> Egress<'a> {
                 return;
             }
         }
-        self.prefetch_rings(in_slot, rx.len());
+        self.prefetch_rings(in_slot, rx.len(), rx.iter().map(|m| m.len() as u64).sum());
         let mut decisions = [Decision::Drop(DropReason::Malformed); BURST];
         let Some(input) = self.classify(in_slot, rx.iter(), &mut decisions) else {
             rx.clear();
             return;
         };
-        self.prefetch_buffers(in_slot, &decisions[..rx.len()], rx.iter().map(|m| m.len()));
+        self.prefetch_buffers(in_slot, &decisions[..rx.len()], rx.iter().map(|m| (m.len(), m.len())));
         // An mbuf from a VM was copied out of it by rte_vhost.
         let copied_in = input.vm as u64;
         let input_vm = input.vm;
@@ -221,23 +221,25 @@ impl<'a> Egress<'a> {
     /// they point at after it, when the descriptors have come in: the
     /// deliveries then write lines already ours instead of waiting for the
     /// guest's core to give up each one.
-    fn prefetch_rings(&self, in_slot: u16, n: usize) {
+    fn prefetch_rings(&self, in_slot: u16, n: usize, frame_bytes: u64) {
         for out in self.guests.without(in_slot) {
-            self.tx[out as usize].as_ref().and_then(TxPort::copy_once).inspect(|t| t.prefetch(n));
+            self.tx[out as usize].as_ref().and_then(TxPort::copy_once).inspect(|t| t.prefetch(n, frame_bytes));
         }
     }
 
     /// `written`: each packet's bytes a delivery writes itself (the rest
-    /// are listed copies, whose pass takes their lines ahead); a receive
-    /// buffer is taken ahead for those and its virtio-net header, no more:
-    /// a line taken and never written is one more the guest's core gives
-    /// up, and one fill buffer less for the lines that are.
-    fn prefetch_buffers(&self, in_slot: u16, decisions: &[Decision], written: impl Iterator<Item = usize>) {
-        let mut want = [(0u8, 0u8); MAX_PORTS];
-        let mut add = |out: u16, bytes: usize| {
+    /// are listed copies, whose pass takes their lines ahead), and its
+    /// frame's; each receive buffer is taken ahead for those and its
+    /// virtio-net header, no more: a line taken and never written is one
+    /// more the guest's core gives up, and one fill buffer less for the
+    /// lines that are.
+    fn prefetch_buffers(&self, in_slot: u16, decisions: &[Decision], written: impl Iterator<Item = (usize, usize)>) {
+        let mut want = [(0u8, 0u8, 0u64); MAX_PORTS];
+        let mut add = |out: u16, (bytes, frame): (usize, usize)| {
             let w = &mut want[out as usize];
             w.0 += 1;
             w.1 = w.1.max((NET_HDR_LEN + bytes).min(PREFETCH_MAX) as u8);
+            w.2 += frame as u64;
         };
         for (d, bytes) in decisions.iter().zip(written) {
             match *d {
@@ -248,8 +250,8 @@ impl<'a> Egress<'a> {
             }
         }
         for out in self.guests.filter(|&out| want[out as usize].0 > 0) {
-            let (n, bytes) = want[out as usize];
-            self.tx[out as usize].as_ref().and_then(TxPort::copy_once).inspect(|t| t.prefetch_buffers(n as usize, bytes.into()));
+            let (n, bytes, frames) = want[out as usize];
+            self.tx[out as usize].as_ref().and_then(TxPort::copy_once).inspect(|t| t.prefetch_buffers(n as usize, frames, bytes.into()));
         }
     }
 

@@ -2,7 +2,7 @@
 //! for, and the lines it will need, taken ahead.
 use pmd_bridge::guest_mem::{GuestMemory, Gpa, Reader};
 
-use super::{Desc, RingError, SplitQueue, DESC_SIZE, VRING_DESC_F_INDIRECT};
+use super::{Desc, RingError, SplitQueue, UsedAhead, DESC_SIZE, VRING_DESC_F_INDIRECT};
 
 impl SplitQueue {
     /// How many chains, at most `max`, a burst should try to take: those
@@ -12,15 +12,19 @@ impl SplitQueue {
     }
 
     /// Starts loading the descriptors of the next `n` chains (of those the
-    /// last avail->idx read showed): a hint, never a fault or an error.
-    pub fn prefetch_next(&self, mem: &GuestMemory, n: usize) {
+    /// last avail->idx read showed), and taking the used entries `used`
+    /// says the burst writes: a hint, never a fault or an error.
+    pub fn prefetch_next(&self, mem: &GuestMemory, n: usize, used: UsedAhead) {
         if let (Some(avail), Some(table)) = (mem.reader(&self.avail, 2), mem.reader(&self.desc, 8)) {
             for head in self.known_heads(&avail, n) {
                 table.prefetch(head as usize * DESC_SIZE as usize);
             }
         }
         // The used entries these chains will take (eight to a line).
-        let (mask, n) = (self.size as usize - 1, n.min(self.size as usize));
+        let (mask, mut n) = (self.size as usize - 1, n.min(self.size as usize));
+        if used == UsedAhead::One {
+            n = n.min(1);
+        }
         let mut k = 0;
         while k < n {
             mem.prefetch_write_at(&self.used, 4 + 8 * ((self.next_used.0 as usize + k) & mask));

@@ -342,7 +342,8 @@ fn available_counts_descriptors_a_burst_at_most() {
         assert_eq!(pop(&g, &mut q, TX).0, Ok(Pop::Chain));
     }
     assert_eq!(q.available(&g.mem), Ok(40));
-    q.prefetch_next(&g.mem, 200);
+    q.prefetch_next(&g.mem, 200, UsedAhead::Each);
+    q.prefetch_next(&g.mem, 200, UsedAhead::One);
 }
 
 /// A batch of more used descriptors than a queue keeps back is still seen

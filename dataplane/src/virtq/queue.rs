@@ -10,7 +10,7 @@
 //! the trait forwards to.
 use pmd_bridge::guest_mem::{GuestMemory, Gpa};
 
-use super::{Chain, Direction, PackedQueue, Pop, Refused, RingError, RingFeatures, SplitQueue, VIRTIO_F_RING_PACKED};
+use super::{Chain, Direction, PackedQueue, Pop, Refused, RingError, RingFeatures, SplitQueue, UsedAhead, VIRTIO_F_RING_PACKED};
 
 /// What the copy-once datapath does with a virtqueue; see `SplitQueue` and
 /// `PackedQueue` for what each means for its kind. A chain's `head` is
@@ -72,7 +72,7 @@ pub trait RingOps {
             _ => Ok(n),
         }
     }
-    fn prefetch_next(&self, mem: &GuestMemory, n: usize);
+    fn prefetch_next(&self, mem: &GuestMemory, n: usize, used: UsedAhead);
     fn prefetch_buffers(&self, mem: &GuestMemory, n: usize, bytes: u64);
     fn unpop(&mut self, chains: &[Chain]);
     fn mark_starved(&mut self, need: u64);
@@ -127,8 +127,8 @@ macro_rules! forward {
                 <$t>::pop_singles(self, mem, dir, out)
             }
             #[inline]
-            fn prefetch_next(&self, mem: &GuestMemory, n: usize) {
-                <$t>::prefetch_next(self, mem, n)
+            fn prefetch_next(&self, mem: &GuestMemory, n: usize, used: UsedAhead) {
+                <$t>::prefetch_next(self, mem, n, used)
             }
             #[inline]
             fn prefetch_buffers(&self, mem: &GuestMemory, n: usize, bytes: u64) {
@@ -265,8 +265,8 @@ impl RingOps for Virtqueue {
         each!(self, q => RingOps::pop_many(q, mem, dir, out, refused, held))
     }
     #[inline]
-    fn prefetch_next(&self, mem: &GuestMemory, n: usize) {
-        each!(self, q => RingOps::prefetch_next(q, mem, n))
+    fn prefetch_next(&self, mem: &GuestMemory, n: usize, used: UsedAhead) {
+        each!(self, q => RingOps::prefetch_next(q, mem, n, used))
     }
     #[inline]
     fn prefetch_buffers(&self, mem: &GuestMemory, n: usize, bytes: u64) {
