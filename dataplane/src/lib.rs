@@ -16,6 +16,7 @@ pub mod offload;
 pub mod packet;
 pub mod parse;
 pub mod pmd_loop;
+pub mod poll_ab;
 pub mod police;
 pub mod port_io;
 pub mod quiesce;

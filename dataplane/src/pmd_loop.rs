@@ -23,6 +23,7 @@ use crate::flood::{FloodSets, PortSet};
 use crate::flow::PmdFlows;
 use crate::fwd::PortTable;
 use crate::idle::{IdleSleep, KICK_SLEEP};
+use crate::poll_ab::PollAb;
 use crate::port_io::{Received, RxPort, TxPort};
 use crate::quiesce::Quiesce;
 
@@ -119,10 +120,14 @@ pub struct PmdContext {
     pub panic_after: Option<u64>,
     /// The longest sleep when idle, in microseconds (0: pure polling).
     pub sleep_max_us: u32,
+    /// Experiments: each poll picked to one of two ways
+    /// (`VSWITCHD_POLL_AB`, see `poll_ab`).
+    pub poll_ab: Option<PollAb>,
 }
 
 /// Runs the loop until a `Stop` message; returns 0.
-pub fn run(ctx: PmdContext) -> i32 {
+pub fn run(mut ctx: PmdContext) -> i32 {
+    let mut poll_ab = ctx.poll_ab.take();
     let mut plan = PmdPlan::empty();
     let mut out = Outputs::default();
     let mut now = ctx.clock.load(Ordering::Relaxed);
@@ -174,6 +179,9 @@ pub fn run(ctx: PmdContext) -> i32 {
         let PmdPlan { ports, rx: sources, tx, flood, guests, taps, flows } = &mut plan;
         let mut most = 0;
         for src in sources.iter_mut() {
+            if let Some(ab) = poll_ab.as_mut() {
+                ab.pick();
+            }
             let drops = &ctx.counters.ports[src.slot as usize].drops;
             let received = src.port.recv(&ctx.pool, &mut mbufs, &mut guest, drops);
             let eg = Egress { ports, flood, tx, guests: *guests, out: &mut out, pool: &ctx.pool, fdb: &ctx.fdb, counters: &ctx.counters, now, taps, flows: flows.as_deref_mut() };
@@ -206,6 +214,9 @@ pub fn run(ctx: PmdContext) -> i32 {
             bump(&c.rxq_cycles[src.slot as usize][src.queue as usize], busy);
             bump(&c.packets, n as u64);
             bump(&c.bursts, 1);
+            if let Some(ab) = poll_ab.as_mut() {
+                ab.busy(busy, n);
+            }
             most = most.max(n);
         }
         if flows.is_some() {

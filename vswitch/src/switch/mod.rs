@@ -17,6 +17,7 @@ use dataplane::counters::{PmdCounters, PmdTotals, PortTotals, MAX_PORTS};
 use dataplane::fdb::Fdb;
 use dataplane::police::Policer;
 use dataplane::pmd_loop::{self, PmdContext, PmdMsg, PmdPlan};
+use dataplane::poll_ab::{PollAb, PollAbConfig};
 use dataplane::quiesce::Quiesce;
 use pmd_bridge::cycles::tsc_hz;
 use pmd_bridge::lcore::{self, LcoreJob};
@@ -119,8 +120,16 @@ impl Switch {
                 v.to_str().and_then(|v| v.parse::<u64>().ok()).ok_or_else(|| StartError::Failed(format!("{PANIC_AFTER_ENV}: {v:?} is not a number")))?,
             ),
         };
+        let poll_ab = match std::env::var_os(PollAbConfig::ENV) {
+            None => None,
+            Some(v) => Some(v.to_str().ok_or_else(|| format!("{}: {v:?} is not UTF-8", PollAbConfig::ENV)).and_then(PollAbConfig::parse).map_err(StartError::Failed)?),
+        };
         let mut pmds = Vec::new();
         for (index, (&lcore, &core)) in workers.iter().zip(&cfg.switch.pmd_cores).enumerate() {
+            let poll_ab = match &poll_ab {
+                None => None,
+                Some(c) => Some(PollAb::open(c).map_err(|e| StartError::Failed(format!("{}: {}: {e}", PollAbConfig::ENV, c.path.display())))?),
+            };
             let (tx, rx) = channel();
             let counters = Arc::new(PmdCounters::default());
             let ctx = PmdContext {
@@ -134,6 +143,7 @@ impl Switch {
                 clock: Arc::clone(&clock),
                 panic_after: panic_after.filter(|_| index == 0),
                 sleep_max_us: cfg.switch.pmd.sleep_max_us,
+                poll_ab,
             };
             let job = match lcore::launch(lcore, move || pmd_loop::run(ctx)) {
                 Ok(job) => job,
