@@ -67,10 +67,10 @@ pub enum Direction {
     DeviceWrites,
 }
 
-/// The used entries a burst will write for the chains it takes, which
-/// `prefetch_next` takes lines for writing for: a line taken for writing
-/// and never written is one the guest's core must take back to go on
-/// writing its descriptors (packed rings) there.
+/// How many used entries a burst writes for the chains it takes:
+/// `prefetch_next` takes for writing the lines they go into and no more (a
+/// line taken for writing and never written is one the guest's core must
+/// take back before it writes there again).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum UsedAhead {
     /// One a chain.

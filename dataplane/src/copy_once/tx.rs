@@ -10,9 +10,9 @@ use crate::packet::PacketBuf;
 use crate::virtio_net::{deliver, fill_short, take_short, write_short, Delivery, FrameSource, Short, NET_HDR_LEN};
 use crate::virtq::{Chain, Direction, RingOps, UsedAhead, MAX_READ};
 
-/// The most receive buffers a burst's prefetches take ahead: three a frame
-/// of a full burst of jumbo frames into 4 KB buffers, not a full burst of
-/// 64 KB segments' (a thousand).
+/// The most receive buffers a burst's prefetches take ahead: room for a
+/// full burst of jumbo frames into 4 KB buffers (three each), not for one
+/// of 64 KB segments into 2 KB buffers (a thousand).
 const PREFETCH_MAX_BUFFERS: u64 = 4 * pmd_bridge::BURST as u64;
 
 /// The receive buffers of `room` bytes (the first the last stock took)
@@ -20,10 +20,10 @@ const PREFETCH_MAX_BUFFERS: u64 = 4 * pmd_bridge::BURST as u64;
 /// average frame does: `n` while a frame fits one. Past that (jumbo frames
 /// into 4 KB buffers), the header of each frame past the first few went
 /// into a buffer not taken ahead, and the burst's later stores queued
-/// behind it: in a slow state of the machine, `vswitch-bench` 2vm 9000 B
-/// then cost 10–16% more cycles a packet on split rings, 4–10% on packed
-/// (polls picked at random to one way or the other); in a fast one, 0.4–0.8%
-/// less.
+/// behind it. `vswitch-bench` 2vm 9000 B, polls picked at random to one
+/// way or the other (`poll_ab`): taking them all ahead saves 10–16% of the
+/// cycles a packet on split rings and 4–10% on packed in a slow state of
+/// the machine, and costs 0.4–0.8% in a fast one.
 fn buffers_for(n: usize, frame_bytes: u64, room: u64) -> usize {
     let (bytes, room) = (frame_bytes + (n * NET_HDR_LEN) as u64, room.max(1));
     if bytes <= (n as u64).saturating_mul(room) {
@@ -98,7 +98,6 @@ impl CopyOnceTx {
             self.ring.queue.prefetch_buffers(&self.ring.mem, buffers_for(n, frame_bytes, self.stock_room), bytes);
         }
     }
-
 
     /// Publishes the used entries written since the last call, once their
     /// payload copies have run (`done`), and interrupts the guest once.

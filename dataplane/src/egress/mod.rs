@@ -229,10 +229,11 @@ impl<'a> Egress<'a> {
 
     /// `written`: each packet's bytes a delivery writes itself (the rest
     /// are listed copies, whose pass takes their lines ahead), and its
-    /// frame's; each receive buffer is taken ahead for those and its
-    /// virtio-net header, no more: a line taken and never written is one
-    /// more the guest's core gives up, and one fill buffer less for the
-    /// lines that are.
+    /// frame's length, which says how many receive buffers it fills; each
+    /// of those is taken ahead for the bytes written and its virtio-net
+    /// header, no more: a line taken and never written is one more the
+    /// guest's core gives up, and one fill buffer less for the lines that
+    /// are.
     fn prefetch_buffers(&self, in_slot: u16, decisions: &[Decision], written: impl Iterator<Item = (usize, usize)>) {
         let mut want = [(0u8, 0u8, 0u64); MAX_PORTS];
         let mut add = |out: u16, (bytes, frame): (usize, usize)| {
@@ -250,8 +251,8 @@ impl<'a> Egress<'a> {
             }
         }
         for out in self.guests.filter(|&out| want[out as usize].0 > 0) {
-            let (n, bytes, frames) = want[out as usize];
-            self.tx[out as usize].as_ref().and_then(TxPort::copy_once).inspect(|t| t.prefetch_buffers(n as usize, frames, bytes.into()));
+            let (n, bytes, frame_bytes) = want[out as usize];
+            self.tx[out as usize].as_ref().and_then(TxPort::copy_once).inspect(|t| t.prefetch_buffers(n as usize, frame_bytes, bytes.into()));
         }
     }
 

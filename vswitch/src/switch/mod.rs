@@ -120,16 +120,12 @@ impl Switch {
                 v.to_str().and_then(|v| v.parse::<u64>().ok()).ok_or_else(|| StartError::Failed(format!("{PANIC_AFTER_ENV}: {v:?} is not a number")))?,
             ),
         };
-        let poll_ab = match std::env::var_os(PollAbConfig::ENV) {
-            None => None,
-            Some(v) => Some(v.to_str().ok_or_else(|| format!("{}: {v:?} is not UTF-8", PollAbConfig::ENV)).and_then(PollAbConfig::parse).map_err(StartError::Failed)?),
-        };
+        let poll_ab = std::env::var_os(PollAbConfig::ENV)
+            .map(|v| v.to_str().ok_or_else(|| format!("{}: {v:?} is not UTF-8", PollAbConfig::ENV)).and_then(PollAbConfig::parse).map_err(StartError::Failed))
+            .transpose()?;
         let mut pmds = Vec::new();
         for (index, (&lcore, &core)) in workers.iter().zip(&cfg.switch.pmd_cores).enumerate() {
-            let poll_ab = match &poll_ab {
-                None => None,
-                Some(c) => Some(PollAb::open(c).map_err(|e| StartError::Failed(format!("{}: {}: {e}", PollAbConfig::ENV, c.path.display())))?),
-            };
+            let poll_ab = poll_ab.as_ref().map(|c| PollAb::open(c).map_err(|e| StartError::Failed(format!("{}: {}: {e}", PollAbConfig::ENV, c.path.display())))).transpose()?;
             let (tx, rx) = channel();
             let counters = Arc::new(PmdCounters::default());
             let ctx = PmdContext {
