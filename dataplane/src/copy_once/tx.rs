@@ -25,12 +25,12 @@ const PREFETCH_MAX_BUFFERS: u64 = 4 * pmd_bridge::BURST as u64;
 /// cycles a packet on split rings and 4–10% on packed in a slow state of
 /// the machine, and costs 0.4–0.8% in a fast one.
 fn buffers_for(n: usize, frame_bytes: u64, room: u64) -> usize {
-    let (bytes, room) = (frame_bytes + (n * NET_HDR_LEN) as u64, room.max(1));
-    if bytes <= (n as u64).saturating_mul(room) {
+    // At least one frame: bytes counted for none are a caller's slip,
+    // worth no division by zero here.
+    let (bytes, frames, room) = (frame_bytes + (n * NET_HDR_LEN) as u64, (n as u64).max(1), room.max(1));
+    if bytes <= frames.saturating_mul(room) {
         return n;
     }
-    // (No frames and some bytes: a caller's slip, worth no panic here.)
-    let frames = (n as u64).max(1);
     (frames * bytes.div_ceil(frames).div_ceil(room)).min(PREFETCH_MAX_BUFFERS) as usize
 }
 
