@@ -79,7 +79,7 @@ pub fn deliver<Q: RingOps>(
     frame: &FrameSource,
     mergeable: bool,
     (chains, taken): (&mut [Chain], usize),
-    mut copies: Option<(&mut CopyList, u16)>,
+    copies: Option<(&mut CopyList, u16)>,
 ) -> Result<Delivery, RingError> {
     let need = NET_HDR_LEN as u64 + frame.len();
     if taken == 0 && q.starved(mem, need)? {
@@ -116,10 +116,21 @@ pub fn deliver<Q: RingOps>(
             }
         }
     }
-    let hdr = header(frame.net_hdr, n as u16);
-    // Lay the header, the plain head and the guest tail over the n chains,
-    // in order from the start.
     let chains = &chains[..n];
+    let (fill, guest_copies) = lay(mem, frame, chains, copies)?;
+    q.add_used_all(mem, chains.iter().enumerate().map(|(k, c)| (c.head, fill.used(k, c) as u32)))?;
+    Ok(Delivery::Done { buffers: n as u16, guest_copies })
+}
+
+/// Lays `frame` over `chains`, receive chains taken for it with room for
+/// its header and bytes: the header (`num_buffers`: their count), the
+/// plain head and the guest tail, in order from the start, the tail listed
+/// in `copies` (see `deliver`). Returns where the bytes ended, which says
+/// what each chain holds (`Fill::used`), and the payload copies made from
+/// another guest (0 or 1).
+#[inline]
+pub(crate) fn lay(mem: &GuestMemory, frame: &FrameSource, chains: &[Chain], mut copies: Option<(&mut CopyList, u16)>) -> Result<(Fill, u16), RingError> {
+    let hdr = header(frame.net_hdr, chains.len() as u16);
     let mut fill = Fill::default();
     let put = |bytes: &[u8], fill: &mut Fill| -> bool {
         let mut bytes = bytes;
@@ -182,8 +193,7 @@ pub fn deliver<Q: RingOps>(
             guest_copies = 1;
         }
     }
-    q.add_used_all(mem, chains.iter().enumerate().map(|(k, c)| (c.head, fill.used(k, c) as u32)))?;
-    Ok(Delivery::Done { buffers: n as u16, guest_copies })
+    Ok((fill, guest_copies))
 }
 
 /// `deliver` the short way, for a frame that needs none of its generality:
@@ -279,7 +289,7 @@ fn header(net_hdr: [u8; NetHdr::LEN], buffers: u16) -> [u8; NET_HDR_LEN] {
 /// `off`. It only moves forward, so no chain is sought from the first
 /// again (a 64 KB segment spans about 32 of them).
 #[derive(Default)]
-struct Fill {
+pub(crate) struct Fill {
     i: usize,
     off: u64,
 }
@@ -304,7 +314,7 @@ impl Fill {
 
     /// The bytes laid in chain `k` (`c`): the chains before the position
     /// are full, those after it empty.
-    fn used(&self, k: usize, c: &Chain) -> u64 {
+    pub(crate) fn used(&self, k: usize, c: &Chain) -> u64 {
         match k.cmp(&self.i) {
             std::cmp::Ordering::Less => c.len(),
             std::cmp::Ordering::Equal => self.off,

@@ -312,3 +312,95 @@ fn chains_back(packed: bool, in_order: bool, outside: u16) -> (Vec<usize>, Vec<u
     assert_eq!(entries, if in_order { bursts.len() } else { 10 }, "packed {packed}, in order {in_order}: used entries");
     (bursts, used)
 }
+
+/// Jumbo frames into mergeable 4 KB receive buffers fill the chains taken
+/// ahead with the burst's, as many a frame as it needs; where those run
+/// out (a chain of two descriptors ends `pop_singles`), at a frame's start
+/// or in its middle, the long way pops the rest. Each frame lands in the
+/// buffers a pop at a time would have given it, `num_buffers` saying how
+/// many. Split and packed rings alike.
+#[test]
+fn jumbo_frames_fill_the_chains_taken_ahead() {
+    use crate::virtq::test_guest::{TestGuest, DATA};
+    use crate::virtq::test_packed::PackedGuest;
+    use crate::virtq::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE as W, VRING_PACKED_DESC_F_AVAIL, VRING_PACKED_DESC_F_USED};
+    let buf = |i: u64| DATA + 0x1000 * i;
+    // Heads 0-4, 7, 8 and 11: one 4 KB buffer; 5 and 9: a 12-byte one and
+    // a 4 KB one (the next head's).
+    let chain = |h: u16| -> Vec<(u64, u32)> {
+        match h {
+            5 | 9 => vec![(buf(h.into()), 12), (buf(h as u64 + 1), 4096)],
+            _ => vec![(buf(h.into()), 4096)],
+        }
+    };
+    let heads = [0u16, 1, 2, 3, 4, 5, 7, 8, 9, 11];
+    let frame = |k: u8, n: usize| (NetHdr::default(), (0..n).map(|b| (b as u8).wrapping_mul(7) ^ k).collect::<Vec<u8>>());
+    let bursts = [vec![frame(1, 7000), frame(2, 7000), frame(3, 7000), frame(4, 100)], vec![frame(5, 7000), frame(6, 100)]];
+    for packed in [false, true] {
+        let f = GuestFeatures::from_bits((1 << 32) | (1 << 15)).unwrap();
+        let (mut split, mut pg) = (TestGuest::new(16), PackedGuest::new(16));
+        let mut slot = 0;
+        for h in heads {
+            let c = chain(h);
+            for (k, &(addr, len)) in c.iter().enumerate() {
+                split.desc(h + k as u16, addr, len, W | if k + 1 < c.len() { VRING_DESC_F_NEXT } else { 0 }, h + 1);
+            }
+            split.offer(h);
+            pg.offer(h, &c.iter().map(|&(a, l)| (a, l, W)).collect::<Vec<_>>());
+        }
+        let (q, mem, ring) = if packed { (Virtqueue::Packed(pg.queue()), pg.mem, pg.rings[0]) } else { (Virtqueue::Split(split.queue()), split.mem, 0) };
+        let mut b = CopyOnceTx::new(GuestRing::new(Arc::new(mem), q, Interrupt::None, 0, f), 0);
+        let mut delivered = Vec::new();
+        for frames in &bursts {
+            let mut a = many_guests(frames, &[], &[]).0;
+            let mut pkts = [GuestPkt::default(); 8];
+            let drops = crate::counters::PerReason::default();
+            let burst = a.recv(&mut pkts, &drops).expect("frames");
+            let mut copies = CopyList::default();
+            burst.deliver_all(0..frames.len(), frames.len(), &mut b, &mut copies, 7, |_, d, _| delivered.push(d));
+            let (done, copied) = copies.run(Some(burst.mem()), |out| (out == 7).then_some(b.mem()));
+            copied.unwrap();
+            b.publish(&done);
+            burst.commit(&done);
+        }
+        let two = Delivery::Done { buffers: 2, guest_copies: 1 };
+        let one = Delivery::Done { buffers: 1, guest_copies: 1 };
+        assert_eq!(delivered, [two, two, two, one, two, one], "packed {packed}");
+        // The used entries in order: a packed ring's over the slots of the
+        // chains they return, a split ring's after its used index.
+        let mem = b.mem();
+        let used: Vec<(u16, u32)> = if packed {
+            let both = VRING_PACKED_DESC_F_AVAIL | VRING_PACKED_DESC_F_USED;
+            std::iter::from_fn(|| {
+                let at = ring + 16 * slot;
+                (slot < 16 && mem.read_u16(Gpa(at + 14)).unwrap() & both == both).then(|| {
+                    let id = mem.read_u16(Gpa(at + 12)).unwrap();
+                    slot += chain(id).len() as u64;
+                    (id, mem.read_u32(Gpa(at + 8)).unwrap())
+                })
+            })
+            .collect()
+        } else {
+            let used = crate::virtq::test_guest::USED;
+            (0..used_idx(mem) as u64).map(|i| (mem.read_u32(Gpa(used + 4 + 8 * i)).unwrap() as u16, mem.read_u32(Gpa(used + 8 + 8 * i)).unwrap())).collect()
+        };
+        let (full, rest, short) = (4096, (NET_HDR_LEN + 7000) as u32 - 4096, (NET_HDR_LEN + 100) as u32);
+        assert_eq!(used, [(0, full), (1, rest), (2, full), (3, rest), (4, full), (5, rest), (7, short), (8, full), (9, rest), (11, short)], "packed {packed}");
+        // Each frame read back over its buffers, its header first.
+        let mut entries = used.iter();
+        for (_, bytes) in bursts.iter().flatten() {
+            let mut got = Vec::new();
+            while got.len() < NET_HDR_LEN + bytes.len() {
+                let &(h, mut len) = entries.next().expect("an entry");
+                for (addr, room) in chain(h) {
+                    let mut part = vec![0u8; room.min(len) as usize];
+                    mem.read(Gpa(addr), &mut part).unwrap();
+                    len -= part.len() as u32;
+                    got.extend(part);
+                }
+            }
+            let num_buffers = u16::from_le_bytes([got[10], got[11]]);
+            assert_eq!((num_buffers, &got[NET_HDR_LEN..]), (if bytes.len() > 4096 { 2 } else { 1 }, &bytes[..]), "packed {packed}");
+        }
+    }
+}

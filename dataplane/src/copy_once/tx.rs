@@ -7,13 +7,14 @@ use crate::copy_list::{CopiesDone, CopyList};
 use crate::mbuf_offload;
 use crate::offload::{complete_partial, NetHdr, Offload, Segmenter};
 use crate::packet::PacketBuf;
-use crate::virtio_net::{deliver, fill_short, take_short, write_short, Delivery, FrameSource, Short, NET_HDR_LEN};
+use crate::virtio_net::{deliver, fill_short, lay, take_short, write_short, Delivery, FrameSource, Short, MAX_BUFFERS, NET_HDR_LEN};
 use crate::virtq::{Chain, Direction, RingOps, UsedAhead, MAX_READ};
 
-/// The most receive buffers a burst's prefetches take ahead: room for a
-/// full burst of jumbo frames into 4 KB buffers (three each), not for one
-/// of 64 KB segments into 2 KB buffers (a thousand).
-const PREFETCH_MAX_BUFFERS: u64 = 4 * pmd_bridge::BURST as u64;
+/// The most receive buffers a burst takes ahead (and prefetches): room
+/// for a full burst of jumbo frames into 4 KB buffers (three each), not
+/// for one of 64 KB segments into 2 KB buffers (a thousand).
+const MAX_AHEAD: usize = 4 * pmd_bridge::BURST;
+const _: () = assert!(MAX_AHEAD >= MAX_BUFFERS, "the chains taken ahead are also `deliver`'s scratch");
 
 /// The receive buffers of `room` bytes (the first the last stock took)
 /// that `n` frames of `frame_bytes` in all fill, each as many as the
@@ -31,7 +32,7 @@ fn buffers_for(n: usize, frame_bytes: u64, room: u64) -> usize {
     if bytes <= frames.saturating_mul(room) {
         return n;
     }
-    (frames * bytes.div_ceil(frames).div_ceil(room)).min(PREFETCH_MAX_BUFFERS) as usize
+    (frames * bytes.div_ceil(frames).div_ceil(room)).min(MAX_AHEAD as u64) as usize
 }
 
 pub struct CopyOnceTx {
@@ -63,7 +64,7 @@ pub struct CopyOnceTx {
 
 impl CopyOnceTx {
     pub fn new(ring: GuestRing, retries: u32) -> CopyOnceTx {
-        CopyOnceTx { ring, retries, chains: vec![Chain::default(); crate::virtio_net::MAX_BUFFERS], stock: (0, 0), filled: vec![0; crate::virtio_net::MAX_BUFFERS], stock_room: u64::MAX, unpublished: false, scratch: Vec::with_capacity(MAX_READ as usize) }
+        CopyOnceTx { ring, retries, chains: vec![Chain::default(); MAX_AHEAD], stock: (0, 0), filled: vec![0; MAX_AHEAD], stock_room: u64::MAX, unpublished: false, scratch: Vec::with_capacity(MAX_READ as usize) }
     }
 
     pub fn into_ring(self) -> GuestRing {
@@ -161,10 +162,20 @@ impl CopyOnceTx {
         mut each: impl FnMut(usize, Delivery, u32),
     ) {
         let mut frames = frames.peekable();
-        let fits = frames.peek().is_some_and(|f| NET_HDR_LEN as u64 + u64::from(f.2.len) <= self.stock_room);
-        if fits && !self.ring.broken {
-            let n = count.min(self.chains.len());
-            let taken = self.ring.queue.pop_singles(&self.ring.mem, Direction::DeviceWrites, &mut self.chains[..n]);
+        let mergeable = self.ring.features.mergeable;
+        // As many chains as the frames fill, each as many as the first
+        // (one where it fits; a jumbo frame's three into mergeable 4 KB
+        // buffers), so the long way pops none of them one at a time.
+        let want = frames.peek().map_or(0, |f| {
+            let need = NET_HDR_LEN as u64 + u64::from(f.2.len);
+            if need <= self.stock_room || mergeable {
+                buffers_for(count, count as u64 * u64::from(f.2.len), self.stock_room)
+            } else {
+                0
+            }
+        });
+        if want > 0 && !self.ring.broken {
+            let taken = self.ring.queue.pop_singles(&self.ring.mem, Direction::DeviceWrites, &mut self.chains[..want.min(MAX_AHEAD)]);
             if taken > 0 {
                 self.stock_room = self.chains[0].len();
             }
@@ -184,10 +195,15 @@ impl CopyOnceTx {
                         each(i, Delivery::Done { buffers: 1, guest_copies }, 1);
                         continue;
                     }
-                    // Not the short way: the long way takes it, the chain
-                    // taken ahead as its first (the run's entries added
-                    // before `chains[0]` is swapped out).
                     Ok(None) => {
+                        // Over several chains taken ahead, when they hold it.
+                        if let Some(d) = mergeable.then(|| self.lay_ahead(src, chain, pkt, copies, out)).flatten() {
+                            each(i, d, 1);
+                            continue;
+                        }
+                        // Not the short way: the long way takes it, the
+                        // chain taken ahead as its first (the run's entries
+                        // added before `chains[0]` is swapped out).
                         self.add_filled(run);
                         self.stock.0 += 1;
                         self.chains.swap(0, at);
@@ -212,6 +228,28 @@ impl CopyOnceTx {
         }
         self.add_filled(run);
         self.give_back();
+    }
+
+    /// A frame too long for one receive chain laid over as many of those
+    /// taken ahead as it fills (mergeable buffers), from the next on; None
+    /// leaves it to the long way, when too few are left.
+    fn lay_ahead(&mut self, src: &GuestMemory, chain: &Chain, pkt: &GuestPkt, copies: &mut CopyList, out: u16) -> Option<Delivery> {
+        let (at, end) = self.stock;
+        let need = NET_HDR_LEN as u64 + u64::from(pkt.len);
+        let mut room = 0;
+        let k = self.chains[at..end.min(at + MAX_BUFFERS)].iter().position(|c| {
+            room += c.len();
+            room >= need
+        })? + 1;
+        let chains = &self.chains[at..at + k];
+        let laid = lay(&self.ring.mem, &plain(src, chain, pkt), chains, Some((copies, out))).map(|(fill, guest_copies)| {
+            for (j, c) in chains.iter().enumerate() {
+                self.filled[at + j] = fill.used(j, c) as u32;
+            }
+            self.stock.0 += k;
+            Delivery::Done { buffers: k as u16, guest_copies }
+        });
+        Some(self.settle(laid))
     }
 
     /// Adds the used entries of the chains taken ahead and filled since
