@@ -18,6 +18,11 @@ pub struct Scenario {
     pub streams: Vec<(usize, usize)>,
     #[serde(default)]
     pub topology: Topology,
+    /// VMs from this one on offer packed rings, those before it split
+    /// rings, whatever the cell's ring: both layouts through one switch in
+    /// one phase, each row from its own VMs' ports (`by_ring`).
+    #[serde(default)]
+    pub packed_from: Option<usize>,
 }
 
 /// How the generator's VMs meet the switch.
@@ -46,6 +51,7 @@ impl Scenario {
     pub fn parse(s: &str) -> Option<Scenario> {
         let (vms, streams, topology) = match s {
             "2vm" => (2, vec![(0, 1), (1, 0)], Topology::Vms),
+            "2vm-rings" => (4, vec![(0, 1), (1, 0), (2, 3), (3, 2)], Topology::Vms),
             "3vm-chain" => (3, vec![(0, 1), (1, 2), (2, 0)], Topology::Vms),
             "vm-nic" => (2, vec![(0, 1)], Topology::Nic),
             "nic-vm" => (2, vec![(1, 0)], Topology::Nic),
@@ -54,7 +60,8 @@ impl Scenario {
             "vm-nic-drop" => (1, vec![(0, 1)], Topology::DropNic),
             _ => return None,
         };
-        Some(Scenario { name: s.into(), vms, streams, topology })
+        let packed_from = (s == "2vm-rings").then_some(2);
+        Some(Scenario { name: s.into(), vms, streams, topology, packed_from })
     }
 
     /// The VM that plays the remote tunnel endpoint.
@@ -151,7 +158,10 @@ impl<'g> Session<'g> {
         let attach: Vec<(Attach, PortOpts)> = (switch.sockets.iter().enumerate())
             .map(|(i, s)| {
                 // The remote endpoint's link carries the outer headers too.
-                let o = if Some(i) == remote_vm { PortOpts { mtu: opts.mtu + tunnel::OUTER_LEN as u16, ..opts } } else { opts };
+                let mut o = if Some(i) == remote_vm { PortOpts { mtu: opts.mtu + tunnel::OUTER_LEN as u16, ..opts } } else { opts };
+                if let Some(p) = scenario.packed_from {
+                    o.ring = if i >= p { Ring::Packed } else { Ring::Split };
+                }
                 (Attach::Vhost { socket: s.clone(), server: true }, o)
             })
             .collect();
@@ -379,6 +389,9 @@ pub fn cell(gen: &Generator, setup: &Setup, plan: &Plan, c: &Cell, tag: &str) ->
     if !c.kind.supports(c.scenario.topology) {
         return all(true, &format!("{} has no VXLAN tunnel port", c.kind.name()));
     }
+    if c.scenario.packed_from.is_some() && !matches!(c.kind, SwitchKind::Vswitchd(_)) {
+        return all(true, "only vswitchd says what each port's bursts cost");
+    }
     if c.scenario.topology == Topology::Vxlan && c.sizes.contains(&Size::Tso) {
         // The remote endpoint's segments would leave unwrapped.
         return all(true, "the generator sends no TCP segments through a tunnel");
@@ -388,7 +401,7 @@ pub fn cell(gen: &Generator, setup: &Setup, plan: &Plan, c: &Cell, tag: &str) ->
         Err(e) => return all(false, &e),
     };
     // VMs that offer no packed ring get split rings whatever the switch.
-    if c.ring == Ring::Packed {
+    if c.ring == Ring::Packed && c.scenario.packed_from.is_none() {
         let ring = s.switch.ring_negotiated();
         if ring != Ok(Ring::Packed) {
             s.close();
@@ -398,12 +411,64 @@ pub fn cell(gen: &Generator, setup: &Setup, plan: &Plan, c: &Cell, tag: &str) ->
             };
         }
     }
-    let out = c.sizes.iter().map(|&size| measure_size(&mut s, plan, c, size).map_err(|e| c.missing(size, false, &e))).collect();
+    let mut out = Vec::new();
+    for &size in c.sizes {
+        match measure_size(&mut s, plan, c, size) {
+            Ok(rows) => out.extend(rows.into_iter().map(Ok)),
+            Err(e) => out.push(Err(c.missing(size, false, &e))),
+        }
+    }
     s.close();
     out
 }
 
-fn measure_size(s: &mut Session, plan: &Plan, c: &Cell, size: Size) -> Result<Row, String> {
+/// One of a switch's ports, with what its bursts cost (vswitchd's `show
+/// ports`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct PortLoad {
+    pub name: String,
+    pub rx_packets: u64,
+    pub tx_packets: u64,
+    pub busy_cycles: u64,
+    /// It negotiated a packed ring.
+    pub packed: bool,
+}
+
+impl PortLoad {
+    pub fn of(p: vswitch::protocol::PortInfo) -> PortLoad {
+        let packed = p.features.iter().any(|f| f == "ring_packed");
+        PortLoad { name: p.name, rx_packets: p.rx_packets, tx_packets: p.tx_packets, busy_cycles: p.busy_cycles, packed }
+    }
+}
+
+/// A phase of a scenario with `packed_from` as a row per ring layout, each
+/// from the ports of the VMs that offered it: its cycles per packet their
+/// busy cycles over the packets they sent in, its Mpps and Gbps what the
+/// switch sent them. Both rows saw the same machine, load and moment,
+/// which no two phases do here. Other scenarios' rows pass as they are.
+fn by_ring(r: Row, st: &SwitchStats, sc: &Scenario, seconds: f64) -> Result<Vec<Row>, String> {
+    let Some(from) = sc.packed_from else { return Ok(vec![r]) };
+    [Ring::Split, Ring::Packed]
+        .into_iter()
+        .map(|ring| {
+            let (mut rx, mut tx, mut busy) = (0, 0, 0);
+            for i in (0..sc.vms).filter(|&i| (i >= from) == (ring == Ring::Packed)) {
+                let p = st.ports.iter().find(|p| p.name == format!("vm{i}")).ok_or(format!("the switch did not list port vm{i}"))?;
+                if p.packed != (ring == Ring::Packed) {
+                    return Err(format!("vm{i} offered a {} ring and the switch negotiated the other layout", ring.name()));
+                }
+                (rx, tx, busy) = (rx + p.rx_packets, tx + p.tx_packets, busy + p.busy_cycles);
+            }
+            let mpps = tx as f64 / seconds.max(1e-9) / 1e6;
+            let gbps = if r.rx_mpps > 0.0 { r.gbps * mpps / r.rx_mpps } else { 0.0 };
+            let note = "split and packed rings measured in one phase; loss and latency are both layouts' together";
+            let note = if r.note.is_empty() { note.to_string() } else { format!("{}; {note}", r.note) };
+            Ok(Row { ring, rx_mpps: mpps, gbps, cycles_per_packet: (rx > 0).then(|| busy as f64 / rx as f64), cycles_by_second: Vec::new(), note, ..r.clone() })
+        })
+        .collect()
+}
+
+fn measure_size(s: &mut Session, plan: &Plan, c: &Cell, size: Size) -> Result<Vec<Row>, String> {
     let sc = c.scenario;
     let (rep, st) = s.measure(size, plan.rate.map(|r| r.pps(size)), plan.duration, plan.throttle)?;
     let mut r = row(c, size, &rep, &st, &s.note);
@@ -424,7 +489,7 @@ fn measure_size(s: &mut Session, plan: &Plan, c: &Cell, size: Size) -> Result<Ro
         r.latency_p99_us = lat.sink.latency_p99_ns / 1e3;
         r.latency_p999_us = lat.sink.latency_p999_ns / 1e3;
     }
-    Ok(r)
+    by_ring(r, &st, sc, rep.seconds)
 }
 
 /// Binary search for the highest per-stream rate whose loss stays within the
@@ -465,6 +530,24 @@ mod tests {
         assert_eq!(by_interval(&[(100, 1), (1000, 10), (1000, 10), (5000, 30)]), vec![100.0, 200.0]);
         // Counters zeroed under the sampler: that interval says nothing.
         assert_eq!(by_interval(&[(1000, 10), (0, 0), (300, 3)]), vec![100.0]);
+    }
+
+    /// A `2vm-rings` phase: a row per ring from its own VMs' ports; a port
+    /// whose ring is not the one its VM offered fails the phase; `2vm`'s
+    /// row passes as it is.
+    #[test]
+    fn a_phase_with_both_rings_gives_a_row_each_from_their_own_ports() {
+        let port = |i: usize, rx: u64, busy: u64, packed: bool| PortLoad { name: format!("vm{i}"), rx_packets: rx, tx_packets: rx * 2, busy_cycles: busy, packed };
+        let sc = Scenario::parse("2vm-rings").unwrap();
+        let st = SwitchStats { ports: vec![port(0, 100, 10_000, false), port(1, 300, 20_000, false), port(2, 200, 10_000, true), port(3, 200, 14_000, true)], ..Default::default() };
+        let r = Row { rx_mpps: 1.6, gbps: 16.0, cycles_per_packet: Some(135.0), cycles_by_second: vec![135.0], ..Default::default() };
+        let rows = by_ring(r.clone(), &st, &sc, 1e-3).unwrap();
+        let got: Vec<_> = rows.iter().map(|r| (r.ring, r.cycles_per_packet, r.rx_mpps, r.gbps)).collect();
+        assert_eq!(got, [(Ring::Split, Some(75.0), 0.8, 8.0), (Ring::Packed, Some(60.0), 0.8, 8.0)]);
+        assert!(rows.iter().all(|r| r.cycles_by_second.is_empty() && r.note.contains("one phase")), "the seconds were both rings'");
+        let wrong = SwitchStats { ports: vec![port(0, 1, 1, false), port(1, 1, 1, false), port(2, 1, 1, false), port(3, 1, 1, true)], ..Default::default() };
+        assert!(by_ring(r.clone(), &wrong, &sc, 1.0).unwrap_err().contains("vm2"));
+        assert_eq!(by_ring(r.clone(), &st, &Scenario::parse("2vm").unwrap(), 1.0).unwrap(), [r]);
     }
 
     #[test]

@@ -48,6 +48,12 @@ pub struct Summary {
     pub cycles_pairs_ovs: usize,
     #[serde(default)]
     pub cycles_pairs_testpmd: usize,
+    /// A packed ring's cycles per packet over the same switch's split
+    /// ring's, paired alike (`2vm-rings`: measured in the same phase).
+    #[serde(default)]
+    pub cycles_vs_split: Option<f64>,
+    #[serde(default)]
+    pub cycles_pairs_split: usize,
     pub copies_per_packet: Option<f64>,
     /// Median of the repeats' `Row::line_round_trip`: the machine's state.
     #[serde(default)]
@@ -157,6 +163,7 @@ pub fn summarize(rows: &[Row]) -> Vec<Summary> {
         };
         let split = (ring == Ring::Packed).then(|| cells.get(&(sc.clone(), flows, size.clone(), Ring::Split, sw.clone()))).flatten();
         let (levels_vs_testpmd, levels_vs_split) = (by_level(tpmd), by_level(split));
+        let (cycles_vs_split, cycles_pairs_split) = paired_cycles(rs, split);
         let mut notes: Vec<String> = rs.iter().filter(|r| !r.note.is_empty()).map(|r| r.note.clone()).collect();
         notes.sort();
         notes.dedup();
@@ -186,6 +193,8 @@ pub fn summarize(rows: &[Row]) -> Vec<Summary> {
             cycles_vs_testpmd,
             cycles_pairs_ovs,
             cycles_pairs_testpmd,
+            cycles_vs_split,
+            cycles_pairs_split,
             copies_per_packet: median(rs.iter().filter_map(|r| r.copies_per_packet).collect()),
             line_round_trip: median(rs.iter().filter_map(|r| r.line_round_trip).collect()),
             levels: lv,
@@ -228,12 +237,12 @@ pub fn table(sums: &[Summary], missing: &[NotMeasured], retries: &[(String, Stri
         s.push_str(&format!("\n  {sw}: {r}"));
     }
     s.push_str(&format!(
-        "\n{:<24} {:<6} {:<11} {:>5} {:>6} {:>8} {:>7} {:>7} {:>7} {:>7} {:>8} {:>7} {:>6} {:>5} {:>5} | {:>6} {:>6} | {:>7} {:>7}\n",
-        "switch", "ring", "scenario", "flows", "size", "Mpps", "Gbps", "loss%", "p50 us", "p99 us", "p99.9 us", "cyc/pkt", "cp/pkt", "rtt", "gen", "xOVS", "xtpmd", "cOVS", "ctpmd"
+        "\n{:<24} {:<6} {:<11} {:>5} {:>6} {:>8} {:>7} {:>7} {:>7} {:>7} {:>8} {:>7} {:>6} {:>5} {:>5} | {:>6} {:>6} | {:>7} {:>7} {:>7}\n",
+        "switch", "ring", "scenario", "flows", "size", "Mpps", "Gbps", "loss%", "p50 us", "p99 us", "p99.9 us", "cyc/pkt", "cp/pkt", "rtt", "gen", "xOVS", "xtpmd", "cOVS", "ctpmd", "csplit"
     ));
     for r in sums {
         s.push_str(&format!(
-            "{:<24} {:<6} {:<11} {:>5} {:>6} {:>8.3} {:>7.2} {:>7.3} {:>7.1} {:>7.1} {:>8.1} {:>7} {:>6} {:>5} {:>5} | {:>6} {:>6} | {:>7} {:>7}\n",
+            "{:<24} {:<6} {:<11} {:>5} {:>6} {:>8.3} {:>7.2} {:>7.3} {:>7.1} {:>7.1} {:>8.1} {:>7} {:>6} {:>5} {:>5} | {:>6} {:>6} | {:>7} {:>7} {:>7}\n",
             r.switch,
             r.ring.name(),
             r.scenario,
@@ -253,6 +262,7 @@ pub fn table(sums: &[Summary], missing: &[NotMeasured], retries: &[(String, Stri
             opt(r.vs_testpmd, 2),
             paired(r.cycles_vs_ovs, r.cycles_pairs_ovs),
             paired(r.cycles_vs_testpmd, r.cycles_pairs_testpmd),
+            paired(r.cycles_vs_split, r.cycles_pairs_split),
         ));
         for n in &r.notes {
             s.push_str(&format!("    note: {n}\n"));
@@ -262,7 +272,7 @@ pub fn table(sums: &[Summary], missing: &[NotMeasured], retries: &[(String, Stri
         "xOVS, xtpmd: Mpps over ovs-normal's and testpmd-io's (same cell and ring; generator-bound repeats left out); \
          cOVS, ctpmd: cycles per packet on the switch core over theirs (below 1: cheaper), the median of each repeat's \
          ratio to theirs in the same repeat, counting only repeats whose rtt were within 1.5x of each other \
-         (/n: how many; -: none); \
+         (/n: how many; -: none); csplit: a packed ring's over the same switch's split ring's, paired alike; \
          rtt: cycles a cache line took to go round between the switch's core and the generator's before the cell \
          (median of the repeats; higher: a slower period of this shared machine, every figure with it)\n",
     );
@@ -350,7 +360,7 @@ mod tests {
         assert_eq!(order[3], ("vswitchd", Ring::Packed));
         let t = table(&s, &[], &[("vswitchd".into(), "8 ([switch] vhost_retries)".into())]);
         assert!(t.contains("vswitchd: 8 ([switch] vhost_retries)"), "{t}");
-        assert!(t.lines().any(|l| l.starts_with("vswitchd ") && l.contains("packed") && l.trim_end().ends_with("-  2.00/1")), "{t}");
+        assert!(t.lines().any(|l| l.starts_with("vswitchd ") && l.contains("packed") && l.trim_end().ends_with("-  2.00/1  0.90/1")), "{t}");
     }
 
     #[test]
@@ -418,6 +428,20 @@ mod tests {
         assert_eq!(s[0].levels_vs_split, (None, None), "a split ring is not compared with itself");
         let t = table(&s, &[], &[]);
         assert!(t.contains("vswitchd-copy-once packed 2vm 1 64: fast 92 (2 s) slow 150 (1 s) | csplit fast 1.03 slow 0.77"), "{t}");
+    }
+
+    /// `2vm-rings` rows: a packed row and its split row from one phase
+    /// (one round trip), paired repeat by repeat into `csplit`.
+    #[test]
+    fn a_packed_rings_cycles_pair_with_its_split_rings_in_the_same_repeat() {
+        let at = |ring: Ring, rep: usize, cyc: f64| Row { ring, scenario: "2vm-rings".into(), cycles_per_packet: Some(cyc), line_round_trip: Some(120.0), ..row("vswitchd-copy-once", rep, 1.0, false) };
+        let rows = vec![at(Ring::Split, 0, 100.0), at(Ring::Packed, 0, 90.0), at(Ring::Split, 1, 200.0), at(Ring::Packed, 1, 220.0), at(Ring::Split, 2, 100.0), at(Ring::Packed, 2, 95.0)];
+        let s = summarize(&rows);
+        let packed = s.iter().find(|r| r.ring == Ring::Packed).unwrap();
+        assert_eq!((packed.cycles_vs_split, packed.cycles_pairs_split), (Some(0.95), 3), "the median of 0.90, 1.10 and 0.95");
+        assert_eq!(s[0].cycles_vs_split, None, "a split ring is not compared with itself");
+        let t = table(&s, &[], &[]);
+        assert!(t.lines().any(|l| l.starts_with("vswitchd-copy-once       packed 2vm-rings") && l.ends_with("0.95/3")), "{t}");
     }
 
     #[test]

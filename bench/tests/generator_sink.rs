@@ -87,31 +87,52 @@ fn packed_rings() {
     agree_on(SwitchKind::Vswitchd(Flavor::RteVhost), "vq", "2vm", Size::Fixed(64), Ring::Packed);
 }
 
-/// A packed-ring cell on a switch that negotiates split rings is reported
-/// as not supported, never measured under the packed label.
-#[test]
-fn packed_cell_is_never_measured_on_split_rings() {
-    let sc = Scenario::parse("2vm").unwrap();
-    let plan = Plan {
+/// One copy-once cell of `sc` at 64 B, 10,000 frames a second a stream.
+fn low_rate(sc: &Scenario, duration: Duration) -> Plan {
+    Plan {
         switches: vec![SwitchKind::Vswitchd(Flavor::CopyOnce)],
         scenarios: vec![sc.clone()],
         sizes: vec![Size::Fixed(64)],
         flows: vec![1],
         repeats: 1,
-        duration: Duration::from_millis(300),
+        duration,
         full: false,
         loss_tolerance: 0.0,
         latency_fraction: 0.0,
         latency_duration: Duration::ZERO,
         throttle: Duration::ZERO,
         rate: Some(Rate::Pps(10_000.0)),
-    };
+    }
+}
+
+/// A packed-ring cell on a switch that negotiates split rings is reported
+/// as not supported, never measured under the packed label.
+#[test]
+fn packed_cell_is_never_measured_on_split_rings() {
+    let sc = Scenario::parse("2vm").unwrap();
+    let plan = low_rate(&sc, Duration::from_millis(300));
     let c = Cell { kind: SwitchKind::Vswitchd(Flavor::CopyOnce), scenario: &sc, flows: 1, sizes: &plan.sizes, ring: Ring::Packed, repeat: 0 };
     let out = cell(generator(), &setup(), &plan, &c, "cq");
     assert_eq!(out.len(), 1);
     match &out[0] {
         Ok(row) => assert_eq!(row.ring, Ring::Packed, "measured only once packed was negotiated"),
         Err(m) => assert!(m.unsupported && m.reason.contains("negotiated split"), "{m:?}"),
+    }
+}
+
+/// `2vm-rings`: one phase, two pairs, a row each from its own ports, each
+/// on the ring its VMs offered (`by_ring` fails a row whose port did not
+/// negotiate it).
+#[test]
+fn both_rings_in_one_phase() {
+    let sc = Scenario::parse("2vm-rings").unwrap();
+    let plan = low_rate(&sc, Duration::from_secs(1));
+    let c = Cell { kind: SwitchKind::Vswitchd(Flavor::CopyOnce), scenario: &sc, flows: 1, sizes: &plan.sizes, ring: Ring::Split, repeat: 0 };
+    let rows: Vec<_> = cell(generator(), &setup(), &plan, &c, "cr").into_iter().map(|r| r.expect("measured")).collect();
+    assert_eq!(rows.iter().map(|r| r.ring).collect::<Vec<_>>(), [Ring::Split, Ring::Packed]);
+    for r in &rows {
+        // Two streams of 10,000 frames a second each.
+        assert!(r.rx_mpps > 0.015 && r.cycles_per_packet.is_some_and(|c| c > 0.0), "{r:?}");
     }
 }
 

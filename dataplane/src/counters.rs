@@ -342,6 +342,9 @@ pub struct PortTotals {
     pub flooded: u64,
     pub unlearned: u64,
     pub drops: PerReason<u64>,
+    /// Busy cycles of the polls of its rx queues (`PmdCounters::rxq_cycles`:
+    /// what the bursts it sent in cost, forwarding included).
+    pub busy_cycles: u64,
 }
 
 impl PortTotals {
@@ -369,6 +372,7 @@ impl PortTotals {
             flooded: self.flooded - base.flooded,
             unlearned: self.unlearned - base.unlearned,
             drops: self.drops.clone(),
+            busy_cycles: self.busy_cycles - base.busy_cycles,
         };
         for (x, b) in d.drops.iter_mut().zip(&base.drops) {
             *x -= b;

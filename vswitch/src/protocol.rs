@@ -146,6 +146,10 @@ pub struct PortInfo {
     /// A copy-once guest's transmit chains lent to NICs and not yet back.
     #[serde(default)]
     pub lent_to_nics: u64,
+    /// PMD cycles spent on the bursts received from it, forwarding
+    /// included (each poll's busy cycles, by the rx queue polled).
+    #[serde(default)]
+    pub busy_cycles: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

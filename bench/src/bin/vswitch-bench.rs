@@ -53,10 +53,11 @@ struct Opts {
     /// testpmd-io.
     #[arg(long, value_delimiter = ',', default_value = "vswitchd,vswitchd-copy-once,ovs-normal,ovs-flows,testpmd-io")]
     switches: Vec<String>,
-    /// Scenarios: 2vm (both directions), 3vm-chain, vm-nic and nic-vm (a
-    /// VM and a NIC port), vm-nic-drop (a NIC that drops), vxlan-encap and
-    /// vxlan-decap (a VM and a remote VXLAN endpoint behind an underlay
-    /// NIC).
+    /// Scenarios: 2vm (both directions), 2vm-rings (two 2vm pairs at once,
+    /// one on split rings and one on packed, a row each; vswitchd only),
+    /// 3vm-chain, vm-nic and nic-vm (a VM and a NIC port), vm-nic-drop (a
+    /// NIC that drops), vxlan-encap and vxlan-decap (a VM and a remote
+    /// VXLAN endpoint behind an underlay NIC).
     #[arg(long, value_delimiter = ',', default_value = "2vm")]
     scenarios: Vec<String>,
     /// Those of --switches also measured with packed rings (the VMs offer
@@ -448,7 +449,12 @@ fn run(mut o: Opts, mode: &str) -> Result<(), String> {
     if plan.sizes.contains(&Size::Tso) && !plan.flows.iter().any(|f| o.tso_flows.contains(f)) {
         eprintln!("vswitch-bench: no tso64k rows: none of --flows {:?} is in --tso-flows {:?}", plan.flows, o.tso_flows);
     }
-    let total = plan.scenarios.len() * plan.repeats * work.iter().map(|w| w.1.len()).sum::<usize>();
+    // A scenario that sets each VM's ring itself runs in the split-ring sessions only.
+    let runs = |sc: &bench::harness::Scenario| {
+        let mixed = sc.packed_from.is_some();
+        work.iter().filter(move |w| !mixed || w.0 == Ring::Split)
+    };
+    let total = plan.repeats * plan.scenarios.iter().map(|sc| runs(sc).map(|w| w.1.len()).sum::<usize>()).sum::<usize>();
     let mut rows: Vec<Row> = Vec::new();
     let mut missing: Vec<NotMeasured> = Vec::new();
     let mut n = 0;
@@ -457,7 +463,7 @@ fn run(mut o: Opts, mode: &str) -> Result<(), String> {
         // row and its split row are measured minutes apart, not a whole
         // run's half apart, on machines whose speed drifts between them.
         for repeat in 0..plan.repeats {
-            for (ring, kinds, flows, sizes) in &work {
+            for (ring, kinds, flows, sizes) in runs(sc) {
                 // A B C D, then B C D A...: each switch measured close in
                 // time to the others, in a different position each repeat.
                 let k = kinds.len();
@@ -475,21 +481,23 @@ fn run(mut o: Opts, mode: &str) -> Result<(), String> {
                     if let Some(rtt) = rtt {
                         eprint!(" (line round trip {rtt:.0} cycles)");
                     }
-                    for (size, r) in sizes.iter().zip(cell(&gen, &setup, &plan, &c, &format!("r{n}v"))) {
+                    for r in cell(&gen, &setup, &plan, &c, &format!("r{n}v")) {
                         match r {
                             Ok(mut r) => {
                                 r.line_round_trip = rtt;
                                 let bound = if r.generator_bound { " (generator-bound)" } else { "" };
                                 let cyc = r.cycles_per_packet.map(|c| format!(", {c:.0} cyc/pkt{}", by_second(&r.cycles_by_second))).unwrap_or_default();
-                                if *size == Size::Tso {
-                                    eprint!(" tso64k: {:.2} Gbit/s of TCP payload ({:.4} M segments/s), loss {:.3}%{cyc}{bound};", r.gbps, r.rx_mpps, r.loss * 100.0);
+                                // A row per ring of a phase that had both.
+                                let ring = if sc.packed_from.is_some() { format!(" {}", r.ring.name()) } else { String::new() };
+                                if r.size == Size::Tso.label() {
+                                    eprint!(" tso64k{ring}: {:.2} Gbit/s of TCP payload ({:.4} M segments/s), loss {:.3}%{cyc}{bound};", r.gbps, r.rx_mpps, r.loss * 100.0);
                                 } else {
-                                    eprint!(" {}: {:.3} Mpps, loss {:.3}%{cyc}{bound};", size.label(), r.rx_mpps, r.loss * 100.0);
+                                    eprint!(" {}{ring}: {:.3} Mpps, loss {:.3}%{cyc}{bound};", r.size, r.rx_mpps, r.loss * 100.0);
                                 }
                                 rows.push(r);
                             }
                             Err(m) => {
-                                eprint!(" {}: {}: {};", size.label(), if m.unsupported { "not supported" } else { "failed" }, m.reason);
+                                eprint!(" {}: {}: {};", m.size, if m.unsupported { "not supported" } else { "failed" }, m.reason);
                                 missing.push(m);
                             }
                         }

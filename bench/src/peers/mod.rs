@@ -10,7 +10,7 @@ use testbed::{wait_until, FilePrefix, Proc};
 use vswitch::protocol::{Command as Ctl, PmdInfo, PortInfo};
 
 use crate::gen::{PortOpts, Ring};
-use crate::harness::Topology;
+use crate::harness::{PortLoad, Topology};
 use crate::tunnel;
 
 mod ovs;
@@ -175,6 +175,9 @@ pub struct SwitchStats {
     pub nic_tx: Option<u64>,
     #[serde(default)]
     pub nic_tx_bytes: Option<u64>,
+    /// vswitchd's ports, each with what it cost (empty for a peer).
+    #[serde(default)]
+    pub ports: Vec<PortLoad>,
 }
 
 /// A running switch with `n` client ports on `sockets`.
@@ -489,7 +492,8 @@ impl Running {
                     idle_fraction: p.map(|p| p.idle_cycles as f64 / (p.idle_cycles + p.busy_cycles).max(1) as f64),
                     avg_burst: p.map(|p| p.avg_burst),
                     flooded: ports.as_ref().map(|ps| ps.iter().map(|p| p.flooded).sum()),
-                    dropped: ports.map(|ps| ps.iter().flat_map(|p| p.drops.values()).sum()),
+                    dropped: ports.as_ref().map(|ps| ps.iter().flat_map(|p| p.drops.values()).sum()),
+                    ports: ports.into_iter().flatten().map(PortLoad::of).collect(),
                     // The caller's, who reads them during the phase.
                     cycles_by_second: Vec::new(),
                 }

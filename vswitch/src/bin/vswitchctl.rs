@@ -285,6 +285,9 @@ fn print_table(cmd: &Command, v: Value) -> Result<(), serde_json::Error> {
                 if !p.features.is_empty() {
                     println!("             features: {}", p.features.join(" "));
                 }
+                if p.rx_packets > 0 {
+                    println!("             rx cycles per packet: {:.1} (forwarding included)", p.busy_cycles as f64 / p.rx_packets as f64);
+                }
                 if p.ingress_policing_rate > 0 {
                     let burst = if p.ingress_policing_burst == 0 { DEFAULT_BURST_KBIT } else { p.ingress_policing_burst.into() };
                     println!("             ingress policing: {} kbit/s, burst {burst} kbit", p.ingress_policing_rate);

@@ -38,6 +38,7 @@ impl Switch {
                     features: st.feature_names(),
                     ingress_policing_rate: st.cfg.ingress_policing_rate,
                     ingress_policing_burst: st.cfg.ingress_policing_burst,
+                    busy_cycles: t.busy_cycles,
                     lent_to_nics: match &st.io {
                         PortIo::Vhost { own: Some(own), .. } => own.lent(),
                         _ => 0,
