@@ -430,6 +430,7 @@ pub struct PortLoad {
     pub rx_packets: u64,
     pub tx_packets: u64,
     pub busy_cycles: u64,
+    pub rx_bursts: u64,
     /// It negotiated a packed ring.
     pub packed: bool,
 }
@@ -437,33 +438,34 @@ pub struct PortLoad {
 impl PortLoad {
     pub fn of(p: vswitch::protocol::PortInfo) -> PortLoad {
         let packed = p.features.iter().any(|f| f == "ring_packed");
-        PortLoad { name: p.name, rx_packets: p.rx_packets, tx_packets: p.tx_packets, busy_cycles: p.busy_cycles, packed }
+        PortLoad { name: p.name, rx_packets: p.rx_packets, tx_packets: p.tx_packets, busy_cycles: p.busy_cycles, rx_bursts: p.rx_bursts, packed }
     }
 }
 
 /// A phase of a scenario with `packed_from` as a row per ring layout, each
 /// from the ports of the VMs that offered it: its cycles per packet their
-/// busy cycles over the packets they sent in, its Mpps and Gbps what the
-/// switch sent them. Both rows saw the same machine, load and moment,
+/// busy cycles over the packets they sent in, its bursts the packets a
+/// poll that got any took from them (a slower guest offers fewer, and each
+/// costs more), its Mpps and Gbps what the switch sent them. Both rows saw the same machine, load and moment,
 /// which no two phases do here. Other scenarios' rows pass as they are.
 fn by_ring(r: Row, st: &SwitchStats, sc: &Scenario, seconds: f64) -> Result<Vec<Row>, String> {
     let Some(from) = sc.packed_from else { return Ok(vec![r]) };
     [Ring::Split, Ring::Packed]
         .into_iter()
         .map(|ring| {
-            let (mut rx, mut tx, mut busy) = (0, 0, 0);
+            let (mut rx, mut tx, mut busy, mut bursts) = (0, 0, 0, 0);
             for i in (0..sc.vms).filter(|&i| (i >= from) == (ring == Ring::Packed)) {
                 let p = st.ports.iter().find(|p| p.name == format!("vm{i}")).ok_or(format!("the switch did not list port vm{i}"))?;
                 if p.packed != (ring == Ring::Packed) {
                     return Err(format!("vm{i} offered a {} ring and the switch negotiated the other layout", ring.name()));
                 }
-                (rx, tx, busy) = (rx + p.rx_packets, tx + p.tx_packets, busy + p.busy_cycles);
+                (rx, tx, busy, bursts) = (rx + p.rx_packets, tx + p.tx_packets, busy + p.busy_cycles, bursts + p.rx_bursts);
             }
             let mpps = tx as f64 / seconds.max(1e-9) / 1e6;
             let gbps = if r.rx_mpps > 0.0 { r.gbps * mpps / r.rx_mpps } else { 0.0 };
             let note = "split and packed rings measured in one phase; loss and latency are both layouts' together";
             let note = if r.note.is_empty() { note.to_string() } else { format!("{}; {note}", r.note) };
-            Ok(Row { ring, rx_mpps: mpps, gbps, cycles_per_packet: (rx > 0).then(|| busy as f64 / rx as f64), cycles_by_second: Vec::new(), note, ..r.clone() })
+            Ok(Row { ring, rx_mpps: mpps, gbps, cycles_per_packet: (rx > 0).then(|| busy as f64 / rx as f64), cycles_by_second: Vec::new(), switch_burst: (bursts > 0).then(|| rx as f64 / bursts as f64), note, ..r.clone() })
         })
         .collect()
 }
@@ -537,13 +539,13 @@ mod tests {
     /// row passes as it is.
     #[test]
     fn a_phase_with_both_rings_gives_a_row_each_from_their_own_ports() {
-        let port = |i: usize, rx: u64, busy: u64, packed: bool| PortLoad { name: format!("vm{i}"), rx_packets: rx, tx_packets: rx * 2, busy_cycles: busy, packed };
+        let port = |i: usize, rx: u64, busy: u64, packed: bool| PortLoad { name: format!("vm{i}"), rx_packets: rx, tx_packets: rx * 2, busy_cycles: busy, rx_bursts: rx / 20, packed };
         let sc = Scenario::parse("2vm-rings").unwrap();
         let st = SwitchStats { ports: vec![port(0, 100, 10_000, false), port(1, 300, 20_000, false), port(2, 200, 10_000, true), port(3, 200, 14_000, true)], ..Default::default() };
         let r = Row { rx_mpps: 1.6, gbps: 16.0, cycles_per_packet: Some(135.0), cycles_by_second: vec![135.0], ..Default::default() };
         let rows = by_ring(r.clone(), &st, &sc, 1e-3).unwrap();
-        let got: Vec<_> = rows.iter().map(|r| (r.ring, r.cycles_per_packet, r.rx_mpps, r.gbps)).collect();
-        assert_eq!(got, [(Ring::Split, Some(75.0), 0.8, 8.0), (Ring::Packed, Some(60.0), 0.8, 8.0)]);
+        let got: Vec<_> = rows.iter().map(|r| (r.ring, r.cycles_per_packet, r.switch_burst, r.rx_mpps, r.gbps)).collect();
+        assert_eq!(got, [(Ring::Split, Some(75.0), Some(20.0), 0.8, 8.0), (Ring::Packed, Some(60.0), Some(20.0), 0.8, 8.0)]);
         assert!(rows.iter().all(|r| r.cycles_by_second.is_empty() && r.note.contains("one phase")), "the seconds were both rings'");
         let wrong = SwitchStats { ports: vec![port(0, 1, 1, false), port(1, 1, 1, false), port(2, 1, 1, false), port(3, 1, 1, true)], ..Default::default() };
         assert!(by_ring(r.clone(), &wrong, &sc, 1.0).unwrap_err().contains("vm2"));

@@ -164,6 +164,9 @@ pub struct PortCounters {
     /// bucket or the port's `mac_limit` full): not a disposition.
     pub unlearned: AtomicU64,
     pub drops: PerReason<AtomicU64>,
+    /// Polls that received something from it: `rx_packets` over these is
+    /// the packets a burst it gave.
+    pub rx_bursts: AtomicU64,
 }
 
 /// Where a packet went, for copy accounting.
@@ -342,6 +345,8 @@ pub struct PortTotals {
     pub flooded: u64,
     pub unlearned: u64,
     pub drops: PerReason<u64>,
+    /// Polls that received something from it.
+    pub rx_bursts: u64,
     /// Busy cycles of the polls of its rx queues (`PmdCounters::rxq_cycles`:
     /// what the bursts it sent in cost, forwarding included).
     pub busy_cycles: u64,
@@ -356,6 +361,7 @@ impl PortTotals {
         self.forwarded += c.forwarded.load(Relaxed);
         self.flooded += c.flooded.load(Relaxed);
         self.unlearned += c.unlearned.load(Relaxed);
+        self.rx_bursts += c.rx_bursts.load(Relaxed);
         for (t, d) in self.drops.iter_mut().zip(&c.drops) {
             *t += d.load(Relaxed);
         }
@@ -372,6 +378,7 @@ impl PortTotals {
             flooded: self.flooded - base.flooded,
             unlearned: self.unlearned - base.unlearned,
             drops: self.drops.clone(),
+            rx_bursts: self.rx_bursts - base.rx_bursts,
             busy_cycles: self.busy_cycles - base.busy_cycles,
         };
         for (x, b) in d.drops.iter_mut().zip(&base.drops) {
@@ -468,8 +475,9 @@ mod tests {
         assert_eq!(t.rx_dispositions(), t.rx_packets, "tx-side drops are not dispositions");
         let base = t.clone();
         bump(&a.rx_packets, 1);
+        bump(&a.rx_bursts, 1);
         let mut t2 = PortTotals::default();
         t2.add(&a);
-        assert_eq!(t2.since(&base).rx_packets, 1);
+        assert_eq!((t2.since(&base).rx_packets, t2.since(&base).rx_bursts), (1, 1));
     }
 }

@@ -147,9 +147,12 @@ pub struct PortInfo {
     #[serde(default)]
     pub lent_to_nics: u64,
     /// PMD cycles spent on the bursts received from it, forwarding
-    /// included (each poll's busy cycles, by the rx queue polled).
+    /// included (each poll's busy cycles, by the rx queue polled), and
+    /// how many bursts (polls that received something).
     #[serde(default)]
     pub busy_cycles: u64,
+    #[serde(default)]
+    pub rx_bursts: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -286,7 +286,8 @@ fn print_table(cmd: &Command, v: Value) -> Result<(), serde_json::Error> {
                     println!("             features: {}", p.features.join(" "));
                 }
                 if p.rx_packets > 0 {
-                    println!("             rx cycles per packet: {:.1} (forwarding included)", p.busy_cycles as f64 / p.rx_packets as f64);
+                    let (cycles, burst) = (p.busy_cycles as f64 / p.rx_packets as f64, p.rx_packets as f64 / p.rx_bursts.max(1) as f64);
+                    println!("             rx: {cycles:.1} cycles a packet (forwarding included), {burst:.1} packets a burst");
                 }
                 if p.ingress_policing_rate > 0 {
                     let burst = if p.ingress_policing_burst == 0 { DEFAULT_BURST_KBIT } else { p.ingress_policing_burst.into() };

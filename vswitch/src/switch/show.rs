@@ -39,6 +39,7 @@ impl Switch {
                     ingress_policing_rate: st.cfg.ingress_policing_rate,
                     ingress_policing_burst: st.cfg.ingress_policing_burst,
                     busy_cycles: t.busy_cycles,
+                    rx_bursts: t.rx_bursts,
                     lent_to_nics: match &st.io {
                         PortIo::Vhost { own: Some(own), .. } => own.lent(),
                         _ => 0,
