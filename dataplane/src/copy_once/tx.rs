@@ -165,10 +165,12 @@ impl CopyOnceTx {
         let mergeable = self.ring.features.mergeable;
         // As many chains as the frames fill, each as many as the first
         // (one where it fits; a jumbo frame's three into mergeable 4 KB
-        // buffers), so the long way pops none of them one at a time.
+        // buffers), so the long way pops none of them one at a time. None
+        // past one a frame for frames whose offloads are done here: the
+        // long way cuts them into frames of its own and pops for those.
         let want = frames.peek().map_or(0, |f| {
             let need = NET_HDR_LEN as u64 + u64::from(f.2.len);
-            if need <= self.stock_room || mergeable {
+            if need <= self.stock_room || (mergeable && f.2.off.fits(self.ring.features.rx)) {
                 buffers_for(count, count as u64 * u64::from(f.2.len), self.stock_room)
             } else {
                 0
