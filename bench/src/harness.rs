@@ -446,8 +446,9 @@ impl PortLoad {
 /// from the ports of the VMs that offered it: its cycles per packet their
 /// busy cycles over the packets they sent in, its bursts the packets a
 /// poll that got any took from them (a slower guest offers fewer, and each
-/// costs more), its Mpps and Gbps what the switch sent them. Both rows saw the same machine, load and moment,
-/// which no two phases do here. Other scenarios' rows pass as they are.
+/// costs more), its Mpps and Gbps what the switch sent them. Both rows saw
+/// the same machine, load and moment, which no two phases do here. Other
+/// scenarios' rows pass as they are.
 fn by_ring(r: Row, st: &SwitchStats, sc: &Scenario, seconds: f64) -> Result<Vec<Row>, String> {
     let Some(from) = sc.packed_from else { return Ok(vec![r]) };
     [Ring::Split, Ring::Packed]
