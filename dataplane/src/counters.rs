@@ -367,6 +367,13 @@ impl PortTotals {
         }
     }
 
+    /// Port `slot`'s counters in one PMD thread's block, its rx queues'
+    /// busy cycles with them.
+    pub fn add_pmd(&mut self, c: &PmdCounters, slot: usize) {
+        self.add(&c.ports[slot]);
+        self.busy_cycles += c.rxq_cycles[slot].iter().map(|q| q.load(Relaxed)).sum::<u64>();
+    }
+
     /// `self - base`, for counters cleared by baseline.
     pub fn since(&self, base: &PortTotals) -> PortTotals {
         let mut d = PortTotals {

@@ -279,8 +279,7 @@ impl Switch {
     fn port_totals(&self, slot: u16) -> PortTotals {
         let mut t = PortTotals::default();
         for p in &self.pmds {
-            t.add(&p.counters.ports[slot as usize]);
-            t.busy_cycles += p.counters.rxq_cycles[slot as usize].iter().map(|c| c.load(std::sync::atomic::Ordering::Relaxed)).sum::<u64>();
+            t.add_pmd(&p.counters, slot as usize);
         }
         t
     }
