@@ -96,6 +96,14 @@ pub struct Row {
     /// Packets per busy poll on the switch core (vswitchd only).
     #[serde(default)]
     pub switch_burst: Option<f64>,
+    /// Cycles per packet of the polls that took a whole burst, and the
+    /// share of the packets they took (`2vm-rings` rows): the rings
+    /// compared at the same burst, where a slower guest's short bursts,
+    /// each with its fixed cost, do not count.
+    #[serde(default)]
+    pub full_burst_cycles: Option<f64>,
+    #[serde(default)]
+    pub full_burst_share: Option<f64>,
     pub gen_idle: f64,
     pub gen_pushed_back: f64,
     pub generator_bound: bool,
@@ -313,6 +321,9 @@ pub fn row(c: &Cell, size: Size, rep: &GenReport, st: &SwitchStats, note: &str) 
         cycles_by_second: st.cycles_by_second.clone(),
         switch_idle: st.idle_fraction,
         switch_burst: st.avg_burst,
+        // A phase's own ports say (`by_ring`).
+        full_burst_cycles: None,
+        full_burst_share: None,
         gen_idle: rep.idle_iterations as f64 / it,
         gen_pushed_back: rep.pushed_back as f64 / it,
         generator_bound: rep.generator_bound(),
@@ -431,6 +442,8 @@ pub struct PortLoad {
     pub tx_packets: u64,
     pub busy_cycles: u64,
     pub rx_bursts: u64,
+    pub full_burst_packets: u64,
+    pub full_burst_cycles: u64,
     /// It negotiated a packed ring.
     pub packed: bool,
 }
@@ -438,7 +451,7 @@ pub struct PortLoad {
 impl PortLoad {
     pub fn of(p: vswitch::protocol::PortInfo) -> PortLoad {
         let packed = p.features.iter().any(|f| f == "ring_packed");
-        PortLoad { name: p.name, rx_packets: p.rx_packets, tx_packets: p.tx_packets, busy_cycles: p.busy_cycles, rx_bursts: p.rx_bursts, packed }
+        PortLoad { name: p.name, rx_packets: p.rx_packets, tx_packets: p.tx_packets, busy_cycles: p.busy_cycles, rx_bursts: p.rx_bursts, full_burst_packets: p.full_burst_packets, full_burst_cycles: p.full_burst_cycles, packed }
     }
 }
 
@@ -446,7 +459,8 @@ impl PortLoad {
 /// from the ports of the VMs that offered it: its cycles per packet their
 /// busy cycles over the packets they sent in, its bursts the packets a
 /// poll that got any took from them (a slower guest offers fewer, and each
-/// costs more), its Mpps and Gbps what the switch sent them. Both rows saw
+/// costs more), and apart the polls that took a whole burst; its Mpps and
+/// Gbps what the switch sent them. Both rows saw
 /// the same machine, load and moment, which no two phases do here. Other
 /// scenarios' rows pass as they are.
 fn by_ring(r: Row, st: &SwitchStats, sc: &Scenario, seconds: f64) -> Result<Vec<Row>, String> {
@@ -454,19 +468,25 @@ fn by_ring(r: Row, st: &SwitchStats, sc: &Scenario, seconds: f64) -> Result<Vec<
     [Ring::Split, Ring::Packed]
         .into_iter()
         .map(|ring| {
-            let (mut rx, mut tx, mut busy, mut bursts) = (0, 0, 0, 0);
+            let (mut rx, mut tx, mut busy, mut bursts, mut full) = (0, 0, 0, 0, (0, 0));
             for i in (0..sc.vms).filter(|&i| (i >= from) == (ring == Ring::Packed)) {
                 let p = st.ports.iter().find(|p| p.name == format!("vm{i}")).ok_or(format!("the switch did not list port vm{i}"))?;
                 if p.packed != (ring == Ring::Packed) {
                     return Err(format!("vm{i} offered a {} ring and the switch negotiated the other layout", ring.name()));
                 }
                 (rx, tx, busy, bursts) = (rx + p.rx_packets, tx + p.tx_packets, busy + p.busy_cycles, bursts + p.rx_bursts);
+                full = (full.0 + p.full_burst_packets, full.1 + p.full_burst_cycles);
             }
             let mpps = tx as f64 / seconds.max(1e-9) / 1e6;
             let gbps = if r.rx_mpps > 0.0 { r.gbps * mpps / r.rx_mpps } else { 0.0 };
             let note = "split and packed rings measured in one phase; loss and latency are both layouts' together";
             let note = if r.note.is_empty() { note.to_string() } else { format!("{}; {note}", r.note) };
-            Ok(Row { ring, rx_mpps: mpps, gbps, cycles_per_packet: (rx > 0).then(|| busy as f64 / rx as f64), cycles_by_second: Vec::new(), switch_burst: (bursts > 0).then(|| rx as f64 / bursts as f64), note, ..r.clone() })
+            Ok(Row { ring, rx_mpps: mpps, gbps, cycles_per_packet: (rx > 0).then(|| busy as f64 / rx as f64), cycles_by_second: Vec::new(), switch_burst: (bursts > 0).then(|| rx as f64 / bursts as f64),
+                full_burst_cycles: (full.0 > 0).then(|| full.1 as f64 / full.0 as f64),
+                full_burst_share: (rx > 0).then(|| full.0 as f64 / rx as f64),
+                note,
+                ..r.clone()
+            })
         })
         .collect()
 }
@@ -540,13 +560,17 @@ mod tests {
     /// row passes as it is.
     #[test]
     fn a_phase_with_both_rings_gives_a_row_each_from_their_own_ports() {
-        let port = |i: usize, rx: u64, busy: u64, packed: bool| PortLoad { name: format!("vm{i}"), rx_packets: rx, tx_packets: rx * 2, busy_cycles: busy, rx_bursts: rx / 20, packed };
+        // Half of each port's packets came in full bursts, at 4/5 of its
+        // cycles a packet.
+        let port = |i: usize, rx: u64, busy: u64, packed: bool| PortLoad { name: format!("vm{i}"), rx_packets: rx, tx_packets: rx * 2, busy_cycles: busy, rx_bursts: rx / 20, full_burst_packets: rx / 2, full_burst_cycles: busy * 2 / 5, packed };
         let sc = Scenario::parse("2vm-rings").unwrap();
         let st = SwitchStats { ports: vec![port(0, 100, 10_000, false), port(1, 300, 20_000, false), port(2, 200, 10_000, true), port(3, 200, 14_000, true)], ..Default::default() };
         let r = Row { rx_mpps: 1.6, gbps: 16.0, cycles_per_packet: Some(135.0), cycles_by_second: vec![135.0], ..Default::default() };
         let rows = by_ring(r.clone(), &st, &sc, 1e-3).unwrap();
         let got: Vec<_> = rows.iter().map(|r| (r.ring, r.cycles_per_packet, r.switch_burst, r.rx_mpps, r.gbps)).collect();
         assert_eq!(got, [(Ring::Split, Some(75.0), Some(20.0), 0.8, 8.0), (Ring::Packed, Some(60.0), Some(20.0), 0.8, 8.0)]);
+        let full: Vec<_> = rows.iter().map(|r| (r.full_burst_cycles, r.full_burst_share)).collect();
+        assert_eq!(full, [(Some(60.0), Some(0.5)), (Some(48.0), Some(0.5))]);
         assert!(rows.iter().all(|r| r.cycles_by_second.is_empty() && r.note.contains("one phase")), "the seconds were both rings'");
         let wrong = SwitchStats { ports: vec![port(0, 1, 1, false), port(1, 1, 1, false), port(2, 1, 1, false), port(3, 1, 1, true)], ..Default::default() };
         assert!(by_ring(r.clone(), &wrong, &sc, 1.0).unwrap_err().contains("vm2"));

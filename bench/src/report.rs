@@ -3,6 +3,7 @@
 //! table and the JSON summary. The PNG is `plot`'s.
 use std::collections::{BTreeMap, HashMap};
 
+use pmd_bridge::BURST;
 use serde::{Deserialize, Serialize};
 
 use crate::gen::Ring;
@@ -54,6 +55,17 @@ pub struct Summary {
     pub cycles_vs_split: Option<f64>,
     #[serde(default)]
     pub cycles_pairs_split: usize,
+    /// Medians of the repeats' `Row::full_burst_cycles` and
+    /// `full_burst_share`, and the first over the same switch's split
+    /// ring's, paired alike: packed against split at the same burst.
+    #[serde(default)]
+    pub full_burst_cycles: Option<f64>,
+    #[serde(default)]
+    pub full_burst_share: Option<f64>,
+    #[serde(default)]
+    pub full_burst_vs_split: Option<f64>,
+    #[serde(default)]
+    pub full_burst_pairs_split: usize,
     pub copies_per_packet: Option<f64>,
     /// Median of the repeats' `Row::line_round_trip`: the machine's state.
     #[serde(default)]
@@ -120,12 +132,17 @@ fn like_state(a: Option<f64>, b: Option<f64>) -> bool {
 /// Cycles per packet of `rs` over `base`'s, repeat by repeat (see
 /// `Summary::cycles_vs_testpmd`), and how many repeats paired.
 fn paired_cycles(rs: &[&Row], base: Option<&Vec<&Row>>) -> (Option<f64>, usize) {
+    paired_by(rs, base, |r| r.cycles_per_packet)
+}
+
+/// `paired_cycles` of the cycles `cycles` gives of a row.
+fn paired_by(rs: &[&Row], base: Option<&Vec<&Row>>, cycles: fn(&Row) -> Option<f64>) -> (Option<f64>, usize) {
     let Some(base) = base else { return (None, 0) };
     let ratios: Vec<f64> = rs
         .iter()
         .filter_map(|r| {
             let b = base.iter().find(|b| b.repeat == r.repeat && like_state(r.line_round_trip, b.line_round_trip))?;
-            Some(r.cycles_per_packet? / b.cycles_per_packet.filter(|&c| c > 0.0)?)
+            Some(cycles(r)? / cycles(b).filter(|&c| c > 0.0)?)
         })
         .collect();
     let n = ratios.len();
@@ -164,6 +181,7 @@ pub fn summarize(rows: &[Row]) -> Vec<Summary> {
         let split = (ring == Ring::Packed).then(|| cells.get(&(sc.clone(), flows, size.clone(), Ring::Split, sw.clone()))).flatten();
         let (levels_vs_testpmd, levels_vs_split) = (by_level(tpmd), by_level(split));
         let (cycles_vs_split, cycles_pairs_split) = paired_cycles(rs, split);
+        let (full_burst_vs_split, full_burst_pairs_split) = paired_by(rs, split, |r| r.full_burst_cycles);
         let mut notes: Vec<String> = rs.iter().filter(|r| !r.note.is_empty()).map(|r| r.note.clone()).collect();
         notes.sort();
         notes.dedup();
@@ -195,6 +213,10 @@ pub fn summarize(rows: &[Row]) -> Vec<Summary> {
             cycles_pairs_testpmd,
             cycles_vs_split,
             cycles_pairs_split,
+            full_burst_cycles: median(rs.iter().filter_map(|r| r.full_burst_cycles).collect()),
+            full_burst_share: median(rs.iter().filter_map(|r| r.full_burst_share).collect()),
+            full_burst_vs_split,
+            full_burst_pairs_split,
             copies_per_packet: median(rs.iter().filter_map(|r| r.copies_per_packet).collect()),
             line_round_trip: median(rs.iter().filter_map(|r| r.line_round_trip).collect()),
             levels: lv,
@@ -298,6 +320,17 @@ pub fn table(sums: &[Summary], missing: &[NotMeasured], retries: &[(String, Stri
         };
         let vs = vs("ctpmd", r.levels_vs_testpmd) + &vs("csplit", r.levels_vs_split);
         s.push_str(&format!("  {} {} {} {} {}: fast {:.0} ({} s) slow {slow}{vs}\n", r.switch, r.ring.name(), r.scenario, r.flows, r.size, l.fast, l.fast_seconds));
+    }
+    let full: Vec<&Summary> = sums.iter().filter(|r| r.full_burst_cycles.is_some()).collect();
+    if !full.is_empty() {
+        s.push_str(&format!(
+            "at full bursts: median cycles per packet of the polls that took a whole burst ({BURST} frames) from the row's VMs, the share of their packets \
+             those polls took, and for a packed ring its over the same switch's split ring's, paired alike (csplit)\n"
+        ));
+    }
+    for r in full {
+        let vs = if r.ring == Ring::Packed { format!(" | csplit {}", paired(r.full_burst_vs_split, r.full_burst_pairs_split)) } else { String::new() };
+        s.push_str(&format!("  {} {} {} {} {}: {} ({}% of its packets){vs}\n", r.switch, r.ring.name(), r.scenario, r.flows, r.size, opt(r.full_burst_cycles, 0), opt(r.full_burst_share.map(|f| f * 100.0), 0)));
     }
     for line in not_measured(missing) {
         s.push_str(&format!("not measured: {line}\n"));
@@ -431,17 +464,30 @@ mod tests {
     }
 
     /// `2vm-rings` rows: a packed row and its split row from one phase
-    /// (one round trip), paired repeat by repeat into `csplit`.
+    /// (one round trip), paired repeat by repeat into `csplit`, over all
+    /// their polls and over their full bursts apart.
     #[test]
     fn a_packed_rings_cycles_pair_with_its_split_rings_in_the_same_repeat() {
-        let at = |ring: Ring, rep: usize, cyc: f64| Row { ring, scenario: "2vm-rings".into(), cycles_per_packet: Some(cyc), line_round_trip: Some(120.0), ..row("vswitchd-copy-once", rep, 1.0, false) };
+        let at = |ring: Ring, rep: usize, cyc: f64| Row {
+            ring,
+            scenario: "2vm-rings".into(),
+            cycles_per_packet: Some(cyc),
+            full_burst_cycles: Some(cyc - 10.0),
+            full_burst_share: Some(if ring == Ring::Packed { 0.6 } else { 1.0 }),
+            line_round_trip: Some(120.0),
+            ..row("vswitchd-copy-once", rep, 1.0, false)
+        };
         let rows = vec![at(Ring::Split, 0, 100.0), at(Ring::Packed, 0, 90.0), at(Ring::Split, 1, 200.0), at(Ring::Packed, 1, 220.0), at(Ring::Split, 2, 100.0), at(Ring::Packed, 2, 95.0)];
         let s = summarize(&rows);
         let packed = s.iter().find(|r| r.ring == Ring::Packed).unwrap();
         assert_eq!((packed.cycles_vs_split, packed.cycles_pairs_split), (Some(0.95), 3), "the median of 0.90, 1.10 and 0.95");
         assert_eq!(s[0].cycles_vs_split, None, "a split ring is not compared with itself");
+        let full = (packed.full_burst_cycles, packed.full_burst_share, packed.full_burst_vs_split.map(|v| (v * 1e4).round() / 1e4), packed.full_burst_pairs_split);
+        assert_eq!(full, (Some(85.0), Some(0.6), Some(0.9444), 3), "85 over 90 the median of 80/90, 210/190 and 85/90");
         let t = table(&s, &[], &[]);
         assert!(t.lines().any(|l| l.starts_with("vswitchd-copy-once       packed 2vm-rings") && l.ends_with("0.95/3")), "{t}");
+        assert!(t.contains("vswitchd-copy-once split 2vm-rings 1 64: 90 (100% of its packets)\n"), "{t}");
+        assert!(t.contains("vswitchd-copy-once packed 2vm-rings 1 64: 85 (60% of its packets) | csplit 0.94/3"), "{t}");
     }
 
     #[test]

@@ -167,6 +167,11 @@ pub struct PortCounters {
     /// Polls that received something from it: `rx_packets` over these is
     /// the packets a burst it gave.
     pub rx_bursts: AtomicU64,
+    /// The packets of the polls that took a whole burst (`BURST` frames)
+    /// from it, and their busy cycles: what a frame costs at a full burst,
+    /// to compare ports whose guests offer bursts of different sizes.
+    pub full_burst_packets: AtomicU64,
+    pub full_burst_cycles: AtomicU64,
 }
 
 /// Where a packet went, for copy accounting.
@@ -347,6 +352,10 @@ pub struct PortTotals {
     pub drops: PerReason<u64>,
     /// Polls that received something from it.
     pub rx_bursts: u64,
+    /// The packets of the polls that took a whole burst from it, and
+    /// their busy cycles.
+    pub full_burst_packets: u64,
+    pub full_burst_cycles: u64,
     /// Busy cycles of the polls of its rx queues (`PmdCounters::rxq_cycles`:
     /// what the bursts it sent in cost, forwarding included).
     pub busy_cycles: u64,
@@ -362,6 +371,8 @@ impl PortTotals {
         self.flooded += c.flooded.load(Relaxed);
         self.unlearned += c.unlearned.load(Relaxed);
         self.rx_bursts += c.rx_bursts.load(Relaxed);
+        self.full_burst_packets += c.full_burst_packets.load(Relaxed);
+        self.full_burst_cycles += c.full_burst_cycles.load(Relaxed);
         for (t, d) in self.drops.iter_mut().zip(&c.drops) {
             *t += d.load(Relaxed);
         }
@@ -386,6 +397,8 @@ impl PortTotals {
             unlearned: self.unlearned - base.unlearned,
             drops: self.drops.clone(),
             rx_bursts: self.rx_bursts - base.rx_bursts,
+            full_burst_packets: self.full_burst_packets - base.full_burst_packets,
+            full_burst_cycles: self.full_burst_cycles - base.full_burst_cycles,
             busy_cycles: self.busy_cycles - base.busy_cycles,
         };
         for (x, b) in d.drops.iter_mut().zip(&base.drops) {
@@ -483,8 +496,11 @@ mod tests {
         let base = t.clone();
         bump(&a.rx_packets, 1);
         bump(&a.rx_bursts, 1);
+        bump(&a.full_burst_packets, 32);
+        bump(&a.full_burst_cycles, 90);
         let mut t2 = PortTotals::default();
         t2.add(&a);
-        assert_eq!((t2.since(&base).rx_packets, t2.since(&base).rx_bursts), (1, 1));
+        let d = t2.since(&base);
+        assert_eq!((d.rx_packets, d.rx_bursts, d.full_burst_packets, d.full_burst_cycles), (1, 1, 32, 90));
     }
 }

@@ -212,7 +212,12 @@ pub fn run(mut ctx: PmdContext) -> i32 {
             let busy = t - std::mem::replace(&mut stamp, t);
             bump(&c.busy_cycles, busy);
             bump(&c.rxq_cycles[src.slot as usize][src.queue as usize], busy);
-            bump(&c.ports[src.slot as usize].rx_bursts, 1);
+            let pc = &c.ports[src.slot as usize];
+            bump(&pc.rx_bursts, 1);
+            if n >= BURST {
+                bump(&pc.full_burst_packets, n as u64);
+                bump(&pc.full_burst_cycles, busy);
+            }
             bump(&c.packets, n as u64);
             bump(&c.bursts, 1);
             if let Some(ab) = poll_ab.as_mut() {

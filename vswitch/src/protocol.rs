@@ -153,6 +153,13 @@ pub struct PortInfo {
     pub busy_cycles: u64,
     #[serde(default)]
     pub rx_bursts: u64,
+    /// The packets of the whole bursts (32 frames) among those, and their
+    /// cycles: a frame's cost where a slower guest's smaller bursts do not
+    /// count.
+    #[serde(default)]
+    pub full_burst_packets: u64,
+    #[serde(default)]
+    pub full_burst_cycles: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -488,7 +488,8 @@ fn run(mut o: Opts, mode: &str) -> Result<(), String> {
                                 let bound = if r.generator_bound { " (generator-bound)" } else { "" };
                                 let cyc = r.cycles_per_packet.map(|c| format!(", {c:.0} cyc/pkt{}", by_second(&r.cycles_by_second))).unwrap_or_default();
                                 // A row per ring of a phase that had both.
-                                let ring = if sc.packed_from.is_some() { format!(" {} ({:.1} a burst)", r.ring.name(), r.switch_burst.unwrap_or(0.0)) } else { String::new() };
+                                let full = r.full_burst_cycles.map(|c| format!(", {c:.0} cyc/pkt in full ones")).unwrap_or_default();
+                                let ring = if sc.packed_from.is_some() { format!(" {} ({:.1} a burst{full})", r.ring.name(), r.switch_burst.unwrap_or(0.0)) } else { String::new() };
                                 if r.size == Size::Tso.label() {
                                     eprint!(" tso64k{ring}: {:.2} Gbit/s of TCP payload ({:.4} M segments/s), loss {:.3}%{cyc}{bound};", r.gbps, r.rx_mpps, r.loss * 100.0);
                                 } else {

@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 use vswitch::ctl_server::request;
 use dataplane::capture::MAX_SNAPLEN;
 use dataplane::police::DEFAULT_BURST_KBIT;
+use pmd_bridge::BURST;
 use vswitch::protocol::{CaptureDirection, CaptureFormat, Command, CopiesInfo, FdbInfo, FlowsInfo, MempoolInfo, PmdInfo, PmdRxqInfo, PortInfo, RebalanceInfo};
 
 #[derive(Parser)]
@@ -288,6 +289,10 @@ fn print_table(cmd: &Command, v: Value) -> Result<(), serde_json::Error> {
                 if p.rx_packets > 0 {
                     let (cycles, burst) = (p.busy_cycles as f64 / p.rx_packets as f64, p.rx_packets as f64 / p.rx_bursts.max(1) as f64);
                     println!("             rx: {cycles:.1} cycles a packet (forwarding included), {burst:.1} packets a burst");
+                    if p.full_burst_packets > 0 {
+                        let (full, share) = (p.full_burst_cycles as f64 / p.full_burst_packets as f64, p.full_burst_packets as f64 / p.rx_packets as f64 * 100.0);
+                        println!("                 {full:.1} cycles a packet in full bursts of {BURST} ({share:.0}% of its packets)");
+                    }
                 }
                 if p.ingress_policing_rate > 0 {
                     let burst = if p.ingress_policing_burst == 0 { DEFAULT_BURST_KBIT } else { p.ingress_policing_burst.into() };

@@ -40,6 +40,8 @@ impl Switch {
                     ingress_policing_burst: st.cfg.ingress_policing_burst,
                     busy_cycles: t.busy_cycles,
                     rx_bursts: t.rx_bursts,
+                    full_burst_packets: t.full_burst_packets,
+                    full_burst_cycles: t.full_burst_cycles,
                     lent_to_nics: match &st.io {
                         PortIo::Vhost { own: Some(own), .. } => own.lent(),
                         _ => 0,
