@@ -457,12 +457,12 @@ impl PortLoad {
 
 /// A phase of a scenario with `packed_from` as a row per ring layout, each
 /// from the ports of the VMs that offered it: its cycles per packet their
-/// busy cycles over the packets they sent in, its bursts the packets a
-/// poll that got any took from them (a slower guest offers fewer, and each
-/// costs more), and apart the polls that took a whole burst; its Mpps and
-/// Gbps what the switch sent them. Both rows saw
-/// the same machine, load and moment, which no two phases do here. Other
-/// scenarios' rows pass as they are.
+/// busy cycles over the packets they sent in, and apart over those of the
+/// polls that took a whole burst; its bursts the packets a poll that got
+/// any took from them (a slower guest offers fewer, and each costs more);
+/// its Mpps and Gbps what the switch sent them. Both rows saw the same
+/// machine, load and moment, which no two phases do here. Other scenarios'
+/// rows pass as they are.
 fn by_ring(r: Row, st: &SwitchStats, sc: &Scenario, seconds: f64) -> Result<Vec<Row>, String> {
     let Some(from) = sc.packed_from else { return Ok(vec![r]) };
     [Ring::Split, Ring::Packed]
@@ -481,7 +481,13 @@ fn by_ring(r: Row, st: &SwitchStats, sc: &Scenario, seconds: f64) -> Result<Vec<
             let gbps = if r.rx_mpps > 0.0 { r.gbps * mpps / r.rx_mpps } else { 0.0 };
             let note = "split and packed rings measured in one phase; loss and latency are both layouts' together";
             let note = if r.note.is_empty() { note.to_string() } else { format!("{}; {note}", r.note) };
-            Ok(Row { ring, rx_mpps: mpps, gbps, cycles_per_packet: (rx > 0).then(|| busy as f64 / rx as f64), cycles_by_second: Vec::new(), switch_burst: (bursts > 0).then(|| rx as f64 / bursts as f64),
+            Ok(Row {
+                ring,
+                rx_mpps: mpps,
+                gbps,
+                cycles_per_packet: (rx > 0).then(|| busy as f64 / rx as f64),
+                cycles_by_second: Vec::new(),
+                switch_burst: (bursts > 0).then(|| rx as f64 / bursts as f64),
                 full_burst_cycles: (full.0 > 0).then(|| full.1 as f64 / full.0 as f64),
                 full_burst_share: (rx > 0).then(|| full.0 as f64 / rx as f64),
                 note,

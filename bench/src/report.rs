@@ -483,7 +483,7 @@ mod tests {
         assert_eq!((packed.cycles_vs_split, packed.cycles_pairs_split), (Some(0.95), 3), "the median of 0.90, 1.10 and 0.95");
         assert_eq!(s[0].cycles_vs_split, None, "a split ring is not compared with itself");
         let full = (packed.full_burst_cycles, packed.full_burst_share, packed.full_burst_vs_split.map(|v| (v * 1e4).round() / 1e4), packed.full_burst_pairs_split);
-        assert_eq!(full, (Some(85.0), Some(0.6), Some(0.9444), 3), "85 over 90 the median of 80/90, 210/190 and 85/90");
+        assert_eq!(full, (Some(85.0), Some(0.6), Some(0.9444), 3), "85 the median of 80, 210 and 85; 0.944 that of 80/90, 210/190 and 85/90");
         let t = table(&s, &[], &[]);
         assert!(t.lines().any(|l| l.starts_with("vswitchd-copy-once       packed 2vm-rings") && l.ends_with("0.95/3")), "{t}");
         assert!(t.contains("vswitchd-copy-once split 2vm-rings 1 64: 90 (100% of its packets)\n"), "{t}");
