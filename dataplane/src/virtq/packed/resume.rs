@@ -123,7 +123,10 @@ impl PackedQueue {
     /// returned in the order they were taken, as the datapath returns them,
     /// and batches are of at most `MAX_BATCH` (512) used descriptors (the
     /// rest are written before `publish`, unseen but over the chains a
-    /// resume at `before` would take again).
+    /// resume at `before` would take again). Not when the switch died
+    /// inside `publish`, part of the batch written: the first slot is
+    /// still available, some after it used, and neither position resumes
+    /// that (README: Attaching a QEMU VM).
     pub fn resume_at(mem: &GuestMemory, desc: Gpa, size: u16, rec: PublishRecord) -> Result<u16, &'static str> {
         let first = Pos::from_index(rec.before);
         if first.slot >= size || Pos::from_index(rec.after).slot >= size {
