@@ -48,6 +48,14 @@ impl SharedWords {
         self.word(i).store(v, Ordering::Relaxed)
     }
 
+    /// Words `at..at + n`, for a caller that stores many in a row.
+    pub fn slice(&self, at: usize, n: usize) -> &[AtomicU64] {
+        assert!(at.checked_add(n).is_some_and(|end| end <= self.n), "words {at}+{n} of {}", self.n);
+        // SAFETY: n words inside the mapping (checked), which lives with
+        // self; reached only through atomics.
+        unsafe { std::slice::from_raw_parts(self.base.add(at), n) }
+    }
+
     fn word(&self, i: usize) -> &AtomicU64 {
         assert!(i < self.n, "word {i} of {}", self.n);
         // SAFETY: i < n words of a page-aligned mapping that lives with self.
@@ -77,5 +85,14 @@ mod tests {
         drop(w);
         let w = SharedWords::open(&path, 8).unwrap();
         assert_eq!((w.load(3), w.load(7)), (0xdead_beef, 0), "kept, and grown with zeros");
+        w.slice(6, 2)[1].store(5, Ordering::Relaxed);
+        assert_eq!((w.slice(3, 1)[0].load(Ordering::Relaxed), w.load(7)), (0xdead_beef, 5), "a slice is the same words");
+    }
+
+    #[test]
+    #[should_panic(expected = "words 7+2 of 8")]
+    fn a_slice_past_the_words_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let _ = SharedWords::open(&dir.path().join("words"), 8).unwrap().slice(7, 2);
     }
 }

@@ -37,7 +37,9 @@
 //! guest keeps the same count per id). `publish` writes the batch, the
 //! first used descriptor's flags last with release ordering, so the guest
 //! never sees part of a batch (2.7.9: a multi-buffer frame appears at
-//! once), and the ring is untouched until then (see `resume`).
+//! once). Until then the ring is untouched, and a kept position keeps the
+//! batch beside it, for the next switch to finish if this one dies inside
+//! `publish` (see `resume`).
 //!
 //! Events: the driver area tells us when to interrupt (ENABLE, DISABLE, or
 //! with EVENT_IDX a DESC position); we write DISABLE into the device area

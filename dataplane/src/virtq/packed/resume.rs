@@ -8,33 +8,40 @@
 //! ring went since. rte_vhost's inflight region would help, but QEMU sets
 //! it up for block and SCSI devices only, never for a network device. So
 //! the switch keeps the position itself, in memory of its own that
-//! outlives it: before each `publish`, the used position before and after
-//! the batch (`publish_record`). The guest's ring then tells which of the
-//! two holds (`resume_at`): the batch's first slot is still the guest's
-//! available descriptor if the batch never became visible, and is used in
-//! that lap, or offered again in the next, if it did. Chains taken and
-//! not returned are taken again, as QEMU's resume of a split ring does.
+//! outlives it: before each `publish`, the batch's used descriptors and
+//! the used position before and after it (`publish_record`). The guest's
+//! ring then tells which of the two holds (`resume_at`): the batch's first
+//! slot is used in that lap, or offered again in the next, if the batch
+//! became visible. If it is still the guest's available descriptor, the
+//! switch died inside `publish`, after the batch's copies, with none, some
+//! or all of its descriptors but the first written: the next switch writes
+//! them all and goes on after the batch. Chains taken and not yet in a
+//! batch being published are taken again, as QEMU's resume of a split
+//! ring does.
 //!
-//! The position is kept in four words of a file (`KeptPosition`) with the
+//! The position is kept in words of a file (`KeptPosition`) with the
 //! session it belongs to: the ring's address and size, QEMU's memory, and
 //! the base QEMU gave when the session began, which it gives again after
 //! the switch died (it never learnt another). A guest that left while the
 //! switch ran has its position forgotten; so a kept position is used only
 //! for the same ring of the same QEMU, from a switch that went away under
 //! it.
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
 use pmd_bridge::guest_mem::{GuestMemory, Gpa};
 use pmd_bridge::persist::SharedWords;
 
-use super::{flags_at, is_avail, PackedQueue, Pos, DESC_SIZE};
+use super::{flags_at, is_avail, PackedQueue, Pos, DESC_SIZE, MAX_BATCH};
 
 /// The used position (slot | wrap << 15) before and after the batch that
-/// `publish` is about to make visible.
+/// `publish` is about to make visible, and how many used descriptors the
+/// batch holds.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PublishRecord {
     pub before: u16,
     pub after: u16,
+    pub entries: u16,
 }
 
 /// Which ring of which session a kept position belongs to.
@@ -48,9 +55,9 @@ pub struct RingSession {
     pub memory: u64,
 }
 
-/// One packed ring's four words in a `SharedWords` file: the ring's
-/// address, the memory's id, a header (tag, size, base; 0: nothing
-/// kept), and the last `PublishRecord`.
+/// One packed ring's words in a `SharedWords` file: the ring's address,
+/// the memory's id, a header (tag, size, base; 0: nothing kept), the last
+/// `PublishRecord`, and the batch's used descriptors (`batch`).
 #[derive(Clone, Debug)]
 pub struct KeptPosition {
     words: Arc<SharedWords>,
@@ -60,7 +67,7 @@ pub struct KeptPosition {
 const TAG: u64 = 0x7061 << 48;
 
 impl KeptPosition {
-    pub const WORDS: usize = 4;
+    pub const WORDS: usize = 4 + 2 * MAX_BATCH;
 
     /// Ring `ring`'s words of `words`.
     pub fn new(words: Arc<SharedWords>, ring: usize) -> KeptPosition {
@@ -73,22 +80,28 @@ impl KeptPosition {
     pub fn resume(&self, mem: &GuestMemory, s: RingSession) -> (u16, u16) {
         let w = |i| self.words.load(self.at + i);
         let header = TAG | (s.size as u64) << 32 | (s.base.0 as u64) << 16 | s.base.1 as u64;
-        let kept = (w(2) == header && w(0) == s.desc.0 && w(1) == s.memory && w(3) >> 32 == 1)
-            .then(|| PublishRecord { before: w(3) as u16, after: (w(3) >> 16) as u16 })
-            .and_then(|rec| PackedQueue::resume_at(mem, s.desc, s.size, rec).ok());
+        let kept = (w(2) == header && w(0) == s.desc.0 && w(1) == s.memory && (w(3) >> 32) & 1 == 1)
+            .then(|| PublishRecord { before: w(3) as u16, after: (w(3) >> 16) as u16, entries: (w(3) >> 33) as u16 })
+            .and_then(|rec| PackedQueue::resume_at(mem, s.desc, s.size, rec, self.batch()).ok());
         let at = kept.map_or(s.base, |at| (at, at));
         // The header last: a switch dying halfway leaves nothing kept.
         self.words.store(self.at + 2, 0);
         self.words.store(self.at, s.desc.0);
         self.words.store(self.at + 1, s.memory);
-        self.record(PublishRecord { before: at.1, after: at.1 });
+        self.record(PublishRecord { before: at.1, after: at.1, entries: 0 });
         self.words.store(self.at + 2, header);
         at
     }
 
     #[inline]
     fn record(&self, rec: PublishRecord) {
-        self.words.store(self.at + 3, 1 << 32 | (rec.after as u64) << 16 | rec.before as u64);
+        self.words.store(self.at + 3, (rec.entries as u64) << 33 | 1 << 32 | (rec.after as u64) << 16 | rec.before as u64);
+    }
+
+    /// Where this ring's batch is kept while `publish` writes it: two
+    /// words a used descriptor, its slot, then its bytes 8..16.
+    pub(super) fn batch(&self) -> &[AtomicU64] {
+        self.words.slice(self.at + 4, 2 * MAX_BATCH)
     }
 
     /// The guest left while the switch ran: nothing to resume.
@@ -103,38 +116,60 @@ impl PackedQueue {
         self.keep = Some(k);
     }
 
-    /// Makes the batch's record kept, before `publish` shows the batch.
+    /// Keeps the batch and its record, before `publish` writes the batch
+    /// into the ring: its used descriptors first, the record (which names
+    /// how many) after them.
     #[inline]
     pub(super) fn keep_record(&self) {
-        if let (Some(k), Some(rec)) = (&self.keep, self.publish_record()) {
-            k.record(rec);
+        let (Some(k), Some(rec)) = (&self.keep, self.publish_record()) else { return };
+        for (to, &(slot, e)) in k.batch().chunks_exact(2).zip(&self.batch[..self.batch_n]) {
+            to[0].store(slot as u64, Relaxed);
+            to[1].store(e, Relaxed);
         }
+        k.record(rec);
     }
 
     /// What to keep, outside guest memory, before calling `publish`; None
     /// if there is nothing to make visible.
     pub fn publish_record(&self) -> Option<PublishRecord> {
-        (self.batch_n > 0).then(|| PublishRecord { before: self.published.index(), after: self.next_used.index() })
+        (self.batch_n > 0).then(|| PublishRecord { before: self.published.index(), after: self.next_used.index(), entries: self.batch_n as u16 })
     }
 
     /// Where to resume (avail and used alike) the packed ring of `size`
     /// slots at `desc` after a switch that kept `rec` last died: `after` if
-    /// that batch became visible, else `before`. Exact when chains are
-    /// returned in the order they were taken, as the datapath returns them,
-    /// and batches are of at most `MAX_BATCH` (512) used descriptors (the
-    /// rest are written before `publish`, unseen but over the chains a
-    /// resume at `before` would take again). Not when the switch died
-    /// inside `publish`, part of the batch written: the first slot is
-    /// still available, some after it used, and neither position resumes
-    /// that (README: Attaching a QEMU VM).
-    pub fn resume_at(mem: &GuestMemory, desc: Gpa, size: u16, rec: PublishRecord) -> Result<u16, &'static str> {
-        let first = Pos::from_index(rec.before);
+    /// that batch became visible. If it did not, `after` too once the batch
+    /// is finished from `batch`, its used descriptors kept with it: a batch
+    /// is recorded after its copies ran, so all it lacked was being shown,
+    /// and the switch may have died halfway through writing it, which no
+    /// position resumes. With none kept, `before`: its chains are taken
+    /// again. Exact when chains are returned in the order they were taken,
+    /// as the datapath returns them, and batches are of at most `MAX_BATCH`
+    /// (512) used descriptors (the rest are written before `publish`,
+    /// unseen behind the first).
+    pub fn resume_at(mem: &GuestMemory, desc: Gpa, size: u16, rec: PublishRecord, batch: &[AtomicU64]) -> Result<u16, &'static str> {
+        let (first, outside) = (Pos::from_index(rec.before), "ring outside guest memory");
         if first.slot >= size || Pos::from_index(rec.after).slot >= size {
             return Err("ring position beyond the ring");
         }
-        let ring = mem.span(desc, size as u32 * DESC_SIZE as u32).ok_or("ring outside guest memory")?;
-        let flags = mem.span_u16_acquire(&ring, flags_at(first.slot)).map_err(|_| "ring outside guest memory")?;
-        Ok(if is_avail(flags, first.wrap) { rec.before } else { rec.after })
+        let ring = mem.span(desc, size as u32 * DESC_SIZE as u32).ok_or(outside)?;
+        let flags = mem.span_u16_acquire(&ring, flags_at(first.slot)).map_err(|_| outside)?;
+        if !is_avail(flags, first.wrap) {
+            return Ok(rec.after);
+        }
+        let entry = |k: usize| Some((batch.get(2 * k)?.load(Relaxed) as u16, batch.get(2 * k + 1)?.load(Relaxed)));
+        // Only a batch that starts where the record says, inside the ring.
+        let entries: Option<Vec<(u16, u64)>> = (0..rec.entries as usize).map(entry).collect();
+        let Some(entries) = entries.filter(|e| e.first().is_some_and(|&(s, _)| s == first.slot) && e.iter().all(|&(s, _)| s < size)) else {
+            return Ok(rec.before);
+        };
+        // As `publish` writes it: the rest, then the first, its flags last.
+        let (w, at) = (mem.writer(&ring).ok_or(outside)?, |slot: u16| slot as usize * DESC_SIZE as usize + 8);
+        if !entries[1..].iter().all(|&(slot, rest)| w.store(at(slot), rest.to_le_bytes())) {
+            return Err(outside);
+        }
+        let (slot, e) = entries[0];
+        let head: [u8; 6] = e.to_le_bytes()[..6].try_into().expect("6 bytes");
+        (w.store(at(slot), head) && w.u16_release_at(flags_at(slot), (e >> 48) as u16)).then_some(rec.after).ok_or(outside)
     }
 }
 
@@ -158,9 +193,10 @@ mod tests {
         }
     }
 
-    /// The switch dies with `rec` kept; a new one resumes where it says.
+    /// The switch dies with `rec` kept (and no batch with it); a new one
+    /// resumes where it says.
     fn restart(g: &PackedGuest, rec: PublishRecord) -> PackedQueue {
-        let at = PackedQueue::resume_at(&g.mem, Gpa(DESC), SIZE, rec).unwrap();
+        let at = PackedQueue::resume_at(&g.mem, Gpa(DESC), SIZE, rec, &[]).unwrap();
         let [d, dr, dv] = g.rings.map(Gpa);
         PackedQueue::new(SIZE, d, dr, dv, (at, at), &g.mem, g.features).unwrap()
     }
@@ -180,7 +216,7 @@ mod tests {
             q.add_used(&g.mem, id, 0).unwrap();
         }
         let rec = q.publish_record().unwrap();
-        assert_eq!(rec, PublishRecord { before: 0x8000, after: 0x8003 });
+        assert_eq!(rec, PublishRecord { before: 0x8000, after: 0x8003, entries: 3 });
         let mut q = restart(&g, rec);
         assert_eq!(heads(&g, &mut q), [0, 1, 2]);
         for id in [0, 1, 2] {
@@ -255,23 +291,62 @@ mod tests {
             (other(|s| s.base = (0x8002, 0x8002)), "a base QEMU learnt since"),
             (other(|s| s.desc = Gpa(DESC + 0x100)), "another ring"),
         ] {
-            let scratch = KeptPosition::new(Arc::new(SharedWords::open(&dir.path().join("copy"), 8).unwrap()), 1);
+            let scratch = KeptPosition::new(Arc::new(SharedWords::open(&dir.path().join("copy"), 2 * KeptPosition::WORDS).unwrap()), 1);
             (0..KeptPosition::WORDS).for_each(|i| scratch.words.store(scratch.at + i, words.load(kept.at + i)));
             assert_eq!(scratch.resume(&g.mem, s), s.base, "{why}");
         }
-        let reopened = KeptPosition::new(Arc::new(SharedWords::open(&dir.path().join("rings"), 8).unwrap()), 1);
+        let reopened = KeptPosition::new(Arc::new(SharedWords::open(&dir.path().join("rings"), 2 * KeptPosition::WORDS).unwrap()), 1);
         assert_eq!(reopened.resume(&g.mem, session), (0x8002, 0x8002), "the same session resumes past the batch");
         reopened.forget();
         assert_eq!(reopened.resume(&g.mem, session), session.base, "a guest that left is not resumed");
         assert_eq!(KeptPosition::new(words, 0).resume(&g.mem, session), session.base, "another ring's words are its own");
     }
 
+    /// A switch killed inside `publish`: the batch recorded and its used
+    /// descriptors kept with it, none or some of them written into the
+    /// ring, the first slot still available. The next switch finishes the
+    /// batch, so the guest gets each chain back once, with its length, and
+    /// the ring goes on. Before, it resumed at `before`: taking the chains
+    /// again, or, the second slot already used, stopping the ring for good.
+    #[test]
+    fn regression_a_switch_killed_inside_publish_leaves_a_batch_the_next_one_finishes() {
+        for written in [0, 1] {
+            let dir = tempfile::tempdir().unwrap();
+            let words = Arc::new(SharedWords::open(&dir.path().join("rings"), KeptPosition::WORDS).unwrap());
+            let session = RingSession { desc: Gpa(DESC), size: SIZE, base: (0x8000, 0x8000), memory: 7 };
+            let mut g = PackedGuest::new(SIZE);
+            let kept = KeptPosition::new(words, 0);
+            assert_eq!(kept.resume(&g.mem, session), session.base);
+            let mut q = g.queue();
+            q.keep_position(kept.clone());
+            take(&mut g, &mut q, &[0, 1, 2]);
+            for id in [0, 1, 2] {
+                q.add_used(&g.mem, id, 10 + id as u32).unwrap();
+            }
+            // `publish` began: the record kept, then `written` of the rest
+            // stored as it stores them (the second slot's descriptor).
+            q.keep_record();
+            let b = kept.batch();
+            for k in 1..=written {
+                let (slot, rest) = (b[2 * k].load(Relaxed), b[2 * k + 1].load(Relaxed));
+                g.mem.write(Gpa(DESC + 16 * slot + 8), &rest.to_le_bytes()).unwrap();
+            }
+            drop(q);
+            assert_eq!(kept.resume(&g.mem, session), (0x8003, 0x8003), "{written} written: past the batch");
+            let used: Vec<_> = std::iter::from_fn(|| g.used()).map(|u| (u.0, u.1)).collect();
+            assert_eq!(used, [(0, 10), (1, 11), (2, 12)], "{written} written: each chain once");
+            let [d, dr, dv] = g.rings.map(Gpa);
+            let mut q = PackedQueue::new(SIZE, d, dr, dv, (0x8003, 0x8003), &g.mem, g.features).unwrap();
+            take(&mut g, &mut q, &[3]);
+        }
+    }
+
     #[test]
     fn a_record_that_does_not_fit_the_ring_is_refused() {
         let g = PackedGuest::new(SIZE);
-        let r = |before, after| PackedQueue::resume_at(&g.mem, Gpa(DESC), SIZE, PublishRecord { before, after });
+        let r = |before, after| PackedQueue::resume_at(&g.mem, Gpa(DESC), SIZE, PublishRecord { before, after, entries: 0 }, &[]);
         assert_eq!(r(0x8004, 0x8000), Err("ring position beyond the ring"));
         assert_eq!(r(0x8000, 0x0004), Err("ring position beyond the ring"));
-        assert_eq!(PackedQueue::resume_at(&g.mem, Gpa(0x3fff0), SIZE, PublishRecord::default()), Err("ring outside guest memory"));
+        assert_eq!(PackedQueue::resume_at(&g.mem, Gpa(0x3fff0), SIZE, PublishRecord::default(), &[]), Err("ring outside guest memory"));
     }
 }
