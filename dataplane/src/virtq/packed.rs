@@ -44,7 +44,7 @@
 //! Events: the driver area tells us when to interrupt (ENABLE, DISABLE, or
 //! with EVENT_IDX a DESC position); we write DISABLE into the device area
 //! once (`suppress_kicks`), since we poll.
-use pmd_bridge::guest_mem::{GuestMemory, Gpa, OutOfBounds, Reader, Span};
+use pmd_bridge::guest_mem::{GuestMemory, Gpa, OutOfBounds, Reader, Span, Writer};
 
 mod ahead;
 mod notify;
@@ -150,6 +150,17 @@ fn packed_desc([addr, w]: [u64; 2]) -> (Desc, u16) {
 #[inline(never)]
 fn store_unbatched(mem: &GuestMemory, ring: &Span, slot: u16, e: u64) -> Result<(), OutOfBounds> {
     mem.store(ring, slot as usize * DESC_SIZE as usize + 8, e.to_le_bytes())
+}
+
+/// Writes a batch of used descriptors (slot, bytes 8..16) into the ring
+/// `ring`: the rest, then the first, its flags last with release ordering,
+/// so the guest sees the batch whole or not at all. False if one lies
+/// outside (those before it are written).
+fn store_batch(ring: &Writer, entries: &[(u16, u64)]) -> bool {
+    let Some((&(first, e), rest)) = entries.split_first() else { return true };
+    let at = |slot: u16| slot as usize * DESC_SIZE as usize + 8;
+    let head: [u8; 6] = e.to_le_bytes()[..6].try_into().expect("6 bytes");
+    rest.iter().all(|&(slot, rest)| ring.store(at(slot), rest.to_le_bytes())) && ring.store(at(first), head) && ring.u16_release_at(flags_at(first), (e >> 48) as u16)
 }
 
 /// What walking one chain found: the slots it took, its id, and the first
@@ -536,17 +547,14 @@ impl PackedQueue {
     /// ring is untouched, so a switch that dies before can take the
     /// batch's chains again (see `resume`).
     pub fn publish(&mut self, mem: &GuestMemory) -> Result<(), RingError> {
-        let Some(&(first, e)) = self.batch[..self.batch_n].first() else { return Ok(()) };
+        if self.batch_n == 0 {
+            return Ok(());
+        }
         self.keep_record();
         // The ring checked once for the batch.
         let outside = RingError::Memory { gpa: self.ring.gpa().0 as u32 };
         let ring = mem.writer(&self.ring).ok_or(outside)?;
-        let at = |slot: u16| slot as usize * DESC_SIZE as usize + 8;
-        for &(slot, rest) in &self.batch[1..self.batch_n] {
-            ring.store(at(slot), rest.to_le_bytes()).then_some(()).ok_or(outside)?;
-        }
-        let head: [u8; 6] = e.to_le_bytes()[..6].try_into().expect("6 bytes");
-        (ring.store(at(first), head) && ring.u16_release_at(flags_at(first), (e >> 48) as u16)).then_some(()).ok_or(outside)?;
+        store_batch(&ring, &self.batch[..self.batch_n]).then_some(()).ok_or(outside)?;
         self.batch_n = 0;
         self.published = self.next_used;
         Ok(())

@@ -32,7 +32,7 @@ use std::sync::Arc;
 use pmd_bridge::guest_mem::{GuestMemory, Gpa};
 use pmd_bridge::persist::SharedWords;
 
-use super::{flags_at, is_avail, PackedQueue, Pos, DESC_SIZE, MAX_BATCH};
+use super::{flags_at, is_avail, store_batch, PackedQueue, Pos, DESC_SIZE, MAX_BATCH};
 
 /// The used position (slot | wrap << 15) before and after the batch that
 /// `publish` is about to make visible, and how many used descriptors the
@@ -162,14 +162,8 @@ impl PackedQueue {
         let Some(entries) = entries.filter(|e| e.first().is_some_and(|&(s, _)| s == first.slot) && e.iter().all(|&(s, _)| s < size)) else {
             return Ok(rec.before);
         };
-        // As `publish` writes it: the rest, then the first, its flags last.
-        let (w, at) = (mem.writer(&ring).ok_or(outside)?, |slot: u16| slot as usize * DESC_SIZE as usize + 8);
-        if !entries[1..].iter().all(|&(slot, rest)| w.store(at(slot), rest.to_le_bytes())) {
-            return Err(outside);
-        }
-        let (slot, e) = entries[0];
-        let head: [u8; 6] = e.to_le_bytes()[..6].try_into().expect("6 bytes");
-        (w.store(at(slot), head) && w.u16_release_at(flags_at(slot), (e >> 48) as u16)).then_some(rec.after).ok_or(outside)
+        // As `publish` writes it.
+        store_batch(&mem.writer(&ring).ok_or(outside)?, &entries).then_some(rec.after).ok_or(outside)
     }
 }
 
