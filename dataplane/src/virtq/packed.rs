@@ -44,11 +44,13 @@
 //! Events: the driver area tells us when to interrupt (ENABLE, DISABLE, or
 //! with EVENT_IDX a DESC position); we write DISABLE into the device area
 //! once (`suppress_kicks`), since we poll.
-use pmd_bridge::guest_mem::{GuestMemory, Gpa, OutOfBounds, Reader, Span, Writer};
+use pmd_bridge::guest_mem::{GuestMemory, Gpa, OutOfBounds, Reader, Span};
 
 mod ahead;
+mod batch;
 mod notify;
 mod resume;
+use batch::{store_batch, BatchRoom};
 pub use resume::{KeptPosition, PublishRecord, RingSession};
 
 use super::{Chain, ChainError, Desc, Direction, Pop, RingError, RingFeatures, DESC_SIZE, MAX_DESCS, VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
@@ -152,17 +154,6 @@ fn store_unbatched(mem: &GuestMemory, ring: &Span, slot: u16, e: u64) -> Result<
     mem.store(ring, slot as usize * DESC_SIZE as usize + 8, e.to_le_bytes())
 }
 
-/// Writes a batch of used descriptors (slot, bytes 8..16) into the ring
-/// `ring`: the rest, then the first, its flags last with release ordering,
-/// so the guest sees the batch whole or not at all. False if one lies
-/// outside (those before it are written).
-fn store_batch(ring: &Writer, entries: &[(u16, u64)]) -> bool {
-    let Some((&(first, e), rest)) = entries.split_first() else { return true };
-    let at = |slot: u16| slot as usize * DESC_SIZE as usize + 8;
-    let head: [u8; 6] = e.to_le_bytes()[..6].try_into().expect("6 bytes");
-    rest.iter().all(|&(slot, rest)| ring.store(at(slot), rest.to_le_bytes())) && ring.store(at(first), head) && ring.u16_release_at(flags_at(first), (e >> 48) as u16)
-}
-
 /// What walking one chain found: the slots it took, its id, and the first
 /// reason to refuse it.
 struct Walked {
@@ -193,10 +184,10 @@ pub struct PackedQueue {
     reached: Pos,
     /// The used position at the last `publish`: where the batch starts.
     published: Pos,
-    /// The batch's used descriptors, kept until `publish`: slot, and bytes
-    /// 8..16 (len, id, flags) as a little-endian word. At most `MAX_BATCH`
-    /// (more are written at once, still unseen behind the first).
-    batch: Box<[(u16, u64)]>,
+    /// The batch's used descriptors, kept until `publish`: at most
+    /// `MAX_BATCH` (more are written at once, still unseen behind the
+    /// first). In the kept position's words if there is one.
+    batch: BatchRoom,
     batch_n: usize,
     /// Ring slots the chain in flight under each id took; 0: none. Also
     /// how far `unpop` moves back for a chain given back.
@@ -208,8 +199,6 @@ pub struct PackedQueue {
     /// before the first), and slots used since, saturating.
     signalled: Option<Pos>,
     since: u32,
-    /// Where the position is kept across switch restarts (`resume`).
-    keep: Option<KeptPosition>,
 }
 
 impl PackedQueue {
@@ -243,13 +232,12 @@ impl PackedQueue {
             seen: 0,
             reached: next_avail,
             published: next_used,
-            batch: vec![(0, 0); (size as usize).min(MAX_BATCH)].into_boxed_slice(),
+            batch: BatchRoom::heap(size),
             batch_n: 0,
             in_flight: vec![0; size as usize].into_boxed_slice(),
             starved_at: None,
             signalled: None,
             since: 0,
-            keep: None,
         })
     }
 
@@ -497,11 +485,12 @@ impl PackedQueue {
     /// (`--bench vm2vm` 60 B: 38 instructions a frame fewer than an
     /// `add_used` a chain).
     pub fn add_used_all(&mut self, mem: &GuestMemory, entries: impl Iterator<Item = (u16, u32)>) -> Result<(), RingError> {
-        // The size, the tables and the count of slots moved in locals: kept
-        // in the fields, they were reloaded after every store into the
-        // batch (which may alias them, for all the compiler knows).
-        let (size, mut at, mut batch_n, mut moved) = (self.size, self.next_used, self.batch_n, 0u32);
-        let (in_flight, batch) = (&mut self.in_flight[..], &mut self.batch[..]);
+        // The size, the tables and the position in locals: kept in the
+        // fields, they were reloaded after every store into the batch
+        // (which may alias them, for all the compiler knows).
+        let (size, start, mut at) = (self.size, self.next_used, self.next_used);
+        let (in_flight, batch) = (&mut self.in_flight[..], self.batch.entries());
+        let mut room = batch.get(self.batch_n..).unwrap_or_default().iter();
         let mut stored = Ok(());
         for (id, len) in entries {
             let Some(slots) = in_flight.get_mut(id as usize).map(std::mem::take).filter(|&n| n > 0) else { continue };
@@ -510,17 +499,17 @@ impl PackedQueue {
             let flags = (at.wrap as u16 * (VRING_PACKED_DESC_F_AVAIL | VRING_PACKED_DESC_F_USED)) | ((len > 0) as u16 * VRING_DESC_F_WRITE);
             // Bytes 8..16 of the descriptor: len, id, flags.
             let e = len as u64 | (id as u64) << 32 | (flags as u64) << 48;
-            if let Some(b) = batch.get_mut(batch_n) {
-                *b = (at.slot, e);
-                batch_n += 1;
+            if let Some(entry) = room.next() {
+                batch::keep(entry, at.slot, e);
             } else if let Err(e) = store_unbatched(mem, &self.ring, at.slot, e) {
                 stored = Err(e.into());
                 break;
             }
             at.advance(slots, size);
-            moved += slots as u32;
         }
-        (self.next_used, self.batch_n) = (at, batch_n);
+        (self.next_used, self.batch_n) = (at, batch.len() - room.len());
+        // Never a lap or more: no more slots are in flight than the ring has.
+        let moved = (at.in_cycle(size) + 2 * size as u32 - start.in_cycle(size)) % (2 * size as u32);
         self.since = self.since.saturating_add(moved);
         stored
     }
@@ -554,7 +543,7 @@ impl PackedQueue {
         // The ring checked once for the batch.
         let outside = RingError::Memory { gpa: self.ring.gpa().0 as u32 };
         let ring = mem.writer(&self.ring).ok_or(outside)?;
-        store_batch(&ring, &self.batch[..self.batch_n]).then_some(()).ok_or(outside)?;
+        store_batch(&ring, &self.batch.entries()[..self.batch_n]).then_some(()).ok_or(outside)?;
         self.batch_n = 0;
         self.published = self.next_used;
         Ok(())

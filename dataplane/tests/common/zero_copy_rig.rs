@@ -14,10 +14,11 @@ use dataplane::flood::{FloodSets, PortSet};
 use dataplane::fwd::PortView;
 use dataplane::port_io::TxPort;
 use dataplane::capture::Taps;
-use dataplane::virtq::{PackedQueue, RingFeatures, SplitQueue, Virtqueue};
+use dataplane::virtq::{KeptPosition, PackedQueue, RingFeatures, SplitQueue, Virtqueue};
 use dataplane::vlan::VlanMode;
 use pmd_bridge::extbuf::Lender;
 use pmd_bridge::guest_mem::{GuestMemory, Gpa};
+use pmd_bridge::persist::SharedWords;
 use pmd_bridge::{Burst, Eal, EthPort, Mbuf, Mempool, PortConfig, Ring, RxQueue, BURST};
 use testbed::FilePrefix;
 
@@ -146,8 +147,14 @@ impl Guest {
 
     pub fn queue(&self, vring: u16) -> GuestRing {
         let q = match self.packed {
-            // A fresh ring: slot 0 in the lap of wrap counter 1.
-            Some(_) => Virtqueue::Packed(PackedQueue::new(SIZE, Gpa(DESC), Gpa(AVAIL), Gpa(USED), (1 << 15, 1 << 15), &self.mem, RingFeatures::from_bits(self.features)).unwrap()),
+            // A fresh ring: slot 0 in the lap of wrap counter 1, its
+            // position kept as vswitchd keeps every packed ring's.
+            Some(_) => {
+                let mut q = PackedQueue::new(SIZE, Gpa(DESC), Gpa(AVAIL), Gpa(USED), (1 << 15, 1 << 15), &self.mem, RingFeatures::from_bits(self.features)).unwrap();
+                let dir = tempfile::tempdir().unwrap();
+                q.keep_position(KeptPosition::new(Arc::new(SharedWords::open(&dir.path().join("rings"), KeptPosition::WORDS).unwrap()), 0));
+                Virtqueue::Packed(q)
+            }
             None => Virtqueue::Split(SplitQueue::new(SIZE, Gpa(DESC), Gpa(AVAIL), Gpa(USED), (0, 0), &self.mem).unwrap()),
         };
         GuestRing::new(Arc::clone(&self.mem), q, Interrupt::None, vring, GuestFeatures::from_bits(self.features).unwrap())

@@ -8,16 +8,16 @@
 //! ring went since. rte_vhost's inflight region would help, but QEMU sets
 //! it up for block and SCSI devices only, never for a network device. So
 //! the switch keeps the position itself, in memory of its own that
-//! outlives it: before each `publish`, the batch's used descriptors and
-//! the used position before and after it (`publish_record`). The guest's
-//! ring then tells which of the two holds (`resume_at`): the batch's first
-//! slot is used in that lap, or offered again in the next, if the batch
-//! became visible. If it is still the guest's available descriptor, the
-//! switch died inside `publish`, after the batch's copies, with none, some
-//! or all of its descriptors but the first written: the next switch writes
-//! them all and goes on after the batch. Chains taken and not yet in a
-//! batch being published are taken again, as QEMU's resume of a split
-//! ring does.
+//! outlives it: the batch's used descriptors as they are added, and before
+//! each `publish` the used position before and after the batch
+//! (`publish_record`). The guest's ring then tells which of the two holds
+//! (`resume_at`): the batch's first slot is used in that lap, or offered
+//! again in the next, if the batch became visible. If it is still the
+//! guest's available descriptor, the switch died inside `publish`, after
+//! the batch's copies, with none, some or all of its descriptors but the
+//! first written: the next switch writes them all and goes on after the
+//! batch. Chains taken and not yet in a batch being published are taken
+//! again, as QEMU's resume of a split ring does.
 //!
 //! The position is kept in words of a file (`KeptPosition`) with the
 //! session it belongs to: the ring's address and size, QEMU's memory, and
@@ -26,13 +26,14 @@
 //! switch ran has its position forgotten; so a kept position is used only
 //! for the same ring of the same QEMU, from a switch that went away under
 //! it.
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use pmd_bridge::guest_mem::{GuestMemory, Gpa};
 use pmd_bridge::persist::SharedWords;
 
-use super::{flags_at, is_avail, store_batch, PackedQueue, Pos, DESC_SIZE, MAX_BATCH};
+use super::batch::{store_batch, BatchRoom, Entry};
+use super::{flags_at, is_avail, PackedQueue, Pos, DESC_SIZE, MAX_BATCH};
 
 /// The used position (slot | wrap << 15) before and after the batch that
 /// `publish` is about to make visible, and how many used descriptors the
@@ -98,10 +99,9 @@ impl KeptPosition {
         self.words.store(self.at + 3, (rec.entries as u64) << 33 | 1 << 32 | (rec.after as u64) << 16 | rec.before as u64);
     }
 
-    /// Where this ring's batch is kept while `publish` writes it: two
-    /// words a used descriptor, its slot, then its bytes 8..16.
-    pub(super) fn batch(&self) -> &[AtomicU64] {
-        self.words.slice(self.at + 4, 2 * MAX_BATCH)
+    /// Where this ring's batch is kept from `add_used` on (`BatchRoom`).
+    pub(super) fn batch(&self) -> &[Entry] {
+        self.words.slice(self.at + 4, 2 * MAX_BATCH).as_chunks().0
     }
 
     /// The guest left while the switch ran: nothing to resume.
@@ -111,21 +111,21 @@ impl KeptPosition {
 }
 
 impl PackedQueue {
-    /// Keeps this ring's position in `k` before each `publish` from now on.
+    /// Keeps this ring's position in `k` from now on: its batches, and
+    /// before each `publish` the record.
     pub fn keep_position(&mut self, k: KeptPosition) {
-        self.keep = Some(k);
+        for (to, from) in k.batch().iter().zip(&self.batch.entries()[..self.batch_n]) {
+            (0..2).for_each(|i| to[i].store(from[i].load(Relaxed), Relaxed));
+        }
+        self.batch = BatchRoom::Kept(k);
     }
 
-    /// Keeps the batch and its record, before `publish` writes the batch
-    /// into the ring: its used descriptors first, the record (which names
-    /// how many) after them.
+    /// Keeps the batch's record, before `publish` writes the batch into
+    /// the ring: the record names how many of the used descriptors beside
+    /// it are the batch's, so they are all there before it.
     #[inline]
     pub(super) fn keep_record(&self) {
-        let (Some(k), Some(rec)) = (&self.keep, self.publish_record()) else { return };
-        for (to, &(slot, e)) in k.batch().chunks_exact(2).zip(&self.batch[..self.batch_n]) {
-            to[0].store(slot as u64, Relaxed);
-            to[1].store(e, Relaxed);
-        }
+        let (BatchRoom::Kept(k), Some(rec)) = (&self.batch, self.publish_record()) else { return };
         k.record(rec);
     }
 
@@ -146,7 +146,7 @@ impl PackedQueue {
     /// as the datapath returns them, and batches are of at most `MAX_BATCH`
     /// (512) used descriptors (the rest are written before `publish`,
     /// unseen behind the first).
-    pub fn resume_at(mem: &GuestMemory, desc: Gpa, size: u16, rec: PublishRecord, batch: &[AtomicU64]) -> Result<u16, &'static str> {
+    pub fn resume_at(mem: &GuestMemory, desc: Gpa, size: u16, rec: PublishRecord, batch: &[Entry]) -> Result<u16, &'static str> {
         let (first, outside) = (Pos::from_index(rec.before), "ring outside guest memory");
         if first.slot >= size || Pos::from_index(rec.after).slot >= size {
             return Err("ring position beyond the ring");
@@ -156,14 +156,13 @@ impl PackedQueue {
         if !is_avail(flags, first.wrap) {
             return Ok(rec.after);
         }
-        let entry = |k: usize| Some((batch.get(2 * k)?.load(Relaxed) as u16, batch.get(2 * k + 1)?.load(Relaxed)));
         // Only a batch that starts where the record says, inside the ring.
-        let entries: Option<Vec<(u16, u64)>> = (0..rec.entries as usize).map(entry).collect();
-        let Some(entries) = entries.filter(|e| e.first().is_some_and(|&(s, _)| s == first.slot) && e.iter().all(|&(s, _)| s < size)) else {
+        let slot = |[s, _]: &Entry| s.load(Relaxed);
+        let Some(entries) = batch.get(..rec.entries as usize).filter(|e| e.first().is_some_and(|e| slot(e) == first.slot as u64) && e.iter().all(|e| slot(e) < size as u64)) else {
             return Ok(rec.before);
         };
         // As `publish` writes it.
-        store_batch(&mem.writer(&ring).ok_or(outside)?, &entries).then_some(rec.after).ok_or(outside)
+        store_batch(&mem.writer(&ring).ok_or(outside)?, entries).then_some(rec.after).ok_or(outside)
     }
 }
 
@@ -296,6 +295,20 @@ mod tests {
         assert_eq!(KeptPosition::new(words, 0).resume(&g.mem, session), session.base, "another ring's words are its own");
     }
 
+    const SESSION: RingSession = RingSession { desc: Gpa(DESC), size: SIZE, base: (0x8000, 0x8000), memory: 7 };
+
+    /// A guest's fresh ring and our queue on it, its position kept in a
+    /// file of `dir` for `SESSION`.
+    fn kept_queue(dir: &tempfile::TempDir) -> (PackedGuest, KeptPosition, PackedQueue) {
+        let words = Arc::new(SharedWords::open(&dir.path().join("rings"), KeptPosition::WORDS).unwrap());
+        let g = PackedGuest::new(SIZE);
+        let kept = KeptPosition::new(words, 0);
+        assert_eq!(kept.resume(&g.mem, SESSION), SESSION.base);
+        let mut q = g.queue();
+        q.keep_position(kept.clone());
+        (g, kept, q)
+    }
+
     /// A switch killed inside `publish`: the batch recorded and its used
     /// descriptors kept with it, none or some of them written into the
     /// ring, the first slot still available. The next switch finishes the
@@ -306,13 +319,7 @@ mod tests {
     fn regression_a_switch_killed_inside_publish_leaves_a_batch_the_next_one_finishes() {
         for written in [0, 1] {
             let dir = tempfile::tempdir().unwrap();
-            let words = Arc::new(SharedWords::open(&dir.path().join("rings"), KeptPosition::WORDS).unwrap());
-            let session = RingSession { desc: Gpa(DESC), size: SIZE, base: (0x8000, 0x8000), memory: 7 };
-            let mut g = PackedGuest::new(SIZE);
-            let kept = KeptPosition::new(words, 0);
-            assert_eq!(kept.resume(&g.mem, session), session.base);
-            let mut q = g.queue();
-            q.keep_position(kept.clone());
+            let (mut g, kept, mut q) = kept_queue(&dir);
             take(&mut g, &mut q, &[0, 1, 2]);
             for id in [0, 1, 2] {
                 q.add_used(&g.mem, id, 10 + id as u32).unwrap();
@@ -320,19 +327,38 @@ mod tests {
             // `publish` began: the record kept, then `written` of the rest
             // stored as it stores them (the second slot's descriptor).
             q.keep_record();
-            let b = kept.batch();
-            for k in 1..=written {
-                let (slot, rest) = (b[2 * k].load(Relaxed), b[2 * k + 1].load(Relaxed));
+            for [slot, rest] in &kept.batch()[1..=written] {
+                let (slot, rest) = (slot.load(Relaxed), rest.load(Relaxed));
                 g.mem.write(Gpa(DESC + 16 * slot + 8), &rest.to_le_bytes()).unwrap();
             }
             drop(q);
-            assert_eq!(kept.resume(&g.mem, session), (0x8003, 0x8003), "{written} written: past the batch");
+            assert_eq!(kept.resume(&g.mem, SESSION), (0x8003, 0x8003), "{written} written: past the batch");
             let used: Vec<_> = std::iter::from_fn(|| g.used()).map(|u| (u.0, u.1)).collect();
             assert_eq!(used, [(0, 10), (1, 11), (2, 12)], "{written} written: each chain once");
             let [d, dr, dv] = g.rings.map(Gpa);
             let mut q = PackedQueue::new(SIZE, d, dr, dv, (0x8003, 0x8003), &g.mem, g.features).unwrap();
             take(&mut g, &mut q, &[3]);
         }
+    }
+
+    /// The next batch's used descriptors overwrite the last one's in the
+    /// kept words as they are added; a switch that dies before publishing
+    /// them resumes after the visible batch and takes their chains again.
+    #[test]
+    fn a_batch_added_over_the_kept_one_and_never_published_is_taken_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut g, kept, mut q) = kept_queue(&dir);
+        take(&mut g, &mut q, &[0, 1]);
+        q.add_used_all(&g.mem, [(0, 0), (1, 0)].into_iter()).unwrap();
+        q.publish(&g.mem).unwrap();
+        take(&mut g, &mut q, &[2, 3]);
+        q.add_used_all(&g.mem, [(2, 0), (3, 0)].into_iter()).unwrap();
+        drop(q);
+        assert_eq!(kept.resume(&g.mem, SESSION), (0x8002, 0x8002), "past the visible batch only");
+        assert_eq!(std::iter::from_fn(|| g.used()).map(|u| u.0).collect::<Vec<_>>(), [0, 1], "nothing of the unpublished batch shown");
+        let [d, dr, dv] = g.rings.map(Gpa);
+        let mut q = PackedQueue::new(SIZE, d, dr, dv, (0x8002, 0x8002), &g.mem, g.features).unwrap();
+        assert_eq!(heads(&g, &mut q), [2, 3]);
     }
 
     #[test]
