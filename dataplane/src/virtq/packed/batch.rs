@@ -23,8 +23,8 @@ pub(super) enum BatchRoom {
 }
 
 impl BatchRoom {
-    /// Room for the batches of a ring of `size` slots (never more used
-    /// descriptors in flight than that).
+    /// Room for the batches of a ring of `size` slots: a used descriptor a
+    /// chain, and never more chains in flight than ids below the size.
     pub(super) fn heap(size: u16) -> BatchRoom {
         BatchRoom::Heap((0..(size as usize).min(MAX_BATCH)).map(|_| Default::default()).collect())
     }
