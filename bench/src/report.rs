@@ -66,6 +66,12 @@ pub struct Summary {
     pub full_burst_vs_split: Option<f64>,
     #[serde(default)]
     pub full_burst_pairs_split: usize,
+    /// `full_burst_vs_split` of the repeats in the machine's fast state
+    /// (`fast_state`) and of the rest, apart, with how many paired in each:
+    /// packed and split rings part by several percent more in its slow
+    /// state.
+    #[serde(default)]
+    pub full_burst_vs_split_by_state: [(Option<f64>, usize); 2],
     pub copies_per_packet: Option<f64>,
     /// Median of the repeats' `Row::line_round_trip`: the machine's state.
     #[serde(default)]
@@ -121,6 +127,20 @@ fn key(r: &Row) -> Key {
 /// not by the same factor: only rows measured in one state compare.
 const LIKE_STATE: f64 = 1.5;
 
+/// Round trips within this factor of a run's lowest are its fast state:
+/// 106-180 cycles there against 1000-1200 in the slow one, on the machine
+/// measured (`LIKE_STATE`, which pairs rows, is tighter).
+const FAST_STATE: f64 = 3.0;
+
+/// Whether `r` was measured in the run's fast state (`FAST_STATE`; a row
+/// without a round trip counts as fast).
+fn fast_state(r: &Row, lowest: Option<f64>) -> bool {
+    match (r.line_round_trip, lowest) {
+        (Some(t), Some(lo)) => t <= FAST_STATE * lo,
+        _ => true,
+    }
+}
+
 fn like_state(a: Option<f64>, b: Option<f64>) -> bool {
     match (a, b) {
         (Some(a), Some(b)) => a.max(b) <= LIKE_STATE * a.min(b),
@@ -164,6 +184,7 @@ pub fn summarize(rows: &[Row]) -> Vec<Summary> {
     let med = |rs: &[&Row], f: &dyn Fn(&Row) -> f64| median(rs.iter().map(|r| f(r)).collect()).unwrap_or(0.0);
     let counted_mpps = |rs: &[&Row]| median(rs.iter().filter(|r| !r.generator_bound).map(|r| r.rx_mpps).collect());
     let ratio = |a: Option<f64>, b: Option<f64>| Some(a? / b.filter(|&b| b > 0.0)?);
+    let lowest_rtt = rows.iter().filter_map(|r| r.line_round_trip).reduce(f64::min);
     let mut out = Vec::new();
     for k in order {
         let rs = &cells[&k];
@@ -182,6 +203,8 @@ pub fn summarize(rows: &[Row]) -> Vec<Summary> {
         let (levels_vs_testpmd, levels_vs_split) = (by_level(tpmd), by_level(split));
         let (cycles_vs_split, cycles_pairs_split) = paired_cycles(rs, split);
         let (full_burst_vs_split, full_burst_pairs_split) = paired_by(rs, split, |r| r.full_burst_cycles);
+        let (fast, slow): (Vec<&Row>, Vec<&Row>) = rs.iter().partition(|r| fast_state(r, lowest_rtt));
+        let full_burst_vs_split_by_state = [fast, slow].map(|rs| paired_by(&rs, split, |r| r.full_burst_cycles));
         let mut notes: Vec<String> = rs.iter().filter(|r| !r.note.is_empty()).map(|r| r.note.clone()).collect();
         notes.sort();
         notes.dedup();
@@ -217,6 +240,7 @@ pub fn summarize(rows: &[Row]) -> Vec<Summary> {
             full_burst_share: median(rs.iter().filter_map(|r| r.full_burst_share).collect()),
             full_burst_vs_split,
             full_burst_pairs_split,
+            full_burst_vs_split_by_state,
             copies_per_packet: median(rs.iter().filter_map(|r| r.copies_per_packet).collect()),
             line_round_trip: median(rs.iter().filter_map(|r| r.line_round_trip).collect()),
             levels: lv,
@@ -325,11 +349,13 @@ pub fn table(sums: &[Summary], missing: &[NotMeasured], retries: &[(String, Stri
     if !full.is_empty() {
         s.push_str(&format!(
             "at full bursts: median cycles per packet of the polls that took a whole burst ({BURST} frames) from the row's VMs, the share of their packets \
-             those polls took, and for a packed ring its over the same switch's split ring's, paired alike (csplit)\n"
+             those polls took, and for a packed ring its over the same switch's split ring's, paired alike (csplit), over all repeats and over those in the \
+             machine's fast state (round trip within {FAST_STATE}x of the run's lowest) and the rest apart\n"
         ));
     }
     for r in full {
-        let vs = if r.ring == Ring::Packed { format!(" | csplit {}", paired(r.full_burst_vs_split, r.full_burst_pairs_split)) } else { String::new() };
+        let [(f, nf), (sl, ns)] = r.full_burst_vs_split_by_state;
+        let vs = if r.ring == Ring::Packed { format!(" | csplit {} (fast {}, slow {})", paired(r.full_burst_vs_split, r.full_burst_pairs_split), paired(f, nf), paired(sl, ns)) } else { String::new() };
         s.push_str(&format!("  {} {} {} {} {}: {} ({}% of its packets){vs}\n", r.switch, r.ring.name(), r.scenario, r.flows, r.size, opt(r.full_burst_cycles, 0), opt(r.full_burst_share.map(|f| f * 100.0), 0)));
     }
     for line in not_measured(missing) {
@@ -487,7 +513,32 @@ mod tests {
         let t = table(&s, &[], &[]);
         assert!(t.lines().any(|l| l.starts_with("vswitchd-copy-once       packed 2vm-rings") && l.ends_with("0.95/3")), "{t}");
         assert!(t.contains("vswitchd-copy-once split 2vm-rings 1 64: 90 (100% of its packets)\n"), "{t}");
-        assert!(t.contains("vswitchd-copy-once packed 2vm-rings 1 64: 85 (60% of its packets) | csplit 0.94/3"), "{t}");
+        assert!(t.contains("vswitchd-copy-once packed 2vm-rings 1 64: 85 (60% of its packets) | csplit 0.94/3 (fast 0.94/3, slow -)"), "{t}");
+    }
+
+    /// The machine's two states part packed from split rings by different
+    /// amounts: `csplit` at full bursts is also given for each apart, by
+    /// the repeat's round trip against the run's lowest.
+    #[test]
+    fn full_burst_csplit_is_also_given_for_each_state_of_the_machine() {
+        let at = |ring: Ring, rep: usize, rtt: f64, cyc: f64| Row {
+            ring,
+            scenario: "2vm-rings".into(),
+            full_burst_cycles: Some(cyc),
+            line_round_trip: Some(rtt),
+            ..row("vswitchd-copy-once", rep, 1.0, false)
+        };
+        let mut rows = Vec::new();
+        for (rep, rtt, split, packed) in [(0, 120.0, 100.0, 101.0), (1, 1100.0, 130.0, 140.0), (2, 170.0, 100.0, 103.0), (3, 1050.0, 130.0, 138.0)] {
+            rows.extend([at(Ring::Split, rep, rtt, split), at(Ring::Packed, rep, rtt, packed)]);
+        }
+        let s = summarize(&rows);
+        let packed = s.iter().find(|r| r.ring == Ring::Packed).unwrap();
+        let round = |(v, n): (Option<f64>, usize)| (v.map(|v| (v * 1e4).round() / 1e4), n);
+        assert_eq!(packed.full_burst_vs_split_by_state.map(round), [(Some(1.02), 2), (Some(1.0692), 2)], "1.01 and 1.03; 140/130 and 138/130");
+        assert_eq!(s[0].full_burst_vs_split_by_state, [(None, 0), (None, 0)], "a split ring is not compared with itself");
+        let t = table(&s, &[], &[]);
+        assert!(t.contains("| csplit 1.05/4 (fast 1.02/2, slow 1.07/2)"), "{t}");
     }
 
     #[test]
