@@ -189,10 +189,16 @@ mod tests {
     /// The switch dies with `rec` kept (and no batch with it); a new one
     /// resumes where it says.
     fn restart(g: &PackedGuest, rec: PublishRecord) -> PackedQueue {
-        let at = PackedQueue::resume_at(&g.mem, Gpa(DESC), SIZE, rec, &[]).unwrap();
+        queue_at(g, PackedQueue::resume_at(&g.mem, Gpa(DESC), SIZE, rec, &[]).unwrap())
+    }
+
+    /// A new switch's queue on `g`'s ring, at `at` (avail and used alike).
+    fn queue_at(g: &PackedGuest, at: u16) -> PackedQueue {
         let [d, dr, dv] = g.rings.map(Gpa);
         PackedQueue::new(SIZE, d, dr, dv, (at, at), &g.mem, g.features).unwrap()
     }
+
+    const SESSION: RingSession = RingSession { desc: Gpa(DESC), size: SIZE, base: (0x8000, 0x8000), memory: 7 };
 
     fn heads(g: &PackedGuest, q: &mut PackedQueue) -> Vec<u16> {
         let mut c = Chain::default();
@@ -262,10 +268,9 @@ mod tests {
     fn a_kept_position_serves_only_the_session_it_was_kept_for() {
         let dir = tempfile::tempdir().unwrap();
         let words = Arc::new(SharedWords::open(&dir.path().join("rings"), 2 * KeptPosition::WORDS).unwrap());
-        let session = RingSession { desc: Gpa(DESC), size: SIZE, base: (0x8000, 0x8000), memory: 7 };
         let mut g = PackedGuest::new(SIZE);
         let kept = KeptPosition::new(Arc::clone(&words), 1);
-        assert_eq!(kept.resume(&g.mem, session), (0x8000, 0x8000), "nothing kept yet: the frontend's base");
+        assert_eq!(kept.resume(&g.mem, SESSION), (0x8000, 0x8000), "nothing kept yet: the frontend's base");
         let mut q = g.queue();
         q.keep_position(kept.clone());
         take(&mut g, &mut q, &[0, 1]);
@@ -275,7 +280,7 @@ mod tests {
         q.publish(&g.mem).unwrap();
         drop(q); // the switch dies; QEMU gives its old base again
         let other = |f: fn(&mut RingSession)| {
-            let mut s = session;
+            let mut s = SESSION;
             f(&mut s);
             s
         };
@@ -289,13 +294,11 @@ mod tests {
             assert_eq!(scratch.resume(&g.mem, s), s.base, "{why}");
         }
         let reopened = KeptPosition::new(Arc::new(SharedWords::open(&dir.path().join("rings"), 2 * KeptPosition::WORDS).unwrap()), 1);
-        assert_eq!(reopened.resume(&g.mem, session), (0x8002, 0x8002), "the same session resumes past the batch");
+        assert_eq!(reopened.resume(&g.mem, SESSION), (0x8002, 0x8002), "the same session resumes past the batch");
         reopened.forget();
-        assert_eq!(reopened.resume(&g.mem, session), session.base, "a guest that left is not resumed");
-        assert_eq!(KeptPosition::new(words, 0).resume(&g.mem, session), session.base, "another ring's words are its own");
+        assert_eq!(reopened.resume(&g.mem, SESSION), SESSION.base, "a guest that left is not resumed");
+        assert_eq!(KeptPosition::new(words, 0).resume(&g.mem, SESSION), SESSION.base, "another ring's words are its own");
     }
-
-    const SESSION: RingSession = RingSession { desc: Gpa(DESC), size: SIZE, base: (0x8000, 0x8000), memory: 7 };
 
     /// A guest's fresh ring and our queue on it, its position kept in a
     /// file of `dir` for `SESSION`.
@@ -335,8 +338,7 @@ mod tests {
             assert_eq!(kept.resume(&g.mem, SESSION), (0x8003, 0x8003), "{written} written: past the batch");
             let used: Vec<_> = std::iter::from_fn(|| g.used()).map(|u| (u.0, u.1)).collect();
             assert_eq!(used, [(0, 10), (1, 11), (2, 12)], "{written} written: each chain once");
-            let [d, dr, dv] = g.rings.map(Gpa);
-            let mut q = PackedQueue::new(SIZE, d, dr, dv, (0x8003, 0x8003), &g.mem, g.features).unwrap();
+            let mut q = queue_at(&g, 0x8003);
             take(&mut g, &mut q, &[3]);
         }
     }
@@ -356,8 +358,7 @@ mod tests {
         drop(q);
         assert_eq!(kept.resume(&g.mem, SESSION), (0x8002, 0x8002), "past the visible batch only");
         assert_eq!(std::iter::from_fn(|| g.used()).map(|u| u.0).collect::<Vec<_>>(), [0, 1], "nothing of the unpublished batch shown");
-        let [d, dr, dv] = g.rings.map(Gpa);
-        let mut q = PackedQueue::new(SIZE, d, dr, dv, (0x8002, 0x8002), &g.mem, g.features).unwrap();
+        let mut q = queue_at(&g, 0x8002);
         assert_eq!(heads(&g, &mut q), [2, 3]);
     }
 
