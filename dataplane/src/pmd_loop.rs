@@ -17,7 +17,7 @@ use pmd_bridge::{Burst, Mempool, BURST};
 use crate::capture::Taps;
 use crate::copy_once::GuestPkt;
 use crate::counters::{bump, PmdCounters, MAX_PORTS};
-use crate::egress::{guest_outputs, Egress, Outputs};
+use crate::egress::{guest_outputs, prefetch_rings, Egress, Outputs};
 use crate::fdb::Fdb;
 use crate::flood::{FloodSets, PortSet};
 use crate::flow::PmdFlows;
@@ -183,7 +183,8 @@ pub fn run(mut ctx: PmdContext) -> i32 {
                 ab.pick();
             }
             let drops = &ctx.counters.ports[src.slot as usize].drops;
-            let received = src.port.recv(&ctx.pool, &mut mbufs, &mut guest, drops);
+            let slot = src.slot;
+            let received = src.port.recv(&ctx.pool, &mut mbufs, &mut guest, drops, |n, bytes| prefetch_rings(tx, *guests, slot, n, bytes));
             let eg = Egress { ports, flood, tx, guests: *guests, out: &mut out, pool: &ctx.pool, fdb: &ctx.fdb, counters: &ctx.counters, now, taps, flows: flows.as_deref_mut() };
             let n = match received {
                 Received::Nothing => {

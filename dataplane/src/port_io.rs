@@ -47,11 +47,11 @@ impl RxPort {
     /// Receives into `mbufs`, or, from a copy-once port, into `guest`;
     /// chains a copy-once guest got back refused are counted in `drops`.
     #[inline]
-    pub fn recv<'a>(&'a mut self, pool: &Mempool, mbufs: &mut Burst, guest: &'a mut [GuestPkt], drops: &[AtomicU64; DropReason::COUNT]) -> Received<'a> {
+    pub fn recv<'a>(&'a mut self, pool: &Mempool, mbufs: &mut Burst, guest: &'a mut [GuestPkt], drops: &[AtomicU64; DropReason::COUNT], ahead: impl FnOnce(usize, u64)) -> Received<'a> {
         let n = match self {
             RxPort::Eth(q) => q.rx_burst(mbufs),
             RxPort::Vhost(q) => q.dequeue_burst(pool, mbufs),
-            RxPort::CopyOnce(r) => return r.recv(guest, drops).map_or(Received::Nothing, Received::Guest),
+            RxPort::CopyOnce(r) => return r.recv(guest, drops, ahead).map_or(Received::Nothing, Received::Guest),
         };
         if n == 0 {
             Received::Nothing

@@ -125,17 +125,20 @@ impl CopyOnceRx {
 
     /// Takes up to `out.len()` frames the guest transmitted: headers into
     /// `out`, payloads left in place. Bad chains go back at once, counted
-    /// in `drops`.
-    pub fn recv<'a>(&'a mut self, out: &'a mut [GuestPkt], drops: &[AtomicU64; DropReason::COUNT]) -> Option<GuestBurst<'a>> {
+    /// in `drops`. `ahead(n, frame_bytes)` runs once the burst's chains are
+    /// taken, before their headers are read: what it starts loading (the
+    /// outputs' receive descriptors, `egress::prefetch_rings`) comes in
+    /// meanwhile.
+    pub fn recv<'a>(&'a mut self, out: &'a mut [GuestPkt], drops: &[AtomicU64; DropReason::COUNT], ahead: impl FnOnce(usize, u64)) -> Option<GuestBurst<'a>> {
         debug_assert_eq!(self.taken, 0, "a burst not committed");
         self.reap();
-        let n = self.take(out);
+        let n = self.take(out, ahead);
         self.ring.count_refused(drops);
         count_bad_headers(&mut self.bad_headers, drops);
         (n > 0).then(|| GuestBurst { rx: self, pkts: &out[..n] })
     }
 
-    fn take(&mut self, out: &mut [GuestPkt]) -> usize {
+    fn take(&mut self, out: &mut [GuestPkt], ahead: impl FnOnce(usize, u64)) -> usize {
         let ring = &mut self.ring;
         if ring.broken {
             return 0;
@@ -202,6 +205,9 @@ impl CopyOnceRx {
             if got < end {
                 break;
             }
+        }
+        if k > 0 {
+            ahead(k, self.chains[..k].iter().map(|c| c.len() - NET_HDR_LEN as u64).sum());
         }
         // Chains returned already (refused, counted): published even if
         // none is left to deliver.

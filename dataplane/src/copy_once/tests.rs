@@ -116,7 +116,7 @@ fn regression_no_used_index_is_published_before_its_copies_run() {
     let (mut a, mut b, a_mem) = two_guests(&frame);
     let mut pkts = [GuestPkt::default(); 4];
     let drops = crate::counters::PerReason::default();
-    let burst = a.recv(&mut pkts, &drops).expect("one frame");
+    let burst = a.recv(&mut pkts, &drops, |_, _| {}).expect("one frame");
     let mut copies = CopyList::default();
     assert!(matches!(burst.deliver(0, &mut b, &mut copies, 7).0, Delivery::Done { .. }));
     assert_eq!(used_idx(b.mem()), 0, "an entry listed, its payload not copied: not visible");
@@ -177,7 +177,7 @@ fn many_guests(frames: &[(NetHdr, Vec<u8>)], descs: &[(u64, u32, u16, u16)], hea
 fn deliver_burst(a: &mut CopyOnceRx, b: &mut CopyOnceTx, n: usize) -> (Vec<Delivery>, Vec<(u32, u32)>) {
     let mut pkts = [GuestPkt::default(); 8];
     let drops = crate::counters::PerReason::default();
-    let burst = a.recv(&mut pkts, &drops).expect("frames");
+    let burst = a.recv(&mut pkts, &drops, |_, _| {}).expect("frames");
     let (mut copies, mut got) = (CopyList::default(), Vec::new());
     burst.deliver_all(0..n, n, b, &mut copies, 7, |_, d, _| got.push(d));
     let (done, copied) = copies.run(Some(burst.mem()), |out| (out == 7).then_some(b.mem()));
@@ -281,7 +281,7 @@ fn chains_back(packed: bool, in_order: bool, outside: u16) -> (Vec<usize>, Vec<u
     let drops = crate::counters::PerReason::default();
     let mut pkts = [GuestPkt::default(); 16];
     let mut bursts = Vec::new();
-    while let Some(burst) = rx.recv(&mut pkts, &drops) {
+    while let Some(burst) = rx.recv(&mut pkts, &drops, |_, _| {}) {
         bursts.push(burst.pkts().len());
         let mut copies = CopyList::default();
         let (done, _) = copies.run(None, |_| None);
@@ -355,7 +355,7 @@ fn jumbo_frames_fill_the_chains_taken_ahead() {
             let mut a = many_guests(frames, &[], &[]).0;
             let mut pkts = [GuestPkt::default(); 8];
             let drops = crate::counters::PerReason::default();
-            let burst = a.recv(&mut pkts, &drops).expect("frames");
+            let burst = a.recv(&mut pkts, &drops, |_, _| {}).expect("frames");
             let mut copies = CopyList::default();
             burst.deliver_all(0..frames.len(), frames.len(), &mut b, &mut copies, 7, |_, d, _| delivered.push(d));
             let (done, copied) = copies.run(Some(burst.mem()), |out| (out == 7).then_some(b.mem()));

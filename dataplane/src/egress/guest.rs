@@ -16,10 +16,11 @@ use super::{Egress, Tally, NOT_HELD};
 impl Egress<'_> {
     /// A burst still in a copy-once guest's transmit buffers: one payload
     /// copy per output, into another copy-once guest directly or into an
-    /// mbuf for any other port; the chains go back after every copy.
+    /// mbuf for any other port; the chains go back after every copy. The
+    /// outputs' rings were taken ahead as it was received
+    /// (`prefetch_rings`).
     pub fn forward_guest(mut self, in_slot: u16, burst: GuestBurst) {
         let pkts = burst.pkts();
-        self.prefetch_rings(in_slot, pkts.len(), pkts.iter().map(|p| p.frame_len() as u64).sum());
         let mut decisions = [Decision::Drop(DropReason::Malformed); BURST];
         if self.classify(in_slot, pkts.iter(), &mut decisions).is_none() {
             let (done, _) = self.out.copies.run(None, |_| None);

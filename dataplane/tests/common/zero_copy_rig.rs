@@ -8,7 +8,7 @@ use std::sync::{Arc, OnceLock};
 
 use dataplane::copy_once::{CopyOnceRx, CopyOnceTx, GuestFeatures, GuestPkt, GuestRing, Interrupt, ZeroCopy};
 use dataplane::counters::{Path, PmdCounters, ZeroCopy as Outcome, MAX_PORTS};
-use dataplane::egress::{guest_outputs, Egress, Outputs};
+use dataplane::egress::{guest_outputs, prefetch_rings, Egress, Outputs};
 use dataplane::fdb::Fdb;
 use dataplane::flood::{FloodSets, PortSet};
 use dataplane::fwd::PortView;
@@ -240,9 +240,11 @@ impl Rig {
     pub fn poll(&mut self) -> usize {
         let mut pkts = [GuestPkt::default(); BURST];
         let drops = dataplane::counters::PerReason::default();
-        let Some(burst) = self.rx.recv(&mut pkts, &drops) else { return 0 };
+        // As the PMD loop does: the outputs' rings taken ahead on receipt.
+        let (guests, tx) = (guest_outputs(&self.tx), &self.tx);
+        let Some(burst) = self.rx.recv(&mut pkts, &drops, |n, bytes| prefetch_rings(tx, guests, 0, n, bytes)) else { return 0 };
         let n = burst.pkts().len();
-        let eg = Egress { ports: &self.ports, flood: &self.flood, guests: guest_outputs(&self.tx), tx: &mut self.tx, out: &mut self.out, pool: &self.pool, fdb: &self.fdb, counters: &self.counters, now: 1, taps: &Taps::default(), flows: self.flows.as_mut() };
+        let eg = Egress { ports: &self.ports, flood: &self.flood, guests, tx: &mut self.tx, out: &mut self.out, pool: &self.pool, fdb: &self.fdb, counters: &self.counters, now: 1, taps: &Taps::default(), flows: self.flows.as_mut() };
         eg.forward_guest(0, burst);
         n
     }
