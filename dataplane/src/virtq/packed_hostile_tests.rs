@@ -161,6 +161,27 @@ fn an_id_still_in_flight_is_refused_and_goes_back_once() {
     assert_eq!(pop(&g, &mut q, TX).0, Ok(Pop::Chain), "back, the id may come again");
 }
 
+/// In order, the batch goes back to where the guest's offers reached, the
+/// refused chain's slots with it: the used position follows the avail one,
+/// not the chains' own slots (a sum of which left those two behind).
+#[test]
+fn regression_an_in_order_batch_goes_back_whole_past_an_id_still_in_flight() {
+    let mut g = PackedGuest::new(SIZE);
+    g.offer(1, &[(DATA, 64, 0)]);
+    g.offer(1, &[(DATA + 0x100, 64, 0), (DATA + 0x200, 64, 0)]);
+    g.offer(2, &[(DATA + 0x300, 64, 0)]);
+    let mut q = g.queue();
+    assert_eq!(pop(&g, &mut q, TX).0, Ok(Pop::Chain));
+    assert_eq!(pop(&g, &mut q, TX).0, Ok(Pop::Bad { head: 1, err: ChainError::HeadOutOfRange }));
+    assert_eq!(pop(&g, &mut q, TX).0, Ok(Pop::Chain));
+    q.add_used_in_order(&g.mem, &[1, 1, 2]).unwrap();
+    q.publish(&g.mem).unwrap();
+    assert_eq!(g.read(0).2, 2, "one used descriptor, the last chain's");
+    assert_eq!(q.indices(), (0x8004, 0x8004));
+    g.offer(1, &[(DATA, 64, 0)]);
+    assert_eq!(pop(&g, &mut q, TX).0, Ok(Pop::Chain), "back, the id may come again");
+}
+
 #[test]
 fn a_chain_with_no_end_to_trust_breaks_the_queue() {
     // (what, the descriptors exactly as written, ring size)

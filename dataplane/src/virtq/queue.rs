@@ -83,7 +83,8 @@ pub trait RingOps {
     fn add_used_all(&mut self, mem: &GuestMemory, entries: impl Iterator<Item = (u16, u32)>) -> Result<(), RingError>;
     /// Chains taken in ring order from a guest that negotiated IN_ORDER,
     /// going back with nothing written, as one used entry (see
-    /// `SplitQueue::add_used_in_order`).
+    /// `SplitQueue::add_used_in_order`): `heads`, every chain taken since
+    /// the last return.
     fn add_used_in_order(&mut self, mem: &GuestMemory, heads: &[u16]) -> Result<(), RingError>;
     fn publish(&mut self, mem: &GuestMemory) -> Result<(), RingError>;
     fn needs_interrupt(&mut self, mem: &GuestMemory) -> bool;
