@@ -45,7 +45,8 @@ pub enum Received<'a> {
 
 impl RxPort {
     /// Receives into `mbufs`, or, from a copy-once port, into `guest`;
-    /// chains a copy-once guest got back refused are counted in `drops`.
+    /// chains a copy-once guest got back refused are counted in `drops`,
+    /// and `ahead` runs as its burst is taken (`CopyOnceRx::recv`).
     #[inline]
     pub fn recv<'a>(&'a mut self, pool: &Mempool, mbufs: &mut Burst, guest: &'a mut [GuestPkt], drops: &[AtomicU64; DropReason::COUNT], ahead: impl FnOnce(usize, u64)) -> Received<'a> {
         let n = match self {

@@ -528,7 +528,8 @@ impl PackedQueue {
         // The slots from the used position to the avail one, counted
         // round the cycle positions repeat over, where a sum over each
         // chain's slots was: poll_ab, 2vm packed 64 B, 0.993, 0.995, 0.996.
-        // Charged to the last chain: `add_used_all` takes it back whole.
+        // Charged to the last chain (below the cycle, so in u16):
+        // `add_used_all` takes it back whole.
         let cycle = 2 * self.size as u32;
         let slots = (self.next_avail.in_cycle(self.size) + cycle - self.next_used.in_cycle(self.size)) % cycle;
         self.in_flight[last as usize] = slots as u16;

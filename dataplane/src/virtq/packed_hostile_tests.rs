@@ -161,9 +161,9 @@ fn an_id_still_in_flight_is_refused_and_goes_back_once() {
     assert_eq!(pop(&g, &mut q, TX).0, Ok(Pop::Chain), "back, the id may come again");
 }
 
-/// In order, the batch goes back to where the guest's offers reached, the
-/// refused chain's slots with it: the used position follows the avail one,
-/// not the chains' own slots (a sum of which left those two behind).
+/// In order, the batch goes back up to where the switch took, the refused
+/// chain's slots with it: the used position follows the avail one, not the
+/// chains' own slots (a sum of which left those two behind).
 #[test]
 fn regression_an_in_order_batch_goes_back_whole_past_an_id_still_in_flight() {
     let mut g = PackedGuest::new(SIZE);
