@@ -113,6 +113,13 @@ impl Pos {
     fn in_cycle(self, size: u16) -> u32 {
         self.slot as u32 + if self.wrap { 0 } else { size as u32 }
     }
+
+    /// The slots from `from` on to this position, counted round that
+    /// cycle (below 2 × size).
+    fn since(self, from: Pos, size: u16) -> u32 {
+        let cycle = 2 * size as u32;
+        (self.in_cycle(size) + cycle - from.in_cycle(size)) % cycle
+    }
 }
 
 /// Where the flags of the descriptor in `slot` are in the ring.
@@ -525,14 +532,11 @@ impl PackedQueue {
                 *n = 0;
             }
         }
-        // The slots from the used position to the avail one, counted
-        // round the cycle positions repeat over, where a sum over each
-        // chain's slots was: poll_ab, 2vm packed 64 B, 0.993, 0.995, 0.996.
-        // Charged to the last chain (below the cycle, so in u16):
-        // `add_used_all` takes it back whole.
-        let cycle = 2 * self.size as u32;
-        let slots = (self.next_avail.in_cycle(self.size) + cycle - self.next_used.in_cycle(self.size)) % cycle;
-        self.in_flight[last as usize] = slots as u16;
+        // The slots from the used position to the avail one, where a sum
+        // over each chain's slots was: poll_ab, 2vm packed 64 B, 0.993,
+        // 0.995, 0.996. Charged to the last chain (below 2 × size, so in
+        // u16): `add_used_all` takes it back whole.
+        self.in_flight[last as usize] = self.next_avail.since(self.next_used, self.size) as u16;
         self.add_used_all(mem, std::iter::once((last, 0)))
     }
 

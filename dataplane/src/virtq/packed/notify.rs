@@ -27,9 +27,7 @@ impl PackedQueue {
         let (Some(old), Ok(off_wrap)) = (old, mem.span_u16_acquire(&self.driver, 0)) else { return true };
         // The event is passed if it lies in [old, new), the `since` slots
         // used meanwhile, counted round the cycle positions repeat over.
-        let cycle = 2 * self.size as u32;
-        let event = Pos::from_index(off_wrap).in_cycle(self.size);
-        since >= cycle || (event + cycle - old.in_cycle(self.size)) % cycle < since
+        since >= 2 * self.size as u32 || Pos::from_index(off_wrap).since(old, self.size) < since
     }
 
     /// Whether the driver area allows an interrupt at all (not DISABLE):
