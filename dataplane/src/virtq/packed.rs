@@ -48,9 +48,11 @@ use pmd_bridge::guest_mem::{GuestMemory, Gpa, OutOfBounds, Reader, Span};
 
 mod ahead;
 mod batch;
+mod in_flight;
 mod notify;
 mod resume;
 use batch::{store_batch, BatchRoom};
+use in_flight::InFlight;
 pub use resume::{KeptPosition, PublishRecord, RingSession};
 
 use super::{Chain, ChainError, Desc, Direction, Pop, RingError, RingFeatures, DESC_SIZE, MAX_DESCS, VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
@@ -196,9 +198,9 @@ pub struct PackedQueue {
     /// first). In the kept position's words if there is one.
     batch: BatchRoom,
     batch_n: usize,
-    /// Ring slots the chain in flight under each id took; 0: none. Also
-    /// how far `unpop` moves back for a chain given back.
-    in_flight: Box<[u16]>,
+    /// Ring slots the chain in flight under each id took. Also how far
+    /// `unpop` moves back for a chain given back.
+    in_flight: InFlight,
     /// Where the chains on offer ran out for a frame, and its bytes (see
     /// `starved`).
     starved_at: Option<(Pos, u64)>,
@@ -241,7 +243,7 @@ impl PackedQueue {
             published: next_used,
             batch: BatchRoom::heap(size),
             batch_n: 0,
-            in_flight: vec![0; size as usize].into_boxed_slice(),
+            in_flight: InFlight::new(size),
             starved_at: None,
             signalled: None,
             since: 0,
@@ -298,7 +300,7 @@ impl PackedQueue {
         // walk. First, so the head's flags are not loaded twice.
         if let Some((id, s)) = mem.reader(&self.ring, 8).and_then(|ring| self.single(mem, &ring, head, dir)) {
             out.set_single(id, s);
-            self.in_flight[id as usize] = 1;
+            self.in_flight.set(id, 1);
             self.consume(1);
             return Ok(Pop::Chain);
         }
@@ -309,12 +311,11 @@ impl PackedQueue {
             return Ok(Pop::Empty);
         }
         let w = self.walk(mem, dir, head, out)?;
-        let err = match self.in_flight.get_mut(w.id as usize) {
-            Some(n) if *n == 0 => {
-                *n = w.slots;
-                w.err
-            }
-            _ => Some(ChainError::HeadOutOfRange),
+        let err = if self.in_flight.is_free(w.id) {
+            self.in_flight.set(w.id, w.slots);
+            w.err
+        } else {
+            Some(ChainError::HeadOutOfRange)
         };
         self.consume(w.slots);
         out.head = w.id;
@@ -351,7 +352,7 @@ impl PackedQueue {
             while let Some(c) = out[n..n + run].get_mut(k) {
                 let Some((id, s)) = self.single(mem, &ring, Pos { slot: at.slot + k as u16, wrap: at.wrap }, dir) else { break };
                 c.set_single(id, s);
-                self.in_flight[id as usize] = 1;
+                self.in_flight.set(id, 1);
                 k += 1;
             }
             at.advance(k as u16, self.size);
@@ -377,7 +378,7 @@ impl PackedQueue {
         let (d, id) = packed_desc(ring.desc_acquire_at(at.slot as usize * DESC_SIZE as usize)?);
         let avail = if at.wrap { VRING_PACKED_DESC_F_AVAIL } else { VRING_PACKED_DESC_F_USED };
         // Available and of one buffer in the direction asked: one compare.
-        if d.flags != avail | dir.write_flag() || d.len == 0 || self.in_flight.get(id as usize) != Some(&0) {
+        if d.flags != avail | dir.write_flag() || d.len == 0 || !self.in_flight.is_free(id) {
             return None;
         }
         Some((id, mem.span(Gpa(d.addr), d.len)?))
@@ -452,7 +453,7 @@ impl PackedQueue {
             self.reached = self.next_avail;
         }
         for c in chains {
-            let slots = self.in_flight.get_mut(c.head as usize).map_or(0, std::mem::take);
+            let slots = self.in_flight.take(c.head);
             debug_assert!(slots > 0, "unpop of a chain not in flight");
             self.next_avail.back(slots, self.size);
             self.seen = self.seen.saturating_add(slots);
@@ -496,11 +497,14 @@ impl PackedQueue {
         // fields, they were reloaded after every store into the batch
         // (which may alias them, for all the compiler knows).
         let (size, mut at, mut moved) = (self.size, self.next_used, 0u32);
-        let (in_flight, batch) = (&mut self.in_flight[..], self.batch.entries());
+        let (in_flight, batch) = (&mut self.in_flight, self.batch.entries());
         let mut room = batch.get(self.batch_n..).unwrap_or_default().iter();
         let mut stored = Ok(());
         for (id, len) in entries {
-            let Some(slots) = in_flight.get_mut(id as usize).map(std::mem::take).filter(|&n| n > 0) else { continue };
+            let slots = in_flight.take(id);
+            if slots == 0 {
+                continue;
+            }
             // Both flags equal to our counter: used. WRITE says bytes were
             // written (2.7.3).
             let flags = (at.wrap as u16 * (VRING_PACKED_DESC_F_AVAIL | VRING_PACKED_DESC_F_USED)) | ((len > 0) as u16 * VRING_DESC_F_WRITE);
@@ -527,16 +531,12 @@ impl PackedQueue {
         // The last id that can be in flight names the batch; one that
         // cannot (a chain refused for it) is left out, as `add_used` would.
         let Some(&last) = heads.iter().rev().find(|&&id| id < self.size) else { return Ok(()) };
-        for &id in heads {
-            if let Some(n) = self.in_flight.get_mut(id as usize) {
-                *n = 0;
-            }
-        }
+        self.in_flight.take_all();
         // The slots from the used position to the avail one, where a sum
         // over each chain's slots was: poll_ab, 2vm packed 64 B, 0.993,
         // 0.995, 0.996. Charged to the last chain (below 2 × size, so in
         // u16): `add_used_all` takes it back whole.
-        self.in_flight[last as usize] = self.next_avail.since(self.next_used, self.size) as u16;
+        self.in_flight.set(last, self.next_avail.since(self.next_used, self.size) as u16);
         self.add_used_all(mem, std::iter::once((last, 0)))
     }
 
