@@ -18,11 +18,11 @@ pub struct Scenario {
     pub streams: Vec<(usize, usize)>,
     #[serde(default)]
     pub topology: Topology,
-    /// VMs from this one on offer packed rings, those before it split
-    /// rings, whatever the cell's ring: both layouts through one switch in
-    /// one phase, each row from its own VMs' ports (`by_ring`).
-    #[serde(default)]
-    pub packed_from: Option<usize>,
+    /// VMs before this one offer one ring layout and the rest the other,
+    /// whatever the cell's ring (`ring_of`): both layouts through one
+    /// switch in one phase, each row from its own VMs' ports (`by_ring`).
+    #[serde(default, alias = "packed_from")]
+    pub rings_split_at: Option<usize>,
 }
 
 /// How the generator's VMs meet the switch.
@@ -60,8 +60,19 @@ impl Scenario {
             "vm-nic-drop" => (1, vec![(0, 1)], Topology::DropNic),
             _ => return None,
         };
-        let packed_from = (s == "2vm-rings").then_some(2);
-        Some(Scenario { name: s.into(), vms, streams, topology, packed_from })
+        let rings_split_at = (s == "2vm-rings").then_some(2);
+        Some(Scenario { name: s.into(), vms, streams, topology, rings_split_at })
+    }
+
+    /// The ring VM `vm` offers in repeat `repeat`, if the scenario sets it
+    /// (None: the cell's). The VMs after the split offer packed rings in
+    /// even repeats and split rings in odd ones: with the same VMs packed
+    /// every repeat, one ring always had the ports polled first and the
+    /// generator's first streams (2vm-rings 64 B, packed over split: 0.88
+    /// with VMs 2 and 3 packed, 0.99 with VMs 0 and 1, in two runs).
+    pub fn ring_of(&self, vm: usize, repeat: usize) -> Option<Ring> {
+        let at = self.rings_split_at?;
+        Some(if (vm >= at) == repeat.is_multiple_of(2) { Ring::Packed } else { Ring::Split })
     }
 
     /// The VM that plays the remote tunnel endpoint.
@@ -159,16 +170,18 @@ pub struct Session<'g> {
 
 impl<'g> Session<'g> {
     /// The switch started for `opts` (MTU, TSO) and the VMs attached with
-    /// them, addresses learned.
-    pub fn open(gen: &'g Generator, kind: SwitchKind, setup: &Setup, scenario: &Scenario, flows: u32, tag: &str, opts: PortOpts) -> Result<Self, String> {
+    /// them (rings as the scenario sets them for `repeat`), addresses
+    /// learned.
+    #[allow(clippy::too_many_arguments)]
+    pub fn open(gen: &'g Generator, kind: SwitchKind, setup: &Setup, scenario: &Scenario, flows: u32, tag: &str, opts: PortOpts, repeat: usize) -> Result<Self, String> {
         let switch = Running::start(kind, setup, scenario.vms, scenario.topology, flows, opts)?;
         let remote_vm = scenario.remote_vm();
         let attach: Vec<(Attach, PortOpts)> = (switch.sockets.iter().enumerate())
             .map(|(i, s)| {
                 // The remote endpoint's link carries the outer headers too.
                 let mut o = if Some(i) == remote_vm { PortOpts { mtu: opts.mtu + tunnel::OUTER_LEN as u16, ..opts } } else { opts };
-                if let Some(p) = scenario.packed_from {
-                    o.ring = if i >= p { Ring::Packed } else { Ring::Split };
+                if let Some(ring) = scenario.ring_of(i, repeat) {
+                    o.ring = ring;
                 }
                 (Attach::Vhost { socket: s.clone(), server: true }, o)
             })
@@ -400,19 +413,19 @@ pub fn cell(gen: &Generator, setup: &Setup, plan: &Plan, c: &Cell, tag: &str) ->
     if !c.kind.supports(c.scenario.topology) {
         return all(true, &format!("{} has no VXLAN tunnel port", c.kind.name()));
     }
-    if c.scenario.packed_from.is_some() && !matches!(c.kind, SwitchKind::Vswitchd(_)) {
+    if c.scenario.rings_split_at.is_some() && !matches!(c.kind, SwitchKind::Vswitchd(_)) {
         return all(true, "only vswitchd says what each port's bursts cost");
     }
     if c.scenario.topology == Topology::Vxlan && c.sizes.contains(&Size::Tso) {
         // The remote endpoint's segments would leave unwrapped.
         return all(true, "the generator sends no TCP segments through a tunnel");
     }
-    let mut s = match Session::open(gen, c.kind, setup, c.scenario, c.flows, tag, PortOpts::for_size(first, c.ring)) {
+    let mut s = match Session::open(gen, c.kind, setup, c.scenario, c.flows, tag, PortOpts::for_size(first, c.ring), c.repeat) {
         Ok(s) => s,
         Err(e) => return all(false, &e),
     };
     // VMs that offer no packed ring get split rings whatever the switch.
-    if c.ring == Ring::Packed && c.scenario.packed_from.is_none() {
+    if c.ring == Ring::Packed && c.scenario.rings_split_at.is_none() {
         let ring = s.switch.ring_negotiated();
         if ring != Ok(Ring::Packed) {
             s.close();
@@ -455,7 +468,7 @@ impl PortLoad {
     }
 }
 
-/// A phase of a scenario with `packed_from` as a row per ring layout, each
+/// A phase of a scenario with `rings_split_at` as a row per ring layout, each
 /// from the ports of the VMs that offered it: its cycles per packet their
 /// busy cycles over the packets they sent in, and apart over those of the
 /// polls that took a whole burst; its bursts the packets a poll that got
@@ -463,13 +476,15 @@ impl PortLoad {
 /// its Mpps and Gbps what the switch sent them. Both rows saw the same
 /// machine, load and moment, which no two phases do here. Other scenarios'
 /// rows pass as they are.
-fn by_ring(r: Row, st: &SwitchStats, sc: &Scenario, seconds: f64) -> Result<Vec<Row>, String> {
-    let Some(from) = sc.packed_from else { return Ok(vec![r]) };
+fn by_ring(r: Row, st: &SwitchStats, sc: &Scenario, seconds: f64, repeat: usize) -> Result<Vec<Row>, String> {
+    if sc.rings_split_at.is_none() {
+        return Ok(vec![r]);
+    }
     [Ring::Split, Ring::Packed]
         .into_iter()
         .map(|ring| {
             let (mut rx, mut tx, mut busy, mut bursts, mut full) = (0, 0, 0, 0, (0, 0));
-            for i in (0..sc.vms).filter(|&i| (i >= from) == (ring == Ring::Packed)) {
+            for i in (0..sc.vms).filter(|&i| sc.ring_of(i, repeat) == Some(ring)) {
                 let p = st.ports.iter().find(|p| p.name == format!("vm{i}")).ok_or(format!("the switch did not list port vm{i}"))?;
                 if p.packed != (ring == Ring::Packed) {
                     return Err(format!("vm{i} offered a {} ring and the switch negotiated the other layout", ring.name()));
@@ -518,7 +533,7 @@ fn measure_size(s: &mut Session, plan: &Plan, c: &Cell, size: Size) -> Result<Ve
         r.latency_p99_us = lat.sink.latency_p99_ns / 1e3;
         r.latency_p999_us = lat.sink.latency_p999_ns / 1e3;
     }
-    by_ring(r, &st, sc, rep.seconds)
+    by_ring(r, &st, sc, rep.seconds, c.repeat)
 }
 
 /// Binary search for the highest per-stream rate whose loss stays within the
@@ -561,9 +576,9 @@ mod tests {
         assert_eq!(by_interval(&[(1000, 10), (0, 0), (300, 3)]), vec![100.0]);
     }
 
-    /// A `2vm-rings` phase: a row per ring from its own VMs' ports; a port
-    /// whose ring is not the one its VM offered fails the phase; `2vm`'s
-    /// row passes as it is.
+    /// A `2vm-rings` phase: a row per ring from its own VMs' ports, which
+    /// VMs those are alternating with the repeat; a port whose ring is not
+    /// the one its VM offered fails the phase; `2vm`'s row passes as it is.
     #[test]
     fn a_phase_with_both_rings_gives_a_row_each_from_their_own_ports() {
         // Half of each port's packets came in full bursts, at 4/5 of its
@@ -572,15 +587,20 @@ mod tests {
         let sc = Scenario::parse("2vm-rings").unwrap();
         let st = SwitchStats { ports: vec![port(0, 100, 10_000, false), port(1, 300, 20_000, false), port(2, 200, 10_000, true), port(3, 200, 14_000, true)], ..Default::default() };
         let r = Row { rx_mpps: 1.6, gbps: 16.0, cycles_per_packet: Some(135.0), cycles_by_second: vec![135.0], ..Default::default() };
-        let rows = by_ring(r.clone(), &st, &sc, 1e-3).unwrap();
+        let rows = by_ring(r.clone(), &st, &sc, 1e-3, 0).unwrap();
         let got: Vec<_> = rows.iter().map(|r| (r.ring, r.cycles_per_packet, r.switch_burst, r.rx_mpps, r.gbps)).collect();
         assert_eq!(got, [(Ring::Split, Some(75.0), Some(20.0), 0.8, 8.0), (Ring::Packed, Some(60.0), Some(20.0), 0.8, 8.0)]);
         let full: Vec<_> = rows.iter().map(|r| (r.full_burst_cycles, r.full_burst_share)).collect();
         assert_eq!(full, [(Some(60.0), Some(0.5)), (Some(48.0), Some(0.5))]);
         assert!(rows.iter().all(|r| r.cycles_by_second.is_empty() && r.note.contains("one phase")), "the seconds were both rings'");
         let wrong = SwitchStats { ports: vec![port(0, 1, 1, false), port(1, 1, 1, false), port(2, 1, 1, false), port(3, 1, 1, true)], ..Default::default() };
-        assert!(by_ring(r.clone(), &wrong, &sc, 1.0).unwrap_err().contains("vm2"));
-        assert_eq!(by_ring(r.clone(), &st, &Scenario::parse("2vm").unwrap(), 1.0).unwrap(), [r]);
+        assert!(by_ring(r.clone(), &wrong, &sc, 1.0, 0).unwrap_err().contains("vm2"));
+        // The next repeat, VMs 0 and 1 offer the packed rings.
+        let swapped = SwitchStats { ports: vec![port(0, 200, 10_000, true), port(1, 200, 14_000, true), port(2, 100, 10_000, false), port(3, 300, 20_000, false)], ..Default::default() };
+        assert_eq!(by_ring(r.clone(), &swapped, &sc, 1e-3, 1).unwrap(), rows);
+        assert!(by_ring(r.clone(), &st, &sc, 1.0, 1).is_err(), "repeat 0's layout in repeat 1");
+        assert_eq!((0..4).map(|vm| sc.ring_of(vm, 2)).collect::<Vec<_>>(), [Some(Ring::Split), Some(Ring::Split), Some(Ring::Packed), Some(Ring::Packed)]);
+        assert_eq!(by_ring(r.clone(), &st, &Scenario::parse("2vm").unwrap(), 1.0, 0).unwrap(), [r]);
     }
 
     #[test]

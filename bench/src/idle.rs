@@ -36,7 +36,7 @@ pub fn measure(gen: &Generator, setup: &Setup, kinds: &[SwitchKind], repeats: us
 }
 
 fn one(gen: &Generator, setup: &Setup, sc: &Scenario, kind: SwitchKind, repeat: usize, window: Duration) -> Result<IdleRow, String> {
-    let s = Session::open(gen, kind, setup, sc, 1, &format!("i{repeat}"), PortOpts::for_size(Size::Fixed(64), Ring::Split))?;
+    let s = Session::open(gen, kind, setup, sc, 1, &format!("i{repeat}"), PortOpts::for_size(Size::Fixed(64), Ring::Split), repeat)?;
     // Past the learning phase's last frames.
     std::thread::sleep(Duration::from_secs(1));
     let (t0, c0) = (Instant::now(), s.switch.cpu_ns());

@@ -14,7 +14,7 @@ use testbed::Proc;
 
 fn full_load(tag: &str, throttle: Duration) -> bench::gen::GenReport {
     let sc = Scenario::parse("2vm").unwrap();
-    let mut s = Session::open(generator(), SwitchKind::Vswitchd(Flavor::RteVhost), &setup(), &sc, 1, tag, PortOpts { mtu: 1500, tso: false, ring: Ring::Split }).expect("session");
+    let mut s = Session::open(generator(), SwitchKind::Vswitchd(Flavor::RteVhost), &setup(), &sc, 1, tag, PortOpts { mtu: 1500, tso: false, ring: Ring::Split }, 0).expect("session");
     let (rep, _) = s.measure(Size::Fixed(64), None, Duration::from_secs(2), throttle).expect("measure");
     s.close();
     rep

@@ -22,7 +22,7 @@ fn agree(kind: SwitchKind, tag: &str, scenario: &str, size: Size) {
 
 fn agree_on(kind: SwitchKind, tag: &str, scenario: &str, size: Size, ring: Ring) {
     let sc = Scenario::parse(scenario).unwrap();
-    let mut s = Session::open(generator(), kind, &setup(), &sc, 16, tag, PortOpts::for_size(size, ring)).expect("session");
+    let mut s = Session::open(generator(), kind, &setup(), &sc, 16, tag, PortOpts::for_size(size, ring), 0).expect("session");
     assert_eq!(s.switch.ring_negotiated(), Ok(ring), "{kind:?}");
     // Two seconds: a whole one for the switch's cycles by second.
     let (rep, st) = s.measure(size, Some(20_000.0), Duration::from_secs(2), Duration::ZERO).expect("measure");
@@ -122,17 +122,20 @@ fn packed_cell_is_never_measured_on_split_rings() {
 
 /// `2vm-rings`: one phase, two pairs, a row each from its own ports, each
 /// on the ring its VMs offered (`by_ring` fails a row whose port did not
-/// negotiate it).
+/// negotiate it), in both repeats' layouts: VMs 2 and 3 packed, then 0
+/// and 1.
 #[test]
 fn both_rings_in_one_phase() {
     let sc = Scenario::parse("2vm-rings").unwrap();
     let plan = low_rate(&sc, Duration::from_secs(1));
-    let c = Cell { kind: SwitchKind::Vswitchd(Flavor::CopyOnce), scenario: &sc, flows: 1, sizes: &plan.sizes, ring: Ring::Split, repeat: 0 };
-    let rows: Vec<_> = cell(generator(), &setup(), &plan, &c, "cr").into_iter().map(|r| r.expect("measured")).collect();
-    assert_eq!(rows.iter().map(|r| r.ring).collect::<Vec<_>>(), [Ring::Split, Ring::Packed]);
-    for r in &rows {
-        // Two streams of 10,000 frames a second each.
-        assert!(r.rx_mpps > 0.015 && r.cycles_per_packet.is_some_and(|c| c > 0.0), "{r:?}");
+    for repeat in 0..2 {
+        let c = Cell { kind: SwitchKind::Vswitchd(Flavor::CopyOnce), scenario: &sc, flows: 1, sizes: &plan.sizes, ring: Ring::Split, repeat };
+        let rows: Vec<_> = cell(generator(), &setup(), &plan, &c, &format!("cr{repeat}")).into_iter().map(|r| r.expect("measured")).collect();
+        assert_eq!(rows.iter().map(|r| r.ring).collect::<Vec<_>>(), [Ring::Split, Ring::Packed]);
+        for r in &rows {
+            // Two streams of 10,000 frames a second each.
+            assert!(r.rx_mpps > 0.015 && r.cycles_per_packet.is_some_and(|c| c > 0.0), "repeat {repeat}: {r:?}");
+        }
     }
 }
 
@@ -144,7 +147,7 @@ fn both_rings_in_one_phase() {
 fn agree_tso(kind: SwitchKind, tag: &str) {
     let sc = Scenario::parse("2vm").unwrap();
     let rate = 400.0; // segments per second per stream: about 200 Mbit/s
-    let mut s = Session::open(generator(), kind, &setup(), &sc, 4, tag, PortOpts::for_size(Size::Tso, Ring::Split)).expect("session");
+    let mut s = Session::open(generator(), kind, &setup(), &sc, 4, tag, PortOpts::for_size(Size::Tso, Ring::Split), 0).expect("session");
     let features = s.switch.features().expect("vswitchd lists features");
     assert!(features.iter().all(|f| f.iter().any(|n| n == "host_tso4") && f.iter().any(|n| n == "csum")), "{features:?}");
     assert!(features.iter().all(|f| f.iter().any(|n| n == "guest_tso4")), "{features:?}");

@@ -16,7 +16,7 @@ use common::{generator, setup};
 
 fn run(kind: SwitchKind, tag: &str, scenario: &str, size: Size) -> (bench::gen::GenReport, SwitchStats) {
     let sc = Scenario::parse(scenario).unwrap();
-    let mut s = Session::open(generator(), kind, &setup(), &sc, 16, tag, PortOpts::for_size(size, Ring::Split)).expect("session");
+    let mut s = Session::open(generator(), kind, &setup(), &sc, 16, tag, PortOpts::for_size(size, Ring::Split), 0).expect("session");
     let (rep, st) = s.measure(size, Some(20_000.0), Duration::from_secs(1), Duration::ZERO).expect("measure");
     s.close();
     assert!(rep.sent_total() >= 15_000, "{scenario}: {rep:?}");

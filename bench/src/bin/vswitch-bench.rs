@@ -54,7 +54,8 @@ struct Opts {
     #[arg(long, value_delimiter = ',', default_value = "vswitchd,vswitchd-copy-once,ovs-normal,ovs-flows,testpmd-io")]
     switches: Vec<String>,
     /// Scenarios: 2vm (both directions), 2vm-rings (two 2vm pairs at once,
-    /// one on split rings and one on packed, a row each; vswitchd only),
+    /// one on split rings and one on packed, a row each, the packed pair
+    /// alternating by repeat; vswitchd only),
     /// 3vm-chain, vm-nic and nic-vm (a VM and a NIC port), vm-nic-drop (a
     /// NIC that drops), vxlan-encap and vxlan-decap (a VM and a remote
     /// VXLAN endpoint behind an underlay NIC).
@@ -451,7 +452,7 @@ fn run(mut o: Opts, mode: &str) -> Result<(), String> {
     }
     // A scenario that sets each VM's ring itself runs in the split-ring sessions only.
     let runs = |sc: &bench::harness::Scenario| {
-        let mixed = sc.packed_from.is_some();
+        let mixed = sc.rings_split_at.is_some();
         work.iter().filter(move |w| !mixed || w.0 == Ring::Split)
     };
     let total = plan.repeats * plan.scenarios.iter().map(|sc| runs(sc).map(|w| w.1.len()).sum::<usize>()).sum::<usize>();
@@ -489,7 +490,7 @@ fn run(mut o: Opts, mode: &str) -> Result<(), String> {
                                 let cyc = r.cycles_per_packet.map(|c| format!(", {c:.0} cyc/pkt{}", by_second(&r.cycles_by_second))).unwrap_or_default();
                                 // A row per ring of a phase that had both.
                                 let full = r.full_burst_cycles.map(|c| format!(", {c:.0} cyc/pkt in full ones")).unwrap_or_default();
-                                let ring = if sc.packed_from.is_some() { format!(" {} ({:.1} a burst{full})", r.ring.name(), r.switch_burst.unwrap_or(0.0)) } else { String::new() };
+                                let ring = if sc.rings_split_at.is_some() { format!(" {} ({:.1} a burst{full})", r.ring.name(), r.switch_burst.unwrap_or(0.0)) } else { String::new() };
                                 if r.size == Size::Tso.label() {
                                     eprint!(" tso64k{ring}: {:.2} Gbit/s of TCP payload ({:.4} M segments/s), loss {:.3}%{cyc}{bound};", r.gbps, r.rx_mpps, r.loss * 100.0);
                                 } else {
