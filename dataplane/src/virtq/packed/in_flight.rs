@@ -5,10 +5,12 @@
 //! share one count of slots: `pop` refuses it. An in-order return gives
 //! back every chain at once, and moves to a new epoch rather than clearing
 //! each id (poll_ab, 2vm packed 64 B: 0.992, 0.993, 0.994).
-/// An entry: the epoch it was written in (bits 16..32) and the slots
-/// (bits 0..16; 0: nothing in flight).
+
+/// Ring slots the chain in flight under each id took.
 #[derive(Clone, Debug)]
 pub(super) struct InFlight {
+    /// By id: the epoch the entry was written in (bits 16..32) and the
+    /// slots (bits 0..16; 0: nothing in flight).
     table: Box<[u32]>,
     /// The current epoch, in bits 16..32.
     epoch: u32,
@@ -49,7 +51,8 @@ impl InFlight {
         }
     }
 
-    /// Every chain in flight is returned.
+    /// Every chain in flight is returned (an in-order ring's: none is
+    /// lent out of order, see `GuestBurst::lend`).
     pub(super) fn take_all(&mut self) {
         self.epoch = self.epoch.wrapping_add(EPOCH);
         // Entries of the epoch 2^16 returns ago would look current again.
