@@ -27,7 +27,7 @@ mod guest;
 
 /// Most bytes of a receive buffer taken ahead: the virtio-net header and a
 /// small frame, or a large one's headers.
-const PREFETCH_MAX: usize = 128;
+pub(crate) const PREFETCH_MAX: usize = 128;
 
 const NOT_HELD: u16 = u16::MAX;
 

@@ -344,6 +344,8 @@ fn available_counts_descriptors_a_burst_at_most() {
     assert_eq!(q.available(&g.mem), Ok(40));
     q.prefetch_next(&g.mem, 200, UsedAhead::Each);
     q.prefetch_next(&g.mem, 200, UsedAhead::One);
+    // Up to the first slot not available, whatever was asked.
+    assert_eq!((q.prefetch_buffers(&g.mem, 200, 76), q.prefetch_buffers(&g.mem, 8, 76)), (40, 8));
 }
 
 /// A batch of more used descriptors than a queue keeps back is still seen

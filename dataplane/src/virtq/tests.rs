@@ -16,6 +16,23 @@ pub(super) fn pop(g: &Guest, q: &mut SplitQueue, dir: Direction) -> (Result<Pop,
     (q.pop(&g.mem, dir, &mut c), c)
 }
 
+/// `prefetch_buffers` looks only at the heads the last avail->idx read
+/// showed, and says how many: the caller takes the rest once popped.
+#[test]
+fn buffers_are_taken_ahead_for_the_heads_known_only() {
+    let mut g = guest();
+    for head in 0..6 {
+        g.desc(head, DATA + 0x100 * head as u64, 64, VRING_DESC_F_WRITE, 0);
+        g.offer(head);
+    }
+    let mut q = g.queue();
+    assert_eq!(q.prefetch_buffers(&g.mem, 32, 76), 0, "avail->idx not read yet");
+    assert_eq!(q.available(&g.mem), Ok(6));
+    assert_eq!((q.prefetch_buffers(&g.mem, 32, 76), q.prefetch_buffers(&g.mem, 4, 76)), (6, 4));
+    assert_eq!(pop(&g, &mut q, Direction::DeviceWrites).0, Ok(Pop::Chain));
+    assert_eq!(q.prefetch_buffers(&g.mem, 32, 76), 5);
+}
+
 #[test]
 fn a_chain_of_three_and_the_used_ring() {
     let mut g = guest();

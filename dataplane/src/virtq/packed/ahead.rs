@@ -44,23 +44,25 @@ impl PackedQueue {
     /// Starts taking, for writing, the first `bytes` bytes of the buffers
     /// of the next `n` slots, up to the first whose flags do not say it is
     /// available: one not yet offered holds a buffer of the last lap,
-    /// which the guest may have freed. A hint: the flags are read without
-    /// ordering, and an indirect table's address is harmless to take.
-    pub fn prefetch_buffers(&self, mem: &GuestMemory, n: usize, bytes: u64) {
-        let Some(ring) = mem.reader(&self.ring, 8) else { return };
-        let (mut at, mut left) = (self.next_avail, n.min(self.size as usize) as u16);
-        while left > 0 {
+    /// which the guest may have freed; how many slots that looked at. A
+    /// hint: the flags are read without ordering, and an indirect table's
+    /// address is harmless to take.
+    pub fn prefetch_buffers(&self, mem: &GuestMemory, n: usize, bytes: u64) -> usize {
+        let Some(ring) = mem.reader(&self.ring, 8) else { return 0 };
+        let (mut at, mut seen, n) = (self.next_avail, 0, n.min(self.size as usize));
+        while seen < n {
             // The slots up to the lap's end, the wrap not checked at each.
-            let run = left.min(self.size - at.slot);
-            for slot in at.slot..at.slot + run {
-                let Some([addr, w]) = ring.words_at::<2>(slot as usize * DESC_SIZE as usize) else { return };
+            let run = (n - seen).min((self.size - at.slot) as usize);
+            for slot in at.slot..at.slot + run as u16 {
+                let Some([addr, w]) = ring.words_at::<2>(slot as usize * DESC_SIZE as usize) else { return seen };
                 if !is_avail((w >> 48) as u16, at.wrap) {
-                    return;
+                    return seen;
                 }
                 mem.prefetch_write(Gpa(addr), (w as u32 as u64).min(bytes));
+                seen += 1;
             }
-            at.advance(run, self.size);
-            left -= run;
+            at.advance(run as u16, self.size);
         }
+        seen
     }
 }
