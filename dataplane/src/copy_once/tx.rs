@@ -1,6 +1,4 @@
 //! A guest's receive ring, which the switch sends into.
-use std::cell::Cell;
-
 use pmd_bridge::guest_mem::GuestMemory;
 use pmd_bridge::Burst;
 
@@ -62,7 +60,7 @@ pub struct CopyOnceTx {
     unpublished: bool,
     /// How many of the next receive chains `prefetch_buffers` took the
     /// buffers of, until `deliver_all` takes the rest.
-    buffers_ahead: Cell<usize>,
+    buffers_ahead: usize,
     /// A frame's bytes: a multi-segment mbuf's, or a sender's payload being
     /// summed.
     scratch: Vec<u8>,
@@ -70,7 +68,7 @@ pub struct CopyOnceTx {
 
 impl CopyOnceTx {
     pub fn new(ring: GuestRing, retries: u32) -> CopyOnceTx {
-        CopyOnceTx { ring, retries, chains: vec![Chain::default(); MAX_AHEAD], stock: (0, 0), filled: vec![0; MAX_AHEAD], stock_room: u64::MAX, unpublished: false, buffers_ahead: Cell::new(0), scratch: Vec::with_capacity(MAX_READ as usize) }
+        CopyOnceTx { ring, retries, chains: vec![Chain::default(); MAX_AHEAD], stock: (0, 0), filled: vec![0; MAX_AHEAD], stock_room: u64::MAX, unpublished: false, buffers_ahead: 0, scratch: Vec::with_capacity(MAX_READ as usize) }
     }
 
     pub fn into_ring(self) -> GuestRing {
@@ -102,9 +100,9 @@ impl CopyOnceTx {
     /// Starts taking the first `bytes` bytes of the receive buffers the
     /// next `n` deliveries, of frames of `frame_bytes` in all, will fill,
     /// for writing (after `prefetch`, once their descriptors have come in).
-    pub fn prefetch_buffers(&self, n: usize, frame_bytes: u64, bytes: u64) {
+    pub fn prefetch_buffers(&mut self, n: usize, frame_bytes: u64, bytes: u64) {
         if !self.ring.broken {
-            self.buffers_ahead.set(self.ring.queue.prefetch_buffers(&self.ring.mem, buffers_for(n, frame_bytes, self.stock_room), bytes));
+            self.buffers_ahead = self.ring.queue.prefetch_buffers(&self.ring.mem, buffers_for(n, frame_bytes, self.stock_room), bytes);
         }
     }
 
@@ -189,9 +187,9 @@ impl CopyOnceTx {
             }
             self.stock = (0, taken);
             let lead = frames.peek().map_or(0, |f| NET_HDR_LEN + f.2.headers().len());
-            self.take_for_writing(self.buffers_ahead.get()..taken, lead.min(PREFETCH_MAX));
+            self.take_for_writing(self.buffers_ahead..taken, lead.min(PREFETCH_MAX));
         }
-        self.buffers_ahead.set(0);
+        self.buffers_ahead = 0;
         // The chains taken ahead and filled from here on: their used
         // entries are added together, in ring order, before anything else
         // adds one (the long way, which may also swap `chains[0]` out).

@@ -243,7 +243,7 @@ impl<'a> Egress<'a> {
     /// header, no more: a line taken and never written is one more the
     /// guest's core gives up, and one fill buffer less for the lines that
     /// are.
-    fn prefetch_buffers(&self, in_slot: u16, decisions: &[Decision], written: impl Iterator<Item = (usize, usize)>) {
+    fn prefetch_buffers(&mut self, in_slot: u16, decisions: &[Decision], written: impl Iterator<Item = (usize, usize)>) {
         let mut want = [(0u8, 0u8, 0u64); MAX_PORTS];
         let mut add = |out: u16, (bytes, frame): (usize, usize)| {
             let w = &mut want[out as usize];
@@ -261,7 +261,9 @@ impl<'a> Egress<'a> {
         }
         for out in self.guests.filter(|&out| want[out as usize].0 > 0) {
             let (n, bytes, frame_bytes) = want[out as usize];
-            self.tx[out as usize].as_ref().and_then(TxPort::copy_once).inspect(|t| t.prefetch_buffers(n as usize, frame_bytes, bytes.into()));
+            if let Some(TxPort::CopyOnce(t)) = self.tx[out as usize].as_mut() {
+                t.prefetch_buffers(n as usize, frame_bytes, bytes.into());
+            }
         }
     }
 

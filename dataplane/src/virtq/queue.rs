@@ -73,7 +73,7 @@ pub trait RingOps {
         }
     }
     fn prefetch_next(&self, mem: &GuestMemory, n: usize, used: UsedAhead);
-    fn prefetch_buffers(&self, mem: &GuestMemory, n: usize, bytes: u64) -> usize;
+    fn prefetch_buffers(&mut self, mem: &GuestMemory, n: usize, bytes: u64) -> usize;
     fn unpop(&mut self, chains: &[Chain]);
     fn mark_starved(&mut self, need: u64);
     fn starved(&mut self, mem: &GuestMemory, need: u64) -> Result<bool, RingError>;
@@ -132,7 +132,7 @@ macro_rules! forward {
                 <$t>::prefetch_next(self, mem, n, used)
             }
             #[inline]
-            fn prefetch_buffers(&self, mem: &GuestMemory, n: usize, bytes: u64) -> usize {
+            fn prefetch_buffers(&mut self, mem: &GuestMemory, n: usize, bytes: u64) -> usize {
                 <$t>::prefetch_buffers(self, mem, n, bytes)
             }
             #[inline]
@@ -270,7 +270,7 @@ impl RingOps for Virtqueue {
         each!(self, q => RingOps::prefetch_next(q, mem, n, used))
     }
     #[inline]
-    fn prefetch_buffers(&self, mem: &GuestMemory, n: usize, bytes: u64) -> usize {
+    fn prefetch_buffers(&mut self, mem: &GuestMemory, n: usize, bytes: u64) -> usize {
         each!(self, q => RingOps::prefetch_buffers(q, mem, n, bytes))
     }
     #[inline]

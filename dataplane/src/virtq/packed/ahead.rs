@@ -47,7 +47,7 @@ impl PackedQueue {
     /// which the guest may have freed; how many slots that looked at. A
     /// hint: the flags are read without ordering, and an indirect table's
     /// address is harmless to take.
-    pub fn prefetch_buffers(&self, mem: &GuestMemory, n: usize, bytes: u64) -> usize {
+    pub fn prefetch_buffers(&mut self, mem: &GuestMemory, n: usize, bytes: u64) -> usize {
         let Some(ring) = mem.reader(&self.ring, 8) else { return 0 };
         let (mut at, mut seen, n) = (self.next_avail, 0, n.min(self.size as usize));
         while seen < n {
