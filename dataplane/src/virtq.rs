@@ -257,6 +257,12 @@ impl SplitQueue {
         Ok(pending)
     }
 
+    /// Chains the last avail->idx read showed and not yet popped.
+    #[inline(always)]
+    fn known(&self) -> usize {
+        (self.avail_seen - self.next_avail).0 as usize
+    }
+
     /// Takes the next available chain into `out`. avail->idx is read again
     /// only when the entries known from the last read are used up.
     pub fn pop(&mut self, mem: &GuestMemory, dir: Direction, out: &mut Chain) -> Result<Pop, RingError> {
@@ -287,13 +293,13 @@ impl SplitQueue {
     /// 768 instructions.
     pub fn pop_singles(&mut self, mem: &GuestMemory, dir: Direction, out: &mut [Chain]) -> usize {
         // The index is read again when the entries known are too few.
-        if ((self.avail_seen - self.next_avail).0 as usize) < out.len() && self.available(mem).is_err() {
+        if self.known() < out.len() && self.available(mem).is_err() {
             return 0;
         }
         // The rings checked once for the run; a table not aligned as the
         // spec asks is left to `pop`.
         let (Some(avail), Some(table)) = (mem.reader(&self.avail, 2), mem.reader(&self.desc, 8)) else { return 0 };
-        let known = ((self.avail_seen - self.next_avail).0 as usize).min(out.len());
+        let known = self.known().min(out.len());
         let mask = self.size as usize - 1;
         let mut n = 0;
         while n < known {

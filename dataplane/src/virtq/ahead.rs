@@ -22,7 +22,7 @@ impl SplitQueue {
         }
         // Fewer heads known than asked for: avail->idx and the entries
         // after those known, for `prefetch_buffers` to read a while later.
-        let known = (self.avail_seen - self.next_avail).0 as usize;
+        let known = self.known();
         if known < n {
             let at = (self.next_avail.0 as usize + known) & (self.size as usize - 1);
             mem.prefetch_span(&self.avail, 0, 4, false);
@@ -52,7 +52,7 @@ impl SplitQueue {
     /// guests offer receive buffers as fast as the switch takes them.
     pub fn prefetch_buffers(&mut self, mem: &GuestMemory, n: usize, bytes: u64) -> usize {
         // An error is the pop's to meet.
-        if ((self.avail_seen - self.next_avail).0 as usize) < n {
+        if self.known() < n {
             let _ = self.available(mem);
         }
         let (Some(avail), Some(table)) = (mem.reader(&self.avail, 2), mem.reader(&self.desc, 8)) else { return 0 };
@@ -70,13 +70,15 @@ impl SplitQueue {
 
     /// The heads of the next `n` chains known available (up to the last
     /// avail->idx read) that lie in the table, read through `avail`. Not
-    /// one more read of avail->idx for the hint: a demand load of a line
-    /// the guest keeps writing, it cost `vswitch-bench` 2vm split 64 B a
-    /// third more cycles a packet (108 -> 143, medians of 11 near rounds).
+    /// one more read of avail->idx for `prefetch_next`'s hint: a demand
+    /// load of a line the guest keeps writing, it cost `vswitch-bench` 2vm
+    /// split 64 B a third more cycles a packet (108 -> 143, medians of 11
+    /// near rounds); `prefetch_buffers` reads it instead of the pop, later,
+    /// its line taken ahead.
     #[inline(always)]
     fn known_heads<'r>(&self, avail: &'r Reader, n: usize) -> impl Iterator<Item = u16> + 'r {
         let (at, mask, size) = (self.next_avail.0 as usize, self.size as usize - 1, self.size);
-        let known = (self.avail_seen - self.next_avail).0 as usize;
+        let known = self.known();
         (0..n.min(known)).map_while(move |k| avail.u16_at(4 + 2 * ((at + k) & mask))).filter(move |&h| h < size)
     }
 }
