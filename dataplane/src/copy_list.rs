@@ -13,16 +13,31 @@ use pmd_bridge::guest_mem::{GuestMemory, OutOfBounds, Span};
 /// guests. A full list does not stop delivery: the caller copies at once.
 pub const CAPACITY: usize = 512;
 
-/// How far ahead of the copy the pass keeps the sender's bytes loading.
-/// A copy that meets the sender's lines one by one waits for each (they
-/// are in the sender's core, or in memory: at 9000 B the bench's sender
-/// cycles through 78 MB of buffers), and the hardware prefetcher, which
-/// starts over at every 4 KB page, does not run far enough ahead of a
-/// long copy to hide that. `vswitch-bench`, copy-once, alternated runs:
-/// 9000 B 1271 -> 1039 cycles a packet (12 KB ahead: 1043), 1518 B 212 ->
-/// 205, 64 B level. Lines already in our cache pay a request each: +6% at
-/// 1514 and 9000 B in `--bench vm2vm`, where sender and switch share a core.
+/// How far ahead of the copy the pass keeps the sender's bytes loading
+/// into the second-level cache. A copy that meets the sender's lines one
+/// by one waits for each (they are in the sender's core, or in memory: at
+/// 9000 B the bench's sender cycles through 78 MB of buffers), and the
+/// hardware prefetcher, which starts over at every 4 KB page, does not run
+/// far enough ahead of a long copy to hide that. `vswitch-bench`,
+/// copy-once, alternated runs: 9000 B 1271 -> 1039 cycles a packet (12 KB
+/// ahead: 1043), 1518 B 212 -> 205, 64 B level. Lines already in our cache
+/// pay a request each: +6% at 1514 and 9000 B in `--bench vm2vm`, where
+/// sender and switch share a core.
+///
+/// Into the second level, not the first: asked into the first, 6 KB of
+/// lines (96) are far more than its miss buffers hold, and when a line
+/// takes long to come (about 800 cycles in the slow state of the bench
+/// machine, an AMD EPYC) each request waits for a free one. `poll_ab`, 2vm,
+/// against all of it into the first level: in slow states 0.80-0.86 at
+/// 1518 B and 0.70-0.88 at 9000 B, in fast ones 1.003-1.006 at 1518 B;
+/// 64 B level (its frames list no copy).
 const SOURCE_AHEAD: usize = 6 * 1024;
+
+/// How far ahead of the copy the pass also takes the sender's bytes into
+/// the first level, from the second: without it, the copy's loads waited
+/// on the second level's latency in fast states (`poll_ab`, 1518 B,
+/// 1.009-1.017 with the second level only).
+const NEAR_AHEAD: usize = 1024;
 
 /// The most one request of the sender's bytes covers, so that an entry
 /// longer than `SOURCE_AHEAD` is loaded in steps, never all at once.
@@ -106,9 +121,10 @@ impl CopyList {
             }
         };
         let mut result = Ok(());
-        let mut source = SourceAhead::default();
+        let (mut far, mut near) = (SourceAhead::default(), SourceAhead::default());
         for (i, e) in self.entries.iter().enumerate() {
-            source.reach(&self.entries, |c, off, n| from.prefetch_span(&c.src, c.soff as usize + off, n, false));
+            far.reach(&self.entries, SOURCE_AHEAD, |c, off, n| from.prefetch_span_l2(&c.src, c.soff as usize + off, n));
+            near.reach(&self.entries, NEAR_AHEAD, |c, off, n| from.prefetch_span(&c.src, c.soff as usize + off, n, false));
             if let Some(next) = self.entries.get(i + DEST_AHEAD) {
                 if let Some(m) = mem_of(next.out) {
                     m.prefetch_span(&next.dst, next.doff as usize, (next.len as usize).min(DEST_PREFETCH), true);
@@ -119,7 +135,8 @@ impl CopyList {
                 None => Err(OutOfBounds { gpa: e.dst.gpa(), len: e.len as u64 }),
             };
             result = result.and(copied);
-            source.copied(i, e.len as usize);
+            far.copied(i, e.len as usize);
+            near.copied(i, e.len as usize);
         }
         result
     }
@@ -136,11 +153,11 @@ struct SourceAhead {
 
 impl SourceAhead {
     /// Asks `load` for the next steps of the entries' sources (an entry,
-    /// an offset in it, a length) until `SOURCE_AHEAD` bytes past the
-    /// start of the entry about to be copied are asked for, or none are left.
+    /// an offset in it, a length) until `bytes` past the start of the
+    /// entry about to be copied are asked for, or none are left.
     #[inline]
-    fn reach(&mut self, entries: &[Entry], mut load: impl FnMut(&Entry, usize, usize)) {
-        while self.ahead < SOURCE_AHEAD {
+    fn reach(&mut self, entries: &[Entry], bytes: usize, mut load: impl FnMut(&Entry, usize, usize)) {
+        while self.ahead < bytes {
             let Some(e) = entries.get(self.at) else { return };
             let n = (e.len as usize - self.off).min(SOURCE_STEP);
             load(e, self.off, n);
@@ -154,7 +171,7 @@ impl SourceAhead {
     }
 
     /// Entry `i`, of `len` bytes, has been copied. If the loading had not
-    /// got past it (an entry longer than `SOURCE_AHEAD`), it goes on from
+    /// got past it (an entry longer than it reaches), it goes on from
     /// the next one: the copy has read the rest.
     #[inline]
     fn copied(&mut self, i: usize, len: usize) {
@@ -203,26 +220,28 @@ mod tests {
 
     #[test]
     fn each_source_byte_is_loaded_once_in_order_and_far_enough_ahead_of_its_copy() {
-        let a = GuestMemory::new_owned(&[(0, 0x1000)]);
-        let s = a.span(Gpa(0), 1).unwrap();
-        let lens = [76, 4032, 4108, 792, 0, 60, 3 * SOURCE_AHEAD as u32 + 5, 1514, 9000, 64, 12];
-        let entries: Vec<Entry> = (0..lens.len()).map(|i| Entry { out: i as u16, src: s, soff: 0, dst: s, doff: 0, len: lens[i] }).collect();
-        let mut loaded = vec![0usize; lens.len()];
-        let mut source = SourceAhead::default();
-        for (i, e) in entries.iter().enumerate() {
-            source.reach(&entries, |c, off, n| {
-                let k = c.out as usize;
-                assert!(k >= i, "entry {k} loaded after it was copied");
-                assert_eq!(off, loaded[k], "entry {k}: its bytes in order, each once");
-                assert!(n <= SOURCE_STEP && off + n <= c.len as usize);
-                loaded[k] += n;
-            });
-            let rest: usize = lens[i..].iter().map(|&l| l as usize).sum();
-            let past: usize = loaded[i..].iter().sum();
-            assert!(past >= SOURCE_AHEAD.min(rest), "entry {i}: {past} bytes loaded ahead of its copy");
-            source.copied(i, e.len as usize);
+        for ahead in [SOURCE_AHEAD, NEAR_AHEAD] {
+            let a = GuestMemory::new_owned(&[(0, 0x1000)]);
+            let s = a.span(Gpa(0), 1).unwrap();
+            let lens = [76, 4032, 4108, 792, 0, 60, 3 * ahead as u32 + 5, 1514, 9000, 64, 12];
+            let entries: Vec<Entry> = (0..lens.len()).map(|i| Entry { out: i as u16, src: s, soff: 0, dst: s, doff: 0, len: lens[i] }).collect();
+            let mut loaded = vec![0usize; lens.len()];
+            let mut source = SourceAhead::default();
+            for (i, e) in entries.iter().enumerate() {
+                source.reach(&entries, ahead, |c, off, n| {
+                    let k = c.out as usize;
+                    assert!(k >= i, "entry {k} loaded after it was copied");
+                    assert_eq!(off, loaded[k], "entry {k}: its bytes in order, each once");
+                    assert!(n <= SOURCE_STEP && off + n <= c.len as usize);
+                    loaded[k] += n;
+                });
+                let rest: usize = lens[i..].iter().map(|&l| l as usize).sum();
+                let past: usize = loaded[i..].iter().sum();
+                assert!(past >= ahead.min(rest), "{ahead} ahead, entry {i}: {past} bytes loaded ahead of its copy");
+                source.copied(i, e.len as usize);
+            }
+            assert!(loaded[6] < lens[6] as usize, "the rest of a long entry is left to its copy");
+            assert!(loaded.iter().zip(lens).all(|(&l, n)| n as usize > ahead || l == n as usize), "{ahead} ahead: every shorter entry loaded whole");
         }
-        assert!(loaded[6] < lens[6] as usize, "the rest of a long entry is left to its copy");
-        assert!(loaded.iter().zip(lens).all(|(&l, n)| n as usize > SOURCE_AHEAD || l == n as usize), "every shorter entry loaded whole");
     }
 }

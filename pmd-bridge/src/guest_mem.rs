@@ -346,7 +346,7 @@ impl GuestMemory {
     #[inline]
     pub fn prefetch_write(&self, gpa: Gpa, len: u64) {
         if let Some((p, room)) = self.locate(gpa.0) {
-            prefetch_lines::<true>(p as usize, len.min(room) as usize);
+            prefetch_lines::<WRITE>(p as usize, len.min(room) as usize);
         }
     }
 
@@ -356,10 +356,21 @@ impl GuestMemory {
     pub fn prefetch_span(&self, s: &Span, off: usize, n: usize, write: bool) {
         if let Ok(p) = self.at(s, off, n) {
             if write {
-                prefetch_lines::<true>(p as usize, n)
+                prefetch_lines::<WRITE>(p as usize, n)
             } else {
-                prefetch_lines::<false>(p as usize, n)
+                prefetch_lines::<READ>(p as usize, n)
             }
+        }
+    }
+
+    /// Starts loading every line of `n` bytes at `off` in `s` into the
+    /// second-level cache, not the first (PREFETCHT2): for lines wanted
+    /// later than the first level's few miss buffers could wait for them
+    /// (see `copy_list`'s `SOURCE_AHEAD`).
+    #[inline]
+    pub fn prefetch_span_l2(&self, s: &Span, off: usize, n: usize) {
+        if let Ok(p) = self.at(s, off, n) {
+            prefetch_lines::<READ_L2>(p as usize, n)
         }
     }
 
@@ -541,24 +552,43 @@ fn store_volatile<const N: usize>(p: *mut u8, v: [u8; N]) {
 /// Asks for the line at `addr` to read (into every cache level).
 #[inline(always)]
 fn prefetchr(addr: usize) {
+    prefetch_read::<false>(addr)
+}
+
+/// Asks for the line at `addr` to read, into every cache level or (`L2`)
+/// into the second level and below.
+#[inline(always)]
+fn prefetch_read<const L2: bool>(addr: usize) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: a prefetch never faults and writes nothing, whatever `addr`.
     unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(addr as *const i8)
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0, _MM_HINT_T2};
+        if L2 {
+            _mm_prefetch::<_MM_HINT_T2>(addr as *const i8)
+        } else {
+            _mm_prefetch::<_MM_HINT_T0>(addr as *const i8)
+        }
     };
     #[cfg(not(target_arch = "x86_64"))]
     let _ = addr;
 }
 
-/// `prefetchw` (`WRITE`) or `prefetchr` of every line of `n` bytes at `p`.
+/// What `prefetch_lines` asks for: to read, to write, to read into the
+/// second-level cache only.
+const READ: u8 = 0;
+const WRITE: u8 = 1;
+const READ_L2: u8 = 2;
+
+/// `prefetchr`, `prefetchw` or `prefetch_read::<true>` (by `KIND`) of
+/// every line of `n` bytes at `p`.
 #[inline(always)]
-fn prefetch_lines<const WRITE: bool>(p: usize, n: usize) {
+fn prefetch_lines<const KIND: u8>(p: usize, n: usize) {
     let mut line = p & !63;
     while line < p + n {
-        if WRITE {
-            prefetchw(line)
-        } else {
-            prefetchr(line)
+        match KIND {
+            WRITE => prefetchw(line),
+            READ_L2 => prefetch_read::<true>(line),
+            _ => prefetchr(line),
         }
         line += 64;
     }
