@@ -24,13 +24,14 @@ pub const CAPACITY: usize = 512;
 /// pay a request each: +6% at 1514 and 9000 B in `--bench vm2vm`, where
 /// sender and switch share a core.
 ///
-/// Into the second level, not the first: asked into the first, 6 KB of
-/// lines (96) are far more than its miss buffers hold, and when a line
-/// takes long to come (about 800 cycles in the slow state of the bench
-/// machine, an AMD EPYC) each request waits for a free one. `poll_ab`, 2vm,
-/// against all of it into the first level: in slow states 0.80-0.86 at
-/// 1518 B and 0.70-0.88 at 9000 B, in fast ones 1.003-1.006 at 1518 B;
-/// 64 B level (its frames list no copy).
+/// Into the second level, not the first. `poll_ab`, 2vm, against all of
+/// it into the first level: in slow states of the bench machine (an AMD
+/// EPYC; a line from the other core about 800 cycles away) 0.80-0.86 at
+/// 1518 B and 0.70-0.88 at 9000 B, in fast ones (about 160) 1.003-1.006
+/// at 1518 B; 64 B level (its frames list no copy). Our reading, not
+/// measured (no PMU): asked into the first level, 6 KB of lines (96) are
+/// far more than its few miss buffers hold, and each request waits for a
+/// free one as long as a line takes to come.
 const SOURCE_AHEAD: usize = 6 * 1024;
 
 /// How far ahead of the copy the pass also takes the sender's bytes into
