@@ -31,6 +31,7 @@ use crate::packet::PacketBuf;
 use crate::virtq::{self, Refused, RingOps, Virtqueue};
 use crate::virtio_net;
 
+mod line_clock;
 mod rx;
 mod tx;
 mod zero_copy;

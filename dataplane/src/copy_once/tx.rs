@@ -106,6 +106,18 @@ impl CopyOnceTx {
         }
     }
 
+    /// Starts taking, for writing, the buffers of the next `n` receive
+    /// chains (after those this burst took), for the next burst's frames:
+    /// `prefetch_buffers` a burst early, for when lines are slow to come.
+    /// The next burst takes them again, from its own cache. Not on a
+    /// packed ring, whose slots the guest may be writing as they are read
+    /// (see `LineClock`'s use in `CopyOnceRx::take`).
+    pub fn prefetch_next_burst(&mut self, n: usize, frame_bytes: u64, bytes: u64) {
+        if !self.ring.broken && !self.ring.queue.is_packed() {
+            self.ring.queue.prefetch_buffers(&self.ring.mem, buffers_for(n, frame_bytes, self.stock_room), bytes);
+        }
+    }
+
     /// Publishes the used entries written since the last call, once their
     /// payload copies have run (`done`), and interrupts the guest once.
     pub fn publish(&mut self, done: &CopiesDone) {
