@@ -308,6 +308,11 @@ impl<'a> GuestBurst<'a> {
         self.pkts
     }
 
+    /// Whether lines from the burst's guest are slow to come (`LineClock`).
+    pub fn lines_slow(&self) -> bool {
+        self.rx.clock.slow()
+    }
+
     /// The sender's memory, which the burst's listed copies read.
     pub fn mem(&self) -> &pmd_bridge::guest_mem::GuestMemory {
         &self.rx.ring.mem
@@ -384,13 +389,6 @@ fn take_head(mem: &pmd_bridge::guest_mem::GuestMemory, c: &Chain) {
     let first = &c.segments()[0];
     mem.prefetch(first, 0);
     mem.prefetch(first, 64);
-}
-
-impl GuestBurst<'_> {
-    /// Whether lines from the burst's guest are slow to come (`LineClock`).
-    pub fn lines_slow(&self) -> bool {
-        self.rx.clock.slow()
-    }
 }
 
 /// Reads frame `len` bytes long in `c` (after its virtio-net header) into
