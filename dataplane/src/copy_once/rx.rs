@@ -179,11 +179,11 @@ impl CopyOnceRx {
         // While lines are slow, the frames' first lines go into the second
         // level (a request the first level's few miss buffers need not
         // hold for 300 cycles and more), and pass 2 takes them into the
-        // first `HEADS_NEAR` frames ahead. `poll_ab` 2vm split 64 B, with
-        // `Egress::forward_guest`'s next buffers, chosen by the clock (ways
-        // held for 32 polls: the next buffers pay a poll later): slow state
-        // 0.898-0.932 in 6 runs, fast 0.9995-1.002; 1518 B slow 0.998.
-        // Taken in every state: fast 1.04-1.055.
+        // first `HEADS_NEAR` frames ahead. `poll_ab` 2vm split 64 B: slow
+        // state 0.943-0.953; taken in every state, fast 1.015-1.041. (The
+        // next burst's receive buffers, also taken a poll early while slow,
+        // paid 0.90-0.93 until `CopyOnceTx::deliver_all` took each burst's
+        // a few frames ahead of their writes; then they cost 1.07-1.08.)
         let slow = self.clock.slow();
         ring.queue.prefetch_next(&ring.mem, want, if in_order { UsedAhead::One } else { UsedAhead::Each });
         let refused = ring.refused;
@@ -306,11 +306,6 @@ impl CopyOnceRx {
 impl<'a> GuestBurst<'a> {
     pub fn pkts(&self) -> &'a [GuestPkt] {
         self.pkts
-    }
-
-    /// Whether lines from the burst's guest are slow to come (`LineClock`).
-    pub fn lines_slow(&self) -> bool {
-        self.rx.clock.slow()
     }
 
     /// The sender's memory, which the burst's listed copies read.

@@ -17,6 +17,15 @@ use crate::virtq::{Chain, Direction, RingOps, UsedAhead, MAX_READ};
 const MAX_AHEAD: usize = 4 * pmd_bridge::BURST;
 const _: () = assert!(MAX_AHEAD >= MAX_BUFFERS, "the chains taken ahead are also `deliver`'s scratch");
 
+/// How many receive chains ahead of its writes `deliver_all` takes their
+/// buffers for writing. Lines the receiver's core holds, asked for all at
+/// once (a burst's 32 frames, two lines each, before the first write),
+/// queue behind the few the core can have in flight, and the first writes
+/// wait behind the last requests. `poll_ab` 2vm 64 B, against every buffer
+/// of the burst taken before its writes: split 0.92-0.97, packed 0.77-0.96
+/// (8 ahead; 4, 6, 12 and 16 much alike).
+const WRITE_AHEAD: usize = 8;
+
 /// The receive buffers of `room` bytes (the first the last stock took)
 /// that `n` frames of `frame_bytes` in all fill, each as many as the
 /// average frame does: `n` while a frame fits one. Past that (jumbo frames
@@ -106,18 +115,6 @@ impl CopyOnceTx {
         }
     }
 
-    /// Starts taking, for writing, the buffers of the next `n` receive
-    /// chains (after those this burst took), for the next burst's frames:
-    /// `prefetch_buffers` a burst early, for when lines are slow to come.
-    /// The next burst takes them again, from its own cache. Not on a
-    /// packed ring, whose slots the guest may be writing as they are read
-    /// (see `LineClock`'s use in `CopyOnceRx::take`).
-    pub fn prefetch_next_burst(&mut self, n: usize, frame_bytes: u64, bytes: u64) {
-        if !self.ring.broken && !self.ring.queue.is_packed() {
-            self.ring.queue.prefetch_buffers(&self.ring.mem, buffers_for(n, frame_bytes, self.stock_room), bytes);
-        }
-    }
-
     /// Publishes the used entries written since the last call, once their
     /// payload copies have run (`done`), and interrupts the guest once.
     pub fn publish(&mut self, done: &CopiesDone) {
@@ -198,16 +195,20 @@ impl CopyOnceTx {
                 self.stock_room = self.chains[0].len();
             }
             self.stock = (0, taken);
-            let lead = frames.peek().map_or(0, |f| NET_HDR_LEN + f.2.headers().len());
-            self.take_for_writing(self.buffers_ahead..taken, lead.min(PREFETCH_MAX));
         }
-        self.buffers_ahead = 0;
+        // The first `WRITE_AHEAD` chains' buffers are taken for writing now,
+        // each next one as a frame is written (those `prefetch_buffers`
+        // took already skipped).
+        let lead = frames.peek().map_or(0, |f| NET_HDR_LEN + f.2.headers().len()).min(PREFETCH_MAX);
+        let mut ahead = std::mem::take(&mut self.buffers_ahead);
+        self.take_for_writing(next_ahead(&mut ahead, self.stock.1.min(WRITE_AHEAD)), lead);
         // The chains taken ahead and filled from here on: their used
         // entries are added together, in ring order, before anything else
         // adds one (the long way, which may also swap `chains[0]` out).
         let mut run = self.stock.0;
         for (i, chain, pkt) in frames {
             let at = self.stock.0;
+            self.take_for_writing(next_ahead(&mut ahead, self.stock.1.min(at + WRITE_AHEAD)), lead);
             if at < self.stock.1 && !self.ring.broken && pkt.off.fits(self.ring.features.rx) {
                 match write_short(&self.ring.mem, &plain(src, chain, pkt), &self.chains[at], (&mut *copies, out)) {
                     Ok(Some((len, guest_copies))) => {
@@ -252,13 +253,11 @@ impl CopyOnceTx {
     }
 
     /// Starts taking, for writing, the first `bytes` of the first buffer of
-    /// the chains `range` just taken, which the loop then writes the
-    /// frames' virtio-net headers and headers into, frame by frame: those
-    /// `prefetch_buffers` did not take (a split ring's beyond the heads
-    /// known ahead). A store into a line still in the guest's core holds
-    /// up every store behind it (poll_ab, 2vm split 64 B: 0.904, 0.905;
-    /// in the machine's slow state, the frame loop's cycles had grown 4.6
-    /// times).
+    /// the chains `range` taken, which the loop then writes the frames'
+    /// virtio-net headers and headers into. A store into a line still in
+    /// the guest's core holds up every store behind it (poll_ab, 2vm split
+    /// 64 B, against none taken: 0.904, 0.905; in the machine's slow
+    /// state, the frame loop's cycles had grown 4.6 times).
     fn take_for_writing(&self, range: std::ops::Range<usize>, bytes: usize) {
         for c in self.chains.get(range).unwrap_or_default() {
             if let Some(first) = c.segments().first() {
@@ -443,6 +442,14 @@ fn plain<'a>(src: &'a GuestMemory, chain: &'a Chain, pkt: &'a GuestPkt) -> Frame
     FrameSource { net_hdr, head: pkt.headers(), tail: (tail > 0).then_some((src, chain, (NET_HDR_LEN + h) as u64, tail as u64)) }
 }
 
+/// The chains from `*ahead` up to `until` not yet taken for writing, and
+/// `ahead` moved past them.
+fn next_ahead(ahead: &mut usize, until: usize) -> std::ops::Range<usize> {
+    let range = *ahead..until.max(*ahead);
+    *ahead = range.end;
+    range
+}
+
 /// `deliver`, tried again up to `retries` times while the guest has too
 /// few receive buffers (its vCPU may be refilling them: OVS's and our
 /// rte_vhost ports' `vhost_retries`). While it has offered none, a retry
@@ -467,7 +474,27 @@ fn deliver_retrying(
 
 #[cfg(test)]
 mod tests {
-    use super::buffers_for;
+    use super::{buffers_for, next_ahead, WRITE_AHEAD};
+
+    #[test]
+    fn each_receive_chain_is_taken_for_writing_once_before_its_frame_is_written_and_at_most_write_ahead_early() {
+        // 32 frames of one chain each (64 B, 1518 B), of three (9000 B
+        // into 4 KB buffers), as `deliver_all` walks them.
+        for per_frame in [1, 3] {
+            let stock = 32 * per_frame;
+            let (mut ahead, mut taken) = (0, Vec::new());
+            taken.extend(next_ahead(&mut ahead, stock.min(WRITE_AHEAD)));
+            for at in (0..stock).step_by(per_frame) {
+                taken.extend(next_ahead(&mut ahead, stock.min(at + WRITE_AHEAD)));
+                assert!((at..at + per_frame).all(|c| taken.contains(&c)), "frame at chain {at}: its chains taken before it is written");
+                assert!(taken.iter().all(|&c| c < at + WRITE_AHEAD), "frame at chain {at}: nothing taken more than {WRITE_AHEAD} chains ahead");
+            }
+            assert_eq!(taken, (0..stock).collect::<Vec<_>>(), "each chain once, in order");
+        }
+        // Chains `prefetch_buffers` took already are not taken again.
+        let mut ahead = 20;
+        assert_eq!((next_ahead(&mut ahead, 8), next_ahead(&mut ahead, 24)), (20..20, 20..24));
+    }
 
     #[test]
     fn a_burst_takes_ahead_the_receive_buffers_its_frames_fill() {

@@ -8,10 +8,10 @@ use crate::counters::{bump, DropReason, Path, ZeroCopy};
 use crate::fwd::Decision;
 use crate::packet::PacketBuf;
 use crate::port_io::TxPort;
-use crate::virtio_net::{Delivery, NET_HDR_LEN};
+use crate::virtio_net::Delivery;
 use crate::vlan::TagEdit;
 
-use super::{Egress, Tally, NOT_HELD, PREFETCH_MAX};
+use super::{Egress, Tally, NOT_HELD};
 
 impl Egress<'_> {
     /// A burst still in a copy-once guest's transmit buffers: one payload
@@ -27,30 +27,26 @@ impl Egress<'_> {
             burst.commit(&done);
             return;
         }
-        self.prefetch_buffers(in_slot, &decisions[..pkts.len()], pkts.iter().map(|p| (p.headers().len(), p.frame_len())));
         let mut burst = burst;
         let mut t = Tally::default();
-        let mut next_for = None;
         // Most bursts are one flow's, for one guest: delivered whole, with
-        // nothing held frame by frame.
+        // nothing held frame by frame, its receive buffers taken a few
+        // frames ahead of their writes (`CopyOnceTx::deliver_all`), not all
+        // before the first.
         match self.one_output(&decisions[..pkts.len()]) {
             Some(out) => {
-                next_for = burst.lines_slow().then_some(out);
                 let path = Path::of(true, self.is_vm(out));
                 t.forwarded += pkts.len() as u64;
                 t.paths[path as usize][0] += pkts.len() as u64;
                 self.deliver_frames(&burst, out, 0..pkts.len(), pkts.len(), &mut t);
             }
-            None => self.route_each(in_slot, &mut burst, &decisions[..pkts.len()], &mut t),
+            None => {
+                self.prefetch_buffers(in_slot, &decisions[..pkts.len()], pkts.iter().map(|p| (p.headers().len(), p.frame_len())));
+                self.route_each(in_slot, &mut burst, &decisions[..pkts.len()], &mut t)
+            }
         }
         let done = self.finish(Some(burst.mem()), in_slot, &mut t);
         burst.commit(&done);
-        // While lines are slow, the next burst's receive buffers are taken
-        // now, a poll before it needs them (see `CopyOnceRx::take`).
-        if let Some(TxPort::CopyOnce(dst)) = next_for.and_then(|out| self.tx[out as usize].as_mut()) {
-            let bytes = (NET_HDR_LEN + pkts.first().map_or(0, |p| p.headers().len())).min(PREFETCH_MAX);
-            dst.prefetch_next_burst(pkts.len(), pkts.iter().map(|p| p.frame_len() as u64).sum(), bytes as u64);
-        }
     }
 
     /// Each frame of a guest burst to its outputs as decided: unicast frames
