@@ -179,11 +179,12 @@ impl CopyOnceRx {
         // While lines are slow, the frames' first lines go into the second
         // level (a request the first level's few miss buffers need not
         // hold for 300 cycles and more), and pass 2 takes them into the
-        // first `HEADS_NEAR` frames ahead. `poll_ab` 2vm split 64 B: slow
-        // state 0.943-0.953; taken in every state, fast 1.015-1.041. (The
-        // next burst's receive buffers, also taken a poll early while slow,
-        // paid 0.90-0.93 until `CopyOnceTx::deliver_all` took each burst's
-        // a few frames ahead of their writes; then they cost 1.07-1.08.)
+        // first `HEADS_NEAR` frames ahead. `poll_ab` 2vm split, against
+        // the fast state's way in the slow state: 0.90, 0.90 at 64 B, 0.96,
+        // 0.96 at 1518 B; taken in every state, fast 1.015-1.041. (The next
+        // burst's receive buffers, also taken a poll early while slow, went
+        // once `CopyOnceTx::deliver_all` took each burst's a few frames
+        // ahead of their writes: then they cost 1.07-1.08.)
         let slow = self.clock.slow();
         ring.queue.prefetch_next(&ring.mem, want, if in_order { UsedAhead::One } else { UsedAhead::Each });
         let refused = ring.refused;
