@@ -68,7 +68,7 @@ pub struct CopyOnceTx {
     /// Used entries written and not yet published.
     unpublished: bool,
     /// How many of the next receive chains `prefetch_buffers` took the
-    /// buffers of, until `deliver_all` takes the rest.
+    /// buffers of, until this burst's `deliver_all` or `publish`.
     buffers_ahead: usize,
     /// A frame's bytes: a multi-segment mbuf's, or a sender's payload being
     /// summed.
@@ -118,6 +118,9 @@ impl CopyOnceTx {
     /// Publishes the used entries written since the last call, once their
     /// payload copies have run (`done`), and interrupts the guest once.
     pub fn publish(&mut self, done: &CopiesDone) {
+        // Buffers taken ahead for frames delivered one by one (a flood, a
+        // burst of mbufs) count for no later burst's `deliver_all`.
+        self.buffers_ahead = 0;
         if std::mem::take(&mut self.unpublished) {
             self.ring.publish(done);
         }
