@@ -8,7 +8,7 @@ use pmd_bridge::{Mbuf, Mempool, Stock};
 
 use super::line_clock::LineClock;
 use super::{CopyOnceTx, GuestPkt, GuestRing, ZeroCopy, HEAD, HEAD_PLAIN};
-use crate::copy_list::{CopiesDone, CopyList};
+use crate::copy_list::{CopiesDone, CopyList, Sender};
 use crate::counters::{count_bad_headers, DropReason, ZeroCopy as Outcome};
 use crate::mbuf_offload;
 use crate::offload::{validate, Caps, HdrError, NetHdr, Offload};
@@ -154,10 +154,8 @@ impl CopyOnceRx {
         }
         // Timed when it found chains: the guest wrote the line since the
         // last read (or its idx read was skipped, a timing too short, which
-        // the clock's median outvotes). Split rings only: on packed ones
-        // the slow-state prefetches cost more than they saved (`poll_ab`
-        // 2vm packed, slow state: 1.021-1.025 at 64 B, 1.026 at 1518 B).
-        let timed = (!ring.queue.is_packed() && self.clock.due()).then(pmd_bridge::cycles::tsc_after_loads);
+        // the clock's median outvotes).
+        let timed = self.clock.due().then(pmd_bridge::cycles::tsc_after_loads);
         let want = match ring.queue.to_take(&ring.mem, out.len()) {
             Ok(n) => {
                 if let Some(t0) = timed.filter(|_| n > 0) {
@@ -184,8 +182,11 @@ impl CopyOnceRx {
         // 0.96 at 1518 B; taken in every state, fast 1.015-1.041. (The next
         // burst's receive buffers, also taken a poll early while slow, went
         // once `CopyOnceTx::deliver_all` took each burst's a few frames
-        // ahead of their writes: then they cost 1.07-1.08.)
-        let slow = self.clock.slow();
+        // ahead of their writes: then they cost 1.07-1.08.) Split rings
+        // only: on packed ones these heads cost more than they saved
+        // (`poll_ab` 2vm packed, slow state: 1.021-1.025 at 64 B, 1.026 at
+        // 1518 B; 1.087-1.101 at 64 B since).
+        let slow = self.clock.slow() && !ring.queue.is_packed();
         ring.queue.prefetch_next(&ring.mem, want, if in_order { UsedAhead::One } else { UsedAhead::Each });
         let refused = ring.refused;
         let order = &mut self.order;
@@ -309,9 +310,9 @@ impl<'a> GuestBurst<'a> {
         self.pkts
     }
 
-    /// The sender's memory, which the burst's listed copies read.
-    pub fn mem(&self) -> &pmd_bridge::guest_mem::GuestMemory {
-        &self.rx.ring.mem
+    /// The sender, whose memory the burst's listed copies read.
+    pub fn sender(&self) -> Sender<'_> {
+        Sender { mem: &self.rx.ring.mem, lines_slow: self.rx.clock.slow() }
     }
 
     /// Frame `i` into copy-once guest `dst` (output port `out`), its payload

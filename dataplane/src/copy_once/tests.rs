@@ -122,7 +122,7 @@ fn regression_no_used_index_is_published_before_its_copies_run() {
     assert_eq!(used_idx(b.mem()), 0, "an entry listed, its payload not copied: not visible");
     assert_ne!(received(b.mem(), frame.len()), frame);
 
-    let (done, copied) = copies.run(Some(burst.mem()), |out| (out == 7).then_some(b.mem()));
+    let (done, copied) = copies.run(Some(burst.sender()), |out| (out == 7).then_some(b.mem()));
     copied.unwrap();
     assert_eq!(used_idx(b.mem()), 0, "the copies ran; publishing is a step of its own");
     b.publish(&done);
@@ -180,7 +180,7 @@ fn deliver_burst(a: &mut CopyOnceRx, b: &mut CopyOnceTx, n: usize) -> (Vec<Deliv
     let burst = a.recv(&mut pkts, &drops, |_, _| {}).expect("frames");
     let (mut copies, mut got) = (CopyList::default(), Vec::new());
     burst.deliver_all(0..n, n, b, &mut copies, 7, |_, d, _| got.push(d));
-    let (done, copied) = copies.run(Some(burst.mem()), |out| (out == 7).then_some(b.mem()));
+    let (done, copied) = copies.run(Some(burst.sender()), |out| (out == 7).then_some(b.mem()));
     copied.unwrap();
     b.publish(&done);
     burst.commit(&done);
@@ -358,7 +358,7 @@ fn jumbo_frames_fill_the_chains_taken_ahead() {
             let burst = a.recv(&mut pkts, &drops, |_, _| {}).expect("frames");
             let mut copies = CopyList::default();
             burst.deliver_all(0..frames.len(), frames.len(), &mut b, &mut copies, 7, |_, d, _| delivered.push(d));
-            let (done, copied) = copies.run(Some(burst.mem()), |out| (out == 7).then_some(b.mem()));
+            let (done, copied) = copies.run(Some(burst.sender()), |out| (out == 7).then_some(b.mem()));
             copied.unwrap();
             b.publish(&done);
             burst.commit(&done);

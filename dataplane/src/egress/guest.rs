@@ -45,7 +45,7 @@ impl Egress<'_> {
                 self.route_each(in_slot, &mut burst, &decisions[..pkts.len()], &mut t)
             }
         }
-        let done = self.finish(Some(burst.mem()), in_slot, &mut t);
+        let done = self.finish(Some(burst.sender()), in_slot, &mut t);
         burst.commit(&done);
     }
 

@@ -6,11 +6,10 @@
 //! indices (which takes the proof that the copies ran) and hand the proof
 //! back for the sender's chains (`GuestBurst::commit`).
 use pmd_bridge::cycles::tsc;
-use pmd_bridge::guest_mem::GuestMemory;
 use pmd_bridge::{Burst, Mbuf, Mempool, Stock, BURST};
 
 use crate::capture::Taps;
-use crate::copy_list::{CopiesDone, CopyList};
+use crate::copy_list::{CopiesDone, CopyList, Sender};
 use crate::counters::{any, bump, DropReason, Path, PmdCounters, ZeroCopy, MAX_PORTS};
 use crate::fdb::Fdb;
 use crate::flood::{FloodSets, PortSet};
@@ -390,11 +389,10 @@ impl Egress<'_> {
         }
     }
 
-    /// Ends a burst from `in_slot` (a guest's memory `from` for a copy-once
-    /// burst): sends every batch, runs the listed copies, publishes every
+    /// Ends a burst from `in_slot` (a guest `from` for a copy-once burst): sends every batch, runs the listed copies, publishes every
     /// copy-once guest written to, then the counts. The proof returned is
     /// what gives the sender's chains back.
-    pub(crate) fn finish(&mut self, from: Option<&GuestMemory>, in_slot: u16, t: &mut Tally) -> CopiesDone<'_> {
+    pub(crate) fn finish(&mut self, from: Option<Sender>, in_slot: u16, t: &mut Tally) -> CopiesDone<'_> {
         for out in std::mem::take(&mut self.out.dirty) {
             self.flush_one(out, t);
         }

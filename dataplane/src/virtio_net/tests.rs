@@ -1,5 +1,6 @@
 //! Delivery into either kind of ring, over plain memory.
 use super::*;
+use crate::copy_list::Sender;
 use crate::virtq::test_packed::{avail_flags, PackedGuest};
 use crate::virtq::{Virtqueue, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
 use pmd_bridge::guest_mem::Gpa;
@@ -248,7 +249,7 @@ fn payload_from_another_guest_is_copied_once() {
         assert_eq!(deliver(&mut qb, b.mem(), &source, true, (&mut chains(), 0), copies).unwrap(), Delivery::Done { buffers: 3, guest_copies: 1 });
         if listed {
             assert_eq!(list.len(), 4, "pieces between both sides' buffer ends");
-            list.run(Some(&a.mem), |out| (out == 3).then_some(b.mem())).1.unwrap();
+            list.run(Some(Sender { mem: &a.mem, lines_slow: false }), |out| (out == 3).then_some(b.mem())).1.unwrap();
         }
         let (_, bytes) = b.received(&mut qb);
         assert_eq!(bytes[NET_HDR_LEN..], payload[..], "packed {packed}, listed {listed}");
@@ -363,7 +364,7 @@ fn a_frame_that_fits_one_chain_goes_the_short_way() {
         let r = short(&mut q, g.mem(), &f, &mut chain, (&mut list, 3));
         assert_eq!(r, Ok(Short::Done(Delivery::Done { buffers: 1, guest_copies: 1 })), "packed {packed}");
         assert!(!list.is_empty(), "the tail listed, not copied");
-        list.run(Some(&a.mem), |_| Some(g.mem())).1.unwrap();
+        list.run(Some(Sender { mem: &a.mem, lines_slow: false }), |_| Some(g.mem())).1.unwrap();
         let (used, bytes) = g.received(&mut q);
         assert_eq!(used, [(0, 1012)]);
         assert_eq!(u16::from_le_bytes([bytes[10], bytes[11]]), 1, "num_buffers");
