@@ -41,7 +41,7 @@ impl Egress<'_> {
                 self.deliver_frames(&burst, out, 0..pkts.len(), pkts.len(), &mut t);
             }
             None => {
-                self.prefetch_buffers(in_slot, &decisions[..pkts.len()], pkts.iter().map(|p| (p.headers().len(), p.frame_len())));
+                self.prefetch_buffers(in_slot, &decisions[..pkts.len()], pkts.iter().map(|p| (p.headers().len(), p.frame_len())), false);
                 self.route_each(in_slot, &mut burst, &decisions[..pkts.len()], &mut t)
             }
         }

@@ -50,9 +50,11 @@ pub fn guest_outputs(tx: &[Option<TxPort>]) -> PortSet {
 /// header reads, 64 B in a slow state of the machine: split 0.995, 0.991,
 /// 0.993, packed 0.995, 0.992, 0.995; 64 and 1518 B in a faster one:
 /// split 0.997, 0.995, 0.997, packed 0.994, 0.994, 0.994.
-pub fn prefetch_rings(tx: &[Option<TxPort>], guests: PortSet, in_slot: u16, n: usize, frame_bytes: u64) {
+pub fn prefetch_rings(tx: &mut [Option<TxPort>], guests: PortSet, in_slot: u16, n: usize, frame_bytes: u64) {
     for out in guests.without(in_slot) {
-        tx[out as usize].as_ref().and_then(TxPort::copy_once).inspect(|t| t.prefetch(n, frame_bytes));
+        if let Some(TxPort::CopyOnce(t)) = tx[out as usize].as_mut() {
+            t.prefetch(n, frame_bytes);
+        }
     }
 }
 
@@ -197,7 +199,7 @@ impl<'a> Egress<'a> {
             rx.clear();
             return;
         };
-        self.prefetch_buffers(in_slot, &decisions[..rx.len()], rx.iter().map(|m| (m.len(), m.len())));
+        self.prefetch_buffers(in_slot, &decisions[..rx.len()], rx.iter().map(|m| (m.len(), m.len())), true);
         // An mbuf from a VM was copied out of it by rte_vhost.
         let copied_in = input.vm as u64;
         let input_vm = input.vm;
@@ -241,8 +243,8 @@ impl<'a> Egress<'a> {
     /// of those is taken ahead for the bytes written and its virtio-net
     /// header, no more: a line taken and never written is one more the
     /// guest's core gives up, and one fill buffer less for the lines that
-    /// are.
-    fn prefetch_buffers(&mut self, in_slot: u16, decisions: &[Decision], written: impl Iterator<Item = (usize, usize)>) {
+    /// are. `mbufs`: a burst of mbufs (`CopyOnceTx::prefetch_buffers`).
+    fn prefetch_buffers(&mut self, in_slot: u16, decisions: &[Decision], written: impl Iterator<Item = (usize, usize)>, mbufs: bool) {
         let mut want = [(0u8, 0u8, 0u64); MAX_PORTS];
         let mut add = |out: u16, (bytes, frame): (usize, usize)| {
             let w = &mut want[out as usize];
@@ -261,7 +263,7 @@ impl<'a> Egress<'a> {
         for out in self.guests.filter(|&out| want[out as usize].0 > 0) {
             let (n, bytes, frame_bytes) = want[out as usize];
             if let Some(TxPort::CopyOnce(t)) = self.tx[out as usize].as_mut() {
-                t.prefetch_buffers(n as usize, frame_bytes, bytes.into());
+                t.prefetch_buffers(n as usize, frame_bytes, bytes.into(), mbufs);
             }
         }
     }

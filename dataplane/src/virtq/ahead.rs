@@ -1,5 +1,8 @@
 //! What a burst asks of a split ring before it pops: how many chains to try
 //! for, and the lines it will need, taken ahead.
+use std::ops::Range;
+
+use pmd_bridge::cycles::tsc_after_loads;
 use pmd_bridge::guest_mem::{GuestMemory, Gpa, Reader};
 
 use super::{Desc, RingError, SplitQueue, UsedAhead, DESC_SIZE, VRING_DESC_F_INDIRECT};
@@ -43,21 +46,32 @@ impl SplitQueue {
         }
     }
 
+    /// avail->idx read again, timed: the cycles its line took to come if
+    /// the guest had moved it since our last read (a line its core wrote),
+    /// else None (and on an error, which is the pop's to meet).
+    pub fn time_avail(&mut self, mem: &GuestMemory) -> Option<u64> {
+        let before = self.avail_seen;
+        let t0 = tsc_after_loads();
+        self.available(mem).ok()?;
+        (self.avail_seen != before).then(|| tsc_after_loads() - t0)
+    }
+
     /// Starts taking, for writing, the first `bytes` bytes of the buffers
-    /// the next `n` chains begin with (call it a while after
-    /// `prefetch_next`, when their descriptors have come in); how many
-    /// chains that looked at. With fewer heads known than `n`, avail->idx
+    /// the chains `chains` counts from the next begin with (call it a while
+    /// after `prefetch_next`, when their descriptors have come in); how far
+    /// that looked, counted from the next chain. With fewer heads known
+    /// than `chains.end`, avail->idx
     /// is read here rather than by the pop that follows: known heads alone
     /// were a quarter of those needed in `vswitch-bench` 2vm 64 B, whose
     /// guests offer receive buffers as fast as the switch takes them.
-    pub fn prefetch_buffers(&mut self, mem: &GuestMemory, n: usize, bytes: u64) -> usize {
+    pub fn prefetch_buffers(&mut self, mem: &GuestMemory, chains: Range<usize>, bytes: u64) -> usize {
         // An error is the pop's to meet.
-        if self.known() < n {
+        if self.known() < chains.end {
             let _ = self.available(mem);
         }
         let (Some(avail), Some(table)) = (mem.reader(&self.avail, 2), mem.reader(&self.desc, 8)) else { return 0 };
-        let mut seen = 0;
-        for head in self.known_heads(&avail, n) {
+        let mut seen = chains.start;
+        for head in self.known_heads(&avail, chains.end).skip(chains.start) {
             seen += 1;
             if let Some(d) = table.words_at::<2>(head as usize * DESC_SIZE as usize).map(Desc::split) {
                 if !d.has(VRING_DESC_F_INDIRECT) {

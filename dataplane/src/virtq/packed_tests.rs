@@ -345,7 +345,8 @@ fn available_counts_descriptors_a_burst_at_most() {
     q.prefetch_next(&g.mem, 200, UsedAhead::Each);
     q.prefetch_next(&g.mem, 200, UsedAhead::One);
     // Up to the first slot not available, whatever was asked.
-    assert_eq!((q.prefetch_buffers(&g.mem, 200, 76), q.prefetch_buffers(&g.mem, 8, 76)), (40, 8));
+    assert_eq!((q.prefetch_buffers(&g.mem, 0..200, 76), q.prefetch_buffers(&g.mem, 0..8, 76)), (40, 8));
+    assert_eq!((q.prefetch_buffers(&g.mem, 8..16, 76), q.prefetch_buffers(&g.mem, 36..200, 76), q.prefetch_buffers(&g.mem, 60..200, 76)), (16, 40, 60));
 }
 
 /// A batch of more used descriptors than a queue keeps back is still seen

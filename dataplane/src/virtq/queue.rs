@@ -8,6 +8,8 @@
 //! written once, compiled for each, and takes the enum or a plain
 //! `SplitQueue` alike. Each kind keeps its own inherent methods, which
 //! the trait forwards to.
+use std::ops::Range;
+
 use pmd_bridge::guest_mem::{GuestMemory, Gpa};
 
 use super::{Chain, Direction, PackedQueue, Pop, Refused, RingError, RingFeatures, SplitQueue, UsedAhead, VIRTIO_F_RING_PACKED};
@@ -73,7 +75,10 @@ pub trait RingOps {
         }
     }
     fn prefetch_next(&self, mem: &GuestMemory, n: usize, used: UsedAhead);
-    fn prefetch_buffers(&mut self, mem: &GuestMemory, n: usize, bytes: u64) -> usize;
+    /// Starts taking for writing the first `bytes` of the buffers of the
+    /// chains `chains` counts from the next (0: the next); how far it
+    /// looked, a count from the next chain as well.
+    fn prefetch_buffers(&mut self, mem: &GuestMemory, chains: Range<usize>, bytes: u64) -> usize;
     fn unpop(&mut self, chains: &[Chain]);
     fn mark_starved(&mut self, need: u64);
     fn starved(&mut self, mem: &GuestMemory, need: u64) -> Result<bool, RingError>;
@@ -132,8 +137,8 @@ macro_rules! forward {
                 <$t>::prefetch_next(self, mem, n, used)
             }
             #[inline]
-            fn prefetch_buffers(&mut self, mem: &GuestMemory, n: usize, bytes: u64) -> usize {
-                <$t>::prefetch_buffers(self, mem, n, bytes)
+            fn prefetch_buffers(&mut self, mem: &GuestMemory, chains: Range<usize>, bytes: u64) -> usize {
+                <$t>::prefetch_buffers(self, mem, chains, bytes)
             }
             #[inline]
             fn unpop(&mut self, chains: &[Chain]) {
@@ -217,6 +222,15 @@ impl Virtqueue {
         }
     }
 
+    /// A split ring's avail->idx read, timed (`SplitQueue::time_avail`);
+    /// None for a packed ring, whose availability is read slot by slot.
+    pub fn time_avail(&mut self, mem: &GuestMemory) -> Option<u64> {
+        match self {
+            Virtqueue::Split(q) => q.time_avail(mem),
+            Virtqueue::Packed(_) => None,
+        }
+    }
+
     pub fn is_packed(&self) -> bool {
         matches!(self, Virtqueue::Packed(_))
     }
@@ -270,8 +284,8 @@ impl RingOps for Virtqueue {
         each!(self, q => RingOps::prefetch_next(q, mem, n, used))
     }
     #[inline]
-    fn prefetch_buffers(&mut self, mem: &GuestMemory, n: usize, bytes: u64) -> usize {
-        each!(self, q => RingOps::prefetch_buffers(q, mem, n, bytes))
+    fn prefetch_buffers(&mut self, mem: &GuestMemory, chains: Range<usize>, bytes: u64) -> usize {
+        each!(self, q => RingOps::prefetch_buffers(q, mem, chains, bytes))
     }
     #[inline]
     fn unpop(&mut self, chains: &[Chain]) {

@@ -26,11 +26,13 @@ fn buffers_are_taken_ahead_for_every_head_offered() {
     }
     (0..6).for_each(|head| g.offer(head));
     let mut q = g.queue();
-    assert_eq!((q.prefetch_buffers(&g.mem, 4, 76), q.prefetch_buffers(&g.mem, 32, 76)), (4, 6));
+    assert_eq!((q.prefetch_buffers(&g.mem, 0..4, 76), q.prefetch_buffers(&g.mem, 0..32, 76)), (4, 6));
+    // From further on: as far as the heads offered.
+    assert_eq!((q.prefetch_buffers(&g.mem, 2..4, 76), q.prefetch_buffers(&g.mem, 4..32, 76), q.prefetch_buffers(&g.mem, 8..32, 76)), (4, 6, 8));
     assert_eq!(pop(&g, &mut q, Direction::DeviceWrites).0, Ok(Pop::Chain));
-    assert_eq!(q.prefetch_buffers(&g.mem, 4, 76), 4);
+    assert_eq!(q.prefetch_buffers(&g.mem, 0..4, 76), 4);
     (6..8).for_each(|head| g.offer(head));
-    assert_eq!(q.prefetch_buffers(&g.mem, 32, 76), 7);
+    assert_eq!(q.prefetch_buffers(&g.mem, 0..32, 76), 7);
     assert_eq!(q.to_take(&g.mem, 32), Ok(7));
 }
 

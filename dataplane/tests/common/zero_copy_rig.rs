@@ -241,7 +241,7 @@ impl Rig {
         let mut pkts = [GuestPkt::default(); BURST];
         let drops = dataplane::counters::PerReason::default();
         // As the PMD loop does: the outputs' rings taken ahead on receipt.
-        let (guests, tx) = (guest_outputs(&self.tx), &self.tx);
+        let (guests, tx) = (guest_outputs(&self.tx), &mut self.tx);
         let Some(burst) = self.rx.recv(&mut pkts, &drops, |n, bytes| prefetch_rings(tx, guests, 0, n, bytes)) else { return 0 };
         let n = burst.pkts().len();
         let eg = Egress { ports: &self.ports, flood: &self.flood, guests, tx: &mut self.tx, out: &mut self.out, pool: &self.pool, fdb: &self.fdb, counters: &self.counters, now: 1, taps: &Taps::default(), flows: self.flows.as_mut() };

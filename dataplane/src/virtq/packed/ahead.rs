@@ -1,5 +1,7 @@
 //! What a burst asks of a packed ring before it pops: how many chains to
 //! try for, and the lines it will need, taken ahead.
+use std::ops::Range;
+
 use pmd_bridge::guest_mem::{GuestMemory, Gpa};
 
 use super::{flags_at, is_avail, PackedQueue, DESC_SIZE};
@@ -42,14 +44,17 @@ impl PackedQueue {
     }
 
     /// Starts taking, for writing, the first `bytes` bytes of the buffers
-    /// of the next `n` slots, up to the first whose flags do not say it is
-    /// available: one not yet offered holds a buffer of the last lap,
-    /// which the guest may have freed; how many slots that looked at. A
+    /// of the slots `chains` counts from the next, up to the first whose
+    /// flags do not say it is available: one not yet offered holds a buffer
+    /// of the last lap, which the guest may have freed; how far that
+    /// looked, counted from the next slot. A
     /// hint: the flags are read without ordering, and an indirect table's
     /// address is harmless to take.
-    pub fn prefetch_buffers(&mut self, mem: &GuestMemory, n: usize, bytes: u64) -> usize {
+    pub fn prefetch_buffers(&mut self, mem: &GuestMemory, chains: Range<usize>, bytes: u64) -> usize {
         let Some(ring) = mem.reader(&self.ring, 8) else { return 0 };
-        let (mut at, mut seen, n) = (self.next_avail, 0, n.min(self.size as usize));
+        let (mut at, n) = (self.next_avail, chains.end.min(self.size as usize));
+        let mut seen = chains.start;
+        at.advance(seen.min(n) as u16, self.size);
         while seen < n {
             // The slots up to the lap's end, the wrap not checked at each.
             let run = (n - seen).min((self.size - at.slot) as usize);
