@@ -1,6 +1,7 @@
 //! How far away the guest's core is: the time a ring line the guest has
-//! just written takes to come, sampled now and then (a split ring's
-//! avail->idx, a packed ring's next descriptor). The bench machine (an AMD EPYC, shared) moves between
+//! just written takes to come, sampled now and then (a transmit ring's
+//! avail->idx or next packed descriptor, a split receive ring's
+//! avail->idx). The bench machine (an AMD EPYC, shared) moves between
 //! about 100-160 cycles and about 310-390 for such a line, often for
 //! seconds; the prefetches that pay in the slow state cost 2-5% in the
 //! fast one (`CopyOnceRx::take`).

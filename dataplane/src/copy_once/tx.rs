@@ -115,11 +115,12 @@ impl CopyOnceTx {
     /// frames of `frame_bytes` in all, will take (their heads are already
     /// known available).
     pub fn prefetch(&mut self, n: usize, frame_bytes: u64) {
-        // Timed before `prefetch_next` takes the line ahead.
-        if let Some(cycles) = self.clock.due().then(|| self.ring.queue.time_avail(&self.ring.mem)).flatten() {
-            self.clock.add(cycles);
-        }
         if !self.ring.broken {
+            // Timed before `prefetch_next` takes the line ahead: after it,
+            // every timing read fast and the window never ran.
+            if let Some(cycles) = self.clock.due().then(|| self.ring.queue.time_avail(&self.ring.mem)).flatten() {
+                self.clock.add(cycles);
+            }
             self.ring.queue.prefetch_next(&self.ring.mem, buffers_for(n, frame_bytes, self.stock_room), UsedAhead::Each);
         }
     }
@@ -133,8 +134,10 @@ impl CopyOnceTx {
     /// here, and `send` the next ones as it delivers: a burst's 32 taken
     /// at once queue behind the few requests the core has in flight, as in
     /// `deliver_all`. `poll_ab` nic-vm, split rings, a window of 8 against
-    /// the whole burst: slow 0.88, 0.89 (64 B, 1518 B); fast 1.023-1.029,
-    /// which the whole burst keeps.
+    /// the whole burst: slow 0.86-0.89 (64 B, 1518 B), fast 1.023-1.049,
+    /// which the whole burst keeps. As landed, against the whole burst in
+    /// every state: slow 0.961, 0.967, fast 0.991-0.998 (the clock misses
+    /// part of the slow time).
     pub fn prefetch_buffers(&mut self, n: usize, frame_bytes: u64, bytes: u64, mbufs: bool) {
         if self.ring.broken {
             return;

@@ -391,9 +391,10 @@ impl Egress<'_> {
         }
     }
 
-    /// Ends a burst from `in_slot` (a guest `from` for a copy-once burst): sends every batch, runs the listed copies, publishes every
-    /// copy-once guest written to, then the counts. The proof returned is
-    /// what gives the sender's chains back.
+    /// Ends a burst from `in_slot` (a guest `from` for a copy-once burst):
+    /// sends every batch, runs the listed copies, publishes every copy-once
+    /// guest written to, then the counts. The proof returned is what gives
+    /// the sender's chains back.
     pub(crate) fn finish(&mut self, from: Option<Sender>, in_slot: u16, t: &mut Tally) -> CopiesDone<'_> {
         for out in std::mem::take(&mut self.out.dirty) {
             self.flush_one(out, t);

@@ -59,9 +59,9 @@ impl SplitQueue {
     /// Starts taking, for writing, the first `bytes` bytes of the buffers
     /// the chains `chains` counts from the next begin with (call it a while
     /// after `prefetch_next`, when their descriptors have come in); how far
-    /// that looked, counted from the next chain. With fewer heads known
-    /// than `chains.end`, avail->idx
-    /// is read here rather than by the pop that follows: known heads alone
+    /// that looked, counted from the next chain (`chains.start` at least).
+    /// With fewer heads known than `chains.end`, avail->idx is read here
+    /// rather than by the pop that follows: known heads alone
     /// were a quarter of those needed in `vswitch-bench` 2vm 64 B, whose
     /// guests offer receive buffers as fast as the switch takes them.
     pub fn prefetch_buffers(&mut self, mem: &GuestMemory, chains: Range<usize>, bytes: u64) -> usize {
@@ -69,7 +69,7 @@ impl SplitQueue {
         if self.known() < chains.end {
             let _ = self.available(mem);
         }
-        let (Some(avail), Some(table)) = (mem.reader(&self.avail, 2), mem.reader(&self.desc, 8)) else { return 0 };
+        let (Some(avail), Some(table)) = (mem.reader(&self.avail, 2), mem.reader(&self.desc, 8)) else { return chains.start };
         let mut seen = chains.start;
         for head in self.known_heads(&avail, chains.end).skip(chains.start) {
             seen += 1;

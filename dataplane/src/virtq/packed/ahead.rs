@@ -47,11 +47,11 @@ impl PackedQueue {
     /// of the slots `chains` counts from the next, up to the first whose
     /// flags do not say it is available: one not yet offered holds a buffer
     /// of the last lap, which the guest may have freed; how far that
-    /// looked, counted from the next slot. A
-    /// hint: the flags are read without ordering, and an indirect table's
-    /// address is harmless to take.
+    /// looked, counted from the next slot (`chains.start` at least). A hint:
+    /// the flags are read without ordering, and an indirect table's address
+    /// is harmless to take.
     pub fn prefetch_buffers(&mut self, mem: &GuestMemory, chains: Range<usize>, bytes: u64) -> usize {
-        let Some(ring) = mem.reader(&self.ring, 8) else { return 0 };
+        let Some(ring) = mem.reader(&self.ring, 8) else { return chains.start };
         let (mut at, n) = (self.next_avail, chains.end.min(self.size as usize));
         let mut seen = chains.start;
         at.advance(seen.min(n) as u16, self.size);
