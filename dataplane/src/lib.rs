@@ -1,6 +1,7 @@
 //! Packet processing: port → rx burst → parse → classify/learn → per-port
 //! output batch → tx burst. One module per stage; `pmd_loop` ties them.
 #![forbid(unsafe_code)]
+pub mod burst_phases;
 pub mod capture;
 pub mod copy_list;
 pub mod copy_once;

@@ -23,6 +23,7 @@ use crate::flood::{FloodSets, PortSet};
 use crate::flow::PmdFlows;
 use crate::fwd::PortTable;
 use crate::idle::{IdleSleep, KICK_SLEEP};
+use crate::burst_phases::{self, BurstPhases, Phase};
 use crate::poll_ab::PollAb;
 use crate::port_io::{Received, RxPort, TxPort};
 use crate::quiesce::Quiesce;
@@ -123,11 +124,15 @@ pub struct PmdContext {
     /// Experiments: each poll picked to one of two ways
     /// (`VSWITCHD_POLL_AB`, see `poll_ab`).
     pub poll_ab: Option<PollAb>,
+    /// Experiments: each guest burst's cycles by phase
+    /// (`VSWITCHD_BURST_PHASES`, see `burst_phases`).
+    pub burst_phases: Option<BurstPhases>,
 }
 
 /// Runs the loop until a `Stop` message; returns 0.
 pub fn run(mut ctx: PmdContext) -> i32 {
     let mut poll_ab = ctx.poll_ab.take();
+    burst_phases::install(ctx.burst_phases.take());
     let mut plan = PmdPlan::empty();
     let mut out = Outputs::default();
     let mut now = ctx.clock.load(Ordering::Relaxed);
@@ -184,6 +189,7 @@ pub fn run(mut ctx: PmdContext) -> i32 {
             }
             let drops = &ctx.counters.ports[src.slot as usize].drops;
             let slot = src.slot;
+            burst_phases::start();
             let received = src.port.recv(&ctx.pool, &mut mbufs, &mut guest, drops, |n, bytes| prefetch_rings(tx, *guests, slot, n, bytes));
             let eg = Egress { ports, flood, tx, guests: *guests, out: &mut out, pool: &ctx.pool, fdb: &ctx.fdb, counters: &ctx.counters, now, taps, flows: flows.as_deref_mut() };
             let n = match received {
@@ -200,11 +206,13 @@ pub fn run(mut ctx: PmdContext) -> i32 {
                     n
                 }
                 Received::Guest(mut burst) => {
+                    burst_phases::mark(Phase::Take);
                     if !taps.is_empty() {
                         taps.guest_rx(src.slot, &mut burst, &mut eg.out.stock, &ctx.pool);
                     }
                     let n = burst.pkts().len();
                     eg.forward_guest(src.slot, burst);
+                    burst_phases::end(src.slot, n);
                     n
                 }
             };

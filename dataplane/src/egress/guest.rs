@@ -3,6 +3,7 @@
 //! burst's pass; every other output one frame at a time.
 use pmd_bridge::BURST;
 
+use crate::burst_phases::{self, Phase};
 use crate::copy_once::{GuestBurst, GuestPkt};
 use crate::counters::{bump, DropReason, Path, ZeroCopy};
 use crate::fwd::Decision;
@@ -22,7 +23,9 @@ impl Egress<'_> {
     pub fn forward_guest(mut self, in_slot: u16, burst: GuestBurst) {
         let pkts = burst.pkts();
         let mut decisions = [Decision::Drop(DropReason::Malformed); BURST];
-        if self.classify(in_slot, pkts.iter(), &mut decisions).is_none() {
+        let classified = self.classify(in_slot, pkts.iter(), &mut decisions);
+        burst_phases::mark(Phase::Classify);
+        if classified.is_none() {
             let (done, _) = self.out.copies.run(None, |_| None);
             burst.commit(&done);
             return;
@@ -45,8 +48,11 @@ impl Egress<'_> {
                 self.route_each(in_slot, &mut burst, &decisions[..pkts.len()], &mut t)
             }
         }
+        burst_phases::mark(Phase::Deliver);
         let done = self.finish(Some(burst.sender()), in_slot, &mut t);
+        burst_phases::mark(Phase::Finish);
         burst.commit(&done);
+        burst_phases::mark(Phase::Commit);
     }
 
     /// Each frame of a guest burst to its outputs as decided: unicast frames

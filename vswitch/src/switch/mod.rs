@@ -17,6 +17,7 @@ use dataplane::counters::{PmdCounters, PmdTotals, PortTotals, MAX_PORTS};
 use dataplane::fdb::Fdb;
 use dataplane::police::Policer;
 use dataplane::pmd_loop::{self, PmdContext, PmdMsg, PmdPlan};
+use dataplane::burst_phases::{self, BurstPhases};
 use dataplane::poll_ab::{PollAb, PollAbConfig};
 use dataplane::quiesce::Quiesce;
 use pmd_bridge::cycles::tsc_hz;
@@ -123,8 +124,10 @@ impl Switch {
         let poll_ab = std::env::var_os(PollAbConfig::ENV)
             .map(|v| v.to_str().ok_or_else(|| format!("{}: {v:?} is not UTF-8", PollAbConfig::ENV)).and_then(PollAbConfig::parse).map_err(StartError::Failed))
             .transpose()?;
+        let burst_phases = std::env::var_os(burst_phases::ENV).filter(|v| !v.is_empty()).map(std::path::PathBuf::from);
         let mut pmds = Vec::new();
         for (index, (&lcore, &core)) in workers.iter().zip(&cfg.switch.pmd_cores).enumerate() {
+            let burst_phases = burst_phases.as_ref().map(|p| BurstPhases::open(p).map_err(|e| StartError::Failed(format!("{}: {}: {e}", burst_phases::ENV, p.display())))).transpose()?;
             let poll_ab = poll_ab.as_ref().map(|c| PollAb::open(c).map_err(|e| StartError::Failed(format!("{}: {}: {e}", PollAbConfig::ENV, c.path.display())))).transpose()?;
             let (tx, rx) = channel();
             let counters = Arc::new(PmdCounters::default());
@@ -140,6 +143,7 @@ impl Switch {
                 panic_after: panic_after.filter(|_| index == 0),
                 sleep_max_us: cfg.switch.pmd.sleep_max_us,
                 poll_ab,
+                burst_phases,
             };
             let job = match lcore::launch(lcore, move || pmd_loop::run(ctx)) {
                 Ok(job) => job,
