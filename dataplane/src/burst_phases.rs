@@ -23,9 +23,11 @@ use crate::counters::MAX_PORTS;
 /// A guest burst's phases, in order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Phase {
-    /// Its chains taken and its headers read (`CopyOnceRx::recv`).
+    /// Its chains taken and its headers read, the outputs' rings taken
+    /// ahead meanwhile (`CopyOnceRx::recv`).
     Take,
-    /// Its frames decided (learning, lookups, policing).
+    /// Its frames captured, if a capture is on, and decided (learning,
+    /// lookups, policing).
     Classify,
     /// Its frames delivered: receive chains taken and headers written.
     Deliver,

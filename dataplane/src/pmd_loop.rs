@@ -14,6 +14,7 @@ use pmd_bridge::cycles::tsc;
 use pmd_bridge::eventfd::Waiter;
 use pmd_bridge::{Burst, Mempool, BURST};
 
+use crate::burst_phases::{self, BurstPhases, Phase};
 use crate::capture::Taps;
 use crate::copy_once::GuestPkt;
 use crate::counters::{bump, PmdCounters, MAX_PORTS};
@@ -23,7 +24,6 @@ use crate::flood::{FloodSets, PortSet};
 use crate::flow::PmdFlows;
 use crate::fwd::PortTable;
 use crate::idle::{IdleSleep, KICK_SLEEP};
-use crate::burst_phases::{self, BurstPhases, Phase};
 use crate::poll_ab::PollAb;
 use crate::port_io::{Received, RxPort, TxPort};
 use crate::quiesce::Quiesce;

@@ -13,11 +13,11 @@ use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use dataplane::burst_phases::{self, BurstPhases};
 use dataplane::counters::{PmdCounters, PmdTotals, PortTotals, MAX_PORTS};
 use dataplane::fdb::Fdb;
 use dataplane::police::Policer;
 use dataplane::pmd_loop::{self, PmdContext, PmdMsg, PmdPlan};
-use dataplane::burst_phases::{self, BurstPhases};
 use dataplane::poll_ab::{PollAb, PollAbConfig};
 use dataplane::quiesce::Quiesce;
 use pmd_bridge::cycles::tsc_hz;
@@ -124,7 +124,7 @@ impl Switch {
         let poll_ab = std::env::var_os(PollAbConfig::ENV)
             .map(|v| v.to_str().ok_or_else(|| format!("{}: {v:?} is not UTF-8", PollAbConfig::ENV)).and_then(PollAbConfig::parse).map_err(StartError::Failed))
             .transpose()?;
-        let burst_phases = std::env::var_os(burst_phases::ENV).filter(|v| !v.is_empty()).map(std::path::PathBuf::from);
+        let burst_phases = std::env::var_os(burst_phases::ENV).map(std::path::PathBuf::from);
         let mut pmds = Vec::new();
         for (index, (&lcore, &core)) in workers.iter().zip(&cfg.switch.pmd_cores).enumerate() {
             let burst_phases = burst_phases.as_ref().map(|p| BurstPhases::open(p).map_err(|e| StartError::Failed(format!("{}: {}: {e}", burst_phases::ENV, p.display())))).transpose()?;
