@@ -206,7 +206,7 @@ pub fn run(mut ctx: PmdContext) -> i32 {
                     n
                 }
                 Received::Guest(mut burst) => {
-                    burst_phases::mark(Phase::Take);
+                    burst_phases::mark(Phase::Heads);
                     if !taps.is_empty() {
                         taps.guest_rx(src.slot, &mut burst, &mut eg.out.stock, &ctx.pool);
                     }

@@ -8,6 +8,7 @@ use pmd_bridge::{Mbuf, Mempool, Stock};
 
 use super::line_clock::LineClock;
 use super::{CopyOnceTx, GuestPkt, GuestRing, ZeroCopy, HEAD, HEAD_PLAIN};
+use crate::burst_phases::{self, Phase};
 use crate::copy_list::{CopiesDone, CopyList, Sender};
 use crate::counters::{count_bad_headers, DropReason, ZeroCopy as Outcome};
 use crate::mbuf_offload;
@@ -188,6 +189,7 @@ impl CopyOnceRx {
         // 1518 B; 1.087-1.101 at 64 B since).
         let slow = self.clock.slow() && !ring.queue.is_packed();
         ring.queue.prefetch_next(&ring.mem, want, if in_order { UsedAhead::One } else { UsedAhead::Each });
+        burst_phases::mark(Phase::Ring);
         let refused = ring.refused;
         let order = &mut self.order;
         order.clear();
@@ -240,12 +242,14 @@ impl CopyOnceRx {
                 break;
             }
         }
+        burst_phases::mark(Phase::Pop);
         if k > 0 {
             ahead(k, self.chains[..k].iter().map(|c| c.len() - NET_HDR_LEN as u64).sum());
         }
         // Chains returned already (refused, counted): published even if
         // none is left to deliver.
         let mut bad = ring.refused != refused;
+        burst_phases::mark(Phase::Ahead);
         // Pass 2: the virtio-net header and the frame's headers into
         // scratch (one read; the guest may rewrite its buffer meanwhile, so
         // every later decision is made on this copy).
