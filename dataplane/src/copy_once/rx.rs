@@ -246,10 +246,10 @@ impl CopyOnceRx {
         if k > 0 {
             ahead(k, self.chains[..k].iter().map(|c| c.len() - NET_HDR_LEN as u64).sum());
         }
+        burst_phases::mark(Phase::Ahead);
         // Chains returned already (refused, counted): published even if
         // none is left to deliver.
         let mut bad = ring.refused != refused;
-        burst_phases::mark(Phase::Ahead);
         // Pass 2: the virtio-net header and the frame's headers into
         // scratch (one read; the guest may rewrite its buffer meanwhile, so
         // every later decision is made on this copy).
