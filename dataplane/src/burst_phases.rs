@@ -6,7 +6,7 @@
 //! fewer), the frames a burst and each phase's cycles a frame. Full and
 //! partial bursts apart because a short burst pays a whole poll's fixed
 //! costs: `vswitch-bench` 2vm-rings takes packed rings' frames in bursts
-//! of 15-24 where split rings' come whole, and the two kinds only compare
+//! of 13-24 where split rings' come whole, and the two kinds only compare
 //! at the same burst.
 //!
 //! Unset, each mark is one read of a thread-local flag.
@@ -67,7 +67,8 @@ pub struct BurstPhases {
     /// By slot: full bursts, then partial ones.
     sums: Box<[[Sums; 2]; MAX_PORTS]>,
     frames: u64,
-    /// The last mark's time stamp, and the burst's phases so far.
+    /// The last mark's time stamp, and the burst's phases so far (both
+    /// reset by `start`, before every poll).
     last: u64,
     burst: [u64; PHASES],
 }
@@ -101,7 +102,7 @@ impl BurstPhases {
         let s = &mut self.sums[slot as usize % MAX_PORTS][(frames < BURST) as usize];
         s.frames += frames as u64;
         s.bursts += 1;
-        s.cycles.iter_mut().zip(std::mem::take(&mut self.burst)).for_each(|(c, b)| *c += b);
+        s.cycles.iter_mut().zip(self.burst).for_each(|(c, b)| *c += b);
         self.frames += frames as u64;
         if self.frames >= LINE_EVERY {
             // An experiment's file that cannot be written ends its lines,
